@@ -1,0 +1,15 @@
+//! famez-core: the only part of famez that touches raw file descriptors.
+//!
+//! It provides what an ivshmem server or client needs from the kernel:
+//! eventfds (doorbells), UNIX stream sockets that carry one 8-byte message
+//! and at most one fd per `sendmsg`, and the shared-memory object with its
+//! mapping. Everything is nonblocking and close-on-exec; nothing here knows
+//! about Node.js.
+
+pub mod eventfd;
+pub mod shm;
+pub mod socket;
+
+pub use eventfd::EventFd;
+pub use shm::{Mapping, SharedMemory, ShmBacking};
+pub use socket::{UnixListener, UnixStream};
