@@ -1,1 +1,53 @@
+//! famez-node: famez-core as JavaScript classes (napi-rs).
+//!
+//! Thin on purpose: every class owns its fds and releases them in an
+//! explicit `close()` (and on garbage collection as a fallback); readiness
+//! is delivered on Node's own event loop (see `poll`); the shared memory is
+//! exposed as exactly one external ArrayBuffer per mapping (see `shm`).
 
+mod eventfd;
+mod poll;
+mod shm;
+mod socket;
+
+use std::os::fd::{FromRawFd, OwnedFd};
+
+use napi::{Error, Result, Status};
+use napi_derive::napi;
+
+pub(crate) fn io_error(what: &str, e: std::io::Error) -> Error {
+    let code = e.raw_os_error().map(|c| nix::errno::Errno::from_raw(c).to_string());
+    let code = code.map(|c| c.split(':').next().unwrap_or("").to_string());
+    Error::new(
+        Status::GenericFailure,
+        match code {
+            Some(c) if !c.is_empty() => format!("{c}: {what}: {e}"),
+            _ => format!("{what}: {e}"),
+        },
+    )
+}
+
+pub(crate) fn closed(what: &str) -> Error {
+    Error::new(Status::GenericFailure, format!("EBADF: {what} is closed"))
+}
+
+/// Takes ownership of a received fd number that JavaScript does not want.
+#[napi]
+pub fn close_fd(fd: i32) -> Result<()> {
+    if fd < 0 {
+        return Ok(());
+    }
+    // SAFETY: JavaScript hands back an fd that the binding gave it (a
+    // received SCM_RIGHTS fd) and promises not to use it again.
+    drop(unsafe { OwnedFd::from_raw_fd(fd) });
+    Ok(())
+}
+
+/// Size of the object behind an fd (fstat), without taking ownership.
+#[napi]
+pub fn fd_size(fd: i32) -> Result<f64> {
+    // SAFETY: the fd is only borrowed for the duration of fstat.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let st = nix::sys::stat::fstat(borrowed).map_err(|e| io_error("fstat", e.into()))?;
+    Ok(st.st_size as f64)
+}

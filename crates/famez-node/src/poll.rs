@@ -1,0 +1,309 @@
+//! Readiness of fds on Node's own event loop, through libuv's `uv_poll`.
+//!
+//! No thread and no cross-thread hop: libuv's epoll reports an eventfd or a
+//! socket ready, a Rust handler runs on the loop thread (drains the eventfd,
+//! reads the socket) and calls the JavaScript callback through
+//! `napi_make_callback`, which runs promise jobs and `process.nextTick`
+//! queues afterwards, as any libuv-driven callback in Node does.
+//!
+//! Memory contract: the `uv_poll_t` and the handler state live on the heap
+//! and never move; libuv's handle `data` points at the state. `close()` stops
+//! polling at once (uv_close removes the fd from epoll synchronously, so the
+//! caller may close the fd right after) and the memory is freed in the close
+//! callback. An env cleanup hook closes handles still open when a worker or
+//! the process tears the env down. The loop is taken from the env, never
+//! `uv_default_loop()`, so worker threads poll on their own loop.
+
+use std::ffi::{c_char, c_int, c_void, CStr};
+use std::ptr;
+
+use napi::{sys, Env, Error, Result, Status};
+
+// libuv is linked into the node binary, which exports these symbols.
+extern "C" {
+    fn uv_handle_size(kind: c_int) -> usize;
+    fn uv_poll_init(lp: *mut sys::uv_loop_s, handle: *mut c_void, fd: c_int) -> c_int;
+    fn uv_poll_start(handle: *mut c_void, events: c_int, cb: extern "C" fn(*mut c_void, c_int, c_int)) -> c_int;
+    fn uv_close(handle: *mut c_void, cb: extern "C" fn(*mut c_void));
+    fn uv_handle_set_data(handle: *mut c_void, data: *mut c_void);
+    fn uv_handle_get_data(handle: *const c_void) -> *mut c_void;
+    fn uv_strerror(err: c_int) -> *const c_char;
+    fn uv_ref(handle: *mut c_void);
+    fn uv_unref(handle: *mut c_void);
+}
+
+const UV_POLL: c_int = 8;
+pub const READABLE: i32 = 1;
+pub const WRITABLE: i32 = 2;
+pub const DISCONNECT: i32 = 4;
+/// Passed to handlers in place of events when libuv reports an error.
+pub const ERROR: i32 = 1 << 30;
+
+fn uv_error(what: &str, code: c_int) -> Error {
+    // SAFETY: uv_strerror returns a static NUL-terminated string for any code.
+    let text = unsafe { CStr::from_ptr(uv_strerror(code)) }.to_string_lossy();
+    Error::new(Status::GenericFailure, format!("{what}: {text}"))
+}
+
+/// What a handler gets to call JavaScript with.
+pub struct Ctx {
+    env: sys::napi_env,
+    callback: sys::napi_ref,
+    async_ctx: sys::napi_async_context,
+}
+
+impl Ctx {
+    pub fn number(&self, v: f64) -> sys::napi_value {
+        let mut out = ptr::null_mut();
+        // SAFETY: called on the loop thread inside an open handle scope.
+        unsafe { sys::napi_create_double(self.env, v, &mut out) };
+        out
+    }
+
+    pub fn null(&self) -> sys::napi_value {
+        let mut out = ptr::null_mut();
+        // SAFETY: as above.
+        unsafe { sys::napi_get_null(self.env, &mut out) };
+        out
+    }
+
+    pub fn string(&self, s: &str) -> sys::napi_value {
+        let mut out = ptr::null_mut();
+        // SAFETY: as above; the pointer and length describe valid UTF-8.
+        unsafe { sys::napi_create_string_utf8(self.env, s.as_ptr().cast(), s.len() as isize, &mut out) };
+        out
+    }
+
+    /// Calls the JavaScript callback. An exception it throws goes to
+    /// `process.on('uncaughtException')` like one from any other callback;
+    /// returns false then, so the handler can stop its batch.
+    pub fn call(&self, args: &[sys::napi_value]) -> bool {
+        if self.callback.is_null() {
+            return true;
+        }
+        // SAFETY: env, reference and async context are alive while the poll
+        // is open, and this runs on the loop thread inside a handle scope.
+        unsafe {
+            let mut func = ptr::null_mut();
+            if sys::napi_get_reference_value(self.env, self.callback, &mut func) != sys::Status::napi_ok
+                || func.is_null()
+            {
+                return false;
+            }
+            // napi_make_callback converts the receiver to an object, so
+            // undefined is refused; the global object is what a plain call gets.
+            let mut recv = ptr::null_mut();
+            sys::napi_get_global(self.env, &mut recv);
+            let mut result = ptr::null_mut();
+            let status =
+                sys::napi_make_callback(self.env, self.async_ctx, recv, func, args.len(), args.as_ptr(), &mut result);
+            if status == sys::Status::napi_pending_exception {
+                let mut exc = ptr::null_mut();
+                sys::napi_get_and_clear_last_exception(self.env, &mut exc);
+                sys::napi_fatal_exception(self.env, exc);
+                return false;
+            }
+            status == sys::Status::napi_ok
+        }
+    }
+}
+
+pub type Handler = Box<dyn FnMut(&Ctx, i32)>;
+
+struct PollState {
+    handle: *mut c_void,
+    env: sys::napi_env,
+    callback: sys::napi_ref,
+    async_ctx: sys::napi_async_context,
+    handler: Option<Handler>,
+    closing: bool,
+}
+
+/// A started `uv_poll` with its handler. Closing is explicit (and also done
+/// on drop); the memory is released by libuv's close callback.
+pub struct Poll {
+    state: *mut PollState,
+}
+
+impl Poll {
+    /// Starts watching `fd` for `events`; `callback` (a JS function, or
+    /// null) is what the handler's `ctx.call` invokes.
+    pub fn start(env: &Env, fd: i32, events: i32, callback: sys::napi_value, handler: Handler) -> Result<Poll> {
+        let raw_env = env.raw();
+        let lp = env.get_uv_event_loop()?;
+        // SAFETY: uv_handle_size is a pure function of the handle kind.
+        let size = unsafe { uv_handle_size(UV_POLL) };
+        let mut callback_ref = ptr::null_mut();
+        let mut async_ctx = ptr::null_mut();
+        // SAFETY: env is the current env on the loop thread; the handle
+        // buffer is large enough for a uv_poll_t as libuv itself reports.
+        let handle = unsafe {
+            if !callback.is_null() {
+                sys::napi_create_reference(raw_env, callback, 1, &mut callback_ref);
+            }
+            let mut name = ptr::null_mut();
+            sys::napi_create_string_utf8(raw_env, c"famez:poll".as_ptr(), -1, &mut name);
+            // Node 20 rejects a null resource object, so give it a fresh one.
+            let mut resource = ptr::null_mut();
+            sys::napi_create_object(raw_env, &mut resource);
+            let status = sys::napi_async_init(raw_env, resource, name, &mut async_ctx);
+            if status != sys::Status::napi_ok {
+                release_js(raw_env, callback_ref, ptr::null_mut());
+                return Err(Error::new(Status::GenericFailure, format!("napi_async_init failed ({status})")));
+            }
+            // The handle must not move while libuv knows it: a boxed buffer
+            // (u64 elements for alignment) freed only in the close callback.
+            let handle = Box::into_raw(vec![0u64; size.div_ceil(8)].into_boxed_slice()) as *mut u64 as *mut c_void;
+            let rc = uv_poll_init(lp, handle, fd);
+            if rc != 0 {
+                drop(Box::from_raw(ptr::slice_from_raw_parts_mut(handle as *mut u64, size.div_ceil(8))));
+                release_js(raw_env, callback_ref, async_ctx);
+                return Err(uv_error("uv_poll_init", rc));
+            }
+            handle
+        };
+        let state = Box::into_raw(Box::new(PollState {
+            handle,
+            env: raw_env,
+            callback: callback_ref,
+            async_ctx,
+            handler: Some(handler),
+            closing: false,
+        }));
+        // SAFETY: handle was initialised above; state outlives the handle
+        // (both are freed together in on_close).
+        unsafe {
+            uv_handle_set_data(handle, state.cast());
+            sys::napi_add_env_cleanup_hook(raw_env, Some(cleanup_hook), state.cast());
+        }
+        let mut poll = Poll { state };
+        poll.set_events(events)?;
+        Ok(poll)
+    }
+
+    /// Changes what is watched; 0 stops watching but keeps the handle.
+    pub fn set_events(&mut self, events: i32) -> Result<()> {
+        if self.state.is_null() {
+            return Ok(());
+        }
+        // SAFETY: state is live until close() nulls it.
+        let handle = unsafe { (*self.state).handle };
+        // SAFETY: handle is an initialised, not yet closed uv_poll_t.
+        let rc = unsafe {
+            if events == 0 {
+                uv_poll_stop(handle)
+            } else {
+                uv_poll_start(handle, events, on_poll)
+            }
+        };
+        if rc != 0 {
+            return Err(uv_error("uv_poll_start", rc));
+        }
+        Ok(())
+    }
+
+    /// Whether this poll keeps the event loop (and so the process) alive.
+    pub fn set_ref(&self, keep_alive: bool) {
+        if self.state.is_null() {
+            return;
+        }
+        // SAFETY: the handle is live while state is.
+        unsafe {
+            let h = (*self.state).handle;
+            if keep_alive {
+                uv_ref(h)
+            } else {
+                uv_unref(h)
+            }
+        }
+    }
+
+    pub fn close(&mut self) {
+        if self.state.is_null() {
+            return;
+        }
+        // SAFETY: state is live; close_state is idempotent per state.
+        unsafe {
+            sys::napi_remove_env_cleanup_hook((*self.state).env, Some(cleanup_hook), self.state.cast());
+            close_state(self.state);
+        }
+        self.state = ptr::null_mut();
+    }
+}
+
+extern "C" {
+    fn uv_poll_stop(handle: *mut c_void) -> c_int;
+}
+
+impl Drop for Poll {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// # Safety
+/// `state` must be live and owned by an open poll.
+unsafe fn close_state(state: *mut PollState) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        if (*state).closing {
+            return;
+        }
+        (*state).closing = true;
+        uv_close((*state).handle, on_close);
+    }
+}
+
+/// # Safety
+/// Valid env and either null or live reference and async context.
+unsafe fn release_js(env: sys::napi_env, callback: sys::napi_ref, async_ctx: sys::napi_async_context) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        if !callback.is_null() {
+            sys::napi_delete_reference(env, callback);
+        }
+        if !async_ctx.is_null() {
+            sys::napi_async_destroy(env, async_ctx);
+        }
+    }
+}
+
+extern "C" fn cleanup_hook(arg: *mut c_void) {
+    // SAFETY: the hook is removed in Poll::close, so while it can run the
+    // state is live and not yet closing.
+    unsafe { close_state(arg.cast()) }
+}
+
+extern "C" fn on_close(handle: *mut c_void) {
+    // SAFETY: libuv calls this once, after which it never touches the
+    // handle again; data points at the state allocated in Poll::start.
+    unsafe {
+        let state = Box::from_raw(uv_handle_get_data(handle) as *mut PollState);
+        release_js(state.env, state.callback, state.async_ctx);
+        let size = uv_handle_size(UV_POLL);
+        drop(Box::from_raw(ptr::slice_from_raw_parts_mut(handle as *mut u64, size.div_ceil(8))));
+        drop(state);
+    }
+}
+
+extern "C" fn on_poll(handle: *mut c_void, status: c_int, events: c_int) {
+    // SAFETY: data points at the live state (freed only in on_close, which
+    // libuv never runs before this callback returns).
+    let state = unsafe { uv_handle_get_data(handle) as *mut PollState };
+    // SAFETY: as above; the handler is taken out while it runs so a
+    // re-entrant close() from JavaScript never aliases it.
+    unsafe {
+        if (*state).closing {
+            return;
+        }
+        let env = (*state).env;
+        let mut scope = ptr::null_mut();
+        sys::napi_open_handle_scope(env, &mut scope);
+        let ctx = Ctx { env, callback: (*state).callback, async_ctx: (*state).async_ctx };
+        if let Some(mut handler) = (*state).handler.take() {
+            handler(&ctx, if status < 0 { ERROR } else { events });
+            (*state).handler = Some(handler);
+        }
+        sys::napi_close_handle_scope(env, scope);
+    }
+}

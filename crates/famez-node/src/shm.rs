@@ -1,0 +1,194 @@
+//! `SharedMemory`: the ivshmem object and its one ArrayBuffer.
+//!
+//! The memory contract: a mapping is exposed to JavaScript as exactly one
+//! external ArrayBuffer (two V8 buffers over the same memory can crash V8).
+//! It is created with `napi_create_external_arraybuffer` directly, because
+//! napi-rs's safe constructor silently copies when the runtime refuses
+//! external buffers, which would be wrong for shared memory; here that
+//! refusal is an error. `close()` detaches the buffer (every view over it
+//! becomes length 0) and then unmaps, so unmapping never waits for the
+//! garbage collector. If the object is collected without `close()`, the
+//! buffer's finalizer keeps the mapping alive as long as the buffer lives.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::ptr;
+use std::sync::{Arc, Mutex};
+
+use famez_core::{Mapping, SharedMemory as CoreShm, ShmBacking};
+use napi::bindgen_prelude::*;
+use napi::sys;
+use napi_derive::napi;
+
+use crate::{closed, io_error};
+
+#[napi(object)]
+pub struct ShmOptions {
+    /// "posix" (a name in /dev/shm), "file" (a path, e.g. on hugetlbfs) or "memfd"
+    pub kind: String,
+    /// The POSIX name, the file path, or the memfd label.
+    pub name: String,
+    pub size: f64,
+    /// Permission bits, default 0o600.
+    pub mode: Option<u32>,
+    /// Group id to give the object.
+    pub gid: Option<u32>,
+}
+
+/// The mapping shared between this object and its ArrayBuffer's finalizer.
+type MappingCell = Arc<Mutex<Option<Mapping>>>;
+
+#[napi]
+pub struct SharedMemory {
+    shm: Option<CoreShm>,
+    mapping: Option<MappingCell>,
+    env: sys::napi_env,
+    buffer: sys::napi_ref,
+}
+
+#[napi]
+impl SharedMemory {
+    /// Creates (or opens and resizes) a shared object.
+    #[napi(factory)]
+    pub fn create(env: Env, options: ShmOptions) -> Result<Self> {
+        let backing = match options.kind.as_str() {
+            "posix" => ShmBacking::Posix(options.name.clone()),
+            "file" => ShmBacking::File(PathBuf::from(&options.name)),
+            "memfd" => ShmBacking::Memfd(options.name.clone()),
+            k => return Err(Error::new(Status::InvalidArg, format!("unknown shared-memory kind {k:?}"))),
+        };
+        if !(options.size >= 0.0 && options.size.fract() == 0.0 && options.size <= 9.007_199_254_740_992e15) {
+            return Err(Error::new(Status::InvalidArg, format!("invalid size {}", options.size)));
+        }
+        let shm = CoreShm::create(&backing, options.size as u64, options.mode.unwrap_or(0o600), options.gid)
+            .map_err(|e| io_error(&format!("create shared memory {}", options.name), e))?;
+        Ok(SharedMemory { shm: Some(shm), mapping: None, env: env.raw(), buffer: ptr::null_mut() })
+    }
+
+    /// Takes ownership of a received shared-memory fd.
+    #[napi(factory)]
+    pub fn from_fd(env: Env, fd: i32) -> Result<Self> {
+        if fd < 0 {
+            return Err(Error::new(Status::InvalidArg, format!("EBADF: {fd} is not an fd")));
+        }
+        // SAFETY: JavaScript hands over an fd the binding gave it and will
+        // not use the number again.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        let shm = CoreShm::from_fd(owned).map_err(|e| io_error("fstat shared memory", e))?;
+        Ok(SharedMemory { shm: Some(shm), mapping: None, env: env.raw(), buffer: ptr::null_mut() })
+    }
+
+    #[napi(getter)]
+    pub fn fd(&self) -> i32 {
+        self.shm.as_ref().map(|s| s.as_raw_fd()).unwrap_or(-1)
+    }
+
+    #[napi(getter)]
+    pub fn size(&self) -> f64 {
+        self.shm.as_ref().map(|s| s.size() as f64).unwrap_or(0.0)
+    }
+
+    /// The whole object as an ArrayBuffer, mapped on first use; the same
+    /// buffer every time.
+    #[napi(getter)]
+    pub fn buffer(&mut self, env: Env) -> Result<Unknown<'_>> {
+        let raw_env = env.raw();
+        if !self.buffer.is_null() {
+            let mut value = ptr::null_mut();
+            // SAFETY: the reference is alive until close().
+            check(unsafe { sys::napi_get_reference_value(raw_env, self.buffer, &mut value) }, "buffer")?;
+            // SAFETY: value is a live ArrayBuffer in this env.
+            return Ok(unsafe { Unknown::from_raw_unchecked(raw_env, value) });
+        }
+        let Some(shm) = &self.shm else { return Err(closed("shared memory")) };
+        let mapping = shm.map().map_err(|e| io_error("mmap shared memory", e))?;
+        let (data, len) = (mapping.as_ptr(), mapping.len());
+        let cell: MappingCell = Arc::new(Mutex::new(Some(mapping)));
+        let hint = Arc::into_raw(cell.clone()) as *mut std::ffi::c_void;
+        let mut value = ptr::null_mut();
+        // SAFETY: data/len describe a live MAP_SHARED mapping that stays
+        // mapped until close() (after detaching) or until the finalizer
+        // drops the last reference to the cell.
+        let status = unsafe {
+            sys::napi_create_external_arraybuffer(raw_env, data.cast(), len, Some(finalize_buffer), hint, &mut value)
+        };
+        if status != sys::Status::napi_ok {
+            // SAFETY: the hint was not handed to the runtime.
+            drop(unsafe { Arc::from_raw(hint as *const Mutex<Option<Mapping>>) });
+            return Err(Error::new(
+                Status::GenericFailure,
+                "this JavaScript runtime refuses external ArrayBuffers, so shared memory cannot be exposed without copying",
+            ));
+        }
+        let mut reference = ptr::null_mut();
+        // SAFETY: value is the buffer just created.
+        check(unsafe { sys::napi_create_reference(raw_env, value, 1, &mut reference) }, "reference buffer")?;
+        self.buffer = reference;
+        self.mapping = Some(cell);
+        // SAFETY: as above.
+        Ok(unsafe { Unknown::from_raw_unchecked(raw_env, value) })
+    }
+
+    /// Removes the object's name (POSIX name or file); mappings stay valid.
+    #[napi]
+    pub fn unlink(&self) -> Result<()> {
+        let Some(shm) = &self.shm else { return Err(closed("shared memory")) };
+        shm.unlink().map_err(|e| io_error("unlink shared memory", e))
+    }
+
+    /// Detaches the ArrayBuffer, unmaps and closes the fd. Idempotent.
+    #[napi]
+    pub fn close(&mut self) {
+        self.release(true);
+    }
+}
+
+impl SharedMemory {
+    fn release(&mut self, unmap: bool) {
+        if !self.buffer.is_null() {
+            // SAFETY: env and reference are from this object's creation and
+            // this runs on the JS thread (close() or the wrapper's finalizer).
+            unsafe {
+                if unmap {
+                    let mut value = ptr::null_mut();
+                    if sys::napi_get_reference_value(self.env, self.buffer, &mut value) == sys::Status::napi_ok
+                        && !value.is_null()
+                    {
+                        sys::napi_detach_arraybuffer(self.env, value);
+                    }
+                }
+                sys::napi_delete_reference(self.env, self.buffer);
+            }
+            self.buffer = ptr::null_mut();
+        }
+        if let Some(cell) = self.mapping.take() {
+            if unmap {
+                // Detached above: no JavaScript view can reach the memory.
+                cell.lock().unwrap_or_else(|p| p.into_inner()).take();
+            }
+        }
+        self.shm = None;
+    }
+}
+
+impl Drop for SharedMemory {
+    fn drop(&mut self) {
+        // Collected without close(): the buffer may outlive us, so leave the
+        // unmapping to its finalizer.
+        self.release(false);
+    }
+}
+
+fn check(status: sys::napi_status, what: &str) -> Result<()> {
+    if status == sys::Status::napi_ok {
+        Ok(())
+    } else {
+        Err(Error::new(Status::GenericFailure, format!("{what}: napi status {status}")))
+    }
+}
+
+unsafe extern "C" fn finalize_buffer(_env: sys::napi_env, _data: *mut std::ffi::c_void, hint: *mut std::ffi::c_void) {
+    // SAFETY: hint is the Arc::into_raw made when the buffer was created,
+    // released exactly once here.
+    drop(unsafe { Arc::from_raw(hint as *const Mutex<Option<Mapping>>) });
+}

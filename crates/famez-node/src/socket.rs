@@ -1,0 +1,375 @@
+//! `UnixListener` and `UnixStream`: the ivshmem protocol's transport.
+//!
+//! A stream sends with `send(value, fd?)`. When the peer's socket buffer is
+//! full the message is not lost: it (with a duplicate of its fd, since the
+//! original may be closed before the flush) waits in an outbox that is
+//! flushed, in order, when the socket becomes writable again; `send` returns
+//! the outbox length so the caller can decide when a peer is too slow.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::io::ErrorKind;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+use std::rc::Rc;
+
+use famez_core::socket::{socket_path_state, SocketPathState};
+use famez_core::{UnixListener as CoreListener, UnixStream as CoreStream};
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+
+use crate::poll::{Ctx, Poll, DISCONNECT, ERROR, READABLE, WRITABLE};
+use crate::{closed, io_error};
+
+/// Most messages handed to JavaScript per wake-up, so one chatty socket
+/// cannot starve the loop.
+const MAX_BATCH: usize = 256;
+
+#[napi(object)]
+pub struct PathState {
+    /// "free", "stale", "live" or "not-a-socket"
+    pub state: String,
+    pub pid: Option<u32>,
+}
+
+/// What is at a socket path: free, a stale socket, a live server (with its
+/// pid when visible) or something that is not a socket.
+#[napi]
+pub fn socket_state(path: String) -> Result<PathState> {
+    let s = socket_path_state(Path::new(&path)).map_err(|e| io_error(&format!("inspect {path}"), e))?;
+    Ok(match s {
+        SocketPathState::Free => PathState { state: "free".into(), pid: None },
+        SocketPathState::Stale => PathState { state: "stale".into(), pid: None },
+        SocketPathState::Live(pid) => PathState { state: "live".into(), pid },
+        SocketPathState::NotASocket => PathState { state: "not-a-socket".into(), pid: None },
+    })
+}
+
+struct StreamState {
+    sock: Option<CoreStream>,
+    outbox: VecDeque<(i64, Option<OwnedFd>)>,
+    poll: Option<Poll>,
+    reading: bool,
+}
+
+impl StreamState {
+    fn wanted_events(&self) -> i32 {
+        let mut ev = 0;
+        if self.reading {
+            ev |= READABLE | DISCONNECT;
+        }
+        if !self.outbox.is_empty() {
+            ev |= WRITABLE;
+        }
+        ev
+    }
+
+    fn update_poll(&mut self) {
+        let ev = self.wanted_events();
+        if let Some(p) = &mut self.poll {
+            let _ = p.set_events(ev);
+        }
+    }
+
+    /// Sends queued messages until the outbox is empty or the socket is
+    /// full again. An error other than a full buffer is returned.
+    fn flush(&mut self) -> std::io::Result<()> {
+        let Some(sock) = &self.sock else { return Ok(()) };
+        while let Some((value, fd)) = self.outbox.front() {
+            match sock.send(*value, fd.as_ref().map(|f| f.as_fd())) {
+                Ok(()) => {
+                    self.outbox.pop_front();
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn close(&mut self) {
+        if let Some(mut p) = self.poll.take() {
+            p.close();
+        }
+        self.outbox.clear();
+        self.sock = None;
+    }
+}
+
+#[napi]
+pub struct UnixStream {
+    state: Rc<RefCell<StreamState>>,
+}
+
+impl UnixStream {
+    fn wrap(sock: CoreStream) -> Self {
+        UnixStream {
+            state: Rc::new(RefCell::new(StreamState { sock: Some(sock), outbox: VecDeque::new(), poll: None, reading: false })),
+        }
+    }
+
+    /// Makes sure a poll exists (needed for the outbox even when nobody reads).
+    fn ensure_poll(&self, env: &Env, callback: napi::sys::napi_value) -> Result<()> {
+        let fd = self.fd();
+        if fd < 0 {
+            return Err(closed("socket"));
+        }
+        let weak = Rc::downgrade(&self.state);
+        let handler = Box::new(move |ctx: &Ctx, events: i32| {
+            if let Some(state) = weak.upgrade() {
+                on_stream_ready(&state, ctx, events);
+            }
+        });
+        // libuv refuses a second poll handle on one fd: close the old first.
+        if let Some(mut old) = self.state.borrow_mut().poll.take() {
+            old.close();
+        }
+        let poll = Poll::start(env, fd, 0, callback, handler)?;
+        let mut st = self.state.borrow_mut();
+        st.poll = Some(poll);
+        st.update_poll();
+        Ok(())
+    }
+}
+
+fn on_stream_ready(state: &Rc<RefCell<StreamState>>, ctx: &Ctx, events: i32) {
+    if events & (WRITABLE | ERROR) != 0 {
+        let mut st = state.borrow_mut();
+        if let Err(e) = st.flush() {
+            // The peer is gone; reading (if watched) reports it.
+            st.outbox.clear();
+            let _ = e;
+        }
+        st.update_poll();
+    }
+    if events & (READABLE | DISCONNECT | ERROR) == 0 || !state.borrow().reading {
+        return;
+    }
+    let mut batch: Vec<(i64, i32)> = Vec::new();
+    let mut failure: Option<String> = None;
+    {
+        let mut st = state.borrow_mut();
+        let Some(sock) = st.sock.as_mut() else { return };
+        while batch.len() < MAX_BATCH {
+            match sock.recv() {
+                Ok(Some(m)) => batch.push((m.value, m.fd.map(|f| f.into_raw_fd_checked()).unwrap_or(-1))),
+                Ok(None) => break,
+                Err(e) => {
+                    failure = Some(if e.kind() == ErrorKind::UnexpectedEof { "closed".into() } else { e.to_string() });
+                    break;
+                }
+            }
+        }
+        if failure.is_some() {
+            // Level-triggered readiness would repeat the EOF forever.
+            st.reading = false;
+            st.update_poll();
+        }
+    }
+    for (value, fd) in batch {
+        ctx.call(&[ctx.number(value as f64), ctx.number(fd as f64)]);
+    }
+    if let Some(reason) = failure {
+        if state.borrow().sock.is_some() {
+            ctx.call(&[ctx.null(), ctx.number(-1.0), ctx.string(&reason)]);
+        }
+    }
+}
+
+trait IntoRawChecked {
+    fn into_raw_fd_checked(self) -> i32;
+}
+
+impl IntoRawChecked for OwnedFd {
+    fn into_raw_fd_checked(self) -> i32 {
+        use std::os::fd::IntoRawFd;
+        self.into_raw_fd()
+    }
+}
+
+#[napi(object)]
+pub struct ReceivedMessage {
+    pub value: i64,
+    /// -1 when the message carried no fd; otherwise an fd the caller now owns.
+    pub fd: i32,
+}
+
+#[napi]
+impl UnixStream {
+    /// Connects to a listening server.
+    #[napi(factory)]
+    pub fn connect(path: String) -> Result<Self> {
+        let s = CoreStream::connect(Path::new(&path)).map_err(|e| io_error(&format!("connect {path}"), e))?;
+        Ok(Self::wrap(s))
+    }
+
+    #[napi(getter)]
+    pub fn fd(&self) -> i32 {
+        self.state.borrow().sock.as_ref().map(|s| s.as_raw_fd()).unwrap_or(-1)
+    }
+
+    #[napi(getter)]
+    pub fn closed(&self) -> bool {
+        self.state.borrow().sock.is_none()
+    }
+
+    /// Messages waiting for the peer's socket buffer to drain.
+    #[napi(getter)]
+    pub fn queued(&self) -> u32 {
+        self.state.borrow().outbox.len() as u32
+    }
+
+    /// Sends one message, with `fd` when given (the fd stays the caller's).
+    /// Returns the number of messages still queued (0: sent at once).
+    #[napi]
+    pub fn send(&self, env: Env, value: i64, fd: Option<i32>) -> Result<u32> {
+        let mut st = self.state.borrow_mut();
+        let Some(sock) = &st.sock else { return Err(closed("socket")) };
+        // SAFETY: the caller passes an fd it keeps open for this call.
+        let borrowed = fd.filter(|f| *f >= 0).map(|f| unsafe { BorrowedFd::borrow_raw(f) });
+        if st.outbox.is_empty() {
+            match sock.send(value, borrowed) {
+                Ok(()) => return Ok(0),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) => return Err(io_error("send", e)),
+            }
+        }
+        let dup = match borrowed {
+            Some(b) => Some(b.try_clone_to_owned().map_err(|e| io_error("dup fd for the outbox", e))?),
+            None => None,
+        };
+        st.outbox.push_back((value, dup));
+        let len = st.outbox.len() as u32;
+        if st.poll.is_some() {
+            st.update_poll();
+            drop(st);
+        } else {
+            drop(st);
+            self.ensure_poll(&env, std::ptr::null_mut())?;
+        }
+        Ok(len)
+    }
+
+    /// Receives one message without waiting: null when none is available.
+    /// Throws on EOF ("closed") or a protocol framing error.
+    #[napi]
+    pub fn recv(&self) -> Result<Option<ReceivedMessage>> {
+        let mut st = self.state.borrow_mut();
+        let Some(sock) = st.sock.as_mut() else { return Err(closed("socket")) };
+        match sock.recv() {
+            Ok(Some(m)) => {
+                use std::os::fd::IntoRawFd;
+                Ok(Some(ReceivedMessage { value: m.value, fd: m.fd.map(|f| f.into_raw_fd()).unwrap_or(-1) }))
+            }
+            Ok(None) => Ok(None),
+            Err(e) if e.kind() == ErrorKind::UnexpectedEof => Err(Error::new(Status::GenericFailure, "EOF: closed")),
+            Err(e) => Err(io_error("recv", e)),
+        }
+    }
+
+    /// Delivers every incoming message as `callback(value, fd)` (fd -1 when
+    /// none; the callback owns any other fd) and the end of the connection
+    /// as `callback(null, -1, reason)`.
+    #[napi(ts_args_type = "callback: (value: number | null, fd: number, reason?: string) => void")]
+    pub fn watch(&mut self, env: Env, callback: Unknown) -> Result<()> {
+        self.state.borrow_mut().reading = true;
+        self.ensure_poll(&env, callback.raw())
+    }
+
+    #[napi(js_name = "ref")]
+    pub fn keep_alive(&self, keep: Option<bool>) {
+        if let Some(p) = &self.state.borrow().poll {
+            p.set_ref(keep.unwrap_or(true));
+        }
+    }
+
+    /// Closes the socket, dropping anything still queued. Idempotent.
+    #[napi]
+    pub fn close(&mut self) {
+        self.state.borrow_mut().close();
+    }
+}
+
+impl Drop for UnixStream {
+    fn drop(&mut self) {
+        self.state.borrow_mut().close();
+    }
+}
+
+struct ListenerState {
+    listener: Option<CoreListener>,
+    poll: Option<Poll>,
+}
+
+#[napi]
+pub struct UnixListener {
+    state: Rc<RefCell<ListenerState>>,
+}
+
+#[napi]
+impl UnixListener {
+    /// Binds and listens; the path must be free (see `socketState`).
+    #[napi(factory)]
+    pub fn listen(path: String) -> Result<Self> {
+        let l = CoreListener::bind(Path::new(&path)).map_err(|e| io_error(&format!("listen on {path}"), e))?;
+        Ok(UnixListener { state: Rc::new(RefCell::new(ListenerState { listener: Some(l), poll: None })) })
+    }
+
+    #[napi(getter)]
+    pub fn fd(&self) -> i32 {
+        self.state.borrow().listener.as_ref().map(|l| l.as_raw_fd()).unwrap_or(-1)
+    }
+
+    /// The next pending connection, or null.
+    #[napi]
+    pub fn accept(&self) -> Result<Option<UnixStream>> {
+        let st = self.state.borrow();
+        let Some(l) = &st.listener else { return Err(closed("listener")) };
+        Ok(l.accept().map_err(|e| io_error("accept", e))?.map(UnixStream::wrap))
+    }
+
+    /// Calls `callback()` when connections are pending; call `accept()`
+    /// until it returns null.
+    #[napi(ts_args_type = "callback: () => void")]
+    pub fn watch(&mut self, env: Env, callback: Unknown) -> Result<()> {
+        let fd = self.fd();
+        if fd < 0 {
+            return Err(closed("listener"));
+        }
+        let handler = Box::new(|ctx: &Ctx, events: i32| {
+            if events & ERROR == 0 {
+                ctx.call(&[]);
+            }
+        });
+        if let Some(mut old) = self.state.borrow_mut().poll.take() {
+            old.close();
+        }
+        let poll = Poll::start(&env, fd, READABLE, callback.raw(), handler)?;
+        self.state.borrow_mut().poll = Some(poll);
+        Ok(())
+    }
+
+    #[napi(js_name = "ref")]
+    pub fn keep_alive(&self, keep: Option<bool>) {
+        if let Some(p) = &self.state.borrow().poll {
+            p.set_ref(keep.unwrap_or(true));
+        }
+    }
+
+    /// Stops listening and closes the socket (the path is the caller's to
+    /// remove). Idempotent.
+    #[napi]
+    pub fn close(&mut self) {
+        let mut st = self.state.borrow_mut();
+        if let Some(mut p) = st.poll.take() {
+            p.close();
+        }
+        st.listener = None;
+    }
+}
+
+impl Drop for UnixListener {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
