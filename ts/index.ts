@@ -1,1 +1,8 @@
-export {}
+// famez's library API: the server, the host client, the pure protocol and
+// the stanza helpers. The native classes are exported for advanced use.
+export { Server, ServerError, type ServerConfig, type ServerEvents, type PeerEvent } from './server/server.js';
+export { parseServeArgs, parseSize, UsageError, type ServeOptions } from './server/options.js';
+export { Client, ClientError, type ClientEvents, type ConnectOptions, type PeerView } from './client/client.js';
+export * as protocol from './protocol.js';
+export { qemuArgs, libvirtXml, stanzaText } from './stanza.js';
+export * as native from './native.js';

@@ -1,0 +1,162 @@
+// `famez client`: the stock ivshmem-client's behaviour on a famez Client —
+// retry until the server appears, print interrupts and peer changes, and
+// take `dump`, `int PEER VECTOR`, `int PEER all`, `int all` on stdin.
+import * as readline from 'node:readline';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+import { Client, ClientError } from '../client/client.js';
+import { DEFAULTS, UsageError, tokenize } from '../server/options.js';
+
+const HELP = `Usage: famez client [-S SOCKET] [-v] [--reconnect]
+
+Joins an ivshmem server (famez serve, or QEMU's ivshmem-server) as a peer.
+Retries every second until the server is there.
+
+  -S, --socket PATH   server socket (default ${DEFAULTS.socket})
+  -v, --verbose       say more
+      --reconnect     when the server goes away, wait for it to come back
+  -h, --help          show this help
+
+Commands (stdin):
+  dump                this peer's ID, vectors, the other peers, memory size
+  int PEER VECTOR     ring PEER's VECTOR
+  int PEER all        ring all of PEER's vectors
+  int all             ring every vector of every peer
+  help                this list
+  quit                leave
+`;
+
+const COMMANDS = 'commands: dump, int PEER VECTOR, int PEER all, int all, help, quit';
+
+function say(line: string): void {
+  process.stdout.write(`${line}\n`);
+}
+
+/** Runs one command line against a connected client; returns false on quit. */
+export function command(client: Client, line: string): boolean {
+  const words = line.trim().split(/\s+/).filter(Boolean);
+  if (words.length === 0) return true;
+  const [cmd, a, b] = words;
+  try {
+    switch (cmd) {
+      case 'help':
+      case '?':
+        say(COMMANDS);
+        return true;
+      case 'quit':
+      case 'exit':
+        return false;
+      case 'dump': {
+        say(`peer ${client.id}: ${client.vectors} vector(s), shared memory ${client.memory.byteLength} bytes`);
+        if (client.peers.size === 0) say('no other peers');
+        for (const p of client.peers.values()) say(`peer ${p.id}: ${p.vectors} vector(s)`);
+        return true;
+      }
+      case 'int': {
+        if (a === 'all' && b === undefined) {
+          for (const p of client.peers.values()) client.ring(p.id, 'all');
+          say(`rang every vector of ${client.peers.size} peer(s)`);
+          return true;
+        }
+        if (a === undefined || b === undefined || words.length > 3 || !/^\d+$/.test(a) || !(b === 'all' || /^\d+$/.test(b))) {
+          say('usage: int PEER VECTOR | int PEER all | int all');
+          return true;
+        }
+        client.ring(Number(a), b === 'all' ? 'all' : Number(b));
+        say(`rang peer ${a} vector ${b}`);
+        return true;
+      }
+      default:
+        say(`unknown command '${cmd}'; ${COMMANDS}`);
+        return true;
+    }
+  } catch (e) {
+    say(`error: ${(e as Error).message}`);
+    return true;
+  }
+}
+
+export async function runClient(argv: string[]): Promise<number> {
+  let socket: string = DEFAULTS.socket;
+  let verbose = false;
+  let reconnect = false;
+  try {
+    for (const [flag, v] of tokenize(argv, [
+      { long: 'socket', short: 'S', value: true },
+      { long: 'verbose', short: 'v', value: false },
+      { long: 'reconnect', value: false },
+      { long: 'help', short: 'h', value: false },
+    ])) {
+      if (flag === 'help') {
+        process.stdout.write(HELP);
+        return 0;
+      }
+      if (flag === 'socket') socket = v!;
+      if (flag === 'verbose') verbose = true;
+      if (flag === 'reconnect') reconnect = true;
+    }
+  } catch (e) {
+    if (e instanceof UsageError) {
+      process.stderr.write(`famez client: ${e.message}\n`);
+      return 2;
+    }
+    throw e;
+  }
+
+  let client: Client | null = null;
+  let quitting = false;
+  const rl = readline.createInterface({ input: process.stdin, terminal: false });
+  rl.on('line', (line) => {
+    if (!client || client.closed) {
+      say('not connected yet');
+      return;
+    }
+    if (!command(client, line)) {
+      quitting = true;
+      client.close();
+    }
+  });
+  const stop = () => {
+    quitting = true;
+    client?.close();
+    rl.close();
+  };
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
+
+  let announcedWait = false;
+  while (!quitting) {
+    try {
+      client = await Client.connect(socket, { retry: false });
+    } catch (e) {
+      if (e instanceof ClientError && (e.code === 'EREFUSED' || e.code === 'EPROTO')) {
+        process.stderr.write(`famez client: ${e.message}\n`);
+        rl.close();
+        return 1;
+      }
+      if (!announcedWait) {
+        say(`waiting for a server on ${socket} (${(e as Error).message}); retrying every second`);
+        announcedWait = true;
+      }
+      await sleep(1000);
+      continue;
+    }
+    announcedWait = false;
+    const c = client;
+    const peers = [...c.peers.keys()];
+    say(`connected to ${socket} as peer ${c.id} (${c.vectors} vector(s)); peers: ${peers.length ? peers.join(', ') : 'none'}`);
+    c.on('interrupt', ({ vector, count }) => say(`interrupt on vector ${vector} (count ${count})`));
+    c.on('join', ({ id, vectors }) => say(`peer ${id} joined (${vectors} vector(s))`));
+    c.on('leave', ({ id }) => say(`peer ${id} left`));
+    const reason = await new Promise<string>((resolve) => c.once('close', ({ reason }) => resolve(reason)));
+    if (quitting) break;
+    say(`disconnected: ${reason}`);
+    if (!reconnect) {
+      rl.close();
+      return 1;
+    }
+    if (verbose) say('reconnecting');
+  }
+  rl.close();
+  return 0;
+}

@@ -1,0 +1,161 @@
+// `famez serve`: options, daemon mode, pid file, signals, the QEMU stanza.
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+import { Server, ServerError } from '../server/server.js';
+import { SERVE_HELP, UsageError, parseServeArgs, type ServeOptions } from '../server/options.js';
+import { stanzaText } from '../stanza.js';
+
+const DAEMON_ENV = 'FAMEZ_DAEMON_CHILD';
+
+function resolveGroup(group: string): number {
+  if (/^\d+$/.test(group)) return Number(group);
+  let text = '';
+  try {
+    text = fs.readFileSync('/etc/group', 'utf8');
+  } catch {
+    // fall through to the error below
+  }
+  for (const line of text.split('\n')) {
+    const [name, , gid] = line.split(':');
+    if (name === group && gid !== undefined) return Number(gid);
+  }
+  throw new UsageError(`unknown group '${group}'`);
+}
+
+function formatSize(n: number): string {
+  for (const [u, f] of [['T', 2 ** 40], ['G', 2 ** 30], ['M', 2 ** 20], ['K', 2 ** 10]] as const) {
+    if (n >= f && n % f === 0) return `${n / f}${u}`;
+  }
+  return `${n}B`;
+}
+
+/** Checks what can be checked before anything is created. */
+function preflight(o: ServeOptions): number | null {
+  const dir = path.dirname(path.resolve(o.socket));
+  if (!fs.existsSync(dir)) throw new UsageError(`socket directory ${dir} does not exist`);
+  if (o.pidfile !== null && !fs.existsSync(path.dirname(path.resolve(o.pidfile)))) {
+    throw new UsageError(`pid file directory ${path.dirname(path.resolve(o.pidfile))} does not exist`);
+  }
+  if (o.shm.kind === 'file' && !fs.existsSync(path.dirname(o.shm.name))) {
+    throw new UsageError(`shared-memory directory ${path.dirname(o.shm.name)} does not exist`);
+  }
+  return o.group === null ? null : resolveGroup(o.group);
+}
+
+export async function runServe(argv: string[]): Promise<number> {
+  let o: ServeOptions;
+  let gid: number | null;
+  try {
+    o = parseServeArgs(argv);
+    if (o.help) {
+      process.stdout.write(SERVE_HELP);
+      return 0;
+    }
+    gid = preflight(o);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      process.stderr.write(`famez serve: ${e.message}\n`);
+      return 2;
+    }
+    throw e;
+  }
+  if (o.daemon && process.env[DAEMON_ENV] !== '1') return detach();
+
+  const daemonChild = process.env[DAEMON_ENV] === '1';
+  const report = (line: string) => {
+    if (daemonChild) {
+      try {
+        fs.writeSync(3, `${line}\n`);
+      } catch {
+        // the parent is gone
+      }
+    }
+  };
+  let server: Server;
+  try {
+    server = Server.start({
+      socket: o.socket,
+      shm: o.shm,
+      size: o.size,
+      vectors: o.vectors,
+      maxPeers: o.maxPeers,
+      idPolicy: o.idPolicy,
+      keepShm: o.keepShm,
+      mode: o.mode,
+      gid,
+      verbose: o.verbose,
+    });
+  } catch (e) {
+    if (e instanceof ServerError) {
+      process.stderr.write(`famez serve: ${e.message}\n`);
+      report(`error ${e.code === 'ENOENT' ? 2 : 1} ${e.message}`);
+      return e.code === 'ENOENT' ? 2 : 1;
+    }
+    throw e;
+  }
+  if (o.pidfile !== null) fs.writeFileSync(o.pidfile, `${process.pid}\n`);
+  const shmDesc = o.shm.kind === 'memfd' ? 'memfd' : o.shm.kind === 'file' ? o.shm.name : `/dev/shm/${o.shm.name}`;
+  console.log(
+    `famez: serving on ${server.socketPath} (shared memory ${shmDesc}, ${formatSize(o.size)}, ${o.vectors} vector${o.vectors === 1 ? '' : 's'}; pid ${process.pid})`,
+  );
+  process.stdout.write(stanzaText({ socket: server.socketPath, vectors: o.vectors }));
+  report(`ready ${process.pid}`);
+  if (daemonChild) {
+    try {
+      fs.closeSync(3);
+    } catch {
+      // already closed
+    }
+  }
+
+  const stop = (signal: string) => {
+    console.log(`famez: ${signal}: closing ${server.peerIds.length} peer(s) and exiting`);
+    server.close();
+    if (o.pidfile !== null) {
+      try {
+        fs.unlinkSync(o.pidfile);
+      } catch {
+        // already gone
+      }
+    }
+    process.exit(0);
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGHUP', () => undefined);
+  return -1; // keep running
+}
+
+/** Re-runs this command detached, waits for it to report "ready" (or an
+ * error) on an extra pipe, and exits with its verdict. */
+function detach(): Promise<number> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
+      detached: true,
+      stdio: ['ignore', 'ignore', 'ignore', 'pipe'],
+      env: { ...process.env, [DAEMON_ENV]: '1' },
+    });
+    let text = '';
+    const pipe = child.stdio[3] as NodeJS.ReadableStream;
+    pipe.setEncoding('utf8');
+    pipe.on('data', (chunk: string) => (text += chunk));
+    pipe.on('end', () => {
+      const line = text.split('\n')[0] ?? '';
+      const ready = /^ready (\d+)/.exec(line);
+      const error = /^error (\d) (.*)/.exec(line);
+      child.unref();
+      if (ready) {
+        console.log(`famez: server running in the background (pid ${ready[1]})`);
+        resolve(0);
+      } else if (error) {
+        process.stderr.write(`famez serve: ${error[2]}\n`);
+        resolve(Number(error[1]));
+      } else {
+        process.stderr.write('famez serve: the background server exited before it was ready\n');
+        resolve(1);
+      }
+    });
+  });
+}

@@ -1,0 +1,230 @@
+// The host client: joins an ivshmem server as a peer. It folds the server's
+// messages with `protocol.receive`, owns the fds it is given, rings other
+// peers' eventfds and reports its own as 'interrupt' events.
+import { EventEmitter } from 'node:events';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+import { EventFd, SharedMemory, UnixStream, closeFd } from '../native.js';
+import { initialClientState, receive, type ClientState } from '../protocol.js';
+
+export interface PeerView {
+  id: number;
+  /** Number of this peer's vectors (eventfds) this client can ring. */
+  vectors: number;
+}
+
+export interface ClientEvents {
+  interrupt: [{ vector: number; count: number }];
+  join: [PeerView];
+  leave: [{ id: number }];
+  close: [{ reason: string }];
+}
+
+export interface ConnectOptions {
+  /** Keep retrying (every `retryMs`) while the server is not there yet. */
+  retry?: boolean;
+  retryMs?: number;
+  /** Give up after this long (default 10 s). */
+  timeoutMs?: number;
+}
+
+export class ClientError extends Error {
+  override name = 'ClientError';
+  constructor(
+    readonly code: 'ECONNECT' | 'EREFUSED' | 'EPROTO' | 'ETIMEDOUT' | 'ECLOSED',
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export class Client extends EventEmitter<ClientEvents> {
+  private readonly state: ClientState<number> = initialClientState();
+  private readonly peerBells = new Map<number, EventFd[]>();
+  private readonly ownBells: EventFd[] = [];
+  private shm: SharedMemory | null = null;
+  private closedReason: string | null = null;
+  private changed = new Set<number>();
+  private flushScheduled = false;
+
+  private constructor(
+    readonly socketPath: string,
+    private readonly stream: UnixStream,
+  ) {
+    super();
+  }
+
+  /** Connects and resolves once the server's welcome (ID, shared memory,
+   * the other peers and this peer's own vectors) has arrived. */
+  static async connect(socketPath: string, options: ConnectOptions = {}): Promise<Client> {
+    const timeoutMs = options.timeoutMs ?? 10_000;
+    const retryMs = options.retryMs ?? 1000;
+    const deadline = Date.now() + timeoutMs;
+    let stream: UnixStream | null = null;
+    for (;;) {
+      try {
+        stream = UnixStream.connect(socketPath);
+        break;
+      } catch (e) {
+        const msg = (e as Error).message;
+        if (!options.retry || Date.now() + retryMs > deadline) {
+          throw new ClientError('ECONNECT', `cannot connect to ${socketPath}: ${msg}`);
+        }
+        await sleep(retryMs);
+      }
+    }
+    const client = new Client(socketPath, stream);
+    return client.welcome(deadline);
+  }
+
+  private welcome(deadline: number): Promise<Client> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.shutdown('no welcome from the server');
+        reject(new ClientError('ETIMEDOUT', `${this.socketPath}: the server did not finish its welcome in time`));
+      }, Math.max(0, deadline - Date.now()));
+      const fail = (err: ClientError) => {
+        clearTimeout(timer);
+        this.shutdown(err.message);
+        reject(err);
+      };
+      let settled = false;
+      this.stream.watch((value, fd, reason) => {
+        if (value === null) {
+          if (!settled) {
+            settled = true;
+            fail(new ClientError('ECLOSED', `${this.socketPath}: the server closed the connection during the welcome`));
+          } else this.shutdown(reason === 'closed' ? 'server closed the connection' : reason ?? 'closed');
+          return;
+        }
+        for (const ev of receive(this.state, { value, fd: fd < 0 ? null : fd })) {
+          switch (ev.type) {
+            case 'welcome':
+              this.shm = SharedMemory.fromFd(ev.shm);
+              break;
+            case 'own-vector': {
+              const bell = EventFd.adopt(ev.fd);
+              const vector = ev.vector;
+              bell.watch((count) => this.emit('interrupt', { vector, count }));
+              this.ownBells.push(bell);
+              // The own group ends the welcome; resolve once this batch of
+              // messages has been read (check phase follows the poll phase).
+              if (!settled) {
+                settled = true;
+                setImmediate(() => {
+                  clearTimeout(timer);
+                  this.changed.clear();
+                  resolve(this);
+                });
+              }
+              break;
+            }
+            case 'peer-vector': {
+              let bells = this.peerBells.get(ev.peer);
+              if (!bells) this.peerBells.set(ev.peer, (bells = []));
+              bells.push(EventFd.adopt(ev.fd));
+              this.noteChange(ev.peer);
+              break;
+            }
+            case 'peer-left':
+              for (const b of this.peerBells.get(ev.peer) ?? []) b.close();
+              this.peerBells.delete(ev.peer);
+              this.changed.delete(ev.peer);
+              if (settled) this.emit('leave', { id: ev.peer });
+              break;
+            case 'discard':
+              closeFd(ev.fd);
+              break;
+            case 'refused':
+              if (!settled) {
+                settled = true;
+                fail(new ClientError('EREFUSED', `${this.socketPath}: the server refused this peer (version ${ev.version}; it may be full)`));
+              }
+              return;
+            case 'error':
+              if (!settled) {
+                settled = true;
+                fail(new ClientError('EPROTO', `${this.socketPath}: ${ev.message}`));
+              } else this.shutdown(`protocol error: ${ev.message}`);
+              return;
+          }
+        }
+      });
+    });
+  }
+
+  /** Peers' vectors arrive one message at a time; announce a join once the
+   * burst that carried them has been read. */
+  private noteChange(peer: number): void {
+    this.changed.add(peer);
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => {
+      this.flushScheduled = false;
+      const ids = [...this.changed];
+      this.changed.clear();
+      if (this.state.phase !== 'running' || this.closedReason !== null || this.ownBells.length === 0) return;
+      for (const id of ids) {
+        const bells = this.peerBells.get(id);
+        if (bells) this.emit('join', { id, vectors: bells.length });
+      }
+    });
+  }
+
+  get id(): number {
+    return this.state.id;
+  }
+
+  /** Number of this peer's own vectors. */
+  get vectors(): number {
+    return this.ownBells.length;
+  }
+
+  /** The other peers, by ID. */
+  get peers(): Map<number, PeerView> {
+    const out = new Map<number, PeerView>();
+    for (const id of [...this.peerBells.keys()].sort((a, b) => a - b)) {
+      out.set(id, { id, vectors: this.peerBells.get(id)!.length });
+    }
+    return out;
+  }
+
+  /** The shared memory, mapped: the same ArrayBuffer every time. */
+  get memory(): ArrayBuffer {
+    if (!this.shm) throw new ClientError('ECLOSED', 'the client is closed');
+    return this.shm.buffer as ArrayBuffer;
+  }
+
+  get closed(): boolean {
+    return this.closedReason !== null;
+  }
+
+  /** Rings `peer` on `vector`, or on all of its vectors. */
+  ring(peer: number, vector: number | 'all' = 0): void {
+    const bells = this.peerBells.get(peer) ?? (peer === this.id ? this.ownBells : undefined);
+    if (!bells) throw new ClientError('EPROTO', `peer ${peer} is not connected (peers: ${[...this.peerBells.keys()].join(', ') || 'none'})`);
+    if (vector === 'all') {
+      for (const b of bells) b.signal(1);
+      return;
+    }
+    const bell = bells[vector];
+    if (!bell) throw new ClientError('EPROTO', `peer ${peer} has vectors 0..${bells.length - 1}, not ${vector}`);
+    bell.signal(1);
+  }
+
+  private shutdown(reason: string): void {
+    if (this.closedReason !== null) return;
+    this.closedReason = reason;
+    this.stream.close();
+    for (const b of this.ownBells) b.close();
+    for (const bells of this.peerBells.values()) for (const b of bells) b.close();
+    this.peerBells.clear();
+    this.shm?.close();
+    this.emit('close', { reason });
+  }
+
+  /** Leaves the fabric: closes the socket, every fd and the mapping. */
+  close(): void {
+    this.shutdown('closed by the client');
+  }
+}

@@ -1,0 +1,14 @@
+// The native binding (crates/famez-node), loaded through napi-rs's generated
+// loader: the local .node file in a checkout, else the prebuilt platform
+// package. Nothing above this module touches an fd except to hand it back.
+import type * as Binding from '../index.js';
+
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const binding: typeof Binding = require('../index.js');
+
+export const { EventFd, SharedMemory, UnixListener, UnixStream, closeFd, fdSize, socketState } = binding;
+export type EventFd = Binding.EventFd;
+export type SharedMemory = Binding.SharedMemory;
+export type UnixListener = Binding.UnixListener;
+export type UnixStream = Binding.UnixStream;
+export type ShmOptions = Binding.ShmOptions;

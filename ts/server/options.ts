@@ -1,0 +1,259 @@
+// `famez serve` command line: parsing and validation without I/O, so every
+// flag and every refusal is unit-tested. The stock ivshmem-server's flags
+// keep their stock meaning; long forms and famez's extensions sit beside them.
+import { ID_POLICIES, type IdPolicy } from '../protocol.js';
+
+export class UsageError extends Error {
+  override name = 'UsageError';
+}
+
+export const DEFAULTS = {
+  socket: '/tmp/ivshmem_socket',
+  shmName: 'ivshmem',
+  size: 4 * 1024 * 1024,
+  vectors: 1,
+  daemonPidfile: '/var/run/ivshmem-server.pid',
+} as const;
+
+/** A guest can only ring vectors 0..255 (QEMU masks the doorbell's vector). */
+export const MAX_VECTORS = 256;
+/** Peer IDs are 16 bits. */
+export const MAX_PEERS = 65536;
+
+export type ShmKind = 'posix' | 'file' | 'memfd';
+
+export interface ServeOptions {
+  socket: string;
+  shm: { kind: ShmKind; name: string };
+  size: number;
+  vectors: number;
+  maxPeers: number;
+  idPolicy: IdPolicy;
+  pidfile: string | null;
+  daemon: boolean;
+  verbose: boolean;
+  keepShm: boolean;
+  mode: number | null;
+  group: string | null;
+  help: boolean;
+}
+
+const UNITS: Record<string, number> = { '': 1, B: 1, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40 };
+
+function formatSize(n: number): string {
+  for (const [u, f] of [['T', 2 ** 40], ['G', 2 ** 30], ['M', 2 ** 20], ['K', 2 ** 10]] as const) {
+    if (n >= f && n % f === 0) return `${n / f}${u}`;
+  }
+  return String(n);
+}
+
+/** Parses "4M", "1G", "65536" (K/M/G/T are powers of 1024) and requires a
+ * power of two, since QEMU maps the object as a PCI BAR. */
+export function parseSize(text: string): number {
+  const m = /^(\d+)\s*([bBkKmMgGtT]?)i?[bB]?$/.exec(text.trim());
+  if (!m) throw new UsageError(`invalid size '${text}': use a number with an optional K, M, G or T suffix, e.g. 4M`);
+  const n = Number(m[1]) * UNITS[m[2].toUpperCase()];
+  if (!Number.isSafeInteger(n) || n <= 0) throw new UsageError(`invalid size '${text}': it must be between 1 and 8P`);
+  const big = BigInt(n);
+  if ((big & (big - 1n)) !== 0n) {
+    const lower = 2 ** (big.toString(2).length - 1);
+    throw new UsageError(
+      `size ${text} is not a power of two (QEMU maps it as a PCI BAR); the nearest valid sizes are ${formatSize(lower)} and ${formatSize(lower * 2)}`,
+    );
+  }
+  return n;
+}
+
+function parseInteger(flag: string, text: string, min: number, max: number, why = ''): number {
+  if (!/^\d+$/.test(text)) throw new UsageError(`${flag} needs a whole number, got '${text}'`);
+  const n = Number(text);
+  if (n < min || n > max) throw new UsageError(`${flag} must be between ${min} and ${max}${why}, got ${n}`);
+  return n;
+}
+
+function parseMode(text: string): number {
+  if (!/^0?[0-7]{3,4}$/.test(text)) throw new UsageError(`--mode needs octal permission bits like 0660, got '${text}'`);
+  return parseInt(text, 8);
+}
+
+interface FlagSpec {
+  long: string;
+  short?: string;
+  value: boolean;
+}
+
+const FLAGS: FlagSpec[] = [
+  { long: 'socket', short: 'S', value: true },
+  { long: 'shm-name', short: 'M', value: true },
+  { long: 'shm-dir', short: 'm', value: true },
+  { long: 'size', short: 'l', value: true },
+  { long: 'vectors', short: 'n', value: true },
+  { long: 'pidfile', short: 'p', value: true },
+  { long: 'verbose', short: 'v', value: false },
+  { long: 'foreground', short: 'F', value: false },
+  { long: 'help', short: 'h', value: false },
+  { long: 'daemon', value: false },
+  { long: 'max-peers', value: true },
+  { long: 'id-policy', value: true },
+  { long: 'keep-shm', value: false },
+  { long: 'memfd', value: false },
+  { long: 'mode', value: true },
+  { long: 'group', value: true },
+];
+
+/** Splits argv into (flag, value) pairs: `-S x`, `-Sx`, `-vF`, `--size x`,
+ * `--size=x`. Unknown flags and missing values are usage errors. */
+export function tokenize(argv: readonly string[], specs: readonly FlagSpec[]): Array<[string, string | null]> {
+  const out: Array<[string, string | null]> = [];
+  const byShort = new Map(specs.filter((s) => s.short).map((s) => [s.short!, s]));
+  const byLong = new Map(specs.map((s) => [s.long, s]));
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    const need = (spec: FlagSpec, shown: string): string => {
+      if (i + 1 >= argv.length) throw new UsageError(`${shown} needs a value`);
+      return argv[++i];
+    };
+    if (arg.startsWith('--')) {
+      const eq = arg.indexOf('=');
+      const name = arg.slice(2, eq < 0 ? undefined : eq);
+      const spec = byLong.get(name);
+      if (!spec) throw new UsageError(`unknown option '--${name}' (see --help)`);
+      if (!spec.value && eq >= 0) throw new UsageError(`--${name} takes no value`);
+      out.push([spec.long, spec.value ? (eq >= 0 ? arg.slice(eq + 1) : need(spec, arg)) : null]);
+    } else if (arg.startsWith('-') && arg.length > 1) {
+      for (let j = 1; j < arg.length; j++) {
+        const spec = byShort.get(arg[j]);
+        if (!spec) throw new UsageError(`unknown option '-${arg[j]}' (see --help)`);
+        if (spec.value) {
+          out.push([spec.long, j + 1 < arg.length ? arg.slice(j + 1) : need(spec, `-${arg[j]}`)]);
+          break;
+        }
+        out.push([spec.long, null]);
+      }
+    } else {
+      throw new UsageError(`unexpected argument '${arg}' (see --help)`);
+    }
+  }
+  return out;
+}
+
+export function parseServeArgs(argv: readonly string[]): ServeOptions {
+  const o: ServeOptions = {
+    socket: DEFAULTS.socket,
+    shm: { kind: 'posix', name: DEFAULTS.shmName },
+    size: DEFAULTS.size,
+    vectors: DEFAULTS.vectors,
+    maxPeers: MAX_PEERS,
+    idPolicy: 'lowest',
+    pidfile: null,
+    daemon: false,
+    verbose: false,
+    keepShm: false,
+    mode: null,
+    group: null,
+    help: false,
+  };
+  let shmName: string | null = null;
+  let shmDir: string | null = null;
+  let memfd = false;
+  for (const [flag, value] of tokenize(argv, FLAGS)) {
+    const v = value ?? '';
+    switch (flag) {
+      case 'socket':
+        if (!v) throw new UsageError('--socket needs a path');
+        o.socket = v;
+        break;
+      case 'shm-name':
+        if (!v || v.slice(1).includes('/')) throw new UsageError(`invalid shm name '${v}': a name like 'ivshmem', without slashes`);
+        shmName = v.replace(/^\//, '');
+        break;
+      case 'shm-dir':
+        if (!v) throw new UsageError('--shm-dir needs a directory');
+        shmDir = v;
+        break;
+      case 'size':
+        o.size = parseSize(v);
+        break;
+      case 'vectors':
+        o.vectors = parseInteger('-n/--vectors', v, 1, MAX_VECTORS, ' (a guest can only ring vectors 0..255)');
+        break;
+      case 'pidfile':
+        o.pidfile = v;
+        break;
+      case 'verbose':
+        o.verbose = true;
+        break;
+      case 'foreground':
+        o.daemon = false;
+        break;
+      case 'help':
+        o.help = true;
+        break;
+      case 'daemon':
+        o.daemon = true;
+        break;
+      case 'max-peers':
+        o.maxPeers = parseInteger('--max-peers', v, 1, MAX_PEERS, ' (peer IDs are 16 bits)');
+        break;
+      case 'id-policy':
+        if (!ID_POLICIES.includes(v as IdPolicy)) throw new UsageError(`--id-policy must be one of ${ID_POLICIES.join(', ')}, got '${v}'`);
+        o.idPolicy = v as IdPolicy;
+        break;
+      case 'keep-shm':
+        o.keepShm = true;
+        break;
+      case 'memfd':
+        memfd = true;
+        break;
+      case 'mode':
+        o.mode = parseMode(v);
+        break;
+      case 'group':
+        if (!v) throw new UsageError('--group needs a group name or number');
+        o.group = v;
+        break;
+    }
+  }
+  if (memfd && (shmDir !== null || shmName !== null)) throw new UsageError('--memfd cannot be combined with --shm-name or --shm-dir');
+  if (memfd) o.shm = { kind: 'memfd', name: 'famez' };
+  else if (shmDir !== null) o.shm = { kind: 'file', name: `${shmDir.replace(/\/+$/, '') || '/'}/${shmName ?? DEFAULTS.shmName}` };
+  else o.shm = { kind: 'posix', name: shmName ?? DEFAULTS.shmName };
+  if (o.daemon && o.pidfile === null) o.pidfile = DEFAULTS.daemonPidfile;
+  return o;
+}
+
+export const SERVE_HELP = `Usage: famez serve [options]
+
+A drop-in replacement for QEMU's ivshmem-server: peers (QEMU
+ivshmem-doorbell devices, famez clients) connect to a UNIX socket and get
+the shared memory and each other's eventfds.
+
+Stock ivshmem-server options:
+  -S, --socket PATH      UNIX socket to listen on (default ${DEFAULTS.socket})
+  -M, --shm-name NAME    POSIX shared-memory object /dev/shm/NAME (default ${DEFAULTS.shmName})
+  -m, --shm-dir DIR      create the shared memory as the file DIR/NAME instead
+                         (for hugetlbfs mounts)
+  -l, --size SIZE        shared-memory size, a power of two, with K/M/G/T
+                         suffixes (default 4M)
+  -n, --vectors N        interrupt vectors per peer, 1..${MAX_VECTORS} (default 1)
+  -p, --pidfile FILE     write the server's pid to FILE
+                         (default ${DEFAULTS.daemonPidfile} with --daemon)
+  -v, --verbose          log every message sent
+  -F, --foreground       stay in the foreground (the default; accepted for
+                         compatibility)
+  -h, --help             show this help
+
+famez options:
+      --daemon           detach into the background and write the pid file
+      --max-peers N      refuse peers beyond N (default: no limit but 65536)
+      --id-policy P      how IDs are chosen: lowest (default; the lowest free
+                         ID), monotonic (stock behaviour) or random
+      --keep-shm         leave the shared memory in place at exit
+      --memfd            use an anonymous memfd (nothing to clean up)
+      --mode MODE        octal permissions for the socket and shared memory
+                         (default: socket 0777 minus umask, shm 0600)
+      --group GROUP      group (name or id) for the socket and shared memory
+
+Signals: SIGINT and SIGTERM close every client, remove the socket (and the
+shared memory unless --keep-shm) and exit 0.
+`;

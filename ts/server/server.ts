@@ -1,0 +1,239 @@
+// The ivshmem server: listens on a UNIX socket, gives each peer an ID and
+// its eventfds, and tells everyone about joins and departures. What to send
+// is decided by `protocol` (pure); this module only executes it with the
+// native binding and keeps the peer table.
+import { EventEmitter } from 'node:events';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+import { EventFd, SharedMemory, UnixListener, UnixStream, closeFd, socketState } from '../native.js';
+import { IdPool, joinMessages, leaveMessages, refusalMessages, type FdRef, type IdPolicy, type Send } from '../protocol.js';
+import type { ShmKind } from './options.js';
+
+export interface ServerConfig {
+  socket: string;
+  shm: { kind: ShmKind; name: string };
+  size: number;
+  vectors: number;
+  maxPeers?: number;
+  idPolicy?: IdPolicy;
+  /** Leave the shared memory in place when the server closes. */
+  keepShm?: boolean;
+  /** Permission bits for the socket and the shared memory. */
+  mode?: number | null;
+  gid?: number | null;
+  /** Messages a peer may leave unread beyond its socket buffer before it is
+   * disconnected as too slow. */
+  maxQueued?: number;
+  verbose?: boolean;
+  log?: (line: string) => void;
+}
+
+export class ServerError extends Error {
+  override name = 'ServerError';
+  constructor(
+    readonly code: 'EADDRINUSE' | 'ENOENT' | 'ENOTSOCK' | 'ESHM' | 'ELISTEN',
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface PeerEvent {
+  id: number;
+  peers: number;
+}
+
+export interface ServerEvents {
+  connect: [PeerEvent];
+  disconnect: [PeerEvent & { reason: string }];
+  refuse: [{ reason: string }];
+  close: [];
+}
+
+interface Peer {
+  id: number;
+  stream: UnixStream;
+  vectors: EventFd[];
+}
+
+export const DEFAULT_MAX_QUEUED = 4096;
+
+function plural(n: number, word: string): string {
+  return `${n} ${word}${n === 1 ? '' : 's'}`;
+}
+
+export class Server extends EventEmitter<ServerEvents> {
+  private readonly peers = new Map<number, Peer>();
+  private readonly ids: IdPool;
+  private readonly log: (line: string) => void;
+  private closed = false;
+
+  private constructor(
+    readonly config: Required<Omit<ServerConfig, 'log' | 'mode' | 'gid'>> & Pick<ServerConfig, 'mode' | 'gid'>,
+    private readonly listener: UnixListener,
+    private readonly shm: SharedMemory,
+    log: (line: string) => void,
+  ) {
+    super();
+    this.log = log;
+    this.ids = new IdPool(config.idPolicy);
+    listener.watch(() => this.acceptAll());
+  }
+
+  /** Creates the shared memory, then binds the socket. Throws ServerError
+   * (leaving nothing behind) when either cannot be done. */
+  static start(config: ServerConfig): Server {
+    const log = config.log ?? ((line: string) => console.log(line));
+    const full = {
+      maxPeers: 65536,
+      idPolicy: 'lowest' as IdPolicy,
+      keepShm: false,
+      maxQueued: DEFAULT_MAX_QUEUED,
+      verbose: false,
+      ...config,
+    };
+    const socketPath = path.resolve(config.socket);
+    const dir = path.dirname(socketPath);
+    if (!fs.existsSync(dir)) throw new ServerError('ENOENT', `socket directory ${dir} does not exist`);
+    const state = socketState(socketPath);
+    if (state.state === 'live') {
+      const who = state.pid === undefined ? 'a running server' : `a running server (pid ${state.pid})`;
+      throw new ServerError('EADDRINUSE', `socket ${socketPath} is held by ${who}; stop it or choose another path with -S`);
+    }
+    if (state.state === 'not-a-socket') {
+      throw new ServerError('ENOTSOCK', `${socketPath} exists and is not a socket; remove it or choose another path with -S`);
+    }
+    if (config.shm.kind === 'file' && !fs.existsSync(path.dirname(config.shm.name))) {
+      throw new ServerError('ENOENT', `shared-memory directory ${path.dirname(config.shm.name)} does not exist`);
+    }
+    let shm: SharedMemory;
+    try {
+      shm = SharedMemory.create({
+        kind: config.shm.kind,
+        name: config.shm.name,
+        size: config.size,
+        mode: config.mode ?? 0o600,
+        gid: config.gid ?? undefined,
+      });
+    } catch (e) {
+      throw new ServerError('ESHM', `cannot create shared memory ${config.shm.name}: ${(e as Error).message}`);
+    }
+    let listener: UnixListener;
+    try {
+      if (state.state === 'stale') {
+        fs.unlinkSync(socketPath);
+        log(`famez: replaced stale socket ${socketPath}`);
+      }
+      listener = UnixListener.listen(socketPath);
+      if (config.mode != null) fs.chmodSync(socketPath, config.mode);
+      if (config.gid != null) fs.chownSync(socketPath, -1, config.gid);
+    } catch (e) {
+      if (!full.keepShm) shm.unlink();
+      shm.close();
+      throw new ServerError('ELISTEN', `cannot listen on ${socketPath}: ${(e as Error).message}`);
+    }
+    return new Server({ ...full, socket: socketPath }, listener, shm, log);
+  }
+
+  /** IDs of the connected peers, ascending. */
+  get peerIds(): number[] {
+    return [...this.peers.keys()].sort((a, b) => a - b);
+  }
+
+  get socketPath(): string {
+    return this.config.socket;
+  }
+
+  private acceptAll(): void {
+    for (let stream = this.listener.accept(); stream; stream = this.listener.accept()) {
+      this.admit(stream);
+    }
+  }
+
+  private admit(stream: UnixStream): void {
+    const id = this.peers.size < this.config.maxPeers ? this.ids.allocate() : null;
+    if (id === null) {
+      const reason = `refused a peer: ${plural(this.peers.size, 'peer')} connected, the limit is ${this.config.maxPeers}`;
+      for (const m of refusalMessages(-1)) stream.send(m.value);
+      stream.close();
+      this.log(`famez: ${reason}`);
+      this.emit('refuse', { reason });
+      return;
+    }
+    const others = this.peerIds;
+    const vectors: EventFd[] = [];
+    for (let v = 0; v < this.config.vectors; v++) vectors.push(new EventFd());
+    const peer: Peer = { id, stream, vectors };
+    this.peers.set(id, peer);
+    stream.watch((value, fd, reason) => {
+      if (fd >= 0) closeFd(fd);
+      this.drop(id, value === null ? (reason === 'closed' ? 'disconnected' : reason ?? 'disconnected') : 'sent data; ivshmem peers never write to the server');
+    });
+    this.log(`famez: peer ${id} connected (${plural(this.peers.size, 'peer')})`);
+    this.deliver(joinMessages({ newcomer: id, others, vectors: this.config.vectors }));
+    if (this.peers.has(id)) this.emit('connect', { id, peers: this.peers.size });
+  }
+
+  private fdOf(ref: FdRef): number {
+    if (ref.kind === 'shm') return this.shm.fd;
+    return this.peers.get(ref.peer)?.vectors[ref.vector]?.fd ?? -1;
+  }
+
+  /** Executes sends in order; a peer whose socket fails or whose backlog
+   * grows past maxQueued is disconnected (never silently skipped). */
+  private deliver(sends: Send[]): void {
+    const failed = new Map<number, string>();
+    for (const s of sends) {
+      const peer = this.peers.get(s.to);
+      if (!peer || failed.has(s.to)) continue;
+      const fd = s.fd === null ? -1 : this.fdOf(s.fd);
+      if (s.fd !== null && fd < 0) continue; // the fd's owner left during this burst
+      try {
+        const queued = peer.stream.send(s.value, fd < 0 ? undefined : fd);
+        if (this.config.verbose) this.log(`famez: -> peer ${s.to}: ${s.value}${fd < 0 ? '' : ' + fd'}${queued ? ` (queued: ${queued})` : ''}`);
+        if (queued > this.config.maxQueued) {
+          failed.set(s.to, `too slow: ${queued} messages waiting beyond its socket buffer (limit ${this.config.maxQueued})`);
+        }
+      } catch (e) {
+        failed.set(s.to, `send failed: ${(e as Error).message}`);
+      }
+    }
+    for (const [id, reason] of failed) this.drop(id, reason);
+  }
+
+  private drop(id: number, reason: string): void {
+    const peer = this.peers.get(id);
+    if (!peer) return;
+    this.peers.delete(id);
+    this.ids.release(id);
+    peer.stream.close();
+    for (const v of peer.vectors) v.close();
+    this.log(`famez: peer ${id} disconnected: ${reason} (${plural(this.peers.size, 'peer')})`);
+    this.emit('disconnect', { id, peers: this.peers.size, reason });
+    if (!this.closed) this.deliver(leaveMessages(id, this.peerIds));
+  }
+
+  /** Closes every client, removes the socket and (unless keepShm) the
+   * shared memory. Idempotent. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.listener.close();
+    try {
+      fs.unlinkSync(this.config.socket);
+    } catch {
+      // already gone
+    }
+    for (const id of this.peerIds) this.drop(id, 'server shutting down');
+    if (!this.config.keepShm) {
+      try {
+        this.shm.unlink();
+      } catch {
+        // already gone
+      }
+    }
+    this.shm.close();
+    this.emit('close');
+  }
+}
