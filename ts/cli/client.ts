@@ -105,19 +105,28 @@ export async function runClient(argv: string[]): Promise<number> {
 
   let client: Client | null = null;
   let quitting = false;
-  const rl = readline.createInterface({ input: process.stdin, terminal: false });
-  rl.on('line', (line) => {
+  let sleeper: AbortController | null = null;
+  // Commands typed (or piped) before the connection is up wait for it.
+  const pending: string[] = [];
+  let stdinDone = false;
+  const run = (line: string) => {
+    if (quitting) return;
     if (!client || client.closed) {
-      say('not connected yet');
+      pending.push(line);
       return;
     }
-    if (!command(client, line)) {
-      quitting = true;
-      client.close();
-    }
+    if (!command(client, line)) stop();
+  };
+  const rl = readline.createInterface({ input: process.stdin, terminal: false });
+  rl.on('line', run);
+  // End of input is a quit, once the queued commands have run.
+  rl.on('close', () => {
+    stdinDone = true;
+    if (client && !client.closed && pending.length === 0) stop();
   });
   const stop = () => {
     quitting = true;
+    sleeper?.abort();
     client?.close();
     rl.close();
   };
@@ -138,7 +147,8 @@ export async function runClient(argv: string[]): Promise<number> {
         say(`waiting for a server on ${socket} (${(e as Error).message}); retrying every second`);
         announcedWait = true;
       }
-      await sleep(1000);
+      sleeper = new AbortController();
+      await sleep(1000, undefined, { signal: sleeper.signal }).catch(() => undefined);
       continue;
     }
     announcedWait = false;
@@ -148,6 +158,8 @@ export async function runClient(argv: string[]): Promise<number> {
     c.on('interrupt', ({ vector, count }) => say(`interrupt on vector ${vector} (count ${count})`));
     c.on('join', ({ id, vectors }) => say(`peer ${id} joined (${vectors} vector(s))`));
     c.on('leave', ({ id }) => say(`peer ${id} left`));
+    for (const line of pending.splice(0)) run(line);
+    if (stdinDone && !quitting) stop();
     const reason = await new Promise<string>((resolve) => c.once('close', ({ reason }) => resolve(reason)));
     if (quitting) break;
     say(`disconnected: ${reason}`);

@@ -3,7 +3,7 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import { Server, ServerError } from '../server/server.js';
+import { DEFAULT_MAX_QUEUED, Server, ServerError } from '../server/server.js';
 import { SERVE_HELP, UsageError, parseServeArgs, type ServeOptions } from '../server/options.js';
 import { stanzaText } from '../stanza.js';
 
@@ -81,6 +81,7 @@ export async function runServe(argv: string[]): Promise<number> {
       size: o.size,
       vectors: o.vectors,
       maxPeers: o.maxPeers,
+      maxQueued: o.maxQueued ?? DEFAULT_MAX_QUEUED,
       idPolicy: o.idPolicy,
       keepShm: o.keepShm,
       mode: o.mode,

@@ -28,6 +28,8 @@ export interface ServeOptions {
   size: number;
   vectors: number;
   maxPeers: number;
+  /** Messages a slow peer may leave queued before it is disconnected (null: the server's default). */
+  maxQueued: number | null;
   idPolicy: IdPolicy;
   pidfile: string | null;
   daemon: boolean;
@@ -94,6 +96,7 @@ const FLAGS: FlagSpec[] = [
   { long: 'help', short: 'h', value: false },
   { long: 'daemon', value: false },
   { long: 'max-peers', value: true },
+  { long: 'max-queued', value: true },
   { long: 'id-policy', value: true },
   { long: 'keep-shm', value: false },
   { long: 'memfd', value: false },
@@ -144,6 +147,7 @@ export function parseServeArgs(argv: readonly string[]): ServeOptions {
     size: DEFAULTS.size,
     vectors: DEFAULTS.vectors,
     maxPeers: MAX_PEERS,
+    maxQueued: null,
     idPolicy: 'lowest',
     pidfile: null,
     daemon: false,
@@ -194,6 +198,9 @@ export function parseServeArgs(argv: readonly string[]): ServeOptions {
         break;
       case 'max-peers':
         o.maxPeers = parseInteger('--max-peers', v, 1, MAX_PEERS, ' (peer IDs are 16 bits)');
+        break;
+      case 'max-queued':
+        o.maxQueued = parseInteger('--max-queued', v, 0, 1_000_000);
         break;
       case 'id-policy':
         if (!ID_POLICIES.includes(v as IdPolicy)) throw new UsageError(`--id-policy must be one of ${ID_POLICIES.join(', ')}, got '${v}'`);
@@ -246,6 +253,8 @@ Stock ivshmem-server options:
 famez options:
       --daemon           detach into the background and write the pid file
       --max-peers N      refuse peers beyond N (default: no limit but 65536)
+      --max-queued N     disconnect a peer that leaves more than N messages
+                         unread beyond its socket buffer (default 4096)
       --id-policy P      how IDs are chosen: lowest (default; the lowest free
                          ID), monotonic (stock behaviour) or random
       --keep-shm         leave the shared memory in place at exit

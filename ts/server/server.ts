@@ -146,8 +146,18 @@ export class Server extends EventEmitter<ServerEvents> {
   }
 
   private acceptAll(): void {
-    for (let stream = this.listener.accept(); stream; stream = this.listener.accept()) {
-      this.admit(stream);
+    try {
+      for (let stream = this.listener.accept(); stream; stream = this.listener.accept()) {
+        this.admit(stream);
+      }
+    } catch (e) {
+      // Out of fds (EMFILE) or similar: the connection stays in the backlog.
+      // Readiness is level-triggered, so pause accepting instead of spinning.
+      this.log(`famez: cannot accept a peer: ${(e as Error).message}; retrying in 1 s`);
+      this.listener.watch(() => undefined);
+      setTimeout(() => {
+        if (!this.closed) this.listener.watch(() => this.acceptAll());
+      }, 1000).unref();
     }
   }
 
@@ -163,7 +173,18 @@ export class Server extends EventEmitter<ServerEvents> {
     }
     const others = this.peerIds;
     const vectors: EventFd[] = [];
-    for (let v = 0; v < this.config.vectors; v++) vectors.push(new EventFd());
+    try {
+      for (let v = 0; v < this.config.vectors; v++) vectors.push(new EventFd());
+    } catch (e) {
+      for (const v of vectors) v.close();
+      this.ids.release(id);
+      const reason = `refused a peer: cannot create its eventfds: ${(e as Error).message}`;
+      stream.send(-1);
+      stream.close();
+      this.log(`famez: ${reason}`);
+      this.emit('refuse', { reason });
+      return;
+    }
     const peer: Peer = { id, stream, vectors };
     this.peers.set(id, peer);
     stream.watch((value, fd, reason) => {
@@ -184,6 +205,10 @@ export class Server extends EventEmitter<ServerEvents> {
    * grows past maxQueued is disconnected (never silently skipped). */
   private deliver(sends: Send[]): void {
     const failed = new Map<number, string>();
+    // A burst (a newcomer's whole welcome) is sent before its recipient can
+    // read any of it: only a backlog beyond this burst makes a peer too slow.
+    const burst = new Map<number, number>();
+    for (const s of sends) burst.set(s.to, (burst.get(s.to) ?? 0) + 1);
     for (const s of sends) {
       const peer = this.peers.get(s.to);
       if (!peer || failed.has(s.to)) continue;
@@ -192,7 +217,7 @@ export class Server extends EventEmitter<ServerEvents> {
       try {
         const queued = peer.stream.send(s.value, fd < 0 ? undefined : fd);
         if (this.config.verbose) this.log(`famez: -> peer ${s.to}: ${s.value}${fd < 0 ? '' : ' + fd'}${queued ? ` (queued: ${queued})` : ''}`);
-        if (queued > this.config.maxQueued) {
+        if (queued > this.config.maxQueued + (burst.get(s.to) ?? 0)) {
           failed.set(s.to, `too slow: ${queued} messages waiting beyond its socket buffer (limit ${this.config.maxQueued})`);
         }
       } catch (e) {
