@@ -254,7 +254,8 @@ famez options:
       --daemon           detach into the background and write the pid file
       --max-peers N      refuse peers beyond N (default: no limit but 65536)
       --max-queued N     disconnect a peer that leaves more than N messages
-                         unread beyond its socket buffer (default 4096)
+                         unread beyond its socket buffer and its welcome
+                         (default 4096)
       --id-policy P      how IDs are chosen: lowest (default; the lowest free
                          ID), monotonic (stock behaviour) or random
       --keep-shm         leave the shared memory in place at exit

@@ -55,6 +55,9 @@ interface Peer {
   id: number;
   stream: UnixStream;
   vectors: EventFd[];
+  /** Messages in its welcome: sent all at once before it can read any, so
+   * they never count against maxQueued. */
+  welcome: number;
 }
 
 export const DEFAULT_MAX_QUEUED = 4096;
@@ -185,14 +188,15 @@ export class Server extends EventEmitter<ServerEvents> {
       this.emit('refuse', { reason });
       return;
     }
-    const peer: Peer = { id, stream, vectors };
+    const join = joinMessages({ newcomer: id, others, vectors: this.config.vectors });
+    const peer: Peer = { id, stream, vectors, welcome: join.filter((s) => s.to === id).length };
     this.peers.set(id, peer);
     stream.watch((value, fd, reason) => {
       if (fd >= 0) closeFd(fd);
       this.drop(id, value === null ? (reason === 'closed' ? 'disconnected' : reason ?? 'disconnected') : 'sent data; ivshmem peers never write to the server');
     });
     this.log(`famez: peer ${id} connected (${plural(this.peers.size, 'peer')})`);
-    this.deliver(joinMessages({ newcomer: id, others, vectors: this.config.vectors }));
+    this.deliver(join);
     if (this.peers.has(id)) this.emit('connect', { id, peers: this.peers.size });
   }
 
@@ -205,10 +209,6 @@ export class Server extends EventEmitter<ServerEvents> {
    * grows past maxQueued is disconnected (never silently skipped). */
   private deliver(sends: Send[]): void {
     const failed = new Map<number, string>();
-    // A burst (a newcomer's whole welcome) is sent before its recipient can
-    // read any of it: only a backlog beyond this burst makes a peer too slow.
-    const burst = new Map<number, number>();
-    for (const s of sends) burst.set(s.to, (burst.get(s.to) ?? 0) + 1);
     for (const s of sends) {
       const peer = this.peers.get(s.to);
       if (!peer || failed.has(s.to)) continue;
@@ -217,7 +217,7 @@ export class Server extends EventEmitter<ServerEvents> {
       try {
         const queued = peer.stream.send(s.value, fd < 0 ? undefined : fd);
         if (this.config.verbose) this.log(`famez: -> peer ${s.to}: ${s.value}${fd < 0 ? '' : ' + fd'}${queued ? ` (queued: ${queued})` : ''}`);
-        if (queued > this.config.maxQueued + (burst.get(s.to) ?? 0)) {
+        if (queued > this.config.maxQueued + peer.welcome) {
           failed.set(s.to, `too slow: ${queued} messages waiting beyond its socket buffer (limit ${this.config.maxQueued})`);
         }
       } catch (e) {

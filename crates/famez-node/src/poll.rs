@@ -270,8 +270,17 @@ unsafe fn release_js(env: sys::napi_env, callback: sys::napi_ref, async_ctx: sys
 
 extern "C" fn cleanup_hook(arg: *mut c_void) {
     // SAFETY: the hook is removed in Poll::close, so while it can run the
-    // state is live and not yet closing.
-    unsafe { close_state(arg.cast()) }
+    // state is live and not yet closing. The env is being torn down and
+    // libuv runs on_close only after every cleanup hook (napi's own
+    // teardown included), so the JS reference and async context are
+    // released now, while the env is still valid, not in on_close.
+    unsafe {
+        let state: *mut PollState = arg.cast();
+        release_js((*state).env, (*state).callback, (*state).async_ctx);
+        (*state).callback = ptr::null_mut();
+        (*state).async_ctx = ptr::null_mut();
+        close_state(state)
+    }
 }
 
 extern "C" fn on_close(handle: *mut c_void) {

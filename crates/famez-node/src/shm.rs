@@ -113,11 +113,14 @@ impl SharedMemory {
             sys::napi_create_external_arraybuffer(raw_env, data.cast(), len, Some(finalize_buffer), hint, &mut value)
         };
         if status != sys::Status::napi_ok {
-            // SAFETY: the hint was not handed to the runtime.
-            drop(unsafe { Arc::from_raw(hint as *const Mutex<Option<Mapping>>) });
+            // Node calls the finalizer (releasing the hint) when it refuses
+            // the buffer, e.g. past its maximum length (4 GiB in Node 20), so
+            // dropping the hint here too would be a double free. Leave the
+            // hint to the runtime and unmap now: no JavaScript can reach it.
+            cell.lock().unwrap_or_else(|p| p.into_inner()).take();
             return Err(Error::new(
                 Status::GenericFailure,
-                "this JavaScript runtime refuses external ArrayBuffers, so shared memory cannot be exposed without copying",
+                format!("this JavaScript runtime refused an external ArrayBuffer of {len} bytes (too large for it, or no external buffers), so the shared memory cannot be exposed without copying"),
             ));
         }
         let mut reference = ptr::null_mut();

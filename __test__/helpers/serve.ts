@@ -1,0 +1,206 @@
+// Runs `famez serve` (and other famez commands) as real processes for tests:
+// spawn, wait for output lines with bounded waits, and clean up everything a
+// test created (processes, temp dirs, POSIX shm names) in afterEach.always.
+import { spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+export const ROOT = path.resolve(__dirname, '..', '..');
+const MAIN = ['--import=tsx', 'ts/cli/main.ts'];
+
+let counter = 0;
+/** A name unique to this process and call, for -M and temp dirs. */
+export function uniqueName(prefix = 'famez-test'): string {
+  counter += 1;
+  return `${prefix}-${process.pid}-${counter}-${Math.random().toString(36).slice(2, 8)}`;
+}
+
+/** Polls `check` until it returns a truthy value or `ms` pass. */
+export async function until<T>(check: () => T | Promise<T>, ms: number, what: string): Promise<NonNullable<Awaited<T>>> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await check();
+    if (v) return v as NonNullable<Awaited<T>>;
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+/** Resolves when `emitter` emits `event`, rejects after `ms`. */
+export function once<T = unknown>(emitter: NodeJS.EventEmitter, event: string, ms: number, what = event): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      emitter.off(event, on);
+      reject(new Error(`timed out after ${ms} ms waiting for ${what}`));
+    }, ms);
+    const on = (arg: T) => {
+      clearTimeout(timer);
+      resolve(arg);
+    };
+    emitter.once(event, on);
+  });
+}
+
+export interface Exit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+export class FamezProcess {
+  stdout = '';
+  stderr = '';
+  exitInfo: Exit | null = null;
+  readonly exited: Promise<Exit>;
+
+  constructor(readonly child: ChildProcess, readonly args: string[]) {
+    child.stdout!.setEncoding('utf8');
+    child.stderr!.setEncoding('utf8');
+    child.stdout!.on('data', (c: string) => (this.stdout += c));
+    child.stderr!.on('data', (c: string) => (this.stderr += c));
+    this.exited = new Promise((resolve) => {
+      child.on('close', (code, signal) => {
+        this.exitInfo = { code, signal };
+        resolve(this.exitInfo);
+      });
+    });
+  }
+
+  get pid(): number {
+    return this.child.pid!;
+  }
+
+  get running(): boolean {
+    return this.exitInfo === null && this.child.exitCode === null && this.child.signalCode === null;
+  }
+
+  /** Lines of stdout so far. */
+  get lines(): string[] {
+    return this.stdout.split('\n').filter((l) => l.length > 0);
+  }
+
+  /** Waits until stdout matches `re` (or the process exits, which fails). */
+  async waitFor(re: RegExp, ms = 20_000): Promise<RegExpMatchArray> {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const m = re.exec(this.stdout);
+      if (m) return m;
+      if (!this.running && this.exitInfo !== null) {
+        throw new Error(`famez ${this.args.join(' ')} exited (${JSON.stringify(this.exitInfo)}) before printing ${re}\nstdout: ${this.stdout}\nstderr: ${this.stderr}`);
+      }
+      if (Date.now() > deadline) {
+        throw new Error(`timed out after ${ms} ms waiting for ${re} from famez ${this.args.join(' ')}\nstdout: ${this.stdout}\nstderr: ${this.stderr}`);
+      }
+      await sleep(20);
+    }
+  }
+
+  /** Waits for the process to exit, failing after `ms`. */
+  async wait(ms = 20_000): Promise<Exit> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`famez ${this.args.join(' ')} did not exit within ${ms} ms\nstdout: ${this.stdout}\nstderr: ${this.stderr}`)),
+        ms,
+      );
+    });
+    try {
+      return await Promise.race([this.exited, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Stops the process: `signal`, then SIGKILL if it lingers. */
+  async stop(signal: NodeJS.Signals = 'SIGTERM', ms = 5000): Promise<void> {
+    if (!this.running) return;
+    this.child.kill(signal);
+    try {
+      await this.wait(ms);
+    } catch {
+      this.child.kill('SIGKILL');
+      await this.wait(5000).catch(() => undefined);
+    }
+  }
+}
+
+/** Everything one test created, cleaned up by `cleanup()`. */
+export class Scratch {
+  readonly procs: FamezProcess[] = [];
+  readonly pids: number[] = [];
+  readonly shmNames: string[] = [];
+  readonly dirs: string[] = [];
+  readonly closers: Array<() => void> = [];
+
+  /** A fresh temp dir, removed at cleanup. */
+  dir(): string {
+    const d = fs.mkdtempSync(path.join(os.tmpdir(), 'famez-serve-cli-'));
+    this.dirs.push(d);
+    return d;
+  }
+
+  /** A unique POSIX shm name, unlinked at cleanup. */
+  shmName(): string {
+    const n = uniqueName();
+    this.shmNames.push(n);
+    return n;
+  }
+
+  /** Spawns `famez <args>` from the package root. */
+  famez(args: string[]): FamezProcess {
+    const child = spawn(process.execPath, [...MAIN, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = new FamezProcess(child, args);
+    this.procs.push(p);
+    return p;
+  }
+
+  /** Spawns `famez serve <args>` and waits until it is serving. */
+  async serve(args: string[], ms = 30_000): Promise<FamezProcess> {
+    const p = this.famez(['serve', ...args]);
+    await p.waitFor(/famez: serving on /, ms);
+    return p;
+  }
+
+  /** Runs `famez <args>` to completion. */
+  async run(args: string[], ms = 30_000): Promise<FamezProcess & { exitInfo: Exit }> {
+    const p = this.famez(args);
+    await p.wait(ms);
+    return p as FamezProcess & { exitInfo: Exit };
+  }
+
+  /** Registers a close function (a client, a socket) run first at cleanup. */
+  track<T extends { close(): void }>(x: T): T {
+    this.closers.push(() => x.close());
+    return x;
+  }
+
+  async cleanup(): Promise<void> {
+    for (const c of this.closers.splice(0)) {
+      try {
+        c();
+      } catch {
+        // already closed
+      }
+    }
+    await Promise.all(this.procs.map((p) => p.stop('SIGTERM')));
+    for (const pid of this.pids) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone
+      }
+    }
+    for (const n of this.shmNames) fs.rmSync(`/dev/shm/${n}`, { force: true });
+    for (const d of this.dirs) fs.rmSync(d, { recursive: true, force: true });
+  }
+}
+
+export function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

@@ -1,0 +1,113 @@
+// Bounded waiting for tests: every wait has a deadline and says what it was
+// waiting for when it gives up.
+import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { createInterface } from 'node:readline';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+export const DEFAULT_WAIT_MS = 15_000;
+
+/** Polls `check` (sync or async) until it returns a truthy value or the
+ * deadline passes, then throws naming `what` (and the last value seen). */
+export async function waitFor<T>(check: () => T | Promise<T>, what: string, timeoutMs = DEFAULT_WAIT_MS, stepMs = 5): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  let last: T | undefined;
+  for (;;) {
+    last = await check();
+    if (last) return last as NonNullable<T>;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${describe(last)})`);
+    await sleep(stepMs);
+  }
+}
+
+function describe(v: unknown): string {
+  try {
+    return JSON.stringify(v) ?? String(v);
+  } catch {
+    return String(v);
+  }
+}
+
+/** Rejects when `p` has not settled within `timeoutMs`. */
+export function within<T>(p: Promise<T>, what: string, timeoutMs = DEFAULT_WAIT_MS): Promise<T> {
+  let timer: NodeJS.Timeout;
+  return Promise.race([
+    p.finally(() => clearTimeout(timer)),
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)), timeoutMs);
+    }),
+  ]);
+}
+
+/** A fresh private directory under the system temp dir. */
+export function tempDir(prefix = 'famez-test-'): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+}
+
+export function removeDir(dir: string | undefined): void {
+  if (dir) fs.rmSync(dir, { recursive: true, force: true });
+}
+
+/** Number of open fds of a process (readdir's own fd included for 'self'). */
+export function fdCount(pid: number | 'self' = 'self'): number {
+  return fs.readdirSync(`/proc/${pid}/fd`).length;
+}
+
+/** A child process whose stdout is read as lines, kept for assertions. */
+export class LineProcess {
+  readonly lines: string[] = [];
+  stderr = '';
+  exit: { code: number | null; signal: NodeJS.Signals | null } | null = null;
+  readonly exited: Promise<void>;
+
+  constructor(readonly child: ChildProcess) {
+    createInterface({ input: child.stdout! }).on('line', (l) => this.lines.push(l));
+    child.stderr?.setEncoding('utf8');
+    child.stderr?.on('data', (d: string) => (this.stderr += d));
+    this.exited = new Promise((resolve) => {
+      child.once('exit', (code, signal) => {
+        this.exit = { code, signal };
+        resolve();
+      });
+      child.once('error', (e) => {
+        this.stderr += `spawn error: ${e.message}\n`;
+        this.exit = { code: -1, signal: null };
+        resolve();
+      });
+    });
+  }
+
+  static spawn(cmd: string, args: string[], options: SpawnOptions = {}): LineProcess {
+    return new LineProcess(spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], ...options }));
+  }
+
+  get pid(): number {
+    return this.child.pid!;
+  }
+
+  /** Waits for a line matching `pred` at index >= `from`; returns its index. */
+  async waitLine(pred: (line: string) => boolean, what: string, from = 0, timeoutMs = DEFAULT_WAIT_MS): Promise<number> {
+    return waitFor(
+      () => {
+        for (let i = from; i < this.lines.length; i++) if (pred(this.lines[i])) return i + 1;
+        if (this.exit) throw new Error(`process exited (${describe(this.exit)}) while waiting for ${what}; stderr: ${this.stderr}`);
+        return 0;
+      },
+      `${what} (stderr so far: ${this.stderr.slice(-500)})`,
+      timeoutMs,
+    ).then((i) => i - 1);
+  }
+
+  /** Sends SIGTERM, then SIGKILL if it has not exited in time; bounded. */
+  async stop(timeoutMs = 5_000): Promise<void> {
+    if (this.exit) return;
+    this.child.kill('SIGTERM');
+    const t = await Promise.race([this.exited.then(() => true), sleep(timeoutMs).then(() => false)]);
+    if (!t && !this.exit) {
+      this.child.kill('SIGKILL');
+      await Promise.race([this.exited, sleep(timeoutMs)]);
+    }
+  }
+}
