@@ -21,6 +21,9 @@ export interface ClientEvents {
 }
 
 export interface ConnectOptions {
+  /** Vectors the server gives each peer. Without it the client learns the
+   * count from the other peers' groups or, alone, from a quiet socket. */
+  vectors?: number;
   /** Keep retrying (every `retryMs`) while the server is not there yet. */
   retry?: boolean;
   retryMs?: number;
@@ -44,8 +47,8 @@ export class Client extends EventEmitter<ClientEvents> {
   private readonly ownBells: EventFd[] = [];
   private shm: SharedMemory | null = null;
   private closedReason: string | null = null;
-  private changed = new Set<number>();
-  private flushScheduled = false;
+  /** Vectors per peer, once known (every peer of a server has the same). */
+  private groupSize: number | null = null;
 
   private constructor(
     readonly socketPath: string,
@@ -74,8 +77,13 @@ export class Client extends EventEmitter<ClientEvents> {
       }
     }
     const client = new Client(socketPath, stream);
+    client.groupSize = options.vectors ?? null;
     return client.welcome(deadline);
   }
+
+  /** How long a lone peer waits for more of its own group after the last
+   * fd: with no other peer there is nothing else to tell the group size. */
+  private static readonly QUIET_MS = 50;
 
   private welcome(deadline: number): Promise<Client> {
     return new Promise((resolve, reject) => {
@@ -89,6 +97,15 @@ export class Client extends EventEmitter<ClientEvents> {
         reject(err);
       };
       let settled = false;
+      let quiet: NodeJS.Timeout | null = null;
+      const settle = () => {
+        if (settled) return;
+        settled = true;
+        if (quiet) clearTimeout(quiet);
+        clearTimeout(timer);
+        this.groupSize = this.ownBells.length;
+        resolve(this);
+      };
       this.stream.watch((value, fd, reason) => {
         if (value === null) {
           if (!settled) {
@@ -107,15 +124,17 @@ export class Client extends EventEmitter<ClientEvents> {
               const vector = ev.vector;
               bell.watch((count) => this.emit('interrupt', { vector, count }));
               this.ownBells.push(bell);
-              // The own group ends the welcome; resolve once this batch of
-              // messages has been read (check phase follows the poll phase).
+              // The own group ends the welcome. Its size is the other peers'
+              // group size (all peers have the same vectors), when known.
               if (!settled) {
-                settled = true;
-                setImmediate(() => {
-                  clearTimeout(timer);
-                  this.changed.clear();
-                  resolve(this);
-                });
+                const others = this.peerBells.values().next().value;
+                const expected = this.groupSize ?? others?.length;
+                if (expected !== undefined) {
+                  if (this.ownBells.length >= expected) settle();
+                } else {
+                  if (quiet) clearTimeout(quiet);
+                  quiet = setTimeout(settle, Client.QUIET_MS);
+                }
               }
               break;
             }
@@ -123,13 +142,13 @@ export class Client extends EventEmitter<ClientEvents> {
               let bells = this.peerBells.get(ev.peer);
               if (!bells) this.peerBells.set(ev.peer, (bells = []));
               bells.push(EventFd.adopt(ev.fd));
-              this.noteChange(ev.peer);
+              // A newcomer is announced once, when its whole group is here.
+              if (settled && bells.length === this.groupSize) this.emit('join', { id: ev.peer, vectors: bells.length });
               break;
             }
             case 'peer-left':
               for (const b of this.peerBells.get(ev.peer) ?? []) b.close();
               this.peerBells.delete(ev.peer);
-              this.changed.delete(ev.peer);
               if (settled) this.emit('leave', { id: ev.peer });
               break;
             case 'discard':
@@ -150,24 +169,6 @@ export class Client extends EventEmitter<ClientEvents> {
           }
         }
       });
-    });
-  }
-
-  /** Peers' vectors arrive one message at a time; announce a join once the
-   * burst that carried them has been read. */
-  private noteChange(peer: number): void {
-    this.changed.add(peer);
-    if (this.flushScheduled) return;
-    this.flushScheduled = true;
-    setImmediate(() => {
-      this.flushScheduled = false;
-      const ids = [...this.changed];
-      this.changed.clear();
-      if (this.state.phase !== 'running' || this.closedReason !== null || this.ownBells.length === 0) return;
-      for (const id of ids) {
-        const bells = this.peerBells.get(id);
-        if (bells) this.emit('join', { id, vectors: bells.length });
-      }
     });
   }
 

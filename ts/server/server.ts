@@ -157,7 +157,7 @@ export class Server extends EventEmitter<ServerEvents> {
       // Out of fds (EMFILE) or similar: the connection stays in the backlog.
       // Readiness is level-triggered, so pause accepting instead of spinning.
       this.log(`famez: cannot accept a peer: ${(e as Error).message}; retrying in 1 s`);
-      this.listener.watch(() => undefined);
+      this.listener.unwatch();
       setTimeout(() => {
         if (!this.closed) this.listener.watch(() => this.acceptAll());
       }, 1000).unref();

@@ -349,6 +349,14 @@ impl UnixListener {
         Ok(())
     }
 
+    /// Stops delivering readiness; pending connections wait in the backlog.
+    #[napi]
+    pub fn unwatch(&mut self) {
+        if let Some(mut p) = self.state.borrow_mut().poll.take() {
+            p.close();
+        }
+    }
+
     #[napi(js_name = "ref")]
     pub fn keep_alive(&self, keep: Option<bool>) {
         if let Some(p) = &self.state.borrow().poll {

@@ -1,0 +1,338 @@
+// `famez serve` argument parsing: stock ivshmem-server flags in every value
+// form, famez's extensions, sizes, and every refusal.
+import test from 'ava';
+
+import { DEFAULTS, MAX_PEERS, MAX_VECTORS, SERVE_HELP, UsageError, parseServeArgs, parseSize, tokenize, type ServeOptions } from '../ts/server/options.js';
+
+const MiB = 2 ** 20;
+const GiB = 2 ** 30;
+
+// The stock defaults of every field this file knows; fields added later keep
+// whatever parseServeArgs([]) gives them (checked with t.like below).
+const stockDefaults = {
+  socket: '/tmp/ivshmem_socket',
+  shm: { kind: 'posix', name: 'ivshmem' },
+  size: 4 * MiB,
+  vectors: 1,
+  maxPeers: 65536,
+  idPolicy: 'lowest',
+  pidfile: null,
+  daemon: false,
+  verbose: false,
+  keepShm: false,
+  mode: null,
+  group: null,
+  help: false,
+};
+const defaults: ServeOptions = { ...parseServeArgs([]), ...stockDefaults } as ServeOptions;
+
+function usage(t: import('ava').ExecutionContext, argv: string[], message: RegExp): void {
+  const err = t.throws(() => parseServeArgs(argv), { instanceOf: UsageError }, argv.join(' '));
+  if (err) {
+    t.regex(err.message, message, argv.join(' '));
+    t.is(err.name, 'UsageError');
+  }
+}
+
+// ---- defaults --------------------------------------------------------------
+
+test('no arguments gives the stock defaults', (t) => {
+  t.like(parseServeArgs([]), stockDefaults);
+  t.is(DEFAULTS.socket, '/tmp/ivshmem_socket');
+  t.is(DEFAULTS.shmName, 'ivshmem');
+  t.is(DEFAULTS.size, 4 * MiB);
+  t.is(DEFAULTS.vectors, 1);
+  t.is(DEFAULTS.daemonPidfile, '/var/run/ivshmem-server.pid');
+  t.is(MAX_VECTORS, 256);
+  t.is(MAX_PEERS, 65536);
+});
+
+// ---- every stock flag, short and long, every value form --------------------
+
+const valueFlags: Array<{ short: string; long: string; value: string; patch: Partial<ServeOptions> }> = [
+  { short: 'S', long: 'socket', value: '/run/x.sock', patch: { socket: '/run/x.sock' } },
+  { short: 'M', long: 'shm-name', value: 'foo', patch: { shm: { kind: 'posix', name: 'foo' } } },
+  { short: 'm', long: 'shm-dir', value: '/dev/hugepages', patch: { shm: { kind: 'file', name: '/dev/hugepages/ivshmem' } } },
+  { short: 'l', long: 'size', value: '4M', patch: { size: 4 * MiB } },
+  { short: 'l', long: 'size', value: '1G', patch: { size: GiB } },
+  { short: 'n', long: 'vectors', value: '8', patch: { vectors: 8 } },
+  { short: 'p', long: 'pidfile', value: '/tmp/p.pid', patch: { pidfile: '/tmp/p.pid' } },
+];
+
+for (const f of valueFlags) {
+  const forms = [[`-${f.short}`, f.value], [`-${f.short}${f.value}`], [`--${f.long}=${f.value}`], [`--${f.long}`, f.value]];
+  test(`-${f.short}/--${f.long} ${f.value} in all four value forms`, (t) => {
+    // The flag sets its field and nothing else changes.
+    for (const argv of forms) t.deepEqual(parseServeArgs(argv), { ...defaults, ...f.patch }, argv.join(' '));
+  });
+}
+
+test('boolean stock flags: -v/--verbose, -F/--foreground, -h/--help', (t) => {
+  t.true(parseServeArgs(['-v']).verbose);
+  t.true(parseServeArgs(['--verbose']).verbose);
+  t.false(parseServeArgs(['-F']).daemon);
+  t.false(parseServeArgs(['--foreground']).daemon);
+  t.deepEqual(parseServeArgs(['-F']), defaults, '-F changes nothing: foreground is the default');
+  t.true(parseServeArgs(['-h']).help);
+  t.true(parseServeArgs(['--help']).help);
+  t.true(SERVE_HELP.includes('-S, --socket'));
+});
+
+test('grouped short flags: -vF, -Fv, a value flag last in a group takes the rest or the next argument', (t) => {
+  for (const g of ['-vF', '-Fv']) {
+    const o = parseServeArgs([g]);
+    t.true(o.verbose, g);
+    t.false(o.daemon, g);
+  }
+  t.deepEqual(parseServeArgs(['-vFS', '/s']), { ...defaults, verbose: true, socket: '/s' });
+  t.deepEqual(parseServeArgs(['-vFS/s']), { ...defaults, verbose: true, socket: '/s' });
+  t.deepEqual(parseServeArgs(['-vn4']), { ...defaults, verbose: true, vectors: 4 });
+  t.deepEqual(parseServeArgs(['-hv']), { ...defaults, verbose: true, help: true });
+});
+
+test('a full stock command line', (t) => {
+  t.deepEqual(parseServeArgs(['-F', '-v', '-S', '/tmp/sock', '-M', 'shm0', '-l', '16M', '-n', '4', '-p', '/tmp/pid']), {
+    ...defaults,
+    verbose: true,
+    socket: '/tmp/sock',
+    shm: { kind: 'posix', name: 'shm0' },
+    size: 16 * MiB,
+    vectors: 4,
+    pidfile: '/tmp/pid',
+  });
+});
+
+test('a repeated flag: the last one wins', (t) => {
+  t.is(parseServeArgs(['-n', '2', '--vectors=3']).vectors, 3);
+  t.is(parseServeArgs(['-S', '/a', '-S', '/b']).socket, '/b');
+});
+
+// ---- shared memory location ------------------------------------------------
+
+test('-m DIR with -M NAME (either order) gives the file DIR/NAME; trailing slashes are dropped', (t) => {
+  t.deepEqual(parseServeArgs(['-m', '/dev/hugepages', '-M', 'big']).shm, { kind: 'file', name: '/dev/hugepages/big' });
+  t.deepEqual(parseServeArgs(['-M', 'big', '-m', '/dev/hugepages/']).shm, { kind: 'file', name: '/dev/hugepages/big' });
+  t.deepEqual(parseServeArgs(['-m', '/mnt//']).shm, { kind: 'file', name: '/mnt/ivshmem' });
+  t.deepEqual(parseServeArgs(['-m', 'rel']).shm, { kind: 'file', name: 'rel/ivshmem' });
+});
+
+test('-M accepts a leading slash (POSIX style) and refuses other slashes or an empty name', (t) => {
+  t.deepEqual(parseServeArgs(['-M', '/ivs']).shm, { kind: 'posix', name: 'ivs' });
+  usage(t, ['-M', 'a/b'], /invalid shm name 'a\/b'/);
+  usage(t, ['-M', '//x'], /invalid shm name/);
+  usage(t, ['--shm-name='], /invalid shm name ''/);
+});
+
+test('--memfd gives an anonymous memfd and conflicts with -M and -m', (t) => {
+  t.deepEqual(parseServeArgs(['--memfd']).shm, { kind: 'memfd', name: 'famez' });
+  for (const argv of [
+    ['--memfd', '-M', 'x'],
+    ['-M', 'x', '--memfd'],
+    ['--memfd', '-m', '/tmp'],
+    ['--shm-dir=/tmp', '--memfd'],
+    ['--memfd', '-M', 'x', '-m', '/tmp'],
+  ]) {
+    usage(t, argv, /--memfd cannot be combined with --shm-name or --shm-dir/);
+  }
+  usage(t, ['--memfd=yes'], /--memfd takes no value/);
+});
+
+// ---- sizes -----------------------------------------------------------------
+
+test('parseSize: K/M/G/T are powers of 1024, any case, with optional i/B', (t) => {
+  const cases: Array<[string, number]> = [
+    ['1', 1],
+    ['65536', 65536],
+    ['1K', 1024],
+    ['1k', 1024],
+    ['64K', 64 * 1024],
+    ['4M', 4 * MiB],
+    ['4m', 4 * MiB],
+    ['4MB', 4 * MiB],
+    ['4MiB', 4 * MiB],
+    ['4Mi', 4 * MiB],
+    ['1G', GiB],
+    ['1g', GiB],
+    ['2G', 2 * GiB],
+    ['1T', 2 ** 40],
+    ['1t', 2 ** 40],
+    [' 8M ', 8 * MiB],
+    ['8 M', 8 * MiB],
+    ['4096T', 2 ** 52],
+  ];
+  for (const [text, n] of cases) t.is(parseSize(text), n, text);
+});
+
+test('sizes past 2 and 4 GiB are fine (the stock server fails at 2 GiB)', (t) => {
+  t.is(parseSize('4G'), 4 * GiB);
+  t.is(parseSize('8G'), 8 * GiB);
+  t.is(parseSize('16384M'), 16 * GiB);
+  t.is(parseSize(String(2 ** 33)), 2 ** 33);
+  t.is(parseServeArgs(['-l', '64G']).size, 64 * GiB);
+});
+
+test('non-powers of two are refused with the nearest valid sizes', (t) => {
+  const cases: Array<[string, string, string]> = [
+    ['3M', '2M', '4M'],
+    ['5000', '4K', '8K'],
+    ['3', '2', '4'],
+    ['1536K', '1M', '2M'],
+    ['3G', '2G', '4G'],
+    ['6G', '4G', '8G'],
+    ['1023', '512', '1K'],
+    ['1025', '1K', '2K'],
+    ['3T', '2T', '4T'],
+  ];
+  for (const [text, lo, hi] of cases) {
+    const err = t.throws(() => parseSize(text), { instanceOf: UsageError }, text);
+    t.true(err?.message.includes(`size ${text} is not a power of two`), err?.message);
+    t.true(err?.message.endsWith(`the nearest valid sizes are ${lo} and ${hi}`), `${text}: ${err?.message}`);
+  }
+  usage(t, ['-l', '3M'], /nearest valid sizes are 2M and 4M/);
+});
+
+test('malformed or out-of-range sizes are refused', (t) => {
+  for (const text of ['', 'M', '-1', '-4M', '1.5M', '4X', '4P', '0x100', '4 MB MB', 'four']) {
+    const err = t.throws(() => parseSize(text), { instanceOf: UsageError }, JSON.stringify(text));
+    t.regex(err?.message ?? '', /invalid size/, JSON.stringify(text));
+  }
+  for (const text of ['0', '0K', '8192T', '99999999999999999999']) {
+    const err = t.throws(() => parseSize(text), { instanceOf: UsageError }, text);
+    t.regex(err?.message ?? '', /between 1 and 8P/, text);
+  }
+});
+
+// ---- vectors, peers, policies, mode, group ----------------------------------
+
+test('vectors: 1..256 accepted; 0, 257 and non-numbers refused', (t) => {
+  t.is(parseServeArgs(['-n', '1']).vectors, 1);
+  t.is(parseServeArgs(['-n', '64']).vectors, 64);
+  t.is(parseServeArgs(['-n', '256']).vectors, 256);
+  usage(t, ['-n', '0'], /-n\/--vectors must be between 1 and 256 \(a guest can only ring vectors 0\.\.255\), got 0/);
+  usage(t, ['-n', '257'], /between 1 and 256.*got 257/);
+  usage(t, ['-n', '100000'], /got 100000/);
+  usage(t, ['-n', 'x'], /needs a whole number, got 'x'/);
+  usage(t, ['-n', '-1'], /needs a whole number, got '-1'/);
+  usage(t, ['-n', '2.5'], /needs a whole number/);
+  usage(t, ['--vectors='], /needs a whole number, got ''/);
+});
+
+test('--max-peers: 1..65536', (t) => {
+  t.is(parseServeArgs(['--max-peers', '1']).maxPeers, 1);
+  t.is(parseServeArgs(['--max-peers=65536']).maxPeers, 65536);
+  usage(t, ['--max-peers', '0'], /--max-peers must be between 1 and 65536/);
+  usage(t, ['--max-peers', '65537'], /between 1 and 65536.*got 65537/);
+});
+
+test('--id-policy: lowest, monotonic, random; anything else refused', (t) => {
+  for (const p of ['lowest', 'monotonic', 'random'] as const) {
+    t.is(parseServeArgs(['--id-policy', p]).idPolicy, p);
+    t.is(parseServeArgs([`--id-policy=${p}`]).idPolicy, p);
+  }
+  usage(t, ['--id-policy', 'highest'], /--id-policy must be one of lowest, monotonic, random, got 'highest'/);
+  usage(t, ['--id-policy', 'Lowest'], /must be one of/);
+});
+
+test('--mode is octal, with or without a leading 0, 3 or 4 digits', (t) => {
+  t.is(parseServeArgs(['--mode', '0660']).mode, 0o660);
+  t.is(parseServeArgs(['--mode', '660']).mode, 0o660);
+  t.is(parseServeArgs(['--mode=600']).mode, 0o600);
+  t.is(parseServeArgs(['--mode', '2770']).mode, 0o2770);
+  t.is(parseServeArgs(['--mode', '02770']).mode, 0o2770);
+  for (const bad of ['0999', '66', '777777', 'rw', '0o660', '']) usage(t, ['--mode', bad], /--mode needs octal permission bits/);
+});
+
+test('--group keeps the name; an empty group is refused', (t) => {
+  t.is(parseServeArgs(['--group', 'kvm']).group, 'kvm');
+  t.is(parseServeArgs(['--group=36']).group, '36');
+  usage(t, ['--group='], /--group needs a group name or number/);
+});
+
+test('--max-queued: 0..1000000, default null (the server decides)', (t) => {
+  t.is(parseServeArgs([]).maxQueued, null);
+  t.is(parseServeArgs(['--max-queued', '0']).maxQueued, 0);
+  t.is(parseServeArgs(['--max-queued=1000000']).maxQueued, 1_000_000);
+  usage(t, ['--max-queued', '1000001'], /--max-queued must be between 0 and 1000000/);
+  usage(t, ['--max-queued', 'x'], /--max-queued needs a whole number/);
+});
+
+test('--keep-shm', (t) => {
+  t.true(parseServeArgs(['--keep-shm']).keepShm);
+});
+
+test('--socket with an empty path is refused', (t) => {
+  usage(t, ['--socket='], /--socket needs a path/);
+  usage(t, ['-S', ''], /--socket needs a path/);
+});
+
+// ---- daemon and pid file ----------------------------------------------------
+
+test('--daemon defaults the pid file to /var/run/ivshmem-server.pid; -p overrides; -F undoes --daemon', (t) => {
+  t.deepEqual(parseServeArgs(['--daemon']), { ...defaults, daemon: true, pidfile: '/var/run/ivshmem-server.pid' });
+  t.deepEqual(parseServeArgs(['--daemon', '-p', '/tmp/x.pid']), { ...defaults, daemon: true, pidfile: '/tmp/x.pid' });
+  t.deepEqual(parseServeArgs(['-p', '/tmp/x.pid', '--daemon']), { ...defaults, daemon: true, pidfile: '/tmp/x.pid' });
+  t.deepEqual(parseServeArgs(['-p', '/tmp/x.pid']), { ...defaults, pidfile: '/tmp/x.pid' }, 'a pid file in the foreground');
+  t.deepEqual(parseServeArgs(['--daemon', '-F']), defaults, 'the last of --daemon / -F wins');
+  t.is(parseServeArgs(['-F', '--daemon']).daemon, true);
+});
+
+// ---- refusals of the command line itself -----------------------------------
+
+test('unknown flags, stray arguments and missing values are usage errors', (t) => {
+  usage(t, ['-x'], /unknown option '-x' \(see --help\)/);
+  usage(t, ['-vx'], /unknown option '-x'/);
+  usage(t, ['--bogus'], /unknown option '--bogus'/);
+  usage(t, ['--bogus=1'], /unknown option '--bogus'/);
+  usage(t, ['--SOCKET', '/x'], /unknown option '--SOCKET'/);
+  usage(t, ['serve'], /unexpected argument 'serve'/);
+  usage(t, ['-'], /unexpected argument '-'/);
+  usage(t, ['-S'], /-S needs a value/);
+  usage(t, ['-vS'], /-S needs a value/);
+  usage(t, ['--size'], /--size needs a value/);
+  usage(t, ['-F', '-l'], /-l needs a value/);
+  usage(t, ['--verbose=1'], /--verbose takes no value/);
+  usage(t, ['--help=yes'], /--help takes no value/);
+});
+
+test('a value that looks like a flag is taken as the value', (t) => {
+  t.is(parseServeArgs(['-S', '-v']).socket, '-v');
+  t.is(parseServeArgs(['--pidfile', '--daemon']).pidfile, '--daemon');
+  t.false(parseServeArgs(['--pidfile', '--daemon']).daemon);
+});
+
+// ---- tokenize on its own ----------------------------------------------------
+
+const specs = [
+  { long: 'alpha', short: 'a', value: true },
+  { long: 'bravo', short: 'b', value: false },
+  { long: 'charlie', value: false },
+  { long: 'delta', value: true },
+];
+
+test('tokenize: every form maps to (long name, value)', (t) => {
+  t.deepEqual(tokenize([], specs), []);
+  t.deepEqual(tokenize(['-a', 'x', '-ay', '--alpha', 'z', '--alpha=w', '--alpha='], specs), [
+    ['alpha', 'x'],
+    ['alpha', 'y'],
+    ['alpha', 'z'],
+    ['alpha', 'w'],
+    ['alpha', ''],
+  ]);
+  t.deepEqual(tokenize(['-bb', '-ba=1', '--charlie', '--delta', '-b'], specs), [
+    ['bravo', null],
+    ['bravo', null],
+    ['bravo', null],
+    ['alpha', '=1'],
+    ['charlie', null],
+    ['delta', '-b'],
+  ]);
+  t.deepEqual(tokenize(['--alpha=a=b'], specs), [['alpha', 'a=b']], 'only the first = splits');
+});
+
+test('tokenize: errors', (t) => {
+  t.throws(() => tokenize(['-c'], specs), { instanceOf: UsageError, message: /unknown option '-c'/ });
+  t.throws(() => tokenize(['--charlie=1'], specs), { instanceOf: UsageError, message: /--charlie takes no value/ });
+  t.throws(() => tokenize(['--delta'], specs), { instanceOf: UsageError, message: /--delta needs a value/ });
+  t.throws(() => tokenize(['-a'], specs), { instanceOf: UsageError, message: /-a needs a value/ });
+  t.throws(() => tokenize(['x'], specs), { instanceOf: UsageError, message: /unexpected argument 'x'/ });
+});
