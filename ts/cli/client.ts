@@ -129,6 +129,8 @@ export async function runClient(argv: string[]): Promise<number> {
     sleeper?.abort();
     client?.close();
     rl.close();
+    // readline leaves stdin open, which would keep the process alive.
+    process.stdin.destroy();
   };
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);

@@ -20,7 +20,8 @@ async function main(argv: string[]): Promise<number> {
     case 'serve':
       return runServe(rest);
     case 'client':
-      return runClient(rest);
+      // Done with the terminal either way; an open stdin would keep Node alive.
+      return runClient(rest).finally(() => process.stdin.destroy());
     case 'stanza':
       return runStanza(rest);
     case undefined:

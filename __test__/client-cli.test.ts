@@ -1,0 +1,116 @@
+// `famez client` as a process: it waits for a server, reconnects with
+// --reconnect, and takes the stock ivshmem-client's stdin commands.
+import { spawn } from 'node:child_process';
+import * as path from 'node:path';
+
+import anyTest, { type TestFn } from 'ava';
+
+import { FamezProcess, ROOT, Scratch } from './helpers/serve.js';
+
+const test = anyTest as TestFn<Scratch>;
+
+test.beforeEach((t) => {
+  t.context = new Scratch();
+});
+
+test.afterEach.always(async (t) => {
+  await t.context.cleanup();
+});
+
+/** `famez client` with a stdin pipe the test writes commands into. */
+function client(t: { context: Scratch }, args: string[]): FamezProcess {
+  const child = spawn(process.execPath, ['--import=tsx', path.join(ROOT, 'ts/cli/main.ts'), 'client', ...args], {
+    cwd: ROOT,
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  const p = new FamezProcess(child, ['client', ...args]);
+  t.context.procs.push(p);
+  return p;
+}
+
+function type(p: FamezProcess, line: string): void {
+  p.child.stdin!.write(`${line}\n`);
+}
+
+test('a client started before the server waits, then connects when the server appears', async (t) => {
+  const dir = t.context.dir();
+  const sock = path.join(dir, 'sock');
+  const c = client(t, ['-S', sock]);
+  await c.waitFor(/waiting for a server on .*retrying every second/);
+  const s = await t.context.serve(['-S', sock, '--memfd', '-n', '2']);
+  await c.waitFor(/connected to .* as peer 0 \(2 vector\(s\)\); peers: none/);
+  type(c, 'dump');
+  await c.waitFor(/peer 0: 2 vector\(s\), shared memory 4194304 bytes/);
+  type(c, 'quit');
+  t.is((await c.wait()).code, 0);
+  await s.waitFor(/peer 0 disconnected/);
+});
+
+test('with --reconnect a client rejoins a restarted server; without it the client exits 1', async (t) => {
+  const dir = t.context.dir();
+  const sock = path.join(dir, 'sock');
+  let s = await t.context.serve(['-S', sock, '--memfd']);
+  const keeper = client(t, ['-S', sock, '--reconnect']);
+  const quitter = client(t, ['-S', sock]);
+  await keeper.waitFor(/connected to/);
+  await quitter.waitFor(/connected to/);
+  await s.stop('SIGTERM');
+  t.is(s.exitInfo?.code, 0);
+  t.is((await quitter.wait()).code, 1);
+  t.regex(quitter.stdout, /disconnected: server closed the connection/);
+  await keeper.waitFor(/disconnected: server closed the connection/);
+  s = await t.context.serve(['-S', sock, '--memfd']);
+  await keeper.waitFor(/connected to [^\n]*\n(?:.*\n)*?.*connected to/);
+  type(keeper, 'dump');
+  await keeper.waitFor(/peer 0: 1 vector\(s\)/);
+  type(keeper, 'quit');
+  t.is((await keeper.wait()).code, 0);
+});
+
+test('int PEER VECTOR, int PEER all and int all ring the other client; bad commands get usage', async (t) => {
+  const dir = t.context.dir();
+  const sock = path.join(dir, 'sock');
+  await t.context.serve(['-S', sock, '--memfd', '-n', '3']);
+  const a = client(t, ['-S', sock]);
+  await a.waitFor(/as peer 0/);
+  const b = client(t, ['-S', sock]);
+  await b.waitFor(/as peer 1 \(3 vector\(s\)\); peers: 0/);
+  await a.waitFor(/peer 1 joined \(3 vector\(s\)\)/);
+
+  type(a, 'int 1 2');
+  await a.waitFor(/rang peer 1 vector 2/);
+  await b.waitFor(/interrupt on vector 2 \(count 1\)/);
+  t.notRegex(b.stdout, /interrupt on vector [01]/);
+
+  type(a, 'int 1 all');
+  await b.waitFor(/interrupt on vector 0 \(count 1\)/);
+  await b.waitFor(/interrupt on vector 1 \(count 1\)/);
+
+  type(b, 'int all');
+  await b.waitFor(/rang every vector of 1 peer\(s\)/);
+  await a.waitFor(/interrupt on vector 0[^\n]*\n(?:.*\n)*?.*interrupt on vector 1[^\n]*\n(?:.*\n)*?.*interrupt on vector 2/);
+
+  type(a, 'int 7 0');
+  await a.waitFor(/error: peer 7 is not connected/);
+  type(a, 'int 1 9');
+  await a.waitFor(/error: peer 1 has vectors 0\.\.2, not 9/);
+  type(a, 'int x');
+  await a.waitFor(/usage: int PEER VECTOR \| int PEER all \| int all/);
+  type(a, 'frobnicate');
+  await a.waitFor(/unknown command 'frobnicate'/);
+  type(a, 'help');
+  await a.waitFor(/commands: dump, int PEER VECTOR/);
+
+  b.child.stdin!.end();
+  t.is((await b.wait()).code, 0, 'end of input quits');
+  await a.waitFor(/peer 1 left/);
+});
+
+test('famez client --help prints usage; an unknown flag exits 2', async (t) => {
+  const help = await t.context.run(['client', '--help']);
+  t.is(help.exitInfo.code, 0);
+  t.regex(help.stdout, /Usage: famez client/);
+  const bad = await t.context.run(['client', '--bogus']);
+  t.is(bad.exitInfo.code, 2);
+  t.regex(bad.stderr, /unknown option '--bogus'/);
+});
