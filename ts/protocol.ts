@@ -33,12 +33,16 @@ export interface Join {
   /** Peers announced to the newcomer only, after the others and just before
    * its own group (the fabric switch advertises itself this way). */
   advertised?: readonly number[];
+  /** False when the others already hold the newcomer's eventfds: a recycled
+   * ID reuses its predecessor's, so announcing them again would give QEMU
+   * surplus vectors. */
+  announce?: boolean;
 }
 
 /** Everything a join costs, in send order: the newcomer's welcome (version,
  * its ID, the shm fd, every other peer's eventfds, then its own), followed
  * by the newcomer's eventfds for each of the others. */
-export function joinMessages({ newcomer, others, vectors, advertised = [] }: Join): Send[] {
+export function joinMessages({ newcomer, others, vectors, advertised = [], announce = true }: Join): Send[] {
   const out: Send[] = [
     { to: newcomer, value: PROTOCOL_VERSION, fd: null },
     { to: newcomer, value: newcomer, fd: null },
@@ -47,7 +51,7 @@ export function joinMessages({ newcomer, others, vectors, advertised = [] }: Joi
   for (const other of others) out.push(...group(newcomer, other, vectors));
   for (const extra of advertised) out.push(...group(newcomer, extra, vectors));
   out.push(...group(newcomer, newcomer, vectors));
-  for (const other of others) out.push(...group(other, newcomer, vectors));
+  if (announce) for (const other of others) out.push(...group(other, newcomer, vectors));
   return out;
 }
 

@@ -27,6 +27,14 @@ export interface ServerConfig {
   maxQueued?: number;
   verbose?: boolean;
   log?: (line: string) => void;
+  /** The IDs peers may get (default 0..65535). */
+  ids?: { min: number; max: number };
+  /** A peer that is not a connection (the fabric switch): advertised to
+   * every newcomer just before its own group, with these eventfds. */
+  member?: { id: number; vectors: EventFd[] };
+  /** Keep a departed peer's eventfds for the next peer given its ID and
+   * tell nobody it left, so the surviving QEMUs keep working. */
+  recycle?: boolean;
 }
 
 export class ServerError extends Error {
@@ -68,19 +76,21 @@ function plural(n: number, word: string): string {
 
 export class Server extends EventEmitter<ServerEvents> {
   private readonly peers = new Map<number, Peer>();
+  /** Eventfds of departed peers, by ID, kept for their successors (recycle). */
+  private readonly recycled = new Map<number, EventFd[]>();
   private readonly ids: IdPool;
   private readonly log: (line: string) => void;
   private closed = false;
 
   private constructor(
-    readonly config: Required<Omit<ServerConfig, 'log' | 'mode' | 'gid'>> & Pick<ServerConfig, 'mode' | 'gid'>,
+    readonly config: Required<Omit<ServerConfig, 'log' | 'mode' | 'gid' | 'member'>> & Pick<ServerConfig, 'mode' | 'gid' | 'member'>,
     private readonly listener: UnixListener,
     private readonly shm: SharedMemory,
     log: (line: string) => void,
   ) {
     super();
     this.log = log;
-    this.ids = new IdPool(config.idPolicy);
+    this.ids = new IdPool(config.idPolicy, config.ids.min, config.ids.max);
     listener.watch(() => this.acceptAll());
   }
 
@@ -94,6 +104,8 @@ export class Server extends EventEmitter<ServerEvents> {
       keepShm: false,
       maxQueued: DEFAULT_MAX_QUEUED,
       verbose: false,
+      ids: { min: 0, max: 65535 },
+      recycle: false,
       ...config,
     };
     const socketPath = path.resolve(config.socket);
@@ -144,6 +156,11 @@ export class Server extends EventEmitter<ServerEvents> {
     return [...this.peers.keys()].sort((a, b) => a - b);
   }
 
+  /** The shared object (for the fabric layer's mailboxes). */
+  get sharedMemory(): SharedMemory {
+    return this.shm;
+  }
+
   get socketPath(): string {
     return this.config.socket;
   }
@@ -175,9 +192,11 @@ export class Server extends EventEmitter<ServerEvents> {
       return;
     }
     const others = this.peerIds;
-    const vectors: EventFd[] = [];
+    const inherited = this.recycled.get(id);
+    this.recycled.delete(id);
+    const vectors: EventFd[] = inherited ?? [];
     try {
-      for (let v = 0; v < this.config.vectors; v++) vectors.push(new EventFd());
+      while (vectors.length < this.config.vectors) vectors.push(new EventFd());
     } catch (e) {
       for (const v of vectors) v.close();
       this.ids.release(id);
@@ -188,21 +207,30 @@ export class Server extends EventEmitter<ServerEvents> {
       this.emit('refuse', { reason });
       return;
     }
-    const join = joinMessages({ newcomer: id, others, vectors: this.config.vectors });
+    const member = this.config.member;
+    const join = joinMessages({
+      newcomer: id,
+      others,
+      vectors: this.config.vectors,
+      advertised: member ? [member.id] : [],
+      announce: !inherited,
+    });
     const peer: Peer = { id, stream, vectors, welcome: join.filter((s) => s.to === id).length };
     this.peers.set(id, peer);
     stream.watch((value, fd, reason) => {
       if (fd >= 0) closeFd(fd);
       this.drop(id, value === null ? (reason === 'closed' ? 'disconnected' : reason ?? 'disconnected') : 'sent data; ivshmem peers never write to the server');
     });
-    this.log(`famez: peer ${id} connected (${plural(this.peers.size, 'peer')})`);
+    this.log(`famez: peer ${id} connected${inherited ? ' (recycled)' : ''} (${plural(this.peers.size, 'peer')})`);
     this.deliver(join);
     if (this.peers.has(id)) this.emit('connect', { id, peers: this.peers.size });
   }
 
   private fdOf(ref: FdRef): number {
     if (ref.kind === 'shm') return this.shm.fd;
-    return this.peers.get(ref.peer)?.vectors[ref.vector]?.fd ?? -1;
+    const member = this.config.member;
+    const vectors = member && ref.peer === member.id ? member.vectors : this.peers.get(ref.peer)?.vectors;
+    return vectors?.[ref.vector]?.fd ?? -1;
   }
 
   /** Executes sends in order; a peer whose socket fails or whose backlog
@@ -233,10 +261,12 @@ export class Server extends EventEmitter<ServerEvents> {
     this.peers.delete(id);
     this.ids.release(id);
     peer.stream.close();
-    for (const v of peer.vectors) v.close();
+    const recycle = this.config.recycle && !this.closed;
+    if (recycle) this.recycled.set(id, peer.vectors);
+    else for (const v of peer.vectors) v.close();
     this.log(`famez: peer ${id} disconnected: ${reason} (${plural(this.peers.size, 'peer')})`);
     this.emit('disconnect', { id, peers: this.peers.size, reason });
-    if (!this.closed) this.deliver(leaveMessages(id, this.peerIds));
+    if (!this.closed && !recycle) this.deliver(leaveMessages(id, this.peerIds));
   }
 
   /** Closes every client, removes the socket and (unless keepShm) the
@@ -251,6 +281,8 @@ export class Server extends EventEmitter<ServerEvents> {
       // already gone
     }
     for (const id of this.peerIds) this.drop(id, 'server shutting down');
+    for (const vectors of this.recycled.values()) for (const v of vectors) v.close();
+    this.recycled.clear();
     if (!this.config.keepShm) {
       try {
         this.shm.unlink();
