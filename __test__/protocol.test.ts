@@ -531,3 +531,13 @@ test('property: the others fold the newcomer in, and fold it out again on leave'
   );
   t.pass();
 });
+
+test('joinMessages with announce false (a recycled ID) tells the others nothing', (t) => {
+  const sends = joinMessages({ newcomer: 3, others: [1, 2], vectors: 2, advertised: [15], announce: false });
+  t.true(sends.every((s) => s.to === 3), 'every message goes to the newcomer');
+  t.deepEqual(
+    sends.slice(3).map((s) => s.value),
+    [1, 1, 2, 2, 15, 15, 3, 3],
+    'the welcome still carries the others, the advertised member, then the own group',
+  );
+});
