@@ -6,3 +6,4 @@ export { Client, ClientError, type ClientEvents, type ConnectOptions, type PeerV
 export * as protocol from './protocol.js';
 export { qemuArgs, libvirtXml, stanzaText } from './stanza.js';
 export * as native from './native.js';
+export * as genz from './genz/index.js';
