@@ -1,0 +1,160 @@
+// The fabric switch and Primordial Fabric Manager as a pure state machine:
+// fed connects, departures and mailbox messages, it returns the messages to
+// send and the lines to log. The I/O layer (fabric.ts) moves the bytes.
+// For a peer that speaks only FAME-Z's documented mailbox text, the
+// exchange is FAME-Z's: ping -> pong, Peer-Attribute -> ACK, Link RFC ->
+// CTL-Write, Standalone Acknowledgment -> follow-up Peer-Attribute.
+import { GenZTextError, parse, peerAttributes, ttcMicroseconds, type TextMessage } from '../genz/text.js';
+
+/** FAME-Z's fabric SID when the switch is the PFM. */
+export const DEFAULT_SID = 27;
+
+export interface SwitchConfig {
+  /** Peers get IDs 1..nClients; the switch is nClients + 1. */
+  nClients: number;
+  /** Act as the Primordial Fabric Manager (answer Link RFC, ask newcomers). */
+  pfm: boolean;
+  sid: number;
+}
+
+export interface PortRecord {
+  id: number;
+  nodename: string;
+  cclass: string;
+  SID0: number | null;
+  CID0: number | null;
+  /** 'configured' once the peer acknowledged the switch's CTL-Write. */
+  link: 'up' | 'configuring' | 'configured';
+}
+
+export interface Outgoing {
+  to: number;
+  message: TextMessage;
+}
+
+export interface Reaction {
+  send: Outgoing[];
+  log: string[];
+}
+
+const nothing = (): Reaction => ({ send: [], log: [] });
+
+export class Switch {
+  readonly serverId: number;
+  private readonly ports = new Map<number, PortRecord>();
+  /** Outstanding CTL-Write tags, by tag: the peer they configure. */
+  private readonly tags = new Map<number, { peer: number; SID: number; CID: number }>();
+  private nextTag = 1;
+
+  constructor(readonly config: SwitchConfig) {
+    this.serverId = config.nClients + 1;
+  }
+
+  get cid(): number {
+    return this.serverId * 100;
+  }
+
+  /** The switch's own attributes, as it answers Peer-Attribute. */
+  attributes(): Record<string, string> {
+    return { 'C-Class': 'FabricSwitch', SID0: String(this.config.sid), CID0: String(this.cid) };
+  }
+
+  port(id: number): PortRecord | undefined {
+    return this.ports.get(id);
+  }
+
+  get portList(): PortRecord[] {
+    return [...this.ports.values()].sort((a, b) => a.id - b.id);
+  }
+
+  connect(id: number): Reaction {
+    this.ports.set(id, { id, nodename: '', cclass: 'Driverless QEMU', SID0: null, CID0: null, link: 'up' });
+    if (!this.config.pfm) return nothing();
+    return { send: [{ to: id, message: { kind: 'link-ctl-peer-attribute' } }], log: [] };
+  }
+
+  disconnect(id: number): void {
+    this.ports.delete(id);
+    for (const [tag, t] of this.tags) if (t.peer === id) this.tags.delete(tag);
+  }
+
+  /** Handles a message peer `from` left in its slot for the switch. */
+  receive(from: number, bytes: Uint8Array, nodename = ''): Reaction {
+    const port = this.ports.get(from);
+    if (!port) return { send: [], log: [`message from peer ${from}, which is not connected: ignored`] };
+    if (nodename) port.nodename = nodename;
+    let msg: TextMessage;
+    try {
+      msg = parse(bytes);
+    } catch (e) {
+      const why = e instanceof GenZTextError ? `${e.code}: ${e.message}` : String(e);
+      return {
+        send: [{ to: from, message: { kind: 'link-ctl-nak', details: `Reason=malformed (${why.replace(/[,\n]/g, ' ').slice(0, 200)})` } }],
+        log: [`peer ${from}: malformed message rejected: ${why}`],
+      };
+    }
+    const reply = (message: TextMessage): Reaction => ({ send: [{ to: from, message }], log: [] });
+    switch (msg.kind) {
+      case 'ping':
+        return reply({ kind: 'pong' });
+      case 'pong':
+        return { send: [], log: [`peer ${from}: pong`] };
+      case 'dump':
+        return { send: [], log: [this.picture()] };
+      case 'link-ctl-peer-attribute':
+        return reply({ kind: 'link-ctl-ack', attributes: this.attributes() });
+      case 'link-ctl-ack': {
+        const a = peerAttributes(msg);
+        if (a.cclass !== undefined) port.cclass = a.cclass;
+        if (a.SID0 !== undefined) port.SID0 = a.SID0;
+        if (a.CID0 !== undefined) port.CID0 = a.CID0;
+        return { send: [], log: [`peer ${from}: C-Class=${port.cclass},SID0=${port.SID0 ?? '?'},CID0=${port.CID0 ?? '?'}`] };
+      }
+      case 'link-ctl-nak':
+        return { send: [], log: [`peer ${from}: NAK ${msg.details}`] };
+      case 'link-rfc': {
+        if (!this.config.pfm) return reply({ kind: 'link-ctl-nak', details: 'Reason=no fabric manager here' });
+        if (ttcMicroseconds(msg.TTC) === undefined) {
+          return { send: [], log: [`peer ${from}: Link RFC with TTC=${msg.TTC} dropped: TTC must be in microseconds`] };
+        }
+        const tag = this.nextTag++;
+        const SID = this.config.sid;
+        const CID = from * 100;
+        this.tags.set(tag, { peer: from, SID, CID });
+        port.link = 'configuring';
+        return reply({ kind: 'ctl-write', Space: 0, PFMSID: this.config.sid, PFMCID: this.cid, SID, CID, Tag: tag });
+      }
+      case 'standalone-ack': {
+        const t = this.tags.get(msg.Tag);
+        if (!t || t.peer !== from) {
+          return { send: [], log: [`peer ${from}: Standalone Acknowledgment for unknown tag ${msg.Tag} ignored`] };
+        }
+        this.tags.delete(msg.Tag);
+        if (msg.Reason !== 'OK') {
+          port.link = 'up';
+          return { send: [], log: [`peer ${from}: configuration refused (Reason=${msg.Reason})`] };
+        }
+        port.link = 'configured';
+        port.SID0 = t.SID;
+        port.CID0 = t.CID;
+        return { send: [{ to: from, message: { kind: 'link-ctl-peer-attribute' } }], log: [`peer ${from}: configured SID0=${t.SID},CID0=${t.CID}`] };
+      }
+      case 'ctl-write':
+        return reply({ kind: 'standalone-ack', Tag: msg.Tag, Reason: 'UNSUPPORTED' });
+      case 'text':
+        return reply({ kind: 'link-ctl-nak', details: `Reason=unknown command` });
+    }
+  }
+
+  /** An ASCII picture of the switch: each port's C-Class, nodename, CID and SID. */
+  picture(): string {
+    const rows = [`  Z-switch (ID ${this.serverId}, C-Class FabricSwitch, SID ${this.config.sid}, CID ${this.cid})`, '  +------+'];
+    for (let id = 1; id <= this.config.nClients; id++) {
+      const p = this.ports.get(id);
+      const desc = p ? `${p.cclass} ${p.nodename || '(no name)'} [CID ${p.CID0 ?? '-'}, SID ${p.SID0 ?? '-'}] ${p.link}` : '';
+      rows.push(`  |${String(id).padStart(4)}  |-- ${desc}`);
+    }
+    rows.push('  +------+');
+    return rows.join('\n');
+  }
+}
