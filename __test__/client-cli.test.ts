@@ -37,7 +37,7 @@ test('a client started before the server waits, then connects when the server ap
   const sock = path.join(dir, 'sock');
   const c = client(t, ['-S', sock]);
   await c.waitFor(/waiting for a server on .*retrying every second/);
-  const s = await t.context.serve(['-S', sock, '--memfd', '-n', '2']);
+  const s = await t.context.serve(['--silent', '-S', sock, '--memfd', '-n', '2']);
   await c.waitFor(/connected to .* as peer 0 \(2 vector\(s\)\); peers: none/);
   type(c, 'dump');
   await c.waitFor(/peer 0: 2 vector\(s\), shared memory 4194304 bytes/);
@@ -49,7 +49,7 @@ test('a client started before the server waits, then connects when the server ap
 test('with --reconnect a client rejoins a restarted server; without it the client exits 1', async (t) => {
   const dir = t.context.dir();
   const sock = path.join(dir, 'sock');
-  let s = await t.context.serve(['-S', sock, '--memfd']);
+  let s = await t.context.serve(['--silent', '-S', sock, '--memfd']);
   const keeper = client(t, ['-S', sock, '--reconnect']);
   const quitter = client(t, ['-S', sock]);
   await keeper.waitFor(/connected to/);
@@ -59,7 +59,7 @@ test('with --reconnect a client rejoins a restarted server; without it the clien
   t.is((await quitter.wait()).code, 1);
   t.regex(quitter.stdout, /disconnected: server closed the connection/);
   await keeper.waitFor(/disconnected: server closed the connection/);
-  s = await t.context.serve(['-S', sock, '--memfd']);
+  s = await t.context.serve(['--silent', '-S', sock, '--memfd']);
   await keeper.waitFor(/connected to [^\n]*\n(?:.*\n)*?.*connected to/);
   type(keeper, 'dump');
   await keeper.waitFor(/peer 0: 1 vector\(s\)/);
@@ -70,7 +70,7 @@ test('with --reconnect a client rejoins a restarted server; without it the clien
 test('int PEER VECTOR, int PEER all and int all ring the other client; bad commands get usage', async (t) => {
   const dir = t.context.dir();
   const sock = path.join(dir, 'sock');
-  await t.context.serve(['-S', sock, '--memfd', '-n', '3']);
+  await t.context.serve(['--silent', '-S', sock, '--memfd', '-n', '3']);
   const a = client(t, ['-S', sock]);
   await a.waitFor(/as peer 0/);
   const b = client(t, ['-S', sock]);

@@ -150,7 +150,7 @@ test('in-process server: 1,000 raw connections closed without reading; fds retur
 
 async function startServerProcess(t: { context: { dir: string; proc?: LineProcess } }): Promise<{ socket: string; pid: number }> {
   const socket = path.join(t.context.dir, 'sock');
-  const proc = (t.context.proc = LineProcess.spawn(process.execPath, ['--import=tsx', 'ts/cli/main.ts', 'serve', '-S', socket, '--memfd', '-n', '2'], {
+  const proc = (t.context.proc = LineProcess.spawn(process.execPath, ['--import=tsx', 'ts/cli/main.ts', 'serve', '--silent', '-S', socket, '--memfd', '-n', '2'], {
     cwd: path.resolve('.'),
   }));
   await proc.waitLine((l) => l.includes('serving on'), 'the server to start', 0, 30_000);

@@ -4,11 +4,15 @@ import test from 'ava';
 
 import { DEFAULTS, MAX_PEERS, MAX_VECTORS, SERVE_HELP, UsageError, parseServeArgs, parseSize, tokenize, type ServeOptions } from '../ts/server/options.js';
 
+// The stock server's flags are tested in --silent mode, where famez is
+// exactly the stock ivshmem-server; the fabric (the default) is tested below.
+const stock = (argv: string[]): ServeOptions => parseServeArgs(['--silent', ...argv]);
+
 const MiB = 2 ** 20;
 const GiB = 2 ** 30;
 
 // The stock defaults of every field this file knows; fields added later keep
-// whatever parseServeArgs([]) gives them (checked with t.like below).
+// whatever stock([]) gives them (checked with t.like below).
 const stockDefaults = {
   socket: '/tmp/ivshmem_socket',
   shm: { kind: 'posix', name: 'ivshmem' },
@@ -24,10 +28,10 @@ const stockDefaults = {
   group: null,
   help: false,
 };
-const defaults: ServeOptions = { ...parseServeArgs([]), ...stockDefaults } as ServeOptions;
+const defaults: ServeOptions = { ...stock([]), ...stockDefaults } as ServeOptions;
 
 function usage(t: import('ava').ExecutionContext, argv: string[], message: RegExp): void {
-  const err = t.throws(() => parseServeArgs(argv), { instanceOf: UsageError }, argv.join(' '));
+  const err = t.throws(() => stock(argv), { instanceOf: UsageError }, argv.join(' '));
   if (err) {
     t.regex(err.message, message, argv.join(' '));
     t.is(err.name, 'UsageError');
@@ -36,8 +40,8 @@ function usage(t: import('ava').ExecutionContext, argv: string[], message: RegEx
 
 // ---- defaults --------------------------------------------------------------
 
-test('no arguments gives the stock defaults', (t) => {
-  t.like(parseServeArgs([]), stockDefaults);
+test('--silent alone gives the stock defaults', (t) => {
+  t.like(stock([]), stockDefaults);
   t.is(DEFAULTS.socket, '/tmp/ivshmem_socket');
   t.is(DEFAULTS.shmName, 'ivshmem');
   t.is(DEFAULTS.size, 4 * MiB);
@@ -63,35 +67,35 @@ for (const f of valueFlags) {
   const forms = [[`-${f.short}`, f.value], [`-${f.short}${f.value}`], [`--${f.long}=${f.value}`], [`--${f.long}`, f.value]];
   test(`-${f.short}/--${f.long} ${f.value} in all four value forms`, (t) => {
     // The flag sets its field and nothing else changes.
-    for (const argv of forms) t.deepEqual(parseServeArgs(argv), { ...defaults, ...f.patch }, argv.join(' '));
+    for (const argv of forms) t.deepEqual(stock(argv), { ...defaults, ...f.patch }, argv.join(' '));
   });
 }
 
 test('boolean stock flags: -v/--verbose, -F/--foreground, -h/--help', (t) => {
-  t.true(parseServeArgs(['-v']).verbose);
-  t.true(parseServeArgs(['--verbose']).verbose);
-  t.false(parseServeArgs(['-F']).daemon);
-  t.false(parseServeArgs(['--foreground']).daemon);
-  t.deepEqual(parseServeArgs(['-F']), defaults, '-F changes nothing: foreground is the default');
-  t.true(parseServeArgs(['-h']).help);
-  t.true(parseServeArgs(['--help']).help);
+  t.true(stock(['-v']).verbose);
+  t.true(stock(['--verbose']).verbose);
+  t.false(stock(['-F']).daemon);
+  t.false(stock(['--foreground']).daemon);
+  t.deepEqual(stock(['-F']), defaults, '-F changes nothing: foreground is the default');
+  t.true(stock(['-h']).help);
+  t.true(stock(['--help']).help);
   t.true(SERVE_HELP.includes('-S, --socket'));
 });
 
 test('grouped short flags: -vF, -Fv, a value flag last in a group takes the rest or the next argument', (t) => {
   for (const g of ['-vF', '-Fv']) {
-    const o = parseServeArgs([g]);
+    const o = stock([g]);
     t.true(o.verbose, g);
     t.false(o.daemon, g);
   }
-  t.deepEqual(parseServeArgs(['-vFS', '/s']), { ...defaults, verbose: true, socket: '/s' });
-  t.deepEqual(parseServeArgs(['-vFS/s']), { ...defaults, verbose: true, socket: '/s' });
-  t.deepEqual(parseServeArgs(['-vn4']), { ...defaults, verbose: true, vectors: 4 });
-  t.deepEqual(parseServeArgs(['-hv']), { ...defaults, verbose: true, help: true });
+  t.deepEqual(stock(['-vFS', '/s']), { ...defaults, verbose: true, socket: '/s' });
+  t.deepEqual(stock(['-vFS/s']), { ...defaults, verbose: true, socket: '/s' });
+  t.deepEqual(stock(['-vn4']), { ...defaults, verbose: true, vectors: 4 });
+  t.deepEqual(stock(['-hv']), { ...defaults, verbose: true, help: true });
 });
 
 test('a full stock command line', (t) => {
-  t.deepEqual(parseServeArgs(['-F', '-v', '-S', '/tmp/sock', '-M', 'shm0', '-l', '16M', '-n', '4', '-p', '/tmp/pid']), {
+  t.deepEqual(stock(['-F', '-v', '-S', '/tmp/sock', '-M', 'shm0', '-l', '16M', '-n', '4', '-p', '/tmp/pid']), {
     ...defaults,
     verbose: true,
     socket: '/tmp/sock',
@@ -103,28 +107,28 @@ test('a full stock command line', (t) => {
 });
 
 test('a repeated flag: the last one wins', (t) => {
-  t.is(parseServeArgs(['-n', '2', '--vectors=3']).vectors, 3);
-  t.is(parseServeArgs(['-S', '/a', '-S', '/b']).socket, '/b');
+  t.is(stock(['-n', '2', '--vectors=3']).vectors, 3);
+  t.is(stock(['-S', '/a', '-S', '/b']).socket, '/b');
 });
 
 // ---- shared memory location ------------------------------------------------
 
 test('-m DIR with -M NAME (either order) gives the file DIR/NAME; trailing slashes are dropped', (t) => {
-  t.deepEqual(parseServeArgs(['-m', '/dev/hugepages', '-M', 'big']).shm, { kind: 'file', name: '/dev/hugepages/big' });
-  t.deepEqual(parseServeArgs(['-M', 'big', '-m', '/dev/hugepages/']).shm, { kind: 'file', name: '/dev/hugepages/big' });
-  t.deepEqual(parseServeArgs(['-m', '/mnt//']).shm, { kind: 'file', name: '/mnt/ivshmem' });
-  t.deepEqual(parseServeArgs(['-m', 'rel']).shm, { kind: 'file', name: 'rel/ivshmem' });
+  t.deepEqual(stock(['-m', '/dev/hugepages', '-M', 'big']).shm, { kind: 'file', name: '/dev/hugepages/big' });
+  t.deepEqual(stock(['-M', 'big', '-m', '/dev/hugepages/']).shm, { kind: 'file', name: '/dev/hugepages/big' });
+  t.deepEqual(stock(['-m', '/mnt//']).shm, { kind: 'file', name: '/mnt/ivshmem' });
+  t.deepEqual(stock(['-m', 'rel']).shm, { kind: 'file', name: 'rel/ivshmem' });
 });
 
 test('-M accepts a leading slash (POSIX style) and refuses other slashes or an empty name', (t) => {
-  t.deepEqual(parseServeArgs(['-M', '/ivs']).shm, { kind: 'posix', name: 'ivs' });
+  t.deepEqual(stock(['-M', '/ivs']).shm, { kind: 'posix', name: 'ivs' });
   usage(t, ['-M', 'a/b'], /invalid shm name 'a\/b'/);
   usage(t, ['-M', '//x'], /invalid shm name/);
   usage(t, ['--shm-name='], /invalid shm name ''/);
 });
 
 test('--memfd gives an anonymous memfd and conflicts with -M and -m', (t) => {
-  t.deepEqual(parseServeArgs(['--memfd']).shm, { kind: 'memfd', name: 'famez' });
+  t.deepEqual(stock(['--memfd']).shm, { kind: 'memfd', name: 'famez' });
   for (const argv of [
     ['--memfd', '-M', 'x'],
     ['-M', 'x', '--memfd'],
@@ -168,7 +172,7 @@ test('sizes past 2 and 4 GiB are fine (the stock server fails at 2 GiB)', (t) =>
   t.is(parseSize('8G'), 8 * GiB);
   t.is(parseSize('16384M'), 16 * GiB);
   t.is(parseSize(String(2 ** 33)), 2 ** 33);
-  t.is(parseServeArgs(['-l', '64G']).size, 64 * GiB);
+  t.is(stock(['-l', '64G']).size, 64 * GiB);
 });
 
 test('non-powers of two are refused with the nearest valid sizes', (t) => {
@@ -205,9 +209,9 @@ test('malformed or out-of-range sizes are refused', (t) => {
 // ---- vectors, peers, policies, mode, group ----------------------------------
 
 test('vectors: 1..256 accepted; 0, 257 and non-numbers refused', (t) => {
-  t.is(parseServeArgs(['-n', '1']).vectors, 1);
-  t.is(parseServeArgs(['-n', '64']).vectors, 64);
-  t.is(parseServeArgs(['-n', '256']).vectors, 256);
+  t.is(stock(['-n', '1']).vectors, 1);
+  t.is(stock(['-n', '64']).vectors, 64);
+  t.is(stock(['-n', '256']).vectors, 256);
   usage(t, ['-n', '0'], /-n\/--vectors must be between 1 and 256 \(a guest can only ring vectors 0\.\.255\), got 0/);
   usage(t, ['-n', '257'], /between 1 and 256.*got 257/);
   usage(t, ['-n', '100000'], /got 100000/);
@@ -218,46 +222,46 @@ test('vectors: 1..256 accepted; 0, 257 and non-numbers refused', (t) => {
 });
 
 test('--max-peers: 1..65536', (t) => {
-  t.is(parseServeArgs(['--max-peers', '1']).maxPeers, 1);
-  t.is(parseServeArgs(['--max-peers=65536']).maxPeers, 65536);
+  t.is(stock(['--max-peers', '1']).maxPeers, 1);
+  t.is(stock(['--max-peers=65536']).maxPeers, 65536);
   usage(t, ['--max-peers', '0'], /--max-peers must be between 1 and 65536/);
   usage(t, ['--max-peers', '65537'], /between 1 and 65536.*got 65537/);
 });
 
 test('--id-policy: lowest, monotonic, random; anything else refused', (t) => {
   for (const p of ['lowest', 'monotonic', 'random'] as const) {
-    t.is(parseServeArgs(['--id-policy', p]).idPolicy, p);
-    t.is(parseServeArgs([`--id-policy=${p}`]).idPolicy, p);
+    t.is(stock(['--id-policy', p]).idPolicy, p);
+    t.is(stock([`--id-policy=${p}`]).idPolicy, p);
   }
   usage(t, ['--id-policy', 'highest'], /--id-policy must be one of lowest, monotonic, random, got 'highest'/);
   usage(t, ['--id-policy', 'Lowest'], /must be one of/);
 });
 
 test('--mode is octal, with or without a leading 0, 3 or 4 digits', (t) => {
-  t.is(parseServeArgs(['--mode', '0660']).mode, 0o660);
-  t.is(parseServeArgs(['--mode', '660']).mode, 0o660);
-  t.is(parseServeArgs(['--mode=600']).mode, 0o600);
-  t.is(parseServeArgs(['--mode', '2770']).mode, 0o2770);
-  t.is(parseServeArgs(['--mode', '02770']).mode, 0o2770);
+  t.is(stock(['--mode', '0660']).mode, 0o660);
+  t.is(stock(['--mode', '660']).mode, 0o660);
+  t.is(stock(['--mode=600']).mode, 0o600);
+  t.is(stock(['--mode', '2770']).mode, 0o2770);
+  t.is(stock(['--mode', '02770']).mode, 0o2770);
   for (const bad of ['0999', '66', '777777', 'rw', '0o660', '']) usage(t, ['--mode', bad], /--mode needs octal permission bits/);
 });
 
 test('--group keeps the name; an empty group is refused', (t) => {
-  t.is(parseServeArgs(['--group', 'kvm']).group, 'kvm');
-  t.is(parseServeArgs(['--group=36']).group, '36');
+  t.is(stock(['--group', 'kvm']).group, 'kvm');
+  t.is(stock(['--group=36']).group, '36');
   usage(t, ['--group='], /--group needs a group name or number/);
 });
 
 test('--max-queued: 0..1000000, default null (the server decides)', (t) => {
-  t.is(parseServeArgs([]).maxQueued, null);
-  t.is(parseServeArgs(['--max-queued', '0']).maxQueued, 0);
-  t.is(parseServeArgs(['--max-queued=1000000']).maxQueued, 1_000_000);
+  t.is(stock([]).maxQueued, null);
+  t.is(stock(['--max-queued', '0']).maxQueued, 0);
+  t.is(stock(['--max-queued=1000000']).maxQueued, 1_000_000);
   usage(t, ['--max-queued', '1000001'], /--max-queued must be between 0 and 1000000/);
   usage(t, ['--max-queued', 'x'], /--max-queued needs a whole number/);
 });
 
 test('--keep-shm', (t) => {
-  t.true(parseServeArgs(['--keep-shm']).keepShm);
+  t.true(stock(['--keep-shm']).keepShm);
 });
 
 test('--socket with an empty path is refused', (t) => {
@@ -268,12 +272,12 @@ test('--socket with an empty path is refused', (t) => {
 // ---- daemon and pid file ----------------------------------------------------
 
 test('--daemon defaults the pid file to /var/run/ivshmem-server.pid; -p overrides; -F undoes --daemon', (t) => {
-  t.deepEqual(parseServeArgs(['--daemon']), { ...defaults, daemon: true, pidfile: '/var/run/ivshmem-server.pid' });
-  t.deepEqual(parseServeArgs(['--daemon', '-p', '/tmp/x.pid']), { ...defaults, daemon: true, pidfile: '/tmp/x.pid' });
-  t.deepEqual(parseServeArgs(['-p', '/tmp/x.pid', '--daemon']), { ...defaults, daemon: true, pidfile: '/tmp/x.pid' });
-  t.deepEqual(parseServeArgs(['-p', '/tmp/x.pid']), { ...defaults, pidfile: '/tmp/x.pid' }, 'a pid file in the foreground');
-  t.deepEqual(parseServeArgs(['--daemon', '-F']), defaults, 'the last of --daemon / -F wins');
-  t.is(parseServeArgs(['-F', '--daemon']).daemon, true);
+  t.deepEqual(stock(['--daemon']), { ...defaults, daemon: true, pidfile: '/var/run/ivshmem-server.pid' });
+  t.deepEqual(stock(['--daemon', '-p', '/tmp/x.pid']), { ...defaults, daemon: true, pidfile: '/tmp/x.pid' });
+  t.deepEqual(stock(['-p', '/tmp/x.pid', '--daemon']), { ...defaults, daemon: true, pidfile: '/tmp/x.pid' });
+  t.deepEqual(stock(['-p', '/tmp/x.pid']), { ...defaults, pidfile: '/tmp/x.pid' }, 'a pid file in the foreground');
+  t.deepEqual(stock(['--daemon', '-F']), defaults, 'the last of --daemon / -F wins');
+  t.is(stock(['-F', '--daemon']).daemon, true);
 });
 
 // ---- refusals of the command line itself -----------------------------------
@@ -295,9 +299,9 @@ test('unknown flags, stray arguments and missing values are usage errors', (t) =
 });
 
 test('a value that looks like a flag is taken as the value', (t) => {
-  t.is(parseServeArgs(['-S', '-v']).socket, '-v');
-  t.is(parseServeArgs(['--pidfile', '--daemon']).pidfile, '--daemon');
-  t.false(parseServeArgs(['--pidfile', '--daemon']).daemon);
+  t.is(stock(['-S', '-v']).socket, '-v');
+  t.is(stock(['--pidfile', '--daemon']).pidfile, '--daemon');
+  t.false(stock(['--pidfile', '--daemon']).daemon);
 });
 
 // ---- tokenize on its own ----------------------------------------------------
@@ -335,4 +339,48 @@ test('tokenize: errors', (t) => {
   t.throws(() => tokenize(['--delta'], specs), { instanceOf: UsageError, message: /--delta needs a value/ });
   t.throws(() => tokenize(['-a'], specs), { instanceOf: UsageError, message: /-a needs a value/ });
   t.throws(() => tokenize(['x'], specs), { instanceOf: UsageError, message: /unexpected argument 'x'/ });
+});
+
+// ---- the fabric (the default) ------------------------------------------------
+
+function fabricUsage(t: import('ava').ExecutionContext, argv: string[], message: RegExp): void {
+  const err = t.throws(() => parseServeArgs(argv), { instanceOf: UsageError }, argv.join(' '));
+  if (err) t.regex(err.message, message, argv.join(' '));
+}
+
+test('with no arguments famez serves the fabric: 14 peers, 16 vectors, recycle and PFM on', (t) => {
+  const o = parseServeArgs([]);
+  t.like(o, { socket: '/tmp/ivshmem_socket', size: 4 * MiB, vectors: 16, maxPeers: 14 });
+  t.deepEqual(o.fabric, { nClients: 14, recycle: true, pfm: true, sid: 27, codec: 'text', console: null });
+});
+
+test('fabric: --max-peers and --nClients set N and the vectors follow as N+2', (t) => {
+  t.like(parseServeArgs(['--max-peers', '4']), { vectors: 6, maxPeers: 4, fabric: { nClients: 4 } });
+  t.like(parseServeArgs(['--nClients=62']), { vectors: 64, maxPeers: 62 });
+  t.like(parseServeArgs(['--max-peers', '253']), { vectors: 255 });
+  t.like(parseServeArgs(['--max-peers', '4', '-n', '6']), { vectors: 6 });
+});
+
+test('fabric: a contradicting -n, more than 253 peers or a size too small for the mailbox are usage errors', (t) => {
+  fabricUsage(t, ['-n', '3'], /-n 3 contradicts the fabric: with 14 peers every peer has 16 vectors/);
+  fabricUsage(t, ['--max-peers', '254'], /--max-peers must be between 1 and 253/);
+  fabricUsage(t, ['--max-peers', '0'], /--max-peers must be between 1 and 253/);
+  fabricUsage(t, ['-l', '4K'], /size 4K cannot hold the mailbox of 14 peers \(16 slots of 512 bytes\)/);
+  t.is(parseServeArgs(['-l', '8K']).size, 8192);
+});
+
+test('fabric options: --no-recycle, --no-pfm, --sid, --codec, --console; refused with --silent', (t) => {
+  t.like(parseServeArgs(['--no-recycle', '--no-pfm', '--sid', '5', '--codec', 'genz', '--console']).fabric, {
+    recycle: false,
+    pfm: false,
+    sid: 5,
+    codec: 'genz',
+    console: true,
+  });
+  fabricUsage(t, ['--codec', 'xml'], /--codec must be text or genz/);
+  fabricUsage(t, ['--sid', '70000'], /--sid must be between 0 and 65535/);
+  for (const f of [['--no-recycle'], ['--no-pfm'], ['--sid', '3'], ['--codec', 'text'], ['--console']]) {
+    fabricUsage(t, ['--silent', ...f], /applies to the fabric; it cannot be combined with --silent/);
+  }
+  t.is(parseServeArgs(['--silent']).fabric, null);
 });

@@ -314,7 +314,7 @@ test.after.always(async () => {
     const famez = path.join(app, 'node_modules', '.bin', 'famez');
     t.is(run(famez, ['--version'], { cwd: app, env: userEnv }).trim(), `famez ${PKG.version}`);
     const sock = path.join(dir, 'sock');
-    const server = start(famez, ['serve', '-S', sock, '--memfd'], app, userEnv);
+    const server = start(famez, ['serve', '--silent', '-S', sock, '--memfd'], app, userEnv);
     server.child.stdin?.end();
     await server.waitFor(/famez: serving on /);
     t.true(fs.existsSync(sock), 'the server socket exists');

@@ -353,7 +353,7 @@ qtest('a SIGKILLed QEMU is announced: the client gets a leave and the server log
 interface CliServer { child: ChildProcess; lines: string[]; exited: Promise<{ code: number | null; signal: string | null }> }
 
 async function startCliServer(t: ExecutionContext<Context>, args: string[]): Promise<CliServer> {
-  const command = [process.execPath, '--import=tsx', join(ROOT, 'ts/cli/main.ts'), 'serve', ...args];
+  const command = [process.execPath, '--import=tsx', join(ROOT, 'ts/cli/main.ts'), 'serve', '--silent', ...args];
   // setpriv (it execs, so the pid stays the server's) ties the server's life to this test
   // process, should it die before the cleanup runs.
   const setpriv = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));

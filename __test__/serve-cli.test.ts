@@ -49,7 +49,7 @@ for (const [what, extra, message] of badCommandLines) {
   test(`serve refuses ${what} with one line on stderr and exit code 2, creating nothing`, async (t) => {
     const dir = t.context.dir();
     const shm = t.context.shmName();
-    const p = await t.context.run(['serve', '-S', path.join(dir, 'sock'), '-M', shm, ...extra(dir)]);
+    const p = await t.context.run(['serve', '--silent', '-S', path.join(dir, 'sock'), '-M', shm, ...extra(dir)]);
     t.deepEqual(p.exitInfo, { code: 2, signal: null }, p.stderr);
     t.regex(p.stderr, /^famez serve: [^\n]+\n$/, 'exactly one line on stderr');
     t.regex(p.stderr, message);
@@ -64,7 +64,7 @@ for (const [what, extra, message] of badCommandLines) {
 for (const flag of ['-h', '--help']) {
   test(`serve ${flag} prints the usage and exits 0`, async (t) => {
     const dir = t.context.dir();
-    const p = await t.context.run(['serve', flag, '-S', path.join(dir, 'sock')]);
+    const p = await t.context.run(['serve', '--silent', flag, '-S', path.join(dir, 'sock')]);
     t.deepEqual(p.exitInfo, { code: 0, signal: null }, p.stderr);
     t.regex(p.stdout, /^Usage: famez serve/);
     for (const f of ['--socket', '--shm-name', '--size', '--vectors', '--max-peers', '--id-policy', '--max-queued', '--daemon']) {
@@ -77,8 +77,8 @@ for (const flag of ['-h', '--help']) {
 
 // ---- 3. defaults --------------------------------------------------------------
 
-test('parseServeArgs([]) reports the stock ivshmem-server defaults', (t) => {
-  const o = parseServeArgs([]);
+test('parseServeArgs([\'--silent\']) reports the stock ivshmem-server defaults', (t) => {
+  const o = parseServeArgs(['--silent']);
   t.is(o.socket, '/tmp/ivshmem_socket');
   t.deepEqual(o.shm, { kind: 'posix', name: 'ivshmem' });
   t.is(o.size, 4194304);
@@ -87,11 +87,11 @@ test('parseServeArgs([]) reports the stock ivshmem-server defaults', (t) => {
   t.is(DEFAULTS.socket, '/tmp/ivshmem_socket');
 });
 
-test('with only -S and -M it serves 4 MiB and 1 vector and prints the QEMU stanza', async (t) => {
+test('with --silent, -S and -M it serves 4 MiB and 1 vector and prints the QEMU stanza', async (t) => {
   const dir = t.context.dir();
   const sock = path.join(dir, 'sock');
   const shm = t.context.shmName();
-  const s = await t.context.serve(['-S', sock, '-M', shm]);
+  const s = await t.context.serve(['--silent', '-S', sock, '-M', shm]);
   await s.waitFor(/<\/qemu:commandline>/);
   t.regex(s.stdout, /famez: serving on .*\(shared memory \/dev\/shm\/famez-test-[^,]+, 4M, 1 vector; pid \d+\)/);
   t.true(s.stdout.includes(`-chardev socket,path=${sock},id=famez0 -device ivshmem-doorbell,chardev=famez0,vectors=1`), s.stdout);
@@ -115,7 +115,7 @@ test('sizes take K, M and G suffixes', async (t) => {
     ['1024k', MiB, '1M'],
   ];
   const servers = await Promise.all(
-    cases.map(([size], i) => t.context.serve(['-S', path.join(dir, `sock${i}`), '--memfd', '-l', size])),
+    cases.map(([size], i) => t.context.serve(['--silent', '-S', path.join(dir, `sock${i}`), '--memfd', '-l', size])),
   );
   for (const [i, [size, bytes, label]] of cases.entries()) {
     const c = await connect(t.context, path.join(dir, `sock${i}`));
@@ -129,7 +129,7 @@ test('a size past 4 GiB works (-l 8G backed by a sparse file)', async (t) => {
   const sock = path.join(dir, 'sock');
   const shmDir = path.join(dir, 'shm');
   fs.mkdirSync(shmDir);
-  const s = await t.context.serve(['-S', sock, '-m', shmDir, '-M', 'big', '-l', '8G']);
+  const s = await t.context.serve(['--silent', '-S', sock, '-m', shmDir, '-M', 'big', '-l', '8G']);
   t.regex(s.stdout, /serving on .*big, 8G, 1 vector/);
   t.is(fs.statSync(path.join(shmDir, 'big')).size, 8 * GiB);
 
@@ -180,7 +180,7 @@ test('long and short size flags are equivalent (--size 1M, -l 1M, -l1M, --size=1
   const spellings = [['--size', '1M'], ['-l', '1M'], ['-l1M'], ['--size=1M']];
   for (const s of spellings) t.is(parseServeArgs(s).size, MiB, s.join(' '));
   const servers = await Promise.all(
-    spellings.map((s, i) => t.context.serve(['-S', path.join(dir, `sock${i}`), '--memfd', ...s])),
+    spellings.map((s, i) => t.context.serve(['--silent', '-S', path.join(dir, `sock${i}`), '--memfd', ...s])),
   );
   for (const [i, s] of spellings.entries()) {
     t.regex(servers[i].stdout, /serving on .*memfd, 1M, 1 vector/, s.join(' '));
@@ -194,7 +194,7 @@ test('long and short size flags are equivalent (--size 1M, -l 1M, -l1M, --size=1
 test('--max-peers 2 refuses a third peer and the first two keep working', async (t) => {
   const dir = t.context.dir();
   const sock = path.join(dir, 'sock');
-  const s = await t.context.serve(['-S', sock, '--memfd', '--max-peers', '2']);
+  const s = await t.context.serve(['--silent', '-S', sock, '--memfd', '--max-peers', '2']);
   const a = await connect(t.context, sock);
   const b = await connect(t.context, sock);
   const err = await t.throwsAsync(Client.connect(sock, { timeoutMs: 20_000 }), { instanceOf: ClientError });
@@ -233,7 +233,7 @@ async function leave(s: Awaited<ReturnType<Scratch['serve']>>, c: Client): Promi
 test('--id-policy lowest reuses the lowest freed ID', async (t) => {
   const dir = t.context.dir();
   const sock = path.join(dir, 'sock');
-  const s = await t.context.serve(['-S', sock, '--memfd', '--id-policy', 'lowest']);
+  const s = await t.context.serve(['--silent', '-S', sock, '--memfd', '--id-policy', 'lowest']);
   const c = [await connect(t.context, sock), await connect(t.context, sock), await connect(t.context, sock)];
   t.deepEqual(c.map((x) => x.id), [0, 1, 2]);
   await leave(s, c[2]);
@@ -246,7 +246,7 @@ test('--id-policy lowest reuses the lowest freed ID', async (t) => {
 test('--id-policy monotonic gives the next ID after a departure', async (t) => {
   const dir = t.context.dir();
   const sock = path.join(dir, 'sock');
-  const s = await t.context.serve(['-S', sock, '--memfd', '--id-policy', 'monotonic']);
+  const s = await t.context.serve(['--silent', '-S', sock, '--memfd', '--id-policy', 'monotonic']);
   const c = [await connect(t.context, sock), await connect(t.context, sock), await connect(t.context, sock)];
   t.deepEqual(c.map((x) => x.id), [0, 1, 2]);
   await leave(s, c[1]);
@@ -258,7 +258,7 @@ test('--id-policy monotonic gives the next ID after a departure', async (t) => {
 test('--id-policy random gives distinct IDs in range', async (t) => {
   const dir = t.context.dir();
   const sock = path.join(dir, 'sock');
-  await t.context.serve(['-S', sock, '--memfd', '--id-policy', 'random']);
+  await t.context.serve(['--silent', '-S', sock, '--memfd', '--id-policy', 'random']);
   const ids: number[] = [];
   for (let i = 0; i < 8; i++) ids.push((await connect(t.context, sock)).id);
   t.is(new Set(ids).size, ids.length, `distinct: ${ids}`);
@@ -272,7 +272,7 @@ test.serial('600 peers, past select()\'s 1024-fd limit, each get a distinct ID a
   const N = 600;
   const dir = t.context.dir();
   const sock = path.join(dir, 'sock');
-  const s = await t.context.serve(['-S', sock, '--memfd', '-n', '1']);
+  const s = await t.context.serve(['--silent', '-S', sock, '--memfd', '-n', '1']);
   const peers: RawPeer[] = [];
   for (let i = 0; i < N; i++) {
     const p = t.context.track(new RawPeer(sock));
@@ -315,7 +315,7 @@ test.serial('a peer that never reads is disconnected as too slow; peers that rea
   const V = 64;
   const dir = t.context.dir();
   const sock = path.join(dir, 'sock');
-  const s = await t.context.serve(['-S', sock, '--memfd', '-n', String(V), '--max-queued', '16', '--id-policy', 'monotonic']);
+  const s = await t.context.serve(['--silent', '-S', sock, '--memfd', '-n', String(V), '--max-queued', '16', '--id-policy', 'monotonic']);
   const slow = t.context.track(new RawPeer(sock, false));
   await s.waitFor(/famez: peer 0 connected \(1 peer\)/);
 
@@ -383,7 +383,7 @@ test.serial('a newcomer is never too slow for its own welcome, however large (-n
   const V = 256;
   const dir = t.context.dir();
   const sock = path.join(dir, 'sock');
-  const s = await t.context.serve(['-S', sock, '--memfd', '-n', String(V), '--max-queued', '0']);
+  const s = await t.context.serve(['--silent', '-S', sock, '--memfd', '-n', String(V), '--max-queued', '0']);
   const peers: RawPeer[] = [];
   for (let i = 0; i < 6; i++) {
     // The welcome (3 + 256 * (i + 1) messages) is far past a socket buffer.
@@ -407,7 +407,7 @@ test('a stale socket (no listener) is replaced', async (t) => {
   const sock = path.join(dir, 'sock');
   UnixListener.listen(sock).close(); // leaves the socket file behind
   t.true(fs.statSync(sock).isSocket());
-  const s = await t.context.serve(['-S', sock, '--memfd']);
+  const s = await t.context.serve(['--silent', '-S', sock, '--memfd']);
   t.regex(s.stdout, new RegExp(`famez: replaced stale socket ${sock}`));
   const c = await connect(t.context, sock);
   t.is(c.id, 0);
@@ -416,9 +416,9 @@ test('a stale socket (no listener) is replaced', async (t) => {
 test('a live socket is refused with exit code 1, naming the path and the pid; the first server keeps working', async (t) => {
   const dir = t.context.dir();
   const sock = path.join(dir, 'sock');
-  const first = await t.context.serve(['-S', sock, '--memfd']);
+  const first = await t.context.serve(['--silent', '-S', sock, '--memfd']);
   const shm = t.context.shmName();
-  const second = await t.context.run(['serve', '-S', sock, '-M', shm]);
+  const second = await t.context.run(['serve', '--silent', '-S', sock, '-M', shm]);
   t.deepEqual(second.exitInfo, { code: 1, signal: null }, second.stderr);
   t.regex(second.stderr, /^famez serve: [^\n]+\n$/);
   t.true(second.stderr.includes(sock), second.stderr);
@@ -438,7 +438,7 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     const dir = t.context.dir();
     const sock = path.join(dir, 'sock');
     const shm = t.context.shmName();
-    const s = await t.context.serve(['-S', sock, '-M', shm]);
+    const s = await t.context.serve(['--silent', '-S', sock, '-M', shm]);
     const a = await connect(t.context, sock);
     const b = await connect(t.context, sock);
     t.true(fs.existsSync(`/dev/shm/${shm}`));
@@ -457,7 +457,7 @@ test('--keep-shm leaves the shared memory in place at exit', async (t) => {
   const dir = t.context.dir();
   const sock = path.join(dir, 'sock');
   const shm = t.context.shmName();
-  const s = await t.context.serve(['-S', sock, '-M', shm, '-l', '1M', '--keep-shm']);
+  const s = await t.context.serve(['--silent', '-S', sock, '-M', shm, '-l', '1M', '--keep-shm']);
   const a = await connect(t.context, sock);
   new Uint8Array(a.memory)[7] = 42;
   const closed = once(a, 'close', 20_000, 'the client to close');
@@ -474,7 +474,7 @@ test('--keep-shm leaves the shared memory in place at exit', async (t) => {
 test('one log line per connect and per disconnect, with the ID and the peer count', async (t) => {
   const dir = t.context.dir();
   const sock = path.join(dir, 'sock');
-  const s = await t.context.serve(['-S', sock, '--memfd']);
+  const s = await t.context.serve(['--silent', '-S', sock, '--memfd']);
   const a = await connect(t.context, sock);
   const b = await connect(t.context, sock);
   await s.waitFor(/peer 1 connected/);
@@ -510,7 +510,7 @@ test('--mode 0660 --group G sets the permission bits and group of the socket and
   const sock = path.join(dir, 'sock');
   const shm = t.context.shmName();
   const group = pickGroup();
-  await t.context.serve(['-S', sock, '-M', shm, '--mode', '0660', '--group', group.name]);
+  await t.context.serve(['--silent', '-S', sock, '-M', shm, '--mode', '0660', '--group', group.name]);
   for (const p of [sock, `/dev/shm/${shm}`]) {
     const st = fs.statSync(p);
     t.is(st.mode & 0o7777, 0o660, `${p} mode ${(st.mode & 0o7777).toString(8)}`);
@@ -527,7 +527,7 @@ test('--daemon -p PIDFILE detaches, writes the pid file and serves until SIGTERM
   const sock = path.join(dir, 'sock');
   const pidfile = path.join(dir, 'pidfile');
   const shm = t.context.shmName();
-  const p = await t.context.run(['serve', '--daemon', '-p', pidfile, '-S', sock, '-M', shm]);
+  const p = await t.context.run(['serve', '--silent', '--daemon', '-p', pidfile, '-S', sock, '-M', shm]);
   const text = fs.existsSync(pidfile) ? fs.readFileSync(pidfile, 'utf8') : '';
   const pid = Number(text.trim());
   if (pid > 0) t.context.pids.push(pid);
@@ -550,7 +550,7 @@ test('--daemon -p PIDFILE detaches, writes the pid file and serves until SIGTERM
 // ---- 14. famez stanza -------------------------------------------------------------------
 
 test('famez stanza -S x -n 3 prints vectors=3 and the libvirt block', async (t) => {
-  const p = await t.context.run(['stanza', '-S', 'x', '-n', '3']);
+  const p = await t.context.run(['stanza', '--silent', '-S', 'x', '-n', '3']);
   t.deepEqual(p.exitInfo, { code: 0, signal: null }, p.stderr);
   t.true(p.stdout.includes('-chardev socket,path=x,id=famez0 -device ivshmem-doorbell,chardev=famez0,vectors=3'), p.stdout);
   t.true(p.stdout.includes('<qemu:commandline>'));

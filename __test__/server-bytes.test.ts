@@ -93,7 +93,7 @@ class Probe {
 
 async function startServer(t: ExecutionContext<{ dir: string; procs: LineProcess[] }>, extra: string[] = []): Promise<string> {
   const socket = path.join(t.context.dir, 'sock');
-  const proc = LineProcess.spawn(process.execPath, ['--import=tsx', 'ts/cli/main.ts', 'serve', '-S', socket, '-n', '3', '-l', '1M', '--memfd', ...extra]);
+  const proc = LineProcess.spawn(process.execPath, ['--import=tsx', 'ts/cli/main.ts', 'serve', '--silent', '-S', socket, '-n', '3', '-l', '1M', '--memfd', ...extra]);
   t.context.procs.push(proc);
   await proc.waitLine((l) => l.includes('serving on'), 'the famez server to start', 0, 30_000);
   await waitFor(() => fs.existsSync(socket), 'the socket');

@@ -1,22 +1,34 @@
 // `famez stanza`: print the QEMU and libvirt arguments for a server.
-import { DEFAULTS, MAX_VECTORS, UsageError, tokenize } from '../server/options.js';
+import { DEFAULTS, DEFAULT_FABRIC_PEERS, MAX_FABRIC_PEERS, MAX_VECTORS, UsageError, tokenize } from '../server/options.js';
 import { stanzaText } from '../stanza.js';
 
-const HELP = `Usage: famez stanza [-S SOCKET] [-n VECTORS] [--id ID]
+const HELP = `Usage: famez stanza [-S SOCKET] [--max-peers N | --silent -n VECTORS] [--id ID]
 
 Prints the QEMU -chardev/-device arguments and the libvirt
 <qemu:commandline> block for an ivshmem-doorbell device on SOCKET
-(default ${DEFAULTS.socket}) with VECTORS vectors (default 1).
+(default ${DEFAULTS.socket}). For a fabric of N peers (default
+${DEFAULT_FABRIC_PEERS}) every device needs N+2 vectors; for a --silent (stock)
+server, VECTORS (default 1).
 `;
+
+function integer(flag: string, v: string, max: number): number {
+  if (!/^\d+$/.test(v) || Number(v) < 1 || Number(v) > max) throw new UsageError(`${flag} must be between 1 and ${max}, got '${v}'`);
+  return Number(v);
+}
 
 export function runStanza(argv: string[]): number {
   try {
     let socket: string = DEFAULTS.socket;
-    let vectors: number = DEFAULTS.vectors;
+    let vectors: number | null = null;
+    let peers: number | null = null;
+    let silent = false;
     let id = 'famez0';
     for (const [flag, v] of tokenize(argv, [
       { long: 'socket', short: 'S', value: true },
       { long: 'vectors', short: 'n', value: true },
+      { long: 'max-peers', value: true },
+      { long: 'nClients', value: true },
+      { long: 'silent', value: false },
       { long: 'id', value: true },
       { long: 'help', short: 'h', value: false },
     ])) {
@@ -25,16 +37,23 @@ export function runStanza(argv: string[]): number {
         return 0;
       }
       if (flag === 'socket') socket = v!;
+      if (flag === 'silent') silent = true;
       if (flag === 'id') {
         if (!/^[A-Za-z][\w.-]*$/.test(v!)) throw new UsageError(`--id must start with a letter and hold letters, digits, '.', '-' or '_', got '${v}'`);
         id = v!;
       }
-      if (flag === 'vectors') {
-        vectors = Number(v);
-        if (!/^\d+$/.test(v!) || vectors < 1 || vectors > MAX_VECTORS) throw new UsageError(`-n/--vectors must be between 1 and ${MAX_VECTORS}, got '${v}'`);
-      }
+      if (flag === 'vectors') vectors = integer('-n/--vectors', v!, MAX_VECTORS);
+      if (flag === 'max-peers' || flag === 'nClients') peers = integer('--max-peers', v!, MAX_FABRIC_PEERS);
     }
-    process.stdout.write(stanzaText({ socket, vectors, id }));
+    if (silent && peers !== null) throw new UsageError('--max-peers sets a fabric size; with --silent give -n VECTORS');
+    if (!silent) {
+      const needed = (peers ?? DEFAULT_FABRIC_PEERS) + 2;
+      if (vectors !== null && vectors !== needed) {
+        throw new UsageError(`-n ${vectors} contradicts a fabric of ${needed - 2} peers, which needs vectors=${needed}; drop -n or use --silent`);
+      }
+      vectors = needed;
+    }
+    process.stdout.write(stanzaText({ socket, vectors: vectors ?? DEFAULTS.vectors, id }));
     return 0;
   } catch (e) {
     if (e instanceof UsageError) {

@@ -19,6 +19,22 @@ export const DEFAULTS = {
 export const MAX_VECTORS = 256;
 /** Peer IDs are 16 bits. */
 export const MAX_PEERS = 65536;
+/** Fabric mode: peers 1..N and the switch N+1 must all be ringable by a
+ * guest, whose vectors stop at 255, and every peer has N+2 vectors. */
+export const MAX_FABRIC_PEERS = 253;
+export const DEFAULT_FABRIC_PEERS = 14;
+/** FAME-Z's mailbox slot size: a fabric needs (N+2) slots. */
+export const SLOT_SIZE = 512;
+
+export interface FabricOptions {
+  /** Peers get IDs 1..nClients; the switch is nClients + 1. */
+  nClients: number;
+  recycle: boolean;
+  pfm: boolean;
+  sid: number;
+  codec: 'text' | 'genz';
+  console: boolean | null;
+}
 
 export type ShmKind = 'posix' | 'file' | 'memfd';
 
@@ -38,6 +54,8 @@ export interface ServeOptions {
   mode: number | null;
   group: string | null;
   help: boolean;
+  /** The FAME-Z fabric (the default); null with --silent (the stock server). */
+  fabric: FabricOptions | null;
 }
 
 const UNITS: Record<string, number> = { '': 1, B: 1, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40 };
@@ -102,6 +120,13 @@ const FLAGS: FlagSpec[] = [
   { long: 'memfd', value: false },
   { long: 'mode', value: true },
   { long: 'group', value: true },
+  { long: 'silent', value: false },
+  { long: 'nClients', value: true },
+  { long: 'no-recycle', value: false },
+  { long: 'no-pfm', value: false },
+  { long: 'sid', value: true },
+  { long: 'codec', value: true },
+  { long: 'console', value: false },
 ];
 
 /** Splits argv into (flag, value) pairs: `-S x`, `-Sx`, `-vF`, `--size x`,
@@ -156,7 +181,13 @@ export function parseServeArgs(argv: readonly string[]): ServeOptions {
     mode: null,
     group: null,
     help: false,
+    fabric: null,
   };
+  const fabric: FabricOptions = { nClients: DEFAULT_FABRIC_PEERS, recycle: true, pfm: true, sid: 27, codec: 'text', console: null };
+  let silent = false;
+  let maxPeers: string | null = null;
+  let vectors: number | null = null;
+  const fabricOnly: string[] = [];
   let shmName: string | null = null;
   let shmDir: string | null = null;
   let memfd = false;
@@ -179,7 +210,7 @@ export function parseServeArgs(argv: readonly string[]): ServeOptions {
         o.size = parseSize(v);
         break;
       case 'vectors':
-        o.vectors = parseInteger('-n/--vectors', v, 1, MAX_VECTORS, ' (a guest can only ring vectors 0..255)');
+        vectors = parseInteger('-n/--vectors', v, 1, MAX_VECTORS, ' (a guest can only ring vectors 0..255)');
         break;
       case 'pidfile':
         o.pidfile = v;
@@ -197,7 +228,32 @@ export function parseServeArgs(argv: readonly string[]): ServeOptions {
         o.daemon = true;
         break;
       case 'max-peers':
-        o.maxPeers = parseInteger('--max-peers', v, 1, MAX_PEERS, ' (peer IDs are 16 bits)');
+      case 'nClients':
+        maxPeers = v;
+        break;
+      case 'silent':
+        silent = true;
+        break;
+      case 'no-recycle':
+        fabric.recycle = false;
+        fabricOnly.push('--no-recycle');
+        break;
+      case 'no-pfm':
+        fabric.pfm = false;
+        fabricOnly.push('--no-pfm');
+        break;
+      case 'sid':
+        fabric.sid = parseInteger('--sid', v, 0, 65535, ' (a Gen-Z SID is 16 bits)');
+        fabricOnly.push('--sid');
+        break;
+      case 'codec':
+        if (v !== 'text' && v !== 'genz') throw new UsageError(`--codec must be text or genz, got '${v}'`);
+        fabric.codec = v;
+        fabricOnly.push('--codec');
+        break;
+      case 'console':
+        fabric.console = true;
+        fabricOnly.push('--console');
         break;
       case 'max-queued':
         o.maxQueued = parseInteger('--max-queued', v, 0, 1_000_000);
@@ -226,6 +282,27 @@ export function parseServeArgs(argv: readonly string[]): ServeOptions {
   else if (shmDir !== null) o.shm = { kind: 'file', name: `${shmDir.replace(/\/+$/, '') || '/'}/${shmName ?? DEFAULTS.shmName}` };
   else o.shm = { kind: 'posix', name: shmName ?? DEFAULTS.shmName };
   if (o.daemon && o.pidfile === null) o.pidfile = DEFAULTS.daemonPidfile;
+  if (silent) {
+    if (fabricOnly.length) throw new UsageError(`${fabricOnly[0]} applies to the fabric; it cannot be combined with --silent`);
+    if (maxPeers !== null) o.maxPeers = parseInteger('--max-peers', maxPeers, 1, MAX_PEERS, ' (peer IDs are 16 bits)');
+    o.vectors = vectors ?? DEFAULTS.vectors;
+    return o;
+  }
+  if (maxPeers !== null) {
+    fabric.nClients = parseInteger('--max-peers', maxPeers, 1, MAX_FABRIC_PEERS, ' in a fabric (the switch is N+1 and guests ring vectors 0..255; use --silent for more)');
+  }
+  const needed = fabric.nClients + 2;
+  if (vectors !== null && vectors !== needed) {
+    throw new UsageError(
+      `-n ${vectors} contradicts the fabric: with ${fabric.nClients} peers every peer has ${needed} vectors (the vector is the sender's ID); drop -n, use -n ${needed}, or --silent`,
+    );
+  }
+  if (o.size < needed * SLOT_SIZE) {
+    throw new UsageError(`size ${formatSize(o.size)} cannot hold the mailbox of ${fabric.nClients} peers (${needed} slots of ${SLOT_SIZE} bytes)`);
+  }
+  o.vectors = needed;
+  o.maxPeers = fabric.nClients;
+  o.fabric = fabric;
   return o;
 }
 
@@ -233,7 +310,9 @@ export const SERVE_HELP = `Usage: famez serve [options]
 
 A drop-in replacement for QEMU's ivshmem-server: peers (QEMU
 ivshmem-doorbell devices, famez clients) connect to a UNIX socket and get
-the shared memory and each other's eventfds.
+the shared memory and each other's eventfds. By default it is also a
+FAME-Z fabric switch: a peer itself (ID max-peers + 1) that peers message
+through mailboxes at the start of the shared memory.
 
 Stock ivshmem-server options:
   -S, --socket PATH      UNIX socket to listen on (default ${DEFAULTS.socket})
@@ -242,7 +321,8 @@ Stock ivshmem-server options:
                          (for hugetlbfs mounts)
   -l, --size SIZE        shared-memory size, a power of two, with K/M/G/T
                          suffixes (default 4M)
-  -n, --vectors N        interrupt vectors per peer, 1..${MAX_VECTORS} (default 1)
+  -n, --vectors N        interrupt vectors per peer, 1..${MAX_VECTORS} (default 1; in a
+                         fabric always max-peers + 2)
   -p, --pidfile FILE     write the server's pid to FILE
                          (default ${DEFAULTS.daemonPidfile} with --daemon)
   -v, --verbose          log every message sent
@@ -252,7 +332,8 @@ Stock ivshmem-server options:
 
 famez options:
       --daemon           detach into the background and write the pid file
-      --max-peers N      refuse peers beyond N (default: no limit but 65536)
+      --max-peers N      refuse peers beyond N (alias --nClients; fabric: 1..${MAX_FABRIC_PEERS},
+                         default ${DEFAULT_FABRIC_PEERS}; --silent: default 65536)
       --max-queued N     disconnect a peer that leaves more than N messages
                          unread beyond its socket buffer and its welcome
                          (default 4096)
@@ -263,6 +344,16 @@ famez options:
       --mode MODE        octal permissions for the socket and shared memory
                          (default: socket 0777 minus umask, shm 0600)
       --group GROUP      group (name or id) for the socket and shared memory
+
+Fabric (the default; FAME-Z compatible):
+      --silent           be exactly the stock server: no switch, no mailbox
+      --no-recycle       tell peers when a peer leaves (by default its
+                         eventfds are kept for the next peer with its ID)
+      --no-pfm           the switch is not the Primordial Fabric Manager
+      --sid N            the fabric's SID (default 27)
+      --codec C          what the switch writes in the mailbox: text
+                         (default, FAME-Z) or genz (binary Gen-Z packets)
+      --console          a console on stdin (default when stdin is a terminal)
 
 Signals: SIGINT and SIGTERM close every client, remove the socket (and the
 shared memory unless --keep-shm) and exit 0.
