@@ -4,12 +4,17 @@
 //! eventfds (doorbells), UNIX stream sockets that carry one 8-byte message
 //! and at most one fd per `sendmsg`, and the shared-memory object with its
 //! mapping. Everything is nonblocking and close-on-exec; nothing here knows
-//! about Node.js.
+//! about Node.js. Over the mapping: the FAME-Z mailbox (`mailbox`) and
+//! famez's ring channels (`ring`).
 
 pub mod eventfd;
+pub mod mailbox;
+pub mod ring;
 pub mod shm;
 pub mod socket;
 
 pub use eventfd::EventFd;
+pub use mailbox::{Mailbox, MailboxError};
+pub use ring::{Ring, RingLayout};
 pub use shm::{Mapping, SharedMemory, ShmBacking};
 pub use socket::{UnixListener, UnixStream};

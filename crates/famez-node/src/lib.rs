@@ -6,6 +6,7 @@
 //! exposed as exactly one external ArrayBuffer per mapping (see `shm`).
 
 mod eventfd;
+mod mailbox;
 mod poll;
 mod shm;
 mod socket;

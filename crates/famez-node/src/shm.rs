@@ -35,8 +35,9 @@ pub struct ShmOptions {
     pub gid: Option<u32>,
 }
 
-/// The mapping shared between this object and its ArrayBuffer's finalizer.
-type MappingCell = Arc<Mutex<Option<Mapping>>>;
+/// The mapping shared between this object and its ArrayBuffer's finalizer
+/// (and the mailbox and ring views, see `mailbox`).
+pub(crate) type MappingCell = Arc<Mutex<Option<Mapping>>>;
 
 #[napi]
 pub struct SharedMemory {
@@ -147,6 +148,17 @@ impl SharedMemory {
 }
 
 impl SharedMemory {
+    /// The mapping cell, mapping the object (and making its one ArrayBuffer)
+    /// on first use. For the mailbox and ring views: they keep a clone, so
+    /// the mapping lives while they do, and `close()` empties the cell for
+    /// every holder at once.
+    pub(crate) fn mapping_cell(&mut self, env: Env) -> Result<MappingCell> {
+        if self.mapping.is_none() {
+            self.buffer(env)?;
+        }
+        self.mapping.clone().ok_or_else(|| closed("shared memory"))
+    }
+
     fn release(&mut self, unmap: bool) {
         if !self.buffer.is_null() {
             // SAFETY: env and reference are from this object's creation and

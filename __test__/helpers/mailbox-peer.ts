@@ -1,0 +1,63 @@
+// A producer in its own process, for the cross-process burst tests:
+//
+//   node --import=tsx __test__/helpers/mailbox-peer.ts slots|rings COUNT
+//
+// fd 3 is the shared object (a memfd, opened again through /proc/self/fd/3,
+// so this process has its own mapping); fd 4 is the receiver's doorbell.
+// Sends COUNT messages (helpers/messages.ts) from ID 1 to ID 2, ringing the
+// doorbell as the protocol says (slots: after every post; rings: only when
+// the ring was empty), prints {"done":COUNT,"bells":N} and exits. Waiting
+// for space (a busy slot, a full ring) is a bounded spin: this process has
+// nothing else to do.
+import { createRequire } from 'node:module';
+import * as path from 'node:path';
+
+import type * as Binding from '../../index.js';
+import { message } from './messages.js';
+
+const INDEX = path.resolve(path.dirname(process.argv[1]), '../../index.js');
+const binding = createRequire(INDEX)(INDEX) as typeof Binding;
+
+function main(): void {
+  const [mode, countArg] = process.argv.slice(2);
+  const count = Number(countArg);
+  const deadline = Date.now() + 60_000;
+  const shm = binding.SharedMemory.create({ kind: 'file', name: '/proc/self/fd/3', size: binding.fdSize(3) });
+  const bell = binding.EventFd.adopt(4);
+  let bells = 0;
+  if (mode === 'slots') {
+    const mb = new binding.Mailbox(shm);
+    for (let i = 0; i < count; i++) {
+      const m = message(i, 383);
+      while (!mb.post(1, 2, m)) {
+        if (Date.now() > deadline) throw new Error(`slot still busy at message ${i}`);
+      }
+      bell.signal(1);
+      bells++;
+    }
+  } else {
+    const ring = new binding.Ring(shm, 1, 2);
+    const max = Math.min(ring.maxMessage, 4096);
+    const BATCH = 64;
+    for (let i = 0; i < count; ) {
+      const batch: Buffer[] = [];
+      for (let j = i; j < Math.min(i + BATCH, count); j++) batch.push(message(j, max));
+      let off = 0;
+      while (off < batch.length) {
+        const n = ring.pushBatch(off === 0 ? batch : batch.slice(off));
+        if (n > 0 && ring.wasEmpty) {
+          bell.signal(1);
+          bells++;
+        }
+        off += n;
+        if (n === 0 && Date.now() > deadline) throw new Error(`ring still full at message ${i + off}`);
+      }
+      i += batch.length;
+    }
+  }
+  process.stdout.write(`${JSON.stringify({ done: count, bells })}\n`);
+  bell.close();
+  shm.close();
+}
+
+main();
