@@ -6,9 +6,11 @@ import type * as Binding from '../index.js';
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const binding: typeof Binding = require('../index.js');
 
-export const { EventFd, SharedMemory, UnixListener, UnixStream, closeFd, fdSize, socketState } = binding;
+export const { EventFd, Mailbox, Ring, SharedMemory, UnixListener, UnixStream, closeFd, fdSize, ringLayout, socketState } = binding;
 export type EventFd = Binding.EventFd;
 export type SharedMemory = Binding.SharedMemory;
 export type UnixListener = Binding.UnixListener;
 export type UnixStream = Binding.UnixStream;
 export type ShmOptions = Binding.ShmOptions;
+export type Mailbox = Binding.Mailbox;
+export type Ring = Binding.Ring;

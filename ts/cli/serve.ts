@@ -3,6 +3,8 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
+import { Fabric } from '../fabric/fabric.js';
+import { openMailbox } from '../fabric/mailbox.js';
 import { DEFAULT_MAX_QUEUED, Server, ServerError } from '../server/server.js';
 import { SERVE_HELP, UsageError, parseServeArgs, type ServeOptions } from '../server/options.js';
 import { stanzaText } from '../stanza.js';
@@ -73,6 +75,9 @@ export async function runServe(argv: string[]): Promise<number> {
       }
     }
   };
+  const fabric = o.fabric
+    ? new Fabric({ nClients: o.fabric.nClients, pfm: o.fabric.pfm, sid: o.fabric.sid, log: (line) => console.log(line) })
+    : null;
   let server: Server;
   try {
     server = Server.start({
@@ -87,8 +92,12 @@ export async function runServe(argv: string[]): Promise<number> {
       mode: o.mode,
       gid,
       verbose: o.verbose,
+      ids: o.fabric ? { min: 1, max: o.fabric.nClients } : undefined,
+      member: fabric?.member,
+      recycle: o.fabric?.recycle ?? false,
     });
   } catch (e) {
+    fabric?.close();
     if (e instanceof ServerError) {
       process.stderr.write(`famez serve: ${e.message}\n`);
       report(`error ${e.code === 'ENOENT' ? 2 : 1} ${e.message}`);
@@ -96,11 +105,18 @@ export async function runServe(argv: string[]): Promise<number> {
     }
     throw e;
   }
+  if (fabric && o.fabric) fabric.attach(server, openMailbox(server.sharedMemory, o.fabric.nClients));
   if (o.pidfile !== null) fs.writeFileSync(o.pidfile, `${process.pid}\n`);
   const shmDesc = o.shm.kind === 'memfd' ? 'memfd' : o.shm.kind === 'file' ? o.shm.name : `/dev/shm/${o.shm.name}`;
   console.log(
     `famez: serving on ${server.socketPath} (shared memory ${shmDesc}, ${formatSize(o.size)}, ${o.vectors} vector${o.vectors === 1 ? '' : 's'}; pid ${process.pid})`,
   );
+  if (o.fabric) {
+    const f = o.fabric;
+    console.log(
+      `famez: fabric of ${f.nClients} peers (IDs 1..${f.nClients}); the switch is peer ${f.nClients + 1}${f.pfm ? `, the fabric manager (SID ${f.sid})` : ''}; recycle ${f.recycle ? 'on' : 'off'}`,
+    );
+  }
   process.stdout.write(stanzaText({ socket: server.socketPath, vectors: o.vectors }));
   report(`ready ${process.pid}`);
   if (daemonChild) {

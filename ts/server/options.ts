@@ -247,7 +247,8 @@ export function parseServeArgs(argv: readonly string[]): ServeOptions {
         fabricOnly.push('--sid');
         break;
       case 'codec':
-        if (v !== 'text' && v !== 'genz') throw new UsageError(`--codec must be text or genz, got '${v}'`);
+        if (v === 'genz') throw new UsageError('--codec genz is not available yet: the switch speaks FAME-Z text (--codec text)');
+        if (v !== 'text') throw new UsageError(`--codec must be text, got '${v}'`);
         fabric.codec = v;
         fabricOnly.push('--codec');
         break;
@@ -352,7 +353,7 @@ Fabric (the default; FAME-Z compatible):
       --no-pfm           the switch is not the Primordial Fabric Manager
       --sid N            the fabric's SID (default 27)
       --codec C          what the switch writes in the mailbox: text
-                         (default, FAME-Z) or genz (binary Gen-Z packets)
+                         (FAME-Z's language; the only codec so far)
       --console          a console on stdin (default when stdin is a terminal)
 
 Signals: SIGINT and SIGTERM close every client, remove the socket (and the

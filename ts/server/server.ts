@@ -106,7 +106,8 @@ export class Server extends EventEmitter<ServerEvents> {
       verbose: false,
       ids: { min: 0, max: 65535 },
       recycle: false,
-      ...config,
+      // An option given as undefined means "the default", not "none".
+      ...(Object.fromEntries(Object.entries(config).filter(([, v]) => v !== undefined)) as ServerConfig),
     };
     const socketPath = path.resolve(config.socket);
     const dir = path.dirname(socketPath);
@@ -154,6 +155,15 @@ export class Server extends EventEmitter<ServerEvents> {
   /** IDs of the connected peers, ascending. */
   get peerIds(): number[] {
     return [...this.peers.keys()].sort((a, b) => a - b);
+  }
+
+  /** Rings connected peer `id` on `vector` (the fabric switch's doorbell);
+   * false when no such peer or vector. */
+  ring(id: number, vector: number): boolean {
+    const bell = this.peers.get(id)?.vectors[vector];
+    if (!bell) return false;
+    bell.signal(1);
+    return true;
   }
 
   /** The shared object (for the fabric layer's mailboxes). */
