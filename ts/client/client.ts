@@ -196,6 +196,13 @@ export class Client extends EventEmitter<ClientEvents> {
     return this.shm.buffer as ArrayBuffer;
   }
 
+  /** The shared object itself, for native views over it (the fabric's
+   * Mailbox and Ring). */
+  get sharedMemory(): SharedMemory {
+    if (!this.shm) throw new ClientError('ECLOSED', 'the client is closed');
+    return this.shm;
+  }
+
   get closed(): boolean {
     return this.closedReason !== null;
   }
