@@ -159,3 +159,30 @@ qtest('recycle: a QEMU that restarts gets its ID back and its neighbour still re
   }
   t.true(back, 'the restarted neighbour reaches A on vector 2');
 });
+
+test('the server console: help, dump (the switch and its ports), quit', async (t) => {
+  const dir = t.context.dir();
+  const sock = path.join(dir, 'sock');
+  const child = spawn(process.execPath, ['--import=tsx', path.join(ROOT, 'ts/cli/main.ts'), 'serve', '-S', sock, '--memfd', '--max-peers', '3', '--console'], {
+    cwd: ROOT,
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout.setEncoding('utf8').on('data', (c: string) => (out += c));
+  const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+  t.teardown(() => child.kill('SIGKILL'));
+  await until('the server', () => out.includes('famez: serving on'));
+  const peer = await pythonPeer(sock, 'z01');
+  t.is(peer.code, 0, peer.stderr);
+  child.stdin.write('help\n');
+  await until('help', () => out.includes('commands: help, dump'));
+  child.stdin.write('dump\n');
+  await until('the picture', () => /Z-switch \(ID 4, C-Class FabricSwitch, SID 27, CID 400\)/.test(out));
+  for (const port of [1, 2, 3]) t.regex(out, new RegExp(`\\|\\s+${port}  \\|-- `), `port ${port} is drawn`);
+  t.regex(out, /connected: none/, 'the Python peer has left');
+  child.stdin.write('bogus\n');
+  await until('the refusal', () => out.includes("unknown command 'bogus'"));
+  child.stdin.write('quit\n');
+  t.is(await exited, 0);
+  t.regex(out, /famez: quit: closing/);
+});

@@ -4,6 +4,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { Fabric } from '../fabric/fabric.js';
+import { startConsole } from './console.js';
 import { openMailbox } from '../fabric/mailbox.js';
 import { DEFAULT_MAX_QUEUED, Server, ServerError } from '../server/server.js';
 import { SERVE_HELP, UsageError, parseServeArgs, type ServeOptions } from '../server/options.js';
@@ -139,6 +140,9 @@ export async function runServe(argv: string[]): Promise<number> {
     }
     process.exit(0);
   };
+  if (fabric && o.fabric && (o.fabric.console ?? (process.stdin.isTTY === true && !daemonChild))) {
+    startConsole(fabric.switch, server, () => stop('quit'));
+  }
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGHUP', () => undefined);
