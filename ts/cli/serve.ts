@@ -7,7 +7,7 @@ import { Fabric } from '../fabric/fabric.js';
 import { startConsole } from './console.js';
 import { openMailbox } from '../fabric/mailbox.js';
 import { DEFAULT_MAX_QUEUED, Server, ServerError } from '../server/server.js';
-import { SERVE_HELP, UsageError, parseServeArgs, type ServeOptions } from '../server/options.js';
+import { SERVE_HELP, UsageError, formatSize, parseServeArgs, type ServeOptions } from '../server/options.js';
 import { stanzaText } from '../stanza.js';
 
 const DAEMON_ENV = 'FAMEZ_DAEMON_CHILD';
@@ -25,13 +25,6 @@ function resolveGroup(group: string): number {
     if (name === group && gid !== undefined) return Number(gid);
   }
   throw new UsageError(`unknown group '${group}'`);
-}
-
-function formatSize(n: number): string {
-  for (const [u, f] of [['T', 2 ** 40], ['G', 2 ** 30], ['M', 2 ** 20], ['K', 2 ** 10]] as const) {
-    if (n >= f && n % f === 0) return `${n / f}${u}`;
-  }
-  return `${n}B`;
 }
 
 /** Checks what can be checked before anything is created. */

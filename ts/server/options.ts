@@ -60,7 +60,8 @@ export interface ServeOptions {
 
 const UNITS: Record<string, number> = { '': 1, B: 1, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40 };
 
-function formatSize(n: number): string {
+/** 4194304 -> "4M": the largest whole unit. */
+export function formatSize(n: number): string {
   for (const [u, f] of [['T', 2 ** 40], ['G', 2 ** 30], ['M', 2 ** 20], ['K', 2 ** 10]] as const) {
     if (n >= f && n % f === 0) return `${n / f}${u}`;
   }
