@@ -378,7 +378,9 @@ test('fabric options: --no-recycle, --no-pfm, --sid, --codec, --console; refused
     console: true,
   });
   fabricUsage(t, ['--codec', 'xml'], /--codec must be text/);
-  fabricUsage(t, ['--codec', 'genz'], /--codec genz is not available yet/);
+  t.is(parseServeArgs(['--codec', 'genz']).fabric?.codec, 'genz');
+  t.is(parseServeArgs(['--codec', 'genz', '--max-peers', '39']).fabric?.nClients, 39);
+  fabricUsage(t, ['--codec', 'genz', '--max-peers', '40'], /--codec genz allows at most 39 peers, got 40/);
   fabricUsage(t, ['--sid', '70000'], /--sid must be between 0 and 65535/);
   for (const f of [['--no-recycle'], ['--no-pfm'], ['--sid', '3'], ['--codec', 'text'], ['--console']]) {
     fabricUsage(t, ['--silent', ...f], /applies to the fabric; it cannot be combined with --silent/);

@@ -188,6 +188,9 @@ test('welcome, joins and leaves on the wire, read by recvmsg(8) in Python', asyn
   if (dOwn.length) t.notDeepEqual(dOwn, bOwn, 'fresh eventfds for the reused ID');
   am = await a.waitMessages(16, 'A told of D');
   t.deepEqual(group(t, am.slice(13, 16), 1, 'A sees D'), dOwn);
+  // C reads in its own process: wait for its copy too before counting.
+  const cm3 = await c.waitMessages(16, 'C told of D');
+  t.deepEqual(group(t, cm3.slice(13, 16), 1, 'C sees D'), dOwn);
 
   // Nothing unexpected arrived anywhere, and every message was framed right.
   t.is(a.messages.length, 16);

@@ -3,6 +3,18 @@
 export { Server, ServerError, type ServerConfig, type ServerEvents, type PeerEvent } from './server/server.js';
 export { parseServeArgs, parseSize, UsageError, type ServeOptions } from './server/options.js';
 export { Client, ClientError, type ClientEvents, type ConnectOptions, type PeerView } from './client/client.js';
+export {
+  FabricClient,
+  FabricClientError,
+  type Dest,
+  type FabricClientEvents,
+  type FabricClientOptions,
+  type FabricMessage,
+  type FabricPeer,
+  type LinkInfo,
+  type OwnAttributes,
+  type PeerAttributes,
+} from './fabric/client.js';
 export * as protocol from './protocol.js';
 export { qemuArgs, libvirtXml, stanzaText } from './stanza.js';
 export * as native from './native.js';

@@ -5,19 +5,24 @@ import * as readline from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { Client, ClientError } from '../client/client.js';
+import { FABRIC_COMMANDS, FabricSession } from './fabric-client.js';
 import { DEFAULTS, UsageError, tokenize } from '../server/options.js';
 
-const HELP = `Usage: famez client [-S SOCKET] [-v] [--reconnect]
+const HELP = `Usage: famez client [-S SOCKET] [-N NODENAME] [-v] [--reconnect]
 
 Joins an ivshmem server (famez serve, or QEMU's ivshmem-server) as a peer.
 Retries every second until the server is there.
 
   -S, --socket PATH   server socket (default ${DEFAULTS.socket})
+  -N, --nodename NAME this peer's nodename in a fabric (default <host>-<ID>)
   -v, --verbose       say more
       --reconnect     when the server goes away, wait for it to come back
   -h, --help          show this help
 
-Commands (stdin):
+Fabric commands (stdin, when the server is a FAME-Z fabric: famez serve):
+${FABRIC_COMMANDS.replace(/^commands:\n/, '')}
+
+Stock commands (stdin, against famez serve --silent or QEMU's server):
   dump                this peer's ID, vectors, the other peers, memory size
   int PEER VECTOR     ring PEER's VECTOR
   int PEER all        ring all of PEER's vectors
@@ -80,11 +85,13 @@ export async function runClient(argv: string[]): Promise<number> {
   let socket: string = DEFAULTS.socket;
   let verbose = false;
   let reconnect = false;
+  let nodename: string | undefined;
   try {
     for (const [flag, v] of tokenize(argv, [
       { long: 'socket', short: 'S', value: true },
       { long: 'verbose', short: 'v', value: false },
       { long: 'reconnect', value: false },
+      { long: 'nodename', short: 'N', value: true },
       { long: 'help', short: 'h', value: false },
     ])) {
       if (flag === 'help') {
@@ -94,6 +101,7 @@ export async function runClient(argv: string[]): Promise<number> {
       if (flag === 'socket') socket = v!;
       if (flag === 'verbose') verbose = true;
       if (flag === 'reconnect') reconnect = true;
+      if (flag === 'nodename') nodename = v!;
     }
   } catch (e) {
     if (e instanceof UsageError) {
@@ -104,6 +112,8 @@ export async function runClient(argv: string[]): Promise<number> {
   }
 
   let client: Client | null = null;
+  // Set while connected to a fabric server: its commands replace the stock ones.
+  let fabric: FabricSession | null = null;
   let quitting = false;
   let sleeper: AbortController | null = null;
   // Commands typed (or piped) before the connection is up wait for it.
@@ -115,14 +125,25 @@ export async function runClient(argv: string[]): Promise<number> {
       pending.push(line);
       return;
     }
+    if (fabric) {
+      void fabric.command(line).then((go) => {
+        if (!go) stop();
+      });
+      return;
+    }
     if (!command(client, line)) stop();
+  };
+  // At the end of input, quit once the commands given so far have run.
+  const finish = () => {
+    if (fabric) void fabric.idle().then(stop);
+    else stop();
   };
   const rl = readline.createInterface({ input: process.stdin, terminal: false });
   rl.on('line', run);
   // End of input is a quit, once the queued commands have run.
   rl.on('close', () => {
     stdinDone = true;
-    if (client && !client.closed && pending.length === 0) stop();
+    if (client && !client.closed && pending.length === 0) finish();
   });
   const stop = () => {
     quitting = true;
@@ -157,12 +178,17 @@ export async function runClient(argv: string[]): Promise<number> {
     const c = client;
     const peers = [...c.peers.keys()];
     say(`connected to ${socket} as peer ${c.id} (${c.vectors} vector(s)); peers: ${peers.length ? peers.join(', ') : 'none'}`);
-    c.on('interrupt', ({ vector, count }) => say(`interrupt on vector ${vector} (count ${count})`));
-    c.on('join', ({ id, vectors }) => say(`peer ${id} joined (${vectors} vector(s))`));
-    c.on('leave', ({ id }) => say(`peer ${id} left`));
+    fabric = FabricSession.attach(c, { nodename, verbose, say });
+    if (fabric) say(fabric.describe());
+    else {
+      c.on('interrupt', ({ vector, count }) => say(`interrupt on vector ${vector} (count ${count})`));
+      c.on('join', ({ id, vectors }) => say(`peer ${id} joined (${vectors} vector(s))`));
+      c.on('leave', ({ id }) => say(`peer ${id} left`));
+    }
     for (const line of pending.splice(0)) run(line);
-    if (stdinDone && !quitting) stop();
+    if (stdinDone && !quitting) finish();
     const reason = await new Promise<string>((resolve) => c.once('close', ({ reason }) => resolve(reason)));
+    fabric = null;
     if (quitting) break;
     say(`disconnected: ${reason}`);
     if (!reconnect) {

@@ -5,6 +5,7 @@ import * as path from 'node:path';
 
 import { Fabric } from '../fabric/fabric.js';
 import { startConsole } from './console.js';
+import { genzFabricHooks } from '../fabric/genz-codec.js';
 import { openMailbox } from '../fabric/mailbox.js';
 import { DEFAULT_MAX_QUEUED, Server, ServerError } from '../server/server.js';
 import { SERVE_HELP, UsageError, formatSize, parseServeArgs, type ServeOptions } from '../server/options.js';
@@ -70,7 +71,13 @@ export async function runServe(argv: string[]): Promise<number> {
     }
   };
   const fabric = o.fabric
-    ? new Fabric({ nClients: o.fabric.nClients, pfm: o.fabric.pfm, sid: o.fabric.sid, log: (line) => console.log(line) })
+    ? new Fabric({
+        nClients: o.fabric.nClients,
+        pfm: o.fabric.pfm,
+        sid: o.fabric.sid,
+        log: (line) => console.log(line),
+        ...(o.fabric.codec === 'genz' ? genzFabricHooks(o.fabric) : {}),
+      })
     : null;
   let server: Server;
   try {
@@ -99,7 +106,7 @@ export async function runServe(argv: string[]): Promise<number> {
     }
     throw e;
   }
-  if (fabric && o.fabric) fabric.attach(server, openMailbox(server.sharedMemory, o.fabric.nClients));
+  if (fabric && o.fabric) fabric.attach(server, openMailbox(server.sharedMemory, o.fabric.nClients, (line) => console.log(line)));
   if (o.pidfile !== null) fs.writeFileSync(o.pidfile, `${process.pid}\n`);
   const shmDesc = o.shm.kind === 'memfd' ? 'memfd' : o.shm.kind === 'file' ? o.shm.name : `/dev/shm/${o.shm.name}`;
   console.log(
@@ -108,7 +115,7 @@ export async function runServe(argv: string[]): Promise<number> {
   if (o.fabric) {
     const f = o.fabric;
     console.log(
-      `famez: fabric of ${f.nClients} peers (IDs 1..${f.nClients}); the switch is peer ${f.nClients + 1}${f.pfm ? `, the fabric manager (SID ${f.sid})` : ''}; recycle ${f.recycle ? 'on' : 'off'}`,
+      `famez: fabric of ${f.nClients} peers (IDs 1..${f.nClients}); the switch is peer ${f.nClients + 1}${f.pfm ? `, the fabric manager (SID ${f.sid})` : ''}; recycle ${f.recycle ? 'on' : 'off'}${f.codec === 'genz' ? '; codec genz' : ''}`,
     );
   }
   process.stdout.write(stanzaText({ socket: server.socketPath, vectors: o.vectors }));

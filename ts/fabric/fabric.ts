@@ -24,7 +24,7 @@ export interface FabricConfig extends SwitchConfig {
    * withdrawn as undelivered (default 1 s). */
   takeTimeoutMs?: number;
   /** What the switch writes: FAME-Z text (default) or binary Gen-Z. */
-  encode?: (m: TextMessage) => Uint8Array;
+  encode?: (m: TextMessage, to: number) => Uint8Array;
 }
 
 interface Pending {
@@ -91,7 +91,7 @@ export class Fabric {
   private apply(reaction: { send: Array<{ to: number; message: TextMessage }>; log: string[] }): void {
     for (const line of reaction.log) this.config.log(`famez: switch: ${line}`);
     const encode = this.config.encode ?? toBytes;
-    for (const { to, message } of reaction.send) this.outbox.push({ to, bytes: encode(message), since: Date.now() });
+    for (const { to, message } of reaction.send) this.outbox.push({ to, bytes: encode(message, to), since: Date.now() });
     this.pump();
   }
 

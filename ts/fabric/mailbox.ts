@@ -2,11 +2,14 @@
 // object, from the native core (post/take with acquire/release on buflen).
 import { Mailbox, type SharedMemory } from '../native.js';
 import type { MailboxPort } from './fabric.js';
+import { setupFabricRings } from './rings.js';
 
 /** Formats the mailbox of `nClients` peers (globals in slot 0, each slot's
- * peer_id) at the start of `shm` and returns it. */
-export function openMailbox(shm: SharedMemory, nClients: number): MailboxPort {
+ * peer_id) at the start of `shm`, sets up the ring channels when they fit
+ * (see rings.ts), and returns it. */
+export function openMailbox(shm: SharedMemory, nClients: number, log?: (line: string) => void): MailboxPort {
   const mailbox = new Mailbox(shm, nClients);
   mailbox.format(nClients);
+  setupFabricRings(mailbox, shm.size, nClients, log);
   return mailbox;
 }

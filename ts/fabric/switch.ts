@@ -15,6 +15,9 @@ export interface SwitchConfig {
   /** Act as the Primordial Fabric Manager (answer Link RFC, ask newcomers). */
   pfm: boolean;
   sid: number;
+  /** How the switch reads a slot (default: FAME-Z text, `parse`). Throws on
+   * bytes that are no message; the switch NAKs and logs them. */
+  decode?: (bytes: Uint8Array, from: number) => TextMessage;
 }
 
 export interface PortRecord {
@@ -85,7 +88,7 @@ export class Switch {
     if (nodename) port.nodename = nodename;
     let msg: TextMessage;
     try {
-      msg = parse(bytes);
+      msg = this.config.decode ? this.config.decode(bytes, from) : parse(bytes);
     } catch (e) {
       const why = e instanceof GenZTextError ? `${e.code}: ${e.message}` : String(e);
       return {

@@ -1,6 +1,7 @@
 // `famez serve` command line: parsing and validation without I/O, so every
 // flag and every refusal is unit-tested. The stock ivshmem-server's flags
 // keep their stock meaning; long forms and famez's extensions sit beside them.
+import { MAX_GENZ_PEERS } from '../fabric/genz-codec.js';
 import { ID_POLICIES, type IdPolicy } from '../protocol.js';
 
 export class UsageError extends Error {
@@ -248,8 +249,7 @@ export function parseServeArgs(argv: readonly string[]): ServeOptions {
         fabricOnly.push('--sid');
         break;
       case 'codec':
-        if (v === 'genz') throw new UsageError('--codec genz is not available yet: the switch speaks FAME-Z text (--codec text)');
-        if (v !== 'text') throw new UsageError(`--codec must be text, got '${v}'`);
+        if (v !== 'text' && v !== 'genz') throw new UsageError(`--codec must be text or genz, got '${v}'`);
         fabric.codec = v;
         fabricOnly.push('--codec');
         break;
@@ -292,6 +292,11 @@ export function parseServeArgs(argv: readonly string[]): ServeOptions {
   }
   if (maxPeers !== null) {
     fabric.nClients = parseInteger('--max-peers', maxPeers, 1, MAX_FABRIC_PEERS, ' in a fabric (the switch is N+1 and guests ring vectors 0..255; use --silent for more)');
+  }
+  if (fabric.codec === 'genz' && fabric.nClients > MAX_GENZ_PEERS) {
+    throw new UsageError(
+      `--codec genz allows at most ${MAX_GENZ_PEERS} peers, got ${fabric.nClients}: Gen-Z CIDs are 12 bits and FAME-Z's CID is ID x 100 (the switch, peer N+1, needs (N+1) x 100 <= 4095)`,
+    );
   }
   const needed = fabric.nClients + 2;
   if (vectors !== null && vectors !== needed) {
@@ -353,8 +358,10 @@ Fabric (the default; FAME-Z compatible):
                          eventfds are kept for the next peer with its ID)
       --no-pfm           the switch is not the Primordial Fabric Manager
       --sid N            the fabric's SID (default 27)
-      --codec C          what the switch writes in the mailbox: text
-                         (FAME-Z's language; the only codec so far)
+      --codec C          what the switch writes in the mailbox: text (FAME-Z's
+                         language, the default) or genz (peers are configured
+                         by a binary Gen-Z Control Write acknowledged by a
+                         Control StandaloneAck; at most ${MAX_GENZ_PEERS} peers)
       --console          a console on stdin (default when stdin is a terminal)
 
 Signals: SIGINT and SIGTERM close every client, remove the socket (and the

@@ -1,0 +1,385 @@
+// The fabric client (ts/fabric/client.ts) against a real `famez serve`
+// fabric: the FAME-Z exchange with the switch through the library API, two
+// clients messaging each other (send, request, message events, DEST forms),
+// a busy slot that is never overwritten, 100,000-message bursts through the
+// slots and through a ring channel, and `famez client`'s FAME-Z commands.
+import { spawn } from 'node:child_process';
+import * as path from 'node:path';
+
+import anyTest, { type TestFn } from 'ava';
+
+import { Client } from '../ts/client/client.js';
+import { FabricClient, FabricClientError, type FabricClientOptions, type FabricMessage } from '../ts/fabric/client.js';
+import { Mailbox } from '../ts/native.js';
+import { message as burstMessage, mismatch } from './helpers/messages.js';
+import { FamezProcess, ROOT, Scratch } from './helpers/serve.js';
+import { waitFor, within } from './helpers/wait.js';
+
+const test = anyTest as TestFn<Scratch>;
+const WAIT_MS = 20_000;
+const BURST = 100_000;
+const BURST_MS = 120_000;
+
+test.beforeEach((t) => {
+  t.context = new Scratch();
+});
+test.afterEach.always(async (t) => {
+  await t.context.cleanup();
+});
+
+/** A fabric of `peers` peers on a fresh socket; returns the socket path. */
+async function fabric(t: { context: Scratch }, peers = 4): Promise<{ sock: string; server: FamezProcess }> {
+  const sock = path.join(t.context.dir(), 'sock');
+  const server = await t.context.serve(['-S', sock, '--memfd', '--max-peers', String(peers)]);
+  return { sock, server };
+}
+
+async function join(t: { context: Scratch }, sock: string, nodename: string, options: FabricClientOptions = {}): Promise<FabricClient> {
+  return t.context.track(await FabricClient.connect(sock, { nodename, ...options }));
+}
+
+/** Every message in and out of `c`, as `< text` / `> text`, per peer. */
+function transcript(c: FabricClient, peer: number): string[] {
+  const lines: string[] = [];
+  c.on('message', (m) => {
+    if (m.from === peer) lines.push(`< ${m.text}`);
+  });
+  c.on('sent', ({ to, text }) => {
+    if (to === peer) lines.push(`> ${text}`);
+  });
+  return lines;
+}
+
+async function rejectsWith(t: { is: (a: unknown, b: unknown, m?: string) => void; fail: (m: string) => void }, p: Promise<unknown>, code: string): Promise<FabricClientError | null> {
+  try {
+    await p;
+  } catch (e) {
+    if (!(e instanceof FabricClientError)) {
+      t.fail(`expected a FabricClientError ${code}, got ${String(e)}`);
+      return null;
+    }
+    t.is(e.code, code, e.message);
+    return e;
+  }
+  t.fail(`expected a rejection with ${code}`);
+  return null;
+}
+
+test('the whole FAME-Z exchange between the switch and the fabric client, through the library API', async (t) => {
+  const { sock, server } = await fabric(t, 4);
+  const c = await join(t, sock, 'libZ');
+  t.is(c.id, 1);
+  t.is(c.serverId, 5);
+  t.is(c.nClients, 4);
+  t.is(c.nodename, 'libZ');
+  const log = transcript(c, c.serverId);
+  t.deepEqual(c.attributes, { cclass: 'Debugger', SID0: 0, CID0: 0, link: 'up', PFMSID: null, PFMCID: null });
+  t.deepEqual(
+    c.peers.map((p) => [p.id, p.nodename, p.isSwitch]),
+    [[5, 'Z-switch', true]],
+  );
+
+  // The switch asks every newcomer; the client answers on its own.
+  await waitFor(() => log.length >= 2, 'the switch to ask Peer-Attribute and the client to answer', WAIT_MS);
+  const pong = await c.request('switch', 'ping');
+  t.is(pong.from, 5);
+  t.deepEqual(pong.message, { kind: 'pong' });
+  const ack = await c.request('server', { kind: 'link-ctl-peer-attribute' });
+  t.deepEqual(ack.message, { kind: 'link-ctl-ack', attributes: { 'C-Class': 'FabricSwitch', SID0: '27', CID0: '500' } });
+  t.deepEqual(c.peers[0].attributes, { cclass: 'FabricSwitch', SID0: 27, CID0: 500, all: { 'C-Class': 'FabricSwitch', SID0: '27', CID0: '500' } });
+
+  const link = await c.linkUp();
+  t.deepEqual(link, { SID0: 27, CID0: c.id * 100, PFMSID: 27, PFMCID: 500, from: 5, Tag: link.Tag });
+  t.deepEqual(c.attributes, { cclass: 'Debugger', SID0: 27, CID0: 100, link: 'configured', PFMSID: 27, PFMCID: 500 });
+  // The switch follows the acknowledgment with Peer-Attribute, answered with the new IDs.
+  await waitFor(() => log.length >= 11, 'the follow-up Peer-Attribute and its answer', WAIT_MS);
+  t.deepEqual(log, [
+    '< Link CTL Peer-Attribute',
+    '> Link CTL ACK C-Class=Debugger,SID0=0,CID0=0',
+    '> ping',
+    '< pong',
+    '> Link CTL Peer-Attribute',
+    '< Link CTL ACK C-Class=FabricSwitch,SID0=27,CID0=500',
+    '> Link RFC TTC=27us',
+    `< CTL-Write Space=0,PFMSID=27,PFMCID=500,SID=27,CID=100,Tag=${link.Tag}`,
+    `> Standalone Acknowledgment Tag=${link.Tag},Reason=OK`,
+    '< Link CTL Peer-Attribute',
+    '> Link CTL ACK C-Class=Debugger,SID0=27,CID0=100',
+  ]);
+  await server.waitFor(/switch: peer 1: C-Class=Debugger,SID0=0,CID0=0/);
+  await server.waitFor(/switch: peer 1: configured SID0=27,CID0=100/);
+  await server.waitFor(/switch: peer 1: C-Class=Debugger,SID0=27,CID0=100/);
+  // The configuration is in the client's slot for all to see.
+  const view = t.context.track(new Mailbox(c.client.sharedMemory));
+  t.like(view.slot(1), { nodename: 'libZ', peerSid: 27, peerCid: 100, buflen: 0 });
+
+  c.close();
+  t.true(c.closed);
+  await server.waitFor(/peer 1 disconnected/);
+  await rejectsWith(t, c.send('switch', 'ping'), 'ECLOSED');
+});
+
+test('a --silent server is refused with ENOTFABRIC and the connection is closed', async (t) => {
+  const sock = path.join(t.context.dir(), 'sock');
+  const server = await t.context.serve(['--silent', '-S', sock, '--memfd', '-n', '3']);
+  const e = await rejectsWith(t, FabricClient.connect(sock), 'ENOTFABRIC');
+  t.regex(e?.message ?? '', /no FAME-Z mailbox .*--silent/);
+  await server.waitFor(/peer 0 disconnected/);
+});
+
+test('linkUp without a fabric manager (--no-pfm) is refused with ENAK; without room for rings the slots work alone', async (t) => {
+  const sock = path.join(t.context.dir(), 'sock');
+  // 60 peers: 3,660 rings of even 1 KiB do not fit in the default 4 MiB.
+  const server = await t.context.serve(['-S', sock, '--memfd', '--max-peers', '60', '--no-pfm']);
+  await server.waitFor(/no ring channels: 3660 rings of 1 KiB need \d+ bytes of shared memory, there are 4194304/);
+  const a = await join(t, sock, 'alpha');
+  const b = await join(t, sock, 'beta');
+  t.is(a.serverId, 61);
+  t.is(a.rings, null);
+  const e = await rejectsWith(t, a.linkUp(), 'ENAK');
+  t.regex(e?.message ?? '', /Link CTL NAK Reason=no fabric manager here/);
+  t.is(a.attributes.link, 'up');
+  await waitFor(() => a.peers.some((p) => p.id === b.id), 'alpha to see beta', WAIT_MS);
+  await rejectsWith(t, a.sendRing(b.id, Buffer.from('x')), 'ENORINGS');
+  t.is((await b.request('alpha', 'ping')).text, 'pong');
+});
+
+test('two fabric clients: DEST forms, send, request, message events, and a busy slot is never overwritten', async (t) => {
+  const { sock } = await fabric(t, 4);
+  const a = await join(t, sock, 'alpha');
+  const b = await join(t, sock, 'beta');
+  await waitFor(() => a.peers.some((p) => p.id === b.id) && b.peers.some((p) => p.id === a.id), 'the clients to see each other', WAIT_MS);
+  const S = a.serverId;
+
+  // DEST: an ID, a nodename, server/switch, all, others.
+  t.deepEqual(a.resolve(b.id), [b.id]);
+  t.deepEqual(a.resolve(String(b.id)), [b.id]);
+  t.deepEqual(a.resolve('beta'), [b.id]);
+  t.deepEqual(a.resolve('alpha'), [a.id]);
+  t.deepEqual(a.resolve('switch'), [S]);
+  t.deepEqual(a.resolve('server'), [S]);
+  t.deepEqual(a.resolve('all'), [b.id, S]);
+  t.deepEqual(a.resolve('others'), [b.id]);
+  t.throws(() => a.resolve('nobody'), { instanceOf: FabricClientError, message: /no connected peer is named 'nobody'/ });
+  t.throws(() => a.resolve(4), { instanceOf: FabricClientError, message: /peer 4 is not connected/ });
+  t.throws(() => a.resolve(99), { instanceOf: FabricClientError, message: /outside the fabric/ });
+  t.throws(() => a.resolveOne('all'), { instanceOf: FabricClientError, message: /names 2 peers/ });
+
+  // send: text as is, and typed FAME-Z messages formatted.
+  const atB: FabricMessage[] = [];
+  b.on('message', (m) => {
+    if (m.from === a.id) atB.push(m);
+  });
+  await a.send('beta', 'hello beta');
+  await a.send(b.id, { kind: 'link-ctl-nak', details: 'Reason=just testing' });
+  await waitFor(() => atB.length >= 2, 'beta to get two messages', WAIT_MS);
+  t.like(atB[0], { from: a.id, nodename: 'alpha', text: 'hello beta', message: { kind: 'text', text: 'hello beta' } });
+  t.like(atB[1], { from: a.id, text: 'Link CTL NAK Reason=just testing', message: { kind: 'link-ctl-nak', details: 'Reason=just testing' } });
+
+  // request: a peer answers ping and Peer-Attribute on its own.
+  const pong = await b.request('alpha', 'ping');
+  t.like(pong, { from: a.id, nodename: 'alpha', text: 'pong', message: { kind: 'pong' } });
+  const ack = await a.request('beta', 'Link CTL Peer-Attribute');
+  t.deepEqual(ack.message, { kind: 'link-ctl-ack', attributes: { 'C-Class': 'Debugger', SID0: '0', CID0: '0' } });
+  t.like(a.peers.find((p) => p.id === b.id), { nodename: 'beta', isSwitch: false, attributes: { cclass: 'Debugger', SID0: 0, CID0: 0 } });
+
+  // all: one message each, one after the other through the one slot.
+  const pongs = new Set<number>();
+  a.on('message', (m) => {
+    if (m.message?.kind === 'pong') pongs.add(m.from);
+  });
+  await a.send('all', 'ping');
+  await waitFor(() => pongs.has(b.id) && pongs.has(S), 'pongs from beta and the switch', WAIT_MS);
+
+  // Limits and failures are typed.
+  await rejectsWith(t, a.send(b.id, 'x'.repeat(384)), 'EMSGSIZE');
+  await rejectsWith(t, a.request(b.id, 'no answer to this', { replyTimeoutMs: 200 }), 'ETIMEDOUT');
+  await rejectsWith(t, a.send('nobody', 'x'), 'ENOPEER');
+
+  // A peer that never reads (a stock host client): the second message
+  // waits, times out with EBUSY, and the first is still there, intact.
+  const raw = t.context.track(await Client.connect(sock));
+  await waitFor(() => a.peers.some((p) => p.id === raw.id), 'alpha to see the raw peer', WAIT_MS);
+  const rawBox = t.context.track(new Mailbox(raw.sharedMemory));
+  await a.send(raw.id, 'first');
+  const busy = await rejectsWith(t, a.send(raw.id, 'second', { timeoutMs: 200 }), 'EBUSY');
+  t.regex(busy?.message ?? '', new RegExp(`still holds the message to peer ${raw.id}.*not overwritten`));
+  t.is(rawBox.take(a.id)?.toString(), 'first', 'the unread message was not overwritten');
+  await a.send(raw.id, 'third');
+  t.is(rawBox.take(a.id)?.toString(), 'third');
+  await a.send(raw.id, 'fourth');
+  t.is(a.withdraw(), raw.id, 'withdraw() says whom the unread message was for');
+  t.is(rawBox.take(a.id), null);
+  t.is(a.withdraw(), null);
+  // The slot works on: beta still gets alpha's messages.
+  const before = atB.length;
+  await a.send('beta', 'still here');
+  await waitFor(() => atB.length > before, 'beta to get the next message', WAIT_MS);
+  t.is(atB[atB.length - 1].text, 'still here');
+});
+
+test('spoofing: spoof(DEST, SRC, text) makes DEST see a message from SRC', async (t) => {
+  const { sock } = await fabric(t, 4);
+  const a = await join(t, sock, 'alpha');
+  const b = await join(t, sock, 'beta');
+  await waitFor(() => a.peers.some((p) => p.id === b.id), 'alpha to see beta', WAIT_MS);
+  // The switch takes "ping" from beta's slot and answers beta, who never asked.
+  const pong = new Promise<FabricMessage>((resolve) =>
+    b.on('message', (m) => {
+      if (m.from === b.serverId && m.message?.kind === 'pong') resolve(m);
+    }),
+  );
+  await a.spoof('switch', b.id, 'ping');
+  t.like(await within(pong, 'the pong at beta', WAIT_MS), { from: b.serverId, text: 'pong' });
+  // Alpha rings itself as beta.
+  const self = new Promise<FabricMessage>((resolve) =>
+    a.on('message', (m) => {
+      if (m.from === b.id && m.text === 'hello from nobody') resolve(m);
+    }),
+  );
+  await a.spoof(a.id, b.id, 'hello from nobody');
+  t.like(await within(self, 'the spoofed message at alpha', WAIT_MS), { from: b.id, nodename: 'beta' });
+});
+
+test('a burst of 100,000 messages between two fabric clients through their slots: none lost, duplicated or reordered', async (t) => {
+  const { sock } = await fabric(t, 4);
+  // A generous bound per message: the receiver shares this busy event loop.
+  const a = await join(t, sock, 'sender', { sendTimeoutMs: 10_000 });
+  const b = await join(t, sock, 'receiver');
+  await waitFor(() => a.peers.some((p) => p.id === b.id), 'the sender to see the receiver', WAIT_MS);
+  const text = (i: number) => `seq ${i} ${'x'.repeat(i % 370)}`;
+  let got = 0;
+  let bad: string | null = null;
+  b.on('message', (m) => {
+    if (m.from !== a.id || bad) return;
+    if (m.text !== text(got)) bad = `message ${got}: got ${JSON.stringify(m.text.slice(0, 40))}`;
+    got++;
+  });
+  const run = async () => {
+    for (let i = 0; i < BURST; i++) {
+      await a.send(b.id, text(i));
+      if (bad) break;
+    }
+    await waitFor(() => got >= BURST || bad, 'the receiver to take every message', WAIT_MS);
+  };
+  await within(run(), `${BURST} messages through the slot`, BURST_MS);
+  t.is(bad, null);
+  t.is(got, BURST);
+  t.is(a.withdraw(), null, 'the last message was taken');
+});
+
+test('a burst of 100,000 messages between two fabric clients through a ring channel: none lost, duplicated or reordered', async (t) => {
+  const { sock, server } = await fabric(t, 4);
+  await server.waitFor(/ring channels: 20 rings of 16 KiB/);
+  const a = await join(t, sock, 'producer', { sendTimeoutMs: 10_000 });
+  const b = await join(t, sock, 'consumer');
+  await waitFor(() => a.peers.some((p) => p.id === b.id), 'the producer to see the consumer', WAIT_MS);
+  t.like(a.rings, { nClients: 4, capacity: 16 * 1024, count: 20, maxMessage: 8184 });
+  await rejectsWith(t, a.sendRing(b.id, Buffer.alloc(8185)), 'EMSGSIZE');
+  const max = 4096;
+  let got = 0;
+  let wakeups = 0;
+  let bad: string | null = null;
+  b.on('data', ({ from, messages }) => {
+    if (from !== a.id || bad) return;
+    wakeups++;
+    for (const m of messages) {
+      bad = mismatch(m, got, max);
+      if (bad) return;
+      got++;
+    }
+  });
+  const run = async () => {
+    const BATCH = 256;
+    for (let i = 0; i < BURST && !bad; i += BATCH) {
+      const batch: Buffer[] = [];
+      for (let j = i; j < Math.min(i + BATCH, BURST); j++) batch.push(burstMessage(j, max));
+      await a.sendRing(b.id, batch);
+    }
+    await waitFor(() => got >= BURST || bad, 'the consumer to pop every message', WAIT_MS);
+  };
+  await within(run(), `${BURST} messages through the ring`, BURST_MS);
+  t.is(bad, null);
+  t.is(got, BURST);
+  t.true(wakeups >= 1 && wakeups <= BURST, `${wakeups} wake-ups`);
+});
+
+/** `famez client` with a stdin pipe the test writes commands into. */
+function cli(t: { context: Scratch }, args: string[]): FamezProcess {
+  const child = spawn(process.execPath, ['--import=tsx', path.join(ROOT, 'ts/cli/main.ts'), 'client', ...args], {
+    cwd: ROOT,
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  const p = new FamezProcess(child, ['client', ...args]);
+  t.context.procs.push(p);
+  return p;
+}
+
+function type(p: FamezProcess, line: string): void {
+  p.child.stdin!.write(`${line}\n`);
+}
+
+test('famez client speaks FAME-Z to a fabric: who, ping, send, int, rfc, link, dump, quit', async (t) => {
+  const { sock, server } = await fabric(t, 4);
+  const c = cli(t, ['-S', sock, '-N', 'cliZ']);
+  await c.waitFor(/connected to .* as peer 1 \(6 vector\(s\)\); peers: 5/);
+  await c.waitFor(/fabric of 4 peers: this is peer 1 'cliZ', the switch is peer 5/);
+  await c.waitFor(/from 5 \(Z-switch\): Link CTL Peer-Attribute/);
+  await server.waitFor(/switch: peer 1: C-Class=Debugger,SID0=0,CID0=0/);
+  const lib = await join(t, sock, 'libZ');
+  t.is(lib.id, 2);
+  const atLib: FabricMessage[] = [];
+  lib.on('message', (m) => atLib.push(m));
+  await c.waitFor(/peer 2 joined/);
+
+  type(c, 'who');
+  await c.waitFor(/^1 cliZ \(me\)\n2 libZ\n5 Z-switch \(switch\)$/m);
+
+  type(c, 'ping switch');
+  await c.waitFor(/sent to 5 \(Z-switch\): ping\n(?:.*\n)*?from 5 \(Z-switch\): pong/);
+
+  type(c, 'send libZ hello from the  command line');
+  await c.waitFor(/sent to 2 \(libZ\): hello from the  command line/);
+  await waitFor(() => atLib.find((m) => m.from === 1 && m.text === 'hello from the  command line'), 'the library peer to get the text', WAIT_MS);
+
+  // int DEST SRC TEXT: the switch answers libZ a ping libZ never sent.
+  type(c, 'int switch 2 ping');
+  await c.waitFor(/sent to 5 \(Z-switch\) as 2 \(libZ\): ping/);
+  await waitFor(() => atLib.find((m) => m.from === 5 && m.text === 'pong'), 'libZ to get the pong', WAIT_MS);
+  // ...and the client rings itself as libZ.
+  type(c, 'int 1 2 spoofed hello');
+  await c.waitFor(/from 2 \(libZ\): spoofed hello/);
+
+  // The library peer pings the command line, which answers on its own.
+  t.is((await lib.request(1, 'ping')).text, 'pong');
+  await c.waitFor(/from 2 \(libZ\): ping/);
+
+  type(c, 'rfc');
+  await c.waitFor(/from 5 \(Z-switch\): CTL-Write Space=0,PFMSID=27,PFMCID=500,SID=27,CID=100,Tag=\d+/);
+  await c.waitFor(/configured by 5 \(Z-switch\): SID0=27,CID0=100/);
+  await server.waitFor(/switch: peer 1: configured SID0=27,CID0=100/);
+  await server.waitFor(/switch: peer 1: C-Class=Debugger,SID0=27,CID0=100/);
+
+  type(c, 'link CTL Peer-Attribute');
+  await c.waitFor(/sent to 5 \(Z-switch\): Link CTL Peer-Attribute\n(?:.*\n)*?from 5 \(Z-switch\): Link CTL ACK C-Class=FabricSwitch,SID0=27,CID0=500/);
+  t.is((await lib.request(1, 'Link CTL Peer-Attribute')).text, 'Link CTL ACK C-Class=Debugger,SID0=27,CID0=100');
+
+  type(c, 'dump');
+  await c.waitFor(/peer 1 'cliZ': C-Class=Debugger,SID0=27,CID0=100; link configured/);
+  await c.waitFor(/peer 5 'Z-switch' \(switch\): C-Class=FabricSwitch,SID0=27,CID0=500/);
+  await c.waitFor(/peer 2 'libZ': attributes unknown/);
+
+  type(c, 'send nobody hi');
+  await c.waitFor(/error: no connected peer is named 'nobody'/);
+  type(c, 'int 2');
+  await c.waitFor(/usage: int DEST SRC TEXT/);
+  type(c, 'help');
+  await c.waitFor(/int DEST SRC TEXT +send TEXT as peer SRC/);
+
+  type(c, 'send libZ last words');
+  type(c, 'quit');
+  t.is((await c.wait()).code, 0);
+  t.regex(c.stdout, /sent to 2 \(libZ\): last words/, 'quit waits for the commands before it');
+  await server.waitFor(/peer 1 disconnected/);
+  t.is(c.stderr, '');
+});

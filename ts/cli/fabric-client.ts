@@ -1,0 +1,182 @@
+// `famez client` against a fabric server: FAME-Z's client commands on a
+// FabricClient. runClient (client.ts) connects as before and hands the
+// connection here when the shared memory holds a FAME-Z mailbox; against a
+// --silent (stock) server it keeps the stock commands.
+import type { Client } from '../client/client.js';
+import { FabricClient, FabricClientError, type FabricMessage } from '../fabric/client.js';
+
+export const FABRIC_COMMANDS = `commands:
+  help                 this list
+  who                  the peers: ID and nodename
+  ping DEST            send ping (the answer is printed as it comes)
+  send DEST TEXT       send TEXT
+  int DEST SRC TEXT    send TEXT as peer SRC (written into SRC's slot, DEST's vector SRC rung)
+  link WORDS...        send 'Link WORDS...' to the switch
+  rfc                  send 'Link RFC TTC=27us' to the switch (asks to be configured)
+  dump                 own ID, nodename, SID0/CID0, link state; peers and their attributes
+  quit                 leave
+DEST: an ID, a nodename, server or switch, all (every other peer), others (every other peer but the switch)`;
+
+export interface FabricSessionOptions {
+  nodename?: string;
+  verbose?: boolean;
+  say: (line: string) => void;
+}
+
+export class FabricSession {
+  private chain: Promise<unknown> = Promise.resolve();
+
+  private constructor(
+    readonly fabric: FabricClient,
+    private readonly say: (line: string) => void,
+    verbose: boolean,
+  ) {
+    fabric.on('message', (m) => say(`from ${this.who(m.from)}: ${this.show(m)}`));
+    fabric.on('configured', ({ SID0, CID0, from }) => say(`configured by ${this.who(from)}: SID0=${SID0},CID0=${CID0}`));
+    fabric.on('data', ({ from, messages }) => say(`ring from ${this.who(from)}: ${messages.length} message(s)`));
+    fabric.on('join', ({ id }) => say(`peer ${id} joined`));
+    fabric.on('leave', ({ id }) => say(`peer ${id} left`));
+    fabric.on('warning', (w) => say(`warning: ${w}`));
+    if (verbose) fabric.on('sent', ({ to, text }) => say(`to ${this.who(to)}: ${text}`));
+  }
+
+  /** A fabric session over `client`, or null when its server is no fabric. */
+  static attach(client: Client, options: FabricSessionOptions): FabricSession | null {
+    try {
+      const fabric = FabricClient.attach(client, { nodename: options.nodename });
+      return new FabricSession(fabric, options.say, options.verbose ?? false);
+    } catch (e) {
+      if (e instanceof FabricClientError && e.code === 'ENOTFABRIC') return null;
+      throw e;
+    }
+  }
+
+  /** The greeting after the connection line. */
+  describe(): string {
+    const f = this.fabric;
+    const rings = f.rings ? `; ring channels of ${f.rings.capacity} bytes` : '';
+    return `fabric of ${f.nClients} peers: this is peer ${f.id} '${f.nodename}', the switch is peer ${f.serverId}${rings}`;
+  }
+
+  /** Runs one command line after the ones before it; false on quit. */
+  command(line: string): Promise<boolean> {
+    const run = this.chain.then(() => this.execute(line));
+    this.chain = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Resolves once every command given so far has run. */
+  idle(): Promise<void> {
+    return this.chain.then(() => undefined);
+  }
+
+  private who(id: number): string {
+    const name = this.fabric.nodenameOf(id);
+    return `${id} (${name || '?'})`;
+  }
+
+  private show(m: FabricMessage): string {
+    if (m.message || /^[\t\x20-\x7e\u00a0-\uffff]*$/.test(m.text)) return m.text;
+    return `${m.bytes.length} byte(s) that are not FAME-Z text: ${m.bytes.subarray(0, 32).toString('hex')}${m.bytes.length > 32 ? '...' : ''}`;
+  }
+
+  private async execute(line: string): Promise<boolean> {
+    const trimmed = line.trim();
+    if (!trimmed) return true;
+    const [cmd, ...args] = trimmed.split(/\s+/);
+    /** The text after the first `n` words of the line, as typed. */
+    const rest = (n: number) => trimmed.replace(new RegExp(`^(?:\\S+\\s+){${n}}`), '').trim();
+    const f = this.fabric;
+    try {
+      switch (cmd.toLowerCase()) {
+        case 'help':
+        case 'h':
+        case '?':
+          this.say(FABRIC_COMMANDS);
+          return true;
+        case 'quit':
+        case 'q':
+        case 'exit':
+          return false;
+        case 'who':
+          this.say(`${f.id} ${f.nodename} (me)`);
+          for (const p of f.peers) this.say(`${p.id} ${p.nodename || '(no name)'}${p.isSwitch ? ' (switch)' : ''}`);
+          return true;
+        case 'ping':
+          if (args.length !== 1) {
+            this.say('usage: ping DEST');
+            return true;
+          }
+          await this.send(args[0], 'ping');
+          return true;
+        case 'send':
+          if (args.length < 2) {
+            this.say('usage: send DEST TEXT');
+            return true;
+          }
+          await this.send(args[0], rest(2));
+          return true;
+        case 'int': {
+          if (args.length < 3 || !/^\d+$/.test(args[1])) {
+            this.say('usage: int DEST SRC TEXT');
+            return true;
+          }
+          const src = Number(args[1]);
+          const text = rest(3);
+          const ids = f.resolve(args[0]);
+          await f.spoof(args[0], src, text);
+          this.say(`sent to ${ids.map((id) => this.who(id)).join(', ')} as ${this.who(src)}: ${text}`);
+          return true;
+        }
+        case 'link':
+          if (args.length === 0) {
+            this.say('usage: link WORDS... (e.g. link CTL Peer-Attribute)');
+            return true;
+          }
+          await this.send('switch', `Link ${rest(1)}`);
+          return true;
+        case 'rfc':
+          await this.send('switch', 'Link RFC TTC=27us');
+          return true;
+        case 'dump':
+          this.dump();
+          return true;
+        default:
+          this.say(`unknown command '${cmd}'; type help`);
+          return true;
+      }
+    } catch (e) {
+      this.say(`error: ${(e as Error).message}`);
+      if (e instanceof FabricClientError && e.code === 'EBUSY') {
+        const to = f.closed ? null : f.withdraw();
+        if (to !== null) this.say(`withdrew the unread message to peer ${to} from slot ${f.id}`);
+      }
+      return true;
+    }
+  }
+
+  private async send(dest: string, text: string): Promise<void> {
+    const ids = this.fabric.resolve(dest);
+    if (ids.length === 0) {
+      this.say(`${dest}: no peers`);
+      return;
+    }
+    await this.fabric.send(dest, text);
+    this.say(`sent to ${ids.map((id) => this.who(id)).join(', ')}: ${text}`);
+  }
+
+  private dump(): void {
+    const f = this.fabric;
+    const a = f.attributes;
+    this.say(`peer ${f.id} '${f.nodename}': C-Class=${a.cclass},SID0=${a.SID0},CID0=${a.CID0}; link ${a.link}`);
+    if (a.PFMSID !== null) this.say(`fabric manager: PFMSID=${a.PFMSID},PFMCID=${a.PFMCID}`);
+    this.say(`fabric: ${f.nClients} peers, switch ${f.serverId}, ${f.client.vectors} vectors each, shared memory ${f.client.memory.byteLength} bytes`);
+    if (f.rings) this.say(`ring channels: ${f.rings.count} of ${f.rings.capacity} bytes (messages up to ${f.rings.maxMessage})`);
+    const peers = f.peers;
+    if (peers.length === 0) this.say('no other peers');
+    for (const p of peers) {
+      const attrs = p.attributes ? Object.entries(p.attributes.all).map(([k, v]) => `${k}=${v}`).join(',') : 'attributes unknown';
+      this.say(`peer ${p.id} '${p.nodename || '(no name)'}'${p.isSwitch ? ' (switch)' : ''}: ${attrs}`);
+    }
+  }
+}

@@ -1,0 +1,857 @@
+// The fabric client: a host peer of a FAME-Z fabric (`famez serve`, whose
+// switch is peer nClients + 1). Built on the ivshmem host Client, it reads
+// the mailbox globals, writes its nodename into its slot, and speaks the
+// FAME-Z text language through the slots:
+//
+// - an interrupt on vector S is a message from peer S: take slot S, emit a
+//   `message` event, and answer as FAME-Z's client does (ping -> pong,
+//   Link CTL Peer-Attribute -> Link CTL ACK C-Class=Debugger,..., CTL-Write
+//   -> configured + Standalone Acknowledgment; a Link CTL ACK is recorded as
+//   the sender's attributes);
+// - send(dest, message) posts into its own slot, waiting asynchronously
+//   (bounded) while the previous receiver has not taken the previous
+//   message: a message is never overwritten;
+// - request() resolves with the reply, linkUp() runs Link RFC -> CTL-Write
+//   -> Standalone Acknowledgment with the switch;
+// - famez's ring channels (when the server set them up) carry batches of
+//   bytes per pair: sendRing() and the `data` event. Their doorbell is the
+//   same vector (the sender's ID), so one interrupt drains both.
+import { EventEmitter } from 'node:events';
+import * as os from 'node:os';
+
+import { Client, type ConnectOptions } from '../client/client.js';
+import { GenZTextError, parse, peerAttributes, toBytes, type TextMessage } from '../genz/text.js';
+import type { RingLayoutInfo } from '../../index.js';
+import { Mailbox, Ring } from '../native.js';
+
+/** FAME-Z's slot geometry (famez-fabric.md). */
+const SLOTSIZE = 512;
+const BUF_OFFSET = 128;
+/** The largest message payload a slot holds (384-byte buffer, NUL ended). */
+export const MAX_SLOT_MESSAGE = 383;
+/** The nodename field: 32 bytes with its NUL. */
+const MAX_NODENAME = 31;
+
+export type FabricClientErrorCode =
+  /** The server's shared memory holds no FAME-Z mailbox (a --silent server). */
+  | 'ENOTFABRIC'
+  /** The own slot stayed busy (the last receiver did not take its message),
+   * or a ring stayed full, for the whole timeout. */
+  | 'EBUSY'
+  /** No reply (request), no configuration (linkUp) in time. */
+  | 'ETIMEDOUT'
+  /** DEST names no connected peer. */
+  | 'ENOPEER'
+  /** DEST is ambiguous or not allowed here (several peers for request). */
+  | 'EINVAL'
+  /** A message over 383 bytes (slots) or over the ring's maxMessage. */
+  | 'EMSGSIZE'
+  /** The switch refused (Link CTL NAK) what linkUp asked. */
+  | 'ENAK'
+  /** The server set up no ring channels. */
+  | 'ENORINGS'
+  /** The client is closed (or the server went away). */
+  | 'ECLOSED';
+
+export class FabricClientError extends Error {
+  override name = 'FabricClientError';
+  constructor(
+    readonly code: FabricClientErrorCode,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** A DEST: an ID, a nodename, `server`/`switch`, `all` (every other
+ * connected peer, the switch included) or `others` (every other peer but
+ * the switch). Numeric strings are IDs. */
+export type Dest = number | string;
+
+/** One message taken from a slot. */
+export interface FabricMessage {
+  from: number;
+  /** The sender's nodename, as its slot says now. */
+  nodename: string;
+  /** The message as text (trailing NULs dropped, bad UTF-8 replaced). */
+  text: string;
+  /** The parsed FAME-Z message, or null when it is not FAME-Z text. */
+  message: TextMessage | null;
+  bytes: Buffer;
+}
+
+/** What a peer said of itself in a Link CTL ACK. */
+export interface PeerAttributes {
+  cclass?: string;
+  SID0?: number;
+  CID0?: number;
+  /** Every attribute, as sent. */
+  all: Record<string, string>;
+}
+
+export interface FabricPeer {
+  id: number;
+  nodename: string;
+  isSwitch: boolean;
+  /** From the last Link CTL ACK this peer sent us; null before one. */
+  attributes: PeerAttributes | null;
+}
+
+export type LinkState = 'up' | 'configured';
+
+/** This client's own attributes: what it answers to Peer-Attribute. */
+export interface OwnAttributes {
+  cclass: string;
+  SID0: number;
+  CID0: number;
+  link: LinkState;
+  /** The fabric manager that configured this peer (from the CTL-Write). */
+  PFMSID: number | null;
+  PFMCID: number | null;
+}
+
+export interface LinkInfo {
+  SID0: number;
+  CID0: number;
+  PFMSID: number;
+  PFMCID: number;
+  /** Who sent the CTL-Write (the switch). */
+  from: number;
+  Tag: number;
+}
+
+export interface FabricClientEvents {
+  message: [FabricMessage];
+  /** A message posted into this client's slot (after its doorbell rang). */
+  sent: [{ to: number; text: string }];
+  /** Ring-channel messages from `from`, in order, one event per wake-up. */
+  data: [{ from: number; messages: Buffer[] }];
+  /** A CTL-Write configured this peer and its acknowledgment was posted. */
+  configured: [LinkInfo];
+  join: [{ id: number }];
+  leave: [{ id: number }];
+  /** Something went wrong that is nobody's call (an automatic answer that
+   * could not be sent, a malformed slot or ring): the client goes on. */
+  warning: [string];
+  close: [{ reason: string }];
+}
+
+export interface FabricClientOptions extends ConnectOptions {
+  /** This peer's nodename (default `<short hostname>-<ID>`, at most 31 bytes). */
+  nodename?: string;
+  /** The C-Class this peer answers to Peer-Attribute (default `Debugger`). */
+  cclass?: string;
+  /** How long send() waits for the own slot to be free (default 1000 ms). */
+  sendTimeoutMs?: number;
+  /** Default timeout of request() and linkUp() (default 5000 ms). */
+  requestTimeoutMs?: number;
+}
+
+export interface SendOptions {
+  /** How long to wait for the own slot (or the ring) to be free. */
+  timeoutMs?: number;
+}
+
+export interface RequestOptions extends SendOptions {
+  /** How long to wait for the reply (after the request is posted). */
+  replyTimeoutMs?: number;
+  /** Which message from DEST is the reply. Default: any but the requests
+   * a peer sends on its own (ping, Link CTL Peer-Attribute, dump). */
+  match?: (m: FabricMessage) => boolean;
+}
+
+interface Outgoing {
+  to: number;
+  bytes: Uint8Array;
+  timeoutMs: number;
+  /** When this message first found the slot busy. */
+  busySince: number | null;
+  resolve: () => void;
+  reject: (e: Error) => void;
+}
+
+interface Waiter {
+  from: number;
+  match: (m: FabricMessage) => boolean;
+  resolve: (m: FabricMessage) => void;
+  reject: (e: Error) => void;
+  timer: NodeJS.Timeout | null;
+}
+
+/** While a slot or ring stays busy, retry on the next loop turn for this
+ * long (a receiver in this process takes in the poll phase), then every
+ * millisecond. */
+const SPIN_MS = 5;
+
+const UNSOLICITED = new Set<TextMessage['kind']>(['ping', 'link-ctl-peer-attribute', 'dump']);
+const defaultMatch = (m: FabricMessage) => m.message === null || !UNSOLICITED.has(m.message.kind);
+
+const DECODER = new TextDecoder('utf-8');
+
+function textOf(bytes: Uint8Array): string {
+  let end = bytes.length;
+  while (end > 0 && bytes[end - 1] === 0) end--;
+  return DECODER.decode(bytes.subarray(0, end));
+}
+
+/** `name` cut to at most 31 bytes of UTF-8 (whole characters). */
+function fitNodename(name: string): string {
+  let out = '';
+  let bytes = 0;
+  for (const ch of name) {
+    const n = Buffer.byteLength(ch);
+    if (bytes + n > MAX_NODENAME) break;
+    out += ch;
+    bytes += n;
+  }
+  return out;
+}
+
+function defaultNodename(id: number): string {
+  const host = (os.hostname().split('.')[0] || 'host').replace(/\s+/g, '');
+  const suffix = `-${id}`;
+  return fitNodename(host.slice(0, MAX_NODENAME - suffix.length)) + suffix;
+}
+
+function encodeMessage(message: string | TextMessage | Uint8Array): Uint8Array {
+  if (typeof message === 'string') return Buffer.from(message, 'utf8');
+  if (message instanceof Uint8Array) return message;
+  return toBytes(message);
+}
+
+function nextTurn(since: number): Promise<void> {
+  return new Promise((resolve) => {
+    if (Date.now() - since < SPIN_MS) setImmediate(resolve);
+    else setTimeout(resolve, 1);
+  });
+}
+
+export class FabricClient extends EventEmitter<FabricClientEvents> {
+  readonly nClients: number;
+  readonly serverId: number;
+  private readonly mailbox: Mailbox;
+  private readonly connected = new Set<number>();
+  private readonly peerAttrs = new Map<number, PeerAttributes>();
+  private readonly own: OwnAttributes;
+  private readonly queue: Outgoing[] = [];
+  private retry: { kind: 'immediate'; handle: NodeJS.Immediate } | { kind: 'timeout'; handle: NodeJS.Timeout } | null = null;
+  private readonly waiters: Waiter[] = [];
+  private readonly txRings = new Map<number, Ring>();
+  private readonly rxRings = new Map<number, Ring>();
+  private readonly ringChains = new Map<number, Promise<void>>();
+  private readonly layout: RingLayoutInfo | null;
+  private readonly sendTimeoutMs: number;
+  private readonly requestTimeoutMs: number;
+  private closedReason: string | null = null;
+  private sweepHandle: NodeJS.Immediate | null = null;
+  private readonly onInterrupt = ({ vector }: { vector: number }) => this.drain(vector, true);
+  private readonly onJoin = ({ id }: { id: number }) => {
+    this.connected.add(id);
+    this.emit('join', { id });
+  };
+  private readonly onLeave = ({ id }: { id: number }) => this.peerLeft(id);
+  private readonly onClose = ({ reason }: { reason: string }) => this.shutdown(reason);
+
+  private constructor(
+    readonly client: Client,
+    mailbox: Mailbox,
+    nClients: number,
+    options: FabricClientOptions,
+  ) {
+    super();
+    this.mailbox = mailbox;
+    this.nClients = nClients;
+    this.serverId = nClients + 1;
+    this.sendTimeoutMs = options.sendTimeoutMs ?? 1000;
+    this.requestTimeoutMs = options.requestTimeoutMs ?? 5000;
+    this.own = { cclass: options.cclass ?? 'Debugger', SID0: 0, CID0: 0, link: 'up', PFMSID: null, PFMCID: null };
+    for (const id of client.peers.keys()) if (id >= 1 && id <= this.serverId) this.connected.add(id);
+    this.layout = mailbox.ringLayout;
+    this.setNodename(options.nodename ?? defaultNodename(client.id));
+    client.on('interrupt', this.onInterrupt);
+    client.on('join', this.onJoin);
+    client.on('leave', this.onLeave);
+    client.on('close', this.onClose);
+    // Messages (the switch's Peer-Attribute, say) may have arrived before
+    // this listener: look at every slot and ring once, after the caller's
+    // own listeners are in place.
+    this.sweepHandle = setImmediate(() => {
+      this.sweepHandle = null;
+      for (let from = 1; from <= this.serverId; from++) this.drain(from, false);
+    });
+  }
+
+  /** Joins the fabric server at `socketPath`. Rejects with ENOTFABRIC (and
+   * leaves) when the server is not a FAME-Z fabric (e.g. `--silent`). */
+  static async connect(socketPath: string, options: FabricClientOptions = {}): Promise<FabricClient> {
+    const client = await Client.connect(socketPath, options);
+    try {
+      return FabricClient.attach(client, options);
+    } catch (e) {
+      client.close();
+      throw e;
+    }
+  }
+
+  /** Makes a connected host Client a fabric peer. Throws ENOTFABRIC (the
+   * client stays open) when its shared memory holds no FAME-Z mailbox. */
+  static attach(client: Client, options: FabricClientOptions = {}): FabricClient {
+    const shm = client.sharedMemory;
+    const where = client.socketPath;
+    let probe: Mailbox;
+    try {
+      probe = new Mailbox(shm);
+    } catch (e) {
+      throw new FabricClientError('ENOTFABRIC', `${where}: the shared memory holds no FAME-Z mailbox (${(e as Error).message})`);
+    }
+    let g;
+    try {
+      g = probe.globals;
+    } finally {
+      probe.close();
+    }
+    const describe = `slotsize=${g.slotsize}, buf_offset=${g.bufOffset}, nClients=${g.nClients}, nEvents=${g.nEvents}, server_id=${g.serverId}`;
+    if (
+      g.slotsize !== SLOTSIZE ||
+      g.bufOffset !== BUF_OFFSET ||
+      g.nClients < 1 ||
+      g.nEvents !== g.nClients + 2 ||
+      g.serverId !== g.nClients + 1 ||
+      (g.serverId + 1) * SLOTSIZE > shm.size
+    ) {
+      throw new FabricClientError('ENOTFABRIC', `${where}: the shared memory holds no FAME-Z mailbox (globals ${describe}); is the server running with --silent?`);
+    }
+    if (client.id < 1 || client.id > g.nClients) {
+      throw new FabricClientError('ENOTFABRIC', `${where}: this peer got ID ${client.id}, outside the fabric's 1..${g.nClients}`);
+    }
+    if (client.vectors < g.nEvents) {
+      throw new FabricClientError('ENOTFABRIC', `${where}: this peer has ${client.vectors} vector(s); a fabric of ${g.nClients} peers gives ${g.nEvents}`);
+    }
+    if (!client.peers.has(g.serverId)) {
+      throw new FabricClientError('ENOTFABRIC', `${where}: the server did not advertise its switch (peer ${g.serverId})`);
+    }
+    const mailbox = new Mailbox(shm, g.nClients);
+    try {
+      return new FabricClient(client, mailbox, g.nClients, options);
+    } catch (e) {
+      mailbox.close();
+      throw e;
+    }
+  }
+
+  get id(): number {
+    return this.client.id;
+  }
+
+  get closed(): boolean {
+    return this.closedReason !== null;
+  }
+
+  /** This peer's nodename, as its slot says. */
+  get nodename(): string {
+    return this.closed ? '' : this.mailbox.nodename(this.id);
+  }
+
+  /** Writes this peer's nodename into its slot (cut to 31 bytes). */
+  setNodename(name: string): void {
+    this.check();
+    this.mailbox.setNodename(this.id, fitNodename(name));
+  }
+
+  /** Own C-Class, SID0, CID0 and link state. */
+  get attributes(): OwnAttributes {
+    return { ...this.own };
+  }
+
+  /** The ring channels' layout, or null when the server set up none. */
+  get rings(): RingLayoutInfo | null {
+    return this.layout;
+  }
+
+  /** The other connected peers (the switch included), by ID. */
+  get peers(): FabricPeer[] {
+    if (this.closed) return [];
+    return [...this.connected]
+      .filter((id) => id !== this.id)
+      .sort((a, b) => a - b)
+      .map((id) => {
+        const a = this.peerAttrs.get(id);
+        return { id, nodename: this.mailbox.nodename(id), isSwitch: id === this.serverId, attributes: a ? { ...a, all: { ...a.all } } : null };
+      });
+  }
+
+  /** The nodename in `id`'s slot. */
+  nodenameOf(id: number): string {
+    return this.closed || id < 1 || id > this.serverId ? '' : this.mailbox.nodename(id);
+  }
+
+  /** The IDs a DEST names (see Dest); throws ENOPEER / EINVAL. `all` and
+   * `others` may name nobody (an empty list). */
+  resolve(dest: Dest): number[] {
+    this.check();
+    if (typeof dest === 'number' || /^\d+$/.test(dest.trim())) {
+      const id = typeof dest === 'number' ? dest : Number(dest.trim());
+      if (!Number.isSafeInteger(id) || id < 1 || id > this.serverId) {
+        throw new FabricClientError('ENOPEER', `peer ${dest} is outside the fabric's IDs 1..${this.serverId}`);
+      }
+      if (id !== this.id && !this.connected.has(id)) throw new FabricClientError('ENOPEER', `peer ${id} is not connected`);
+      return [id];
+    }
+    const name = dest.trim();
+    const others = [...this.connected].filter((id) => id !== this.id).sort((a, b) => a - b);
+    switch (name.toLowerCase()) {
+      case 'server':
+      case 'switch':
+        if (!this.connected.has(this.serverId)) throw new FabricClientError('ENOPEER', `the switch (peer ${this.serverId}) is not connected`);
+        return [this.serverId];
+      case 'all':
+        return others;
+      case 'others':
+        return others.filter((id) => id !== this.serverId);
+    }
+    if (!name) throw new FabricClientError('ENOPEER', 'an empty DEST');
+    const named = [this.id, ...others].filter((id) => this.mailbox.nodename(id) === name);
+    if (named.length === 0) throw new FabricClientError('ENOPEER', `no connected peer is named '${name}'`);
+    if (named.length > 1) throw new FabricClientError('EINVAL', `'${name}' names several peers (${named.join(', ')}); use an ID`);
+    return named;
+  }
+
+  /** The one peer a DEST names (request, sendRing). */
+  resolveOne(dest: Dest): number {
+    const ids = this.resolve(dest);
+    if (ids.length !== 1) throw new FabricClientError('EINVAL', `${String(dest)} names ${ids.length} peers; this needs exactly one`);
+    return ids[0];
+  }
+
+  /** Posts `message` (text as is, a FAME-Z message formatted, or raw bytes;
+   * 1..383 bytes) to every peer DEST names, in order, through this peer's
+   * slot, ringing each receiver's vector = this peer's ID. Resolves when
+   * posted. While the slot still holds the previous message it waits (for
+   * `timeoutMs`, default the client's sendTimeoutMs) and then rejects with
+   * EBUSY: a message is never overwritten. */
+  send(dest: Dest, message: string | TextMessage | Uint8Array, options: SendOptions = {}): Promise<void> {
+    let ids: number[];
+    let bytes: Uint8Array;
+    try {
+      ids = this.resolve(dest);
+      bytes = this.checkSize(encodeMessage(message));
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return Promise.all(ids.map((to) => this.enqueue(to, bytes, options.timeoutMs ?? this.sendTimeoutMs))).then(() => undefined);
+  }
+
+  /** Posts `message` from `src`'s slot to `dest` and rings dest's vector
+   * `src`: dest sees a message from src. FAME-Z's `int DEST SRC TEXT`, for
+   * testing drivers; waits (bounded) while src's slot is busy. */
+  async spoof(dest: Dest, src: number, message: string | TextMessage | Uint8Array, options: SendOptions = {}): Promise<void> {
+    this.check();
+    if (!Number.isSafeInteger(src) || src < 1 || src > this.serverId) {
+      throw new FabricClientError('ENOPEER', `sender ${src} is outside the fabric's IDs 1..${this.serverId}`);
+    }
+    const bytes = this.checkSize(encodeMessage(message));
+    const timeoutMs = options.timeoutMs ?? this.sendTimeoutMs;
+    for (const to of this.resolve(dest)) {
+      const since = Date.now();
+      while (!this.mailbox.post(src, to, bytes)) {
+        if (Date.now() - since > timeoutMs) {
+          throw new FabricClientError('EBUSY', `slot ${src} still held a message for peer ${this.mailbox.slot(src).lastResponder} after ${timeoutMs} ms`);
+        }
+        await nextTurn(since);
+        this.check();
+      }
+      this.client.ring(to, src);
+    }
+  }
+
+  /** Sends `message` to one peer and resolves with its reply: the next
+   * message from it that `match` accepts (see RequestOptions). */
+  request(dest: Dest, message: string | TextMessage | Uint8Array, options: RequestOptions = {}): Promise<FabricMessage> {
+    let to: number;
+    try {
+      to = this.resolveOne(dest);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    const replyTimeoutMs = options.replyTimeoutMs ?? this.requestTimeoutMs;
+    return new Promise<FabricMessage>((resolve, reject) => {
+      const waiter: Waiter = { from: to, match: options.match ?? defaultMatch, resolve, reject, timer: null };
+      // Registered before the request goes out: a fast reply is not missed.
+      this.waiters.push(waiter);
+      this.send(to, message, options).then(
+        () => {
+          if (!this.waiters.includes(waiter)) return;
+          waiter.timer = setTimeout(() => {
+            this.dropWaiter(waiter);
+            reject(new FabricClientError('ETIMEDOUT', `no reply from peer ${to} within ${replyTimeoutMs} ms`));
+          }, replyTimeoutMs);
+        },
+        (e: Error) => {
+          this.dropWaiter(waiter);
+          reject(e);
+        },
+      );
+    });
+  }
+
+  /** FAME-Z's link-up: sends `Link RFC TTC=27us` to the switch and resolves
+   * once its CTL-Write configured this peer and the Standalone
+   * Acknowledgment was posted. ENAK when the switch refuses (no fabric
+   * manager), ETIMEDOUT when nothing comes. */
+  linkUp(options: { timeoutMs?: number; TTC?: string } = {}): Promise<LinkInfo> {
+    const timeoutMs = options.timeoutMs ?? this.requestTimeoutMs;
+    return new Promise<LinkInfo>((resolve, reject) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.off('configured', onConfigured);
+        this.off('message', onMessage);
+        this.off('close', onClose);
+      };
+      const onConfigured = (info: LinkInfo) => {
+        if (info.from !== this.serverId) return;
+        done();
+        resolve(info);
+      };
+      const onMessage = (m: FabricMessage) => {
+        if (m.from !== this.serverId || m.message?.kind !== 'link-ctl-nak') return;
+        done();
+        reject(new FabricClientError('ENAK', `the switch refused the link-up: ${m.text}`));
+      };
+      const onClose = ({ reason }: { reason: string }) => {
+        done();
+        reject(new FabricClientError('ECLOSED', `closed during the link-up: ${reason}`));
+      };
+      const timer = setTimeout(() => {
+        done();
+        reject(new FabricClientError('ETIMEDOUT', `the switch did not configure this peer within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.on('configured', onConfigured);
+      this.on('message', onMessage);
+      this.on('close', onClose);
+      this.send(this.serverId, { kind: 'link-rfc', TTC: options.TTC ?? '27us' }).catch((e: Error) => {
+        done();
+        reject(e);
+      });
+    });
+  }
+
+  /** Withdraws the message still unread in this peer's slot (its receiver
+   * left or never reads); returns the ID it was for, or null when the slot
+   * was free. */
+  withdraw(): number | null {
+    this.check();
+    if (!this.mailbox.busy(this.id)) return null;
+    const to = this.mailbox.slot(this.id).lastResponder;
+    this.mailbox.clear(this.id);
+    this.pump();
+    return to;
+  }
+
+  /** Pushes `messages` into the ring channel to `dest`, in order, ringing
+   * dest's vector (this peer's ID) whenever a push found the ring empty.
+   * While the ring is full it waits (backpressure; `timeoutMs` without
+   * progress, then EBUSY). Calls to one dest run one after the other. */
+  sendRing(dest: Dest, messages: Uint8Array | Uint8Array[], options: SendOptions = {}): Promise<void> {
+    let to: number;
+    let ring: Ring;
+    try {
+      to = this.resolveOne(dest);
+      ring = this.txRing(to);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    const list = Array.isArray(messages) ? messages : [messages];
+    const timeoutMs = options.timeoutMs ?? this.sendTimeoutMs;
+    const run = async () => {
+      let off = 0;
+      let stalled: number | null = null;
+      while (off < list.length) {
+        this.check();
+        let n: number;
+        try {
+          n = ring.pushBatch(off === 0 ? list : list.slice(off));
+        } catch (e) {
+          const msg = (e as Error).message;
+          throw new FabricClientError(msg.startsWith('EMSGSIZE') ? 'EMSGSIZE' : 'ECLOSED', msg);
+        }
+        if (n > 0) {
+          if (ring.wasEmpty) this.client.ring(to, this.id);
+          off += n;
+          stalled = null;
+          continue;
+        }
+        stalled ??= Date.now();
+        if (Date.now() - stalled > timeoutMs) {
+          throw new FabricClientError('EBUSY', `the ring to peer ${to} stayed full for ${timeoutMs} ms (${off} of ${list.length} message(s) pushed)`);
+        }
+        await nextTurn(stalled);
+      }
+    };
+    const prev = this.ringChains.get(to) ?? Promise.resolve();
+    const mine = prev.then(run, run);
+    const tail = mine.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.ringChains.set(to, tail);
+    void tail.then(() => {
+      if (this.ringChains.get(to) === tail) this.ringChains.delete(to);
+    });
+    return mine;
+  }
+
+  /** Leaves the fabric. Pending sends and requests reject with ECLOSED. */
+  close(): void {
+    this.shutdown('closed by the client');
+  }
+
+  // ---------------------------------------------------------------- inside
+
+  private check(): void {
+    if (this.closedReason !== null) throw new FabricClientError('ECLOSED', `the fabric client is closed (${this.closedReason})`);
+  }
+
+  private checkSize(bytes: Uint8Array): Uint8Array {
+    if (bytes.length < 1 || bytes.length > MAX_SLOT_MESSAGE) {
+      throw new FabricClientError('EMSGSIZE', `a slot message is 1..${MAX_SLOT_MESSAGE} bytes, not ${bytes.length}`);
+    }
+    return bytes;
+  }
+
+  private enqueue(to: number, bytes: Uint8Array, timeoutMs: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      if (this.closedReason !== null) {
+        reject(new FabricClientError('ECLOSED', `the fabric client is closed (${this.closedReason})`));
+        return;
+      }
+      this.queue.push({ to, bytes, timeoutMs, busySince: null, resolve, reject });
+      this.pump();
+    });
+  }
+
+  /** Posts queued messages in order through the one slot. */
+  private pump(): void {
+    if (this.retry || this.closedReason !== null) return;
+    const me = this.id;
+    while (this.queue.length > 0) {
+      const head = this.queue[0];
+      if (head.to !== me && !this.connected.has(head.to)) {
+        this.queue.shift();
+        head.reject(new FabricClientError('ENOPEER', `peer ${head.to} is not connected`));
+        continue;
+      }
+      let posted: boolean;
+      try {
+        posted = this.mailbox.post(me, head.to, head.bytes);
+      } catch (e) {
+        this.queue.shift();
+        head.reject(e as Error);
+        continue;
+      }
+      if (posted) {
+        this.queue.shift();
+        try {
+          this.client.ring(head.to, me);
+        } catch (e) {
+          head.reject(new FabricClientError('ENOPEER', (e as Error).message));
+          continue;
+        }
+        if (this.listenerCount('sent') > 0) this.emit('sent', { to: head.to, text: textOf(head.bytes) });
+        head.resolve();
+        continue;
+      }
+      const now = Date.now();
+      head.busySince ??= now;
+      if (now - head.busySince > head.timeoutMs) {
+        this.queue.shift();
+        const holder = this.mailbox.slot(me).lastResponder;
+        head.reject(
+          new FabricClientError('EBUSY', `slot ${me} still holds the message to peer ${holder}, unread after ${head.timeoutMs} ms; not overwritten (withdraw() clears it)`),
+        );
+        continue;
+      }
+      if (now - head.busySince < SPIN_MS) {
+        this.retry = {
+          kind: 'immediate',
+          handle: setImmediate(() => {
+            this.retry = null;
+            this.pump();
+          }),
+        };
+      } else {
+        this.retry = {
+          kind: 'timeout',
+          handle: setTimeout(() => {
+            this.retry = null;
+            this.pump();
+          }, 1),
+        };
+      }
+      return;
+    }
+  }
+
+  private txRing(to: number): Ring {
+    this.check();
+    if (!this.layout) throw new FabricClientError('ENORINGS', 'the server set up no ring channels (the shared memory is too small for them)');
+    if (to === this.id) throw new FabricClientError('EINVAL', 'there is no ring from a peer to itself');
+    let ring = this.txRings.get(to);
+    if (!ring) this.txRings.set(to, (ring = new Ring(this.client.sharedMemory, this.id, to)));
+    return ring;
+  }
+
+  /** Everything peer `from` has for this peer: its ring, then its slot.
+   * `doorbell`: an interrupt on vector `from` (else the start-up sweep). */
+  private drain(from: number, doorbell: boolean): void {
+    if (this.closedReason !== null || from < 1 || from > this.serverId) return;
+    if (this.layout && from !== this.id) this.drainRing(from);
+    this.drainSlot(from, doorbell);
+  }
+
+  private drainRing(from: number): void {
+    let ring = this.rxRings.get(from);
+    if (!ring) this.rxRings.set(from, (ring = new Ring(this.client.sharedMemory, from, this.id)));
+    let messages: Buffer[];
+    try {
+      messages = ring.popBatch();
+    } catch (e) {
+      const dropped = ring.discard();
+      this.emit('warning', `ring from peer ${from}: ${(e as Error).message}; ${dropped} byte(s) discarded`);
+      return;
+    }
+    if (messages.length > 0) this.emit('data', { from, messages });
+  }
+
+  private drainSlot(from: number, doorbell: boolean): void {
+    const mb = this.mailbox;
+    if (!mb.busy(from)) return;
+    // One slot serves all of a sender's receivers: leave a message that
+    // says it is for another peer to that peer. (A sender that never sets
+    // last_responder leaves it 0: take it, as FAME-Z does.)
+    const target = mb.slot(from).lastResponder;
+    if (target !== this.id && (!doorbell || (target >= 1 && target <= this.serverId))) return;
+    let bytes: Buffer | null;
+    try {
+      bytes = mb.take(from);
+    } catch (e) {
+      this.emit('warning', `slot ${from}: ${(e as Error).message}`);
+      return;
+    }
+    if (bytes === null) return;
+    let message: TextMessage | null = null;
+    try {
+      message = parse(bytes);
+    } catch (e) {
+      if (!(e instanceof GenZTextError)) throw e;
+    }
+    const m: FabricMessage = { from, nodename: mb.nodename(from), text: textOf(bytes), message, bytes };
+    this.emit('message', m);
+    this.react(m);
+    const i = this.waiters.findIndex((w) => w.from === from && w.match(m));
+    if (i >= 0) {
+      const [w] = this.waiters.splice(i, 1);
+      if (w.timer) clearTimeout(w.timer);
+      w.resolve(m);
+    }
+  }
+
+  /** FAME-Z's client: the answers it gives on its own. */
+  private react(m: FabricMessage): void {
+    const msg = m.message;
+    if (!msg) return;
+    const answer = (reply: TextMessage, then?: () => void) => {
+      this.send(m.from, reply).then(then, (e: Error) => this.emit('warning', `could not answer peer ${m.from}: ${e.message}`));
+    };
+    switch (msg.kind) {
+      case 'ping':
+        answer({ kind: 'pong' });
+        return;
+      case 'link-ctl-peer-attribute':
+        answer({ kind: 'link-ctl-ack', attributes: { 'C-Class': this.own.cclass, SID0: String(this.own.SID0), CID0: String(this.own.CID0) } });
+        return;
+      case 'link-ctl-ack': {
+        const record: PeerAttributes = { all: { ...msg.attributes } };
+        try {
+          const a = peerAttributes(msg);
+          if (a.cclass !== undefined) record.cclass = a.cclass;
+          if (a.SID0 !== undefined) record.SID0 = a.SID0;
+          if (a.CID0 !== undefined) record.CID0 = a.CID0;
+        } catch (e) {
+          this.emit('warning', `peer ${m.from}: ${(e as Error).message}`);
+          record.cclass = msg.attributes['C-Class'];
+        }
+        this.peerAttrs.set(m.from, record);
+        return;
+      }
+      case 'ctl-write': {
+        if (msg.Space !== 0) {
+          answer({ kind: 'standalone-ack', Tag: msg.Tag, Reason: 'UNSUPPORTED' });
+          return;
+        }
+        this.own.SID0 = msg.SID;
+        this.own.CID0 = msg.CID;
+        this.own.PFMSID = msg.PFMSID;
+        this.own.PFMCID = msg.PFMCID;
+        this.own.link = 'configured';
+        this.mailbox.setPeerSid(this.id, msg.SID);
+        this.mailbox.setPeerCid(this.id, msg.CID);
+        const info: LinkInfo = { SID0: msg.SID, CID0: msg.CID, PFMSID: msg.PFMSID, PFMCID: msg.PFMCID, from: m.from, Tag: msg.Tag };
+        answer({ kind: 'standalone-ack', Tag: msg.Tag, Reason: 'OK' }, () => this.emit('configured', info));
+        return;
+      }
+      default:
+        return;
+    }
+  }
+
+  private dropWaiter(w: Waiter): void {
+    const i = this.waiters.indexOf(w);
+    if (i >= 0) this.waiters.splice(i, 1);
+    if (w.timer) clearTimeout(w.timer);
+  }
+
+  private peerLeft(id: number): void {
+    this.connected.delete(id);
+    this.peerAttrs.delete(id);
+    for (const w of this.waiters.filter((x) => x.from === id)) {
+      this.dropWaiter(w);
+      w.reject(new FabricClientError('ENOPEER', `peer ${id} left before replying`));
+    }
+    const ring = this.txRings.get(id);
+    ring?.close();
+    this.txRings.delete(id);
+    this.rxRings.get(id)?.close();
+    this.rxRings.delete(id);
+    // A message left for the departed peer would block this slot for good.
+    if (this.closedReason === null && this.mailbox.busy(this.id) && this.mailbox.slot(this.id).lastResponder === id) {
+      this.mailbox.clear(this.id);
+      this.pump();
+    }
+    this.emit('leave', { id });
+  }
+
+  private shutdown(reason: string): void {
+    if (this.closedReason !== null) return;
+    this.closedReason = reason;
+    if (this.sweepHandle) clearImmediate(this.sweepHandle);
+    if (this.retry?.kind === 'immediate') clearImmediate(this.retry.handle);
+    else if (this.retry?.kind === 'timeout') clearTimeout(this.retry.handle);
+    this.retry = null;
+    const err = () => new FabricClientError('ECLOSED', `the fabric client closed (${reason})`);
+    for (const o of this.queue.splice(0)) o.reject(err());
+    for (const w of this.waiters.splice(0)) {
+      if (w.timer) clearTimeout(w.timer);
+      w.reject(err());
+    }
+    this.client.off('interrupt', this.onInterrupt);
+    this.client.off('join', this.onJoin);
+    this.client.off('leave', this.onLeave);
+    this.client.off('close', this.onClose);
+    for (const r of [...this.txRings.values(), ...this.rxRings.values()]) r.close();
+    this.txRings.clear();
+    this.rxRings.clear();
+    this.mailbox.close();
+    this.client.close();
+    this.emit('close', { reason });
+  }
+}
