@@ -4,6 +4,7 @@
 // a busy slot that is never overwritten, 100,000-message bursts through the
 // slots and through a ring channel, and `famez client`'s FAME-Z commands.
 import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import anyTest, { type TestFn } from 'ava';
@@ -382,4 +383,29 @@ test('famez client speaks FAME-Z to a fabric: who, ping, send, int, rfc, link, d
   t.regex(c.stdout, /sent to 2 \(libZ\): last words/, 'quit waits for the commands before it');
   await server.waitFor(/peer 1 disconnected/);
   t.is(c.stderr, '');
+});
+
+test('--ring-capacity: 64 KiB messages through a ring; a capacity the size cannot hold is refused with exit 2', async (t) => {
+  const sock = path.join(t.context.dir(), 'sock');
+  const server = await t.context.serve(['-S', sock, '--memfd', '--max-peers', '2', '-l', '4M', '--ring-capacity', '256K']);
+  await server.waitFor(/ring channels: 6 rings of 256 KiB \(messages up to 131064 bytes\)/);
+  const a = await join(t, sock, 'big-producer');
+  const b = await join(t, sock, 'big-consumer');
+  await waitFor(() => a.peers.some((p) => p.id === b.id), 'the producer to see the consumer', WAIT_MS);
+  const sizes = [65536, 1, 131064, 4096, 65536];
+  const got: Buffer[] = [];
+  b.on('data', ({ from, messages }) => {
+    if (from === a.id) for (const m of messages) got.push(Buffer.from(m));
+  });
+  const sent = sizes.map((n, i) => Buffer.alloc(n, i + 1));
+  for (const m of sent) await a.sendRing(b.id, [m]);
+  await waitFor(() => got.length === sent.length, 'every big message', WAIT_MS);
+  t.deepEqual(got.map((m) => m.length), sizes);
+  t.true(got.every((m, i) => m.equals(sent[i])), 'the bytes arrive intact');
+
+  const dir = t.context.dir();
+  const refused = await t.context.run(['serve', '-S', path.join(dir, 'sock'), '--memfd', '-l', '1M', '--ring-capacity', '1M']);
+  t.is(refused.exitInfo.code, 2);
+  t.regex(refused.stderr, /rings of 1024 KiB for 14 peers need \d+ bytes of shared memory; -l gives 1048576: raise -l or lower --ring-capacity/);
+  t.deepEqual(fs.readdirSync(dir), [], 'the socket was removed');
 });

@@ -351,7 +351,7 @@ function fabricUsage(t: import('ava').ExecutionContext, argv: string[], message:
 test('with no arguments famez serves the fabric: 14 peers, 16 vectors, recycle and PFM on', (t) => {
   const o = parseServeArgs([]);
   t.like(o, { socket: '/tmp/ivshmem_socket', size: 4 * MiB, vectors: 16, maxPeers: 14 });
-  t.deepEqual(o.fabric, { nClients: 14, recycle: true, pfm: true, sid: 27, codec: 'text', console: null });
+  t.deepEqual(o.fabric, { nClients: 14, recycle: true, pfm: true, sid: 27, codec: 'text', console: null, ringCapacity: null });
 });
 
 test('fabric: --max-peers and --nClients set N and the vectors follow as N+2', (t) => {
@@ -386,4 +386,11 @@ test('fabric options: --no-recycle, --no-pfm, --sid, --codec, --console; refused
     fabricUsage(t, ['--silent', ...f], /applies to the fabric; it cannot be combined with --silent/);
   }
   t.is(parseServeArgs(['--silent']).fabric, null);
+});
+
+test('--ring-capacity: a power of two from 1K to 1G, fabric only', (t) => {
+  t.is(parseServeArgs(['--ring-capacity', '256K']).fabric?.ringCapacity, 256 * 1024);
+  fabricUsage(t, ['--ring-capacity', '512'], /--ring-capacity must be between 1K and 1G/);
+  fabricUsage(t, ['--ring-capacity', '3K'], /not a power of two/);
+  fabricUsage(t, ['--silent', '--ring-capacity', '4K'], /applies to the fabric/);
 });

@@ -106,7 +106,18 @@ export async function runServe(argv: string[]): Promise<number> {
     }
     throw e;
   }
-  if (fabric && o.fabric) fabric.attach(server, openMailbox(server.sharedMemory, o.fabric.nClients, (line) => console.log(line)));
+  if (fabric && o.fabric) {
+    try {
+      fabric.attach(server, openMailbox(server.sharedMemory, o.fabric.nClients, (line) => console.log(line), o.fabric.ringCapacity));
+    } catch (e) {
+      // Only the sizes can be wrong here; undo everything the start made.
+      server.close();
+      fabric.close();
+      process.stderr.write(`famez serve: ${(e as Error).message}\n`);
+      report(`error 2 ${(e as Error).message}`);
+      return 2;
+    }
+  }
   if (o.pidfile !== null) fs.writeFileSync(o.pidfile, `${process.pid}\n`);
   const shmDesc = o.shm.kind === 'memfd' ? 'memfd' : o.shm.kind === 'file' ? o.shm.name : `/dev/shm/${o.shm.name}`;
   console.log(

@@ -22,6 +22,11 @@ export function fitRingCapacity(nClients: number, size: number, max = DEFAULT_RI
   return null;
 }
 
+/** The requested ring capacity does not fit the shared object. */
+export class RingsDoNotFit extends Error {
+  override name = 'RingsDoNotFit';
+}
+
 function kib(n: number): string {
   return n % 1024 === 0 ? `${n / 1024} KiB` : `${n} bytes`;
 }
@@ -29,8 +34,19 @@ function kib(n: number): string {
 /** Sets up the rings in a freshly formatted mailbox, before any peer
  * connects; returns their layout, or null (with a log line) when they do
  * not fit. */
-export function setupFabricRings(mailbox: Mailbox, size: number, nClients: number, log?: (line: string) => void): RingLayoutInfo | null {
-  const capacity = fitRingCapacity(nClients, size);
+export function setupFabricRings(
+  mailbox: Mailbox,
+  size: number,
+  nClients: number,
+  log?: (line: string) => void,
+  requested: number | null = null,
+): RingLayoutInfo | null {
+  if (requested !== null && ringLayout(nClients, requested).end > size) {
+    throw new RingsDoNotFit(
+      `rings of ${kib(requested)} for ${nClients} peers need ${ringLayout(nClients, requested).end} bytes of shared memory; -l gives ${size}: raise -l or lower --ring-capacity`,
+    );
+  }
+  const capacity = requested ?? fitRingCapacity(nClients, size);
   if (capacity === null) {
     const need = ringLayout(nClients, MIN_RING_CAPACITY).end;
     log?.(

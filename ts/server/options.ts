@@ -35,6 +35,9 @@ export interface FabricOptions {
   sid: number;
   codec: 'text' | 'genz';
   console: boolean | null;
+  /** Bytes per ring channel (a power of two); null: the largest up to
+   * 16 KiB that fits the shared memory. */
+  ringCapacity: number | null;
 }
 
 export type ShmKind = 'posix' | 'file' | 'memfd';
@@ -129,6 +132,7 @@ const FLAGS: FlagSpec[] = [
   { long: 'sid', value: true },
   { long: 'codec', value: true },
   { long: 'console', value: false },
+  { long: 'ring-capacity', value: true },
 ];
 
 /** Splits argv into (flag, value) pairs: `-S x`, `-Sx`, `-vF`, `--size x`,
@@ -185,7 +189,7 @@ export function parseServeArgs(argv: readonly string[]): ServeOptions {
     help: false,
     fabric: null,
   };
-  const fabric: FabricOptions = { nClients: DEFAULT_FABRIC_PEERS, recycle: true, pfm: true, sid: 27, codec: 'text', console: null };
+  const fabric: FabricOptions = { nClients: DEFAULT_FABRIC_PEERS, recycle: true, pfm: true, sid: 27, codec: 'text', console: null, ringCapacity: null };
   let silent = false;
   let maxPeers: string | null = null;
   let vectors: number | null = null;
@@ -257,6 +261,13 @@ export function parseServeArgs(argv: readonly string[]): ServeOptions {
         fabric.console = true;
         fabricOnly.push('--console');
         break;
+      case 'ring-capacity': {
+        const c = parseSize(v);
+        if (c < 1024 || c > 2 ** 30) throw new UsageError(`--ring-capacity must be between 1K and 1G, got ${v}`);
+        fabric.ringCapacity = c;
+        fabricOnly.push('--ring-capacity');
+        break;
+      }
       case 'max-queued':
         o.maxQueued = parseInteger('--max-queued', v, 0, 1_000_000);
         break;
@@ -363,6 +374,8 @@ Fabric (the default; FAME-Z compatible):
                          by a binary Gen-Z Control Write acknowledged by a
                          Control StandaloneAck; at most ${MAX_GENZ_PEERS} peers)
       --console          a console on stdin (default when stdin is a terminal)
+      --ring-capacity C  bytes per ring channel, a power of two (messages up
+                         to C/2 - 8 bytes); default: up to 16K as -l allows
 
 Signals: SIGINT and SIGTERM close every client, remove the socket (and the
 shared memory unless --keep-shm) and exit 0.
