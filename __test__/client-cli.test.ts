@@ -1,11 +1,10 @@
 // `famez client` as a process: it waits for a server, reconnects with
 // --reconnect, and takes the stock ivshmem-client's stdin commands.
-import { spawn } from 'node:child_process';
 import * as path from 'node:path';
 
 import anyTest, { type TestFn } from 'ava';
 
-import { FamezProcess, ROOT, Scratch } from './helpers/serve.js';
+import { Scratch, type } from './helpers/serve.js';
 
 const test = anyTest as TestFn<Scratch>;
 
@@ -17,25 +16,10 @@ test.afterEach.always(async (t) => {
   await t.context.cleanup();
 });
 
-/** `famez client` with a stdin pipe the test writes commands into. */
-function client(t: { context: Scratch }, args: string[]): FamezProcess {
-  const child = spawn(process.execPath, ['--import=tsx', path.join(ROOT, 'ts/cli/main.ts'), 'client', ...args], {
-    cwd: ROOT,
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
-  const p = new FamezProcess(child, ['client', ...args]);
-  t.context.procs.push(p);
-  return p;
-}
-
-function type(p: FamezProcess, line: string): void {
-  p.child.stdin!.write(`${line}\n`);
-}
-
 test('a client started before the server waits, then connects when the server appears', async (t) => {
   const dir = t.context.dir();
   const sock = path.join(dir, 'sock');
-  const c = client(t, ['-S', sock]);
+  const c = t.context.client(['-S', sock]);
   await c.waitFor(/waiting for a server on .*retrying every second/);
   const s = await t.context.serve(['--silent', '-S', sock, '--memfd', '-n', '2']);
   await c.waitFor(/connected to .* as peer 0 \(2 vector\(s\)\); peers: none/);
@@ -50,8 +34,8 @@ test('with --reconnect a client rejoins a restarted server; without it the clien
   const dir = t.context.dir();
   const sock = path.join(dir, 'sock');
   let s = await t.context.serve(['--silent', '-S', sock, '--memfd']);
-  const keeper = client(t, ['-S', sock, '--reconnect']);
-  const quitter = client(t, ['-S', sock]);
+  const keeper = t.context.client(['-S', sock, '--reconnect']);
+  const quitter = t.context.client(['-S', sock]);
   await keeper.waitFor(/connected to/);
   await quitter.waitFor(/connected to/);
   await s.stop('SIGTERM');
@@ -71,9 +55,9 @@ test('int PEER VECTOR, int PEER all and int all ring the other client; bad comma
   const dir = t.context.dir();
   const sock = path.join(dir, 'sock');
   await t.context.serve(['--silent', '-S', sock, '--memfd', '-n', '3']);
-  const a = client(t, ['-S', sock]);
+  const a = t.context.client(['-S', sock]);
   await a.waitFor(/as peer 0/);
-  const b = client(t, ['-S', sock]);
+  const b = t.context.client(['-S', sock]);
   await b.waitFor(/as peer 1 \(3 vector\(s\)\); peers: 0/);
   await a.waitFor(/peer 1 joined \(3 vector\(s\)\)/);
 

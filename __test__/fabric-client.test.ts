@@ -3,7 +3,6 @@
 // clients messaging each other (send, request, message events, DEST forms),
 // a busy slot that is never overwritten, 100,000-message bursts through the
 // slots and through a ring channel, and `famez client`'s FAME-Z commands.
-import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
@@ -13,7 +12,7 @@ import { Client } from '../ts/client/client.js';
 import { FabricClient, FabricClientError, type FabricClientOptions, type FabricMessage } from '../ts/fabric/client.js';
 import { Mailbox } from '../ts/native.js';
 import { message as burstMessage, mismatch } from './helpers/messages.js';
-import { FamezProcess, ROOT, Scratch } from './helpers/serve.js';
+import { FamezProcess, Scratch, type } from './helpers/serve.js';
 import { waitFor, within } from './helpers/wait.js';
 
 const test = anyTest as TestFn<Scratch>;
@@ -305,24 +304,9 @@ test('a burst of 100,000 messages between two fabric clients through a ring chan
   t.true(wakeups >= 1 && wakeups <= BURST, `${wakeups} wake-ups`);
 });
 
-/** `famez client` with a stdin pipe the test writes commands into. */
-function cli(t: { context: Scratch }, args: string[]): FamezProcess {
-  const child = spawn(process.execPath, ['--import=tsx', path.join(ROOT, 'ts/cli/main.ts'), 'client', ...args], {
-    cwd: ROOT,
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
-  const p = new FamezProcess(child, ['client', ...args]);
-  t.context.procs.push(p);
-  return p;
-}
-
-function type(p: FamezProcess, line: string): void {
-  p.child.stdin!.write(`${line}\n`);
-}
-
 test('famez client speaks FAME-Z to a fabric: who, ping, send, int, rfc, link, dump, quit', async (t) => {
   const { sock, server } = await fabric(t, 4);
-  const c = cli(t, ['-S', sock, '-N', 'cliZ']);
+  const c = t.context.client(['-S', sock, '-N', 'cliZ']);
   await c.waitFor(/connected to .* as peer 1 \(6 vector\(s\)\); peers: 5/);
   await c.waitFor(/fabric of 4 peers: this is peer 1 'cliZ', the switch is peer 5/);
   await c.waitFor(/from 5 \(Z-switch\): Link CTL Peer-Attribute/);

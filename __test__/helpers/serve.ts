@@ -155,6 +155,14 @@ export class Scratch {
     return p;
   }
 
+  /** Spawns `famez client <args>` with a stdin pipe for commands (see type()). */
+  client(args: string[]): FamezProcess {
+    const child = spawn(process.execPath, [...MAIN, 'client', ...args], { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'] });
+    const p = new FamezProcess(child, ['client', ...args]);
+    this.procs.push(p);
+    return p;
+  }
+
   /** Spawns `famez serve <args>` and waits until it is serving. */
   async serve(args: string[], ms = 30_000): Promise<FamezProcess> {
     const p = this.famez(['serve', ...args]);
@@ -194,6 +202,11 @@ export class Scratch {
     for (const n of this.shmNames) fs.rmSync(`/dev/shm/${n}`, { force: true });
     for (const d of this.dirs) fs.rmSync(d, { recursive: true, force: true });
   }
+}
+
+/** Types one command line into a process started by Scratch.client(). */
+export function type(p: FamezProcess, line: string): void {
+  p.child.stdin!.write(`${line}\n`);
 }
 
 export function pidAlive(pid: number): boolean {
