@@ -10,9 +10,27 @@ Commands:
   serve     run the ivshmem server (a drop-in for QEMU's ivshmem-server)
   client    join a server as a peer; type 'help' at its prompt
   stanza    print the QEMU and libvirt arguments for a server
+  bench     run the benchmarks (a source checkout only: npm run bench)
 
 Run 'famez <command> --help' for a command's options.
 `;
+
+/** `famez bench`: the runner lives in bench/, which only a source checkout
+ * has (the published package does not ship it). */
+async function runBench(args: string[]): Promise<number> {
+  const { existsSync } = await import('node:fs');
+  const { join, resolve } = await import('node:path');
+  const { spawn } = await import('node:child_process');
+  const root = resolve(__dirname, '..', '..');
+  if (!existsSync(join(root, 'bench', 'run.ts'))) {
+    process.stderr.write(`famez bench: the benchmarks are not part of the published package; run 'npm run bench' in a famez source checkout\n`);
+    return 2;
+  }
+  const child = spawn(process.execPath, ['--import=tsx', join('bench', 'run.ts'), ...args], { cwd: root, stdio: 'inherit' });
+  const stop = (sig: NodeJS.Signals) => child.kill(sig);
+  process.on('SIGINT', stop).on('SIGTERM', stop);
+  return new Promise((done) => child.on('close', (code) => done(code ?? 1)));
+}
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -24,6 +42,8 @@ async function main(argv: string[]): Promise<number> {
       return runClient(rest).finally(() => process.stdin.destroy());
     case 'stanza':
       return runStanza(rest);
+    case 'bench':
+      return runBench(rest);
     case undefined:
     case 'help':
     case '-h':

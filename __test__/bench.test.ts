@@ -1,0 +1,111 @@
+// `npm run bench -- --smoke`: every scenario produced a number (or, for a
+// Rust scenario whose example does not exist or failed, an explicit skip
+// reason), and the JSON has the documented shape. No timing thresholds.
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+import test from 'ava';
+
+const ROOT = path.resolve(__dirname, '..');
+
+const SCENARIOS: [string, string][] = [
+  ['doorbell-rtt', 'c'],
+  ['doorbell-rtt', 'rust'],
+  ['doorbell-rtt', 'js'],
+  ['doorbell-rtt-peers-16', 'js'],
+  ['doorbell-rtt-peers-64', 'js'],
+  ['mailbox-rtt', 'rust'],
+  ['mailbox-rtt', 'js'],
+  ['connect-mesh-256', 'js'],
+  ['connect-mesh-fabric-62', 'js'],
+  ...[64, 256, 1024, 4096, 16384, 65536].flatMap((s) => [
+    [`ring-throughput-${s}`, 'c'] as [string, string],
+    [`ring-throughput-${s}`, 'js'] as [string, string],
+  ]),
+  ['ring-throughput-64', 'rust'],
+  ['ring-throughput-4096', 'rust'],
+];
+
+test('npm run bench -- --smoke: every scenario has a number and the JSON is well formed', async (t) => {
+  t.timeout(110_000);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'famez-bench-test-'));
+  const out = path.join(dir, 'b.json');
+  try {
+    const child = spawn('npm', ['run', '-s', 'bench', '--', '--smoke', '--json', out], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
+    child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+    const code = await new Promise<number | null>((resolve) => {
+      const timer = setTimeout(() => {
+        try {
+          process.kill(-child.pid!, 'SIGKILL');
+        } catch {
+          // gone
+        }
+      }, 100_000);
+      child.on('close', (c) => {
+        clearTimeout(timer);
+        resolve(c);
+      });
+    });
+    t.is(code, 0, `bench exited ${code}\n${stderr.slice(-2000)}`);
+    t.regex(stdout, /\| scenario +\| impl/);
+
+    const doc = JSON.parse(fs.readFileSync(out, 'utf8')) as {
+      machine: { cpus: number; node: string; rustc: string | null; kernel: string };
+      runs: { scenario: string; impl: string; unit: string; median: number | null; p99: number | null; samples: number[]; baselineRatio: number | null; skipped?: string }[];
+    };
+    t.true(Number.isInteger(doc.machine.cpus) && doc.machine.cpus > 0);
+    t.is(typeof doc.machine.node, 'string');
+    t.true(doc.machine.rustc === null || typeof doc.machine.rustc === 'string');
+    t.is(typeof doc.machine.kernel, 'string');
+    t.true(Array.isArray(doc.runs));
+    for (const r of doc.runs) {
+      t.deepEqual(Object.keys(r).filter((k) => ['scenario', 'impl', 'unit', 'median', 'p99', 'samples', 'baselineRatio'].includes(k)).sort(), ['baselineRatio', 'impl', 'median', 'p99', 'samples', 'scenario', 'unit']);
+      t.true(['c', 'rust', 'js'].includes(r.impl), r.impl);
+      t.true(Array.isArray(r.samples));
+      if (r.skipped !== undefined) {
+        t.is(r.median, null);
+        t.is(typeof r.skipped, 'string');
+        t.true(r.skipped.length > 0);
+        continue;
+      }
+      t.true(typeof r.median === 'number' && Number.isFinite(r.median) && r.median > 0, `${r.scenario} ${r.impl}: median ${r.median}`);
+      t.true(typeof r.p99 === 'number' && Number.isFinite(r.p99));
+      t.true(r.samples.length > 0 && r.samples.every((x) => Number.isFinite(x)));
+      t.true(r.baselineRatio === null || (Number.isFinite(r.baselineRatio) && r.baselineRatio > 0));
+    }
+    for (const [scenario, impl] of SCENARIOS) {
+      const r = doc.runs.find((x) => x.scenario === scenario && x.impl === impl);
+      t.truthy(r, `no run for ${scenario} ${impl}`);
+      if (!r) continue;
+      // Only Rust scenarios may be skipped (their examples come separately).
+      if (impl === 'rust' && r.skipped) continue;
+      t.is(r.skipped, undefined, `${scenario} ${impl} skipped: ${r.skipped}`);
+      t.true(typeof r.median === 'number', `${scenario} ${impl} has no number`);
+      if (impl === 'c') t.is(r.baselineRatio, 1);
+      else if (doc.runs.some((x) => x.impl === 'c' && x.median !== null && x.scenario === (scenario === 'mailbox-rtt' || scenario.startsWith('doorbell-rtt') ? 'doorbell-rtt' : scenario))) t.is(typeof r.baselineRatio, 'number', `${scenario} ${impl} has no ratio`);
+    }
+    t.true(fs.readFileSync(out.replace(/\.json$/, '.svg'), 'utf8').startsWith('<svg'));
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('famez bench --help goes to the runner', async (t) => {
+  const child = spawn(process.execPath, ['--import=tsx', 'ts/cli/main.ts', 'bench', '--help'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
+  const code = await new Promise<number | null>((resolve) => {
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    child.on('close', (c) => {
+      clearTimeout(timer);
+      resolve(c);
+    });
+  });
+  t.is(code, 0);
+  t.regex(stdout, /npm run bench -- \[--quick \| --smoke\] \[--json FILE\]/);
+});

@@ -1,0 +1,143 @@
+// A benchmark peer in its own Node process, driven by the runner
+// (bench/run.ts) through stdin lines; answers one JSON line per command.
+//
+//   node --import=tsx bench/js/peer.ts client|fabric SOCKET
+//
+// Commands (one per line):
+//   id                          -> {"id":N}
+//   echo                        doorbell echo: ring back whoever rang (its
+//                               ID is read from shared memory word 0)
+//   ping PEER ROUNDS BATCHES    doorbell round trips with PEER
+//                               -> {"samples":[us per round trip, ...]}
+//   mecho                       mailbox echo: answer every slot message
+//                               with the same bytes
+//   mping PEER ROUNDS BATCHES   64-byte requests to PEER, each awaited
+//                               -> {"samples":[us per round trip, ...]}
+//   rrecv COUNT                 expect COUNT ring messages -> {"armed":1},
+//                               then {"end":HRTIME_NS,"count":COUNT}
+//   rsend PEER SIZE COUNT       push COUNT SIZE-byte messages through the
+//                               ring channel to PEER
+//                               -> {"sent":COUNT,"start":HRTIME_NS}
+//   quit
+// Every wait is bounded; the process exits when stdin closes.
+import * as readline from 'node:readline';
+
+import { Client } from '../../ts/client/client.js';
+import { FabricClient } from '../../ts/fabric/client.js';
+
+const [kind, sock] = process.argv.slice(2);
+const out = (o: unknown) => process.stdout.write(`${JSON.stringify(o)}\n`);
+const fail = (msg: string): never => {
+  process.stderr.write(`bench peer: ${msg}\n`);
+  process.exit(1);
+};
+setTimeout(() => fail('ran for over 10 minutes'), 600_000).unref();
+
+async function main(): Promise<void> {
+  const fabric = kind === 'fabric' ? await FabricClient.connect(sock, { nodename: `bench-${process.pid}`.slice(0, 31) }) : null;
+  // A FabricClient wraps a Client; reach it for the raw doorbell paths.
+  const client: Client = fabric ? (fabric as unknown as { client: Client }).client : await Client.connect(sock, { vectors: 1 });
+  const word = new Uint32Array(client.memory, 0, 1);
+  const rl = readline.createInterface({ input: process.stdin });
+  rl.on('close', () => process.exit(0));
+  for await (const line of rl) {
+    const [cmd, ...a] = line.trim().split(/\s+/);
+    const n = a.map(Number);
+    switch (cmd) {
+      case 'id':
+        out({ id: client.id });
+        break;
+      case 'echo': {
+        let target = -1;
+        client.on('interrupt', () => {
+          if (target < 0) target = Atomics.load(word, 0);
+          client.ring(target, 0);
+        });
+        out({ ok: 1 });
+        break;
+      }
+      case 'ping': {
+        const [peer, rounds, batches] = n;
+        Atomics.store(word, 0, client.id);
+        let resolve: () => void = () => {};
+        client.on('interrupt', () => resolve());
+        const once = () =>
+          new Promise<void>((r, j) => {
+            const t = setTimeout(() => j(new Error('no doorbell answer in 10 s')), 10_000);
+            resolve = () => {
+              clearTimeout(t);
+              r();
+            };
+            client.ring(peer, 0);
+          });
+        for (let i = 0; i < Math.max(1, rounds / 10); i++) await once();
+        const samples: number[] = [];
+        for (let b = 0; b < batches; b++) {
+          const t0 = process.hrtime.bigint();
+          for (let i = 0; i < rounds; i++) await once();
+          samples.push(Number(process.hrtime.bigint() - t0) / 1e3 / rounds);
+        }
+        client.removeAllListeners('interrupt');
+        out({ samples });
+        break;
+      }
+      case 'mecho':
+        fabric!.on('message', (m) => {
+          if (m.bytes.length === 64) void fabric!.send(m.from, m.bytes).catch((e: Error) => fail(e.message));
+        });
+        out({ ok: 1 });
+        break;
+      case 'mping': {
+        const [peer, rounds, batches] = n;
+        const req = new Uint8Array(64).fill(0x61);
+        const match = (m: { bytes: Uint8Array }) => m.bytes.length === 64;
+        const one = () => fabric!.request(peer, req, { replyTimeoutMs: 10_000, match });
+        for (let i = 0; i < Math.max(1, rounds / 10); i++) await one();
+        const samples: number[] = [];
+        for (let b = 0; b < batches; b++) {
+          const t0 = process.hrtime.bigint();
+          for (let i = 0; i < rounds; i++) await one();
+          samples.push(Number(process.hrtime.bigint() - t0) / 1e3 / rounds);
+        }
+        out({ samples });
+        break;
+      }
+      case 'rrecv': {
+        const [count] = n;
+        let got = 0;
+        const timer = setTimeout(() => fail(`ring: ${got} of ${count} messages after 60 s`), 60_000);
+        const onData = ({ messages }: { messages: Buffer[] }) => {
+          got += messages.length;
+          if (got >= count) {
+            clearTimeout(timer);
+            fabric!.off('data', onData);
+            out({ end: String(process.hrtime.bigint()), count: got });
+          }
+        };
+        fabric!.on('data', onData);
+        out({ armed: 1 });
+        break;
+      }
+      case 'rsend': {
+        const [peer, size, count] = n;
+        const BATCH = Math.max(1, Math.min(256, Math.floor((256 * 1024) / size)));
+        const start = String(process.hrtime.bigint());
+        const batch = Array.from({ length: BATCH }, () => new Uint8Array(size).fill(0x5a));
+        for (let sent = 0; sent < count; ) {
+          const k = Math.min(BATCH, count - sent);
+          await fabric!.sendRing(peer, k === BATCH ? batch : batch.slice(0, k), { timeoutMs: 10_000 });
+          sent += k;
+        }
+        out({ sent: count, start });
+        break;
+      }
+      case 'quit':
+        process.exit(0);
+        break;
+      default:
+        fail(`unknown command '${line}'`);
+    }
+  }
+}
+
+main().catch((e: Error) => fail(e.stack ?? e.message));

@@ -1,0 +1,616 @@
+// famez benchmark runner: `npm run bench` / `famez bench`.
+//
+//   node --import=tsx bench/run.ts [--quick | --smoke] [--json FILE]
+//
+// Runs the C baseline (bench/baseline/, compiled here with the system cc),
+// the Rust examples (crates/famez-core/examples/bench_*.rs, when they exist)
+// and the JavaScript scenarios (bench/js/, famez's own API, each peer in
+// its own Node process), then prints a table and writes
+// bench/results/latest.json (or FILE) and bench/results/latest.svg.
+// Every child is bounded in time and killed on the way out.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as readline from 'node:readline';
+
+import { Client } from '../ts/client/client.js';
+
+const ROOT = path.resolve(__dirname, '..');
+const RESULTS = path.join(ROOT, 'bench', 'results');
+const BUILD = path.join(RESULTS, '.build');
+const TSX = ['--import=tsx'];
+
+type Mode = 'smoke' | 'quick' | 'full';
+
+export interface Run {
+  scenario: string;
+  impl: 'c' | 'rust' | 'js';
+  unit: string;
+  median: number | null;
+  p99: number | null;
+  samples: number[];
+  baselineRatio: number | null;
+  /** Why there is no number (a Rust example that does not exist yet...). */
+  skipped?: string;
+  note?: string;
+}
+
+// ---------------------------------------------------------------- options
+
+function parseArgs(argv: string[]): { mode: Mode; json: string } {
+  let mode: Mode = 'full';
+  let json = path.join(RESULTS, 'latest.json');
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--quick') mode = 'quick';
+    else if (a === '--smoke') mode = 'smoke';
+    else if (a === '--json') json = path.resolve(argv[++i] ?? '');
+    else if (a.startsWith('--json=')) json = path.resolve(a.slice(7));
+    else if (a === '-h' || a === '--help') {
+      process.stdout.write('Usage: npm run bench -- [--quick | --smoke] [--json FILE]\n');
+      process.exit(0);
+    } else {
+      process.stderr.write(`bench: unknown option '${a}'\n`);
+      process.exit(2);
+    }
+  }
+  return { mode, json };
+}
+
+const { mode, json: JSON_OUT } = parseArgs(process.argv.slice(2));
+const pick = <T>(smoke: T, quick: T, full: T): T => (mode === 'smoke' ? smoke : mode === 'quick' ? quick : full);
+
+const SIZES = [64, 256, 1024, 4096, 16384, 65536];
+const PEER_CURVE = [2, 16, 64];
+const C_RTT = { rounds: pick(200, 2000, 5000), batches: pick(3, 10, 20) };
+const JS_RTT = { rounds: pick(100, 1000, 3000), batches: pick(3, 10, 20) };
+const MB_RTT = { rounds: pick(50, 500, 2000), batches: pick(3, 10, 20) };
+/** Messages per rep for a size: a byte budget, at least a floor. */
+const cCount = (size: number) => Math.max(pick(2000, 20_000, 50_000), Math.floor(pick(8e6, 256e6, 1e9) / size));
+const jsCount = (size: number) => Math.max(pick(200, 2000, 5000), Math.floor(pick(256e3, 32e6, 128e6) / size));
+const REPS = pick(1, 3, 5);
+const MESH = { peers: pick(16, 256, 256), procs: pick(2, 4, 4), reps: pick(1, 3, 5) };
+// A fabric peer holds every other peer's 64 eventfds (~4,000 fds): 4 per process.
+const MESH_FABRIC = { peers: pick(8, 62, 62), procs: pick(2, 16, 16), reps: pick(1, 3, 5) };
+
+// ---------------------------------------------------------------- children
+
+const children = new Set<ChildProcess>();
+function killAll(): void {
+  for (const c of children) {
+    if (c.exitCode === null && c.signalCode === null) {
+      try {
+        c.kill('SIGKILL');
+      } catch {
+        // gone
+      }
+    }
+  }
+}
+process.on('exit', killAll);
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(sig, () => {
+    killAll();
+    process.exit(130);
+  });
+}
+
+/** A child speaking JSON lines on stdout. */
+class Child {
+  readonly proc: ChildProcess;
+  private lines: string[] = [];
+  private waiters: (() => void)[] = [];
+  stderr = '';
+  stdout = '';
+  readonly exited: Promise<number | null>;
+
+  constructor(cmd: string, args: string[], opts: { cwd?: string } = {}) {
+    this.proc = spawn(cmd, args, { cwd: opts.cwd ?? ROOT, stdio: ['pipe', 'pipe', 'pipe'] });
+    children.add(this.proc);
+    this.proc.stderr!.setEncoding('utf8').on('data', (c: string) => {
+      this.stderr += c;
+      this.wake();
+    });
+    this.proc.stdout!.setEncoding('utf8');
+    readline.createInterface({ input: this.proc.stdout! }).on('line', (l) => {
+      this.stdout += `${l}\n`;
+      this.lines.push(l);
+      this.wake();
+    });
+    this.exited = new Promise((r) =>
+      this.proc.on('close', (code) => {
+        children.delete(this.proc);
+        r(code);
+        this.wake();
+      }),
+    );
+    this.proc.stdin!.on('error', () => {});
+  }
+
+  private wake(): void {
+    for (const w of this.waiters.splice(0)) w();
+  }
+
+  get running(): boolean {
+    return this.proc.exitCode === null && this.proc.signalCode === null;
+  }
+
+  /** Waits (at most ms) for an output line (stdout, or stderr too) matching re. */
+  async waitFor(re: RegExp, ms: number, what: string, stderrToo = false): Promise<string> {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const hay = stderrToo ? this.stdout + this.stderr : this.stdout;
+      const m = hay.match(re);
+      if (m) return m[0];
+      if (!this.running) throw new Error(`${what}: the process exited (${this.proc.exitCode ?? this.proc.signalCode}): ${this.stderr.trim().slice(-400)}`);
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`${what}: timed out after ${ms} ms ${this.stderr.trim().slice(-300)}`);
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, Math.min(left, 250));
+        this.waiters.push(() => {
+          clearTimeout(t);
+          r();
+        });
+      });
+    }
+  }
+
+  /** The next JSON line on stdout (at most ms). */
+  async next<T = Record<string, unknown>>(ms: number, what: string): Promise<T> {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const l = this.lines.shift();
+      if (l !== undefined) {
+        if (l.startsWith('{')) return JSON.parse(l) as T;
+        continue;
+      }
+      if (!this.running) throw new Error(`${what}: the process exited (${this.proc.exitCode ?? this.proc.signalCode}): ${this.stderr.trim().slice(-400)}`);
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`${what}: timed out after ${ms} ms`);
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, Math.min(left, 250));
+        this.waiters.push(() => {
+          clearTimeout(t);
+          r();
+        });
+      });
+    }
+  }
+
+  send(line: string): void {
+    this.proc.stdin!.write(`${line}\n`);
+  }
+
+  async ask<T = Record<string, unknown>>(line: string, ms: number): Promise<T> {
+    this.send(line);
+    return this.next<T>(ms, line);
+  }
+
+  async stop(): Promise<void> {
+    if (!this.running) return;
+    this.proc.stdin!.end();
+    this.proc.kill('SIGTERM');
+    const t = setTimeout(() => this.proc.kill('SIGKILL'), 3000);
+    await this.exited;
+    clearTimeout(t);
+  }
+}
+
+/** Runs a command to completion, bounded; resolves with its stdout. */
+async function runBounded(cmd: string, args: string[], ms: number, what: string): Promise<string> {
+  const c = new Child(cmd, args);
+  c.proc.stdin!.end();
+  const t = setTimeout(() => c.proc.kill('SIGKILL'), ms);
+  const code = await c.exited;
+  clearTimeout(t);
+  if (code !== 0) throw new Error(`${what} ${code === null ? `killed after ${ms} ms` : `exited ${code}`}: ${c.stderr.trim().slice(-400)}`);
+  return c.stdout;
+}
+
+let scratch = '';
+let serial = 0;
+/** Starts `famez serve ARGS` on a fresh socket; resolves once it serves. */
+async function serve(args: string[]): Promise<{ sock: string; server: Child }> {
+  scratch ||= fs.mkdtempSync(path.join(os.tmpdir(), 'famez-bench-'));
+  const sock = path.join(scratch, `s${++serial}`);
+  const server = new Child(process.execPath, [...TSX, 'ts/cli/main.ts', 'serve', '-S', sock, '--memfd', ...args]);
+  await server.waitFor(/famez: serving on /, 30_000, `famez serve ${args.join(' ')}`, true);
+  return { sock, server };
+}
+
+const peer = (kind: 'client' | 'fabric', sock: string) => new Child(process.execPath, [...TSX, 'bench/js/peer.ts', kind, sock]);
+
+// ---------------------------------------------------------------- stats
+
+function quantile(xs: number[], q: number): number | null {
+  if (xs.length === 0) return null;
+  const s = [...xs].sort((a, b) => a - b);
+  if (q === 0.5) {
+    const m = s.length >> 1;
+    return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+  }
+  return s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)];
+}
+
+// Throughput "p99" is the sample that 99% of samples reach or exceed
+// (the slow tail); for times it is the 99th percentile.
+const higherIsBetter = (unit: string) => unit.endsWith('/s');
+
+const runs: Run[] = [];
+function record(scenario: string, impl: Run['impl'], unit: string, samples: number[], note?: string): void {
+  const r: Run = {
+    scenario,
+    impl,
+    unit,
+    median: quantile(samples, 0.5),
+    p99: quantile(samples, higherIsBetter(unit) ? 0.01 : 0.99),
+    samples: samples.map((x) => +x.toPrecision(6)),
+    baselineRatio: null,
+  };
+  if (note) r.note = note;
+  runs.push(r);
+  log(`  ${scenario} ${impl}: ${fmt(r.median)} ${unit}`);
+}
+function skip(scenario: string, impl: Run['impl'], unit: string, reason: string): void {
+  runs.push({ scenario, impl, unit, median: null, p99: null, samples: [], baselineRatio: null, skipped: reason });
+  log(`  ${scenario} ${impl}: skipped (${reason})`);
+}
+/** Runs one scenario group; a failure skips what it did not record. */
+async function attempt(what: string, expected: [string, Run['impl'], string][], body: () => Promise<void>): Promise<void> {
+  log(`${what}...`);
+  try {
+    await body();
+  } catch (e) {
+    const reason = `failed: ${(e as Error).message.split('\n')[0].slice(0, 300)}`;
+    for (const [s, i, u] of expected) if (!runs.some((r) => r.scenario === s && r.impl === i)) skip(s, i, u, reason);
+  }
+}
+
+function fmt(x: number | null): string {
+  if (x === null) return '-';
+  if (x >= 1e6) return `${(x / 1e6).toFixed(2)}M`;
+  if (x >= 1e4) return `${(x / 1e3).toFixed(1)}k`;
+  return x >= 100 ? x.toFixed(0) : x.toPrecision(3);
+}
+function log(s: string): void {
+  process.stderr.write(`${s}\n`);
+}
+
+// ---------------------------------------------------------------- C
+
+async function benchC(): Promise<void> {
+  const expected: [string, Run['impl'], string][] = [['doorbell-rtt', 'c', 'us'], ...SIZES.map((s) => [`ring-throughput-${s}`, 'c', 'msg/s'] as [string, Run['impl'], string])];
+  await attempt('C baseline', expected, async () => {
+    fs.mkdirSync(BUILD, { recursive: true });
+    for (const name of ['doorbell', 'ring']) {
+      const cc = spawnSync('cc', ['-O2', '-o', path.join(BUILD, name), path.join(ROOT, 'bench', 'baseline', `${name}.c`)], { encoding: 'utf8', timeout: 60_000 });
+      if (cc.error || cc.status !== 0) throw new Error(`cc ${name}.c: ${cc.error?.message ?? cc.stderr.trim()}`);
+    }
+    const take = (stdout: string) => JSON.parse(stdout.trim().split('\n').pop()!) as { scenario: string; unit: string; samples: number[] };
+    const d = take(await runBounded(path.join(BUILD, 'doorbell'), [String(C_RTT.rounds), String(C_RTT.batches)], 60_000, 'C doorbell'));
+    record(d.scenario, 'c', d.unit, d.samples);
+    for (const size of SIZES) {
+      const r = take(await runBounded(path.join(BUILD, 'ring'), [String(size), String(cCount(size)), String(REPS)], 60_000, `C ring ${size}`));
+      record(r.scenario, 'c', r.unit, r.samples);
+    }
+  });
+}
+
+// ---------------------------------------------------------------- Rust
+
+const RUST_SCENARIOS: [string, string][] = [
+  ['doorbell-rtt', 'us'],
+  ['mailbox-rtt', 'us'],
+  ['ring-throughput-64', 'msg/s'],
+  ['ring-throughput-4096', 'msg/s'],
+];
+
+async function benchRust(): Promise<void> {
+  log('Rust examples...');
+  const dir = path.join(ROOT, 'crates', 'famez-core', 'examples');
+  const examples = fs.existsSync(dir) ? fs.readdirSync(dir).filter((f) => /^bench_.*\.rs$/.test(f)).map((f) => f.slice(0, -3)).sort() : [];
+  const failures: string[] = [];
+  if (examples.length > 0) {
+    try {
+      await runBounded('cargo', ['build', '--release', '-q', '-p', 'famez-core', '--examples'], pick(120_000, 600_000, 600_000), 'cargo build --examples');
+    } catch (e) {
+      failures.push((e as Error).message.split('\n')[0].slice(0, 200));
+    }
+  }
+  if (failures.length === 0) {
+    // Known examples get arguments sized for the mode; any other bench_*
+    // example runs with none (not in --smoke: its cost is unknown). Each
+    // prints JSON lines {scenario, impl:"rust", unit, samples}.
+    const jobs: { ex: string; args: string[] }[] = [];
+    for (const ex of examples) {
+      if (ex === 'bench_doorbell_rtt') {
+        const base = ['--count', String(C_RTT.rounds * C_RTT.batches), '--batches', String(C_RTT.batches)];
+        jobs.push({ ex, args: base });
+        for (const p of PEER_CURVE.slice(1)) jobs.push({ ex, args: [...base, '--peers', String(p)] });
+      } else if (ex === 'bench_ring_throughput') {
+        for (const size of SIZES) jobs.push({ ex, args: ['--size', String(size), '--count', String(cCount(size) * REPS), '--batches', String(Math.max(2, REPS))] });
+      } else if (mode !== 'smoke') {
+        jobs.push({ ex, args: [] });
+      } else {
+        failures.push(`${ex}: arguments unknown to the runner, not run with --smoke`);
+      }
+    }
+    for (const { ex, args } of jobs) {
+      try {
+        const stdout = await runBounded('cargo', ['run', '--release', '-q', '-p', 'famez-core', '--example', ex, '--', ...args], pick(30_000, 180_000, 600_000), `example ${ex} ${args.join(' ')}`);
+        for (const l of stdout.split('\n')) {
+          if (!l.startsWith('{')) continue;
+          const o = JSON.parse(l) as { scenario?: string; impl?: string; unit?: string; samples?: number[] };
+          if (typeof o.scenario !== 'string' || !Array.isArray(o.samples) || o.samples.length === 0 || typeof o.unit !== 'string') continue;
+          if (runs.some((r) => r.scenario === o.scenario && r.impl === 'rust')) continue;
+          record(o.scenario, 'rust', o.unit, o.samples.map(Number));
+        }
+      } catch (e) {
+        failures.push(`${ex}: ${(e as Error).message.split('\n')[0].slice(0, 200)}`);
+      }
+    }
+  }
+  for (const [s, u] of RUST_SCENARIOS) {
+    if (runs.some((r) => r.scenario === s && r.impl === 'rust')) continue;
+    skip(
+      s,
+      'rust',
+      u,
+      examples.length === 0
+        ? 'no Rust benchmark example yet (crates/famez-core/examples/bench_*.rs)'
+        : failures.length > 0
+          ? `no Rust example produced it (${failures.join('; ')})`
+          : `no Rust example produced it (examples: ${examples.join(', ')})`,
+    );
+  }
+}
+
+// ---------------------------------------------------------------- JS
+
+async function benchDoorbellJs(): Promise<void> {
+  const expected: [string, Run['impl'], string][] = [['doorbell-rtt', 'js', 'us'], ...PEER_CURVE.slice(1).map((p) => [`doorbell-rtt-peers-${p}`, 'js', 'us'] as [string, Run['impl'], string])];
+  const idle: Client[] = [];
+  let server: Child | null = null;
+  const pair: Child[] = [];
+  await attempt('JS doorbell round trip', expected, async () => {
+    const s = await serve(['--silent', '-n', '1', '--max-peers', String(Math.max(...PEER_CURVE) + 2)]);
+    server = s.server;
+    const echo = peer('client', s.sock);
+    const ping = peer('client', s.sock);
+    pair.push(echo, ping);
+    const { id: echoId } = await echo.ask<{ id: number }>('id', 30_000);
+    await ping.ask('id', 30_000);
+    await echo.ask('echo', 10_000);
+    for (const peers of PEER_CURVE) {
+      // Idle peers, connected from this process: every pair peer now holds
+      // and watches their fds, and every join/leave goes through its loop.
+      while (idle.length + 2 < peers) idle.push(await Client.connect(s.sock, { vectors: 1, timeoutMs: 10_000 }));
+      await new Promise((r) => setTimeout(r, pick(100, 300, 500)));
+      const { samples } = await ping.ask<{ samples: number[] }>(`ping ${echoId} ${JS_RTT.rounds} ${JS_RTT.batches}`, 120_000);
+      record(peers === 2 ? 'doorbell-rtt' : `doorbell-rtt-peers-${peers}`, 'js', 'us', samples, `${peers} peers connected`);
+    }
+  });
+  for (const c of idle) c.close();
+  await Promise.all(pair.map((p) => p.stop()));
+  await (server as Child | null)?.stop();
+}
+
+async function benchFabricJs(): Promise<void> {
+  const expected: [string, Run['impl'], string][] = [['mailbox-rtt', 'js', 'us'], ...SIZES.map((s) => [`ring-throughput-${s}`, 'js', 'msg/s'] as [string, Run['impl'], string])];
+  let server: Child | null = null;
+  const pair: Child[] = [];
+  await attempt('JS fabric (mailbox round trip, ring throughput)', expected, async () => {
+    // 4 peers, 1 MiB rings (room for 64 KiB messages): 36 rings in 64 MiB.
+    const s = await serve(['--max-peers', '4', '-l', '64M', '--ring-capacity', '1M']);
+    server = s.server;
+    const a = peer('fabric', s.sock);
+    const b = peer('fabric', s.sock);
+    pair.push(a, b);
+    const { id: aId } = await a.ask<{ id: number }>('id', 30_000);
+    const { id: bId } = await b.ask<{ id: number }>('id', 30_000);
+    await a.ask('mecho', 10_000);
+    const { samples } = await b.ask<{ samples: number[] }>(`mping ${aId} ${MB_RTT.rounds} ${MB_RTT.batches}`, 120_000);
+    record('mailbox-rtt', 'js', 'us', samples, '64-byte request and answer through the slots; ratio against the C doorbell round trip');
+    for (const size of SIZES) {
+      const count = jsCount(size);
+      const rates: number[] = [];
+      for (let r = 0; r < REPS; r++) {
+        await b.ask(`rrecv ${count}`, 10_000);
+        a.send(`rsend ${bId} ${size} ${count}`);
+        const got = await b.next<{ end: string; count: number }>(90_000, `ring ${size}`);
+        const sent = await a.next<{ start: string }>(30_000, 'rsend done');
+        // Both stamps are process.hrtime (CLOCK_MONOTONIC, one clock for
+        // every process of the machine): first push to last message taken.
+        rates.push(got.count / (Number(BigInt(got.end) - BigInt(sent.start)) / 1e9));
+      }
+      record(`ring-throughput-${size}`, 'js', 'msg/s', rates);
+    }
+  });
+  await Promise.all(pair.map((p) => p.stop()));
+  await (server as Child | null)?.stop();
+}
+
+/** Raises the soft open-file limit of this process tree, if it can. */
+function openFileLimit(): string {
+  const r = spawnSync('sh', ['-c', 'ulimit -n; ulimit -Hn'], { encoding: 'utf8' });
+  const [soft, hard] = r.stdout.trim().split('\n');
+  return `open-file limit ${soft} (hard ${hard})`;
+}
+
+async function benchMesh(scenario: string, kind: 'client' | 'fabric', cfg: { peers: number; procs: number; reps: number }): Promise<void> {
+  let server: Child | null = null;
+  const note = `${cfg.peers} peers in ${cfg.procs} processes; ${openFileLimit()}`;
+  await attempt(`${scenario} (${cfg.peers} peers)`, [[scenario, 'js', 'ms']], async () => {
+    const args = kind === 'client' ? ['--silent', '-n', '1', '--max-peers', String(cfg.peers)] : ['--max-peers', String(cfg.peers)];
+    // A fabric's switch is a peer too: each client also knows the server.
+    const expect = kind === 'client' ? cfg.peers - 1 : cfg.peers;
+    const samples: number[] = [];
+    for (let r = 0; r < cfg.reps; r++) {
+      // A fresh server per rep: no rep waits on the last one's leaves.
+      await (server as Child | null)?.stop();
+      const s = await serve(args);
+      server = s.server;
+      const share = Array.from({ length: cfg.procs }, (_, i) => Math.floor(cfg.peers / cfg.procs) + (i < cfg.peers % cfg.procs ? 1 : 0));
+      const procs = share.map((n) => new Child(process.execPath, [...TSX, 'bench/js/mesh.ts', kind, s.sock, String(n), String(expect)]));
+      try {
+        await Promise.all(procs.map((p) => p.next(30_000, 'mesh process start')));
+        const t0 = Date.now();
+        for (const p of procs) p.send('go');
+        const done = await Promise.all(procs.map((p) => p.next<{ done: number }>(90_000, 'mesh')));
+        samples.push(Math.max(...done.map((d) => d.done)) - t0);
+      } finally {
+        await Promise.all(procs.map((p) => p.stop()));
+      }
+    }
+    record(scenario, 'js', 'ms', samples, note);
+  });
+  await (server as Child | null)?.stop();
+}
+
+// ---------------------------------------------------------------- output
+
+function ratios(): void {
+  for (const r of runs) {
+    if (r.median === null) continue;
+    const base = r.scenario === 'mailbox-rtt' || r.scenario.startsWith('doorbell-rtt-peers-') ? 'doorbell-rtt' : r.scenario;
+    const c = runs.find((x) => x.scenario === base && x.impl === 'c' && x.median !== null);
+    r.baselineRatio = c && r !== c ? +(r.median / c.median!).toPrecision(4) : r === c ? 1 : null;
+  }
+}
+
+function table(): string {
+  const rows = [['scenario', 'impl', 'unit', 'median', 'p99', 'ratio (impl/c)']];
+  for (const r of runs) rows.push([r.scenario, r.impl, r.unit, r.skipped ? 'skipped' : fmt(r.median), fmt(r.p99), r.baselineRatio === null ? '-' : r.baselineRatio.toFixed(3)]);
+  const w = rows[0].map((_, i) => Math.max(...rows.map((row) => row[i].length)));
+  const line = (row: string[]) => `| ${row.map((c, i) => c.padEnd(w[i])).join(' | ')} |`;
+  return [line(rows[0]), `|${w.map((n) => '-'.repeat(n + 2)).join('|')}|`, ...rows.slice(1).map(line)].join('\n');
+}
+
+const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;');
+const COLORS: Record<string, string> = { c: '#555555', rust: '#d9622b', js: '#2b7bd9' };
+
+function svg(): string {
+  const W = 900;
+  const parts: string[] = [];
+  let y = 20;
+  parts.push(`<text x="20" y="${y + 10}" font-size="16" font-weight="bold">famez bench (${mode}) — ${esc(os.cpus()[0]?.model ?? '')}, ${os.cpus().length} CPUs</text>`);
+  y += 40;
+  // 1. ratios
+  const withRatio = runs.filter((r) => r.baselineRatio !== null && r.impl !== 'c');
+  parts.push(`<text x="20" y="${y}" font-size="14" font-weight="bold">impl / C baseline (same run; times: lower is better, throughput: higher is better)</text>`);
+  y += 15;
+  const maxR = Math.max(2, ...withRatio.map((r) => r.baselineRatio!));
+  const bx = 260;
+  const bw = W - bx - 80;
+  const scale = (v: number) => (Math.log10(v * 1000) / Math.log10(maxR * 1000)) * bw; // log scale, 0.001 at the left
+  for (const r of withRatio) {
+    const v = Math.max(0.001, r.baselineRatio!);
+    parts.push(`<text x="${bx - 6}" y="${y + 12}" font-size="11" text-anchor="end">${esc(`${r.scenario} ${r.impl}`)}</text>`);
+    parts.push(`<rect x="${bx}" y="${y + 2}" width="${scale(v).toFixed(1)}" height="13" fill="${COLORS[r.impl]}"/>`);
+    parts.push(`<text x="${bx + scale(v) + 4}" y="${y + 12}" font-size="11">${r.baselineRatio!.toPrecision(3)}</text>`);
+    y += 17;
+  }
+  parts.push(`<line x1="${bx + scale(1)}" y1="${y - withRatio.length * 17}" x2="${bx + scale(1)}" y2="${y}" stroke="black" stroke-dasharray="4 3"/>`);
+  parts.push(`<text x="${bx + scale(1) + 3}" y="${y + 12}" font-size="10">1.0 (log scale)</text>`);
+  y += 40;
+  // 2 and 3: curves
+  const curve = (title: string, xs: number[], xLabel: (x: number) => string, series: { impl: string; pts: [number, number][] }[], unit: string, logY: boolean) => {
+    const h = 220;
+    const x0 = 80;
+    const cw = W / 2 - 120;
+    parts.push(`<text x="${cx}" y="${y}" font-size="14" font-weight="bold">${esc(title)}</text>`);
+    const all = series.flatMap((s) => s.pts.map((p) => p[1])).filter((v) => v > 0);
+    if (all.length === 0) {
+      parts.push(`<text x="${cx}" y="${y + 30}" font-size="12">no data</text>`);
+      return;
+    }
+    let lo = Math.min(...all);
+    let hi = Math.max(...all);
+    if (!logY) lo = 0;
+    if (hi === lo) hi = lo * 2 || 1;
+    const fy = (v: number) => (logY ? y + 20 + h - ((Math.log10(v) - Math.log10(lo)) / (Math.log10(hi) - Math.log10(lo))) * h : y + 20 + h - ((v - lo) / (hi - lo)) * h);
+    const fx = (i: number) => cx + x0 + (xs.length === 1 ? 0 : (i / (xs.length - 1)) * cw);
+    parts.push(`<line x1="${cx + x0}" y1="${y + 20 + h}" x2="${cx + x0 + cw}" y2="${y + 20 + h}" stroke="black"/>`);
+    parts.push(`<line x1="${cx + x0}" y1="${y + 20}" x2="${cx + x0}" y2="${y + 20 + h}" stroke="black"/>`);
+    for (const v of [lo, hi]) parts.push(`<text x="${cx + x0 - 4}" y="${fy(v) + 4}" font-size="10" text-anchor="end">${fmt(v)} ${esc(unit)}</text>`);
+    xs.forEach((x, i) => parts.push(`<text x="${fx(i)}" y="${y + 36 + h}" font-size="10" text-anchor="middle">${esc(xLabel(x))}</text>`));
+    series.forEach((s, k) => {
+      const pts = s.pts.filter((p) => p[1] > 0).map(([x, v]) => `${fx(xs.indexOf(x)).toFixed(1)},${fy(v).toFixed(1)}`);
+      if (pts.length === 0) return;
+      parts.push(`<polyline points="${pts.join(' ')}" fill="none" stroke="${COLORS[s.impl]}" stroke-width="2"/>`);
+      for (const p of pts) parts.push(`<circle cx="${p.split(',')[0]}" cy="${p.split(',')[1]}" r="3" fill="${COLORS[s.impl]}"/>`);
+      parts.push(`<text x="${cx + x0 + cw - 30}" y="${y + 30 + k * 14}" font-size="11" fill="${COLORS[s.impl]}">${s.impl}</text>`);
+    });
+  };
+  let cx = 20;
+  const get = (scenario: string, impl: string) => runs.find((r) => r.scenario === scenario && r.impl === impl)?.median ?? 0;
+  curve(
+    'ring throughput by message size',
+    SIZES,
+    (s) => (s >= 1024 ? `${s / 1024}K` : `${s}`),
+    ['c', 'rust', 'js'].map((impl) => ({ impl, pts: SIZES.map((s) => [s, get(`ring-throughput-${s}`, impl)] as [number, number]) })),
+    'msg/s',
+    true,
+  );
+  cx = W / 2 + 10;
+  const peersScenario = (p: number) => (p === 2 ? 'doorbell-rtt' : `doorbell-rtt-peers-${p}`);
+  curve(
+    'doorbell round trip by peers connected',
+    PEER_CURVE,
+    (p) => `${p} peers`,
+    [
+      { impl: 'c', pts: PEER_CURVE.map((p) => [p, get('doorbell-rtt', 'c')] as [number, number]) },
+      { impl: 'rust', pts: PEER_CURVE.map((p) => [p, get(peersScenario(p), 'rust')] as [number, number]) },
+      { impl: 'js', pts: PEER_CURVE.map((p) => [p, get(peersScenario(p), 'js')] as [number, number]) },
+    ],
+    'us',
+    false,
+  );
+  y += 280;
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${y}" viewBox="0 0 ${W} ${y}" font-family="sans-serif">\n<rect width="100%" height="100%" fill="white"/>\n${parts.join('\n')}\n</svg>\n`;
+}
+
+function machine(): { cpus: number; node: string; rustc: string | null; kernel: string; cpuModel: string } {
+  const rustc = spawnSync('rustc', ['--version'], { encoding: 'utf8', timeout: 10_000 });
+  return {
+    cpus: os.cpus().length,
+    node: process.version,
+    rustc: rustc.status === 0 ? rustc.stdout.trim() : null,
+    kernel: `${os.type()} ${os.release()}`,
+    cpuModel: os.cpus()[0]?.model ?? 'unknown',
+  };
+}
+
+// ---------------------------------------------------------------- main
+
+async function main(): Promise<void> {
+  const started = Date.now();
+  log(`famez bench (${mode}); ${openFileLimit()}`);
+  await benchC();
+  await benchRust();
+  await benchDoorbellJs();
+  await benchFabricJs();
+  await benchMesh('connect-mesh-256', 'client', MESH);
+  await benchMesh('connect-mesh-fabric-62', 'fabric', MESH_FABRIC);
+  ratios();
+  const out = { machine: machine(), mode, seconds: Math.round((Date.now() - started) / 100) / 10, runs };
+  fs.mkdirSync(path.dirname(JSON_OUT), { recursive: true });
+  fs.writeFileSync(JSON_OUT, `${JSON.stringify(out, null, 2)}\n`);
+  const svgPath = JSON_OUT.replace(/(\.json)?$/, '.svg');
+  fs.writeFileSync(svgPath, svg());
+  process.stdout.write(`${table()}\n\nmachine: ${JSON.stringify(out.machine)}\nwrote ${JSON_OUT} and ${svgPath} in ${out.seconds} s\n`);
+  if (scratch) fs.rmSync(scratch, { recursive: true, force: true });
+}
+
+main().then(
+  () => {
+    killAll();
+    process.exit(0);
+  },
+  (e: Error) => {
+    killAll();
+    process.stderr.write(`bench: ${e.stack ?? e.message}\n`);
+    process.exit(1);
+  },
+);

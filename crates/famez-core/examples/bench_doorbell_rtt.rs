@@ -1,0 +1,100 @@
+//! Doorbell round trip between two processes with famez-core's EventFd and
+//! their own loop; one JSON line on stdout.
+//!
+//!   cargo run --release -p famez-core --example bench_doorbell_rtt -- \
+//!       [--count 200000] [--batches 20] [--peers 2] [--warmup N] [--wait epoll|poll]
+//!
+//! The parent forks a child; each creates its own eventfd and sends it to the
+//! other over a famez-core UnixStream socketpair (SCM_RIGHTS, as the ivshmem
+//! protocol does). Each blocks in epoll (or poll) on its own eventfd, drains
+//! it and signals the other's. `--peers K` (K >= 2) registers K - 2 idle
+//! eventfds in each process's set, to model K peers connected; the scenario
+//! is then `doorbell-rtt-peers-K`. Samples: microseconds per round trip, one
+//! per batch of count / batches round trips.
+
+mod common;
+
+use std::os::fd::AsFd;
+use std::time::Instant;
+
+use common::*;
+use famez_core::EventFd;
+
+const USAGE: &str = "bench_doorbell_rtt [--count N] [--batches B] [--peers K] [--warmup N] [--wait epoll|poll]";
+
+fn main() {
+    let args = Args::parse(&["count", "batches", "peers", "warmup", "wait"], USAGE);
+    let (per_batch, batches) = split(args.u64("count", 200_000), args.u64("batches", 20));
+    let peers = args.u64("peers", 2);
+    if peers < 2 {
+        eprintln!("--peers: at least 2");
+        std::process::exit(2);
+    }
+    let warmup = args.u64("warmup", (per_batch * batches / 10).clamp(100, 20_000));
+    let mode = WaitMode::parse(args.str("wait"));
+    let total = warmup + per_batch * batches;
+    let scenario = if args.str("peers").is_some() { format!("doorbell-rtt-peers-{peers}") } else { "doorbell-rtt".into() };
+
+    main_with(|| {
+        let (child, mut sock) = spawn(|mut sock| {
+            // The child: answers every doorbell with one.
+            let mine = EventFd::new().map_err(io_err("eventfd"))?;
+            let idle = idle_eventfds(peers - 2)?;
+            let theirs = EventFd::from_fd(
+                expect(&mut sock, 1, "parent's eventfd")?.fd.ok_or("the parent's eventfd did not come")?,
+            )
+            .map_err(io_err("eventfd"))?;
+            send(&sock, 2, Some(mine.as_fd()), "send eventfd")?;
+            let fds: Vec<_> = std::iter::once(mine.as_fd()).chain(borrowed(&idle)).collect();
+            let mut waiter = Waiter::new(mode, &fds)?;
+            send(&sock, 3, None, "ready")?;
+            let mut done = 0u64;
+            while done < total {
+                waiter.wait()?;
+                let n = mine.drain().map_err(io_err("drain"))?;
+                for _ in 0..n {
+                    theirs.signal(1).map_err(io_err("signal"))?;
+                }
+                done += n;
+            }
+            Ok(())
+        })?;
+
+        let mine = EventFd::new().map_err(io_err("eventfd"))?;
+        let idle = idle_eventfds(peers - 2)?;
+        send(&sock, 1, Some(mine.as_fd()), "send eventfd")?;
+        let theirs = EventFd::from_fd(
+            expect(&mut sock, 2, "child's eventfd")?.fd.ok_or("the child's eventfd did not come")?,
+        )
+        .map_err(io_err("eventfd"))?;
+        let fds: Vec<_> = std::iter::once(mine.as_fd()).chain(borrowed(&idle)).collect();
+        let mut waiter = Waiter::new(mode, &fds)?;
+        expect(&mut sock, 3, "child ready")?;
+
+        let mut round = || -> Res<()> {
+            theirs.signal(1).map_err(io_err("signal"))?;
+            loop {
+                waiter.wait()?;
+                match mine.drain().map_err(io_err("drain"))? {
+                    0 => continue,
+                    1 => return Ok(()),
+                    n => return Err(format!("{n} doorbells for one round trip")),
+                }
+            }
+        };
+        for _ in 0..warmup {
+            round()?;
+        }
+        let mut samples = Vec::with_capacity(batches as usize);
+        for _ in 0..batches {
+            let t = Instant::now();
+            for _ in 0..per_batch {
+                round()?;
+            }
+            samples.push(t.elapsed().as_secs_f64() * 1e6 / per_batch as f64);
+        }
+        child.finish()?;
+        print_json(&scenario, "us", &samples, 3);
+        Ok(())
+    });
+}

@@ -1,0 +1,298 @@
+//! Shared pieces of the two-process benchmark examples (bench_*.rs):
+//! argument parsing, forking a child that never outlives the parent and
+//! never waits more than 30 s, an epoll/poll waiter and the JSON line.
+//!
+//! This is a directory module (examples/common/mod.rs) so that cargo does
+//! not take it for an example of its own.
+#![allow(dead_code)]
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::time::{Duration, Instant};
+
+use famez_core::UnixStream;
+use nix::errno::Errno;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{fork, getppid, getpid, ForkResult, Pid};
+
+/// No wait in either process lasts longer than this.
+pub const TIMEOUT_MS: u16 = 30_000;
+pub const TIMEOUT: Duration = Duration::from_millis(TIMEOUT_MS as u64);
+
+pub type Res<T> = Result<T, String>;
+
+pub fn err<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> String + '_ {
+    move |e| format!("{what}: {e}")
+}
+
+// ---- arguments ----
+
+/// `--name value` pairs; every name must be one the benchmark knows.
+pub struct Args {
+    pairs: Vec<(String, String)>,
+}
+
+impl Args {
+    pub fn parse(known: &[&str], usage: &str) -> Args {
+        let mut pairs = Vec::new();
+        let mut it = std::env::args().skip(1);
+        while let Some(a) = it.next() {
+            if a == "--help" || a == "-h" {
+                eprintln!("{usage}");
+                std::process::exit(0);
+            }
+            let (name, value) = match a.split_once('=') {
+                Some((n, v)) => (n.to_string(), Some(v.to_string())),
+                None => (a.clone(), None),
+            };
+            let Some(key) = name.strip_prefix("--").filter(|k| known.contains(k)) else {
+                eprintln!("unknown argument {a}\n{usage}");
+                std::process::exit(2);
+            };
+            let value = match value.or_else(|| it.next()) {
+                Some(v) => v,
+                None => {
+                    eprintln!("{name} needs a value\n{usage}");
+                    std::process::exit(2);
+                }
+            };
+            pairs.push((key.to_string(), value));
+        }
+        Args { pairs }
+    }
+
+    pub fn str(&self, name: &str) -> Option<&str> {
+        self.pairs.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    pub fn u64(&self, name: &str, default: u64) -> u64 {
+        match self.str(name) {
+            None => default,
+            Some(v) => parse_num(v).unwrap_or_else(|| {
+                eprintln!("--{name}: not a number: {v}");
+                std::process::exit(2);
+            }),
+        }
+    }
+}
+
+/// 20000, 20_000, 20k, 2m, 64Ki, 256KiB...
+fn parse_num(v: &str) -> Option<u64> {
+    let v = v.replace('_', "");
+    let lower = v.to_ascii_lowercase();
+    let (digits, mult) = [("kib", 1u64 << 10), ("mib", 1 << 20), ("ki", 1 << 10), ("mi", 1 << 20), ("k", 1000), ("m", 1_000_000)]
+        .iter()
+        .find_map(|(s, m)| lower.strip_suffix(s).map(|d| (d.to_string(), *m)))
+        .unwrap_or((lower.clone(), 1));
+    digits.parse::<u64>().ok()?.checked_mul(mult)
+}
+
+/// Splits `count` operations into `batches` equal batches (at least one
+/// operation each): (per_batch, batches).
+pub fn split(count: u64, batches: u64) -> (u64, u64) {
+    let batches = batches.max(1);
+    ((count / batches).max(1), batches)
+}
+
+// ---- the child process ----
+
+/// The forked child, killed (if still there) and reaped when dropped.
+pub struct Child {
+    pid: Pid,
+    reaped: bool,
+}
+
+/// Forks; the child runs `body` with its end of a socketpair and exits (0
+/// on Ok, 1 with the message on stderr on Err). The child gets SIGKILL when
+/// the parent dies (PR_SET_PDEATHSIG), so it never outlives it.
+///
+/// Call this before creating threads (these benchmarks have none).
+pub fn spawn<F: FnOnce(UnixStream) -> Res<()>>(body: F) -> Res<(Child, UnixStream)> {
+    let (ours, theirs) = UnixStream::pair().map_err(err("socketpair"))?;
+    let parent = getpid();
+    // SAFETY: the process is single-threaded here, so the child may run
+    // arbitrary code after fork.
+    match unsafe { fork() }.map_err(err("fork"))? {
+        ForkResult::Child => {
+            drop(ours);
+            let code = match nix::sys::prctl::set_pdeathsig(Signal::SIGKILL) {
+                Err(e) => {
+                    eprintln!("child: prctl(PR_SET_PDEATHSIG): {e}");
+                    1
+                }
+                // The parent may have died before prctl: then we are orphaned.
+                Ok(()) if getppid() != parent => 1,
+                Ok(()) => match body(theirs) {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        eprintln!("child: {e}");
+                        1
+                    }
+                },
+            };
+            std::process::exit(code);
+        }
+        ForkResult::Parent { child } => {
+            drop(theirs);
+            Ok((Child { pid: child, reaped: false }, ours))
+        }
+    }
+}
+
+impl Child {
+    /// Waits (at most 30 s) for the child to exit and checks it succeeded.
+    pub fn finish(mut self) -> Res<()> {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            match waitpid(self.pid, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => {
+                    if Instant::now() > deadline {
+                        return Err("the child did not exit within 30 s".into());
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Ok(WaitStatus::Exited(_, code)) => {
+                    self.reaped = true;
+                    return if code == 0 { Ok(()) } else { Err(format!("the child exited with {code}")) };
+                }
+                Ok(WaitStatus::Signaled(_, sig, _)) => {
+                    self.reaped = true;
+                    return Err(format!("the child was killed by {sig:?}"));
+                }
+                Ok(_) => continue,
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    self.reaped = true;
+                    return Err(format!("waitpid: {e}"));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if !self.reaped {
+            let _ = kill(self.pid, Signal::SIGKILL);
+            let _ = waitpid(self.pid, None);
+        }
+    }
+}
+
+/// Receives one socket message (value, optional fd), waiting at most 30 s.
+pub fn recv(sock: &mut UnixStream, what: &str) -> Res<famez_core::socket::Message> {
+    sock.recv_timeout(TIMEOUT_MS as i32).map_err(err(what))
+}
+
+/// Receives a message that must carry `value`.
+pub fn expect(sock: &mut UnixStream, value: i64, what: &str) -> Res<famez_core::socket::Message> {
+    let m = recv(sock, what)?;
+    if m.value != value {
+        return Err(format!("{what}: expected {value}, got {}", m.value));
+    }
+    Ok(m)
+}
+
+pub fn send(sock: &UnixStream, value: i64, fd: Option<BorrowedFd<'_>>, what: &str) -> Res<()> {
+    sock.send(value, fd).map_err(err(what))
+}
+
+// ---- waiting for doorbells ----
+
+/// How a process blocks for its doorbell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitMode {
+    Epoll,
+    Poll,
+}
+
+impl WaitMode {
+    pub fn parse(s: Option<&str>) -> WaitMode {
+        match s {
+            None | Some("epoll") => WaitMode::Epoll,
+            Some("poll") => WaitMode::Poll,
+            Some(o) => {
+                eprintln!("--wait: epoll or poll, not {o}");
+                std::process::exit(2);
+            }
+        }
+    }
+}
+
+/// Blocks until one of a set of fds (the process's own eventfd first, then
+/// idle ones that model other peers) is readable, for at most 30 s.
+pub enum Waiter<'a> {
+    Epoll { epoll: Epoll, events: Vec<EpollEvent> },
+    Poll { fds: Vec<nix::poll::PollFd<'a>> },
+}
+
+impl<'a> Waiter<'a> {
+    pub fn new(mode: WaitMode, fds: &[BorrowedFd<'a>]) -> Res<Waiter<'a>> {
+        match mode {
+            WaitMode::Epoll => {
+                let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(err("epoll_create"))?;
+                for (i, fd) in fds.iter().enumerate() {
+                    epoll.add(fd, EpollEvent::new(EpollFlags::EPOLLIN, i as u64)).map_err(err("epoll_ctl"))?;
+                }
+                Ok(Waiter::Epoll { epoll, events: vec![EpollEvent::empty(); fds.len().max(1)] })
+            }
+            WaitMode::Poll => Ok(Waiter::Poll {
+                fds: fds.iter().map(|fd| nix::poll::PollFd::new(*fd, nix::poll::PollFlags::POLLIN)).collect(),
+            }),
+        }
+    }
+
+    /// Waits until something is readable; an error after 30 s of silence.
+    pub fn wait(&mut self) -> Res<()> {
+        loop {
+            let r = match self {
+                Waiter::Epoll { epoll, events } => epoll.wait(events, TIMEOUT_MS),
+                Waiter::Poll { fds } => nix::poll::poll(fds, TIMEOUT_MS).map(|n| n as usize),
+            };
+            match r {
+                Ok(0) => return Err("no doorbell for 30 s".into()),
+                Ok(_) => return Ok(()),
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(format!("wait: {e}")),
+            }
+        }
+    }
+}
+
+/// Idle eventfds, to model other peers connected (registered, never rung).
+pub fn idle_eventfds(n: u64) -> Res<Vec<famez_core::EventFd>> {
+    (0..n).map(|_| famez_core::EventFd::new().map_err(err("eventfd"))).collect()
+}
+
+pub fn borrowed<'a, T: AsFd>(v: &'a [T]) -> impl Iterator<Item = BorrowedFd<'a>> {
+    v.iter().map(|f| f.as_fd())
+}
+
+// ---- output ----
+
+/// The one line on stdout.
+pub fn print_json(scenario: &str, unit: &str, samples: &[f64], decimals: usize) {
+    let nums: Vec<String> = samples
+        .iter()
+        .map(|s| if s.is_finite() { format!("{s:.decimals$}") } else { "null".into() })
+        .collect();
+    println!(
+        "{{\"scenario\": \"{scenario}\", \"impl\": \"rust\", \"unit\": \"{unit}\", \"samples\": [{}]}}",
+        nums.join(", ")
+    );
+}
+
+/// Runs the parent's side; on error prints it and exits 1 (the Child guard
+/// inside has killed the child by then).
+pub fn main_with(f: impl FnOnce() -> Res<()>) {
+    if let Err(e) = f() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+pub fn io_err(what: &str) -> impl FnOnce(io::Error) -> String + '_ {
+    err(what)
+}
