@@ -15,7 +15,6 @@
 mod common;
 
 use std::os::fd::AsFd;
-use std::time::Instant;
 
 use common::*;
 use famez_core::EventFd;
@@ -71,7 +70,7 @@ fn main() {
         let mut waiter = Waiter::new(mode, &fds)?;
         expect(&mut sock, 3, "child ready")?;
 
-        let mut round = || -> Res<()> {
+        let round = || -> Res<()> {
             theirs.signal(1).map_err(io_err("signal"))?;
             loop {
                 waiter.wait()?;
@@ -82,17 +81,7 @@ fn main() {
                 }
             }
         };
-        for _ in 0..warmup {
-            round()?;
-        }
-        let mut samples = Vec::with_capacity(batches as usize);
-        for _ in 0..batches {
-            let t = Instant::now();
-            for _ in 0..per_batch {
-                round()?;
-            }
-            samples.push(t.elapsed().as_secs_f64() * 1e6 / per_batch as f64);
-        }
+        let samples = time_rounds(warmup, batches, per_batch, round)?;
         child.finish()?;
         print_json(&scenario, "us", &samples, 3);
         Ok(())

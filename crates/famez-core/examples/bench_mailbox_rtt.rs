@@ -16,7 +16,6 @@
 mod common;
 
 use std::os::fd::AsFd;
-use std::time::Instant;
 
 use common::*;
 use famez_core::mailbox::MAX_PAYLOAD;
@@ -87,7 +86,7 @@ fn main() {
         let mut req = vec![0xa5u8; size];
         let mut ans = [0u8; MAX_PAYLOAD];
         let mut seq = 0u64;
-        let mut round = || -> Res<()> {
+        let round = || -> Res<()> {
             req[..8].copy_from_slice(&seq.to_le_bytes());
             mb.post(CLIENT, SERVER, &req).map_err(err("post"))?;
             theirs.signal(1).map_err(io_err("signal"))?;
@@ -103,17 +102,7 @@ fn main() {
                 }
             }
         };
-        for _ in 0..warmup {
-            round()?;
-        }
-        let mut samples = Vec::with_capacity(batches as usize);
-        for _ in 0..batches {
-            let t = Instant::now();
-            for _ in 0..per_batch {
-                round()?;
-            }
-            samples.push(t.elapsed().as_secs_f64() * 1e6 / per_batch as f64);
-        }
+        let samples = time_rounds(warmup, batches, per_batch, round)?;
         child.finish()?;
         print_json("mailbox-rtt", "us", &samples, 3);
         Ok(())

@@ -273,6 +273,23 @@ pub fn borrowed<'a, T: AsFd>(v: &'a [T]) -> impl Iterator<Item = BorrowedFd<'a>>
 // ---- output ----
 
 /// The one line on stdout.
+/// Runs `warmup` untimed rounds, then `batches` timed batches of
+/// `per_batch` rounds; each sample is microseconds per round.
+pub fn time_rounds(warmup: u64, batches: u64, per_batch: u64, mut round: impl FnMut() -> Res<()>) -> Res<Vec<f64>> {
+    for _ in 0..warmup {
+        round()?;
+    }
+    let mut samples = Vec::with_capacity(batches as usize);
+    for _ in 0..batches {
+        let t = Instant::now();
+        for _ in 0..per_batch {
+            round()?;
+        }
+        samples.push(t.elapsed().as_secs_f64() * 1e6 / per_batch as f64);
+    }
+    Ok(samples)
+}
+
 pub fn print_json(scenario: &str, unit: &str, samples: &[f64], decimals: usize) {
     let nums: Vec<String> = samples
         .iter()
