@@ -67,9 +67,18 @@ export class LineProcess {
     child.stderr?.setEncoding('utf8');
     child.stderr?.on('data', (d: string) => (this.stderr += d));
     this.exited = new Promise((resolve) => {
+      // 'exit' can come before the last of stdout has been read; wait for
+      // 'close' (all stdio ended) too, but not forever: a daemonised
+      // grandchild may hold the pipes open.
+      let closed = false;
+      child.once('close', () => {
+        closed = true;
+        if (this.exit) resolve();
+      });
       child.once('exit', (code, signal) => {
         this.exit = { code, signal };
-        resolve();
+        if (closed) resolve();
+        else setTimeout(resolve, 2_000).unref();
       });
       child.once('error', (e) => {
         this.stderr += `spawn error: ${e.message}\n`;
