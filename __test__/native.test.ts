@@ -183,6 +183,34 @@ test('EventFd: closing inside its own callback stops further callbacks', async (
   t.deepEqual(got, [1]);
 });
 
+test('EventFd.watch: a watched eventfd nobody references is not collected (the watch keeps it alive)', async (t) => {
+  // Without a strong reference from the watch, gc() would finalize the
+  // object, close the fd and end the watch silently mid-stream.
+  const script = `
+    const b = require(${JSON.stringify(INDEX)});
+    const fs = require('fs');
+    let got = 0;
+    const fd = (() => { const e = new b.EventFd(); e.watch((c) => { got += c; }); return e.fd; })();
+    const one = Buffer.alloc(8);
+    one.writeBigUInt64LE(1n);
+    let i = 0;
+    const step = () => {
+      global.gc();
+      if (i++ < 20) {
+        fs.writeSync(fd, one);
+        setTimeout(step, 5);
+      } else setTimeout(() => console.log(JSON.stringify({ got })), 50);
+    };
+    step();
+    setTimeout(() => process.exit(0), 1000);
+  `;
+  const p = LineProcess.spawn(process.execPath, ['--expose-gc', '-e', script]);
+  t.context.cleanups.push(() => p.stop());
+  await within(p.exited, 'the child to exit');
+  t.deepEqual(p.exit, { code: 0, signal: null }, p.stderr);
+  t.deepEqual(p.lines.map((l) => JSON.parse(l)), [{ got: 20 }]);
+});
+
 test('EventFd.watch: a throwing callback surfaces as uncaughtException and the watch keeps working', async (t) => {
   const script = `
     const b = require(${JSON.stringify(INDEX)});

@@ -73,9 +73,10 @@ impl EventFd {
     }
 
     /// Calls `callback(count)` on Node's loop whenever the eventfd is
-    /// signalled; replaces an earlier watch.
+    /// signalled; replaces an earlier watch. While watched, the object is
+    /// kept alive (like an active Node handle) until unwatch() or close().
     #[napi(ts_args_type = "callback: (count: number) => void")]
-    pub fn watch(&mut self, env: Env, callback: Unknown) -> Result<()> {
+    pub fn watch(&mut self, env: Env, this: This, callback: Unknown) -> Result<()> {
         let fd = self.fd();
         if fd < 0 {
             return Err(closed("eventfd"));
@@ -94,7 +95,7 @@ impl EventFd {
                 ctx.call(&[ctx.number(count as f64)]);
             }
         });
-        self.poll = Some(Poll::start(&env, fd, READABLE, callback.raw(), handler)?);
+        self.poll = Some(Poll::start(&env, fd, READABLE, callback.raw(), this.object.raw(), handler)?);
         Ok(())
     }
 

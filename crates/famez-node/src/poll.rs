@@ -115,6 +115,11 @@ struct PollState {
     env: sys::napi_env,
     callback: sys::napi_ref,
     async_ctx: sys::napi_async_context,
+    /// A strong reference to the JavaScript object that owns the poll: an
+    /// object being watched stays alive (as an active Node handle does)
+    /// until it is unwatched or closed, so the garbage collector can never
+    /// silently end a watch by dropping the object.
+    owner: sys::napi_ref,
     handler: Option<Handler>,
     closing: bool,
 }
@@ -127,19 +132,31 @@ pub struct Poll {
 
 impl Poll {
     /// Starts watching `fd` for `events`; `callback` (a JS function, or
-    /// null) is what the handler's `ctx.call` invokes.
-    pub fn start(env: &Env, fd: i32, events: i32, callback: sys::napi_value, handler: Handler) -> Result<Poll> {
+    /// null) is what the handler's `ctx.call` invokes; `owner` (the JS
+    /// object, or null) is kept alive until the poll is closed.
+    pub fn start(
+        env: &Env,
+        fd: i32,
+        events: i32,
+        callback: sys::napi_value,
+        owner: sys::napi_value,
+        handler: Handler,
+    ) -> Result<Poll> {
         let raw_env = env.raw();
         let lp = env.get_uv_event_loop()?;
         // SAFETY: uv_handle_size is a pure function of the handle kind.
         let size = unsafe { uv_handle_size(UV_POLL) };
         let mut callback_ref = ptr::null_mut();
+        let mut owner_ref = ptr::null_mut();
         let mut async_ctx = ptr::null_mut();
         // SAFETY: env is the current env on the loop thread; the handle
         // buffer is large enough for a uv_poll_t as libuv itself reports.
         let handle = unsafe {
             if !callback.is_null() {
                 sys::napi_create_reference(raw_env, callback, 1, &mut callback_ref);
+            }
+            if !owner.is_null() {
+                sys::napi_create_reference(raw_env, owner, 1, &mut owner_ref);
             }
             let mut name = ptr::null_mut();
             sys::napi_create_string_utf8(raw_env, c"famez:poll".as_ptr(), -1, &mut name);
@@ -148,7 +165,7 @@ impl Poll {
             sys::napi_create_object(raw_env, &mut resource);
             let status = sys::napi_async_init(raw_env, resource, name, &mut async_ctx);
             if status != sys::Status::napi_ok {
-                release_js(raw_env, callback_ref, ptr::null_mut());
+                release_js(raw_env, [callback_ref, owner_ref], ptr::null_mut());
                 return Err(Error::new(Status::GenericFailure, format!("napi_async_init failed ({status})")));
             }
             // The handle must not move while libuv knows it: a boxed buffer
@@ -157,7 +174,7 @@ impl Poll {
             let rc = uv_poll_init(lp, handle, fd);
             if rc != 0 {
                 drop(Box::from_raw(ptr::slice_from_raw_parts_mut(handle as *mut u64, size.div_ceil(8))));
-                release_js(raw_env, callback_ref, async_ctx);
+                release_js(raw_env, [callback_ref, owner_ref], async_ctx);
                 return Err(uv_error("uv_poll_init", rc));
             }
             handle
@@ -167,6 +184,7 @@ impl Poll {
             env: raw_env,
             callback: callback_ref,
             async_ctx,
+            owner: owner_ref,
             handler: Some(handler),
             closing: false,
         }));
@@ -255,12 +273,14 @@ unsafe fn close_state(state: *mut PollState) {
 }
 
 /// # Safety
-/// Valid env and either null or live reference and async context.
-unsafe fn release_js(env: sys::napi_env, callback: sys::napi_ref, async_ctx: sys::napi_async_context) {
+/// Valid env and either null or live references and async context.
+unsafe fn release_js(env: sys::napi_env, refs: [sys::napi_ref; 2], async_ctx: sys::napi_async_context) {
     // SAFETY: guaranteed by the caller.
     unsafe {
-        if !callback.is_null() {
-            sys::napi_delete_reference(env, callback);
+        for r in refs {
+            if !r.is_null() {
+                sys::napi_delete_reference(env, r);
+            }
         }
         if !async_ctx.is_null() {
             sys::napi_async_destroy(env, async_ctx);
@@ -276,8 +296,9 @@ extern "C" fn cleanup_hook(arg: *mut c_void) {
     // released now, while the env is still valid, not in on_close.
     unsafe {
         let state: *mut PollState = arg.cast();
-        release_js((*state).env, (*state).callback, (*state).async_ctx);
+        release_js((*state).env, [(*state).callback, (*state).owner], (*state).async_ctx);
         (*state).callback = ptr::null_mut();
+        (*state).owner = ptr::null_mut();
         (*state).async_ctx = ptr::null_mut();
         close_state(state)
     }
@@ -288,7 +309,7 @@ extern "C" fn on_close(handle: *mut c_void) {
     // handle again; data points at the state allocated in Poll::start.
     unsafe {
         let state = Box::from_raw(uv_handle_get_data(handle) as *mut PollState);
-        release_js(state.env, state.callback, state.async_ctx);
+        release_js(state.env, [state.callback, state.owner], state.async_ctx);
         let size = uv_handle_size(UV_POLL);
         drop(Box::from_raw(ptr::slice_from_raw_parts_mut(handle as *mut u64, size.div_ceil(8))));
         drop(state);

@@ -109,7 +109,7 @@ impl UnixStream {
     }
 
     /// Makes sure a poll exists (needed for the outbox even when nobody reads).
-    fn ensure_poll(&self, env: &Env, callback: napi::sys::napi_value) -> Result<()> {
+    fn ensure_poll(&self, env: &Env, callback: napi::sys::napi_value, owner: napi::sys::napi_value) -> Result<()> {
         let fd = self.fd();
         if fd < 0 {
             return Err(closed("socket"));
@@ -124,7 +124,7 @@ impl UnixStream {
         if let Some(mut old) = self.state.borrow_mut().poll.take() {
             old.close();
         }
-        let poll = Poll::start(env, fd, 0, callback, handler)?;
+        let poll = Poll::start(env, fd, 0, callback, owner, handler)?;
         let mut st = self.state.borrow_mut();
         st.poll = Some(poll);
         st.update_poll();
@@ -222,7 +222,7 @@ impl UnixStream {
     /// Sends one message, with `fd` when given (the fd stays the caller's).
     /// Returns the number of messages still queued (0: sent at once).
     #[napi]
-    pub fn send(&self, env: Env, value: i64, fd: Option<i32>) -> Result<u32> {
+    pub fn send(&self, env: Env, this: This, value: i64, fd: Option<i32>) -> Result<u32> {
         let mut st = self.state.borrow_mut();
         let Some(sock) = &st.sock else { return Err(closed("socket")) };
         // SAFETY: the caller passes an fd it keeps open for this call.
@@ -245,7 +245,9 @@ impl UnixStream {
             drop(st);
         } else {
             drop(st);
-            self.ensure_poll(&env, std::ptr::null_mut())?;
+            // The poll holds the object, so queued messages are not lost
+            // to the garbage collector.
+            self.ensure_poll(&env, std::ptr::null_mut(), this.object.raw())?;
         }
         Ok(len)
     }
@@ -271,9 +273,9 @@ impl UnixStream {
     /// none; the callback owns any other fd) and the end of the connection
     /// as `callback(null, -1, reason)`.
     #[napi(ts_args_type = "callback: (value: number | null, fd: number, reason?: string) => void")]
-    pub fn watch(&mut self, env: Env, callback: Unknown) -> Result<()> {
+    pub fn watch(&mut self, env: Env, this: This, callback: Unknown) -> Result<()> {
         self.state.borrow_mut().reading = true;
-        self.ensure_poll(&env, callback.raw())
+        self.ensure_poll(&env, callback.raw(), this.object.raw())
     }
 
     #[napi(js_name = "ref")]
@@ -331,7 +333,7 @@ impl UnixListener {
     /// Calls `callback()` when connections are pending; call `accept()`
     /// until it returns null.
     #[napi(ts_args_type = "callback: () => void")]
-    pub fn watch(&mut self, env: Env, callback: Unknown) -> Result<()> {
+    pub fn watch(&mut self, env: Env, this: This, callback: Unknown) -> Result<()> {
         let fd = self.fd();
         if fd < 0 {
             return Err(closed("listener"));
@@ -344,7 +346,7 @@ impl UnixListener {
         if let Some(mut old) = self.state.borrow_mut().poll.take() {
             old.close();
         }
-        let poll = Poll::start(&env, fd, READABLE, callback.raw(), handler)?;
+        let poll = Poll::start(&env, fd, READABLE, callback.raw(), this.object.raw(), handler)?;
         self.state.borrow_mut().poll = Some(poll);
         Ok(())
     }
