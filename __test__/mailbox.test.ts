@@ -7,6 +7,7 @@ import { createRequire } from 'node:module';
 import anyTest, { type ExecutionContext, type TestFn } from 'ava';
 
 import type * as Binding from '../index.js';
+import { RingReader, ringOffset } from '../ts/fabric/ring.js';
 import { message, mismatch } from './helpers/messages.js';
 import { LineProcess, waitFor } from './helpers/wait.js';
 
@@ -262,7 +263,7 @@ test('100,000 messages through a ring in batches, in order and intact', (t) => {
 
 /** Runs helpers/mailbox-peer.ts as the producer in its own process, with
  * the shared memory as its fd 3 and `bell` as its fd 4. */
-function producer(t: Ctx, shm: SharedMemory, bell: Binding.EventFd, mode: 'slots' | 'rings'): LineProcess {
+function producer(t: Ctx, shm: SharedMemory, bell: Binding.EventFd, mode: 'slots' | 'rings' | 'jsrings'): LineProcess {
   const p = LineProcess.spawn(process.execPath, ['--import=tsx', path.resolve('__test__/helpers/mailbox-peer.ts'), mode, String(BURST)], {
     stdio: ['ignore', 'pipe', 'pipe', shm.fd, bell.fd],
   });
@@ -332,3 +333,31 @@ test('a 100,000-message burst from another process through a ring, doorbell only
   t.log(`${bells} doorbells, ${wakeups} wake-ups for ${BURST} ring messages`);
   t.is(ring.pop(), null);
 });
+
+/** A TypeScript RingReader over `shm`'s mapping of the ring 1 -> 2, as a
+ * `next` for consume(): each message copied out of the ring. */
+function jsReader(t: Ctx, shm: SharedMemory): () => Buffer[] {
+  const layout = own(t, new Mailbox(shm)).ringLayout!;
+  const reader = new RingReader(shm.buffer as ArrayBuffer, ringOffset(layout, 1, 2), layout.capacity);
+  return () => {
+    const out: Buffer[] = [];
+    reader.read((b, s, l) => out.push(Buffer.from(b.subarray(s, s + l))), 256);
+    return out;
+  };
+}
+
+for (const mode of ['jsrings', 'rings'] as const) {
+  test(`a 100,000-message burst through a ring, ${mode === 'jsrings' ? 'TypeScript RingWriter' : 'native Ring'} in another process -> TypeScript RingReader`, async (t) => {
+    const shm = own(t, SharedMemory.create({ kind: 'memfd', name: `burst-${mode}`, size: 1 << 20 }));
+    const mb = own(t, new Mailbox(shm));
+    mb.format(2);
+    mb.setupRings(64 * 1024);
+    const bell = own(t, new EventFd());
+    const p = producer(t, shm, bell, mode);
+    const next = jsReader(t, shm);
+    const { bells } = await consume(t, bell, p, next, 4096);
+    t.true(bells < BURST, `${bells} doorbells for ${BURST} messages`);
+    t.deepEqual(next(), []);
+    t.is(own(t, new Ring(shm, 1, 2)).usedBytes, 0);
+  });
+}

@@ -1,18 +1,20 @@
 // A producer in its own process, for the cross-process burst tests:
 //
-//   node --import=tsx __test__/helpers/mailbox-peer.ts slots|rings COUNT
+//   node --import=tsx __test__/helpers/mailbox-peer.ts slots|rings|jsrings COUNT
 //
 // fd 3 is the shared object (a memfd, opened again through /proc/self/fd/3,
 // so this process has its own mapping); fd 4 is the receiver's doorbell.
 // Sends COUNT messages (helpers/messages.ts) from ID 1 to ID 2, ringing the
 // doorbell as the protocol says (slots: after every post; rings: only when
-// the ring was empty), prints {"done":COUNT,"bells":N} and exits. Waiting
+// the ring was empty; rings through the native Ring, jsrings through the
+// TypeScript RingWriter over this process's own mapping), prints {"done":COUNT,"bells":N} and exits. Waiting
 // for space (a busy slot, a full ring) is a bounded spin: this process has
 // nothing else to do.
 import { createRequire } from 'node:module';
 import * as path from 'node:path';
 
 import type * as Binding from '../../index.js';
+import { RingWriter, ringOffset } from '../../ts/fabric/ring.js';
 import { message } from './messages.js';
 
 const INDEX = path.resolve(path.dirname(process.argv[1]), '../../index.js');
@@ -34,6 +36,27 @@ function main(): void {
       }
       bell.signal(1);
       bells++;
+    }
+  } else if (mode === 'jsrings') {
+    const layout = new binding.Mailbox(shm).ringLayout;
+    if (!layout) throw new Error('no rings in the mailbox');
+    const ring = new RingWriter(shm.buffer as ArrayBuffer, ringOffset(layout, 1, 2), layout.capacity);
+    const max = Math.min(ring.maxMessage, 4096);
+    const BATCH = 64;
+    for (let i = 0; i < count; ) {
+      const batch: Buffer[] = [];
+      for (let j = i; j < Math.min(i + BATCH, count); j++) batch.push(message(j, max));
+      let off = 0;
+      while (off < batch.length) {
+        const n = ring.pushBatch(batch, off);
+        if (n > 0 && ring.wasEmpty) {
+          bell.signal(1);
+          bells++;
+        }
+        off += n;
+        if (n === 0 && Date.now() > deadline) throw new Error(`ring still full at message ${i + off}`);
+      }
+      i += batch.length;
     }
   } else {
     const ring = new binding.Ring(shm, 1, 2);

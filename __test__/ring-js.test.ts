@@ -1,0 +1,244 @@
+// The TypeScript ring ends (ts/fabric/ring.ts) against the native core's
+// Ring over the same memfd: byte-compatible both ways, checked against a
+// model of the counters (padding and wrap included), with counters past
+// 2^32, and with corrupt rings.
+import * as path from 'node:path';
+import { createRequire } from 'node:module';
+
+import anyTest, { type ExecutionContext, type TestFn } from 'ava';
+import fc from 'fast-check';
+
+import type * as Binding from '../index.js';
+import { RingCorrupt, RingReader, RingWriter, recordSize, ringOffset, RING_HEADER } from '../ts/fabric/ring.js';
+
+const binding = createRequire(path.resolve('index.js'))('./index.js') as typeof Binding;
+const { Mailbox, Ring, SharedMemory, ringLayout } = binding;
+
+interface Context {
+  cleanups: Array<() => void>;
+}
+const test = anyTest as TestFn<Context>;
+type Ctx = ExecutionContext<Context>;
+
+test.beforeEach((t) => {
+  t.context.cleanups = [];
+});
+test.afterEach.always((t) => {
+  for (const c of t.context.cleanups.reverse()) c();
+});
+
+/** A memfd with a mailbox for 2 peers and rings of `capacity`; the JS ends
+ * and the native ends of the ring 1 -> 2 over it. */
+function setup(t: Ctx, capacity: number) {
+  const shm = SharedMemory.create({ kind: 'memfd', name: 'ring-js', size: 1 << 22 });
+  const mb = new Mailbox(shm);
+  t.context.cleanups.push(() => shm.close(), () => mb.close());
+  mb.format(2);
+  const layout = mb.setupRings(capacity);
+  const mem = shm.buffer as ArrayBuffer;
+  const off = ringOffset(layout, 1, 2);
+  const native = new Ring(shm, 1, 2);
+  t.context.cleanups.push(() => native.close());
+  return { shm, layout, mem, off, native, writer: new RingWriter(mem, off, capacity), reader: new RingReader(mem, off, capacity) };
+}
+
+const payload = (seq: number, len: number) => {
+  const b = new Uint8Array(len);
+  for (let i = 0; i < len; i++) b[i] = (seq * 131 + i) & 0xff;
+  return b;
+};
+
+test('ringOffset agrees with the native layout for every pair', (t) => {
+  for (const n of [1, 2, 5, 14]) {
+    const layout = ringLayout(n, 1024);
+    const seen = new Set<number>();
+    for (let s = 1; s <= n + 1; s++) {
+      for (let r = 1; r <= n + 1; r++) {
+        if (s === r) {
+          t.throws(() => ringOffset(layout, s, r), { instanceOf: RangeError });
+          continue;
+        }
+        const off = ringOffset(layout, s, r);
+        t.true(off >= layout.base && off + layout.stride <= layout.end);
+        seen.add(off);
+      }
+    }
+    t.is(seen.size, layout.count);
+  }
+  t.throws(() => ringOffset(ringLayout(2, 1024), 0, 1), { instanceOf: RangeError });
+  t.throws(() => ringOffset(ringLayout(2, 1024), 1, 4), { instanceOf: RangeError });
+});
+
+test('the ring views refuse capacities and offsets that do not fit', (t) => {
+  const mem = new ArrayBuffer(4096);
+  t.throws(() => new RingWriter(mem, 0, 1000), { instanceOf: RangeError });
+  t.throws(() => new RingWriter(mem, 64, 256), { instanceOf: RangeError });
+  t.throws(() => new RingReader(mem, 0, 4096), { instanceOf: RangeError });
+  t.notThrows(() => new RingReader(mem, 0, 2048));
+});
+
+type Op = { kind: 'push'; by: 'js' | 'native'; sizes: number[] } | { kind: 'pop'; by: 'js' | 'native'; max: number };
+
+const CAP = 1024;
+const opArb: fc.Arbitrary<Op> = fc.oneof(
+  fc.record({
+    kind: fc.constant('push' as const),
+    by: fc.constantFrom('js' as const, 'native' as const),
+    sizes: fc.array(fc.oneof(fc.integer({ min: 0, max: 40 }), fc.integer({ min: 0, max: CAP / 2 - 8 })), { minLength: 1, maxLength: 6 }),
+  }),
+  fc.record({ kind: fc.constant('pop' as const), by: fc.constantFrom('js' as const, 'native' as const), max: fc.integer({ min: 1, max: 8 }) }),
+);
+
+test('JS and native ends interoperate on one ring: same bytes, same order, same counters as the model', (t) => {
+  const { mem, off, native, writer, reader } = setup(t, CAP);
+  const counters = new BigUint64Array(mem, off, 32);
+  fc.assert(
+    fc.property(fc.array(opArb, { maxLength: 60 }), (ops) => {
+      native.discard();
+      // The model: counters and the FIFO of (seq, len, pad).
+      let head = Number(counters[0]);
+      let tail = head;
+      const fifo: { seq: number; len: number; pad: number }[] = [];
+      let seq = 0;
+      for (const op of ops) {
+        if (op.kind === 'push') {
+          const msgs = op.sizes.map((len, i) => payload(seq + i, len));
+          // What the model accepts: records in order until one does not fit.
+          let h = head;
+          let accepted = 0;
+          const pads: number[] = [];
+          for (const m of msgs) {
+            const rec = recordSize(m.length);
+            const pos = h % CAP;
+            const pad = rec <= CAP - pos ? 0 : CAP - pos;
+            if (h - tail + pad + rec > CAP) break;
+            pads.push(pad);
+            h += pad + rec;
+            accepted++;
+          }
+          const wasEmpty = head === tail;
+          let n: number;
+          let bell: boolean;
+          if (op.by === 'js') {
+            n = writer.pushBatch(msgs);
+            bell = writer.wasEmpty;
+          } else {
+            n = native.pushBatch(msgs);
+            bell = native.wasEmpty;
+          }
+          if (n !== accepted) return false;
+          if (n > 0 && bell !== wasEmpty) return false;
+          for (let i = 0; i < n; i++) fifo.push({ seq: seq + i, len: msgs[i].length, pad: pads[i] });
+          seq += msgs.length;
+          head = h;
+        } else {
+          const got: Uint8Array[] = [];
+          if (op.by === 'js') reader.read((b, s, l) => got.push(b.slice(s, s + l)), op.max);
+          else got.push(...native.popBatch(op.max));
+          if (got.length !== Math.min(op.max, fifo.length)) return false;
+          for (const m of got) {
+            const want = fifo.shift()!;
+            if (m.length !== want.len) return false;
+            if (Buffer.compare(Buffer.from(m), Buffer.from(payload(want.seq, want.len))) !== 0) return false;
+            tail += want.pad + recordSize(want.len);
+          }
+        }
+        if (native.usedBytes !== head - tail || writer.usedBytes !== head - tail) return false;
+      }
+      return true;
+    }),
+    { numRuns: 300 },
+  );
+  t.pass();
+});
+
+test('counters past 2^32 (and well past 2^40) work the same from JS and native', (t) => {
+  const { mem, off, native, writer, reader } = setup(t, 256);
+  const counters = new BigUint64Array(mem, off, 32);
+  for (const base of [2 ** 32 - 24, 2 ** 40 + 8, 2 ** 52 - 64]) {
+    counters[0] = BigInt(base);
+    counters[16] = BigInt(base);
+    let sent = 0;
+    let got = 0;
+    for (let round = 0; round < 50; round++) {
+      // JS pushes, native pops; then native pushes, JS pops.
+      const m = payload(sent, (round * 37) % 100);
+      t.not(writer.push(m), -1);
+      sent++;
+      t.deepEqual(Buffer.from(native.pop()!), Buffer.from(m));
+      got++;
+      const m2 = payload(sent, (round * 53) % 120);
+      t.not(native.push(m2), -1);
+      sent++;
+      const seen: Buffer[] = [];
+      t.is(
+        reader.read((b, s, l) => seen.push(Buffer.from(b.subarray(s, s + l)))),
+        1,
+      );
+      t.deepEqual(seen[0], Buffer.from(m2));
+      got++;
+    }
+    t.is(got, 100);
+    t.is(native.usedBytes, 0);
+    t.true(Number(counters[0]) > base);
+  }
+});
+
+test('a full ring is backpressure from JS: -1, nothing overwritten, room again after a pop', (t) => {
+  const { native, writer, reader } = setup(t, 256);
+  const m = payload(1, 100); // 112-byte records: two fit in 256
+  t.is(writer.push(m), 1, 'into an empty ring: ring the doorbell');
+  t.is(writer.push(m), 0);
+  t.is(writer.push(m), -1);
+  t.is(writer.pushBatch([m, m]), 0);
+  t.throws(() => writer.push(new Uint8Array(121)), { instanceOf: RangeError, message: /EMSGSIZE/ });
+  t.is(native.popBatch(1).length, 1);
+  t.is(writer.push(m), 0, 'not empty: no doorbell');
+  const seen: number[] = [];
+  t.is(reader.read((_b, _s, l) => seen.push(l)), 2);
+  t.deepEqual(seen, [100, 100]);
+});
+
+test('reserve/commit: a producer writes its payload in place', (t) => {
+  const { native, writer } = setup(t, 1024);
+  const a = writer.reserve(5);
+  writer.bytes.set([1, 2, 3, 4, 5], a);
+  const b = writer.reserve(0);
+  t.true(b > a);
+  t.true(writer.commit());
+  t.false(writer.commit(), 'nothing left to publish');
+  t.deepEqual(native.popBatch().map((x) => [...x]), [[1, 2, 3, 4, 5], []]);
+});
+
+test('a corrupt ring throws RingCorrupt from the JS reader and discard() resynchronises', (t) => {
+  const { mem, off, native, reader, writer } = setup(t, 256);
+  native.push(payload(0, 10));
+  // Unknown flags in the first record's header.
+  new Uint32Array(mem, off + RING_HEADER, 2)[1] = 7;
+  t.throws(() => reader.read(() => t.fail()), { instanceOf: RingCorrupt, message: /unknown flags/ });
+  t.true(reader.discard() > 0);
+  t.is(reader.read(() => t.fail()), 0);
+  // A tail ahead of the head.
+  const counters = new BigUint64Array(mem, off, 32);
+  counters[16] = counters[0] + 8n;
+  t.throws(() => reader.read(() => t.fail()), { instanceOf: RingCorrupt });
+  t.throws(() => writer.push(payload(0, 1)), { instanceOf: RingCorrupt });
+  reader.discard();
+  t.is(writer.push(payload(0, 1)), 1);
+});
+
+test('a visitor that throws consumes its message and no other', (t) => {
+  const { native, reader } = setup(t, 1024);
+  for (let i = 0; i < 3; i++) native.push(payload(i, 8));
+  let calls = 0;
+  t.throws(
+    () =>
+      reader.read(() => {
+        calls++;
+        throw new Error('boom');
+      }),
+    { message: 'boom' },
+  );
+  t.is(calls, 1);
+  t.is(native.popBatch().length, 2);
+});

@@ -1,0 +1,289 @@
+// famez's ring channels in TypeScript, straight over the mapped shared
+// memory: the same byte protocol as crates/famez-core/src/ring.rs
+// (docs/ring-channels.md), without a native call per message or per batch.
+//
+// A producer writes records into the data area through typed arrays and
+// publishes `head` once per batch; a consumer walks the records in place,
+// handing each payload to a callback as (bytes, start, length) over the
+// mapping, and publishes `tail` once. Nothing is allocated per message.
+//
+// Ordering: `head` and `tail` are 64-bit counters read and written with
+// Atomics on a BigUint64Array (sequentially consistent, so each publish is
+// also the full barrier the doorbell rule needs: producer head -> barrier
+// -> tail, consumer tail -> barrier -> head). Record headers and payloads
+// are plain typed-array accesses ordered by those atomics. Counters are
+// kept as Numbers: a ring would need 2^53 bytes (9 PB) of traffic to pass
+// that, so a larger value is treated as corruption. Little-endian hosts
+// only (the layout is little-endian; typed arrays use the host's order).
+import { endianness } from 'node:os';
+
+import type { RingLayoutInfo } from '../../index.js';
+
+/** Bytes before a ring's data area. */
+export const RING_HEADER = 256;
+/** Bytes of a record header (u32 length, u32 flags). */
+export const RECORD_HEADER = 8;
+/** Record flag: skip to the start of the data area. */
+export const FLAG_WRAP = 1;
+const MIN_CAPACITY = 256;
+const MAX_CAPACITY = 2 ** 31;
+// Indices of head (byte 0) and tail (byte 128) in a BigUint64Array.
+const HEAD = 0;
+const TAIL = 16;
+
+if (endianness() !== 'LE') throw new Error('famez ring channels need a little-endian host');
+
+/** The ring holds something no correct producer writes (or its counters
+ * make no sense); nothing was consumed. `discard()` resynchronises. */
+export class RingCorrupt extends Error {
+  override name = 'RingCorrupt';
+  readonly code = 'EBADMSG';
+}
+
+/** Size of the record that carries `len` payload bytes. */
+export function recordSize(len: number): number {
+  return RECORD_HEADER + Math.ceil(len / 8) * 8;
+}
+
+/** Byte offset of the ring from `sender` to `receiver` (IDs 1..nClients+1,
+ * the switch last) in the shared object. */
+export function ringOffset(layout: RingLayoutInfo, sender: number, receiver: number): number {
+  const e = layout.nClients + 1;
+  const ok = (x: number) => Number.isInteger(x) && x >= 1 && x <= e;
+  if (!ok(sender) || !ok(receiver) || sender === receiver) throw new RangeError(`there is no ring from ${sender} to ${receiver}`);
+  return layout.base + ((sender - 1) * (e - 1) + (receiver - 1) - (receiver > sender ? 1 : 0)) * layout.stride;
+}
+
+abstract class RingView {
+  /** The ring's data area; payload positions index into it. */
+  readonly bytes: Uint8Array;
+  readonly capacity: number;
+  /** The largest message: capacity / 2 - 8 bytes. */
+  readonly maxMessage: number;
+  protected readonly words: Uint32Array;
+  protected readonly counters: BigUint64Array;
+  protected readonly mask: number;
+
+  constructor(memory: ArrayBuffer, offset: number, capacity: number) {
+    if (!Number.isInteger(capacity) || capacity < MIN_CAPACITY || capacity > MAX_CAPACITY || (capacity & (capacity - 1)) !== 0) {
+      throw new RangeError(`ring capacity ${capacity} is not a power of two between ${MIN_CAPACITY} and ${MAX_CAPACITY}`);
+    }
+    if (!Number.isInteger(offset) || offset < 0 || offset % 128 !== 0 || offset + RING_HEADER + capacity > memory.byteLength) {
+      throw new RangeError(`a ring of ${capacity} bytes at ${offset} does not fit a shared object of ${memory.byteLength} bytes (or is not 128-aligned)`);
+    }
+    this.capacity = capacity;
+    this.maxMessage = capacity / 2 - RECORD_HEADER;
+    this.mask = capacity - 1;
+    this.counters = new BigUint64Array(memory, offset, RING_HEADER / 8);
+    this.bytes = new Uint8Array(memory, offset + RING_HEADER, capacity);
+    this.words = new Uint32Array(memory, offset + RING_HEADER, capacity / 4);
+  }
+
+  protected load(index: number): number {
+    const v = Number(Atomics.load(this.counters, index));
+    if (v > Number.MAX_SAFE_INTEGER) throw new RingCorrupt(`corrupt ring: counter ${v} past 2^53`);
+    return v;
+  }
+
+  protected store(index: number, value: number): void {
+    Atomics.store(this.counters, index, BigInt(value));
+  }
+
+  /** Bytes in use now (records and padding). */
+  get usedBytes(): number {
+    return this.load(HEAD) - this.load(TAIL);
+  }
+
+  get isEmpty(): boolean {
+    return this.usedBytes === 0;
+  }
+}
+
+/** The producing end of one ring (only the sender pushes). Views hold no
+ * state between batches: the counters live in the shared memory. */
+export class RingWriter extends RingView {
+  /** Whether the last batch that pushed anything found the ring empty:
+   * then the receiver's doorbell must be rung. */
+  wasEmpty = false;
+  // An open batch: head at its start, head so far, tail as last read, and
+  // the data position of `head`.
+  private open = false;
+  private start = 0;
+  private head = 0;
+  private tail = 0;
+  private pos = 0;
+
+  private begin(): void {
+    const head = this.load(HEAD);
+    const tail = this.load(TAIL);
+    if (head - tail > this.capacity || head < tail) throw new RingCorrupt(`corrupt ring: head ${head}, tail ${tail}`);
+    this.open = true;
+    this.start = this.head = head;
+    this.tail = tail;
+    this.pos = head % this.capacity;
+  }
+
+  /** Room for a payload of `len` bytes: its position in `bytes`, or -1
+   * when the ring is full (backpressure). The payload is the caller's to
+   * write there before `commit()`; a batch may reserve many. Throws
+   * RangeError past maxMessage. */
+  reserve(len: number): number {
+    if (!(len >= 0 && len <= this.maxMessage)) throw new RangeError(`EMSGSIZE: a ring message is 0..${this.maxMessage} bytes, not ${len}`);
+    if (!this.open) this.begin();
+    const rec = recordSize(len);
+    let pos = this.pos;
+    const room = this.capacity - pos;
+    const pad = rec <= room ? 0 : room;
+    if (this.head - this.tail + pad + rec > this.capacity) {
+      // The consumer may have taken some since the batch began.
+      const tail = this.load(TAIL);
+      if (this.start - tail > this.capacity || tail < this.tail) throw new RingCorrupt(`corrupt ring: tail went from ${this.tail} to ${tail}`);
+      this.tail = tail;
+      if (this.head - tail + pad + rec > this.capacity) return -1;
+    }
+    const w = this.words;
+    if (pad !== 0) {
+      w[pos >>> 2] = 0;
+      w[(pos >>> 2) + 1] = FLAG_WRAP;
+      this.head += pad;
+      pos = 0;
+    }
+    w[pos >>> 2] = len;
+    w[(pos >>> 2) + 1] = 0;
+    this.head += rec;
+    this.pos = (pos + rec) & this.mask;
+    return pos + RECORD_HEADER;
+  }
+
+  /** Publishes every record reserved since the last commit (one counter
+   * store, which is also the doorbell rule's barrier). Returns whether the
+   * ring was empty before them: ring the receiver's doorbell then. */
+  commit(): boolean {
+    if (!this.open) return false;
+    this.open = false;
+    if (this.head === this.start) return false;
+    this.store(HEAD, this.head);
+    this.wasEmpty = this.load(TAIL) === this.start;
+    return this.wasEmpty;
+  }
+
+  /** Pushes one message: 1 = pushed into an empty ring (ring the doorbell),
+   * 0 = pushed, -1 = full. */
+  push(msg: Uint8Array): number {
+    const at = this.reserve(msg.length);
+    if (at < 0) {
+      this.commit();
+      return -1;
+    }
+    this.bytes.set(msg, at);
+    return this.commit() ? 1 : 0;
+  }
+
+  /** Pushes `msgs[from..to)` as far as they fit, published together;
+   * returns how many (the rest are the caller's to retry). `wasEmpty`
+   * then says whether to ring the doorbell. A message over maxMessage
+   * throws before anything is published. */
+  pushBatch(msgs: readonly Uint8Array[], from = 0, to = msgs.length): number {
+    for (let i = from; i < to; i++) {
+      if (msgs[i].length > this.maxMessage) throw new RangeError(`EMSGSIZE: message ${i} of ${msgs[i].length} bytes is over the ring's limit of ${this.maxMessage} bytes`);
+    }
+    const bytes = this.bytes;
+    let i = from;
+    for (; i < to; i++) {
+      const m = msgs[i];
+      const at = this.reserve(m.length);
+      if (at < 0) break;
+      bytes.set(m, at);
+    }
+    if (i > from) this.commit();
+    else {
+      this.open = false;
+    }
+    return i - from;
+  }
+}
+
+/** Called with each message in place: `bytes[start .. start + length)`.
+ * The bytes are valid only during the call (copy what must outlive it). */
+export type RingVisitor = (bytes: Uint8Array, start: number, length: number) => void;
+
+/** The consuming end of one ring (only the receiver reads). */
+export class RingReader extends RingView {
+  /** Hands up to `max` messages to `visit`, in order, in place, then
+   * publishes the tail once. Returns how many; fewer than `max` means the
+   * ring was seen empty (after the doorbell rule's barrier): wait for the
+   * doorbell. A corrupt ring throws RingCorrupt when nothing could be
+   * read, else stops before the bad record. A message whose visit throws
+   * counts as consumed. */
+  read(visit: RingVisitor, max = Infinity): number {
+    const tail0 = this.load(TAIL);
+    let tail = tail0;
+    let published = tail0;
+    let head = this.load(HEAD);
+    const cap = this.capacity;
+    const w = this.words;
+    let n = 0;
+    try {
+      while (n < max) {
+        const avail = head - tail;
+        if (avail === 0) {
+          // Seen empty: publish, barrier, look again (module doc).
+          if (tail !== published) {
+            this.store(TAIL, tail);
+            published = tail;
+          }
+          const fresh = this.load(HEAD);
+          if (fresh === head) break;
+          head = fresh;
+          continue;
+        }
+        const pos = tail % cap;
+        if (avail > cap || avail < RECORD_HEADER || pos % 8 !== 0) {
+          if (n === 0) throw new RingCorrupt(`corrupt ring: head ${head}, tail ${tail}`);
+          break;
+        }
+        const len = w[pos >>> 2];
+        const flags = w[(pos >>> 2) + 1];
+        if (flags === FLAG_WRAP) {
+          const skip = cap - pos;
+          if (skip > avail) {
+            if (n === 0) throw new RingCorrupt(`corrupt ring: wrap at ${pos} passes head`);
+            break;
+          }
+          tail += skip;
+          continue;
+        }
+        const rec = len <= this.maxMessage ? recordSize(len) : Infinity;
+        if (flags !== 0 || rec > avail || pos + rec > cap) {
+          if (n === 0) throw new RingCorrupt(flags !== 0 ? `corrupt ring: unknown flags ${flags} at ${pos}` : `corrupt ring: record of ${len} bytes at ${pos}, ${avail} available`);
+          break;
+        }
+        tail += rec;
+        n++;
+        visit(this.bytes, pos + RECORD_HEADER, len);
+      }
+    } finally {
+      // Every visit above is over: the producer may reuse the space.
+      if (tail !== published) this.store(TAIL, tail);
+    }
+    return n;
+  }
+
+  /** Pops one message as a copy; null when the ring is empty. */
+  pop(): Uint8Array | null {
+    let out: Uint8Array | null = null;
+    this.read((b, s, l) => {
+      out = b.slice(s, s + l);
+    }, 1);
+    return out;
+  }
+
+  /** Drops everything in the ring (tail = head): the way out of a corrupt
+   * ring. Returns the bytes dropped. */
+  discard(): number {
+    const head = Number(Atomics.load(this.counters, HEAD));
+    const tail = Number(Atomics.load(this.counters, TAIL));
+    Atomics.store(this.counters, TAIL, Atomics.load(this.counters, HEAD));
+    return head - tail;
+  }
+}
