@@ -304,6 +304,53 @@ test('a burst of 100,000 messages between two fabric clients through a ring chan
   t.true(wakeups >= 1 && wakeups <= BURST, `${wakeups} wake-ups`);
 });
 
+test('in place: ringWriter() writes 100,000 messages straight into the ring, onRing() reads them without a copy', async (t) => {
+  const { sock, server } = await fabric(t, 4);
+  await server.waitFor(/ring channels: 20 rings of 16 KiB/);
+  const a = await join(t, sock, 'producer');
+  const b = await join(t, sock, 'consumer');
+  await waitFor(() => a.peers.some((p) => p.id === b.id), 'the producer to see the consumer', WAIT_MS);
+  const max = 4096;
+  let got = 0;
+  let bad: string | null = null;
+  b.on('data', () => {
+    bad ??= 'a data event while onRing() is set';
+  });
+  b.onRing((from, bytes, start, length) => {
+    if (from !== a.id || bad) return;
+    bad = mismatch(bytes.subarray(start, start + length), got, max);
+    got++;
+  });
+  const w = a.ringWriter(b.id);
+  t.is(w.capacity, 16 * 1024);
+  t.throws(() => w.reserve(8185), { message: /EMSGSIZE/ });
+  const run = async () => {
+    for (let i = 0; i < BURST && !bad; ) {
+      // Write each message in place until the ring is full, then yield.
+      for (; i < BURST; i++) {
+        const m = burstMessage(i, max);
+        const at = w.reserve(m.length);
+        if (at < 0) break;
+        m.copy(w.bytes, at);
+      }
+      w.commit();
+      await new Promise((r) => setImmediate(r));
+    }
+    await waitFor(() => got >= BURST || bad, 'the consumer to read every message', WAIT_MS);
+  };
+  await within(run(), `${BURST} messages through the ring in place`, BURST_MS);
+  t.is(bad, null);
+  t.is(got, BURST);
+  // Back to copies: data events again.
+  b.onRing(null);
+  b.removeAllListeners('data');
+  const seen: Buffer[] = [];
+  b.on('data', ({ messages }) => seen.push(...messages));
+  await a.sendRing(b.id, [Buffer.from('after')]);
+  await waitFor(() => seen.length === 1, 'the data event', WAIT_MS);
+  t.is(seen[0].toString(), 'after');
+});
+
 test('famez client speaks FAME-Z to a fabric: who, ping, send, int, rfc, link, dump, quit', async (t) => {
   const { sock, server } = await fabric(t, 4);
   const c = t.context.client(['-S', sock, '-N', 'cliZ']);

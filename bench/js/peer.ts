@@ -13,10 +13,11 @@
 //                               with the same bytes
 //   mping PEER ROUNDS BATCHES   64-byte requests to PEER, each awaited
 //                               -> {"samples":[us per round trip, ...]}
-//   rrecv COUNT                 expect COUNT ring messages -> {"armed":1},
+//   rrecv COUNT                 expect COUNT ring messages (read in place,
+//                               sequence-checked) -> {"armed":1},
 //                               then {"end":HRTIME_NS,"count":COUNT}
-//   rsend PEER SIZE COUNT       push COUNT SIZE-byte messages through the
-//                               ring channel to PEER
+//   rsend PEER SIZE COUNT       write COUNT SIZE-byte messages in place into
+//                               the ring channel to PEER
 //                               -> {"sent":COUNT,"start":HRTIME_NS}
 //   quit
 // Every wait is bounded; the process exits when stdin closes.
@@ -103,30 +104,43 @@ async function main(): Promise<void> {
         break;
       }
       case 'rrecv': {
+        // In place (onRing): each message's sequence number (its first 4
+        // bytes) is checked where it lies in the ring; nothing is copied.
         const [count] = n;
         let got = 0;
         const timer = setTimeout(() => fail(`ring: ${got} of ${count} messages after 60 s`), 60_000);
-        const onData = ({ messages }: { messages: Buffer[] }) => {
-          got += messages.length;
-          if (got >= count) {
+        fabric!.onRing((_from, bytes, start) => {
+          if (bytes.readUInt32LE(start) !== (got >>> 0)) fail(`ring: message ${got} carries sequence ${bytes.readUInt32LE(start)}`);
+          if (++got === count) {
             clearTimeout(timer);
-            fabric!.off('data', onData);
+            fabric!.onRing(null);
             out({ end: String(process.hrtime.bigint()), count: got });
           }
-        };
-        fabric!.on('data', onData);
+        });
         out({ armed: 1 });
         break;
       }
       case 'rsend': {
+        // Written in place (ringWriter): reserve, copy the payload in,
+        // stamp the sequence number; one commit (and at most one doorbell)
+        // per ring-full; a full ring yields to the loop until there is room.
         const [peer, size, count] = n;
-        const BATCH = Math.max(1, Math.min(256, Math.floor((256 * 1024) / size)));
+        const w = fabric!.ringWriter(peer);
+        const payload = Buffer.alloc(size, 0x5a);
+        const deadline = Date.now() + 60_000;
         const start = String(process.hrtime.bigint());
-        const batch = Array.from({ length: BATCH }, () => new Uint8Array(size).fill(0x5a));
-        for (let sent = 0; sent < count; ) {
-          const k = Math.min(BATCH, count - sent);
-          await fabric!.sendRing(peer, k === BATCH ? batch : batch.slice(0, k), { timeoutMs: 10_000 });
-          sent += k;
+        for (let i = 0; i < count; ) {
+          for (; i < count; i++) {
+            const at = w.reserve(size);
+            if (at < 0) break;
+            payload.copy(w.bytes, at);
+            w.bytes.writeUInt32LE(i >>> 0, at);
+          }
+          w.commit();
+          if (i < count) {
+            if (Date.now() > deadline) fail(`ring: still full at message ${i} after 60 s`);
+            await new Promise((r) => setImmediate(r));
+          }
         }
         out({ sent: count, start });
         break;

@@ -14,8 +14,12 @@
 // - request() resolves with the reply, linkUp() runs Link RFC -> CTL-Write
 //   -> Standalone Acknowledgment with the switch;
 // - famez's ring channels (when the server set them up) carry batches of
-//   bytes per pair: sendRing() and the `data` event. Their doorbell is the
-//   same vector (the sender's ID), so one interrupt drains both.
+//   bytes per pair: sendRing() and the `data` event, or, without a copy or
+//   an allocation per message, ringWriter() and onRing(). Their doorbell is
+//   the same vector (the sender's ID), so one interrupt drains both. The
+//   rings are driven from TypeScript over the mapped memory (ring.ts); the
+//   native Ring is the fallback when the object is too big for an
+//   ArrayBuffer (over 4 GiB on Node 20).
 import { EventEmitter } from 'node:events';
 import * as os from 'node:os';
 
@@ -23,6 +27,7 @@ import { Client, type ConnectOptions } from '../client/client.js';
 import { GenZTextError, parse, peerAttributes, toBytes, type TextMessage } from '../genz/text.js';
 import type { RingLayoutInfo } from '../../index.js';
 import { Mailbox, Ring } from '../native.js';
+import { RingCorrupt, RingReader, RingWriter, ringOffset, type RingVisitor } from './ring.js';
 
 /** FAME-Z's slot geometry (famez-fabric.md). */
 const SLOTSIZE = 512;
@@ -46,6 +51,8 @@ export type FabricClientErrorCode =
   | 'EINVAL'
   /** A message over 383 bytes (slots) or over the ring's maxMessage. */
   | 'EMSGSIZE'
+  /** The ring's counters make no sense (the other side wrote garbage). */
+  | 'EBADMSG'
   /** The switch refused (Link CTL NAK) what linkUp asked. */
   | 'ENAK'
   /** The server set up no ring channels. */
@@ -178,6 +185,44 @@ interface Waiter {
   timer: NodeJS.Timeout | null;
 }
 
+/** The ring ends FabricClient drives: the TypeScript views (ring.ts) or,
+ * for an object too big for an ArrayBuffer, the native Ring adapted. */
+interface TxRing {
+  pushBatch(msgs: readonly Uint8Array[], from: number): number;
+  close?(): void;
+}
+interface RxRing {
+  read(visit: RingVisitor, max: number): number;
+  discard(): number;
+  close?(): void;
+}
+
+function nativeTx(ring: Ring, bell: () => void): TxRing {
+  return {
+    pushBatch(msgs, from) {
+      const n = ring.pushBatch(from === 0 ? [...msgs] : msgs.slice(from));
+      if (n > 0 && ring.wasEmpty) bell();
+      return n;
+    },
+    close: () => ring.close(),
+  };
+}
+
+function nativeRx(ring: Ring): RxRing {
+  return {
+    read(visit, max) {
+      const got = ring.popBatch(max);
+      for (const m of got) visit(m, 0, m.length);
+      return got.length;
+    },
+    discard: () => ring.discard(),
+    close: () => ring.close(),
+  };
+}
+
+/** Messages read from one ring per loop turn before yielding. */
+const RING_BUDGET = 16384;
+
 /** While a slot or ring stays busy, retry on the next loop turn for this
  * long (a receiver in this process takes in the poll phase), then every
  * millisecond. */
@@ -236,8 +281,12 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
   private readonly queue: Outgoing[] = [];
   private retry: { kind: 'immediate'; handle: NodeJS.Immediate } | { kind: 'timeout'; handle: NodeJS.Timeout } | null = null;
   private readonly waiters: Waiter[] = [];
-  private readonly txRings = new Map<number, Ring>();
-  private readonly rxRings = new Map<number, Ring>();
+  private readonly txRings = new Map<number, TxRing>();
+  private readonly rxRings = new Map<number, RxRing>();
+  /** Rings whose last read stopped at its budget: read again next turn. */
+  private readonly rxPending = new Set<number>();
+  private rxImmediate: NodeJS.Immediate | null = null;
+  private ringHandler: ((from: number, bytes: Buffer, start: number, length: number) => void) | null = null;
   private readonly ringChains = new Map<number, Promise<void>>();
   private readonly layout: RingLayoutInfo | null;
   private readonly sendTimeoutMs: number;
@@ -553,7 +602,7 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
    * progress, then EBUSY). Calls to one dest run one after the other. */
   sendRing(dest: Dest, messages: Uint8Array | Uint8Array[], options: SendOptions = {}): Promise<void> {
     let to: number;
-    let ring: Ring;
+    let ring: TxRing;
     try {
       to = this.resolveOne(dest);
       ring = this.txRing(to);
@@ -569,13 +618,12 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
         this.check();
         let n: number;
         try {
-          n = ring.pushBatch(off === 0 ? list : list.slice(off));
+          n = ring.pushBatch(list, off);
         } catch (e) {
           const msg = (e as Error).message;
-          throw new FabricClientError(msg.startsWith('EMSGSIZE') ? 'EMSGSIZE' : 'ECLOSED', msg);
+          throw new FabricClientError(msg.startsWith('EMSGSIZE') ? 'EMSGSIZE' : e instanceof RingCorrupt ? 'EBADMSG' : 'ECLOSED', msg);
         }
         if (n > 0) {
-          if (ring.wasEmpty) this.client.ring(to, this.id);
           off += n;
           stalled = null;
           continue;
@@ -598,6 +646,26 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
       if (this.ringChains.get(to) === tail) this.ringChains.delete(to);
     });
     return mine;
+  }
+
+  /** The producing end of the ring to `dest`, for writing messages in
+   * place: `reserve(len)` gives the position in `bytes` for a payload (-1
+   * while the ring is full), `commit()` publishes what was reserved and
+   * rings dest's doorbell when the ring was empty. Do not mix with a
+   * pending sendRing() to the same peer. Throws ENORINGS when the rings
+   * are not reachable from JavaScript (see the module comment). */
+  ringWriter(dest: Dest): RingWriter {
+    const ring = this.txRing(this.resolveOne(dest));
+    if (!(ring instanceof RingWriter)) throw new FabricClientError('ENORINGS', 'the shared object is too big for an ArrayBuffer here: use sendRing()');
+    return ring;
+  }
+
+  /** Takes ring-channel messages in place instead of `data` events:
+   * `handler(from, bytes, start, length)` gets each message as
+   * `bytes[start .. start + length)` of the shared memory, valid only
+   * during the call (copy what must outlive it). null goes back to `data`. */
+  onRing(handler: ((from: number, bytes: Buffer, start: number, length: number) => void) | null): void {
+    this.ringHandler = handler;
   }
 
   /** Leaves the fabric. Pending sends and requests reject with ECLOSED. */
@@ -691,13 +759,37 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
     }
   }
 
-  private txRing(to: number): Ring {
+  private txRing(to: number): TxRing {
     this.check();
     if (!this.layout) throw new FabricClientError('ENORINGS', 'the server set up no ring channels (the shared memory is too small for them)');
     if (to === this.id) throw new FabricClientError('EINVAL', 'there is no ring from a peer to itself');
     let ring = this.txRings.get(to);
-    if (!ring) this.txRings.set(to, (ring = new Ring(this.client.sharedMemory, this.id, to)));
+    if (!ring) {
+      const bell = () => this.client.ring(to, this.id);
+      const mem = this.memoryOrNull();
+      ring = mem ? new RingWriter(mem, ringOffset(this.layout, this.id, to), this.layout.capacity, bell) : nativeTx(new Ring(this.client.sharedMemory, this.id, to), bell);
+      this.txRings.set(to, ring);
+    }
     return ring;
+  }
+
+  private rxRing(from: number): RxRing {
+    let ring = this.rxRings.get(from);
+    if (!ring) {
+      const mem = this.memoryOrNull();
+      ring = mem ? new RingReader(mem, ringOffset(this.layout!, from, this.id), this.layout!.capacity) : nativeRx(new Ring(this.client.sharedMemory, from, this.id));
+      this.rxRings.set(from, ring);
+    }
+    return ring;
+  }
+
+  /** The shared object as an ArrayBuffer, or null when it is too big. */
+  private memoryOrNull(): ArrayBuffer | null {
+    try {
+      return this.client.memory;
+    } catch {
+      return null;
+    }
   }
 
   /** Everything peer `from` has for this peer: its ring, then its slot.
@@ -708,18 +800,42 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
     this.drainSlot(from, doorbell);
   }
 
+  /** Reads the ring from `from`, at most RING_BUDGET messages per turn:
+   * past that it goes on in a later turn (setImmediate: the producer rings
+   * only an empty ring, so no doorbell would come), and the loop serves
+   * everything else in between. */
   private drainRing(from: number): void {
-    let ring = this.rxRings.get(from);
-    if (!ring) this.rxRings.set(from, (ring = new Ring(this.client.sharedMemory, from, this.id)));
-    let messages: Buffer[];
+    const ring = this.rxRing(from);
+    const handler = this.ringHandler;
+    let n: number;
+    let messages: Buffer[] | null = null;
     try {
-      messages = ring.popBatch();
+      if (handler) {
+        n = ring.read((bytes, start, length) => handler(from, bytes, start, length), RING_BUDGET);
+      } else {
+        const got: Buffer[] = (messages = []);
+        n = ring.read((bytes, start, length) => {
+          const m = Buffer.allocUnsafe(length);
+          bytes.copy(m, 0, start, start + length);
+          got.push(m);
+        }, RING_BUDGET);
+      }
     } catch (e) {
+      if (!(e instanceof RingCorrupt) && !/EBADMSG/.test((e as Error).message)) throw e;
       const dropped = ring.discard();
       this.emit('warning', `ring from peer ${from}: ${(e as Error).message}; ${dropped} byte(s) discarded`);
       return;
     }
-    if (messages.length > 0) this.emit('data', { from, messages });
+    if (n >= RING_BUDGET) {
+      this.rxPending.add(from);
+      this.rxImmediate ??= setImmediate(() => {
+        this.rxImmediate = null;
+        const pending = [...this.rxPending];
+        this.rxPending.clear();
+        for (const f of pending) if (this.closedReason === null && this.connected.has(f)) this.drainRing(f);
+      });
+    }
+    if (messages !== null && messages.length > 0) this.emit('data', { from, messages });
   }
 
   private drainSlot(from: number, doorbell: boolean): void {
@@ -817,11 +933,11 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
       this.dropWaiter(w);
       w.reject(new FabricClientError('ENOPEER', `peer ${id} left before replying`));
     }
-    const ring = this.txRings.get(id);
-    ring?.close();
+    this.txRings.get(id)?.close?.();
     this.txRings.delete(id);
-    this.rxRings.get(id)?.close();
+    this.rxRings.get(id)?.close?.();
     this.rxRings.delete(id);
+    this.rxPending.delete(id);
     // A message left for the departed peer would block this slot for good.
     if (this.closedReason === null && this.mailbox.busy(this.id) && this.mailbox.slot(this.id).lastResponder === id) {
       this.mailbox.clear(this.id);
@@ -847,7 +963,10 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
     this.client.off('join', this.onJoin);
     this.client.off('leave', this.onLeave);
     this.client.off('close', this.onClose);
-    for (const r of [...this.txRings.values(), ...this.rxRings.values()]) r.close();
+    if (this.rxImmediate) clearImmediate(this.rxImmediate);
+    this.rxImmediate = null;
+    this.rxPending.clear();
+    for (const r of [...this.txRings.values(), ...this.rxRings.values()]) r.close?.();
     this.txRings.clear();
     this.rxRings.clear();
     this.mailbox.close();

@@ -30,6 +30,10 @@ const MAX_CAPACITY = 2 ** 31;
 // Indices of head (byte 0) and tail (byte 128) in a BigUint64Array.
 const HEAD = 0;
 const TAIL = 16;
+/** A producer publishes `head`, a consumer `tail`, at least every this many
+ * bytes (or a quarter of the ring): the other side never waits for the end
+ * of a long batch. */
+const PUBLISH_EVERY = 64 * 1024;
 
 if (endianness() !== 'LE') throw new Error('famez ring channels need a little-endian host');
 
@@ -56,13 +60,15 @@ export function ringOffset(layout: RingLayoutInfo, sender: number, receiver: num
 
 abstract class RingView {
   /** The ring's data area; payload positions index into it. */
-  readonly bytes: Uint8Array;
+  readonly bytes: Buffer;
   readonly capacity: number;
   /** The largest message: capacity / 2 - 8 bytes. */
   readonly maxMessage: number;
   protected readonly words: Uint32Array;
   protected readonly counters: BigUint64Array;
   protected readonly mask: number;
+  /** Bytes after which a long batch publishes its counter on the way. */
+  protected readonly publishEvery: number;
 
   constructor(memory: ArrayBuffer, offset: number, capacity: number) {
     if (!Number.isInteger(capacity) || capacity < MIN_CAPACITY || capacity > MAX_CAPACITY || (capacity & (capacity - 1)) !== 0) {
@@ -74,8 +80,9 @@ abstract class RingView {
     this.capacity = capacity;
     this.maxMessage = capacity / 2 - RECORD_HEADER;
     this.mask = capacity - 1;
+    this.publishEvery = Math.min(capacity / 4, PUBLISH_EVERY);
     this.counters = new BigUint64Array(memory, offset, RING_HEADER / 8);
-    this.bytes = new Uint8Array(memory, offset + RING_HEADER, capacity);
+    this.bytes = Buffer.from(memory, offset + RING_HEADER, capacity);
     this.words = new Uint32Array(memory, offset + RING_HEADER, capacity / 4);
   }
 
@@ -102,6 +109,17 @@ abstract class RingView {
 /** The producing end of one ring (only the sender pushes). Views hold no
  * state between batches: the counters live in the shared memory. */
 export class RingWriter extends RingView {
+  /** `doorbell`, when given, is called by every commit that found the
+   * ring empty (so callers need not look at the result). */
+  constructor(
+    memory: ArrayBuffer,
+    offset: number,
+    capacity: number,
+    private readonly doorbell?: () => void,
+  ) {
+    super(memory, offset, capacity);
+  }
+
   /** Whether the last batch that pushed anything found the ring empty:
    * then the receiver's doorbell must be rung. */
   wasEmpty = false;
@@ -125,11 +143,18 @@ export class RingWriter extends RingView {
 
   /** Room for a payload of `len` bytes: its position in `bytes`, or -1
    * when the ring is full (backpressure). The payload is the caller's to
-   * write there before `commit()`; a batch may reserve many. Throws
+   * write there before the next reserve() or commit(): a long batch is
+   * published on the way (every 64 KiB, or a quarter of the ring). Throws
    * RangeError past maxMessage. */
   reserve(len: number): number {
     if (!(len >= 0 && len <= this.maxMessage)) throw new RangeError(`EMSGSIZE: a ring message is 0..${this.maxMessage} bytes, not ${len}`);
     if (!this.open) this.begin();
+    else if (this.head - this.start >= this.publishEvery) {
+      // A long batch is published as it goes, so the consumer works in
+      // parallel instead of waiting for the end of it.
+      this.commit();
+      this.begin();
+    }
     const rec = recordSize(len);
     let pos = this.pos;
     const room = this.capacity - pos;
@@ -164,6 +189,7 @@ export class RingWriter extends RingView {
     if (this.head === this.start) return false;
     this.store(HEAD, this.head);
     this.wasEmpty = this.load(TAIL) === this.start;
+    if (this.wasEmpty && this.doorbell) this.doorbell();
     return this.wasEmpty;
   }
 
@@ -179,9 +205,11 @@ export class RingWriter extends RingView {
     return this.commit() ? 1 : 0;
   }
 
-  /** Pushes `msgs[from..to)` as far as they fit, published together;
-   * returns how many (the rest are the caller's to retry). `wasEmpty`
-   * then says whether to ring the doorbell. A message over maxMessage
+  /** Pushes `msgs[from..to)` as far as they fit, published together (a
+   * long batch on the way, see reserve()); returns how many (the rest are
+   * the caller's to retry). Without a doorbell callback, `wasEmpty` then
+   * says whether to ring the doorbell (of a long batch: whether its first
+   * part found the ring empty). A message over maxMessage
    * throws before anything is published. */
   pushBatch(msgs: readonly Uint8Array[], from = 0, to = msgs.length): number {
     for (let i = from; i < to; i++) {
@@ -205,7 +233,7 @@ export class RingWriter extends RingView {
 
 /** Called with each message in place: `bytes[start .. start + length)`.
  * The bytes are valid only during the call (copy what must outlive it). */
-export type RingVisitor = (bytes: Uint8Array, start: number, length: number) => void;
+export type RingVisitor = (bytes: Buffer, start: number, length: number) => void;
 
 /** The consuming end of one ring (only the receiver reads). */
 export class RingReader extends RingView {
@@ -261,6 +289,11 @@ export class RingReader extends RingView {
         tail += rec;
         n++;
         visit(this.bytes, pos + RECORD_HEADER, len);
+        if (tail - published >= this.publishEvery) {
+          // Give the space back on the way (module doc: after the visits).
+          this.store(TAIL, tail);
+          published = tail;
+        }
       }
     } finally {
       // Every visit above is over: the producer may reuse the space.
