@@ -3,7 +3,7 @@
 //! line on stdout.
 //!
 //!   cargo run --release -p famez-core --example bench_ring_throughput -- \
-//!       [--size 64] [--count 2000000] [--batches 20] [--batch 64]
+//!       [--size 64] [--count 2000000] [--batches 20] [--batch 64 or 64 KiB]
 //!       [--capacity BYTES] [--warmup N] [--spin-us 50]
 //!
 //! The parent formats a FAME-Z mailbox for one client, publishes a ring
@@ -13,7 +13,8 @@
 //! the child maps the object, finds the layout from the mailbox and produces
 //! (peer 1 -> switch 2) with push_batch of --batch messages, ringing the
 //! consumer's doorbell only when a push found the ring empty; on a full ring
-//! it spins (and yields). The parent consumes with pop_batch and, after
+//! it spins (and yields). The parent consumes with read_batch (in place,
+//! checking each message's sequence number where it lies) and, after
 //! seeing the ring empty, spins up to --spin-us before it blocks in epoll on
 //! its eventfd. Every message carries a sequence number the consumer checks.
 //! Samples: messages per second, one per batch of count / batches messages,
@@ -42,7 +43,9 @@ fn main() {
     }
     let default_count = if size <= 1024 { 2_000_000 } else { (2_000_000_000 / size as u64).max(1000) };
     let (per_batch, batches) = split(args.u64("count", default_count), args.u64("batches", 20));
-    let push_batch = args.u64("batch", 64).max(1) as usize;
+    // Batches of at most 64 messages or 64 KiB: a batch is published at
+    // once, and the consumer should not wait for a large one to end.
+    let push_batch = args.u64("batch", (65536 / size as u64).clamp(1, 64)).max(1) as usize;
     let capacity = args.u64("capacity", (256u64 << 10).max(4 * size as u64).next_power_of_two());
     let warmup = args.u64("warmup", (per_batch * batches / 10).clamp(1000, 200_000));
     let spin = Duration::from_micros(args.u64("spin-us", 50));
@@ -104,7 +107,7 @@ fn main() {
                     spins += 1;
                     if spins == 1 {
                         last_progress = Instant::now();
-                    } else if spins % 1024 == 0 && last_progress.elapsed() > TIMEOUT {
+                    } else if spins.is_multiple_of(1024) && last_progress.elapsed() > TIMEOUT {
                         return Err("the ring stayed full for 30 s".into());
                     }
                     if spins < 64 {
@@ -141,8 +144,9 @@ fn main() {
         while got < total {
             let want = (next_mark - got).min(256) as usize;
             let n = ring
-                .pop_batch(want, |m| {
-                    let seq = got_seq(m);
+                .read_batch(want, |m| {
+                    // In place: the sequence number is read where it lies.
+                    let seq = m.read_u64_le(0).unwrap_or(u64::MAX);
                     if bad.is_none() && (m.len() != size || seq != got) {
                         bad = Some(format!("message {got}: {} bytes, sequence {seq}", m.len()));
                     }
@@ -181,8 +185,4 @@ fn main() {
         print_json(&scenario, "msg/s", &samples, 0);
         Ok(())
     });
-}
-
-fn got_seq(m: &[u8]) -> u64 {
-    m.get(..8).map(|b| u64::from_le_bytes(b.try_into().unwrap())).unwrap_or(u64::MAX)
 }
