@@ -35,7 +35,7 @@ const fail = (msg: string): never => {
 setTimeout(() => fail('ran for over 10 minutes'), 600_000).unref();
 
 async function main(): Promise<void> {
-  const fabric = kind === 'fabric' ? await FabricClient.connect(sock, { nodename: `bench-${process.pid}`.slice(0, 31), ringPollUs: Number(process.env.FAMEZ_BENCH_POLL_US ?? 0) }) : null;
+  const fabric = kind === 'fabric' ? await FabricClient.connect(sock, { nodename: `bench-${process.pid}`.slice(0, 31) }) : null;
   // A FabricClient wraps a Client; reach it for the raw doorbell paths.
   const client: Client = fabric ? (fabric as unknown as { client: Client }).client : await Client.connect(sock, { vectors: 1 });
   const word = new Uint32Array(client.memory, 0, 1);

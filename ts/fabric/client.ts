@@ -152,12 +152,6 @@ export interface FabricClientOptions extends ConnectOptions {
   sendTimeoutMs?: number;
   /** Default timeout of request() and linkUp() (default 5000 ms). */
   requestTimeoutMs?: number;
-  /** After a ring read that found messages, keep looking at that ring on
-   * every loop turn for this many microseconds before relying on the
-   * doorbell again (default 0: doorbells only). Polling spends CPU to spare
-   * the producer a doorbell system call and this peer a wake-up per burst:
-   * it pays for streams, not for occasional messages. */
-  ringPollUs?: number;
 }
 
 export interface SendOptions {
@@ -292,9 +286,6 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
   /** Rings whose last read stopped at its budget: read again next turn. */
   private readonly rxPending = new Set<number>();
   private rxImmediate: NodeJS.Immediate | null = null;
-  /** Per ring being polled (ringPollUs): until when, in performance.now() ms. */
-  private readonly pollUntil = new Map<number, number>();
-  private readonly ringPollMs: number;
   private ringHandler: ((from: number, bytes: Buffer, start: number, length: number) => void) | null = null;
   private readonly ringChains = new Map<number, Promise<void>>();
   private readonly layout: RingLayoutInfo | null;
@@ -322,7 +313,6 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
     this.serverId = nClients + 1;
     this.sendTimeoutMs = options.sendTimeoutMs ?? 1000;
     this.requestTimeoutMs = options.requestTimeoutMs ?? 5000;
-    this.ringPollMs = Math.max(0, options.ringPollUs ?? 0) / 1000;
     this.own = { cclass: options.cclass ?? 'Debugger', SID0: 0, CID0: 0, link: 'up', PFMSID: null, PFMCID: null };
     for (const id of client.peers.keys()) if (id >= 1 && id <= this.serverId) this.connected.add(id);
     this.layout = mailbox.ringLayout;
@@ -837,14 +827,6 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
       return;
     }
     if (n >= RING_BUDGET) this.readAgain(from);
-    else if (this.ringPollMs > 0) {
-      const now = performance.now();
-      if (n > 0) {
-        this.pollUntil.set(from, now + this.ringPollMs);
-        this.readAgain(from);
-      } else if ((this.pollUntil.get(from) ?? 0) > now) this.readAgain(from);
-      else this.pollUntil.delete(from);
-    }
     if (messages !== null && messages.length > 0) this.emit('data', { from, messages });
   }
 
@@ -959,7 +941,6 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
     this.rxRings.get(id)?.close?.();
     this.rxRings.delete(id);
     this.rxPending.delete(id);
-    this.pollUntil.delete(id);
     // A message left for the departed peer would block this slot for good.
     if (this.closedReason === null && this.mailbox.busy(this.id) && this.mailbox.slot(this.id).lastResponder === id) {
       this.mailbox.clear(this.id);
