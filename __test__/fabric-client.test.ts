@@ -28,9 +28,9 @@ test.afterEach.always(async (t) => {
 });
 
 /** A fabric of `peers` peers on a fresh socket; returns the socket path. */
-async function fabric(t: { context: Scratch }, peers = 4): Promise<{ sock: string; server: FamezProcess }> {
+async function fabric(t: { context: Scratch }, peers = 4, extra: string[] = []): Promise<{ sock: string; server: FamezProcess }> {
   const sock = path.join(t.context.dir(), 'sock');
-  const server = await t.context.serve(['-S', sock, '--memfd', '--max-peers', String(peers)]);
+  const server = await t.context.serve(['-S', sock, '--memfd', '--max-peers', String(peers), ...extra]);
   return { sock, server };
 }
 
@@ -349,6 +349,33 @@ test('in place: ringWriter() writes 100,000 messages straight into the ring, onR
   await a.sendRing(b.id, [Buffer.from('after')]);
   await waitFor(() => seen.length === 1, 'the data event', WAIT_MS);
   t.is(seen[0].toString(), 'after');
+});
+
+test('one doorbell for more messages than a loop turn reads: the rest are read on the next turns, without another doorbell', async (t) => {
+  const { sock } = await fabric(t, 2, ['-l', '8M', '--ring-capacity', '1M']);
+  const a = await join(t, sock, 'producer');
+  const b = await join(t, sock, 'consumer');
+  await waitFor(() => a.peers.some((p) => p.id === b.id), 'the producer to see the consumer', WAIT_MS);
+  let got = 0;
+  let last = -1;
+  b.onRing((_from, bytes, start) => {
+    if (bytes[start] !== (got & 0xff)) last = got;
+    got++;
+  });
+  // 60,000 one-byte messages (16-byte records: 960,000 bytes) written in
+  // one synchronous run: the first part rings the doorbell, the rest goes
+  // into a ring that is not empty. A loop turn reads at most 16,384.
+  let bellsRung = 0;
+  b.client.on('interrupt', ({ vector }) => {
+    if (vector === a.id) bellsRung++;
+  });
+  const w = a.ringWriter(b.id);
+  for (let i = 0; i < 60_000; i++) w.bytes[w.reserve(1)] = i & 0xff;
+  w.commit();
+  await waitFor(() => got >= 60_000, 'every message', WAIT_MS);
+  t.is(got, 60_000);
+  t.is(bellsRung, 1, 'one doorbell');
+  t.is(last, -1, 'in order');
 });
 
 test('famez client speaks FAME-Z to a fabric: who, ping, send, int, rfc, link, dump, quit', async (t) => {
