@@ -596,6 +596,42 @@ test('UnixStream: a full socket buffer queues messages (with dup\'d fds) and flu
   void e;
 });
 
+test('UnixStream.trySend: false on a full socket, nothing queued, no fd duplicated; onDrain says when to go on', async (t) => {
+  const { server, client } = pair(t);
+  const e = own(t, new EventFd());
+  const fdsBefore = fs.readdirSync('/proc/self/fd').length;
+  let sent = 0;
+  let drains = 0;
+  server.onDrain(() => drains++);
+  // Fill the socket with fd-carrying messages until it refuses one.
+  while (sent < 1_000_000 && server.trySend(sent, e.fd)) sent++;
+  t.true(sent > 0 && sent < 1_000_000, `${sent} sent before the socket filled up`);
+  t.is(server.queued, 0, 'nothing queued natively');
+  t.false(server.trySend(sent, e.fd), 'still full');
+  t.is(fs.readdirSync('/proc/self/fd').length, fdsBefore, 'no fd duplicated by the sender');
+  // The reader takes everything; the writer goes on at each drain.
+  const values: number[] = [];
+  client.watch((v, fd) => {
+    if (v !== null) values.push(v);
+    if (fd >= 0) closeFd(fd);
+  });
+  const total = sent + 5000;
+  const pump = () => {
+    while (sent < total && server.trySend(sent, sent % 2 ? e.fd : undefined)) sent++;
+  };
+  server.onDrain(() => {
+    drains++;
+    pump();
+  });
+  await waitFor(() => values.length === total, `all ${total} messages`, 30_000);
+  t.true(drains >= 1, `${drains} drains`);
+  t.true(values.every((v, i) => v === i), 'in order, none lost or duplicated');
+  server.onDrain(null);
+  t.throws(() => server.onDrain(42 as unknown as () => void), { message: /function or null/ });
+  client.close();
+  t.throws(() => server.trySend(0), { message: /EPIPE|ECONNRESET/ });
+});
+
 test('UnixListener: watch fires when a connection is pending; connect errors are reported', async (t) => {
   const p = path.join(t.context.dir, 'l');
   const l = own(t, UnixListener.listen(p));

@@ -234,6 +234,21 @@ test('a long batch is published on the way (every 64 KiB), so the consumer need 
   t.is(native.popBatch().length, 100 - seen.length);
 });
 
+test('without a doorbell callback, a long batch still reports that its first part found the ring empty', (t) => {
+  const { mem, off, native } = setup(t, 1 << 19);
+  const w = new RingWriter(mem, off, 1 << 19);
+  const msgs = Array.from({ length: 100 }, (_, i) => payload(i, 1000));
+  t.is(w.pushBatch(msgs), 100);
+  t.true(w.wasEmpty, 'ring the doorbell');
+  t.is(w.pushBatch(msgs), 100);
+  t.false(w.wasEmpty, 'the ring was not empty');
+  // reserve/commit: the same through commit()'s result.
+  native.discard();
+  for (let i = 0; i < 100; i++) w.reserve(1000);
+  t.true(w.commit());
+  t.false(w.commit());
+});
+
 test('a corrupt ring throws RingCorrupt from the JS reader and discard() resynchronises', (t) => {
   const { mem, off, native, reader, writer } = setup(t, 256);
   native.push(payload(0, 10));

@@ -311,6 +311,39 @@ function runs(msgs: Msg[]): Array<{ value: number; fd: boolean; n: number }> {
   return out;
 }
 
+test.serial('peers that have not read yet cost the server no extra fds: their backlog names fds, it does not hold copies', async (t) => {
+  const V = 64;
+  const N = 30;
+  const dir = t.context.dir();
+  const sock = path.join(dir, 'sock');
+  const s = await t.context.serve(['--silent', '-S', sock, '--memfd', '-n', String(V), '--max-peers', String(N)]);
+  const fdsOf = (pid: number) => fs.readdirSync(`/proc/${pid}/fd`).length;
+  const base = fdsOf(s.pid);
+  // N peers that read nothing while all of them join: each is owed
+  // 3 + V x N messages, most of them with an fd, far past its socket buffer.
+  const peers: RawPeer[] = [];
+  for (let i = 0; i < N; i++) {
+    peers.push(t.context.track(new RawPeer(sock, false)));
+    await s.waitFor(new RegExp(`\\(${i + 1} peers?\\)`));
+  }
+  const held = fdsOf(s.pid) - base;
+  // Its own: V eventfds and a socket per peer. A copy per queued fd would be
+  // thousands more (and EMFILE under a 20,000-fd limit with 62 fabric peers).
+  t.true(held <= N * (V + 1) + 16, `the server holds ${held} more fds for ${N} peers`);
+  // Now they read: every message arrives, in the protocol's order.
+  const counts = peers.map(() => 0);
+  peers.forEach((p, i) =>
+    p.stream.watch((value, fd) => {
+      if (fd >= 0) closeFd(fd);
+      if (value !== null) counts[i]++;
+    }),
+  );
+  await until(() => counts.every((c) => c >= 3 + V * N), 30_000, `every peer's ${3 + V * N} messages (${counts.join(',')})`);
+  await new Promise((r) => setTimeout(r, 200));
+  t.deepEqual(counts, peers.map(() => 3 + V * N));
+  t.false(/disconnected/.test(s.stdout), s.stdout);
+});
+
 test.serial('a peer that never reads is disconnected as too slow; peers that read get every message', async (t) => {
   const V = 64;
   const dir = t.context.dir();

@@ -38,27 +38,41 @@ export interface Run {
 
 // ---------------------------------------------------------------- options
 
-function parseArgs(argv: string[]): { mode: Mode; json: string } {
+const GROUPS = ['c', 'rust', 'js-doorbell', 'js-fabric', 'mesh', 'mesh-fabric'] as const;
+type Group = (typeof GROUPS)[number];
+
+function parseArgs(argv: string[]): { mode: Mode; json: string; only: Set<Group> } {
   let mode: Mode = 'full';
   let json = path.join(RESULTS, 'latest.json');
+  const only = new Set<Group>();
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--quick') mode = 'quick';
     else if (a === '--smoke') mode = 'smoke';
     else if (a === '--json') json = path.resolve(argv[++i] ?? '');
     else if (a.startsWith('--json=')) json = path.resolve(a.slice(7));
-    else if (a === '-h' || a === '--help') {
-      process.stdout.write('Usage: npm run bench -- [--quick | --smoke] [--json FILE]\n');
+    else if (a === '--only' || a.startsWith('--only=')) {
+      const list = a === '--only' ? (argv[++i] ?? '') : a.slice(7);
+      for (const g of list.split(',')) {
+        if (!(GROUPS as readonly string[]).includes(g)) {
+          process.stderr.write(`bench: --only takes a comma-separated list of ${GROUPS.join(', ')}; not '${g}'\n`);
+          process.exit(2);
+        }
+        only.add(g as Group);
+      }
+    } else if (a === '-h' || a === '--help') {
+      process.stdout.write(`Usage: npm run bench -- [--quick | --smoke] [--json FILE] [--only ${GROUPS.join(',')}]\n`);
       process.exit(0);
     } else {
       process.stderr.write(`bench: unknown option '${a}'\n`);
       process.exit(2);
     }
   }
-  return { mode, json };
+  return { mode, json, only };
 }
 
-const { mode, json: JSON_OUT } = parseArgs(process.argv.slice(2));
+const { mode, json: JSON_OUT, only: ONLY } = parseArgs(process.argv.slice(2));
+const wanted = (g: Group) => ONLY.size === 0 || ONLY.has(g);
 const pick = <T>(smoke: T, quick: T, full: T): T => (mode === 'smoke' ? smoke : mode === 'quick' ? quick : full);
 
 const SIZES = [64, 256, 1024, 4096, 16384, 65536];
@@ -591,12 +605,12 @@ function machine(): { cpus: number; node: string; rustc: string | null; kernel: 
 async function main(): Promise<void> {
   const started = Date.now();
   log(`famez bench (${mode}); ${openFileLimit()}`);
-  await benchC();
-  await benchRust();
-  await benchDoorbellJs();
-  await benchFabricJs();
-  await benchMesh('connect-mesh-256', 'client', MESH);
-  await benchMesh('connect-mesh-fabric-62', 'fabric', MESH_FABRIC);
+  if (wanted('c')) await benchC();
+  if (wanted('rust')) await benchRust();
+  if (wanted('js-doorbell')) await benchDoorbellJs();
+  if (wanted('js-fabric')) await benchFabricJs();
+  if (wanted('mesh')) await benchMesh('connect-mesh-256', 'client', MESH);
+  if (wanted('mesh-fabric')) await benchMesh('connect-mesh-fabric-62', 'fabric', MESH_FABRIC);
   ratios();
   const out = { machine: machine(), mode, seconds: Math.round((Date.now() - started) / 100) / 10, runs };
   fs.mkdirSync(path.dirname(JSON_OUT), { recursive: true });

@@ -126,6 +126,10 @@ export class RingWriter extends RingView {
   // An open batch: head at its start, head so far, tail as last read, and
   // the data position of `head`.
   private open = false;
+  /** Since the last commit(): something was published, and some publish
+   * on the way found the ring empty. */
+  private published = false;
+  private foundEmpty = false;
   private start = 0;
   private head = 0;
   private tail = 0;
@@ -151,8 +155,9 @@ export class RingWriter extends RingView {
     if (!this.open) this.begin();
     else if (this.head - this.start >= this.publishEvery) {
       // A long batch is published as it goes, so the consumer works in
-      // parallel instead of waiting for the end of it.
-      this.commit();
+      // parallel instead of waiting for the end of it. Whether that found
+      // the ring empty is remembered for commit() to report.
+      if (this.publish()) this.foundEmpty = true;
       this.begin();
     }
     const rec = recordSize(len);
@@ -182,15 +187,29 @@ export class RingWriter extends RingView {
 
   /** Publishes every record reserved since the last commit (one counter
    * store, which is also the doorbell rule's barrier). Returns whether the
-   * ring was empty before them: ring the receiver's doorbell then. */
+   * ring was empty before them (or before a part published on the way):
+   * ring the receiver's doorbell then, unless the writer has a doorbell
+   * callback, which has been called already. */
   commit(): boolean {
+    const empty = this.publish() || this.foundEmpty;
+    this.foundEmpty = false;
+    if (empty) this.wasEmpty = true;
+    else if (this.published) this.wasEmpty = false;
+    this.published = false;
+    return empty;
+  }
+
+  /** Publishes the open batch; true when it found the ring empty (the
+   * doorbell callback, if any, has been called then). */
+  private publish(): boolean {
     if (!this.open) return false;
     this.open = false;
     if (this.head === this.start) return false;
     this.store(HEAD, this.head);
-    this.wasEmpty = this.load(TAIL) === this.start;
-    if (this.wasEmpty && this.doorbell) this.doorbell();
-    return this.wasEmpty;
+    this.published = true;
+    const empty = this.load(TAIL) === this.start;
+    if (empty && this.doorbell) this.doorbell();
+    return empty;
   }
 
   /** Pushes one message: 1 = pushed into an empty ring (ring the doorbell),
@@ -223,10 +242,7 @@ export class RingWriter extends RingView {
       if (at < 0) break;
       bytes.set(m, at);
     }
-    if (i > from) this.commit();
-    else {
-      this.open = false;
-    }
+    this.commit();
     return i - from;
   }
 }

@@ -66,6 +66,11 @@ interface Peer {
   /** Messages in its welcome: sent all at once before it can read any, so
    * they never count against maxQueued. */
   welcome: number;
+  /** Messages its socket had no room for yet, in order, from `head`: fds
+   * are named (FdRef), not held, so a backlog costs no descriptors, and
+   * one whose owner left by the time it is sent is skipped. */
+  backlog: Send[];
+  head: number;
 }
 
 export const DEFAULT_MAX_QUEUED = 4096;
@@ -225,8 +230,9 @@ export class Server extends EventEmitter<ServerEvents> {
       advertised: member ? [member.id] : [],
       announce: !inherited,
     });
-    const peer: Peer = { id, stream, vectors, welcome: join.filter((s) => s.to === id).length };
+    const peer: Peer = { id, stream, vectors, welcome: join.filter((s) => s.to === id).length, backlog: [], head: 0 };
     this.peers.set(id, peer);
+    stream.onDrain(() => this.pump(peer));
     stream.watch((value, fd, reason) => {
       if (fd >= 0) closeFd(fd);
       this.drop(id, value === null ? (reason === 'closed' ? 'disconnected' : reason ?? 'disconnected') : 'sent data; ivshmem peers never write to the server');
@@ -243,26 +249,61 @@ export class Server extends EventEmitter<ServerEvents> {
     return vectors?.[ref.vector]?.fd ?? -1;
   }
 
-  /** Executes sends in order; a peer whose socket fails or whose backlog
-   * grows past maxQueued is disconnected (never silently skipped). */
+  /** Executes sends in order; what a peer's socket has no room for waits
+   * in its backlog (pump() goes on when the socket drains). A peer whose
+   * socket fails or whose backlog grows past maxQueued is disconnected
+   * (never silently skipped). */
   private deliver(sends: Send[]): void {
     const failed = new Map<number, string>();
     for (const s of sends) {
       const peer = this.peers.get(s.to);
       if (!peer || failed.has(s.to)) continue;
-      const fd = s.fd === null ? -1 : this.fdOf(s.fd);
-      if (s.fd !== null && fd < 0) continue; // the fd's owner left during this burst
       try {
-        const queued = peer.stream.send(s.value, fd < 0 ? undefined : fd);
-        if (this.config.verbose) this.log(`famez: -> peer ${s.to}: ${s.value}${fd < 0 ? '' : ' + fd'}${queued ? ` (queued: ${queued})` : ''}`);
-        if (queued > this.config.maxQueued + peer.welcome) {
-          failed.set(s.to, `too slow: ${queued} messages waiting beyond its socket buffer (limit ${this.config.maxQueued})`);
-        }
+        if (peer.head === peer.backlog.length && this.sendNow(peer, s)) continue;
       } catch (e) {
         failed.set(s.to, `send failed: ${(e as Error).message}`);
+        continue;
+      }
+      peer.backlog.push(s);
+      const waiting = peer.backlog.length - peer.head;
+      if (this.config.verbose) this.log(`famez: -> peer ${s.to}: ${s.value} waits for room (${waiting} waiting)`);
+      if (waiting > this.config.maxQueued + peer.welcome) {
+        failed.set(s.to, `too slow: ${waiting} messages waiting beyond its socket buffer (limit ${this.config.maxQueued})`);
       }
     }
     for (const [id, reason] of failed) this.drop(id, reason);
+  }
+
+  /** Sends one message if the socket has room: false when it has none.
+   * A message whose fd's owner has left is dropped (true). Throws when the
+   * socket is broken. */
+  private sendNow(peer: Peer, s: Send): boolean {
+    const fd = s.fd === null ? -1 : this.fdOf(s.fd);
+    if (s.fd !== null && fd < 0) return true;
+    if (!peer.stream.trySend(s.value, fd < 0 ? undefined : fd)) return false;
+    if (this.config.verbose) this.log(`famez: -> peer ${s.to}: ${s.value}${fd < 0 ? '' : ' + fd'}`);
+    return true;
+  }
+
+  /** The peer's socket has room again: send its backlog, in order. */
+  private pump(peer: Peer): void {
+    if (this.peers.get(peer.id) !== peer) return;
+    try {
+      while (peer.head < peer.backlog.length) {
+        if (!this.sendNow(peer, peer.backlog[peer.head])) break;
+        peer.head++;
+      }
+    } catch (e) {
+      this.drop(peer.id, `send failed: ${(e as Error).message}`);
+      return;
+    }
+    if (peer.head === peer.backlog.length) {
+      peer.backlog = [];
+      peer.head = 0;
+    } else if (peer.head > 1024 && peer.head * 2 > peer.backlog.length) {
+      peer.backlog = peer.backlog.slice(peer.head);
+      peer.head = 0;
+    }
   }
 
   private drop(id: number, reason: string): void {

@@ -78,14 +78,19 @@ impl Ctx {
     /// `process.on('uncaughtException')` like one from any other callback;
     /// returns false then, so the handler can stop its batch.
     pub fn call(&self, args: &[sys::napi_value]) -> bool {
-        if self.callback.is_null() {
+        self.call_ref(self.callback, args)
+    }
+
+    /// Like `call`, for another function held by a reference (null: no-op).
+    pub fn call_ref(&self, callback: sys::napi_ref, args: &[sys::napi_value]) -> bool {
+        if callback.is_null() {
             return true;
         }
         // SAFETY: env, reference and async context are alive while the poll
         // is open, and this runs on the loop thread inside a handle scope.
         unsafe {
             let mut func = ptr::null_mut();
-            if sys::napi_get_reference_value(self.env, self.callback, &mut func) != sys::Status::napi_ok
+            if sys::napi_get_reference_value(self.env, callback, &mut func) != sys::Status::napi_ok
                 || func.is_null()
             {
                 return false;

@@ -5,6 +5,9 @@
 //! original may be closed before the flush) waits in an outbox that is
 //! flushed, in order, when the socket becomes writable again; `send` returns
 //! the outbox length so the caller can decide when a peer is too slow.
+//! `trySend` never queues (nor duplicates an fd): it says false when the
+//! socket is full, and `onDrain`'s callback runs once it is writable again,
+//! so a caller with many fds to send keeps them as its own references.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -50,6 +53,10 @@ struct StreamState {
     outbox: VecDeque<(i64, Option<OwnedFd>)>,
     poll: Option<Poll>,
     reading: bool,
+    /// A trySend found the socket full: call `drain` when it is writable.
+    want_writable: bool,
+    /// The onDrain callback, with the env its reference belongs to.
+    drain: Option<(napi::sys::napi_env, napi::sys::napi_ref)>,
 }
 
 impl StreamState {
@@ -58,7 +65,7 @@ impl StreamState {
         if self.reading {
             ev |= READABLE | DISCONNECT;
         }
-        if !self.outbox.is_empty() {
+        if !self.outbox.is_empty() || self.want_writable {
             ev |= WRITABLE;
         }
         ev
@@ -87,11 +94,21 @@ impl StreamState {
         Ok(())
     }
 
+    fn set_drain(&mut self, drain: Option<(napi::sys::napi_env, napi::sys::napi_ref)>) {
+        if let Some((env, r)) = std::mem::replace(&mut self.drain, drain) {
+            // SAFETY: the reference was created in this env, which is alive
+            // while JavaScript (or its finalizer) can reach this stream.
+            unsafe { napi::sys::napi_delete_reference(env, r) };
+        }
+    }
+
     fn close(&mut self) {
         if let Some(mut p) = self.poll.take() {
             p.close();
         }
         self.outbox.clear();
+        self.want_writable = false;
+        self.set_drain(None);
         self.sock = None;
     }
 }
@@ -104,7 +121,14 @@ pub struct UnixStream {
 impl UnixStream {
     fn wrap(sock: CoreStream) -> Self {
         UnixStream {
-            state: Rc::new(RefCell::new(StreamState { sock: Some(sock), outbox: VecDeque::new(), poll: None, reading: false })),
+            state: Rc::new(RefCell::new(StreamState {
+                sock: Some(sock),
+                outbox: VecDeque::new(),
+                poll: None,
+                reading: false,
+                want_writable: false,
+                drain: None,
+            })),
         }
     }
 
@@ -140,7 +164,20 @@ fn on_stream_ready(state: &Rc<RefCell<StreamState>>, ctx: &Ctx, events: i32) {
             st.outbox.clear();
             let _ = e;
         }
+        // Writable with nothing queued: the trySend caller may go on (its
+        // next trySend reports a broken socket, if that is what this is).
+        let drained = st.want_writable && st.outbox.is_empty();
+        if drained {
+            st.want_writable = false;
+        }
         st.update_poll();
+        let drain = st.drain.map(|(_, r)| r);
+        drop(st);
+        if drained {
+            if let Some(r) = drain {
+                ctx.call_ref(r, &[]);
+            }
+        }
     }
     if events & (READABLE | DISCONNECT | ERROR) == 0 || !state.borrow().reading {
         return;
@@ -250,6 +287,52 @@ impl UnixStream {
             self.ensure_poll(&env, std::ptr::null_mut(), this.object.raw())?;
         }
         Ok(len)
+    }
+
+    /// Sends one message now, with `fd` when given (the fd stays the
+    /// caller's, never duplicated): false when the socket is full (or
+    /// earlier `send`s are still queued); the onDrain callback then runs
+    /// once the socket is writable again. Throws when the peer is gone.
+    #[napi]
+    pub fn try_send(&self, env: Env, this: This, value: i64, fd: Option<i32>) -> Result<bool> {
+        let mut st = self.state.borrow_mut();
+        let Some(sock) = &st.sock else { return Err(closed("socket")) };
+        if st.outbox.is_empty() {
+            // SAFETY: the caller passes an fd it keeps open for this call.
+            let borrowed = fd.filter(|f| *f >= 0).map(|f| unsafe { BorrowedFd::borrow_raw(f) });
+            match sock.send(value, borrowed) {
+                Ok(()) => return Ok(true),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) => return Err(io_error("send", e)),
+            }
+        }
+        st.want_writable = true;
+        if st.poll.is_some() {
+            st.update_poll();
+        } else {
+            drop(st);
+            self.ensure_poll(&env, std::ptr::null_mut(), this.object.raw())?;
+        }
+        Ok(false)
+    }
+
+    /// Calls `callback()` whenever the socket is writable again after a
+    /// trySend found it full; null removes it.
+    #[napi(ts_args_type = "callback: (() => void) | null")]
+    pub fn on_drain(&self, env: Env, callback: Option<Unknown>) -> Result<()> {
+        let mut r = std::ptr::null_mut();
+        if let Some(cb) = callback {
+            if cb.get_type()? != ValueType::Function {
+                return Err(Error::new(Status::InvalidArg, "onDrain takes a function or null"));
+            }
+            // SAFETY: env is the current env; cb a live function value.
+            let status = unsafe { napi::sys::napi_create_reference(env.raw(), cb.raw(), 1, &mut r) };
+            if status != napi::sys::Status::napi_ok {
+                return Err(Error::new(Status::GenericFailure, "napi_create_reference failed"));
+            }
+        }
+        self.state.borrow_mut().set_drain((!r.is_null()).then_some((env.raw(), r)));
+        Ok(())
     }
 
     /// Receives one message without waiting: null when none is available.
