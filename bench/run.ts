@@ -84,6 +84,9 @@ const MB_RTT = { rounds: pick(50, 500, 2000), batches: pick(3, 10, 20) };
 const cCount = (size: number) => Math.max(pick(2000, 20_000, 50_000), Math.floor(pick(8e6, 256e6, 1e9) / size));
 const jsCount = (size: number) => Math.max(pick(200, 2000, 5000), Math.floor(pick(256e3, 32e6, 128e6) / size));
 const REPS = pick(1, 3, 5);
+/** The -busy-poll rows: the JS round trips again with this busy-poll
+ * window (Client's busyPollUs). */
+const BUSY_POLL_US = 200;
 /** Every ring's data area: the C baseline's CAP (bench/baseline/ring.c),
  * so that C, Rust and JS stream through rings of one size. */
 const RING_CAPACITY = 4 << 20;
@@ -386,7 +389,7 @@ async function benchRust(): Promise<void> {
 // ---------------------------------------------------------------- JS
 
 async function benchDoorbellJs(): Promise<void> {
-  const expected: [string, Run['impl'], string][] = [['doorbell-rtt', 'js', 'us'], ...PEER_CURVE.slice(1).map((p) => [`doorbell-rtt-peers-${p}`, 'js', 'us'] as [string, Run['impl'], string])];
+  const expected: [string, Run['impl'], string][] = [['doorbell-rtt', 'js', 'us'], ['doorbell-rtt-busy-poll', 'js', 'us'], ...PEER_CURVE.slice(1).map((p) => [`doorbell-rtt-peers-${p}`, 'js', 'us'] as [string, Run['impl'], string])];
   const idle: Client[] = [];
   let server: Child | null = null;
   const pair: Child[] = [];
@@ -399,13 +402,19 @@ async function benchDoorbellJs(): Promise<void> {
     const { id: echoId } = await echo.ask<{ id: number }>('id', 30_000);
     await ping.ask('id', 30_000);
     await echo.ask('echo', 10_000);
+    const rtt = async (pollUs: number) => {
+      for (const p of [echo, ping]) await p.ask(`poll ${pollUs}`, 10_000);
+      return (await ping.ask<{ samples: number[] }>(`ping ${echoId} ${JS_RTT.rounds} ${JS_RTT.batches}`, 120_000)).samples;
+    };
     for (const peers of PEER_CURVE) {
       // Idle peers, connected from this process: every pair peer now holds
       // and watches their fds, and every join/leave goes through its loop.
       while (idle.length + 2 < peers) idle.push(await Client.connect(s.sock, { vectors: 1, timeoutMs: 10_000 }));
       await new Promise((r) => setTimeout(r, pick(100, 300, 500)));
-      const { samples } = await ping.ask<{ samples: number[] }>(`ping ${echoId} ${JS_RTT.rounds} ${JS_RTT.batches}`, 120_000);
-      record(peers === 2 ? 'doorbell-rtt' : `doorbell-rtt-peers-${peers}`, 'js', 'us', samples, `${peers} peers connected`);
+      record(peers === 2 ? 'doorbell-rtt' : `doorbell-rtt-peers-${peers}`, 'js', 'us', await rtt(0), `${peers} peers connected; both sides sleep in epoll between doorbells, as the C baseline does`);
+      if (peers === 2) {
+        record('doorbell-rtt-busy-poll', 'js', 'us', await rtt(BUSY_POLL_US), `busyPollUs ${BUSY_POLL_US}: each side keeps polling after a doorbell instead of sleeping`);
+      }
     }
   });
   for (const c of idle) c.close();
@@ -414,7 +423,7 @@ async function benchDoorbellJs(): Promise<void> {
 }
 
 async function benchFabricJs(): Promise<void> {
-  const expected: [string, Run['impl'], string][] = [['mailbox-rtt', 'js', 'us'], ...SIZES.map((s) => [`ring-throughput-${s}`, 'js', 'msg/s'] as [string, Run['impl'], string])];
+  const expected: [string, Run['impl'], string][] = [['mailbox-rtt', 'js', 'us'], ['mailbox-rtt-busy-poll', 'js', 'us'], ...SIZES.map((s) => [`ring-throughput-${s}`, 'js', 'msg/s'] as [string, Run['impl'], string])];
   let server: Child | null = null;
   const pair: Child[] = [];
   await attempt('JS fabric (mailbox round trip, ring throughput)', expected, async () => {
@@ -427,8 +436,13 @@ async function benchFabricJs(): Promise<void> {
     const { id: aId } = await a.ask<{ id: number }>('id', 30_000);
     const { id: bId } = await b.ask<{ id: number }>('id', 30_000);
     await a.ask('mecho', 10_000);
-    const { samples } = await b.ask<{ samples: number[] }>(`mping ${aId} ${MB_RTT.rounds} ${MB_RTT.batches}`, 120_000);
-    record('mailbox-rtt', 'js', 'us', samples, '64-byte request and answer through the slots; ratio against the C doorbell round trip');
+    const mrtt = async (pollUs: number) => {
+      for (const p of [a, b]) await p.ask(`poll ${pollUs}`, 10_000);
+      return (await b.ask<{ samples: number[] }>(`mping ${aId} ${MB_RTT.rounds} ${MB_RTT.batches}`, 120_000)).samples;
+    };
+    record('mailbox-rtt', 'js', 'us', await mrtt(0), '64-byte request and answer through the slots; ratio against the C doorbell round trip');
+    record('mailbox-rtt-busy-poll', 'js', 'us', await mrtt(BUSY_POLL_US), `the same with busyPollUs ${BUSY_POLL_US}`);
+    for (const p of [a, b]) await p.ask('poll 0', 10_000);
     for (const size of SIZES) {
       const count = jsCount(size);
       const rates: number[] = [];
@@ -491,7 +505,7 @@ async function benchMesh(scenario: string, kind: 'client' | 'fabric', cfg: { pee
 function ratios(): void {
   for (const r of runs) {
     if (r.median === null) continue;
-    const base = r.scenario === 'mailbox-rtt' || r.scenario.startsWith('doorbell-rtt-peers-') ? 'doorbell-rtt' : r.scenario;
+    const base = r.scenario.startsWith('mailbox-rtt') || r.scenario.startsWith('doorbell-rtt') ? 'doorbell-rtt' : r.scenario;
     const c = runs.find((x) => x.scenario === base && x.impl === 'c' && x.median !== null);
     r.baselineRatio = c && r !== c ? +(r.median / c.median!).toPrecision(4) : r === c ? 1 : null;
   }

@@ -19,6 +19,8 @@
 //   rsend PEER SIZE COUNT       write COUNT SIZE-byte messages in place into
 //                               the ring channel to PEER
 //                               -> {"sent":COUNT,"start":HRTIME_NS}
+//   poll US                     busy-poll window of the client (0: off)
+//                               -> {"ok":1}
 //   quit
 // Every wait is bounded; the process exits when stdin closes.
 import * as readline from 'node:readline';
@@ -149,6 +151,10 @@ async function main(): Promise<void> {
         out({ sent: count, start });
         break;
       }
+      case 'poll':
+        client.busyPoll = n[0];
+        out({ ok: 1 });
+        break;
       case 'quit':
         process.exit(0);
         break;

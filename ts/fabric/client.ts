@@ -28,6 +28,7 @@ import { GenZTextError, parse, peerAttributes, toBytes, type TextMessage } from 
 import type { RingLayoutInfo } from '../../index.js';
 import { Mailbox, Ring } from '../native.js';
 import { RingCorrupt, RingReader, RingWriter, ringOffset, type RingVisitor } from './ring.js';
+import { Slots } from './slots.js';
 
 /** FAME-Z's slot geometry (famez-fabric.md). */
 const SLOTSIZE = 512;
@@ -220,6 +221,26 @@ function nativeRx(ring: Ring): RxRing {
   };
 }
 
+/** The slot operations of the message path: TypeScript over the mapping
+ * (slots.ts) or, for an object too big for an ArrayBuffer, native. */
+interface SlotPort {
+  busy(slot: number): boolean;
+  lastResponder(slot: number): number;
+  nodename(slot: number): string;
+  post(sender: number, receiver: number, msg: Uint8Array): boolean;
+  take(slot: number): Buffer | null;
+}
+
+function nativeSlots(mb: Mailbox): SlotPort {
+  return {
+    busy: (slot) => mb.busy(slot),
+    lastResponder: (slot) => mb.slot(slot).lastResponder,
+    nodename: (slot) => mb.nodename(slot),
+    post: (sender, receiver, msg) => mb.post(sender, receiver, msg),
+    take: (slot) => mb.take(slot),
+  };
+}
+
 /** Messages read from one ring per loop turn before yielding. */
 const RING_BUDGET = 16384;
 
@@ -275,6 +296,7 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
   readonly nClients: number;
   readonly serverId: number;
   private readonly mailbox: Mailbox;
+  private readonly slots: SlotPort;
   private readonly connected = new Set<number>();
   private readonly peerAttrs = new Map<number, PeerAttributes>();
   private readonly own: OwnAttributes;
@@ -309,6 +331,8 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
   ) {
     super();
     this.mailbox = mailbox;
+    const mem = this.memoryOrNull();
+    this.slots = mem ? new Slots(mem, nClients + 1) : nativeSlots(mailbox);
     this.nClients = nClients;
     this.serverId = nClients + 1;
     this.sendTimeoutMs = options.sendTimeoutMs ?? 1000;
@@ -710,7 +734,7 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
       }
       let posted: boolean;
       try {
-        posted = this.mailbox.post(me, head.to, head.bytes);
+        posted = this.slots.post(me, head.to, head.bytes);
       } catch (e) {
         this.queue.shift();
         head.reject(e as Error);
@@ -732,7 +756,7 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
       head.busySince ??= now;
       if (now - head.busySince > head.timeoutMs) {
         this.queue.shift();
-        const holder = this.mailbox.slot(me).lastResponder;
+        const holder = this.slots.lastResponder(me);
         head.reject(
           new FabricClientError('EBUSY', `slot ${me} still holds the message to peer ${holder}, unread after ${head.timeoutMs} ms; not overwritten (withdraw() clears it)`),
         );
@@ -842,12 +866,12 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
   }
 
   private drainSlot(from: number, doorbell: boolean): void {
-    const mb = this.mailbox;
+    const mb = this.slots;
     if (!mb.busy(from)) return;
     // One slot serves all of a sender's receivers: leave a message that
     // says it is for another peer to that peer. (A sender that never sets
     // last_responder leaves it 0: take it, as FAME-Z does.)
-    const target = mb.slot(from).lastResponder;
+    const target = mb.lastResponder(from);
     if (target !== this.id && (!doorbell || (target >= 1 && target <= this.serverId))) return;
     let bytes: Buffer | null;
     try {

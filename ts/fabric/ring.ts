@@ -253,6 +253,9 @@ export type RingVisitor = (bytes: Buffer, start: number, length: number) => void
 
 /** The consuming end of one ring (only the receiver reads). */
 export class RingReader extends RingView {
+  /** head and tail as u32 halves (head at 0, 1; tail at 32, 33). */
+  private readonly halves = new Uint32Array(this.counters.buffer, this.counters.byteOffset, RING_HEADER / 4);
+
   /** Hands up to `max` messages to `visit`, in order, in place, then
    * publishes the tail once. Returns how many; fewer than `max` means the
    * ring was seen empty (after the doorbell rule's barrier): wait for the
@@ -260,6 +263,11 @@ export class RingReader extends RingView {
    * read, else stops before the bad record. A message whose visit throws
    * counts as consumed. */
   read(visit: RingVisitor, max = Infinity): number {
+    // The common wake-up for someone else's message: nothing here. Equal
+    // halves mean empty at some instant (a stale "empty" is safe: the
+    // producer rings whenever it finds the ring empty after publishing).
+    const c = this.halves;
+    if (Atomics.load(c, 0) === Atomics.load(c, 32) && Atomics.load(c, 1) === Atomics.load(c, 33)) return 0;
     const tail0 = this.load(TAIL);
     let tail = tail0;
     let published = tail0;

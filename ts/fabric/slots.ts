@@ -1,0 +1,115 @@
+// FAME-Z's mailbox slots in TypeScript, straight over the mapped shared
+// memory: the hot half of crates/famez-core/src/mailbox.rs (post, take,
+// busy, last_responder, nodename), byte-compatible with it, for the
+// fabric client's message path (one doorbell, one message) without a
+// native call per step. Formatting and the rest stay native.
+//
+// Slot i (1..server_id) starts at i x 512: nodename char[32] at 0, buflen
+// u64 at 32, last_responder u64 at 48, buf at 128 (383 bytes and a NUL).
+// The handshake is the native one: a sender posts only into a free slot
+// (buflen 0), writes buf and last_responder, then publishes buflen; the
+// receiver reads buflen, copies buf, then clears buflen. buflen is read
+// and written as its two u32 halves with Atomics (sequentially
+// consistent: release on the publishing store, acquire on the load): a
+// valid length is below 2^32, so its high half is always 0, and a slot is
+// free only when both halves are. Little-endian hosts only, as ring.ts.
+import { endianness } from 'node:os';
+
+const SLOT = 512;
+const BUFLEN = 32;
+const LAST_RESPONDER = 48;
+const BUF = 128;
+const NODENAME = 32;
+/** The largest message a slot carries (a NUL follows it). */
+export const MAX_SLOT_PAYLOAD = 383;
+
+if (endianness() !== 'LE') throw new Error('famez mailbox slots need a little-endian host');
+
+/** A slot's buflen makes no sense (over 383): the slot was freed. */
+export class SlotCorrupt extends Error {
+  override name = 'SlotCorrupt';
+  readonly code = 'EBADMSG';
+}
+
+export class Slots {
+  private readonly words: Uint32Array;
+  private readonly bytes: Buffer;
+
+  /** The slots 1..lastSlot of the mailbox at the start of `memory`. */
+  constructor(
+    memory: ArrayBuffer,
+    readonly lastSlot: number,
+  ) {
+    const need = (lastSlot + 1) * SLOT;
+    if (!Number.isInteger(lastSlot) || lastSlot < 1 || need > memory.byteLength) {
+      throw new RangeError(`a mailbox of ${lastSlot} slots needs ${need} bytes; the shared object has ${memory.byteLength}`);
+    }
+    this.words = new Uint32Array(memory, 0, need / 4);
+    this.bytes = Buffer.from(memory, 0, need);
+  }
+
+  private base(slot: number): number {
+    if (!(slot >= 1 && slot <= this.lastSlot) || !Number.isInteger(slot)) throw new RangeError(`slot ${slot} is outside 1..${this.lastSlot}`);
+    return slot * SLOT;
+  }
+
+  /** Whether the slot holds a message nobody has taken. */
+  busy(slot: number): boolean {
+    const w = (this.base(slot) + BUFLEN) >>> 2;
+    return (Atomics.load(this.words, w) | Atomics.load(this.words, w + 1)) !== 0;
+  }
+
+  /** Whom the slot's last message was for. */
+  lastResponder(slot: number): number {
+    const w = (this.base(slot) + LAST_RESPONDER) >>> 2;
+    return this.words[w] + this.words[w + 1] * 2 ** 32;
+  }
+
+  /** The slot's nodename, up to its NUL (invalid UTF-8 replaced). */
+  nodename(slot: number): string {
+    const b = this.base(slot);
+    let end = b;
+    while (end < b + NODENAME - 1 && this.bytes[end] !== 0) end++;
+    return this.bytes.toString('utf8', b, end);
+  }
+
+  /** Posts `msg` (1..383 bytes) from `sender`'s slot to `receiver`: false
+   * while the slot still holds an unread message (never overwritten). */
+  post(sender: number, receiver: number, msg: Uint8Array): boolean {
+    const b = this.base(sender);
+    this.base(receiver);
+    if (msg.length < 1 || msg.length > MAX_SLOT_PAYLOAD) throw new RangeError(`EMSGSIZE: a slot message is 1..${MAX_SLOT_PAYLOAD} bytes, not ${msg.length}`);
+    const w = this.words;
+    const len = (b + BUFLEN) >>> 2;
+    // Acquire: the receiver's copy of the last message is done.
+    if ((Atomics.load(w, len) | Atomics.load(w, len + 1)) !== 0) return false;
+    this.bytes.set(msg, b + BUF);
+    this.bytes[b + BUF + msg.length] = 0;
+    w[(b + LAST_RESPONDER) >>> 2] = receiver;
+    w[((b + LAST_RESPONDER) >>> 2) + 1] = 0;
+    // Release: whoever sees the length sees buf and last_responder.
+    Atomics.store(w, len, msg.length);
+    return true;
+  }
+
+  /** Takes the slot's message as a copy and frees the slot; null when it is
+   * empty. A length over 383 frees the slot and throws SlotCorrupt. */
+  take(slot: number): Buffer | null {
+    const b = this.base(slot);
+    const w = this.words;
+    const len = (b + BUFLEN) >>> 2;
+    const lo = Atomics.load(w, len);
+    const hi = Atomics.load(w, len + 1);
+    if ((lo | hi) === 0) return null;
+    if (hi !== 0 || lo > MAX_SLOT_PAYLOAD) {
+      Atomics.store(w, len + 1, 0);
+      Atomics.store(w, len, 0);
+      throw new SlotCorrupt(`slot ${slot} holds a bad length (${hi * 2 ** 32 + lo}); freed`);
+    }
+    const out = Buffer.allocUnsafe(lo);
+    this.bytes.copy(out, 0, b + BUF, b + BUF + lo);
+    // Release: the copy is done before the sender reuses buf.
+    Atomics.store(w, len, 0);
+    return out;
+  }
+}
