@@ -363,3 +363,30 @@ test('scripted server: a split join is announced once, with all its vectors', as
   await turns(10);
   t.deepEqual(joins, [{ id: 7, vectors: 3 }]);
 });
+
+test('busyPollUs: after a doorbell the loop keeps polling for the window instead of sleeping; 0 turns it off', async (t) => {
+  const socket = startServer(t);
+  const a = await Client.connect(socket, { vectors: VECTORS, busyPollUs: 40_000 });
+  t.context.closers.push(() => a.close());
+  const b = await Client.connect(socket, { vectors: VECTORS });
+  t.context.closers.push(() => b.close());
+  await waitFor(() => a.peers.has(b.id), 'a to see b');
+  t.is(a.busyPoll, 40_000);
+  t.throws(() => (a.busyPoll = -1), { instanceOf: RangeError });
+  await t.throwsAsync(Client.connect(socket, { busyPollUs: 2e6 }), { instanceOf: RangeError });
+  // The share of time the loop spends outside its poll wait, over 30 ms
+  // after ringing: near 1 while busy-polling, near 0 when it sleeps.
+  const busyShare = async () => {
+    await new Promise((r) => setTimeout(r, 60)); // any earlier window is over
+    const before = performance.eventLoopUtilization();
+    a.ring(b.id, 0);
+    await new Promise((r) => setTimeout(r, 30));
+    return performance.eventLoopUtilization(before).utilization;
+  };
+  const polling = await busyShare();
+  a.busyPoll = 0;
+  const sleeping = await busyShare();
+  t.log(`loop utilisation: ${polling.toFixed(2)} busy-polling, ${sleeping.toFixed(2)} without`);
+  t.true(polling > 0.5, `busy-polling: ${polling}`);
+  t.true(sleeping < 0.5, `sleeping: ${sleeping}`);
+});

@@ -8,6 +8,7 @@ import anyTest, { type ExecutionContext, type TestFn } from 'ava';
 
 import type * as Binding from '../index.js';
 import { RingReader, ringOffset } from '../ts/fabric/ring.js';
+import { SlotCorrupt, Slots } from '../ts/fabric/slots.js';
 import { message, mismatch } from './helpers/messages.js';
 import { LineProcess, waitFor } from './helpers/wait.js';
 
@@ -123,6 +124,47 @@ test('nodename and per-slot fields round-trip', (t) => {
   t.is(other.nodename(15), '');
   t.throws(() => mb.setPeerCid(1, -1), { message: /^EINVAL/ });
   t.is(other.global(16), 14);
+});
+
+test('TypeScript slots and the native mailbox are one handshake: either side posts, the other takes, nothing overwritten', (t) => {
+  const [a, b] = twoMappings(t);
+  const native = own(t, new Mailbox(a));
+  native.format(14);
+  const js = new Slots(b.buffer as ArrayBuffer, 15);
+  const dv = view(a);
+  // JS posts, native takes; the bytes are FAME-Z's.
+  t.true(js.post(3, 15, bytes('ping')));
+  t.deepEqual([u64(dv, 3 * 512 + 32), u64(dv, 3 * 512 + 48)], [4, 15]);
+  t.deepEqual([...new Uint8Array(a.buffer as ArrayBuffer, 3 * 512 + 128, 5)], [...bytes('ping\0')]);
+  t.true(js.busy(3));
+  t.false(js.post(3, 2, bytes('again')), 'busy: refused');
+  t.is(js.lastResponder(3), 15);
+  t.deepEqual(native.take(3), bytes('ping'));
+  t.false(js.busy(3));
+  // Native posts, JS takes.
+  t.true(native.post(4, 3, Buffer.alloc(383, 0x42)));
+  t.deepEqual(js.take(4), Buffer.alloc(383, 0x42));
+  t.is(js.take(4), null);
+  t.false(native.busy(4), 'taking freed the slot for the native side too');
+  // Limits and hostile lengths.
+  t.throws(() => js.post(3, 2, new Uint8Array(384)), { message: /EMSGSIZE/ });
+  t.throws(() => js.post(3, 2, new Uint8Array(0)), { message: /EMSGSIZE/ });
+  t.throws(() => js.post(16, 2, bytes('x')), { instanceOf: RangeError });
+  t.throws(() => js.busy(0), { instanceOf: RangeError });
+  dv.setBigUint64(5 * 512 + 32, 5000n, true);
+  t.throws(() => js.take(5), { instanceOf: SlotCorrupt });
+  t.false(native.busy(5), 'freed');
+  dv.setBigUint64(5 * 512 + 32, 1n << 40n, true);
+  t.true(js.busy(5), 'a high half alone is not free');
+  t.false(js.post(5, 1, bytes('x')));
+  t.throws(() => js.take(5), { instanceOf: SlotCorrupt });
+  t.true(js.post(5, 1, bytes('x')));
+  // Nodenames as the native side wrote them.
+  native.setNodename(15, 'Z-switch');
+  t.is(js.nodename(15), 'Z-switch');
+  native.setNodename(15, 'n'.repeat(31));
+  t.is(js.nodename(15), 'n'.repeat(31));
+  t.throws(() => new Slots(new ArrayBuffer(4096), 15), { instanceOf: RangeError });
 });
 
 test('views fail with EBADF once the shared memory or the view is closed', (t) => {
