@@ -3,6 +3,7 @@
 // notices, and shared-memory writes seen both ways. Then the library Client
 // against a scripted server, for the welcome/join boundaries.
 import * as path from 'node:path';
+import { performance } from 'node:perf_hooks';
 
 import anyTest, { type ExecutionContext, type TestFn } from 'ava';
 

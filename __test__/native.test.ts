@@ -5,7 +5,7 @@ import * as path from 'node:path';
 
 import anyTest, { type ExecutionContext, type TestFn } from 'ava';
 
-import { EventFd, SharedMemory, UnixListener, UnixStream, closeFd, fdSize, socketState } from '../ts/native.js';
+import { EventFd, SharedMemory, UnixListener, UnixStream, closeFd, fdSize, signalFd, socketState } from '../ts/native.js';
 import { LineProcess, removeDir, tempDir, waitFor, within } from './helpers/wait.js';
 
 interface Context {
@@ -209,6 +209,34 @@ test('EventFd.watch: a watched eventfd nobody references is not collected (the w
   await within(p.exited, 'the child to exit');
   t.deepEqual(p.exit, { code: 0, signal: null }, p.stderr);
   t.deepEqual(p.lines.map((l) => JSON.parse(l)), [{ got: 20 }]);
+});
+
+test('signalFd rings an open EventFd by number and refuses any other fd (closed, reused, not an EventFd)', (t) => {
+  const e = own(t, new EventFd());
+  signalFd(e.fd);
+  signalFd(e.fd, 4);
+  t.is(e.drain(), 5);
+  const fd = e.fd;
+  e.close();
+  t.throws(() => signalFd(fd), { message: /^EBADF: .* is not an open EventFd/ });
+  // The number reused by something else is still refused.
+  const other = fs.openSync(path.join(t.context.dir, 'victim'), 'w');
+  try {
+    t.throws(() => signalFd(other), { message: /^EBADF/ });
+    t.is(fs.fstatSync(other).size, 0, 'nothing written to the file');
+  } finally {
+    fs.closeSync(other);
+  }
+  t.throws(() => signalFd(0), { message: /^EBADF/ });
+  t.throws(() => (signalFd as (x?: unknown) => void)('x'), { message: /^EBADF/ });
+  // An adopted eventfd (a number received over a socket) is rung the same way.
+  const { server, client } = pair(t);
+  const a = own(t, new EventFd());
+  server.send(1, a.fd);
+  const m = client.recv()!;
+  const b = own(t, EventFd.adopt(m.fd));
+  signalFd(b.fd, 2);
+  t.is(a.drain(), 2);
 });
 
 test('EventFd.watch: a throwing callback surfaces as uncaughtException and the watch keeps working', async (t) => {

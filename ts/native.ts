@@ -7,6 +7,10 @@ import type * as Binding from '../index.js';
 const binding: typeof Binding = require('../index.js');
 
 export const { EventFd, Mailbox, Ring, SharedMemory, UnixListener, UnixStream, closeFd, fdSize, ringLayout, socketState } = binding;
+/** Rings the open EventFd whose number is `fd` (EBADF otherwise): the hot
+ * path's EventFd.signal, a plain Node-API function without the class
+ * method's unwrapping. */
+export const signalFd = binding.signalFdFunction();
 export type EventFd = Binding.EventFd;
 export type SharedMemory = Binding.SharedMemory;
 export type UnixListener = Binding.UnixListener;

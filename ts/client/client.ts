@@ -4,7 +4,7 @@
 import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { EventFd, SharedMemory, UnixStream, closeFd } from '../native.js';
+import { EventFd, SharedMemory, UnixStream, closeFd, signalFd } from '../native.js';
 import { initialClientState, receive, type ClientState } from '../protocol.js';
 
 export interface PeerView {
@@ -51,6 +51,9 @@ export class Client extends EventEmitter<ClientEvents> {
   private readonly state: ClientState<number> = initialClientState();
   private readonly peerBells = new Map<number, EventFd[]>();
   private readonly ownBells: EventFd[] = [];
+  /** The fd numbers of peerBells / ownBells, for signalFd on the hot path. */
+  private readonly peerFds = new Map<number, number[]>();
+  private readonly ownFds: number[] = [];
   private shm: SharedMemory | null = null;
   private closedReason: string | null = null;
   /** Vectors per peer, once known (every peer of a server has the same). */
@@ -141,6 +144,7 @@ export class Client extends EventEmitter<ClientEvents> {
                 this.emit('interrupt', { vector, count });
               });
               this.ownBells.push(bell);
+              this.ownFds.push(ev.fd);
               // The own group ends the welcome. Its size is the other peers'
               // group size (all peers have the same vectors), when known.
               if (!settled) {
@@ -157,8 +161,12 @@ export class Client extends EventEmitter<ClientEvents> {
             }
             case 'peer-vector': {
               let bells = this.peerBells.get(ev.peer);
-              if (!bells) this.peerBells.set(ev.peer, (bells = []));
+              if (!bells) {
+                this.peerBells.set(ev.peer, (bells = []));
+                this.peerFds.set(ev.peer, []);
+              }
               bells.push(EventFd.adopt(ev.fd));
+              this.peerFds.get(ev.peer)!.push(ev.fd);
               // A newcomer is announced once, when its whole group is here.
               if (settled && bells.length === this.groupSize) this.emit('join', { id: ev.peer, vectors: bells.length });
               break;
@@ -166,6 +174,7 @@ export class Client extends EventEmitter<ClientEvents> {
             case 'peer-left':
               for (const b of this.peerBells.get(ev.peer) ?? []) b.close();
               this.peerBells.delete(ev.peer);
+              this.peerFds.delete(ev.peer);
               if (settled) this.emit('leave', { id: ev.peer });
               break;
             case 'discard':
@@ -247,15 +256,15 @@ export class Client extends EventEmitter<ClientEvents> {
   /** Rings `peer` on `vector`, or on all of its vectors. */
   ring(peer: number, vector: number | 'all' = 0): void {
     if (this.busyPollMs > 0) this.keepPolling();
-    const bells = this.peerBells.get(peer) ?? (peer === this.id ? this.ownBells : undefined);
-    if (!bells) throw new ClientError('EPROTO', `peer ${peer} is not connected (peers: ${[...this.peerBells.keys()].join(', ') || 'none'})`);
+    const fds = this.peerFds.get(peer) ?? (peer === this.id ? this.ownFds : undefined);
+    if (!fds) throw new ClientError('EPROTO', `peer ${peer} is not connected (peers: ${[...this.peerBells.keys()].join(', ') || 'none'})`);
     if (vector === 'all') {
-      for (const b of bells) b.signal(1);
+      for (const fd of fds) signalFd(fd, 1);
       return;
     }
-    const bell = bells[vector];
-    if (!bell) throw new ClientError('EPROTO', `peer ${peer} has vectors 0..${bells.length - 1}, not ${vector}`);
-    bell.signal(1);
+    const fd = fds[vector];
+    if (fd === undefined) throw new ClientError('EPROTO', `peer ${peer} has vectors 0..${fds.length - 1}, not ${vector}`);
+    signalFd(fd, 1);
   }
 
   private shutdown(reason: string): void {
@@ -267,6 +276,7 @@ export class Client extends EventEmitter<ClientEvents> {
     for (const b of this.ownBells) b.close();
     for (const bells of this.peerBells.values()) for (const b of bells) b.close();
     this.peerBells.clear();
+    this.peerFds.clear();
     this.shm?.close();
     this.emit('close', { reason });
   }
