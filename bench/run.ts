@@ -82,7 +82,7 @@ const JS_RTT = { rounds: pick(100, 1000, 3000), batches: pick(3, 10, 20) };
 const MB_RTT = { rounds: pick(50, 500, 2000), batches: pick(3, 10, 20) };
 /** Messages per rep for a size: a byte budget, at least a floor. */
 const cCount = (size: number) => Math.max(pick(2000, 20_000, 50_000), Math.floor(pick(8e6, 256e6, 1e9) / size));
-const jsCount = (size: number) => Math.max(pick(200, 2000, 5000), Math.floor(pick(256e3, 32e6, 128e6) / size));
+const jsCount = (size: number) => Math.max(pick(200, 2000, 5000), Math.floor(pick(256e3, 128e6, 512e6) / size));
 const REPS = pick(1, 3, 5);
 /** The -busy-poll rows: the JS round trips again with this busy-poll
  * window (Client's busyPollUs). */
