@@ -14,18 +14,19 @@ const SCENARIOS: [string, string][] = [
   ['doorbell-rtt', 'c'],
   ['doorbell-rtt', 'rust'],
   ['doorbell-rtt', 'js'],
+  ['doorbell-rtt-busy-poll', 'js'],
   ['doorbell-rtt-peers-16', 'js'],
   ['doorbell-rtt-peers-64', 'js'],
   ['mailbox-rtt', 'rust'],
   ['mailbox-rtt', 'js'],
+  ['mailbox-rtt-busy-poll', 'js'],
   ['connect-mesh-256', 'js'],
   ['connect-mesh-fabric-62', 'js'],
   ...[64, 256, 1024, 4096, 16384, 65536].flatMap((s) => [
     [`ring-throughput-${s}`, 'c'] as [string, string],
     [`ring-throughput-${s}`, 'js'] as [string, string],
+    [`ring-throughput-${s}`, 'rust'] as [string, string],
   ]),
-  ['ring-throughput-64', 'rust'],
-  ['ring-throughput-4096', 'rust'],
 ];
 
 test('npm run bench -- --smoke: every scenario has a number and the JSON is well formed', async (t) => {
@@ -87,7 +88,7 @@ test('npm run bench -- --smoke: every scenario has a number and the JSON is well
       t.is(r.skipped, undefined, `${scenario} ${impl} skipped: ${r.skipped}`);
       t.true(typeof r.median === 'number', `${scenario} ${impl} has no number`);
       if (impl === 'c') t.is(r.baselineRatio, 1);
-      else if (doc.runs.some((x) => x.impl === 'c' && x.median !== null && x.scenario === (scenario === 'mailbox-rtt' || scenario.startsWith('doorbell-rtt') ? 'doorbell-rtt' : scenario))) t.is(typeof r.baselineRatio, 'number', `${scenario} ${impl} has no ratio`);
+      else if (doc.runs.some((x) => x.impl === 'c' && x.median !== null && x.scenario === (scenario.startsWith('mailbox-rtt') || scenario.startsWith('doorbell-rtt') ? 'doorbell-rtt' : scenario))) t.is(typeof r.baselineRatio, 'number', `${scenario} ${impl} has no ratio`);
     }
     t.true(fs.readFileSync(out.replace(/\.json$/, '.svg'), 'utf8').startsWith('<svg'));
   } finally {
@@ -108,4 +109,32 @@ test('famez bench --help goes to the runner', async (t) => {
   });
   t.is(code, 0);
   t.regex(stdout, /npm run bench -- \[--quick \| --smoke\] \[--json FILE\]/);
+});
+
+test('npm run bench -- --only picks scenario groups; an unknown group is exit 2 with the list', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'famez-bench-only-'));
+  try {
+    const out = path.join(dir, 'only.json');
+    const run = (args: string[]) =>
+      new Promise<{ code: number | null; stderr: string }>((resolve) => {
+        const child = spawn(process.execPath, ['--import=tsx', 'bench/run.ts', ...args], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
+        let stderr = '';
+        child.stderr!.on('data', (d) => (stderr += d));
+        const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
+        child.on('exit', (code) => {
+          clearTimeout(timer);
+          resolve({ code, stderr });
+        });
+      });
+    const ok = await run(['--smoke', '--only', 'c', '--json', out]);
+    t.is(ok.code, 0, ok.stderr);
+    const doc = JSON.parse(fs.readFileSync(out, 'utf8')) as { runs: { impl: string }[] };
+    t.true(doc.runs.length > 0);
+    t.deepEqual([...new Set(doc.runs.map((r) => r.impl))], ['c']);
+    const bad = await run(['--only', 'c,bogus']);
+    t.is(bad.code, 2);
+    t.regex(bad.stderr, /--only takes .*c, rust, js-doorbell, js-fabric, mesh, mesh-fabric; not 'bogus'/);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -304,8 +304,15 @@ async function benchC(): Promise<void> {
   await attempt('C baseline', expected, async () => {
     fs.mkdirSync(BUILD, { recursive: true });
     for (const name of ['doorbell', 'ring']) {
-      const cc = spawnSync('cc', ['-O2', '-o', path.join(BUILD, name), path.join(ROOT, 'bench', 'baseline', `${name}.c`)], { encoding: 'utf8', timeout: 60_000 });
-      if (cc.error || cc.status !== 0) throw new Error(`cc ${name}.c: ${cc.error?.message ?? cc.stderr.trim()}`);
+      // Built aside and renamed into place: another run may be using the
+      // binary right now.
+      const tmp = path.join(BUILD, `${name}.${process.pid}.tmp`);
+      const cc = spawnSync('cc', ['-O2', '-o', tmp, path.join(ROOT, 'bench', 'baseline', `${name}.c`)], { encoding: 'utf8', timeout: 60_000 });
+      if (cc.error || cc.status !== 0) {
+        fs.rmSync(tmp, { force: true });
+        throw new Error(`cc ${name}.c: ${cc.error?.message ?? cc.stderr.trim()}`);
+      }
+      fs.renameSync(tmp, path.join(BUILD, name));
     }
     const take = (stdout: string) => JSON.parse(stdout.trim().split('\n').pop()!) as { scenario: string; unit: string; samples: number[] };
     const d = take(await runBounded(path.join(BUILD, 'doorbell'), [String(C_RTT.rounds), String(C_RTT.batches)], 60_000, 'C doorbell'));
