@@ -365,7 +365,7 @@ test('scripted server: a split join is announced once, with all its vectors', as
   t.deepEqual(joins, [{ id: 7, vectors: 3 }]);
 });
 
-test('busyPollUs: after a doorbell the loop keeps polling for the window instead of sleeping; 0 turns it off', async (t) => {
+test.serial('busyPollUs: after a doorbell the loop keeps polling for the window instead of sleeping; 0 turns it off', async (t) => {
   const socket = startServer(t);
   const a = await Client.connect(socket, { vectors: VECTORS, busyPollUs: 40_000 });
   t.context.closers.push(() => a.close());
