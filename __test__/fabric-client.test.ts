@@ -194,6 +194,14 @@ test('two fabric clients: DEST forms, send, request, message events, and a busy 
   // Limits and failures are typed.
   await rejectsWith(t, a.send(b.id, 'x'.repeat(384)), 'EMSGSIZE');
   await rejectsWith(t, a.request(b.id, 'no answer to this', { replyTimeoutMs: 200 }), 'ETIMEDOUT');
+  // One shared reply timer: a short request after a long one still times
+  // out at its own deadline, and the long one still gets its answer.
+  let longDone = false;
+  const long = a.request(b.id, 'answer me later', { replyTimeoutMs: 20_000 }).finally(() => (longDone = true));
+  await rejectsWith(t, a.request(b.id, 'no answer to this either', { replyTimeoutMs: 150 }), 'ETIMEDOUT');
+  t.false(longDone, 'the long request is still waiting');
+  await b.send(a.id, 'the late answer');
+  t.is((await long).text, 'the late answer');
   await rejectsWith(t, a.send('nobody', 'x'), 'ENOPEER');
 
   // A peer that never reads (a stock host client): the second message

@@ -183,7 +183,11 @@ interface Waiter {
   match: (m: FabricMessage) => boolean;
   resolve: (m: FabricMessage) => void;
   reject: (e: Error) => void;
-  timer: NodeJS.Timeout | null;
+  /** When the reply is late (Date.now()), once the request is posted;
+   * Infinity before. One shared timer serves every waiter. */
+  deadline: number;
+  /** The ETIMEDOUT message. */
+  late: string;
 }
 
 /** The ring ends FabricClient drives: the TypeScript views (ring.ts) or,
@@ -303,6 +307,8 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
   private readonly queue: Outgoing[] = [];
   private retry: { kind: 'immediate'; handle: NodeJS.Immediate } | { kind: 'timeout'; handle: NodeJS.Timeout } | null = null;
   private readonly waiters: Waiter[] = [];
+  private replyTimer: NodeJS.Timeout | null = null;
+  private replyTimerAt = Infinity;
   private readonly txRings = new Map<number, TxRing>();
   private readonly rxRings = new Map<number, RxRing>();
   /** Rings whose last read stopped at its budget: read again next turn. */
@@ -511,7 +517,9 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
     } catch (e) {
       return Promise.reject(e);
     }
-    return Promise.all(ids.map((to) => this.enqueue(to, bytes, options.timeoutMs ?? this.sendTimeoutMs))).then(() => undefined);
+    const timeoutMs = options.timeoutMs ?? this.sendTimeoutMs;
+    if (ids.length === 1) return this.enqueue(ids[0], bytes, timeoutMs);
+    return Promise.all(ids.map((to) => this.enqueue(to, bytes, timeoutMs))).then(() => undefined);
   }
 
   /** Posts `message` from `src`'s slot to `dest` and rings dest's vector
@@ -548,16 +556,21 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
     }
     const replyTimeoutMs = options.replyTimeoutMs ?? this.requestTimeoutMs;
     return new Promise<FabricMessage>((resolve, reject) => {
-      const waiter: Waiter = { from: to, match: options.match ?? defaultMatch, resolve, reject, timer: null };
+      const waiter: Waiter = {
+        from: to,
+        match: options.match ?? defaultMatch,
+        resolve,
+        reject,
+        deadline: Infinity,
+        late: `no reply from peer ${to} within ${replyTimeoutMs} ms`,
+      };
       // Registered before the request goes out: a fast reply is not missed.
       this.waiters.push(waiter);
       this.send(to, message, options).then(
         () => {
           if (!this.waiters.includes(waiter)) return;
-          waiter.timer = setTimeout(() => {
-            this.dropWaiter(waiter);
-            reject(new FabricClientError('ETIMEDOUT', `no reply from peer ${to} within ${replyTimeoutMs} ms`));
-          }, replyTimeoutMs);
+          waiter.deadline = Date.now() + replyTimeoutMs;
+          this.armReplyTimer(waiter.deadline);
         },
         (e: Error) => {
           this.dropWaiter(waiter);
@@ -565,6 +578,24 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
         },
       );
     });
+  }
+
+  /** One timer for every reply: armed for the earliest deadline. A request
+   * answered in time costs no timer of its own. */
+  private armReplyTimer(deadline: number): void {
+    if (this.replyTimer && this.replyTimerAt <= deadline) return;
+    if (this.replyTimer) clearTimeout(this.replyTimer);
+    this.replyTimerAt = deadline;
+    this.replyTimer = setTimeout(() => {
+      this.replyTimer = null;
+      const now = Date.now();
+      for (const w of this.waiters.filter((x) => x.deadline <= now)) {
+        this.dropWaiter(w);
+        w.reject(new FabricClientError('ETIMEDOUT', w.late));
+      }
+      const next = Math.min(...this.waiters.map((w) => w.deadline));
+      if (Number.isFinite(next)) this.armReplyTimer(next);
+    }, Math.max(0, deadline - Date.now()));
   }
 
   /** FAME-Z's link-up: sends `Link RFC TTC=27us` to the switch and resolves
@@ -893,7 +924,6 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
     const i = this.waiters.findIndex((w) => w.from === from && w.match(m));
     if (i >= 0) {
       const [w] = this.waiters.splice(i, 1);
-      if (w.timer) clearTimeout(w.timer);
       w.resolve(m);
     }
   }
@@ -950,7 +980,10 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
   private dropWaiter(w: Waiter): void {
     const i = this.waiters.indexOf(w);
     if (i >= 0) this.waiters.splice(i, 1);
-    if (w.timer) clearTimeout(w.timer);
+    if (this.waiters.length === 0 && this.replyTimer) {
+      clearTimeout(this.replyTimer);
+      this.replyTimer = null;
+    }
   }
 
   private peerLeft(id: number): void {
@@ -982,10 +1015,9 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
     this.retry = null;
     const err = () => new FabricClientError('ECLOSED', `the fabric client closed (${reason})`);
     for (const o of this.queue.splice(0)) o.reject(err());
-    for (const w of this.waiters.splice(0)) {
-      if (w.timer) clearTimeout(w.timer);
-      w.reject(err());
-    }
+    if (this.replyTimer) clearTimeout(this.replyTimer);
+    this.replyTimer = null;
+    for (const w of this.waiters.splice(0)) w.reject(err());
     this.client.off('interrupt', this.onInterrupt);
     this.client.off('join', this.onJoin);
     this.client.off('leave', this.onLeave);

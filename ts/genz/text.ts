@@ -255,10 +255,15 @@ interface Words {
   starts: number[];
 }
 
-function wordsOf(payload: string): Words {
+const WORD = /\S+/g;
+
+/** The first `max` words (a command has at most 3: 4 tell whether
+ * anything follows the longest). */
+function wordsOf(payload: string, max = 4): Words {
   const words: string[] = [];
   const starts: number[] = [];
-  for (const m of payload.matchAll(/\S+/g)) {
+  WORD.lastIndex = 0;
+  for (let m = WORD.exec(payload); m !== null && words.length < max; m = WORD.exec(payload)) {
     words.push(m[0]);
     starts.push(m.index);
   }
