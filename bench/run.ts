@@ -79,7 +79,9 @@ const SIZES = [64, 256, 1024, 4096, 16384, 65536];
 const PEER_CURVE = [2, 16, 64];
 const C_RTT = { rounds: pick(200, 2000, 5000), batches: pick(3, 10, 20) };
 const JS_RTT = { rounds: pick(100, 1000, 3000), batches: pick(3, 10, 20) };
-const MB_RTT = { rounds: pick(50, 500, 2000), batches: pick(3, 10, 20) };
+const MB_RTT = { rounds: pick(50, 1000, 2000), batches: pick(3, 10, 20) };
+/** Untimed JS round trips first: the JIT settles over a few thousand. */
+const RTT_WARMUP = pick(20, 3000, 5000);
 /** Messages per rep for a size: a byte budget, at least a floor. */
 const cCount = (size: number) => Math.max(pick(2000, 20_000, 50_000), Math.floor(pick(8e6, 256e6, 1e9) / size));
 const jsCount = (size: number) => Math.max(pick(200, 2000, 5000), Math.floor(pick(256e3, 128e6, 512e6) / size));
@@ -411,7 +413,7 @@ async function benchDoorbellJs(): Promise<void> {
     await echo.ask('echo', 10_000);
     const rtt = async (pollUs: number) => {
       for (const p of [echo, ping]) await p.ask(`poll ${pollUs}`, 10_000);
-      return (await ping.ask<{ samples: number[] }>(`ping ${echoId} ${JS_RTT.rounds} ${JS_RTT.batches}`, 120_000)).samples;
+      return (await ping.ask<{ samples: number[] }>(`ping ${echoId} ${JS_RTT.rounds} ${JS_RTT.batches} ${RTT_WARMUP}`, 120_000)).samples;
     };
     for (const peers of PEER_CURVE) {
       // Idle peers, connected from this process: every pair peer now holds
@@ -445,7 +447,7 @@ async function benchFabricJs(): Promise<void> {
     await a.ask('mecho', 10_000);
     const mrtt = async (pollUs: number) => {
       for (const p of [a, b]) await p.ask(`poll ${pollUs}`, 10_000);
-      return (await b.ask<{ samples: number[] }>(`mping ${aId} ${MB_RTT.rounds} ${MB_RTT.batches}`, 120_000)).samples;
+      return (await b.ask<{ samples: number[] }>(`mping ${aId} ${MB_RTT.rounds} ${MB_RTT.batches} ${RTT_WARMUP}`, 120_000)).samples;
     };
     record('mailbox-rtt', 'js', 'us', await mrtt(0), '64-byte request and answer through the slots; ratio against the C doorbell round trip');
     record('mailbox-rtt-busy-poll', 'js', 'us', await mrtt(BUSY_POLL_US), `the same with busyPollUs ${BUSY_POLL_US}`);
