@@ -391,3 +391,21 @@ test.serial('busyPollUs: after a doorbell the loop keeps polling for the window 
   t.true(polling > 0.5, `busy-polling: ${polling}`);
   t.true(sleeping < 0.5, `sleeping: ${sleeping}`);
 });
+
+test('ring after close is ECLOSED, and never rings an fd that reused a closed doorbell number', async (t) => {
+  const socket = startServer(t);
+  const a = await Client.connect(socket, { vectors: VECTORS });
+  const b = await Client.connect(socket, { vectors: VECTORS });
+  t.context.closers.push(() => b.close());
+  await waitFor(() => a.peers.has(b.id), 'a to see b');
+  a.close();
+  // New eventfds now likely get the numbers a's doorbells had.
+  const fresh = Array.from({ length: 3 * VECTORS }, () => new EventFd());
+  t.context.closers.push(() => fresh.forEach((e) => e.close()));
+  t.throws(() => a.ring(b.id, 0), { message: /closed/ });
+  t.throws(() => a.ring(a.id, 'all'), { message: /closed/ });
+  t.deepEqual(
+    fresh.map((e) => e.drain()),
+    fresh.map(() => 0),
+  );
+});

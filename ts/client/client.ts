@@ -144,7 +144,7 @@ export class Client extends EventEmitter<ClientEvents> {
                 this.emit('interrupt', { vector, count });
               });
               this.ownBells.push(bell);
-              this.ownFds.push(ev.fd);
+              this.ownFds.push(bell.fd);
               // The own group ends the welcome. Its size is the other peers'
               // group size (all peers have the same vectors), when known.
               if (!settled) {
@@ -165,8 +165,9 @@ export class Client extends EventEmitter<ClientEvents> {
                 this.peerBells.set(ev.peer, (bells = []));
                 this.peerFds.set(ev.peer, []);
               }
-              bells.push(EventFd.adopt(ev.fd));
-              this.peerFds.get(ev.peer)!.push(ev.fd);
+              const bell = EventFd.adopt(ev.fd);
+              bells.push(bell);
+              this.peerFds.get(ev.peer)!.push(bell.fd);
               // A newcomer is announced once, when its whole group is here.
               if (settled && bells.length === this.groupSize) this.emit('join', { id: ev.peer, vectors: bells.length });
               break;
@@ -255,6 +256,7 @@ export class Client extends EventEmitter<ClientEvents> {
 
   /** Rings `peer` on `vector`, or on all of its vectors. */
   ring(peer: number, vector: number | 'all' = 0): void {
+    if (this.closedReason !== null) throw new ClientError('ECLOSED', `the client is closed (${this.closedReason})`);
     if (this.busyPollMs > 0) this.keepPolling();
     const fds = this.peerFds.get(peer) ?? (peer === this.id ? this.ownFds : undefined);
     if (!fds) throw new ClientError('EPROTO', `peer ${peer} is not connected (peers: ${[...this.peerBells.keys()].join(', ') || 'none'})`);
@@ -276,7 +278,9 @@ export class Client extends EventEmitter<ClientEvents> {
     for (const b of this.ownBells) b.close();
     for (const bells of this.peerBells.values()) for (const b of bells) b.close();
     this.peerBells.clear();
+    // The numbers may be reused by any fd opened from now on.
     this.peerFds.clear();
+    this.ownFds.length = 0;
     this.shm?.close();
     this.emit('close', { reason });
   }
