@@ -39,6 +39,48 @@ const fail = (msg: string): never => {
 };
 setTimeout(() => fail('ran for over 10 minutes'), 600_000).unref();
 
+/** Round trips in callback style, as the echo side and the C loop run
+ * them: `go()` starts one, `answered()` (called on each answer) starts the
+ * next until the batch is done. One promise per batch and one watchdog
+ * for the run (no answer for 10 s fails it): a promise or a timer per
+ * round trip would be the benchmark's own cost. */
+function roundTrips(what: string, go: () => void) {
+  let left = 0;
+  let done: () => void = () => {};
+  let answers = 0;
+  const batch = (k: number) =>
+    new Promise<void>((r) => {
+      left = k;
+      done = r;
+      go();
+    });
+  return {
+    answered: () => {
+      answers++;
+      if (--left > 0) go();
+      else done();
+    },
+    /** us per round trip for each of `batches` batches, after an untimed
+     * warm-up (the JIT). */
+    async run(rounds: number, batches: number, warmup: number): Promise<number[]> {
+      let seen = -1;
+      const watchdog = setInterval(() => {
+        if (answers === seen) fail(`no ${what} answer in 10 s`);
+        seen = answers;
+      }, 10_000);
+      await batch(Math.max(1, warmup || Math.floor(rounds / 10)));
+      const samples: number[] = [];
+      for (let b = 0; b < batches; b++) {
+        const t0 = process.hrtime.bigint();
+        await batch(rounds);
+        samples.push(Number(process.hrtime.bigint() - t0) / 1e3 / rounds);
+      }
+      clearInterval(watchdog);
+      return samples;
+    },
+  };
+}
+
 async function main(): Promise<void> {
   const fabric = kind === 'fabric' ? await FabricClient.connect(sock, { nodename: `bench-${process.pid}`.slice(0, 31) }) : null;
   // A FabricClient wraps a Client; reach it for the raw doorbell paths.
@@ -63,39 +105,11 @@ async function main(): Promise<void> {
         break;
       }
       case 'ping': {
-        // Callback style, as the echo side: each 'interrupt' rings back
-        // until the batch is done; one promise per batch, and one watchdog
-        // for the whole run (no answer for 10 s fails it).
         const [peer, rounds, batches, warmup] = n;
         Atomics.store(word, 0, client.id);
-        let left = 0;
-        let done: () => void = () => {};
-        let answered = 0;
-        let seen = -1;
-        const watchdog = setInterval(() => {
-          if (answered === seen) fail('no doorbell answer in 10 s');
-          seen = answered;
-        }, 10_000);
-        client.on('interrupt', () => {
-          answered++;
-          if (--left > 0) client.ring(peer, 0);
-          else done();
-        });
-        const batch = (k: number) =>
-          new Promise<void>((r) => {
-            left = k;
-            done = r;
-            client.ring(peer, 0);
-          });
-        // Warm-up (the JIT): not timed.
-        await batch(Math.max(1, warmup || Math.floor(rounds / 10)));
-        const samples: number[] = [];
-        for (let b = 0; b < batches; b++) {
-          const t0 = process.hrtime.bigint();
-          await batch(rounds);
-          samples.push(Number(process.hrtime.bigint() - t0) / 1e3 / rounds);
-        }
-        clearInterval(watchdog);
+        const rt = roundTrips('doorbell', () => client.ring(peer, 0));
+        client.on('interrupt', rt.answered);
+        const samples = await rt.run(rounds, batches, warmup);
         client.removeAllListeners('interrupt');
         out({ samples });
         break;
@@ -107,43 +121,18 @@ async function main(): Promise<void> {
         out({ ok: 1 });
         break;
       case 'mping': {
-        // Callback style: each 64-byte answer ('message') sends the next
-        // request (send() posts at once: the slot is free by then); one
-        // promise per batch, one watchdog for the run.
+        // Each 64-byte answer sends the next request (send() posts at once:
+        // the slot is free by then).
         const [peer, rounds, batches, warmup] = n;
         const req = new Uint8Array(64).fill(0x61);
         const f = fabric!;
-        let left = 0;
-        let done: () => void = () => {};
-        let answered = 0;
-        let seen = -1;
-        const watchdog = setInterval(() => {
-          if (answered === seen) fail('no mailbox answer in 10 s');
-          seen = answered;
-        }, 10_000);
         const onError = (e: Error) => fail(e.message);
+        const rt = roundTrips('mailbox', () => void f.send(peer, req).catch(onError));
         const onMessage = (m: { from: number; bytes: Uint8Array }) => {
-          if (m.from !== peer || m.bytes.length !== 64) return;
-          answered++;
-          if (--left > 0) f.send(peer, req).catch(onError);
-          else done();
+          if (m.from === peer && m.bytes.length === 64) rt.answered();
         };
         f.on('message', onMessage);
-        const batch = (k: number) =>
-          new Promise<void>((r) => {
-            left = k;
-            done = r;
-            f.send(peer, req).catch(onError);
-          });
-        // Warm-up (the JIT): not timed.
-        await batch(Math.max(1, warmup || Math.floor(rounds / 10)));
-        const samples: number[] = [];
-        for (let b = 0; b < batches; b++) {
-          const t0 = process.hrtime.bigint();
-          await batch(rounds);
-          samples.push(Number(process.hrtime.bigint() - t0) / 1e3 / rounds);
-        }
-        clearInterval(watchdog);
+        const samples = await rt.run(rounds, batches, warmup);
         f.off('message', onMessage);
         out({ samples });
         break;
