@@ -205,7 +205,7 @@ interface RxRing {
 function nativeTx(ring: Ring, bell: () => void): TxRing {
   return {
     pushBatch(msgs, from) {
-      const n = ring.pushBatch(from === 0 ? [...msgs] : msgs.slice(from));
+      const n = ring.pushBatch(from === 0 ? (msgs as Uint8Array[]) : msgs.slice(from));
       if (n > 0 && ring.wasEmpty) bell();
       return n;
     },

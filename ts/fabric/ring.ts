@@ -338,9 +338,9 @@ export class RingReader extends RingView {
   /** Drops everything in the ring (tail = head): the way out of a corrupt
    * ring. Returns the bytes dropped. */
   discard(): number {
-    const head = Number(Atomics.load(this.counters, HEAD));
-    const tail = Number(Atomics.load(this.counters, TAIL));
-    Atomics.store(this.counters, TAIL, Atomics.load(this.counters, HEAD));
-    return head - tail;
+    const head = Atomics.load(this.counters, HEAD);
+    const tail = Atomics.load(this.counters, TAIL);
+    Atomics.store(this.counters, TAIL, head);
+    return Number(head - tail);
   }
 }
