@@ -19,7 +19,7 @@ const stockDefaults = {
   size: 4 * MiB,
   vectors: 1,
   maxPeers: 65536,
-  idPolicy: 'lowest',
+  idPolicy: 'monotonic',
   pidfile: null,
   daemon: false,
   verbose: false,
@@ -393,4 +393,11 @@ test('--ring-capacity: a power of two from 1K to 1G, fabric only', (t) => {
   fabricUsage(t, ['--ring-capacity', '512'], /--ring-capacity must be between 1K and 1G/);
   fabricUsage(t, ['--ring-capacity', '3K'], /not a power of two/);
   fabricUsage(t, ['--silent', '--ring-capacity', '4K'], /applies to the fabric/);
+});
+
+test('--silent gives IDs as the stock server does (monotonic); the fabric gives the lowest free ID; --id-policy overrides both', (t) => {
+  t.is(stock([]).idPolicy, 'monotonic');
+  t.is(parseServeArgs([]).idPolicy, 'lowest');
+  t.is(stock(['--id-policy', 'lowest']).idPolicy, 'lowest');
+  t.is(parseServeArgs(['--id-policy', 'random']).idPolicy, 'random');
 });

@@ -7,6 +7,8 @@ import {
   ID_POLICIES,
   IdPool,
   MAX_PEER_ID,
+  Membership,
+  QEMU_REUSE_BUG,
   PROTOCOL_VERSION,
   SHM_MESSAGE,
   initialClientState,
@@ -540,4 +542,148 @@ test('joinMessages with announce false (a recycled ID) tells the others nothing'
     [1, 1, 2, 2, 15, 15, 3, 3],
     'the welcome still carries the others, the advertised member, then the own group',
   );
+});
+
+// ---- Membership -------------------------------------------------------------
+
+/** A fleet of simulated peers that fold everything a Membership sends with
+ * the client-side `receive`, the way a QEMU or famez client would, and
+ * record what would hurt QEMU 7.2: an ID announced again after its
+ * departure was told (a write into a freed array). */
+class Fleet {
+  readonly clients = new Map<number, { state: ClientState<string>; departed: Set<number> }>();
+  readonly reuseAfterDeparture: string[] = [];
+  readonly departuresOfStrangers: string[] = [];
+  constructor(readonly m: Membership) {}
+  apply(sends: Send[]): void {
+    for (const s of sends) {
+      const c = this.clients.get(s.to);
+      if (!c) continue;
+      const fd = s.fd === null ? null : s.fd.kind === 'shm' ? 'shm' : `${s.fd.peer}/${s.fd.vector}`;
+      if (s.fd === null && c.state.phase === 'running' && !c.state.peers.has(s.value)) this.departuresOfStrangers.push(`${s.to} told ${s.value} left`);
+      if (s.fd !== null && c.departed.has(s.value)) this.reuseAfterDeparture.push(`${s.to} got ${s.value} again`);
+      for (const ev of receive(c.state, { value: s.value, fd })) {
+        if (ev.type === 'peer-left') c.departed.add(ev.peer);
+        if (ev.type === 'error') throw new Error(`peer ${s.to}: ${ev.message}`);
+      }
+    }
+  }
+  join(): number | null {
+    const d = this.m.join();
+    if (d.kind === 'refuse') return null;
+    this.clients.set(d.id, { state: initialClientState<string>(), departed: new Set() });
+    this.apply(d.sends);
+    return d.id;
+  }
+  leave(id: number): void {
+    this.clients.delete(id);
+    this.apply(this.m.leave(id));
+  }
+  /** Each live peer's view: the IDs it holds all `vectors` fds of. */
+  views(vectors: number): Map<number, number[]> {
+    const out = new Map<number, number[]>();
+    for (const [id, c] of this.clients) {
+      out.set(id, [...c.state.peers].filter(([, fds]) => fds.length === vectors).map(([p]) => p).sort((a, b) => a - b));
+    }
+    return out;
+  }
+}
+
+test('Membership recycle: a peer that joined after an ID left is told about that ID when it comes back (every live peer knows every other)', (t) => {
+  const fleet = new Fleet(new Membership({ vectors: 2, min: 1, max: 4, recycle: true }));
+  t.deepEqual([fleet.join(), fleet.join()], [1, 2]);
+  fleet.leave(1);
+  fleet.leave(2);
+  t.is(fleet.join(), 1, 'the recycled ID 1');
+  t.is(fleet.join(), 2, 'the recycled ID 2');
+  t.deepEqual(fleet.views(2).get(1), [2], 'peer 1 holds peer 2\'s eventfds');
+  t.deepEqual(fleet.views(2).get(2), [1]);
+});
+
+test('Membership recycle: a returning ID is not announced again to a peer that still holds its eventfds', (t) => {
+  const m = new Membership({ vectors: 3, min: 1, max: 4, recycle: true });
+  const a = m.join();
+  const b = m.join();
+  t.true(a.kind === 'admit' && b.kind === 'admit');
+  t.deepEqual(m.leave(2), [], 'a recycled departure is told to nobody');
+  const again = m.join();
+  if (again.kind !== 'admit') return t.fail();
+  t.is(again.id, 2);
+  t.true(again.recycled);
+  t.deepEqual(again.announced, [], 'peer 1 still holds 2\'s eventfds');
+  t.false(again.sends.some((s) => s.to === 1));
+});
+
+for (const policy of ID_POLICIES) {
+  test(`Membership without recycling (${policy}): an ID whose departure a live peer was told is never given out while that peer is connected`, (t) => {
+    const fleet = new Fleet(new Membership({ vectors: 1, idPolicy: policy, min: 0, max: 3, random: () => 0.5 }));
+    const witness = fleet.join()!;
+    for (let i = 0; i < 10; i++) {
+      const id = fleet.join();
+      if (id === null) break;
+      fleet.leave(id);
+    }
+    t.deepEqual(fleet.reuseAfterDeparture, []);
+    t.deepEqual(fleet.m.blocked.length, 3, 'every other ID was told departed to the witness');
+    const refused = fleet.m.join();
+    t.is(refused.kind, 'refuse');
+    if (refused.kind === 'refuse') t.true(refused.reason.includes(QEMU_REUSE_BUG), refused.reason);
+    fleet.leave(witness);
+    t.deepEqual(fleet.m.blocked, [], 'the witness left: its departures no longer matter');
+    t.not(fleet.join(), null);
+  });
+}
+
+test('Membership: the limit refusal names the limit; a departure is told only to peers that hold the departed peer', (t) => {
+  const m = new Membership({ vectors: 1, maxPeers: 2 });
+  m.join();
+  m.join();
+  const r = m.join();
+  t.deepEqual(r, { kind: 'refuse', reason: '2 peers connected, the limit is 2' });
+  t.deepEqual(m.leave(0), [{ to: 1, value: 0, fd: null }]);
+  t.deepEqual(m.leave(7), [], 'an unknown ID');
+});
+
+test('Membership abort: an admission whose eventfds could not be made leaves no trace', (t) => {
+  const m = new Membership({ vectors: 1, min: 1, max: 3 });
+  m.join();
+  const d = m.join();
+  if (d.kind !== 'admit') return t.fail();
+  m.abort(d);
+  t.deepEqual(m.live, [1]);
+  t.deepEqual(m.heldBy(1), [1]);
+  t.deepEqual(m.blocked, []);
+  const again = m.join();
+  t.true(again.kind === 'admit' && again.id === 2);
+});
+
+test('Membership: property — in every mode, every live peer holds every other live peer (and the advertised; others only if recycled), no ID is announced again after a told departure, and no stranger\'s departure is told', (t) => {
+  fc.assert(
+    fc.property(
+      fc.constantFrom(...ID_POLICIES),
+      fc.boolean(),
+      fc.integer({ min: 1, max: 6 }),
+      fc.array(fc.integer({ min: 0, max: 9 }), { maxLength: 80 }),
+      (policy, recycle, span, script) => {
+        const vectors = 2;
+        const fleet = new Fleet(new Membership({ vectors, idPolicy: policy, min: 1, max: span, recycle, advertised: [99], random: () => 0.7 }));
+        for (const step of script) {
+          const live = [...fleet.clients.keys()];
+          if (step < 5 || live.length === 0) fleet.join();
+          else fleet.leave(live[step % live.length]);
+          const views = fleet.views(vectors);
+          for (const [id, view] of views) {
+            const expect = [...fleet.clients.keys(), 99].filter((x) => x !== id).sort((a, b) => a - b);
+            // Recycling keeps a departed peer's eventfds with those who hold them.
+            const extra = view.filter((x) => !expect.includes(x));
+            if (!expect.every((x) => view.includes(x))) return false;
+            if (extra.some((x) => !recycle || !fleet.m.isKept(x))) return false;
+          }
+        }
+        return fleet.reuseAfterDeparture.length === 0 && fleet.departuresOfStrangers.length === 0;
+      },
+    ),
+    { numRuns: 400 },
+  );
+  t.pass();
 });

@@ -92,22 +92,31 @@ export class IdPool {
     return this.used.has(id);
   }
 
-  allocate(): number | null {
+  /** The next ID by policy, or null when none is free. `usable` excludes
+   * more IDs than those in use (see Membership: IDs QEMU must not be told
+   * about again). */
+  allocate(usable?: (id: number) => boolean): number | null {
     const span = this.max - this.min + 1;
     if (this.used.size >= span) return null;
+    const ok = (c: number) => !this.used.has(c) && (usable === undefined || usable(c));
     let id: number | null = null;
     if (this.policy === 'lowest') {
-      for (let c = this.min; c <= this.max && id === null; c++) if (!this.used.has(c)) id = c;
+      for (let c = this.min; c <= this.max && id === null; c++) if (ok(c)) id = c;
     } else if (this.policy === 'monotonic') {
       for (let i = 1; i <= span && id === null; i++) {
         const c = this.min + ((this.last - this.min + i) % span + span) % span;
-        if (!this.used.has(c)) id = c;
+        if (ok(c)) id = c;
       }
     } else {
-      const free = span - this.used.size;
+      let free = span - this.used.size;
+      if (usable !== undefined) {
+        free = 0;
+        for (let c = this.min; c <= this.max; c++) if (ok(c)) free++;
+      }
+      if (free === 0) return null;
       let k = Math.min(free - 1, Math.floor(this.random() * free));
       for (let c = this.min; c <= this.max && id === null; c++) {
-        if (!this.used.has(c) && k-- === 0) id = c;
+        if (ok(c) && k-- === 0) id = c;
       }
     }
     if (id === null) return null;
@@ -118,6 +127,174 @@ export class IdPool {
 
   release(id: number): void {
     this.used.delete(id);
+  }
+}
+
+// ---- membership -------------------------------------------------------------
+
+/** Why QEMU must not be told about a reused ID: QEMU (7.2, Debian 12's, at
+ * least) frees a departed peer's eventfd array on the departure message
+ * without resetting its pointer, and writes into the freed array when a
+ * peer with the same ID is announced again ("double free or corruption"). */
+export const QEMU_REUSE_BUG =
+  'QEMU (7.2 at least) frees a departed peer\'s eventfd array without resetting it and corrupts its heap when that ID is announced again';
+
+export interface MembershipConfig {
+  vectors: number;
+  idPolicy?: IdPolicy;
+  /** IDs peers may get. */
+  min?: number;
+  max?: number;
+  maxPeers?: number;
+  /** Keep a departed peer's eventfds for the next peer given its ID and
+   * tell nobody it left. */
+  recycle?: boolean;
+  /** Peers that are not connections (the fabric switch): announced to
+   * every newcomer, never leaving. */
+  advertised?: readonly number[];
+  random?: () => number;
+}
+
+export type JoinDecision =
+  | {
+      kind: 'admit';
+      id: number;
+      /** The ID's eventfds are its predecessor's (recycle mode). */
+      recycled: boolean;
+      sends: Send[];
+      /** The live peers this join announces the newcomer to. */
+      announced: number[];
+    }
+  | { kind: 'refuse'; reason: string };
+
+/** Who is connected and who holds whose eventfds, as pure state: the
+ * server asks it for every join and departure and executes the answer.
+ *
+ * Rules it keeps (each tested in protocol.test.ts):
+ * - every live peer holds every other live peer's eventfds (and the
+ *   advertised ones), whatever the order of joins and recycled IDs;
+ * - a peer is told about a departure only if it held the departed peer's
+ *   eventfds, and a recycled departure is told to nobody;
+ * - an ID whose departure a still-connected peer was told is not given out
+ *   again while that peer is connected (QEMU_REUSE_BUG); when that leaves
+ *   no ID, the newcomer is refused with a reason that says so. */
+export class Membership {
+  private readonly pool: IdPool;
+  private readonly vectors: number;
+  private readonly maxPeers: number;
+  private readonly recycle: boolean;
+  private readonly advertised: readonly number[];
+  /** Live peers and the IDs whose eventfds each holds. */
+  private readonly holds = new Map<number, Set<number>>();
+  /** IDs announced as departed, and the live peers that were told. */
+  private readonly witnesses = new Map<number, Set<number>>();
+  /** IDs whose departed peer's eventfds are kept (recycle mode). */
+  private readonly kept = new Set<number>();
+
+  constructor(config: MembershipConfig) {
+    this.vectors = config.vectors;
+    this.pool = new IdPool(config.idPolicy ?? 'lowest', config.min ?? 0, config.max ?? MAX_PEER_ID, config.random);
+    this.maxPeers = config.maxPeers ?? Infinity;
+    this.recycle = config.recycle ?? false;
+    this.advertised = config.advertised ?? [];
+  }
+
+  /** Connected IDs, ascending. */
+  get live(): number[] {
+    return [...this.holds.keys()].sort((a, b) => a - b);
+  }
+
+  get size(): number {
+    return this.holds.size;
+  }
+
+  /** IDs the peer `id` holds eventfds of (itself included); empty when it
+   * is not connected. */
+  heldBy(id: number): number[] {
+    return [...(this.holds.get(id) ?? [])].sort((a, b) => a - b);
+  }
+
+  /** IDs that may not be given out now because a live peer was told they
+   * departed. */
+  get blocked(): number[] {
+    return [...this.witnesses.keys()].filter((id) => !this.holds.has(id)).sort((a, b) => a - b);
+  }
+
+  /** Whether `id`'s departed eventfds are kept for its next peer. */
+  isKept(id: number): boolean {
+    return this.kept.has(id);
+  }
+
+  /** A newcomer: its ID and everything the join costs, or a refusal. */
+  join(): JoinDecision {
+    if (this.holds.size >= this.maxPeers) {
+      const n = this.holds.size;
+      return { kind: 'refuse', reason: `${n} peer${n === 1 ? '' : 's'} connected, the limit is ${this.maxPeers}` };
+    }
+    const id = this.pool.allocate((c) => !this.witnesses.has(c));
+    if (id === null) {
+      const blocked = this.blocked.length;
+      if (blocked === 0) return { kind: 'refuse', reason: `every peer ID (${this.pool.min}..${this.pool.max}) is in use` };
+      return {
+        kind: 'refuse',
+        reason:
+          `the ${blocked} free ID${blocked === 1 ? ' was' : 's were'} announced as departed to peers still connected, ` +
+          `and ${QEMU_REUSE_BUG}; use recycle mode (the fabric default), --id-policy monotonic, or more IDs`,
+      };
+    }
+    const others = this.live;
+    const recycled = this.kept.delete(id);
+    const sends = joinMessages({ newcomer: id, others, vectors: this.vectors, advertised: this.advertised, announce: false });
+    const announced: number[] = [];
+    for (const other of others) {
+      const held = this.holds.get(other)!;
+      if (held.has(id)) continue; // a recycled ID it still holds
+      for (let vector = 0; vector < this.vectors; vector++) sends.push({ to: other, value: id, fd: { kind: 'vector', peer: id, vector } });
+      held.add(id);
+      announced.push(other);
+    }
+    this.holds.set(id, new Set([id, ...others, ...this.advertised]));
+    return { kind: 'admit', id, recycled, sends, announced };
+  }
+
+  /** Undoes an admission none of whose messages were sent (the server
+   * could not create the newcomer's eventfds). */
+  abort(decision: Extract<JoinDecision, { kind: 'admit' }>): void {
+    const { id } = decision;
+    if (!this.holds.delete(id)) return;
+    for (const other of decision.announced) this.holds.get(other)?.delete(id);
+    this.pool.release(id);
+    if (decision.recycled) this.kept.add(id);
+  }
+
+  /** A departure: the messages it costs (none when recycled). */
+  leave(id: number): Send[] {
+    if (!this.holds.delete(id)) return [];
+    this.pool.release(id);
+    // A departed witness can no longer be hurt by what it was told.
+    for (const [gone, told] of this.witnesses) {
+      told.delete(id);
+      if (told.size === 0) this.witnesses.delete(gone);
+    }
+    if (this.recycle) {
+      this.kept.add(id);
+      return [];
+    }
+    const sends: Send[] = [];
+    const told = new Set<number>();
+    for (const other of this.live) {
+      const held = this.holds.get(other)!;
+      if (!held.delete(id)) continue;
+      sends.push({ to: other, value: id, fd: null });
+      told.add(other);
+    }
+    if (told.size > 0) this.witnesses.set(id, told);
+    return sends;
+  }
+
+  /** Forgets every kept ID (their eventfds are closed). */
+  clearKept(): void {
+    this.kept.clear();
   }
 }
 

@@ -191,6 +191,7 @@ export function parseServeArgs(argv: readonly string[]): ServeOptions {
   };
   const fabric: FabricOptions = { nClients: DEFAULT_FABRIC_PEERS, recycle: true, pfm: true, sid: 27, codec: 'text', console: null, ringCapacity: null };
   let silent = false;
+  let idPolicy: IdPolicy | null = null;
   let maxPeers: string | null = null;
   let vectors: number | null = null;
   const fabricOnly: string[] = [];
@@ -273,7 +274,7 @@ export function parseServeArgs(argv: readonly string[]): ServeOptions {
         break;
       case 'id-policy':
         if (!ID_POLICIES.includes(v as IdPolicy)) throw new UsageError(`--id-policy must be one of ${ID_POLICIES.join(', ')}, got '${v}'`);
-        o.idPolicy = v as IdPolicy;
+        idPolicy = v as IdPolicy;
         break;
       case 'keep-shm':
         o.keepShm = true;
@@ -298,6 +299,8 @@ export function parseServeArgs(argv: readonly string[]): ServeOptions {
   if (silent) {
     if (fabricOnly.length) throw new UsageError(`${fabricOnly[0]} applies to the fabric; it cannot be combined with --silent`);
     if (maxPeers !== null) o.maxPeers = parseInteger('--max-peers', maxPeers, 1, MAX_PEERS, ' (peer IDs are 16 bits)');
+    // The stock ivshmem-server's IDs: each newcomer gets the next one.
+    o.idPolicy = idPolicy ?? 'monotonic';
     o.vectors = vectors ?? DEFAULTS.vectors;
     return o;
   }
@@ -320,6 +323,7 @@ export function parseServeArgs(argv: readonly string[]): ServeOptions {
   }
   o.vectors = needed;
   o.maxPeers = fabric.nClients;
+  o.idPolicy = idPolicy ?? 'lowest';
   o.fabric = fabric;
   return o;
 }
@@ -355,8 +359,12 @@ famez options:
       --max-queued N     disconnect a peer that leaves more than N messages
                          unread beyond its socket buffer and its welcome
                          (default 4096)
-      --id-policy P      how IDs are chosen: lowest (default; the lowest free
-                         ID), monotonic (stock behaviour) or random
+      --id-policy P      how IDs are chosen: monotonic (the next one, as the
+                         stock server; the --silent default), lowest (the
+                         lowest free ID; the fabric default) or random.
+                         Without recycling, an ID whose departure was told to
+                         a peer still connected is not given out again (QEMU
+                         7.2 corrupts its heap when it is)
       --keep-shm         leave the shared memory in place at exit
       --memfd            use an anonymous memfd (nothing to clean up)
       --mode MODE        octal permissions for the socket and shared memory

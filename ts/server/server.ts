@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { EventFd, SharedMemory, UnixListener, UnixStream, closeFd, socketState } from '../native.js';
-import { IdPool, joinMessages, leaveMessages, refusalMessages, type FdRef, type IdPolicy, type Send } from '../protocol.js';
+import { Membership, refusalMessages, type FdRef, type IdPolicy, type Send } from '../protocol.js';
 import type { ShmKind } from './options.js';
 
 export interface ServerConfig {
@@ -22,9 +22,13 @@ export interface ServerConfig {
   /** Permission bits for the socket and the shared memory. */
   mode?: number | null;
   gid?: number | null;
-  /** Messages a peer may leave unread beyond its socket buffer before it is
-   * disconnected as too slow. */
+  /** Messages a peer may leave unread beyond its socket buffer and its
+   * welcome; past that it is disconnected as too slow once it has taken
+   * nothing for stallMs (a peer that is reading is never dropped, up to
+   * 64 times this bound). */
   maxQueued?: number;
+  /** How long a peer over maxQueued may take nothing (default 5000 ms). */
+  stallMs?: number;
   verbose?: boolean;
   log?: (line: string) => void;
   /** The IDs peers may get (default 0..65535). */
@@ -59,6 +63,16 @@ export interface ServerEvents {
   close: [];
 }
 
+/** Messages waiting for a peer's socket, as runs: `count` messages of
+ * `value`, the first with `fd` and each next one with the next vector of the
+ * same peer (a group is one run). Fds are named, not held, so a backlog
+ * costs no descriptors, and one whose owner left is skipped. */
+interface Queued {
+  value: number;
+  fd: FdRef | null;
+  count: number;
+}
+
 interface Peer {
   id: number;
   stream: UnixStream;
@@ -66,12 +80,17 @@ interface Peer {
   /** Messages in its welcome: sent all at once before it can read any, so
    * they never count against maxQueued. */
   welcome: number;
-  /** Messages its socket had no room for yet, in order, from `head`: fds
-   * are named (FdRef), not held, so a backlog costs no descriptors, and
-   * one whose owner left by the time it is sent is skipped. */
-  backlog: Send[];
+  /** What its socket had no room for yet, in order, from `head`. */
+  backlog: Queued[];
   head: number;
+  /** Messages in the backlog. */
+  waiting: number;
+  /** When its socket last took a message (or it connected). */
+  progress: number;
 }
+
+/** A reading peer's backlog may grow to this many times maxQueued. */
+const HARD_QUEUE_FACTOR = 64;
 
 export const DEFAULT_MAX_QUEUED = 4096;
 
@@ -83,7 +102,8 @@ export class Server extends EventEmitter<ServerEvents> {
   private readonly peers = new Map<number, Peer>();
   /** Eventfds of departed peers, by ID, kept for their successors (recycle). */
   private readonly recycled = new Map<number, EventFd[]>();
-  private readonly ids: IdPool;
+  /** Who holds whose eventfds; which ID a newcomer gets (pure). */
+  private readonly members: Membership;
   private readonly log: (line: string) => void;
   private closed = false;
 
@@ -95,7 +115,15 @@ export class Server extends EventEmitter<ServerEvents> {
   ) {
     super();
     this.log = log;
-    this.ids = new IdPool(config.idPolicy, config.ids.min, config.ids.max);
+    this.members = new Membership({
+      vectors: config.vectors,
+      idPolicy: config.idPolicy,
+      min: config.ids.min,
+      max: config.ids.max,
+      maxPeers: config.maxPeers,
+      recycle: config.recycle,
+      advertised: config.member ? [config.member.id] : [],
+    });
     listener.watch(() => this.acceptAll());
   }
 
@@ -108,6 +136,7 @@ export class Server extends EventEmitter<ServerEvents> {
       idPolicy: 'lowest' as IdPolicy,
       keepShm: false,
       maxQueued: DEFAULT_MAX_QUEUED,
+      stallMs: 5000,
       verbose: false,
       ids: { min: 0, max: 65535 },
       recycle: false,
@@ -197,40 +226,35 @@ export class Server extends EventEmitter<ServerEvents> {
   }
 
   private admit(stream: UnixStream): void {
-    const id = this.peers.size < this.config.maxPeers ? this.ids.allocate() : null;
-    if (id === null) {
-      const reason = `refused a peer: ${plural(this.peers.size, 'peer')} connected, the limit is ${this.config.maxPeers}`;
-      for (const m of refusalMessages(-1)) stream.send(m.value);
-      stream.close();
-      this.log(`famez: ${reason}`);
-      this.emit('refuse', { reason });
+    const decision = this.members.join();
+    if (decision.kind === 'refuse') {
+      this.refuse(stream, decision.reason);
       return;
     }
-    const others = this.peerIds;
+    const { id, sends } = decision;
     const inherited = this.recycled.get(id);
     this.recycled.delete(id);
-    const vectors: EventFd[] = inherited ?? [];
+    const vectors: EventFd[] = inherited ? [...inherited] : [];
     try {
       while (vectors.length < this.config.vectors) vectors.push(new EventFd());
     } catch (e) {
-      for (const v of vectors) v.close();
-      this.ids.release(id);
-      const reason = `refused a peer: cannot create its eventfds: ${(e as Error).message}`;
-      stream.send(-1);
-      stream.close();
-      this.log(`famez: ${reason}`);
-      this.emit('refuse', { reason });
+      for (const v of vectors.slice(inherited?.length ?? 0)) v.close();
+      if (inherited) this.recycled.set(id, inherited);
+      // Nobody was sent anything yet; the ID goes back as if never given.
+      this.members.abort(decision);
+      this.refuse(stream, `cannot create its eventfds: ${(e as Error).message}`);
       return;
     }
-    const member = this.config.member;
-    const join = joinMessages({
-      newcomer: id,
-      others,
-      vectors: this.config.vectors,
-      advertised: member ? [member.id] : [],
-      announce: !inherited,
-    });
-    const peer: Peer = { id, stream, vectors, welcome: join.filter((s) => s.to === id).length, backlog: [], head: 0 };
+    const peer: Peer = {
+      id,
+      stream,
+      vectors,
+      welcome: sends.filter((s) => s.to === id).length,
+      backlog: [],
+      head: 0,
+      waiting: 0,
+      progress: Date.now(),
+    };
     this.peers.set(id, peer);
     stream.onDrain(() => this.pump(peer));
     stream.watch((value, fd, reason) => {
@@ -238,8 +262,20 @@ export class Server extends EventEmitter<ServerEvents> {
       this.drop(id, value === null ? (reason === 'closed' ? 'disconnected' : reason ?? 'disconnected') : 'sent data; ivshmem peers never write to the server');
     });
     this.log(`famez: peer ${id} connected${inherited ? ' (recycled)' : ''} (${plural(this.peers.size, 'peer')})`);
-    this.deliver(join);
+    this.deliver(sends);
     if (this.peers.has(id)) this.emit('connect', { id, peers: this.peers.size });
+  }
+
+  private refuse(stream: UnixStream, why: string): void {
+    const reason = `refused a peer: ${why}`;
+    try {
+      for (const m of refusalMessages(-1)) stream.send(m.value);
+    } catch {
+      // it left already
+    }
+    stream.close();
+    this.log(`famez: ${reason}`);
+    this.emit('refuse', { reason });
   }
 
   private fdOf(ref: FdRef): number {
@@ -251,37 +287,62 @@ export class Server extends EventEmitter<ServerEvents> {
 
   /** Executes sends in order; what a peer's socket has no room for waits
    * in its backlog (pump() goes on when the socket drains). A peer whose
-   * socket fails or whose backlog grows past maxQueued is disconnected
-   * (never silently skipped). */
+   * socket fails, or that is over maxQueued and has taken nothing for
+   * stallMs (or is far over it), is disconnected (never silently skipped). */
   private deliver(sends: Send[]): void {
     const failed = new Map<number, string>();
+    const now = Date.now();
     for (const s of sends) {
       const peer = this.peers.get(s.to);
       if (!peer || failed.has(s.to)) continue;
       try {
-        if (peer.head === peer.backlog.length && this.sendNow(peer, s)) continue;
+        if (peer.head === peer.backlog.length && this.sendNow(peer, s.value, s.fd)) continue;
       } catch (e) {
         failed.set(s.to, `send failed: ${(e as Error).message}`);
         continue;
       }
-      peer.backlog.push(s);
-      const waiting = peer.backlog.length - peer.head;
-      if (this.config.verbose) this.log(`famez: -> peer ${s.to}: ${s.value} waits for room (${waiting} waiting)`);
-      if (waiting > this.config.maxQueued + peer.welcome) {
-        failed.set(s.to, `too slow: ${waiting} messages waiting beyond its socket buffer (limit ${this.config.maxQueued})`);
+      this.queue(peer, s);
+      if (this.config.verbose) this.log(`famez: -> peer ${s.to}: ${s.value} waits for room (${peer.waiting} waiting)`);
+      const limit = this.config.maxQueued + peer.welcome;
+      if (peer.waiting > limit) {
+        const idle = now - peer.progress;
+        if (idle > this.config.stallMs) {
+          failed.set(s.to, `too slow: ${peer.waiting} messages waiting beyond its socket buffer (limit ${this.config.maxQueued}) and none taken for ${idle} ms`);
+        } else if (peer.waiting > this.config.maxQueued * HARD_QUEUE_FACTOR + peer.welcome) {
+          failed.set(s.to, `too slow: ${peer.waiting} messages waiting beyond its socket buffer (limit ${this.config.maxQueued}; a peer that reads may have ${this.config.maxQueued * HARD_QUEUE_FACTOR})`);
+        }
       }
     }
     for (const [id, reason] of failed) this.drop(id, reason);
   }
 
+  /** Appends to a backlog, extending the last run when `s` is its next
+   * message (the next vector of the same group). */
+  private queue(peer: Peer, s: Send): void {
+    peer.waiting++;
+    const last = peer.backlog.length > peer.head ? peer.backlog[peer.backlog.length - 1] : undefined;
+    if (
+      last &&
+      last.value === s.value &&
+      last.fd?.kind === 'vector' &&
+      s.fd?.kind === 'vector' &&
+      s.fd.peer === last.fd.peer &&
+      s.fd.vector === last.fd.vector + last.count
+    ) {
+      last.count++;
+      return;
+    }
+    peer.backlog.push({ value: s.value, fd: s.fd, count: 1 });
+  }
+
   /** Sends one message if the socket has room: false when it has none.
    * A message whose fd's owner has left is dropped (true). Throws when the
    * socket is broken. */
-  private sendNow(peer: Peer, s: Send): boolean {
-    const fd = s.fd === null ? -1 : this.fdOf(s.fd);
-    if (s.fd !== null && fd < 0) return true;
-    if (!peer.stream.trySend(s.value, fd < 0 ? undefined : fd)) return false;
-    if (this.config.verbose) this.log(`famez: -> peer ${s.to}: ${s.value}${fd < 0 ? '' : ' + fd'}`);
+  private sendNow(peer: Peer, value: number, ref: FdRef | null): boolean {
+    const fd = ref === null ? -1 : this.fdOf(ref);
+    if (ref !== null && fd < 0) return true;
+    if (!peer.stream.trySend(value, fd < 0 ? undefined : fd)) return false;
+    if (this.config.verbose) this.log(`famez: -> peer ${peer.id}: ${value}${fd < 0 ? '' : ' + fd'}`);
     return true;
   }
 
@@ -290,8 +351,12 @@ export class Server extends EventEmitter<ServerEvents> {
     if (this.peers.get(peer.id) !== peer) return;
     try {
       while (peer.head < peer.backlog.length) {
-        if (!this.sendNow(peer, peer.backlog[peer.head])) break;
-        peer.head++;
+        const q = peer.backlog[peer.head];
+        if (!this.sendNow(peer, q.value, q.fd)) break;
+        peer.waiting--;
+        peer.progress = Date.now();
+        if (--q.count === 0) peer.head++;
+        else if (q.fd?.kind === 'vector') q.fd = { ...q.fd, vector: q.fd.vector + 1 };
       }
     } catch (e) {
       this.drop(peer.id, `send failed: ${(e as Error).message}`);
@@ -310,14 +375,14 @@ export class Server extends EventEmitter<ServerEvents> {
     const peer = this.peers.get(id);
     if (!peer) return;
     this.peers.delete(id);
-    this.ids.release(id);
     peer.stream.close();
+    const sends = this.members.leave(id);
     const recycle = this.config.recycle && !this.closed;
     if (recycle) this.recycled.set(id, peer.vectors);
     else for (const v of peer.vectors) v.close();
     this.log(`famez: peer ${id} disconnected: ${reason} (${plural(this.peers.size, 'peer')})`);
     this.emit('disconnect', { id, peers: this.peers.size, reason });
-    if (!this.closed && !recycle) this.deliver(leaveMessages(id, this.peerIds));
+    if (!this.closed) this.deliver(sends);
   }
 
   /** Closes every client, removes the socket and (unless keepShm) the
@@ -334,6 +399,7 @@ export class Server extends EventEmitter<ServerEvents> {
     for (const id of this.peerIds) this.drop(id, 'server shutting down');
     for (const vectors of this.recycled.values()) for (const v of vectors) v.close();
     this.recycled.clear();
+    this.members.clearKept();
     if (!this.config.keepShm) {
       try {
         this.shm.unlink();
