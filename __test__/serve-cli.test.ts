@@ -349,6 +349,25 @@ test.serial('peers that have not read yet cost the server no extra fds: their ba
   t.false(/disconnected/.test(s.stdout), s.stdout);
 });
 
+test.serial('peers that keep reading are not dropped as too slow during a join burst, however much they are owed', async (t) => {
+  // 48 peers connect at once with 128 vectors each: the first is owed
+  // 47 x 128 = 6,016 messages in the server's first turns, past the
+  // default --max-queued (4096) on top of its welcome. It reads all along,
+  // so it is slow only for a moment, not stuck.
+  const V = 128;
+  const N = 48;
+  const dir = t.context.dir();
+  const sock = path.join(dir, 'sock');
+  const s = await t.context.serve(['--silent', '-S', sock, '--memfd', '-n', String(V), '--max-peers', String(N)]);
+  const peers: RawPeer[] = [];
+  for (let i = 0; i < N; i++) peers.push(t.context.track(new RawPeer(sock)));
+  const owed = (p: RawPeer) => 3 + V * N; // its welcome and every later group, whatever its place
+  await until(() => /too slow/.test(s.stdout) || peers.every((p) => p.msgs.length >= owed(p) || p.ended !== null), 60_000, 'every peer to get every group');
+  t.deepEqual(peers.filter((p) => p.ended !== null).map((p) => p.id), [], s.lines.filter((l) => /too slow/.test(l)).join('\n'));
+  t.false(/too slow/.test(s.stdout), s.stdout.split('\n').filter((l) => /too slow/.test(l)).slice(0, 3).join('\n'));
+  t.deepEqual(peers.map((p) => p.msgs.length), peers.map(owed));
+});
+
 test.serial('a peer that never reads is disconnected as too slow; peers that read get every message', async (t) => {
   const V = 64;
   const dir = t.context.dir();
