@@ -28,6 +28,7 @@ import { GenZTextError, parse, peerAttributes, toBytes, type TextMessage } from 
 import type { RingLayoutInfo } from '../../index.js';
 import { Mailbox, Ring } from '../native.js';
 import { RingCorrupt, RingReader, RingWriter, ringOffset, type RingVisitor } from './ring.js';
+import { FEATURE_SWITCH_RING, writeFeatures } from './features.js';
 import { Slots } from './slots.js';
 
 /** FAME-Z's slot geometry (famez-fabric.md). */
@@ -347,6 +348,9 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
     for (const id of client.peers.keys()) if (id >= 1 && id <= this.serverId) this.connected.add(id);
     this.layout = mailbox.ringLayout;
     this.setNodename(options.nodename ?? defaultNodename(client.id));
+    // Tell the switch to send to us through its ring to us: its one slot
+    // is then never what our answers wait for (features.ts).
+    if (mem && this.layout) writeFeatures(mem, client.id, FEATURE_SWITCH_RING);
     client.on('interrupt', this.onInterrupt);
     client.on('join', this.onJoin);
     client.on('leave', this.onLeave);
@@ -851,7 +855,10 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
    * `doorbell`: an interrupt on vector `from` (else the start-up sweep). */
   private drain(from: number, doorbell: boolean): void {
     if (this.closedReason !== null || from < 1 || from > this.serverId) return;
-    if (this.layout && from !== this.id) this.drainRing(from);
+    if (this.layout && from !== this.id) {
+      if (from === this.serverId) this.drainSwitchRing();
+      else this.drainRing(from);
+    }
     this.drainSlot(from, doorbell);
   }
 
@@ -892,8 +899,34 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
       this.rxImmediate = null;
       const pending = [...this.rxPending];
       this.rxPending.clear();
-      for (const f of pending) if (this.closedReason === null && this.connected.has(f)) this.drainRing(f);
+      for (const f of pending) if (this.closedReason === null && this.connected.has(f)) (f === this.serverId ? this.drainSwitchRing() : this.drainRing(f));
     });
+  }
+
+  /** The switch's ring to this peer carries the switch's messages (the
+   * same as through its slot): each is handled as a slot message. */
+  private drainSwitchRing(): void {
+    const from = this.serverId;
+    const ring = this.rxRing(from);
+    const got: Buffer[] = [];
+    let n: number;
+    try {
+      n = ring.read((bytes, start, length) => {
+        const m = Buffer.allocUnsafe(length);
+        bytes.copy(m, 0, start, start + length);
+        got.push(m);
+      }, RING_BUDGET);
+    } catch (e) {
+      if (!(e instanceof RingCorrupt) && !/EBADMSG/.test((e as Error).message)) throw e;
+      const dropped = ring.discard();
+      this.emit('warning', `ring from the switch: ${(e as Error).message}; ${dropped} byte(s) discarded`);
+      return;
+    }
+    if (n >= RING_BUDGET) this.readAgain(from);
+    for (const bytes of got) {
+      if (this.closedReason !== null) return;
+      this.dispatch(from, bytes);
+    }
   }
 
   private drainSlot(from: number, doorbell: boolean): void {
@@ -912,6 +945,12 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
       return;
     }
     if (bytes === null) return;
+    this.dispatch(from, bytes);
+  }
+
+  /** A message from `from` (through a slot or the switch's ring). */
+  private dispatch(from: number, bytes: Buffer): void {
+    const mb = this.slots;
     let message: TextMessage | null = null;
     try {
       message = parse(bytes);

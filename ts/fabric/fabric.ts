@@ -1,51 +1,73 @@
 // The fabric as I/O: the switch is a peer of the server (ID nClients + 1)
 // with its own eventfds, the shared object starts with FAME-Z's mailbox, and
-// messages move through the switch's single slot. Decisions are the pure
-// Switch's; this module waits on doorbells, takes and posts mailbox
-// messages, and rings peers.
+// the switch's messages go out through its slot or, to a peer that reads
+// it, its ring channel to that peer. Decisions are pure: the Switch's (what
+// to answer) and the Delivery's (what goes out when, through which door);
+// this module waits on doorbells, reads and writes the shared memory, rings
+// peers and keeps one timer.
+import type { RingLayoutInfo } from '../../index.js';
 import { EventFd } from '../native.js';
 import { toBytes, type TextMessage } from '../genz/text.js';
 import type { Server } from '../server/server.js';
+import { Delivery, type DeliveryConfig, type DeliveryStats, type Transmit } from './delivery.js';
+import { FEATURE_SWITCH_RING, clearFeatures, readFeatures } from './features.js';
+import { RingCorrupt, RingWriter, ringOffset } from './ring.js';
 import { Switch, type SwitchConfig } from './switch.js';
 
 /** What the fabric needs of a mailbox (the native FAME-Z slot layout). */
 export interface MailboxPort {
   post(sender: number, receiver: number, message: Uint8Array): boolean;
   take(sender: number): Uint8Array | null;
+  busy(slot: number): boolean;
+  slot(slot: number): { buflen: number; lastResponder: number };
   nodename(slot: number): string;
   setNodename(slot: number, name: string): void;
   clear(slot: number): void;
+  /** The ring channels, when the server set them up. */
+  readonly ringLayout?: RingLayoutInfo | null;
   close(): void;
 }
 
-export interface FabricConfig extends SwitchConfig {
+export interface FabricConfig extends SwitchConfig, DeliveryConfig {
   log: (line: string) => void;
-  /** How long a peer may leave the switch's message unread before it is
-   * withdrawn as undelivered (default 1 s). */
-  takeTimeoutMs?: number;
   /** What the switch writes: FAME-Z text (default) or binary Gen-Z. */
   encode?: (m: TextMessage, to: number) => Uint8Array;
+  /** How often to check the mailbox globals besides every connect and
+   * doorbell (default 1000 ms). */
+  globalsCheckMs?: number;
 }
 
-interface Pending {
-  to: number;
-  bytes: Uint8Array;
-  since: number;
-}
+/** Slot 0's words the server owns: FAME-Z's five globals and famez's four
+ * ring words (docs/ring-channels.md). */
+const GLOBAL_WORDS = 9;
+const GLOBAL_NAMES = ['slotsize', 'buf_offset', 'nClients', 'nEvents', 'server_id', 'ring_magic', 'ring_base', 'ring_capacity', 'ring_count'];
 
 export class Fabric {
   readonly switch: Switch;
   /** The switch's eventfds: vector S is rung by peer S. */
   readonly vectors: EventFd[] = [];
-  private readonly outbox: Pending[] = [];
-  private retry: NodeJS.Timeout | null = null;
+  private readonly delivery: Delivery;
+  private timer: NodeJS.Timeout | null = null;
+  private timerAt = Infinity;
+  private globalsTimer: NodeJS.Timeout | null = null;
   private server: Server | null = null;
   private mailbox: MailboxPort | null = null;
+  /** The shared object as an ArrayBuffer (null past Node's limit: then
+   * everything goes through the slot and the globals are not watched). */
+  private memory: ArrayBuffer | null = null;
+  private layout: RingLayoutInfo | null = null;
+  private readonly rings = new Map<number, RingWriter>();
+  /** The globals as the server wrote them, and a view to compare. */
+  private globals: BigUint64Array | null = null;
+  private expected: bigint[] = [];
+  /** Per sender: when a mismatch was last logged (rate limit). */
+  private readonly mismatchLoggedAt = new Map<number, number>();
   private closed = false;
 
   /** Creates the switch's eventfds, so the server can advertise them. */
   constructor(readonly config: FabricConfig) {
     this.switch = new Switch(config);
+    this.delivery = new Delivery(config);
     for (let v = 0; v < config.nClients + 2; v++) this.vectors.push(new EventFd());
     // Vector 0 is nobody (IDs start at 1) and the last is the switch itself.
     for (let sender = 1; sender <= config.nClients; sender++) {
@@ -58,82 +80,205 @@ export class Fabric {
     return { id: this.switch.serverId, vectors: this.vectors };
   }
 
+  /** What the switch has sent, dropped and withdrawn, and what waits. */
+  get stats(): DeliveryStats {
+    return this.delivery.stats;
+  }
+
   /** Joins the server: the mailbox over its shared memory (globals already
    * written), and the server's connects and departures. */
   attach(server: Server, mailbox: MailboxPort): void {
     this.server = server;
     this.mailbox = mailbox;
+    try {
+      this.memory = server.sharedMemory.buffer as ArrayBuffer;
+    } catch {
+      this.memory = null;
+    }
+    this.layout = this.memory ? (mailbox.ringLayout ?? null) : null;
+    if (this.memory) {
+      this.globals = new BigUint64Array(this.memory, 0, GLOBAL_WORDS);
+      this.expected = [...this.globals];
+      const every = this.config.globalsCheckMs ?? 1000;
+      this.globalsTimer = setInterval(() => this.checkGlobals('a periodic check'), every);
+      this.globalsTimer.unref();
+    }
     mailbox.setNodename(this.switch.serverId, 'Z-switch');
-    server.on('connect', ({ id }) => this.apply(this.switch.connect(id)));
+    server.on('connect', ({ id }) => {
+      this.checkGlobals(`peer ${id} connecting`);
+      this.delivery.connect(id);
+      this.apply(this.switch.connect(id));
+    });
     server.on('disconnect', ({ id }) => {
       this.switch.disconnect(id);
+      this.delivery.leave(id);
+      this.rings.delete(id);
+      this.mismatchLoggedAt.delete(id);
       // FAME-Z clears a departed peer's slot; an unread message to it is moot.
       mailbox.setNodename(id, '');
       mailbox.clear(id);
+      if (this.memory) clearFeatures(this.memory, id);
+      this.pump();
     });
     server.on('close', () => this.close());
   }
 
   private onDoorbell(sender: number): void {
     const mailbox = this.mailbox;
-    if (!mailbox) return;
-    let bytes: Uint8Array | null;
-    try {
-      bytes = mailbox.take(sender);
-    } catch (e) {
-      this.config.log(`famez: switch: peer ${sender}: ${(e as Error).message}; rejected`);
-      return;
+    if (!mailbox || this.closed) return;
+    this.checkGlobals(`a doorbell from peer ${sender}`);
+    this.delivery.alive(sender);
+    this.route(sender);
+    if (mailbox.busy(sender)) {
+      const target = mailbox.slot(sender).lastResponder;
+      const me = this.switch.serverId;
+      // A slot says whom its message is for. One for another peer is left
+      // for that peer (whoever rang this vector); 0 is FAME-Z's "unset".
+      if (target !== me && target !== 0 && target >= 1 && target <= me) {
+        this.mismatch(sender, `peer ${sender}'s slot holds a message for peer ${target}, but the switch's vector ${sender} was rung: left for peer ${target}`);
+      } else {
+        if (target !== me && target !== 0) this.mismatch(sender, `peer ${sender}'s slot names receiver ${target}, which is no peer: taken by the switch`);
+        let bytes: Uint8Array | null = null;
+        try {
+          bytes = mailbox.take(sender);
+        } catch (e) {
+          this.config.log(`famez: switch: peer ${sender}: ${(e as Error).message}; rejected`);
+        }
+        if (bytes !== null) this.apply(this.switch.receive(sender, bytes, mailbox.nodename(sender)));
+      }
     }
-    if (bytes === null) return; // a doorbell without a message (or one already taken)
-    this.apply(this.switch.receive(sender, bytes, mailbox.nodename(sender)));
+    this.pump();
+  }
+
+  /** Logs a mismatch between a slot and the vector it was rung on, at most
+   * once a second per sender. */
+  private mismatch(sender: number, line: string): void {
+    const now = Date.now();
+    if (now - (this.mismatchLoggedAt.get(sender) ?? -Infinity) < 1000) return;
+    this.mismatchLoggedAt.set(sender, now);
+    this.config.log(`famez: switch: ${line}`);
+  }
+
+  /** The server owns slot 0: anything else written there is put back. */
+  private checkGlobals(when: string): void {
+    const g = this.globals;
+    if (!g || this.closed) return;
+    let changed: string[] | null = null;
+    for (let i = 0; i < GLOBAL_WORDS; i++) {
+      const v = g[i];
+      if (v !== this.expected[i]) (changed ??= []).push(`${GLOBAL_NAMES[i]} ${v} (was ${this.expected[i]})`);
+    }
+    if (!changed) return;
+    // The ring magic last, as at start-up: a reader that sees it sees the rest.
+    for (let i = 0; i < GLOBAL_WORDS; i++) if (i !== 5) g[i] = this.expected[i];
+    Atomics.store(g, 5, this.expected[5]);
+    const peers = this.server?.peerIds ?? [];
+    this.config.log(
+      `famez: switch: the mailbox globals were overwritten (${changed.join(', ')}), noticed on ${when}; restored. A peer wrote them: connected are ${peers.length ? peers.join(', ') : 'none'}`,
+    );
+  }
+
+  /** Where the switch's messages to `id` go: its ring when it says it reads it. */
+  private route(id: number): void {
+    if (!this.memory || !this.layout || !this.switch.port(id)) return;
+    const ring = (readFeatures(this.memory, id) & FEATURE_SWITCH_RING) !== 0;
+    this.delivery.setRoute(id, ring ? 'ring' : 'slot');
   }
 
   private apply(reaction: { send: Array<{ to: number; message: TextMessage }>; log: string[] }): void {
     for (const line of reaction.log) this.config.log(`famez: switch: ${line}`);
     const encode = this.config.encode ?? toBytes;
-    for (const { to, message } of reaction.send) this.outbox.push({ to, bytes: encode(message, to), since: Date.now() });
+    const now = Date.now();
+    for (const { to, message } of reaction.send) {
+      this.route(to);
+      this.delivery.enqueue(to, encode(message, to), now);
+    }
     this.pump();
   }
 
-  /** Sends queued messages in order through the switch's one slot. */
+  /** Does what the delivery says, then sleeps until it next has something. */
   private pump(): void {
     const mailbox = this.mailbox;
-    if (this.retry || this.closed || !mailbox) return;
+    if (this.closed || !mailbox) return;
     const me = this.switch.serverId;
-    const timeout = this.config.takeTimeoutMs ?? 1000;
-    while (this.outbox.length > 0) {
-      const head = this.outbox[0];
-      if (!this.switch.port(head.to)) {
-        this.outbox.shift(); // the peer left
-        continue;
-      }
-      if (mailbox.post(me, head.to, head.bytes)) {
-        this.outbox.shift();
-        this.server?.ring(head.to, me);
-        const next = this.outbox[0];
-        if (next) next.since = Date.now();
-        continue;
-      }
-      if (Date.now() - head.since > timeout) {
-        // The previous recipient never took its message (a QEMU without a
-        // guest driver, say): withdraw it, say so, and go on.
-        mailbox.clear(me);
-        this.config.log(`famez: switch: a message was not taken within ${timeout} ms; withdrawn as undelivered`);
-        head.since = Date.now();
-        continue;
-      }
-      this.retry = setTimeout(() => {
-        this.retry = null;
-        this.pump();
-      }, 2);
-      return;
+    const now = Date.now();
+    const d = this.delivery;
+    if (d.holds()) {
+      const s = mailbox.slot(me);
+      if (s.buflen === 0) d.slotTaken();
+      else if (!d.holds(s.lastResponder)) d.slotTampered(`buflen ${s.buflen}, last_responder ${s.lastResponder}`);
     }
+    d.handleTimeout(now);
+    for (let t = d.pollTransmit(now); t !== null; t = d.pollTransmit(now)) this.execute(t, now);
+    for (const line of d.drainLogs()) this.config.log(`famez: switch: ${line}`);
+    const at = d.pollTimeout(now);
+    if (at === null) return;
+    if (this.timer && at >= this.timerAt) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timerAt = at;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.timerAt = Infinity;
+      this.pump();
+    }, Math.max(0, at - now));
+  }
+
+  private execute(t: Transmit, now: number): void {
+    const mailbox = this.mailbox!;
+    const me = this.switch.serverId;
+    switch (t.kind) {
+      case 'withdraw':
+        mailbox.clear(me);
+        return;
+      case 'post':
+        if (!mailbox.post(me, t.to, t.bytes)) {
+          // The switch's own slot is never busy when the delivery posts:
+          // another peer wrote into it. Take the slot back.
+          const s = mailbox.slot(me);
+          this.config.log(`famez: switch: its slot held bytes it did not write (buflen ${s.buflen}, last_responder ${s.lastResponder}); overwritten`);
+          mailbox.clear(me);
+          mailbox.post(me, t.to, t.bytes);
+        }
+        this.server?.ring(t.to, me);
+        return;
+      case 'push': {
+        let pushed: number;
+        try {
+          pushed = this.ringTo(t.to).push(t.bytes);
+        } catch (e) {
+          if (!(e instanceof RingCorrupt) && !(e instanceof RangeError)) throw e;
+          // A peer wrote garbage into the ring's counters, or the message
+          // does not fit: this peer gets the slot from now on.
+          this.rings.delete(t.to);
+          this.config.log(`famez: switch: ring to peer ${t.to}: ${e.message}; using the slot for it`);
+          this.delivery.setRoute(t.to, 'slot');
+          this.delivery.ringFull(t.to, t.bytes, now);
+          return;
+        }
+        if (pushed < 0) this.delivery.ringFull(t.to, t.bytes, now);
+        return;
+      }
+    }
+  }
+
+  private ringTo(to: number): RingWriter {
+    let ring = this.rings.get(to);
+    if (!ring) {
+      const me = this.switch.serverId;
+      ring = new RingWriter(this.memory!, ringOffset(this.layout!, me, to), this.layout!.capacity, () => this.server?.ring(to, me));
+      this.rings.set(to, ring);
+    }
+    return ring;
   }
 
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    if (this.retry) clearTimeout(this.retry);
+    if (this.timer) clearTimeout(this.timer);
+    if (this.globalsTimer) clearInterval(this.globalsTimer);
+    this.timer = this.globalsTimer = null;
+    this.rings.clear();
+    this.globals = null;
     for (const v of this.vectors) v.close();
     this.mailbox?.close();
   }

@@ -1,0 +1,351 @@
+// The switch's outgoing messages as a pure state machine (sans-I/O, in the
+// shape of quinn-proto's handle_timeout(now) / poll_transmit()): fed what
+// the switch wants to send, what the I/O layer saw (the slot was taken, a
+// ring was full, a peer rang) and the current time, it says what to do
+// next. Nothing here touches memory, fds or clocks, so every rule is
+// tested with a fake clock (__test__/delivery.test.ts).
+//
+// The rules:
+// - Every destination has its own bounded queue. A destination over its
+//   bound loses its own oldest messages (counted, logged at most once a
+//   second per peer), never anyone else's.
+// - A peer that reads the switch's ring channel to it (it says so in its
+//   slot, see features.ts) gets its messages there: they never wait for the
+//   switch's one slot. A full ring holds back only that peer's queue.
+// - Everyone else shares the switch's one FAME-Z slot, round-robin between
+//   destinations, one message at a time. A message the receiver has not
+//   taken by its deadline is withdrawn (logged, counted); its receiver is
+//   then "silent": its messages wait until it rings the switch, except one
+//   probe now and then (exponential backoff) with a short deadline, and
+//   only when no other peer is waiting for the slot.
+
+export type Route = 'slot' | 'ring';
+
+export interface DeliveryConfig {
+  /** Messages one destination may have waiting (default 64). */
+  perPeerLimit?: number;
+  /** How long a message may sit untaken in the slot (default 1000 ms). */
+  takeTimeoutMs?: number;
+  /** Deadline of a probe to a silent peer (default 100 ms). */
+  probeTimeoutMs?: number;
+  /** First wait before probing a silent peer; doubles up to 60 s (default 1000 ms). */
+  probeBackoffMs?: number;
+  /** How often to look at the slot while others wait for it (default 2 ms). */
+  slotPollMs?: number;
+  /** How soon to try a full ring again (default 5 ms). */
+  ringRetryMs?: number;
+}
+
+export type Transmit =
+  /** Write `bytes` into the switch's slot for `to`, then ring it. */
+  | { kind: 'post'; to: number; bytes: Uint8Array }
+  /** Push `bytes` into the switch's ring to `to` (ring it when it was
+   * empty); report a full ring with ringFull(). */
+  | { kind: 'push'; to: number; bytes: Uint8Array }
+  /** Clear the switch's slot: the message to `to` was not taken. */
+  | { kind: 'withdraw'; to: number };
+
+export interface DeliveryStats {
+  /** Messages waiting now, all destinations. */
+  queued: number;
+  /** Messages handed to the I/O layer (posted or pushed). */
+  sent: number;
+  /** Messages lost to a full per-peer queue. */
+  dropped: number;
+  /** Messages withdrawn from the slot untaken. */
+  undelivered: number;
+}
+
+type Liveness = 'new' | 'responsive' | 'silent';
+
+interface Dest {
+  id: number;
+  route: Route;
+  liveness: Liveness;
+  /** Waiting messages, oldest first, from `head`. */
+  queue: Uint8Array[];
+  head: number;
+  /** Messages dropped since the last log line about it. */
+  dropped: number;
+  droppedLoggedAt: number;
+  /** A silent peer's next probe is not before this. */
+  probeAt: number;
+  probeBackoff: number;
+  /** The ring was full: not before this. */
+  ringRetryAt: number;
+}
+
+interface Holding {
+  to: number;
+  deadline: number;
+  probe: boolean;
+}
+
+const MAX_BACKOFF_MS = 60_000;
+
+export class Delivery {
+  private readonly limit: number;
+  private readonly takeTimeoutMs: number;
+  private readonly probeTimeoutMs: number;
+  private readonly probeBackoffMs: number;
+  private readonly slotPollMs: number;
+  private readonly ringRetryMs: number;
+  private readonly dests = new Map<number, Dest>();
+  /** Slot-routed destinations with something waiting, in serving order. */
+  private readonly turn: number[] = [];
+  private holding: Holding | null = null;
+  private withdrawal: number | null = null;
+  private readonly logs: string[] = [];
+  private readonly counts = { sent: 0, dropped: 0, undelivered: 0 };
+
+  constructor(config: DeliveryConfig = {}) {
+    this.limit = config.perPeerLimit ?? 64;
+    this.takeTimeoutMs = config.takeTimeoutMs ?? 1000;
+    this.probeTimeoutMs = config.probeTimeoutMs ?? 100;
+    this.probeBackoffMs = config.probeBackoffMs ?? 1000;
+    this.slotPollMs = config.slotPollMs ?? 2;
+    this.ringRetryMs = config.ringRetryMs ?? 5;
+    if (!(this.limit >= 1)) throw new RangeError('perPeerLimit must be at least 1');
+  }
+
+  // ---- events -------------------------------------------------------------
+
+  /** A peer joined: its messages go through the slot until setRoute. */
+  connect(id: number): void {
+    this.dests.set(id, {
+      id,
+      route: 'slot',
+      liveness: 'new',
+      queue: [],
+      head: 0,
+      dropped: 0,
+      droppedLoggedAt: -Infinity,
+      probeAt: 0,
+      probeBackoff: this.probeBackoffMs,
+      ringRetryAt: 0,
+    });
+  }
+
+  /** A peer left: its queue goes, and a message of its in the slot is
+   * withdrawn. */
+  leave(id: number): void {
+    const d = this.dests.get(id);
+    if (!d) return;
+    if (d.dropped > 0) this.logs.push(`peer ${id}: ${d.dropped} more message(s) dropped before it left`);
+    this.dests.delete(id);
+    this.unturn(id);
+    if (this.holding?.to === id) {
+      this.holding = null;
+      this.withdrawal = id;
+    }
+  }
+
+  /** Where `id`'s messages go from now on. */
+  setRoute(id: number, route: Route): void {
+    const d = this.dests.get(id);
+    if (!d || d.route === route) return;
+    d.route = route;
+    if (route === 'ring') this.unturn(id);
+    else if (this.waiting(d) > 0) this.enturn(id);
+  }
+
+  routeOf(id: number): Route | null {
+    return this.dests.get(id)?.route ?? null;
+  }
+
+  /** `id` rang the switch: it is alive and reads (again). */
+  alive(id: number): void {
+    const d = this.dests.get(id);
+    if (!d) return;
+    d.liveness = 'responsive';
+    d.probeBackoff = this.probeBackoffMs;
+    d.probeAt = 0;
+  }
+
+  /** Queues `bytes` for `to`; a full queue loses its oldest message. */
+  enqueue(to: number, bytes: Uint8Array, now: number): void {
+    const d = this.dests.get(to);
+    if (!d) return;
+    if (this.waiting(d) >= this.limit) {
+      d.head++;
+      d.dropped++;
+      this.counts.dropped++;
+      if (now - d.droppedLoggedAt >= 1000) {
+        this.logs.push(`peer ${to}: ${d.dropped} message(s) dropped: it leaves them unread and its queue holds ${this.limit}`);
+        d.dropped = 0;
+        d.droppedLoggedAt = now;
+      }
+    }
+    d.queue.push(bytes);
+    this.compact(d);
+    if (d.route === 'slot') this.enturn(to);
+  }
+
+  /** The I/O layer saw the switch's slot free again: its message was taken. */
+  slotTaken(): void {
+    const h = this.holding;
+    if (!h) return;
+    this.holding = null;
+    this.alive(h.to);
+  }
+
+  /** The slot holds what the switch did not write (another peer wrote into
+   * it): the switch's message is lost; clear it and go on. */
+  slotTampered(detail: string): void {
+    const h = this.holding;
+    if (!h) return;
+    this.holding = null;
+    this.withdrawal = h.to;
+    this.counts.undelivered++;
+    this.logs.push(`the switch's slot was overwritten while it held a message for peer ${h.to} (${detail}); withdrawn`);
+  }
+
+  /** A push to `to`'s ring found it full: `bytes` goes back first in line. */
+  ringFull(to: number, bytes: Uint8Array, now: number): void {
+    const d = this.dests.get(to);
+    if (!d) return;
+    this.counts.sent--;
+    if (d.head > 0) d.queue[--d.head] = bytes;
+    else d.queue.unshift(bytes);
+    d.ringRetryAt = now + this.ringRetryMs;
+    if (this.waiting(d) > this.limit) {
+      d.queue.pop();
+      d.dropped++;
+      this.counts.dropped++;
+    }
+  }
+
+  /** Deadlines: an untaken message past its deadline is withdrawn. */
+  handleTimeout(now: number): void {
+    const h = this.holding;
+    if (!h || now < h.deadline) return;
+    this.holding = null;
+    this.withdrawal = h.to;
+    this.counts.undelivered++;
+    const d = this.dests.get(h.to);
+    if (d) {
+      if (d.liveness !== 'silent') {
+        this.logs.push(
+          `a message to peer ${h.to} was not taken within ${h.probe ? this.probeTimeoutMs : this.takeTimeoutMs} ms: withdrawn as undelivered; its messages wait until it rings the switch`,
+        );
+      }
+      d.liveness = 'silent';
+      d.probeAt = now + d.probeBackoff;
+      d.probeBackoff = Math.min(MAX_BACKOFF_MS, d.probeBackoff * 2);
+    }
+  }
+
+  // ---- what to do ---------------------------------------------------------
+
+  /** The next thing to do now, or null. */
+  pollTransmit(now: number): Transmit | null {
+    if (this.withdrawal !== null) {
+      const to = this.withdrawal;
+      this.withdrawal = null;
+      return { kind: 'withdraw', to };
+    }
+    for (const d of this.dests.values()) {
+      if (d.route !== 'ring' || this.waiting(d) === 0 || now < d.ringRetryAt) continue;
+      this.counts.sent++;
+      return { kind: 'push', to: d.id, bytes: this.shift(d) };
+    }
+    if (this.holding) return null;
+    const d = this.nextForSlot(now);
+    if (!d) return null;
+    const probe = d.liveness === 'silent';
+    if (probe) d.probeAt = now + d.probeBackoff;
+    this.holding = { to: d.id, deadline: now + (probe ? this.probeTimeoutMs : this.takeTimeoutMs), probe };
+    this.counts.sent++;
+    const bytes = this.shift(d);
+    this.unturn(d.id);
+    if (this.waiting(d) > 0) this.turn.push(d.id);
+    return { kind: 'post', to: d.id, bytes };
+  }
+
+  /** When to call handleTimeout / pollTransmit again (a time, ms), or null
+   * when nothing is pending. */
+  pollTimeout(now: number): number | null {
+    let at = Infinity;
+    if (this.withdrawal !== null) return now;
+    if (this.holding) {
+      at = this.holding.deadline;
+      // Someone waits for the slot: look often whether it was taken.
+      if (this.turn.length > 0) at = Math.min(at, now + this.slotPollMs);
+    } else {
+      for (const id of this.turn) {
+        const d = this.dests.get(id)!;
+        at = Math.min(at, d.liveness === 'silent' ? d.probeAt : now);
+      }
+    }
+    for (const d of this.dests.values()) {
+      if (d.route === 'ring' && this.waiting(d) > 0) at = Math.min(at, Math.max(now, d.ringRetryAt));
+    }
+    return at === Infinity ? null : at;
+  }
+
+  /** Whether the slot holds a message of the switch (for `to`, when given). */
+  holds(to?: number): boolean {
+    return this.holding !== null && (to === undefined || this.holding.to === to);
+  }
+
+  /** Log lines since the last call. */
+  drainLogs(): string[] {
+    return this.logs.splice(0);
+  }
+
+  /** Messages waiting for `id`. */
+  queued(id: number): number {
+    const d = this.dests.get(id);
+    return d ? this.waiting(d) : 0;
+  }
+
+  get stats(): DeliveryStats {
+    let queued = 0;
+    for (const d of this.dests.values()) queued += this.waiting(d);
+    return { queued, ...this.counts };
+  }
+
+  // ---- inside ---------------------------------------------------------------
+
+  private waiting(d: Dest): number {
+    return d.queue.length - d.head;
+  }
+
+  private shift(d: Dest): Uint8Array {
+    const bytes = d.queue[d.head++];
+    this.compact(d);
+    return bytes;
+  }
+
+  private compact(d: Dest): void {
+    if (d.head === d.queue.length) {
+      d.queue = [];
+      d.head = 0;
+    } else if (d.head >= 32 && d.head * 2 >= d.queue.length) {
+      d.queue = d.queue.slice(d.head);
+      d.head = 0;
+    }
+  }
+
+  private enturn(id: number): void {
+    if (!this.turn.includes(id)) this.turn.push(id);
+  }
+
+  private unturn(id: number): void {
+    const i = this.turn.indexOf(id);
+    if (i >= 0) this.turn.splice(i, 1);
+  }
+
+  /** Round-robin over slot destinations: the first that may be served now;
+   * a silent one only when its probe is due and no one else waits. */
+  private nextForSlot(now: number): Dest | null {
+    let probe: Dest | null = null;
+    for (const id of this.turn) {
+      const d = this.dests.get(id)!;
+      if (this.waiting(d) === 0) continue;
+      if (d.liveness !== 'silent') return d;
+      if (probe === null && now >= d.probeAt) probe = d;
+    }
+    return probe;
+  }
+}

@@ -1,0 +1,44 @@
+// famez's feature word in a FAME-Z slot: what a peer says it can do, in
+// the slot's padding (offsets 72..79, which FAME-Z leaves unused), so the
+// switch can route to it without a message exchange. The peer writes its
+// own slot's word after it joins; the switch zeroes a departed peer's.
+//
+//   offset 72  u32  feature bits
+//   offset 76  u32  FEATURES_MAGIC ("FZF1"); anything else: no features
+//
+// A reader that sees the magic (written last) sees the bits. Like the rest
+// of a slot, any peer can write it (see docs/reliability.md: the trust
+// model): a false word only misroutes messages to the peer it names.
+
+const SLOT = 512;
+const BITS = 72;
+/** "FZF1" in little-endian bytes. */
+export const FEATURES_MAGIC = 0x3146_5a46;
+/** The peer reads the switch's messages from the switch's ring channel to
+ * it (docs/ring-channels.md), not only from the switch's slot. */
+export const FEATURE_SWITCH_RING = 1;
+
+/** The two u32 words (bits, magic) of the slot's feature word. */
+function words(memory: ArrayBuffer, slot: number): [Uint32Array] {
+  const base = slot * SLOT;
+  if (!Number.isInteger(slot) || slot < 1 || base + SLOT > memory.byteLength) throw new RangeError(`slot ${slot} is outside the shared object`);
+  return [new Uint32Array(memory, base + BITS, 2)];
+}
+
+/** The slot's feature bits (0 without the magic). */
+export function readFeatures(memory: ArrayBuffer, slot: number): number {
+  const [w] = words(memory, slot);
+  return Atomics.load(w, 1) === FEATURES_MAGIC ? Atomics.load(w, 0) : 0;
+}
+
+export function writeFeatures(memory: ArrayBuffer, slot: number, bits: number): void {
+  const [w] = words(memory, slot);
+  Atomics.store(w, 0, bits >>> 0);
+  Atomics.store(w, 1, FEATURES_MAGIC);
+}
+
+export function clearFeatures(memory: ArrayBuffer, slot: number): void {
+  const [w] = words(memory, slot);
+  Atomics.store(w, 1, 0);
+  Atomics.store(w, 0, 0);
+}
