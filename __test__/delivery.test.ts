@@ -84,17 +84,27 @@ test('a message not taken by its deadline is withdrawn, and its silent receiver 
   t.deepEqual(d.drainLogs(), [], 'a silent peer is logged once, not per probe');
 });
 
-test('a silent peer that rings the switch is served again at once', (t) => {
-  const d = new Delivery({ takeTimeoutMs: 10 });
+test('a silent peer that rings the switch is probed within a second, and one that takes the probe is served again', (t) => {
+  const d = new Delivery({ takeTimeoutMs: 10, probeTimeoutMs: 5, probeBackoffMs: 30_000 });
   d.connect(1);
   d.enqueue(1, msg('a'), 0);
   all(d, 0);
   d.handleTimeout(10);
   t.deepEqual(all(d, 10), ['withdraw:1']);
   d.enqueue(1, msg('b'), 11);
-  t.deepEqual(all(d, 11), [], 'silent: waits for its probe');
-  d.alive(1);
-  t.deepEqual(all(d, 12), ['post:1:b']);
+  t.deepEqual(all(d, 11), [], 'silent: waits for its probe (30 s)');
+  d.rang(1, 12);
+  t.deepEqual(all(d, 12), ['post:1:b'], 'never probed: probed at once');
+  d.handleTimeout(17);
+  t.deepEqual(all(d, 17), ['withdraw:1'], 'ringing did not make it a reader: the probe had the short deadline');
+  d.enqueue(1, msg('c'), 20);
+  d.rang(1, 20);
+  t.deepEqual(all(d, 20), [], 'probed 8 ms ago: not again within a second');
+  t.is(d.pollTimeout(20), 1012);
+  t.deepEqual(all(d, 1012), ['post:1:c']);
+  d.slotTaken();
+  d.enqueue(1, msg('d'), 1013);
+  t.deepEqual(all(d, 1013), ['post:1:d'], 'it took the probe: a reader again');
 });
 
 test('a peer on the ring route is served while the slot is held, and a full ring holds back only that peer', (t) => {
@@ -162,7 +172,7 @@ test('property: queues stay within their bound, one message at most is in the sl
     fc.property(
       fc.array(
         fc.record({
-          op: fc.constantFrom('connect', 'leave', 'enqueue', 'taken', 'tick', 'ring', 'slot', 'full', 'alive'),
+          op: fc.constantFrom('connect', 'leave', 'enqueue', 'taken', 'tick', 'ring', 'slot', 'full', 'rang'),
           id: fc.integer({ min: 1, max: 4 }),
           dt: fc.integer({ min: 0, max: 700 }),
         }),
@@ -205,8 +215,8 @@ test('property: queues stay within their bound, one message at most is in the sl
               if (lastPush && live.has(lastPush.to)) d.ringFull(lastPush.to, lastPush.bytes, now);
               lastPush = null;
               break;
-            case 'alive':
-              d.alive(s.id);
+            case 'rang':
+              d.rang(s.id, now);
               break;
           }
           d.handleTimeout(now);

@@ -154,6 +154,10 @@ export interface FabricClientOptions extends ConnectOptions {
   sendTimeoutMs?: number;
   /** Default timeout of request() and linkUp() (default 5000 ms). */
   requestTimeoutMs?: number;
+  /** Ask the switch to send through its ring channel to this peer, where
+   * its messages never wait for its one slot (default true when the
+   * server set up rings; false: the FAME-Z slot only, as a guest driver). */
+  switchRing?: boolean;
 }
 
 export interface SendOptions {
@@ -350,7 +354,7 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
     this.setNodename(options.nodename ?? defaultNodename(client.id));
     // Tell the switch to send to us through its ring to us: its one slot
     // is then never what our answers wait for (features.ts).
-    if (mem && this.layout) writeFeatures(mem, client.id, FEATURE_SWITCH_RING);
+    if (mem && this.layout) writeFeatures(mem, client.id, options.switchRing === false ? 0 : FEATURE_SWITCH_RING);
     client.on('interrupt', this.onInterrupt);
     client.on('join', this.onJoin);
     client.on('leave', this.onLeave);

@@ -15,9 +15,12 @@
 // - Everyone else shares the switch's one FAME-Z slot, round-robin between
 //   destinations, one message at a time. A message the receiver has not
 //   taken by its deadline is withdrawn (logged, counted); its receiver is
-//   then "silent": its messages wait until it rings the switch, except one
-//   probe now and then (exponential backoff) with a short deadline, and
-//   only when no other peer is waiting for the slot.
+//   then "silent": its messages wait, except one probe now and then
+//   (exponential backoff, or within a second when it rings the switch)
+//   with a short deadline, and only when no other peer waits for the slot.
+//   Only taking a message makes a silent peer a reader again: ringing the
+//   switch does not (a peer that floods pings and reads nothing rings all
+//   the time).
 
 export type Route = 'slot' | 'ring';
 
@@ -70,6 +73,7 @@ interface Dest {
   droppedLoggedAt: number;
   /** A silent peer's next probe is not before this. */
   probeAt: number;
+  probedAt: number;
   probeBackoff: number;
   /** The ring was full: not before this. */
   ringRetryAt: number;
@@ -82,6 +86,8 @@ interface Holding {
 }
 
 const MAX_BACKOFF_MS = 60_000;
+/** A silent peer that rings is probed at most this often. */
+const PROBE_EVERY_MS = 1000;
 
 export class Delivery {
   private readonly limit: number;
@@ -121,6 +127,7 @@ export class Delivery {
       dropped: 0,
       droppedLoggedAt: -Infinity,
       probeAt: 0,
+      probedAt: -Infinity,
       probeBackoff: this.probeBackoffMs,
       ringRetryAt: 0,
     });
@@ -153,13 +160,13 @@ export class Delivery {
     return this.dests.get(id)?.route ?? null;
   }
 
-  /** `id` rang the switch: it is alive and reads (again). */
-  alive(id: number): void {
+  /** `id` rang the switch: it runs, and may read again. A silent peer is
+   * probed soon (within a second of its last probe), not trusted. */
+  rang(id: number, now: number): void {
     const d = this.dests.get(id);
-    if (!d) return;
-    d.liveness = 'responsive';
+    if (!d || d.liveness !== 'silent') return;
     d.probeBackoff = this.probeBackoffMs;
-    d.probeAt = 0;
+    d.probeAt = Math.min(d.probeAt, Math.max(now, d.probedAt + PROBE_EVERY_MS));
   }
 
   /** Queues `bytes` for `to`; a full queue loses its oldest message. */
@@ -181,12 +188,17 @@ export class Delivery {
     if (d.route === 'slot') this.enturn(to);
   }
 
-  /** The I/O layer saw the switch's slot free again: its message was taken. */
+  /** The I/O layer saw the switch's slot free again: its message was taken,
+   * so its receiver reads. */
   slotTaken(): void {
     const h = this.holding;
     if (!h) return;
     this.holding = null;
-    this.alive(h.to);
+    const d = this.dests.get(h.to);
+    if (d) {
+      d.liveness = 'responsive';
+      d.probeBackoff = this.probeBackoffMs;
+    }
   }
 
   /** The slot holds what the switch did not write (another peer wrote into
@@ -253,7 +265,10 @@ export class Delivery {
     const d = this.nextForSlot(now);
     if (!d) return null;
     const probe = d.liveness === 'silent';
-    if (probe) d.probeAt = now + d.probeBackoff;
+    if (probe) {
+      d.probedAt = now;
+      d.probeAt = now + d.probeBackoff;
+    }
     this.holding = { to: d.id, deadline: now + (probe ? this.probeTimeoutMs : this.takeTimeoutMs), probe };
     this.counts.sent++;
     const bytes = this.shift(d);

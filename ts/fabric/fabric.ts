@@ -127,7 +127,7 @@ export class Fabric {
     const mailbox = this.mailbox;
     if (!mailbox || this.closed) return;
     this.checkGlobals(`a doorbell from peer ${sender}`);
-    this.delivery.alive(sender);
+    this.delivery.rang(sender, Date.now());
     this.route(sender);
     if (mailbox.busy(sender)) {
       const target = mailbox.slot(sender).lastResponder;
