@@ -160,3 +160,41 @@ test.serial("a peer that keeps writing the switch's slot does not stop a ring-re
     log.filter((l) => /switch/.test(l)).slice(-5).join('\n'),
   );
 });
+
+test.serial('zeroed mailbox globals are restored by the server, logged, and a newcomer still joins the fabric', async (t) => {
+  const log: string[] = [];
+  const { sock } = startFabric(t, log);
+  const vandal = await Client.connect(sock, { timeoutMs: 15_000 });
+  t.context.closers.push(() => vandal.close());
+  const slot0 = new BigUint64Array(vandal.memory, 0, 9);
+  const before = [...slot0];
+  slot0.fill(0n); // nClients, nEvents, server_id, the ring magic...
+  const newcomer = await join(t, sock);
+  t.is(newcomer.nClients, N);
+  t.not(newcomer.rings, null, 'the ring magic is back too');
+  t.deepEqual([...slot0], before);
+  const line = log.find((l) => /mailbox globals were overwritten/.test(l));
+  t.truthy(line, log.join('\n'));
+  t.regex(line!, /nClients 0 \(was 14\)/);
+  t.regex(line!, /restored/);
+  t.regex(line!, new RegExp(`connected are [^\\n]*\\b${vandal.id}\\b`));
+});
+
+test.serial("a message whose slot names another receiver is not acted on by the switch when the switch's vector is rung, and the mismatch is logged", async (t) => {
+  const log: string[] = [];
+  const { fabric, sock } = startFabric(t, log);
+  const victim = await join(t, sock, false);
+  const other = await join(t, sock, false);
+  const spoofer = await Client.connect(sock, { timeoutMs: 15_000 });
+  t.context.closers.push(() => spoofer.close());
+  await pings(victim, 1);
+  // The spoofer writes a Link RFC into the victim's slot, addressed to
+  // `other`, and rings the switch's vector of the victim.
+  const { Slots } = await import('../ts/fabric/slots.js');
+  const slots = new Slots(spoofer.memory, N + 1);
+  t.true(slots.post(victim.id, other.id, Buffer.from('Link RFC TTC=27us')));
+  spoofer.ring(N + 1, victim.id);
+  await waitFor(() => log.some((l) => /slot holds a message for peer/.test(l)), 'the mismatch log line', 20_000);
+  t.regex(log.find((l) => /slot holds a message for peer/.test(l))!, new RegExp(`peer ${victim.id}'s slot holds a message for peer ${other.id}, but the switch's vector ${victim.id} was rung`));
+  t.is(fabric.switch.port(victim.id)?.link, 'up', 'the switch did not configure the victim');
+});
