@@ -242,3 +242,15 @@ test('property: queues stay within their bound, one message at most is in the sl
   );
   t.pass();
 });
+
+test('a message handed back by a full ring after its peer was rerouted to the slot goes out through the slot', (t) => {
+  const d = new Delivery();
+  d.connect(1);
+  d.setRoute(1, 'ring');
+  d.enqueue(1, msg('a'), 0);
+  const push = d.pollTransmit(0)!;
+  t.is(text(push), 'push:1:a');
+  d.setRoute(1, 'slot'); // its ring turned out corrupt
+  d.ringFull(1, (push as { bytes: Uint8Array }).bytes, 0);
+  t.deepEqual(all(d, 0), ['post:1:a']);
+});

@@ -198,3 +198,18 @@ test.serial("a message whose slot names another receiver is not acted on by the 
   t.regex(log.find((l) => /slot holds a message for peer/.test(l))!, new RegExp(`peer ${victim.id}'s slot holds a message for peer ${other.id}, but the switch's vector ${victim.id} was rung`));
   t.is(fabric.switch.port(victim.id)?.link, 'up', 'the switch did not configure the victim');
 });
+
+test.serial("a peer that corrupts the switch's ring to a ring reader: the switch logs it and answers that reader through its slot", async (t) => {
+  const log: string[] = [];
+  const { sock } = startFabric(t, log);
+  const good = await join(t, sock, true);
+  t.deepEqual(await pings(good, 2), ['pong', 'pong']);
+  const vandal = await Client.connect(sock, { timeoutMs: 15_000 });
+  t.context.closers.push(() => vandal.close());
+  const { ringOffset } = await import('../ts/fabric/ring.js');
+  const layout = good.rings!;
+  // The consumer's tail counter (at +128) far past the producer's head.
+  new BigUint64Array(vandal.memory, ringOffset(layout, N + 1, good.id) + 128, 1)[0] = 1n << 40n;
+  t.deepEqual(await pings(good, 3), ['pong', 'pong', 'pong']);
+  t.true(log.some((l) => new RegExp(`ring to peer ${good.id}: .*corrupt.*using the slot`).test(l)), log.filter((l) => /switch/.test(l)).join('\n'));
+});

@@ -225,6 +225,8 @@ export class Delivery {
       d.dropped++;
       this.counts.dropped++;
     }
+    // Rerouted to the slot meanwhile (its ring broke): it waits its turn there.
+    if (d.route === 'slot') this.enturn(to);
   }
 
   /** Deadlines: an untaken message past its deadline is withdrawn. */

@@ -57,6 +57,10 @@ export class Fabric {
   private memory: ArrayBuffer | null = null;
   private layout: RingLayoutInfo | null = null;
   private readonly rings = new Map<number, RingWriter>();
+  /** The length of the message the switch last posted into its slot. */
+  private postedLength = 0;
+  /** Peers whose ring from the switch was found corrupt: slot only. */
+  private readonly brokenRings = new Set<number>();
   /** The globals as the server wrote them, and a view to compare. */
   private globals: BigUint64Array | null = null;
   private expected: bigint[] = [];
@@ -113,6 +117,7 @@ export class Fabric {
       this.switch.disconnect(id);
       this.delivery.leave(id);
       this.rings.delete(id);
+      this.brokenRings.delete(id);
       this.mismatchLoggedAt.delete(id);
       // FAME-Z clears a departed peer's slot; an unread message to it is moot.
       mailbox.setNodename(id, '');
@@ -181,7 +186,7 @@ export class Fabric {
   /** Where the switch's messages to `id` go: its ring when it says it reads it. */
   private route(id: number): void {
     if (!this.memory || !this.layout || !this.switch.port(id)) return;
-    const ring = (readFeatures(this.memory, id) & FEATURE_SWITCH_RING) !== 0;
+    const ring = !this.brokenRings.has(id) && (readFeatures(this.memory, id) & FEATURE_SWITCH_RING) !== 0;
     this.delivery.setRoute(id, ring ? 'ring' : 'slot');
   }
 
@@ -206,7 +211,7 @@ export class Fabric {
     if (d.holds()) {
       const s = mailbox.slot(me);
       if (s.buflen === 0) d.slotTaken();
-      else if (!d.holds(s.lastResponder)) d.slotTampered(`buflen ${s.buflen}, last_responder ${s.lastResponder}`);
+      else if (!d.holds(s.lastResponder) || s.buflen !== this.postedLength) d.slotTampered(`buflen ${s.buflen}, last_responder ${s.lastResponder}`);
     }
     d.handleTimeout(now);
     for (let t = d.pollTransmit(now); t !== null; t = d.pollTransmit(now)) this.execute(t, now);
@@ -239,6 +244,7 @@ export class Fabric {
           mailbox.clear(me);
           mailbox.post(me, t.to, t.bytes);
         }
+        this.postedLength = t.bytes.length;
         this.server?.ring(t.to, me);
         return;
       case 'push': {
@@ -250,7 +256,8 @@ export class Fabric {
           // A peer wrote garbage into the ring's counters, or the message
           // does not fit: this peer gets the slot from now on.
           this.rings.delete(t.to);
-          this.config.log(`famez: switch: ring to peer ${t.to}: ${e.message}; using the slot for it`);
+          this.brokenRings.add(t.to);
+          this.config.log(`famez: switch: ring to peer ${t.to}: ${e.message}; using the slot for it until it reconnects`);
           this.delivery.setRoute(t.to, 'slot');
           this.delivery.ringFull(t.to, t.bytes, now);
           return;
