@@ -138,10 +138,29 @@ export interface FabricClientEvents {
   configured: [LinkInfo];
   join: [{ id: number }];
   leave: [{ id: number }];
+  /** The ring from `from` broke the protocol (also a `warning`): the good
+   * messages before the bad record were delivered, the rest dropped, and
+   * the ring flows again. */
+  'ring-error': [RingErrorInfo];
+  /** Peer `to` found this client's ring to it corrupt and dropped its
+   * contents, `count` more time(s) (also a `warning`). */
+  'ring-rejected': [{ to: number; count: number }];
   /** Something went wrong that is nobody's call (an automatic answer that
    * could not be sent, a malformed slot or ring): the client goes on. */
   warning: [string];
   close: [{ reason: string }];
+}
+
+/** A corrupt ring found by its consumer (this client). */
+export interface RingErrorInfo {
+  /** The ring's owner: the producing peer, who wrote the bad bytes. */
+  from: number;
+  /** The failed check, e.g. `corrupt ring: unknown flags 7 at 48`. */
+  reason: string;
+  /** Good messages delivered from the ring in this drain, before the bad record. */
+  delivered: number;
+  /** Bytes dropped to resynchronise (the bad record and all after it). */
+  discarded: number;
 }
 
 export interface FabricClientOptions extends ConnectOptions {
@@ -194,11 +213,14 @@ interface Waiter {
  * for an object too big for an ArrayBuffer, the native Ring adapted. */
 interface TxRing {
   pushBatch(msgs: readonly Uint8Array[], from: number): number;
+  /** The consumer's count of corrupt discards of this ring. */
+  readonly errors: number;
   close?(): void;
 }
 interface RxRing {
+  /** Throws RingCorrupt (after visiting the good messages before it). */
   read(visit: RingVisitor, max: number): number;
-  discard(): number;
+  discardCorrupt(): number;
   close?(): void;
 }
 
@@ -209,6 +231,9 @@ function nativeTx(ring: Ring, bell: () => void): TxRing {
       if (n > 0 && ring.wasEmpty) bell();
       return n;
     },
+    get errors() {
+      return ring.errors;
+    },
     close: () => ring.close(),
   };
 }
@@ -216,11 +241,21 @@ function nativeTx(ring: Ring, bell: () => void): TxRing {
 function nativeRx(ring: Ring): RxRing {
   return {
     read(visit, max) {
-      const got = ring.popBatch(max);
+      let got: Buffer[];
+      try {
+        got = ring.popBatch(max);
+      } catch (e) {
+        // EBADMSG carries the good messages before the bad record: visit
+        // them, then report the corruption as the TypeScript reader does.
+        const good = (e as { messages?: Buffer[] }).messages;
+        if (!Array.isArray(good)) throw e;
+        for (const m of good) visit(m, 0, m.length);
+        throw new RingCorrupt((e as Error).message.replace(/^EBADMSG: /, ''), good.length);
+      }
       for (const m of got) visit(m, 0, m.length);
       return got.length;
     },
-    discard: () => ring.discard(),
+    discardCorrupt: () => ring.discardCorrupt(),
     close: () => ring.close(),
   };
 }
@@ -262,6 +297,11 @@ function textOf(bytes: Uint8Array): string {
   let end = bytes.length;
   while (end > 0 && bytes[end - 1] === 0) end--;
   return DECODER.decode(bytes.subarray(0, end));
+}
+
+/** A nodename (written by its peer) fit for one log line. */
+function printable(name: string): string {
+  return JSON.stringify(name);
 }
 
 /** `name` cut to at most 31 bytes of UTF-8 (whole characters). */
@@ -310,6 +350,8 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
   private replyTimer: NodeJS.Timeout | null = null;
   private replyTimerAt = Infinity;
   private readonly txRings = new Map<number, TxRing>();
+  /** The consumer's error count of each ring to a peer, as last seen. */
+  private readonly txErrors = new Map<number, number>();
   private readonly rxRings = new Map<number, RxRing>();
   /** Rings whose last read stopped at its budget: read again next turn. */
   private readonly rxPending = new Set<number>();
@@ -824,6 +866,7 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
       const mem = this.memoryOrNull();
       ring = mem ? new RingWriter(mem, ringOffset(this.layout, this.id, to), this.layout.capacity, bell) : nativeTx(new Ring(this.client.sharedMemory, this.id, to), bell);
       this.txRings.set(to, ring);
+      this.txErrors.set(to, ring.errors);
     }
     return ring;
   }
@@ -851,8 +894,25 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
    * `doorbell`: an interrupt on vector `from` (else the start-up sweep). */
   private drain(from: number, doorbell: boolean): void {
     if (this.closedReason !== null || from < 1 || from > this.serverId) return;
-    if (this.layout && from !== this.id) this.drainRing(from);
+    if (this.layout && from !== this.id) {
+      this.drainRing(from);
+      if (this.txRings.size > 0) this.checkTxErrors(from);
+    }
     this.drainSlot(from, doorbell);
+  }
+
+  /** Whether peer `to` has reported our ring to it corrupt since we last
+   * looked (it counts in the ring's error word and rings our vector `to`). */
+  private checkTxErrors(to: number): void {
+    const ring = this.txRings.get(to);
+    if (!ring) return;
+    const errors = ring.errors;
+    const seen = this.txErrors.get(to) ?? errors;
+    if (errors === seen) return;
+    this.txErrors.set(to, errors);
+    const count = errors - seen;
+    this.emit('warning', `ring to peer ${to} ${printable(this.mailbox.nodename(to))}: the peer found it corrupt and dropped its contents (${count} time(s)); messages sent on it may be lost`);
+    this.emit('ring-rejected', { to, count });
   }
 
   /** Reads the ring from `from`, at most RING_BUDGET messages per turn:
@@ -864,6 +924,7 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
     const handler = this.ringHandler;
     let n: number;
     let messages: Buffer[] | null = null;
+    // Corruption and exceptions are handled off the good path, in catch.
     try {
       if (handler) {
         n = ring.read((bytes, start, length) => handler(from, bytes, start, length), RING_BUDGET);
@@ -876,13 +937,40 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
         }, RING_BUDGET);
       }
     } catch (e) {
-      if (!(e instanceof RingCorrupt) && !/EBADMSG/.test((e as Error).message)) throw e;
-      const dropped = ring.discard();
-      this.emit('warning', `ring from peer ${from}: ${(e as Error).message}; ${dropped} byte(s) discarded`);
+      // Whatever was read before is delivered, and the ring is read again
+      // next turn: the producer rings only an empty ring, so no doorbell
+      // would come for what is left in it.
+      this.readAgain(from);
+      if (!(e instanceof RingCorrupt)) {
+        // An onRing handler threw: the message it had is consumed.
+        if (messages !== null && messages.length > 0) this.emit('data', { from, messages });
+        throw e;
+      }
+      this.ringCorrupt(from, ring, e, messages);
       return;
     }
     if (n >= RING_BUDGET) this.readAgain(from);
     if (messages !== null && messages.length > 0) this.emit('data', { from, messages });
+  }
+
+  /** The ring from `from` holds a bad record: drop it and what follows so
+   * the ring flows again, deliver the good messages read before it, report
+   * it, and tell the producer (the ring's error word and a doorbell on its
+   * vector `this.id`). */
+  private ringCorrupt(from: number, ring: RxRing, e: RingCorrupt, messages: Buffer[] | null): void {
+    const discarded = ring.discardCorrupt();
+    try {
+      if (messages !== null && messages.length > 0) this.emit('data', { from, messages });
+    } finally {
+      const info: RingErrorInfo = { from, reason: e.message, delivered: e.delivered, discarded };
+      this.emit('warning', `ring from peer ${from} ${printable(this.mailbox.nodename(from))}: ${e.message}; ${e.delivered} message(s) before it delivered, ${discarded} byte(s) discarded`);
+      this.emit('ring-error', info);
+      try {
+        if (this.closedReason === null && this.connected.has(from)) this.client.ring(from, this.id);
+      } catch {
+        // The producer left: nobody to tell.
+      }
+    }
   }
 
   /** Reads the ring from `from` again on the next loop turn. */
@@ -995,6 +1083,7 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
     }
     this.txRings.get(id)?.close?.();
     this.txRings.delete(id);
+    this.txErrors.delete(id);
     this.rxRings.get(id)?.close?.();
     this.rxRings.delete(id);
     this.rxPending.delete(id);
@@ -1027,6 +1116,7 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
     this.rxPending.clear();
     for (const r of [...this.txRings.values(), ...this.rxRings.values()]) r.close?.();
     this.txRings.clear();
+    this.txErrors.clear();
     this.rxRings.clear();
     this.mailbox.close();
     this.client.close();
