@@ -25,7 +25,7 @@ import * as os from 'node:os';
 
 import { Client, type ConnectOptions } from '../client/client.js';
 import { GenZTextError, parse, peerAttributes, toBytes, type TextMessage } from '../genz/text.js';
-import type { RingLayoutInfo } from '../../index.js';
+import type { MailboxGlobals, RingLayoutInfo } from '../../index.js';
 import { Mailbox, Ring } from '../native.js';
 import { RingCorrupt, RingReader, RingWriter, ringOffset, type RingVisitor } from './ring.js';
 import { Slots } from './slots.js';
@@ -299,6 +299,30 @@ function textOf(bytes: Uint8Array): string {
   return DECODER.decode(bytes.subarray(0, end));
 }
 
+/** Why FAME-Z's five globals (slot 0) describe no mailbox in an object of
+ * `size` bytes, naming the values found; null when they do describe one. */
+export function mailboxProblem(g: MailboxGlobals, size: number): string | null {
+  const found = `globals slotsize=${g.slotsize}, buf_offset=${g.bufOffset}, nClients=${g.nClients}, nEvents=${g.nEvents}, server_id=${g.serverId}`;
+  if (g.slotsize === 0 && g.bufOffset === 0 && g.nClients === 0 && g.nEvents === 0 && g.serverId === 0) {
+    return `${found}, all zero: a famez serve --silent or a stock ivshmem server, or a fabric whose mailbox a peer wiped`;
+  }
+  const why =
+    g.slotsize !== SLOTSIZE
+      ? `slotsize is not ${SLOTSIZE}`
+      : g.bufOffset !== BUF_OFFSET
+        ? `buf_offset is not ${BUF_OFFSET}`
+        : g.nClients < 1
+          ? 'nClients is below 1'
+          : g.nEvents !== g.nClients + 2
+            ? 'nEvents is not nClients + 2'
+            : g.serverId !== g.nClients + 1
+              ? 'server_id is not nClients + 1'
+              : (g.serverId + 1) * SLOTSIZE > size
+                ? `${g.serverId + 1} slots do not fit in ${size} bytes`
+                : null;
+  return why === null ? null : `${found}: ${why} (a damaged mailbox, or not FAME-Z's)`;
+}
+
 /** A nodename (written by its peer) fit for one log line. */
 function printable(name: string): string {
   return JSON.stringify(name);
@@ -431,17 +455,8 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
     } finally {
       probe.close();
     }
-    const describe = `slotsize=${g.slotsize}, buf_offset=${g.bufOffset}, nClients=${g.nClients}, nEvents=${g.nEvents}, server_id=${g.serverId}`;
-    if (
-      g.slotsize !== SLOTSIZE ||
-      g.bufOffset !== BUF_OFFSET ||
-      g.nClients < 1 ||
-      g.nEvents !== g.nClients + 2 ||
-      g.serverId !== g.nClients + 1 ||
-      (g.serverId + 1) * SLOTSIZE > shm.size
-    ) {
-      throw new FabricClientError('ENOTFABRIC', `${where}: the shared memory holds no FAME-Z mailbox (globals ${describe}); is the server running with --silent?`);
-    }
+    const problem = mailboxProblem(g, shm.size);
+    if (problem !== null) throw new FabricClientError('ENOTFABRIC', `${where}: the shared memory holds no FAME-Z mailbox (${problem})`);
     if (client.id < 1 || client.id > g.nClients) {
       throw new FabricClientError('ENOTFABRIC', `${where}: this peer got ID ${client.id}, outside the fabric's 1..${g.nClients}`);
     }
@@ -453,6 +468,11 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
     }
     const mailbox = new Mailbox(shm, g.nClients);
     try {
+      try {
+        void mailbox.ringLayout;
+      } catch (e) {
+        throw new FabricClientError('ENOTFABRIC', `${where}: slot 0 describes ring channels that cannot be (${(e as Error).message})`);
+      }
       return new FabricClient(client, mailbox, g.nClients, options);
     } catch (e) {
       mailbox.close();
