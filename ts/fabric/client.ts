@@ -16,7 +16,10 @@
 // - famez's ring channels (when the server set them up) carry batches of
 //   bytes per pair: sendRing() and the `data` event, or, without a copy or
 //   an allocation per message, ringWriter() and onRing(). Their doorbell is
-//   the same vector (the sender's ID), so one interrupt drains both. The
+//   the same vector (the sender's ID), so one interrupt drains both. A
+//   corrupt ring is reported at once (`ring-error`, after the good messages
+//   before the bad record), dropped so it flows again, and counted in the
+//   ring for its producer (`ring-rejected` there). The
 //   rings are driven from TypeScript over the mapped memory (ring.ts); the
 //   native Ring is the fallback when the object is too big for an
 //   ArrayBuffer (over 4 GiB on Node 20).

@@ -331,6 +331,11 @@ export class RingReader extends RingView {
           published = tail;
         }
       }
+    } catch (e) {
+      // A counter past 2^53 met on the way (load()) is reported like a bad
+      // record: after the n messages visited.
+      if (e instanceof RingCorrupt && e.delivered !== n) throw new RingCorrupt(e.message, n);
+      throw e;
     } finally {
       // Every visit above is over: the producer may reuse the space.
       if (tail !== published) this.store(TAIL, tail);
