@@ -98,3 +98,18 @@ test('famez client --help prints usage; an unknown flag exits 2', async (t) => {
   t.is(bad.exitInfo.code, 2);
   t.regex(bad.stderr, /unknown option '--bogus'/);
 });
+
+test('against a server with no FAME-Z mailbox (--silent: zero globals), famez client says so in one line, naming the globals, and runs as a plain ivshmem peer', async (t) => {
+  const sock = path.join(t.context.dir(), 'sock');
+  await t.context.serve(['--silent', '-S', sock, '--memfd', '-n', '2']);
+  const c = t.context.client(['-S', sock]);
+  await c.waitFor(/connected to .* as peer 0/);
+  await c.waitFor(
+    /^not a FAME-Z fabric: .*: the shared memory holds no FAME-Z mailbox \(globals slotsize=0, buf_offset=0, nClients=0, nEvents=0, server_id=0, all zero: [^\n]*\); running as a plain ivshmem peer \(stock commands\)$/m,
+  );
+  type(c, 'dump');
+  await c.waitFor(/peer 0: 2 vector\(s\), shared memory 4194304 bytes/);
+  type(c, 'quit');
+  t.is((await c.wait()).code, 0);
+  t.is(c.stdout.match(/not a FAME-Z fabric/g)?.length, 1, 'said once');
+});

@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import anyTest, { type TestFn } from 'ava';
 
 import { Client } from '../ts/client/client.js';
-import { FabricClient, FabricClientError, type FabricClientOptions, type FabricMessage } from '../ts/fabric/client.js';
+import { FabricClient, FabricClientError, mailboxProblem, type FabricClientOptions, type FabricMessage } from '../ts/fabric/client.js';
 import { Mailbox } from '../ts/native.js';
 import { message as burstMessage, mismatch } from './helpers/messages.js';
 import { FamezProcess, Scratch, type } from './helpers/serve.js';
@@ -125,6 +125,22 @@ test('a --silent server is refused with ENOTFABRIC and the connection is closed'
   const e = await rejectsWith(t, FabricClient.connect(sock), 'ENOTFABRIC');
   t.regex(e?.message ?? '', /no FAME-Z mailbox .*--silent/);
   await server.waitFor(/peer 0 disconnected/);
+});
+
+test('mailboxProblem names the globals found and why they describe no mailbox: all zero (stock or wiped), a zeroed nClients, too small an object', (t) => {
+  const good = { slotsize: 512, bufOffset: 128, nClients: 14, nEvents: 16, serverId: 15 };
+  t.is(mailboxProblem(good, 1 << 20), null);
+  t.is(
+    mailboxProblem({ slotsize: 0, bufOffset: 0, nClients: 0, nEvents: 0, serverId: 0 }, 1 << 20),
+    'globals slotsize=0, buf_offset=0, nClients=0, nEvents=0, server_id=0, all zero: a famez serve --silent or a stock ivshmem server, or a fabric whose mailbox a peer wiped',
+  );
+  t.is(
+    mailboxProblem({ ...good, nClients: 0 }, 1 << 20),
+    "globals slotsize=512, buf_offset=128, nClients=0, nEvents=16, server_id=15: nClients is below 1 (a damaged mailbox, or not FAME-Z's)",
+  );
+  t.regex(mailboxProblem({ ...good, nEvents: 0 }, 1 << 20) ?? '', /: nEvents is not nClients \+ 2 /);
+  t.regex(mailboxProblem({ ...good, slotsize: 0 }, 1 << 20) ?? '', /: slotsize is not 512 /);
+  t.regex(mailboxProblem(good, 4096) ?? '', /: 16 slots do not fit in 4096 bytes /);
 });
 
 test('linkUp without a fabric manager (--no-pfm) is refused with ENAK; without room for rings the slots work alone', async (t) => {

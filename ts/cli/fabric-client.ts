@@ -1,7 +1,8 @@
 // `famez client` against a fabric server: FAME-Z's client commands on a
 // FabricClient. runClient (client.ts) connects as before and hands the
 // connection here when the shared memory holds a FAME-Z mailbox; against a
-// --silent (stock) server it keeps the stock commands.
+// --silent (stock) server, or a mailbox whose globals are damaged, it says
+// why in one line and keeps the stock commands.
 import type { Client } from '../client/client.js';
 import { FabricClient, FabricClientError, type FabricMessage } from '../fabric/client.js';
 
@@ -40,21 +41,24 @@ export class FabricSession {
     if (verbose) fabric.on('sent', ({ to, text }) => say(`to ${this.who(to)}: ${text}`));
   }
 
-  /** A fabric session over `client`, or null when its server is no fabric. */
+  /** A fabric session over `client`, or null when its server is no fabric
+   * (said in one line, with the globals found: the client then runs as a
+   * plain ivshmem peer). */
   static attach(client: Client, options: FabricSessionOptions): FabricSession | null {
     try {
       const fabric = FabricClient.attach(client, { nodename: options.nodename });
       return new FabricSession(fabric, options.say, options.verbose ?? false);
     } catch (e) {
-      if (e instanceof FabricClientError && e.code === 'ENOTFABRIC') return null;
-      throw e;
+      if (!(e instanceof FabricClientError && e.code === 'ENOTFABRIC')) throw e;
+      options.say(`not a FAME-Z fabric: ${e.message}; running as a plain ivshmem peer (stock commands)`);
+      return null;
     }
   }
 
   /** The greeting after the connection line. */
   describe(): string {
     const f = this.fabric;
-    const rings = f.rings ? `; ring channels of ${f.rings.capacity} bytes` : '';
+    const rings = f.rings ? `; ring channels of ${f.rings.capacity} bytes` : '; no ring channels (slot 0 describes none)';
     return `fabric of ${f.nClients} peers: this is peer ${f.id} '${f.nodename}', the switch is peer ${f.serverId}${rings}`;
   }
 

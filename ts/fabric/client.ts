@@ -16,7 +16,10 @@
 // - famez's ring channels (when the server set them up) carry batches of
 //   bytes per pair: sendRing() and the `data` event, or, without a copy or
 //   an allocation per message, ringWriter() and onRing(). Their doorbell is
-//   the same vector (the sender's ID), so one interrupt drains both. The
+//   the same vector (the sender's ID), so one interrupt drains both. A
+//   corrupt ring is reported at once (`ring-error`, after the good messages
+//   before the bad record), dropped so it flows again, and counted in the
+//   ring for its producer (`ring-rejected` there). The
 //   rings are driven from TypeScript over the mapped memory (ring.ts); the
 //   native Ring is the fallback when the object is too big for an
 //   ArrayBuffer (over 4 GiB on Node 20).
@@ -25,7 +28,7 @@ import * as os from 'node:os';
 
 import { Client, type ConnectOptions } from '../client/client.js';
 import { GenZTextError, parse, peerAttributes, toBytes, type TextMessage } from '../genz/text.js';
-import type { RingLayoutInfo } from '../../index.js';
+import type { MailboxGlobals, RingLayoutInfo } from '../../index.js';
 import { Mailbox, Ring } from '../native.js';
 import { RingCorrupt, RingReader, RingWriter, ringOffset, type RingVisitor } from './ring.js';
 import { FEATURE_SWITCH_RING, writeFeatures } from './features.js';
@@ -139,10 +142,29 @@ export interface FabricClientEvents {
   configured: [LinkInfo];
   join: [{ id: number }];
   leave: [{ id: number }];
+  /** The ring from `from` broke the protocol (also a `warning`): the good
+   * messages before the bad record were delivered, the rest dropped, and
+   * the ring flows again. */
+  'ring-error': [RingErrorInfo];
+  /** Peer `to` found this client's ring to it corrupt and dropped its
+   * contents, `count` more time(s) (also a `warning`). */
+  'ring-rejected': [{ to: number; count: number }];
   /** Something went wrong that is nobody's call (an automatic answer that
    * could not be sent, a malformed slot or ring): the client goes on. */
   warning: [string];
   close: [{ reason: string }];
+}
+
+/** A corrupt ring found by its consumer (this client). */
+export interface RingErrorInfo {
+  /** The ring's owner: the producing peer, who wrote the bad bytes. */
+  from: number;
+  /** The failed check, e.g. `corrupt ring: unknown flags 7 at 48`. */
+  reason: string;
+  /** Good messages delivered from the ring in this drain, before the bad record. */
+  delivered: number;
+  /** Bytes dropped to resynchronise (the bad record and all after it). */
+  discarded: number;
 }
 
 export interface FabricClientOptions extends ConnectOptions {
@@ -199,11 +221,14 @@ interface Waiter {
  * for an object too big for an ArrayBuffer, the native Ring adapted. */
 interface TxRing {
   pushBatch(msgs: readonly Uint8Array[], from: number): number;
+  /** The consumer's count of corrupt discards of this ring. */
+  readonly errors: number;
   close?(): void;
 }
 interface RxRing {
+  /** Throws RingCorrupt (after visiting the good messages before it). */
   read(visit: RingVisitor, max: number): number;
-  discard(): number;
+  discardCorrupt(): number;
   close?(): void;
 }
 
@@ -214,6 +239,9 @@ function nativeTx(ring: Ring, bell: () => void): TxRing {
       if (n > 0 && ring.wasEmpty) bell();
       return n;
     },
+    get errors() {
+      return ring.errors;
+    },
     close: () => ring.close(),
   };
 }
@@ -221,11 +249,21 @@ function nativeTx(ring: Ring, bell: () => void): TxRing {
 function nativeRx(ring: Ring): RxRing {
   return {
     read(visit, max) {
-      const got = ring.popBatch(max);
+      let got: Buffer[];
+      try {
+        got = ring.popBatch(max);
+      } catch (e) {
+        // EBADMSG carries the good messages before the bad record: visit
+        // them, then report the corruption as the TypeScript reader does.
+        const good = (e as { messages?: Buffer[] }).messages;
+        if (!Array.isArray(good)) throw e;
+        for (const m of good) visit(m, 0, m.length);
+        throw new RingCorrupt((e as Error).message.replace(/^EBADMSG: /, ''), good.length);
+      }
       for (const m of got) visit(m, 0, m.length);
       return got.length;
     },
-    discard: () => ring.discard(),
+    discardCorrupt: () => ring.discardCorrupt(),
     close: () => ring.close(),
   };
 }
@@ -267,6 +305,35 @@ function textOf(bytes: Uint8Array): string {
   let end = bytes.length;
   while (end > 0 && bytes[end - 1] === 0) end--;
   return DECODER.decode(bytes.subarray(0, end));
+}
+
+/** Why FAME-Z's five globals (slot 0) describe no mailbox in an object of
+ * `size` bytes, naming the values found; null when they do describe one. */
+export function mailboxProblem(g: MailboxGlobals, size: number): string | null {
+  const found = `globals slotsize=${g.slotsize}, buf_offset=${g.bufOffset}, nClients=${g.nClients}, nEvents=${g.nEvents}, server_id=${g.serverId}`;
+  if (g.slotsize === 0 && g.bufOffset === 0 && g.nClients === 0 && g.nEvents === 0 && g.serverId === 0) {
+    return `${found}, all zero: a famez serve --silent or a stock ivshmem server, or a fabric whose mailbox a peer wiped`;
+  }
+  const why =
+    g.slotsize !== SLOTSIZE
+      ? `slotsize is not ${SLOTSIZE}`
+      : g.bufOffset !== BUF_OFFSET
+        ? `buf_offset is not ${BUF_OFFSET}`
+        : g.nClients < 1
+          ? 'nClients is below 1'
+          : g.nEvents !== g.nClients + 2
+            ? 'nEvents is not nClients + 2'
+            : g.serverId !== g.nClients + 1
+              ? 'server_id is not nClients + 1'
+              : (g.serverId + 1) * SLOTSIZE > size
+                ? `${g.serverId + 1} slots do not fit in ${size} bytes`
+                : null;
+  return why === null ? null : `${found}: ${why} (a damaged mailbox, or not FAME-Z's)`;
+}
+
+/** A nodename (written by its peer) fit for one log line. */
+function printable(name: string): string {
+  return JSON.stringify(name);
 }
 
 /** `name` cut to at most 31 bytes of UTF-8 (whole characters). */
@@ -315,6 +382,8 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
   private replyTimer: NodeJS.Timeout | null = null;
   private replyTimerAt = Infinity;
   private readonly txRings = new Map<number, TxRing>();
+  /** The consumer's error count of each ring to a peer, as last seen. */
+  private readonly txErrors = new Map<number, number>();
   private readonly rxRings = new Map<number, RxRing>();
   /** Rings whose last read stopped at its budget: read again next turn. */
   private readonly rxPending = new Set<number>();
@@ -397,17 +466,8 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
     } finally {
       probe.close();
     }
-    const describe = `slotsize=${g.slotsize}, buf_offset=${g.bufOffset}, nClients=${g.nClients}, nEvents=${g.nEvents}, server_id=${g.serverId}`;
-    if (
-      g.slotsize !== SLOTSIZE ||
-      g.bufOffset !== BUF_OFFSET ||
-      g.nClients < 1 ||
-      g.nEvents !== g.nClients + 2 ||
-      g.serverId !== g.nClients + 1 ||
-      (g.serverId + 1) * SLOTSIZE > shm.size
-    ) {
-      throw new FabricClientError('ENOTFABRIC', `${where}: the shared memory holds no FAME-Z mailbox (globals ${describe}); is the server running with --silent?`);
-    }
+    const problem = mailboxProblem(g, shm.size);
+    if (problem !== null) throw new FabricClientError('ENOTFABRIC', `${where}: the shared memory holds no FAME-Z mailbox (${problem})`);
     if (client.id < 1 || client.id > g.nClients) {
       throw new FabricClientError('ENOTFABRIC', `${where}: this peer got ID ${client.id}, outside the fabric's 1..${g.nClients}`);
     }
@@ -419,6 +479,11 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
     }
     const mailbox = new Mailbox(shm, g.nClients);
     try {
+      try {
+        void mailbox.ringLayout;
+      } catch (e) {
+        throw new FabricClientError('ENOTFABRIC', `${where}: slot 0 describes ring channels that cannot be (${(e as Error).message})`);
+      }
       return new FabricClient(client, mailbox, g.nClients, options);
     } catch (e) {
       mailbox.close();
@@ -832,6 +897,7 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
       const mem = this.memoryOrNull();
       ring = mem ? new RingWriter(mem, ringOffset(this.layout, this.id, to), this.layout.capacity, bell) : nativeTx(new Ring(this.client.sharedMemory, this.id, to), bell);
       this.txRings.set(to, ring);
+      this.txErrors.set(to, ring.errors);
     }
     return ring;
   }
@@ -862,8 +928,23 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
     if (this.layout && from !== this.id) {
       if (from === this.serverId) this.drainSwitchRing();
       else this.drainRing(from);
+      if (this.txRings.size > 0) this.checkTxErrors(from);
     }
     this.drainSlot(from, doorbell);
+  }
+
+  /** Whether peer `to` has reported our ring to it corrupt since we last
+   * looked (it counts in the ring's error word and rings our vector `to`). */
+  private checkTxErrors(to: number): void {
+    const ring = this.txRings.get(to);
+    if (!ring) return;
+    const errors = ring.errors;
+    const seen = this.txErrors.get(to) ?? errors;
+    if (errors === seen) return;
+    this.txErrors.set(to, errors);
+    const count = errors - seen;
+    this.emit('warning', `ring to peer ${to} ${printable(this.mailbox.nodename(to))}: the peer found it corrupt and dropped its contents (${count} time(s)); messages sent on it may be lost`);
+    this.emit('ring-rejected', { to, count });
   }
 
   /** Reads the ring from `from`, at most RING_BUDGET messages per turn:
@@ -875,6 +956,7 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
     const handler = this.ringHandler;
     let n: number;
     let messages: Buffer[] | null = null;
+    // Corruption and exceptions are handled off the good path, in catch.
     try {
       if (handler) {
         n = ring.read((bytes, start, length) => handler(from, bytes, start, length), RING_BUDGET);
@@ -887,13 +969,40 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
         }, RING_BUDGET);
       }
     } catch (e) {
-      if (!(e instanceof RingCorrupt) && !/EBADMSG/.test((e as Error).message)) throw e;
-      const dropped = ring.discard();
-      this.emit('warning', `ring from peer ${from}: ${(e as Error).message}; ${dropped} byte(s) discarded`);
+      // Whatever was read before is delivered, and the ring is read again
+      // next turn: the producer rings only an empty ring, so no doorbell
+      // would come for what is left in it.
+      this.readAgain(from);
+      if (!(e instanceof RingCorrupt)) {
+        // An onRing handler threw: the message it had is consumed.
+        if (messages !== null && messages.length > 0) this.emit('data', { from, messages });
+        throw e;
+      }
+      this.ringCorrupt(from, ring, e, messages);
       return;
     }
     if (n >= RING_BUDGET) this.readAgain(from);
     if (messages !== null && messages.length > 0) this.emit('data', { from, messages });
+  }
+
+  /** The ring from `from` holds a bad record: drop it and what follows so
+   * the ring flows again, deliver the good messages read before it, report
+   * it, and tell the producer (the ring's error word and a doorbell on its
+   * vector `this.id`). */
+  private ringCorrupt(from: number, ring: RxRing, e: RingCorrupt, messages: Buffer[] | null): void {
+    const discarded = ring.discardCorrupt();
+    try {
+      if (messages !== null && messages.length > 0) this.emit('data', { from, messages });
+    } finally {
+      const info: RingErrorInfo = { from, reason: e.message, delivered: e.delivered, discarded };
+      this.emit('warning', `ring from peer ${from} ${printable(this.mailbox.nodename(from))}: ${e.message}; ${e.delivered} message(s) before it delivered, ${discarded} byte(s) discarded`);
+      this.emit('ring-error', info);
+      try {
+        if (this.closedReason === null && this.connected.has(from)) this.client.ring(from, this.id);
+      } catch {
+        // The producer left: nobody to tell.
+      }
+    }
   }
 
   /** Reads the ring from `from` again on the next loop turn. */
@@ -921,13 +1030,18 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
         got.push(m);
       }, RING_BUDGET);
     } catch (e) {
-      if (!(e instanceof RingCorrupt) && !/EBADMSG/.test((e as Error).message)) throw e;
-      const dropped = ring.discard();
-      this.emit('warning', `ring from the switch: ${(e as Error).message}; ${dropped} byte(s) discarded`);
+      this.readAgain(from);
+      if (!(e instanceof RingCorrupt)) throw e;
+      this.dispatchAll(from, got);
+      this.ringCorrupt(from, ring, e, null);
       return;
     }
     if (n >= RING_BUDGET) this.readAgain(from);
-    for (const bytes of got) {
+    this.dispatchAll(from, got);
+  }
+
+  private dispatchAll(from: number, messages: Buffer[]): void {
+    for (const bytes of messages) {
       if (this.closedReason !== null) return;
       this.dispatch(from, bytes);
     }
@@ -1038,6 +1152,7 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
     }
     this.txRings.get(id)?.close?.();
     this.txRings.delete(id);
+    this.txErrors.delete(id);
     this.rxRings.get(id)?.close?.();
     this.rxRings.delete(id);
     this.rxPending.delete(id);
@@ -1070,6 +1185,7 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
     this.rxPending.clear();
     for (const r of [...this.txRings.values(), ...this.rxRings.values()]) r.close?.();
     this.txRings.clear();
+    this.txErrors.clear();
     this.rxRings.clear();
     this.mailbox.close();
     this.client.close();

@@ -30,6 +30,9 @@ const MAX_CAPACITY = 2 ** 31;
 // Indices of head (byte 0) and tail (byte 128) in a BigUint64Array.
 const HEAD = 0;
 const TAIL = 16;
+/** The consumer's error count (byte 136, beside tail): how many times it
+ * dropped the ring's contents as corrupt (docs/ring-channels.md). */
+const ERRORS = 17;
 /** A producer publishes `head`, a consumer `tail`, at least every this many
  * bytes (or a quarter of the ring): the other side never waits for the end
  * of a long batch. */
@@ -38,10 +41,19 @@ const PUBLISH_EVERY = 64 * 1024;
 if (endianness() !== 'LE') throw new Error('famez ring channels need a little-endian host');
 
 /** The ring holds something no correct producer writes (or its counters
- * make no sense); nothing was consumed. `discard()` resynchronises. */
+ * make no sense). Nothing at or after the bad record was consumed; a read
+ * has handed the `delivered` good messages before it to its visitor (and
+ * given their space back). `discardCorrupt()` resynchronises. */
 export class RingCorrupt extends Error {
   override name = 'RingCorrupt';
   readonly code = 'EBADMSG';
+  constructor(
+    message: string,
+    /** Messages handed to the visitor, in this read, before the bad record. */
+    readonly delivered = 0,
+  ) {
+    super(message);
+  }
 }
 
 /** Size of the record that carries `len` payload bytes. */
@@ -103,6 +115,12 @@ abstract class RingView {
 
   get isEmpty(): boolean {
     return this.usedBytes === 0;
+  }
+
+  /** How many times the consumer dropped this ring's contents as corrupt
+   * (a count that only grows: compare with an earlier value). */
+  get errors(): number {
+    return Number(Atomics.load(this.counters, ERRORS));
   }
 }
 
@@ -259,9 +277,10 @@ export class RingReader extends RingView {
   /** Hands up to `max` messages to `visit`, in order, in place, then
    * publishes the tail once. Returns how many; fewer than `max` means the
    * ring was seen empty (after the doorbell rule's barrier): wait for the
-   * doorbell. A corrupt ring throws RingCorrupt when nothing could be
-   * read, else stops before the bad record. A message whose visit throws
-   * counts as consumed. */
+   * doorbell. A corrupt record throws RingCorrupt at once, after the good
+   * messages before it were visited and their space given back (its
+   * `delivered` says how many); `discardCorrupt()` then drops the rest. A
+   * message whose visit throws counts as consumed. */
   read(visit: RingVisitor, max = Infinity): number {
     // The common wake-up for someone else's message: nothing here. Equal
     // halves mean empty at some instant (a stale "empty" is safe: the
@@ -290,25 +309,18 @@ export class RingReader extends RingView {
           continue;
         }
         const pos = tail % cap;
-        if (avail > cap || avail < RECORD_HEADER || pos % 8 !== 0) {
-          if (n === 0) throw new RingCorrupt(`corrupt ring: head ${head}, tail ${tail}`);
-          break;
-        }
+        if (avail > cap || avail < RECORD_HEADER || pos % 8 !== 0) throw new RingCorrupt(`corrupt ring: head ${head}, tail ${tail}`, n);
         const len = w[pos >>> 2];
         const flags = w[(pos >>> 2) + 1];
         if (flags === FLAG_WRAP) {
           const skip = cap - pos;
-          if (skip > avail) {
-            if (n === 0) throw new RingCorrupt(`corrupt ring: wrap at ${pos} passes head`);
-            break;
-          }
+          if (skip > avail) throw new RingCorrupt(`corrupt ring: wrap at ${pos} passes head`, n);
           tail += skip;
           continue;
         }
         const rec = len <= this.maxMessage ? recordSize(len) : Infinity;
         if (flags !== 0 || rec > avail || pos + rec > cap) {
-          if (n === 0) throw new RingCorrupt(flags !== 0 ? `corrupt ring: unknown flags ${flags} at ${pos}` : `corrupt ring: record of ${len} bytes at ${pos}, ${avail} available`);
-          break;
+          throw new RingCorrupt(flags !== 0 ? `corrupt ring: unknown flags 0x${flags.toString(16)} at ${pos}` : `corrupt ring: record of ${len} bytes at ${pos}, ${avail} available`, n);
         }
         tail += rec;
         n++;
@@ -319,6 +331,11 @@ export class RingReader extends RingView {
           published = tail;
         }
       }
+    } catch (e) {
+      // A counter past 2^53 met on the way (load()) is reported like a bad
+      // record: after the n messages visited.
+      if (e instanceof RingCorrupt && e.delivered !== n) throw new RingCorrupt(e.message, n);
+      throw e;
     } finally {
       // Every visit above is over: the producer may reuse the space.
       if (tail !== published) this.store(TAIL, tail);
@@ -335,12 +352,22 @@ export class RingReader extends RingView {
     return out;
   }
 
-  /** Drops everything in the ring (tail = head): the way out of a corrupt
-   * ring. Returns the bytes dropped. */
+  /** Drops everything in the ring (tail = head). Returns the bytes
+   * dropped. */
   discard(): number {
     const head = Atomics.load(this.counters, HEAD);
     const tail = Atomics.load(this.counters, TAIL);
     Atomics.store(this.counters, TAIL, head);
     return Number(head - tail);
+  }
+
+  /** discard() after a RingCorrupt, the way out of a corrupt ring, counted
+   * in the ring's error word for the producer to see (`errors`). Returns
+   * the bytes dropped. */
+  discardCorrupt(): number {
+    const dropped = this.discard();
+    // Only the consumer writes this word: no read-modify-write race.
+    Atomics.store(this.counters, ERRORS, Atomics.load(this.counters, ERRORS) + 1n);
+    return dropped;
   }
 }

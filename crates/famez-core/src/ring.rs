@@ -49,6 +49,10 @@ pub const RING_HEADER: u64 = 256;
 pub const HEAD_OFFSET: u64 = 0;
 /// Offset of `tail` (consumer's counter) in the ring header.
 pub const TAIL_OFFSET: u64 = 128;
+/// Offset of `errors` in the ring header, beside `tail` in the consumer's
+/// block: how many times the consumer found the ring corrupt and dropped
+/// its contents ([`Ring::discard_corrupt`]), so the producer can tell.
+pub const ERRORS_OFFSET: u64 = 136;
 /// Bytes of a record header: u32 length, u32 flags.
 pub const RECORD_HEADER: u64 = 8;
 /// Record flag: skip to the start of the data area.
@@ -315,8 +319,10 @@ impl std::error::Error for PushError {}
 pub enum PopError {
     /// The next message has `need` bytes, more than the buffer; it stays.
     BufferTooSmall { need: usize },
-    /// The ring holds something no correct producer writes; nothing was
-    /// consumed. [`Ring::discard`] drops everything to resynchronise.
+    /// The ring holds something no correct producer writes. Nothing at or
+    /// after the bad record was consumed (a batch read has handed every
+    /// good message before it to its callback, and published the tail past
+    /// them). [`Ring::discard_corrupt`] drops the rest to resynchronise.
     Corrupt(String),
 }
 
@@ -436,7 +442,7 @@ impl<'a> Ring<'a> {
     }
 
     fn counter(&self, off: u64) -> &AtomicU64 {
-        // SAFETY: off is HEAD_OFFSET or TAIL_OFFSET, inside the header;
+        // SAFETY: off is HEAD_OFFSET, TAIL_OFFSET or ERRORS_OFFSET, inside the header;
         // aligned, and valid for 'a per from_raw's contract. Both sides
         // access the counters only atomically.
         unsafe { AtomicU64::from_ptr(self.ring.as_ptr().add(off as usize).cast()) }
@@ -466,9 +472,11 @@ impl<'a> Ring<'a> {
         self.used_bytes() == 0
     }
 
-    /// Zeroes head and tail. Only while neither side uses the ring.
+    /// Zeroes head, tail and the error count. Only while neither side uses
+    /// the ring.
     pub fn reset(&self) {
         self.store(HEAD_OFFSET, 0, Ordering::Relaxed);
+        self.store(ERRORS_OFFSET, 0, Ordering::Relaxed);
         self.store(TAIL_OFFSET, 0, Ordering::Release);
     }
 
@@ -694,8 +702,10 @@ impl<'a> Ring<'a> {
     /// Pops up to `max` messages, handing each to `f` (a copy, never the
     /// shared memory itself), and publishes the tail once at the end.
     /// Returns how many; fewer than `max` means the ring was seen empty and
-    /// the consumer may wait for the doorbell. An error comes only when no
-    /// message could be popped; otherwise it waits for the next call.
+    /// the consumer may wait for the doorbell. A corrupt record is an error
+    /// at once, even after good messages: `f` has had every one before it
+    /// (they are consumed, not lost), then [`Ring::discard_corrupt`] is the
+    /// way on.
     pub fn pop_batch(&self, max: usize, mut f: impl FnMut(&[u8])) -> Result<usize, PopError> {
         let mut scratch: Vec<u8> = Vec::new();
         self.read_batch(max, |rec| {
@@ -714,7 +724,9 @@ impl<'a> Ring<'a> {
     /// Like [`Ring::pop_batch`], without the copy: `f` gets each message as
     /// a [`Record`] over the ring itself, valid during the call, to read in
     /// place (a sequence number, a header) or copy out. The tail is
-    /// published once at the end, so the bytes stay put until then.
+    /// published once at the end, so the bytes stay put until then. A
+    /// corrupt record is reported as in [`Ring::pop_batch`]: after the
+    /// good messages before it, with the tail published past them.
     pub fn read_batch(&self, max: usize, mut f: impl FnMut(Record<'_>)) -> Result<usize, PopError> {
         let tail0 = self.load(TAIL_OFFSET, Ordering::Relaxed);
         let mut tail = tail0;
@@ -733,8 +745,14 @@ impl<'a> Ring<'a> {
                     Some(fresh) => head = fresh,
                     None => return Ok(n),
                 },
-                Err(e) if n == 0 => return Err(e),
-                Err(_) => break,
+                Err(e) => {
+                    // The good records before the bad one are consumed
+                    // (f had them); the bad one stays for discard_corrupt.
+                    if tail != tail0 {
+                        self.store(TAIL_OFFSET, tail, Ordering::Release);
+                    }
+                    return Err(e);
+                }
             }
         }
         // Release: every read above is done before the producer reuses it.
@@ -749,6 +767,23 @@ impl<'a> Ring<'a> {
         let tail = self.load(TAIL_OFFSET, Ordering::Relaxed);
         self.store(TAIL_OFFSET, head, Ordering::Release);
         head.wrapping_sub(tail)
+    }
+
+    /// [`Ring::discard`] after a [`PopError::Corrupt`], counted in the
+    /// ring's `errors` word for the producer to see ([`Ring::errors`]).
+    /// Returns the bytes dropped.
+    pub fn discard_corrupt(&self) -> u64 {
+        let dropped = self.discard();
+        // Only the consumer writes this word (module doc), so no RMW race.
+        let errors = self.load(ERRORS_OFFSET, Ordering::Relaxed);
+        self.store(ERRORS_OFFSET, errors.wrapping_add(1), Ordering::Release);
+        dropped
+    }
+
+    /// How many times the consumer has dropped this ring's contents as
+    /// corrupt (a counter that only grows; compare with an earlier value).
+    pub fn errors(&self) -> u64 {
+        self.load(ERRORS_OFFSET, Ordering::Acquire)
     }
 }
 
@@ -1002,6 +1037,39 @@ mod tests {
         set_raw(&map, HEAD_OFFSET, 5000);
         set_raw(&map, TAIL_OFFSET, 3);
         assert!(matches!(r.pop_vec(), Err(PopError::Corrupt(_))));
+    }
+
+    #[test]
+    fn a_corrupt_record_after_good_ones_is_reported_at_once_and_the_good_ones_are_consumed() {
+        let (_s, map) = lone(1024);
+        let r = view(&map, 1024);
+        for i in 0..3u8 {
+            r.push(&[i; 5]).unwrap();
+        }
+        r.push(b"bad").unwrap();
+        r.push(b"after").unwrap();
+        // The fourth record (each takes 16 bytes) gets an unknown flag.
+        set_raw(&map, RING_HEADER + 3 * 16, 3 | (4u64 << 32));
+        let mut got = Vec::new();
+        let e = r.read_batch(usize::MAX, |m| got.push(m.to_vec())).unwrap_err();
+        assert!(matches!(e, PopError::Corrupt(ref why) if why.contains("unknown flags")), "{e}");
+        assert_eq!(got, vec![vec![0u8; 5], vec![1; 5], vec![2; 5]]);
+        assert_eq!(raw(&map, TAIL_OFFSET), 48, "the good records are given back");
+        // The same through pop_batch (copies), after resetting the tail.
+        set_raw(&map, TAIL_OFFSET, 0);
+        let mut n = 0;
+        assert!(r.pop_batch(usize::MAX, |_| n += 1).is_err());
+        assert_eq!(n, 3);
+        // The corruption stays until discarded, and is counted for the producer.
+        assert!(r.pop_vec().is_err());
+        assert_eq!(r.errors(), 0);
+        assert_eq!(r.discard_corrupt(), 32);
+        assert_eq!(r.errors(), 1);
+        assert_eq!(r.pop_vec().unwrap(), None);
+        r.push(b"again").unwrap();
+        assert_eq!(r.pop_vec().unwrap().unwrap(), b"again");
+        r.reset();
+        assert_eq!(r.errors(), 0);
     }
 
     #[test]

@@ -15,7 +15,8 @@
 //! Errors carry a code at the front of the message, as elsewhere in the
 //! binding: EMSGSIZE (over a size limit), ERANGE (no such slot or pair),
 //! EBADMSG (the other side wrote something invalid; the message is logged
-//! and skipped by the caller), EINVAL (bad arguments or layout), EBADF
+//! and skipped by the caller; `popBatch`'s carries the good messages before
+//! the bad record as `messages`), EINVAL (bad arguments or layout), EBADF
 //! (closed). Expected outcomes are values, not errors: a busy slot makes
 //! `post` return false, a full ring makes `push` return -1.
 
@@ -68,6 +69,29 @@ fn push_error(e: PushError) -> Error {
 
 fn pop_error(e: PopError) -> Error {
     code_error("EBADMSG", Status::GenericFailure, e)
+}
+
+/// Throws an EBADMSG Error for `e` whose `messages` property is `array`
+/// (the good messages popped before the bad record); returns the error that
+/// tells napi-rs the exception is already pending.
+fn throw_with_messages(env: sys::napi_env, e: PopError, array: sys::napi_value) -> Error {
+    let text = format!("EBADMSG: {e}");
+    let thrown = (|| -> Result<()> {
+        let (mut code, mut msg, mut err) = (ptr::null_mut(), ptr::null_mut(), ptr::null_mut());
+        // SAFETY: env is the current call's env; the strings are valid
+        // UTF-8 of the given lengths, copied by Node; array is a live value.
+        unsafe {
+            check(sys::napi_create_string_utf8(env, c"EBADMSG".as_ptr(), 7, &mut code), "create string")?;
+            check(sys::napi_create_string_utf8(env, text.as_ptr().cast(), text.len() as isize, &mut msg), "create string")?;
+            check(sys::napi_create_error(env, code, msg, &mut err), "create error")?;
+            check(sys::napi_set_named_property(env, err, c"messages".as_ptr(), array), "set messages")?;
+            check(sys::napi_throw(env, err), "throw")
+        }
+    })();
+    match thrown {
+        Ok(()) => Error::new(Status::PendingException, text),
+        Err(_) => code_error("EBADMSG", Status::GenericFailure, e),
+    }
 }
 
 /// A JS number that must be a non-negative safe integer (a u64 field).
@@ -568,6 +592,9 @@ impl Ring {
 
     /// Pops up to `max` messages (all there are when omitted) in one call.
     /// Fewer than `max` means the ring was seen empty: wait for the doorbell.
+    /// A corrupt record throws EBADMSG at once; the error's `messages` holds
+    /// the good messages popped before it (consumed: the tail is past them),
+    /// and `discardCorrupt()` drops the rest.
     #[napi(ts_return_type = "Buffer[]")]
     pub fn pop_batch(&self, env: Env, max: Option<u32>) -> Result<Unknown<'_>> {
         let raw = env.raw();
@@ -578,7 +605,7 @@ impl Ring {
             check(unsafe { sys::napi_create_array(raw, &mut array) }, "create array")?;
             let mut failed = None;
             let mut i = 0u32;
-            r.pop_batch(max, |m| {
+            let popped = r.pop_batch(max, |m| {
                 if failed.is_some() {
                     return;
                 }
@@ -590,11 +617,13 @@ impl Ring {
                     Ok(()) => i += 1,
                     Err(e) => failed = Some(e),
                 }
-            })
-            .map_err(pop_error)?;
-            match failed {
-                Some(e) => Err(e),
-                None => Ok(array),
+            });
+            match (failed, popped) {
+                (Some(e), _) => Err(e),
+                (None, Ok(_)) => Ok(array),
+                // The good messages before the bad record are consumed:
+                // they travel on the error, not lost.
+                (None, Err(e)) => Err(throw_with_messages(raw, e, array)),
             }
         })?;
         // SAFETY: array was just created in this env.
@@ -606,6 +635,20 @@ impl Ring {
     #[napi]
     pub fn discard(&self) -> Result<f64> {
         self.with(|_, r| Ok(r.discard() as f64))
+    }
+
+    /// `discard()` after an EBADMSG, counted in the ring's error word for
+    /// the producer to see (`errors`); returns the bytes dropped.
+    #[napi]
+    pub fn discard_corrupt(&self) -> Result<f64> {
+        self.with(|_, r| Ok(r.discard_corrupt() as f64))
+    }
+
+    /// How many times the consumer has dropped this ring's contents as
+    /// corrupt (only grows; the producer compares it with an earlier value).
+    #[napi(getter)]
+    pub fn errors(&self) -> Result<f64> {
+        self.with(|_, r| Ok(r.errors() as f64))
     }
 
     /// Drops this view's hold on the mapping. Idempotent.
