@@ -213,3 +213,12 @@ test.serial("a peer that corrupts the switch's ring to a ring reader: the switch
   t.deepEqual(await pings(good, 3), ['pong', 'pong', 'pong']);
   t.true(log.some((l) => new RegExp(`ring to peer ${good.id}: .*corrupt.*using the slot`).test(l)), log.filter((l) => /switch/.test(l)).join('\n'));
 });
+
+test.serial("a newcomer that never reads the switch's welcome gets it withdrawn at the deadline with a log line, even when nothing else is sent", async (t) => {
+  const log: string[] = [];
+  const { sock } = startFabric(t, log);
+  const quiet = await Client.connect(sock, { timeoutMs: 15_000 });
+  t.context.closers.push(() => quiet.close());
+  await waitFor(() => log.some((l) => l.includes(`a message to peer ${quiet.id} was not taken within 1000 ms: withdrawn as undelivered`)), 'the undelivered log line', 20_000);
+  t.is(new Uint32Array(quiet.memory, (N + 1) * 512 + 32, 1)[0], 0, "the switch's slot is free again");
+});
