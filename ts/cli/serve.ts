@@ -152,6 +152,17 @@ export async function runServe(argv: string[]): Promise<number> {
       return 2;
     }
   }
+  const stop = (signal: string) => {
+    console.log(`famez: ${signal}: closing ${server.peerIds.length} peer(s) and exiting`);
+    server.close();
+    // Removed only if the path still is our (locked) pid file.
+    pidfile?.remove();
+    process.exit(0);
+  };
+  // Before "serving on": whoever reads that line may signal at once.
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGHUP', () => undefined);
   const shmDesc = o.shm.kind === 'memfd' ? 'memfd' : o.shm.kind === 'file' ? o.shm.name : `/dev/shm/${o.shm.name}`;
   console.log(
     `famez: serving on ${server.socketPath} (shared memory ${shmDesc}, ${formatSize(o.size)}, ${o.vectors} vector${o.vectors === 1 ? '' : 's'}; pid ${process.pid})`,
@@ -172,19 +183,9 @@ export async function runServe(argv: string[]): Promise<number> {
     }
   }
 
-  const stop = (signal: string) => {
-    console.log(`famez: ${signal}: closing ${server.peerIds.length} peer(s) and exiting`);
-    server.close();
-    // Removed only if the path still is our (locked) pid file.
-    pidfile?.remove();
-    process.exit(0);
-  };
   if (fabric && o.fabric && (o.fabric.console ?? (process.stdin.isTTY === true && !daemonChild))) {
     startConsole(fabric.switch, server, () => stop('quit'));
   }
-  process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGHUP', () => undefined);
   return -1; // keep running
 }
 
