@@ -255,7 +255,7 @@ export class Server extends EventEmitter<ServerEvents> {
     let socketId: FileIdentity | null = null;
     try {
       if (state.state === 'stale') {
-        fs.unlinkSync(socketPath);
+        fs.rmSync(socketPath, { force: true });
         log(`famez: replaced stale socket ${socketPath}`);
       }
       // Created with the shared memory's mode (the umask is set to its
