@@ -437,9 +437,9 @@ server is refused (naming its pid), a leftover of a server that died is
 replaced. A live socket (one that takes a connection) is never replaced.
 At exit a name is removed only while it still is this server's file.
 
-Exit status: 0 after SIGINT/SIGTERM, 1 when something is in use (a live
-socket, shared memory or pid file), 2 for a command-line error (nothing is
-created).
+Exit status: 0 after SIGINT/SIGTERM; 1 when a file is in use (a live
+socket, shared memory or pid file) or cannot be created; 2 for a
+command-line error (nothing is created).
 
 Signals: SIGINT and SIGTERM close every client, remove the socket (and the
 shared memory unless --keep-shm) and exit 0.

@@ -21,6 +21,8 @@ use nix::sys::stat::{fstat, lstat, major, minor, Mode, SFlag};
 /// A file's identity: (device, inode).
 pub type FileId = (u64, u64);
 
+// dev_t and ino_t are not u64 on every target.
+#[allow(clippy::unnecessary_cast)]
 pub fn id_of(st: &nix::sys::stat::FileStat) -> FileId {
     (st.st_dev as u64, st.st_ino as u64)
 }
