@@ -1,6 +1,7 @@
 // FAME-Z mailbox slots and famez ring channels through the native binding:
 // two mappings of one memfd (this process), and a producer in another
 // process that only has the memory and an eventfd doorbell.
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createRequire } from 'node:module';
 
@@ -45,7 +46,7 @@ function own<T extends { close(): void }>(t: Ctx, x: T): T {
 /** A memfd and a second, independent mapping of it (opened through /proc). */
 function twoMappings(t: Ctx, size = 1 << 20): [SharedMemory, SharedMemory] {
   const a = own(t, SharedMemory.create({ kind: 'memfd', name: 'mailbox-test', size }));
-  const b = own(t, SharedMemory.create({ kind: 'file', name: `/proc/self/fd/${a.fd}`, size }));
+  const b = own(t, SharedMemory.fromFd(fs.openSync(`/proc/self/fd/${a.fd}`, 'r+')));
   return [a, b];
 }
 

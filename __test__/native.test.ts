@@ -376,17 +376,27 @@ test('SharedMemory posix: /dev/shm file with the exact mode (umask ignored) and 
   t.throws(() => s.unlink(), { message: /ENOENT/ });
 });
 
-test('SharedMemory posix: default mode 0600; a leading slash in the name is accepted; an existing object is reopened and resized', (t) => {
+test('SharedMemory posix: default mode 0600; a leading slash in the name is accepted; an existing object in use is refused, never resized, and replaced once stale', (t) => {
   const name = unique('famez-native');
   const file = `/dev/shm/${name}`;
   t.context.cleanups.push(() => fs.rmSync(file, { force: true }));
-  const a = own(t, SharedMemory.create({ kind: 'posix', name: `/${name}`, size: 4096 }));
+  const a = SharedMemory.create({ kind: 'posix', name: `/${name}`, size: 4096 });
+  t.context.cleanups.push(() => a.close());
   t.is(fs.statSync(file).mode & 0o7777, 0o600);
-  new Uint8Array(a.buffer as ArrayBuffer)[0] = 9;
+  const va = new Uint8Array(a.buffer as ArrayBuffer);
+  va[0] = 9;
+  t.throws(() => SharedMemory.create({ kind: 'posix', name, size: 16384, mode: 0o640 }), {
+    message: new RegExp(`^EADDRINUSE: shared memory ${file} is in use by a running famez server \\(pid ${process.pid}\\)`),
+  });
+  t.is(fs.statSync(file).size, 4096, 'not resized');
+  t.is(fs.statSync(file).mode & 0o7777, 0o600, 'not chmod-ed');
+  // Closed (as by a server that died): a leftover, replaced by a new object.
+  a.close();
   const b = own(t, SharedMemory.create({ kind: 'posix', name, size: 16384, mode: 0o640 }));
+  t.true(b.replacedStale);
   t.is(fs.statSync(file).size, 16384);
   t.is(fs.statSync(file).mode & 0o7777, 0o640);
-  t.is(new Uint8Array(b.buffer as ArrayBuffer)[0], 9, 'the same object');
+  t.is(new Uint8Array(b.buffer as ArrayBuffer)[0], 0, 'a new object');
 });
 
 test('SharedMemory file: created with mode and size in a directory; a missing directory is ENOENT', (t) => {

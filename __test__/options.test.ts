@@ -2,7 +2,7 @@
 // form, famez's extensions, sizes, and every refusal.
 import test from 'ava';
 
-import { DEFAULTS, MAX_PEERS, MAX_VECTORS, SERVE_HELP, UsageError, parseServeArgs, parseSize, tokenize, type ServeOptions } from '../ts/server/options.js';
+import { DEFAULTS, MAX_GID, MAX_PEERS, MAX_VECTORS, SERVE_HELP, UsageError, maxMappableSize, parseServeArgs, parseSize, tokenize, type ServeOptions } from '../ts/server/options.js';
 
 // The stock server's flags are tested in --silent mode, where famez is
 // exactly the stock ivshmem-server; the fabric (the default) is tested below.
@@ -241,9 +241,36 @@ test('--mode is octal, with or without a leading 0, 3 or 4 digits', (t) => {
   t.is(stock(['--mode', '0660']).mode, 0o660);
   t.is(stock(['--mode', '660']).mode, 0o660);
   t.is(stock(['--mode=600']).mode, 0o600);
-  t.is(stock(['--mode', '2770']).mode, 0o2770);
-  t.is(stock(['--mode', '02770']).mode, 0o2770);
+  t.is(stock(['--mode', '0770']).mode, 0o770);
   for (const bad of ['0999', '66', '777777', 'rw', '0o660', '']) usage(t, ['--mode', bad], /--mode needs octal permission bits/);
+});
+
+test('--mode refuses setuid, setgid and sticky bits (the socket and shm get plain permission bits)', (t) => {
+  for (const bad of ['2770', '02770', '4755', '1777', '7777']) {
+    usage(t, ['--mode', bad], /--mode takes permission bits only.*setuid, setgid and sticky bits are refused/);
+  }
+  t.is(stock(['--mode', '0777']).mode, 0o777);
+});
+
+test('a group id past the largest gid is a usage error, not a run-time failure', (t) => {
+  usage(t, ['--group', '99999999999'], /--group 99999999999 is not a group id/);
+  usage(t, ['--group', String(MAX_GID + 1)], /is not a group id/);
+  t.is(stock(['--group', String(MAX_GID)]).group, String(MAX_GID));
+});
+
+test('-M / and other names that are not a POSIX shm name are usage errors', (t) => {
+  for (const bad of ['/', '//', '', '.', '..', '/..', 'a/b', 'x'.repeat(256)]) usage(t, ['-M', bad], /invalid shm name/);
+  t.deepEqual(stock(['-M', 'x'.repeat(255)]).shm, { kind: 'posix', name: 'x'.repeat(255) });
+});
+
+test('a size that can never be mapped on this arch is a usage error at parse time', (t) => {
+  t.is(maxMappableSize('x64'), 2 ** 46);
+  t.is(maxMappableSize('arm64'), 2 ** 47);
+  t.is(maxMappableSize('ia32'), 2 ** 31);
+  usage(t, ['-l', '4096T'], /size 4096T can never be mapped on this machine/);
+  const max = maxMappableSize();
+  t.is(stock(['-l', String(max)]).size, max);
+  usage(t, ['-l', String(max * 2)], /can never be mapped/);
 });
 
 test('--group keeps the name; an empty group is refused', (t) => {

@@ -10,6 +10,7 @@
 // TypeScript RingWriter over this process's own mapping), prints {"done":COUNT,"bells":N} and exits. Waiting
 // for space (a busy slot, a full ring) is a bounded spin: this process has
 // nothing else to do.
+import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
 import * as path from 'node:path';
 
@@ -24,7 +25,7 @@ function main(): void {
   const [mode, countArg] = process.argv.slice(2);
   const count = Number(countArg);
   const deadline = Date.now() + 60_000;
-  const shm = binding.SharedMemory.create({ kind: 'file', name: '/proc/self/fd/3', size: binding.fdSize(3) });
+  const shm = binding.SharedMemory.fromFd(fs.openSync('/proc/self/fd/3', 'r+'));
   const bell = binding.EventFd.adopt(4);
   let bells = 0;
   /** The burst in batches of 64, ringing when a push found the ring empty;

@@ -155,6 +155,15 @@ export class Scratch {
     return p;
   }
 
+  /** Spawns `famez <args>` run by `wrapper` (e.g. `['prlimit', '--as=N', '--']`
+   * or `['sh', '-c', 'umask 000 && exec "$0" "$@"']`), which execs node. */
+  famezVia(wrapper: string[], args: string[]): FamezProcess {
+    const child = spawn(wrapper[0], [...wrapper.slice(1), process.execPath, ...MAIN, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = new FamezProcess(child, args);
+    this.procs.push(p);
+    return p;
+  }
+
   /** Spawns `famez client <args>` with a stdin pipe for commands (see type()). */
   client(args: string[]): FamezProcess {
     const child = spawn(process.execPath, [...MAIN, 'client', ...args], { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'] });

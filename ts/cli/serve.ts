@@ -7,31 +7,46 @@ import { Fabric } from '../fabric/fabric.js';
 import { startConsole } from './console.js';
 import { genzFabricHooks } from '../fabric/genz-codec.js';
 import { openMailbox } from '../fabric/mailbox.js';
+import { PidFile } from '../native.js';
 import { DEFAULT_MAX_QUEUED, Server, ServerError } from '../server/server.js';
-import { SERVE_HELP, UsageError, formatSize, parseServeArgs, type ServeOptions } from '../server/options.js';
+import { MAX_GID, MAX_SOCKET_PATH, SERVE_HELP, UsageError, formatSize, parseServeArgs, type ServeOptions } from '../server/options.js';
 import { stanzaText } from '../stanza.js';
 
 const DAEMON_ENV = 'FAMEZ_DAEMON_CHILD';
 
 function resolveGroup(group: string): number {
-  if (/^\d+$/.test(group)) return Number(group);
-  let text = '';
-  try {
-    text = fs.readFileSync('/etc/group', 'utf8');
-  } catch {
-    // fall through to the error below
+  let gid: number | null = /^\d+$/.test(group) ? Number(group) : null;
+  if (gid === null) {
+    let text = '';
+    try {
+      text = fs.readFileSync('/etc/group', 'utf8');
+    } catch {
+      // fall through to the error below
+    }
+    for (const line of text.split('\n')) {
+      const [name, , id] = line.split(':');
+      if (name === group && id !== undefined && /^\d+$/.test(id)) gid = Number(id);
+    }
   }
-  for (const line of text.split('\n')) {
-    const [name, , gid] = line.split(':');
-    if (name === group && gid !== undefined) return Number(gid);
+  if (gid === null) throw new UsageError(`unknown group '${group}'`);
+  if (gid > MAX_GID) throw new UsageError(`--group ${group} is not a group id (at most ${MAX_GID})`);
+  // Only root may give a file a group it is not a member of.
+  const uid = process.geteuid?.() ?? 0;
+  if (uid !== 0 && gid !== process.getegid?.() && !(process.getgroups?.() ?? []).includes(gid)) {
+    throw new UsageError(`--group ${group}: this user is not a member of group ${gid}, so it cannot give files that group`);
   }
-  throw new UsageError(`unknown group '${group}'`);
+  return gid;
 }
 
 /** Checks what can be checked before anything is created. */
 function preflight(o: ServeOptions): number | null {
-  const dir = path.dirname(path.resolve(o.socket));
+  const socket = path.resolve(o.socket);
+  const dir = path.dirname(socket);
   if (!fs.existsSync(dir)) throw new UsageError(`socket directory ${dir} does not exist`);
+  const bytes = Buffer.byteLength(socket);
+  if (bytes > MAX_SOCKET_PATH) {
+    throw new UsageError(`socket path ${socket} has ${bytes} bytes, a UNIX socket path at most ${MAX_SOCKET_PATH}; choose a shorter one with -S`);
+  }
   if (o.pidfile !== null && !fs.existsSync(path.dirname(path.resolve(o.pidfile)))) {
     throw new UsageError(`pid file directory ${path.dirname(path.resolve(o.pidfile))} does not exist`);
   }
@@ -39,6 +54,17 @@ function preflight(o: ServeOptions): number | null {
     throw new UsageError(`shared-memory directory ${path.dirname(o.shm.name)} does not exist`);
   }
   return o.group === null ? null : resolveGroup(o.group);
+}
+
+/** Creates and locks the pid file (see PidFile): a ServerError-like line
+ * and exit 1 when it is held or is not a pid file. */
+function createPidFile(file: string): PidFile {
+  try {
+    return PidFile.create(path.resolve(file));
+  } catch (e) {
+    const m = /^([A-Z][A-Z0-9]+): ([\s\S]*)$/.exec((e as Error).message);
+    throw new ServerError(m?.[1] === 'ENOENT' ? 'ENOENT' : 'EADDRINUSE', m ? m[2] : (e as Error).message);
+  }
 }
 
 export async function runServe(argv: string[]): Promise<number> {
@@ -80,7 +106,12 @@ export async function runServe(argv: string[]): Promise<number> {
       })
     : null;
   let server: Server;
+  // The pid file first: a server already running with it is refused before
+  // anything else is created. It is locked for this process's life.
+  let pidfile: PidFile | null = null;
   try {
+    if (o.pidfile !== null) pidfile = createPidFile(o.pidfile);
+    if (pidfile?.tookOver) console.log(`famez: took over stale pid file ${o.pidfile}`);
     server = Server.start({
       socket: o.socket,
       shm: o.shm,
@@ -99,10 +130,12 @@ export async function runServe(argv: string[]): Promise<number> {
     });
   } catch (e) {
     fabric?.close();
+    pidfile?.remove();
     if (e instanceof ServerError) {
+      const code = e.usage ? 2 : 1;
       process.stderr.write(`famez serve: ${e.message}\n`);
-      report(`error ${e.code === 'ENOENT' ? 2 : 1} ${e.message}`);
-      return e.code === 'ENOENT' ? 2 : 1;
+      report(`error ${code} ${e.message}`);
+      return code;
     }
     throw e;
   }
@@ -113,12 +146,23 @@ export async function runServe(argv: string[]): Promise<number> {
       // Only the sizes can be wrong here; undo everything the start made.
       server.close();
       fabric.close();
+      pidfile?.remove();
       process.stderr.write(`famez serve: ${(e as Error).message}\n`);
       report(`error 2 ${(e as Error).message}`);
       return 2;
     }
   }
-  if (o.pidfile !== null) fs.writeFileSync(o.pidfile, `${process.pid}\n`);
+  const stop = (signal: string) => {
+    console.log(`famez: ${signal}: closing ${server.peerIds.length} peer(s) and exiting`);
+    server.close();
+    // Removed only if the path still is our (locked) pid file.
+    pidfile?.remove();
+    process.exit(0);
+  };
+  // Before "serving on": whoever reads that line may signal at once.
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGHUP', () => undefined);
   const shmDesc = o.shm.kind === 'memfd' ? 'memfd' : o.shm.kind === 'file' ? o.shm.name : `/dev/shm/${o.shm.name}`;
   console.log(
     `famez: serving on ${server.socketPath} (shared memory ${shmDesc}, ${formatSize(o.size)}, ${o.vectors} vector${o.vectors === 1 ? '' : 's'}; pid ${process.pid})`,
@@ -139,24 +183,9 @@ export async function runServe(argv: string[]): Promise<number> {
     }
   }
 
-  const stop = (signal: string) => {
-    console.log(`famez: ${signal}: closing ${server.peerIds.length} peer(s) and exiting`);
-    server.close();
-    if (o.pidfile !== null) {
-      try {
-        fs.unlinkSync(o.pidfile);
-      } catch {
-        // already gone
-      }
-    }
-    process.exit(0);
-  };
   if (fabric && o.fabric && (o.fabric.console ?? (process.stdin.isTTY === true && !daemonChild))) {
     startConsole(fabric.switch, server, () => stop('quit'));
   }
-  process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGHUP', () => undefined);
   return -1; // keep running
 }
 

@@ -98,7 +98,45 @@ function parseInteger(flag: string, text: string, min: number, max: number, why 
 
 function parseMode(text: string): number {
   if (!/^0?[0-7]{3,4}$/.test(text)) throw new UsageError(`--mode needs octal permission bits like 0660, got '${text}'`);
-  return parseInt(text, 8);
+  const mode = parseInt(text, 8);
+  if (mode & 0o7000) {
+    throw new UsageError(`--mode takes permission bits only, like 0660: setuid, setgid and sticky bits are refused, got '${text}'`);
+  }
+  return mode;
+}
+
+/** The most bytes a UNIX socket path may have (sun_path is 108 bytes with
+ * its terminating NUL). */
+export const MAX_SOCKET_PATH = 107;
+
+/** The largest gid: (gid_t)-1 means "no change" to chown. */
+export const MAX_GID = 2 ** 32 - 2;
+
+/** The largest power of two one mapping can ever have on `arch`: half the
+ * user address space (x64: 47 bits, arm64: 48 bits; 32-bit: 3 GiB). */
+export function maxMappableSize(arch: string = process.arch): number {
+  switch (arch) {
+    case 'x64':
+      return 2 ** 46;
+    case 'arm64':
+    case 'riscv64':
+    case 'ppc64':
+    case 's390x':
+    case 'loong64':
+      return 2 ** 47;
+    default:
+      return 2 ** 31;
+  }
+}
+
+/** A POSIX shm name as given to -M (a leading slash allowed). */
+function parseShmName(v: string): string {
+  const name = v.replace(/^\//, '');
+  if (!name || name.includes('/') || name === '.' || name === '..' || name.includes('\0')) {
+    throw new UsageError(`invalid shm name '${v}': a name like 'ivshmem', without slashes`);
+  }
+  if (Buffer.byteLength(name) > 255) throw new UsageError(`invalid shm name: it has ${Buffer.byteLength(name)} bytes, at most 255 are allowed`);
+  return name;
 }
 
 interface FlagSpec {
@@ -206,16 +244,20 @@ export function parseServeArgs(argv: readonly string[]): ServeOptions {
         o.socket = v;
         break;
       case 'shm-name':
-        if (!v || v.slice(1).includes('/')) throw new UsageError(`invalid shm name '${v}': a name like 'ivshmem', without slashes`);
-        shmName = v.replace(/^\//, '');
+        shmName = parseShmName(v);
         break;
       case 'shm-dir':
         if (!v) throw new UsageError('--shm-dir needs a directory');
         shmDir = v;
         break;
-      case 'size':
+      case 'size': {
         o.size = parseSize(v);
+        const max = maxMappableSize();
+        if (o.size > max) {
+          throw new UsageError(`size ${v} can never be mapped on this machine (${process.arch}): at most ${formatSize(max)}`);
+        }
         break;
+      }
       case 'vectors':
         vectors = parseInteger('-n/--vectors', v, 1, MAX_VECTORS, ' (a guest can only ring vectors 0..255)');
         break;
@@ -287,6 +329,7 @@ export function parseServeArgs(argv: readonly string[]): ServeOptions {
         break;
       case 'group':
         if (!v) throw new UsageError('--group needs a group name or number');
+        if (/^\d+$/.test(v) && Number(v) > MAX_GID) throw new UsageError(`--group ${v} is not a group id (at most ${MAX_GID})`);
         o.group = v;
         break;
     }
@@ -367,8 +410,11 @@ famez options:
                          7.2 corrupts its heap when it is)
       --keep-shm         leave the shared memory in place at exit
       --memfd            use an anonymous memfd (nothing to clean up)
-      --mode MODE        octal permissions for the socket and shared memory
-                         (default: socket 0777 minus umask, shm 0600)
+      --mode MODE        octal permissions for the shared memory and the socket
+                         (default 0600, whatever the umask). The socket always
+                         gets the shared memory's mode: whoever can connect is
+                         handed the shared memory. No setuid, setgid or
+                         sticky bits
       --group GROUP      group (name or id) for the socket and shared memory
 
 Fabric (the default; FAME-Z compatible):
@@ -384,6 +430,16 @@ Fabric (the default; FAME-Z compatible):
       --console          a console on stdin (default when stdin is a terminal)
       --ring-capacity C  bytes per ring channel, a power of two (messages up
                          to C/2 - 8 bytes); default: up to 16K as -l allows
+
+Files: the shared memory (-M, -m) and the pid file are created new, never
+through a symlink, and locked while the server runs; one held by a running
+server is refused (naming its pid), a leftover of a server that died is
+replaced. A live socket (one that takes a connection) is never replaced.
+At exit a name is removed only while it still is this server's file.
+
+Exit status: 0 after SIGINT/SIGTERM; 1 when a file is in use (a live
+socket, shared memory or pid file) or cannot be created; 2 for a
+command-line error (nothing is created).
 
 Signals: SIGINT and SIGTERM close every client, remove the socket (and the
 shared memory unless --keep-shm) and exit 0.

@@ -8,7 +8,7 @@ import * as path from 'node:path';
 
 import { EventFd, SharedMemory, UnixListener, UnixStream, closeFd, socketState } from '../native.js';
 import { Membership, refusalMessages, type FdRef, type IdPolicy, type Send } from '../protocol.js';
-import type { ShmKind } from './options.js';
+import { MAX_SOCKET_PATH, type ShmKind } from './options.js';
 
 export interface ServerConfig {
   socket: string;
@@ -19,7 +19,8 @@ export interface ServerConfig {
   idPolicy?: IdPolicy;
   /** Leave the shared memory in place when the server closes. */
   keepShm?: boolean;
-  /** Permission bits for the socket and the shared memory. */
+  /** Permission bits for the shared memory and the socket (default 0600:
+   * the socket hands out the shared memory, so it gets the same mode). */
   mode?: number | null;
   gid?: number | null;
   /** Messages a peer may leave unread beyond its socket buffer and its
@@ -41,14 +42,61 @@ export interface ServerConfig {
   recycle?: boolean;
 }
 
+export type ServerErrorCode =
+  | 'EADDRINUSE'
+  | 'ENOENT'
+  | 'ENOTSOCK'
+  | 'ESHM'
+  | 'ELISTEN'
+  | 'ENAMETOOLONG'
+  | 'ENOMEM'
+  | 'EGROUP'
+  | 'EUNKNOWN';
+
 export class ServerError extends Error {
   override name = 'ServerError';
   constructor(
-    readonly code: 'EADDRINUSE' | 'ENOENT' | 'ENOTSOCK' | 'ESHM' | 'ELISTEN',
+    readonly code: ServerErrorCode,
     message: string,
   ) {
     super(message);
   }
+
+  /** A command-line error (a path, size or group that cannot work), as
+   * opposed to something found in use. */
+  get usage(): boolean {
+    return this.code === 'ENOENT' || this.code === 'ENAMETOOLONG' || this.code === 'ENOMEM' || this.code === 'EGROUP';
+  }
+}
+
+type FileIdentity = { dev: bigint; ino: bigint };
+
+function identity(p: string): FileIdentity | null {
+  try {
+    const st = fs.lstatSync(p, { bigint: true });
+    return { dev: st.dev, ino: st.ino };
+  } catch {
+    return null;
+  }
+}
+
+/** Removes `p` only while it is still the file `id` (ours). */
+function unlinkIfOurs(p: string, id: FileIdentity | null): boolean {
+  const now = identity(p);
+  if (!id || !now || now.dev !== id.dev || now.ino !== id.ino) return false;
+  try {
+    fs.unlinkSync(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** "CODE: text" from the native binding, as [CODE, text]. */
+function nativeCode(e: unknown): [string, string] {
+  const message = (e as Error).message ?? String(e);
+  const m = /^([A-Z][A-Z0-9]+): ([\s\S]*)$/.exec(message);
+  return m ? [m[1], m[2]] : ['', message];
 }
 
 export interface PeerEvent {
@@ -106,6 +154,8 @@ export class Server extends EventEmitter<ServerEvents> {
   private readonly members: Membership;
   private readonly log: (line: string) => void;
   private closed = false;
+  /** The socket file this server bound (removed at close only if the path still is it). */
+  private socketId: FileIdentity | null = null;
 
   private constructor(
     readonly config: Required<Omit<ServerConfig, 'log' | 'mode' | 'gid' | 'member'>> & Pick<ServerConfig, 'mode' | 'gid' | 'member'>,
@@ -144,8 +194,14 @@ export class Server extends EventEmitter<ServerEvents> {
       ...(Object.fromEntries(Object.entries(config).filter(([, v]) => v !== undefined)) as ServerConfig),
     };
     const socketPath = path.resolve(config.socket);
+    const bytes = Buffer.byteLength(socketPath);
+    if (bytes > MAX_SOCKET_PATH) {
+      throw new ServerError('ENAMETOOLONG', `socket path ${socketPath} has ${bytes} bytes, a UNIX socket path at most ${MAX_SOCKET_PATH}; choose a shorter one with -S`);
+    }
     const dir = path.dirname(socketPath);
     if (!fs.existsSync(dir)) throw new ServerError('ENOENT', `socket directory ${dir} does not exist`);
+    // Decided by connecting: a socket that takes a connection is live,
+    // whatever its path looks like in the kernel's tables.
     const state = socketState(socketPath);
     if (state.state === 'live') {
       const who = state.pid === undefined ? 'a running server' : `a running server (pid ${state.pid})`;
@@ -154,36 +210,73 @@ export class Server extends EventEmitter<ServerEvents> {
     if (state.state === 'not-a-socket') {
       throw new ServerError('ENOTSOCK', `${socketPath} exists and is not a socket; remove it or choose another path with -S`);
     }
+    if (state.state === 'unknown') {
+      throw new ServerError(
+        'EUNKNOWN',
+        `cannot tell whether socket ${socketPath} is in use: connecting to it failed (${state.reason}); famez replaces only a socket that refuses connections: remove it or choose another path with -S`,
+      );
+    }
     if (config.shm.kind === 'file' && !fs.existsSync(path.dirname(config.shm.name))) {
       throw new ServerError('ENOENT', `shared-memory directory ${path.dirname(config.shm.name)} does not exist`);
     }
+    const mode = config.mode ?? 0o600;
+    const what = config.shm.kind === 'posix' ? `/dev/shm/${config.shm.name}` : config.shm.name;
     let shm: SharedMemory;
     try {
-      shm = SharedMemory.create({
-        kind: config.shm.kind,
-        name: config.shm.name,
-        size: config.size,
-        mode: config.mode ?? 0o600,
-        gid: config.gid ?? undefined,
-      });
+      shm = SharedMemory.create({ kind: config.shm.kind, name: config.shm.name, size: config.size, mode, gid: config.gid ?? undefined });
     } catch (e) {
+      const [code, text] = nativeCode(e);
+      // A refusal is a sentence naming the object (and who holds it).
+      if (code === 'EADDRINUSE' || code === 'EEXIST' || code === 'EACCES') throw new ServerError('ESHM', text);
+      if (code === 'ENOMEM') throw new ServerError('ENOMEM', `cannot create ${config.size} bytes of shared memory ${what}: ${text}; choose a smaller -l`);
+      if (code === 'EPERM' && config.gid != null) throw new ServerError('EGROUP', `cannot give shared memory ${what} group ${config.gid}: ${text}`);
       throw new ServerError('ESHM', `cannot create shared memory ${config.shm.name}: ${(e as Error).message}`);
     }
-    let listener: UnixListener;
+    const dropShm = () => {
+      try {
+        shm.unlink();
+      } catch {
+        // already gone
+      }
+      shm.close();
+    };
+    if (shm.replacedStale) log(`famez: replaced stale shared memory ${what} (no process held it)`);
+    try {
+      shm.probeMap();
+    } catch (e) {
+      dropShm();
+      const [code] = nativeCode(e);
+      if (code === 'ENOMEM') {
+        throw new ServerError('ENOMEM', `cannot map ${config.size} bytes of shared memory (mmap: ENOMEM): this machine or its limits (ulimit -v) do not allow that much; choose a smaller -l`);
+      }
+      throw new ServerError('ESHM', `cannot map shared memory ${what}: ${(e as Error).message}`);
+    }
+    let listener: UnixListener | undefined;
+    let socketId: FileIdentity | null = null;
     try {
       if (state.state === 'stale') {
-        fs.unlinkSync(socketPath);
+        fs.rmSync(socketPath, { force: true });
         log(`famez: replaced stale socket ${socketPath}`);
       }
-      listener = UnixListener.listen(socketPath);
-      if (config.mode != null) fs.chmodSync(socketPath, config.mode);
-      if (config.gid != null) fs.chownSync(socketPath, -1, config.gid);
+      // Created with the shared memory's mode (the umask is set to its
+      // complement for the bind): nothing is changed through the path.
+      listener = UnixListener.listen(socketPath, mode);
+      socketId = identity(socketPath);
+      // lchown: a symlink planted at the path is not followed.
+      if (config.gid != null) fs.lchownSync(socketPath, -1, config.gid);
     } catch (e) {
-      if (!full.keepShm) shm.unlink();
-      shm.close();
-      throw new ServerError('ELISTEN', `cannot listen on ${socketPath}: ${(e as Error).message}`);
+      listener?.close();
+      unlinkIfOurs(socketPath, socketId);
+      dropShm();
+      const err = e as NodeJS.ErrnoException;
+      if (err.code === 'EPERM' && config.gid != null && listener) {
+        throw new ServerError('EGROUP', `cannot give socket ${socketPath} group ${config.gid}: ${err.message}`);
+      }
+      throw new ServerError('ELISTEN', `cannot listen on ${socketPath}: ${err.message}`);
     }
-    return new Server({ ...full, socket: socketPath }, listener, shm, log);
+    const server = new Server({ ...full, socket: socketPath }, listener, shm, log);
+    server.socketId = socketId;
+    return server;
   }
 
   /** IDs of the connected peers, ascending. */
@@ -391,18 +484,16 @@ export class Server extends EventEmitter<ServerEvents> {
     if (this.closed) return;
     this.closed = true;
     this.listener.close();
-    try {
-      fs.unlinkSync(this.config.socket);
-    } catch {
-      // already gone
+    if (!unlinkIfOurs(this.config.socket, this.socketId) && fs.existsSync(this.config.socket)) {
+      this.log(`famez: left ${this.config.socket} alone: it is no longer this server's socket`);
     }
     for (const id of this.peerIds) this.drop(id, 'server shutting down');
     for (const vectors of this.recycled.values()) for (const v of vectors) v.close();
     this.recycled.clear();
     this.members.clearKept();
-    if (!this.config.keepShm) {
+    if (!this.config.keepShm && this.config.shm.kind !== 'memfd') {
       try {
-        this.shm.unlink();
+        if (!this.shm.unlink()) this.log(`famez: left shared memory ${this.config.shm.name} alone: the name is no longer this server's object`);
       } catch {
         // already gone
       }

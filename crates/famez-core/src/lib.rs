@@ -8,12 +8,14 @@
 //! famez's ring channels (`ring`).
 
 pub mod eventfd;
+pub mod lock;
 pub mod mailbox;
 pub mod ring;
 pub mod shm;
 pub mod socket;
 
 pub use eventfd::EventFd;
+pub use lock::PidFile;
 pub use mailbox::{Mailbox, MailboxError};
 pub use ring::{Ring, RingLayout};
 pub use shm::{Mapping, SharedMemory, ShmBacking};

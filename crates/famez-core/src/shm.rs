@@ -10,10 +10,13 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::ptr::NonNull;
 
-use nix::fcntl::OFlag;
+use nix::errno::Errno;
+use nix::fcntl::{Flock, OFlag};
 use nix::sys::mman::{mmap, munmap, shm_open, shm_unlink, MapFlags, ProtFlags};
-use nix::sys::stat::{fchmod, fstat, Mode};
-use nix::unistd::{fchown, ftruncate, Gid};
+use nix::sys::stat::{fchmod, fstat, lstat, Mode, SFlag};
+use nix::unistd::{fchown, ftruncate, geteuid, Gid};
+
+use crate::lock::{flock_holder, id_of, process_using, reopen_private, try_lock, FileId};
 
 /// Where the shared object lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +29,62 @@ pub enum ShmBacking {
     Memfd(String),
 }
 
+impl ShmBacking {
+    fn describe(&self) -> String {
+        match self {
+            ShmBacking::Posix(name) => format!("shared memory /dev/shm{}", posix_name(name)),
+            ShmBacking::File(path) => format!("shared-memory file {}", path.display()),
+            ShmBacking::Memfd(name) => format!("memfd {name}"),
+        }
+    }
+
+    /// A new object at the name: O_CREAT|O_EXCL (never an existing object,
+    /// never through a symlink: O_EXCL does not follow one), mode 0600 until
+    /// it is set up.
+    fn open_new(&self) -> nix::Result<OwnedFd> {
+        let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR | OFlag::O_CLOEXEC;
+        let perm = Mode::S_IRUSR | Mode::S_IWUSR;
+        match self {
+            ShmBacking::Posix(name) => shm_open(posix_name(name).as_str(), flags, perm),
+            ShmBacking::File(path) => nix::fcntl::open(path, flags | OFlag::O_NOFOLLOW, perm),
+            ShmBacking::Memfd(_) => Err(Errno::EINVAL),
+        }
+    }
+
+    /// What is at the name now, opened read-only without following a
+    /// symlink (glibc's shm_open adds O_NOFOLLOW) or blocking on a FIFO.
+    fn open_existing(&self) -> nix::Result<OwnedFd> {
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+        match self {
+            ShmBacking::Posix(name) => shm_open(posix_name(name).as_str(), flags, Mode::empty()),
+            ShmBacking::File(path) => nix::fcntl::open(path, flags, Mode::empty()),
+            ShmBacking::Memfd(_) => Err(Errno::EINVAL),
+        }
+    }
+
+    /// The identity of what the name refers to now.
+    fn id_now(&self) -> io::Result<Option<FileId>> {
+        let st = match self {
+            ShmBacking::Posix(name) => lstat(format!("/dev/shm{}", posix_name(name)).as_str()),
+            ShmBacking::File(path) => lstat(path),
+            ShmBacking::Memfd(_) => return Ok(None),
+        };
+        Ok(Some(id_of(&st?)))
+    }
+
+    fn unlink_name(&self) -> nix::Result<()> {
+        match self {
+            ShmBacking::Posix(name) => shm_unlink(posix_name(name).as_str()),
+            ShmBacking::File(path) => nix::unistd::unlink(path),
+            ShmBacking::Memfd(_) => Ok(()),
+        }
+    }
+}
+
+fn refusal(kind: io::ErrorKind, msg: String) -> io::Error {
+    io::Error::new(kind, msg)
+}
+
 /// An open shared-memory object. Dropping it closes the fd but never
 /// unlinks: removing the name is an explicit decision ([`SharedMemory::unlink`]).
 #[derive(Debug)]
@@ -33,36 +92,101 @@ pub struct SharedMemory {
     fd: OwnedFd,
     size: u64,
     backing: Option<ShmBacking>,
+    /// (device, inode) of the object, so only our own name is removed.
+    id: FileId,
+    /// For a named object: `flock(LOCK_EX)` on a private open file
+    /// description (not the fd handed to peers, which they share), held
+    /// while this object lives. It tells other servers the name is in use.
+    _lock: Option<Flock<OwnedFd>>,
+    replaced_stale: bool,
 }
 
 impl SharedMemory {
-    /// Creates (or opens, when it exists) the object and sets its size,
-    /// permission bits and, when given, its group.
+    /// Creates a new object and sets its size, permission bits and, when
+    /// given, its group, all through the fd. A named object (POSIX or file)
+    /// is created exclusively: an object already at the name is refused
+    /// while a famez server holds it (naming that server's pid) or any
+    /// process has it open or mapped, and otherwise (a leftover of a server
+    /// that died) is replaced by unlinking the name and creating a new
+    /// object, never resized. A symlink, a file that is not regular or one
+    /// owned by another user is refused.
     pub fn create(backing: &ShmBacking, size: u64, mode: u32, group: Option<u32>) -> io::Result<Self> {
         let perm = Mode::from_bits_truncate(mode & 0o7777);
-        let flags = OFlag::O_CREAT | OFlag::O_RDWR | OFlag::O_CLOEXEC;
-        let fd: OwnedFd = match backing {
-            ShmBacking::Posix(name) => shm_open(posix_name(name).as_str(), flags, perm)?,
-            ShmBacking::File(path) => nix::fcntl::open(path, flags, perm)?,
-            ShmBacking::Memfd(name) => {
-                nix::sys::memfd::memfd_create(name.as_str(), nix::sys::memfd::MFdFlags::MFD_CLOEXEC)?
-            }
-        };
         let size_off = i64::try_from(size)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("size {size} is too large")))?;
-        ftruncate(&fd, size_off)?;
-        // The umask trimmed the creation mode; the caller asked for this one.
-        fchmod(&fd, perm)?;
-        if let Some(gid) = group {
-            fchown(&fd, None, Some(Gid::from_raw(gid)))?;
+        if let ShmBacking::Memfd(name) = backing {
+            let fd = nix::sys::memfd::memfd_create(name.as_str(), nix::sys::memfd::MFdFlags::MFD_CLOEXEC)?;
+            ftruncate(&fd, size_off)?;
+            fchmod(&fd, perm)?;
+            if let Some(gid) = group {
+                fchown(&fd, None, Some(Gid::from_raw(gid)))?;
+            }
+            let id = id_of(&fstat(&fd)?);
+            return Ok(SharedMemory { fd, size, backing: Some(backing.clone()), id, _lock: None, replaced_stale: false });
         }
-        Ok(SharedMemory { fd, size, backing: Some(backing.clone()) })
+        let mut replaced_stale = false;
+        for _ in 0..2 {
+            match backing.open_new() {
+                Ok(fd) => {
+                    let mut shm = Self::set_up(fd, backing, size, size_off, perm, group)?;
+                    shm.replaced_stale = replaced_stale;
+                    return Ok(shm);
+                }
+                Err(Errno::EEXIST) if !replaced_stale => {
+                    remove_stale(backing)?;
+                    replaced_stale = true;
+                }
+                Err(Errno::EEXIST) => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(refusal(
+            io::ErrorKind::AlreadyExists,
+            format!("{} appeared again while a stale one was being replaced: is another server starting with the same name?", backing.describe()),
+        ))
+    }
+
+    /// Locks, sizes and sets the permissions of a newly created object; on
+    /// failure its name is removed again (nothing is left behind).
+    fn set_up(fd: OwnedFd, backing: &ShmBacking, size: u64, size_off: i64, perm: Mode, group: Option<u32>) -> io::Result<Self> {
+        let id = id_of(&fstat(&fd)?);
+        let lock = (|| -> io::Result<Flock<OwnedFd>> {
+            // The umask may have removed even the owner's bits; the private
+            // open below needs read permission.
+            fchmod(&fd, Mode::S_IRUSR | Mode::S_IWUSR)?;
+            let lock = match try_lock(reopen_private(&fd)?) {
+                Ok(l) => l,
+                Err((_, Errno::EWOULDBLOCK)) => {
+                    return Err(refusal(
+                        io::ErrorKind::AddrInUse,
+                        format!("{} was taken by another server while this one created it", backing.describe()),
+                    ))
+                }
+                Err((_, e)) => return Err(e.into()),
+            };
+            ftruncate(&fd, size_off)?;
+            // The umask trimmed the creation mode; the caller asked for this one.
+            fchmod(&fd, perm)?;
+            if let Some(gid) = group {
+                fchown(&fd, None, Some(Gid::from_raw(gid)))?;
+            }
+            Ok(lock)
+        })();
+        match lock {
+            Ok(lock) => Ok(SharedMemory { fd, size, backing: Some(backing.clone()), id, _lock: Some(lock), replaced_stale: false }),
+            Err(e) => {
+                if backing.id_now().ok().flatten() == Some(id) {
+                    let _ = backing.unlink_name();
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Wraps an fd received from a server; the size is the object's size now.
     pub fn from_fd(fd: OwnedFd) -> io::Result<Self> {
         let st = fstat(&fd)?;
-        Ok(SharedMemory { fd, size: st.st_size as u64, backing: None })
+        Ok(SharedMemory { fd, size: st.st_size as u64, backing: None, id: id_of(&st), _lock: None, replaced_stale: false })
     }
 
     pub fn size(&self) -> u64 {
@@ -73,13 +197,24 @@ impl SharedMemory {
         self.backing.as_ref()
     }
 
+    /// A leftover object of a server that died was at the name and was
+    /// replaced by this one.
+    pub fn replaced_stale(&self) -> bool {
+        self.replaced_stale
+    }
+
     /// Removes the object's name so no new process can open it; mappings and
-    /// fds already handed out stay valid. A memfd has no name to remove.
-    pub fn unlink(&self) -> io::Result<()> {
-        match &self.backing {
-            Some(ShmBacking::Posix(name)) => Ok(shm_unlink(posix_name(name).as_str())?),
-            Some(ShmBacking::File(path)) => Ok(nix::unistd::unlink(path)?),
-            _ => Ok(()),
+    /// fds already handed out stay valid. The name is removed only while it
+    /// still refers to this object: false when it is another object now
+    /// (left alone) or there is no name (a memfd); ENOENT when it is gone.
+    pub fn unlink(&self) -> io::Result<bool> {
+        let Some(backing) = &self.backing else { return Ok(false) };
+        match backing.id_now()? {
+            Some(id) if id == self.id => {
+                backing.unlink_name()?;
+                Ok(true)
+            }
+            _ => Ok(false),
         }
     }
 
@@ -87,6 +222,63 @@ impl SharedMemory {
     pub fn map(&self) -> io::Result<Mapping> {
         Mapping::new(self.fd.as_fd(), self.size)
     }
+}
+
+/// Removes a leftover object at the name, or says why it is not one.
+fn remove_stale(backing: &ShmBacking) -> io::Result<()> {
+    let what = backing.describe();
+    let fd = match backing.open_existing() {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => return Ok(()),
+        Err(Errno::ELOOP) => {
+            return Err(refusal(
+                io::ErrorKind::AlreadyExists,
+                format!("{what} is a symbolic link; famez never follows one for its shared memory: remove it or choose another name"),
+            ))
+        }
+        Err(e @ (Errno::EACCES | Errno::EPERM)) => {
+            return Err(refusal(
+                io::ErrorKind::PermissionDenied,
+                format!("{what} exists and this user cannot open it to tell whether it is in use ({e}): remove it or choose another name"),
+            ))
+        }
+        Err(e) => return Err(refusal(io::Error::from(e).kind(), format!("{what} exists and cannot be opened: {}", io::Error::from(e)))),
+    };
+    let st = fstat(&fd)?;
+    if SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) != SFlag::S_IFREG {
+        return Err(refusal(io::ErrorKind::AlreadyExists, format!("{what} exists and is not a regular file: remove it or choose another name")));
+    }
+    if st.st_uid != geteuid().as_raw() {
+        return Err(refusal(
+            io::ErrorKind::AlreadyExists,
+            format!("{what} exists and belongs to uid {}, not to this user; famez will not replace it: choose another name", st.st_uid),
+        ));
+    }
+    let id = id_of(&st);
+    let lock = match try_lock(fd) {
+        Ok(l) => l,
+        Err((_, Errno::EWOULDBLOCK)) => {
+            let who = flock_holder(id).map(|p| format!(" (pid {p})")).unwrap_or_default();
+            return Err(refusal(
+                io::ErrorKind::AddrInUse,
+                format!("{what} is in use by a running famez server{who}; stop it or choose another name"),
+            ));
+        }
+        Err((_, e)) => return Err(e.into()),
+    };
+    // No famez server holds it. A process that has it open or mapped (a
+    // QEMU still running, an older famez) makes it not provably stale.
+    if let Some(pid) = process_using(id, Some(lock.as_raw_fd())) {
+        return Err(refusal(
+            io::ErrorKind::AddrInUse,
+            format!("{what} exists and is in use by process {pid} (open or mapped); famez replaces only a leftover nobody uses: stop that process or choose another name"),
+        ));
+    }
+    if backing.id_now()? != Some(id) {
+        return Err(refusal(io::ErrorKind::AlreadyExists, format!("{what} changed while famez checked it: is another server starting with the same name?")));
+    }
+    backing.unlink_name()?;
+    Ok(())
 }
 
 fn posix_name(name: &str) -> String {
@@ -211,5 +403,52 @@ mod tests {
     fn zero_length_is_refused() {
         let shm = SharedMemory::create(&ShmBacking::Memfd("z".into()), 0, 0o600, None).unwrap();
         assert_eq!(shm.map().unwrap_err().kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn a_held_name_is_refused_with_the_holders_pid_and_a_stale_one_replaced_without_resizing() {
+        let name = format!("famez-core-excl-{}", std::process::id());
+        let b = ShmBacking::Posix(name.clone());
+        let a = SharedMemory::create(&b, 4096, 0o600, None).unwrap();
+        let e = SharedMemory::create(&b, 8192, 0o600, None).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+        assert!(e.to_string().contains(&format!("pid {}", std::process::id())), "{e}");
+        let path = format!("/dev/shm/{name}");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 4096, "not resized");
+        // A leftover: nobody holds it (the creator is gone).
+        drop(a);
+        let c = SharedMemory::create(&b, 8192, 0o600, None).unwrap();
+        assert!(c.replaced_stale());
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 8192);
+        assert!(c.unlink().unwrap());
+    }
+
+    #[test]
+    fn unlink_leaves_a_name_that_is_no_longer_ours() {
+        let name = format!("famez-core-ours-{}", std::process::id());
+        let b = ShmBacking::Posix(name.clone());
+        let a = SharedMemory::create(&b, 4096, 0o600, None).unwrap();
+        shm_unlink(posix_name(&name).as_str()).unwrap();
+        let other = SharedMemory::create(&b, 4096, 0o600, None).unwrap();
+        assert!(!other.replaced_stale());
+        assert!(!a.unlink().unwrap(), "someone else's object now");
+        assert!(std::fs::metadata(format!("/dev/shm/{name}")).is_ok());
+        assert!(other.unlink().unwrap());
+    }
+
+    #[test]
+    fn a_planted_symlink_is_never_followed() {
+        let dir = std::env::temp_dir().join(format!("famez-core-sym-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let target = dir.join("target");
+        std::fs::write(&target, b"precious").unwrap();
+        let link = dir.join("shm");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let e = SharedMemory::create(&ShmBacking::File(link.clone()), 1 << 20, 0o666, None).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        assert_eq!(std::fs::read(&target).unwrap(), b"precious");
+        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

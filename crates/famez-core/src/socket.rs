@@ -14,9 +14,10 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
+use nix::sys::stat::{umask, Mode};
 use nix::sys::socket::{
-    accept4, bind, connect, listen, recvmsg, sendmsg, socket, socketpair, AddressFamily, Backlog,
-    ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, UnixAddr,
+    accept4, bind, connect, getsockopt, listen, recvmsg, sendmsg, socket, socketpair, sockopt, AddressFamily,
+    Backlog, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, UnixAddr,
 };
 
 /// Bytes in one protocol message.
@@ -36,17 +37,23 @@ fn stream_socket() -> io::Result<OwnedFd> {
 pub enum SocketPathState {
     /// Nothing there.
     Free,
-    /// A socket file nobody listens on (a server that died): safe to replace.
+    /// A socket file nobody listens on (connecting is refused): safe to replace.
     Stale,
-    /// A socket with a live listener; the pid when it could be found.
+    /// A socket with a live listener (it took a connection, or its backlog
+    /// is full); the listener's pid when it could be found.
     Live(Option<u32>),
     /// Something that is not a socket.
     NotASocket,
+    /// A socket whose state cannot be told (connecting failed otherwise,
+    /// e.g. EACCES): never to be replaced.
+    Unknown(Errno),
 }
 
-/// Looks at `path` without disturbing a live server: the kernel's table of
-/// UNIX sockets says whether something listens there, so no probe
-/// connection is made unless that table cannot be read.
+/// Tells whether a server listens at `path` by connecting to it, which is
+/// the only test that holds whatever the path looks like (a symlinked
+/// directory, a relative bind, a renamed socket, another network namespace).
+/// The probe connection is closed at once; a famez server sees a peer that
+/// left before its welcome.
 pub fn socket_path_state(path: &Path) -> io::Result<SocketPathState> {
     let meta = match fs::symlink_metadata(path) {
         Ok(m) => m,
@@ -56,27 +63,41 @@ pub fn socket_path_state(path: &Path) -> io::Result<SocketPathState> {
     if !meta.file_type().is_socket() {
         return Ok(SocketPathState::NotASocket);
     }
-    let abs = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    if let Ok(table) = fs::read_to_string("/proc/net/unix") {
-        // Columns: Num RefCount Protocol Flags Type St Inode Path; flag
-        // 0x10000 (__SO_ACCEPTCON) marks a listening socket.
-        for line in table.lines().skip(1) {
-            let Some((cols, path_col)) = split_columns(line, 7) else { continue };
-            let listening = u32::from_str_radix(cols[3], 16).map(|f| f & 0x10000 != 0).unwrap_or(false);
-            let p = Path::new(path_col);
-            if listening && (p == path || p == abs) {
-                let pid = cols[6].parse::<u64>().ok().and_then(pid_holding_inode);
-                return Ok(SocketPathState::Live(pid));
-            }
-        }
-        return Ok(SocketPathState::Stale);
-    }
     let probe = stream_socket()?;
     let addr = UnixAddr::new(path)?;
-    match connect(probe.as_raw_fd(), &addr) {
-        Err(Errno::ECONNREFUSED) => Ok(SocketPathState::Stale),
-        _ => Ok(SocketPathState::Live(None)),
+    loop {
+        return match connect(probe.as_raw_fd(), &addr) {
+            // Who called listen() on it, in our pid namespace (0: not visible).
+            Ok(()) => Ok(SocketPathState::Live(
+                getsockopt(&probe, sockopt::PeerCredentials).ok().map(|c| c.pid()).filter(|p| *p > 0).map(|p| p as u32),
+            )),
+            // A nonblocking connect to a listener whose backlog is full.
+            Err(Errno::EAGAIN) => Ok(SocketPathState::Live(listener_pid(path))),
+            Err(Errno::ECONNREFUSED) => Ok(SocketPathState::Stale),
+            Err(Errno::ENOENT) => Ok(SocketPathState::Free),
+            Err(Errno::EINTR) => continue,
+            Err(e) => Ok(SocketPathState::Unknown(e)),
+        };
     }
+}
+
+/// The pid of the process listening at `path`, from the kernel's table of
+/// UNIX sockets when its bound path is textually `path` (only used to name
+/// a server whose backlog is full).
+fn listener_pid(path: &Path) -> Option<u32> {
+    let abs = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let table = fs::read_to_string("/proc/net/unix").ok()?;
+    // Columns: Num RefCount Protocol Flags Type St Inode Path; flag
+    // 0x10000 (__SO_ACCEPTCON) marks a listening socket.
+    for line in table.lines().skip(1) {
+        let Some((cols, path_col)) = split_columns(line, 7) else { continue };
+        let listening = u32::from_str_radix(cols[3], 16).map(|f| f & 0x10000 != 0).unwrap_or(false);
+        let p = Path::new(path_col);
+        if listening && (p == path || p == abs) {
+            return cols[6].parse::<u64>().ok().and_then(pid_holding_inode);
+        }
+    }
+    None
 }
 
 /// The first `n` whitespace-separated columns of `line` and the rest (a
@@ -120,10 +141,30 @@ impl UnixListener {
     /// Binds and listens at `path`, which must be free (see
     /// [`socket_path_state`] for replacing a stale socket first).
     pub fn bind(path: &Path) -> io::Result<Self> {
+        Self::bind_mode(path, None)
+    }
+
+    /// As [`UnixListener::bind`], the socket file getting permission bits
+    /// `mode` (e.g. 0600) at creation: bind runs with the umask set to
+    /// `!mode`, so nothing is changed through the path afterwards (where a
+    /// symlink could have been planted). The umask is process-wide: for the
+    /// length of the bind, another thread creating a file gets this umask.
+    pub fn bind_mode(path: &Path, mode: Option<u32>) -> io::Result<Self> {
         let fd = stream_socket()?;
         let addr = UnixAddr::new(path)?;
-        bind(fd.as_raw_fd(), &addr)?;
-        listen(&fd, Backlog::MAXCONN)?;
+        match mode {
+            Some(m) => {
+                let old = umask(Mode::from_bits_truncate(!m & 0o777));
+                let bound = bind(fd.as_raw_fd(), &addr);
+                umask(old);
+                bound?;
+            }
+            None => bind(fd.as_raw_fd(), &addr)?,
+        }
+        if let Err(e) = listen(&fd, Backlog::MAXCONN) {
+            let _ = fs::remove_file(path);
+            return Err(e.into());
+        }
         Ok(UnixListener { fd, path: path.to_path_buf() })
     }
 

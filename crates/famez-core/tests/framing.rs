@@ -80,6 +80,8 @@ fn listener_accepts_and_reports_no_pending_connection_as_none() {
     let l = UnixListener::bind(&path).unwrap();
     assert!(l.accept().unwrap().is_none());
     assert_eq!(famez_core::socket::socket_path_state(&path).unwrap(), famez_core::socket::SocketPathState::Live(Some(std::process::id())));
+    // socket_path_state decided by connecting: its probe (already closed) is pending.
+    drop(l.accept().unwrap().expect("the probe connection"));
     let c = UnixStream::connect(&path).unwrap();
     let mut s = l.accept().unwrap().expect("pending connection");
     c.send(5, None).unwrap();

@@ -7,6 +7,7 @@
 
 mod eventfd;
 mod mailbox;
+mod pidfile;
 mod poll;
 mod shm;
 mod socket;

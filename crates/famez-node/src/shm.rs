@@ -49,7 +49,12 @@ pub struct SharedMemory {
 
 #[napi]
 impl SharedMemory {
-    /// Creates (or opens and resizes) a shared object.
+    /// Creates a new shared object. A POSIX name or a file is created
+    /// exclusively: one in use (by a famez server, whose pid is named, or a
+    /// process that has it open or mapped) is refused, a leftover nobody uses
+    /// is replaced by a new object (`replacedStale`), never resized; symlinks
+    /// are never followed. Refusals are "CODE: sentence" (EADDRINUSE,
+    /// EEXIST, EACCES).
     #[napi(factory)]
     pub fn create(env: Env, options: ShmOptions) -> Result<Self> {
         let backing = match options.kind.as_str() {
@@ -62,7 +67,7 @@ impl SharedMemory {
             return Err(Error::new(Status::InvalidArg, format!("invalid size {}", options.size)));
         }
         let shm = CoreShm::create(&backing, options.size as u64, options.mode.unwrap_or(0o600), options.gid)
-            .map_err(|e| io_error(&format!("create shared memory {}", options.name), e))?;
+            .map_err(|e| shm_error(&options.name, e))?;
         Ok(SharedMemory { shm: Some(shm), mapping: None, env: env.raw(), buffer: ptr::null_mut() })
     }
 
@@ -133,11 +138,27 @@ impl SharedMemory {
         Ok(unsafe { Unknown::from_raw_unchecked(raw_env, value) })
     }
 
-    /// Removes the object's name (POSIX name or file); mappings stay valid.
+    /// Removes the object's name (POSIX name or file) if it still refers to
+    /// this object: false when the name is another object's now (left
+    /// alone) or there is none (memfd). Mappings stay valid.
     #[napi]
-    pub fn unlink(&self) -> Result<()> {
+    pub fn unlink(&self) -> Result<bool> {
         let Some(shm) = &self.shm else { return Err(closed("shared memory")) };
         shm.unlink().map_err(|e| io_error("unlink shared memory", e))
+    }
+
+    /// A leftover object at the name was replaced by this new one.
+    #[napi(getter)]
+    pub fn replaced_stale(&self) -> bool {
+        self.shm.as_ref().is_some_and(|s| s.replaced_stale())
+    }
+
+    /// Maps the whole object and unmaps it at once: says (ENOMEM) whether
+    /// this process can map it, without creating the ArrayBuffer.
+    #[napi]
+    pub fn probe_map(&self) -> Result<()> {
+        let Some(shm) = &self.shm else { return Err(closed("shared memory")) };
+        shm.map().map(drop).map_err(|e| io_error("mmap shared memory", e))
     }
 
     /// Detaches the ArrayBuffer, unmaps and closes the fd. Idempotent.
@@ -192,6 +213,22 @@ impl Drop for SharedMemory {
         // unmapping to its finalizer.
         self.release(false);
     }
+}
+
+/// An OS error as "CODE: create shared memory NAME: text"; a refusal (a
+/// sentence of its own) as "CODE: sentence".
+fn shm_error(name: &str, e: std::io::Error) -> Error {
+    if e.raw_os_error().is_some() {
+        return io_error(&format!("create shared memory {name}"), e);
+    }
+    let code = match e.kind() {
+        std::io::ErrorKind::AddrInUse => "EADDRINUSE",
+        std::io::ErrorKind::PermissionDenied => "EACCES",
+        std::io::ErrorKind::AlreadyExists => "EEXIST",
+        std::io::ErrorKind::InvalidInput => "EINVAL",
+        _ => "EIO",
+    };
+    Error::new(Status::GenericFailure, format!("{code}: {e}"))
 }
 
 fn check(status: sys::napi_status, what: &str) -> Result<()> {

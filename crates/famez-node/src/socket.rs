@@ -30,21 +30,27 @@ const MAX_BATCH: usize = 256;
 
 #[napi(object)]
 pub struct PathState {
-    /// "free", "stale", "live" or "not-a-socket"
+    /// "free", "stale", "live", "not-a-socket" or "unknown"
     pub state: String,
     pub pid: Option<u32>,
+    /// For "unknown": why connecting to it failed (e.g. "EACCES: Permission denied").
+    pub reason: Option<String>,
 }
 
-/// What is at a socket path: free, a stale socket, a live server (with its
-/// pid when visible) or something that is not a socket.
+/// What is at a socket path, decided by connecting to it: free, a stale
+/// socket (connection refused), a live server (it took the connection, or
+/// its backlog is full; with its pid when visible), something that is not a
+/// socket, or unknown (connecting failed otherwise: never replace it).
 #[napi]
 pub fn socket_state(path: String) -> Result<PathState> {
     let s = socket_path_state(Path::new(&path)).map_err(|e| io_error(&format!("inspect {path}"), e))?;
+    let simple = |state: &str| PathState { state: state.into(), pid: None, reason: None };
     Ok(match s {
-        SocketPathState::Free => PathState { state: "free".into(), pid: None },
-        SocketPathState::Stale => PathState { state: "stale".into(), pid: None },
-        SocketPathState::Live(pid) => PathState { state: "live".into(), pid },
-        SocketPathState::NotASocket => PathState { state: "not-a-socket".into(), pid: None },
+        SocketPathState::Free => simple("free"),
+        SocketPathState::Stale => simple("stale"),
+        SocketPathState::Live(pid) => PathState { state: "live".into(), pid, reason: None },
+        SocketPathState::NotASocket => simple("not-a-socket"),
+        SocketPathState::Unknown(e) => PathState { state: "unknown".into(), pid: None, reason: Some(e.to_string()) },
     })
 }
 
@@ -393,10 +399,12 @@ pub struct UnixListener {
 
 #[napi]
 impl UnixListener {
-    /// Binds and listens; the path must be free (see `socketState`).
+    /// Binds and listens; the path must be free (see `socketState`). With
+    /// `mode`, the socket file is created with exactly those permission
+    /// bits (the umask is set to their complement for the bind).
     #[napi(factory)]
-    pub fn listen(path: String) -> Result<Self> {
-        let l = CoreListener::bind(Path::new(&path)).map_err(|e| io_error(&format!("listen on {path}"), e))?;
+    pub fn listen(path: String, mode: Option<u32>) -> Result<Self> {
+        let l = CoreListener::bind_mode(Path::new(&path), mode).map_err(|e| io_error(&format!("listen on {path}"), e))?;
         Ok(UnixListener { state: Rc::new(RefCell::new(ListenerState { listener: Some(l), poll: None })) })
     }
 
