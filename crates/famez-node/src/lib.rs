@@ -8,6 +8,7 @@
 mod eventfd;
 mod mailbox;
 mod poll;
+mod resource;
 mod shm;
 mod socket;
 
