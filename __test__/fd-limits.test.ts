@@ -182,6 +182,7 @@ async function outOfFds(t: { context: Scratch; is: (a: unknown, b: unknown, m?: 
   const sock = path.join(dir, name);
   const s = serveLimited(t, limit, limit, ['--silent', '-S', sock, '--memfd']);
   await s.waitFor(/famez: serving on /, WAIT_MS);
+  t.true(/^famez: the fd limit \([\d,]+\) is enough for about [\d,]+ peers?, fewer than --max-peers \(65,536\): each holds 2 fds/m.test(s.stdout), s.stdout);
   const admitted: RawPeer[] = [];
   const refused: RawPeer[] = [];
   for (let i = 0; i < 40 && refused.length < 4; i++) {
