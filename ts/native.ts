@@ -6,7 +6,7 @@ import type * as Binding from '../index.js';
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const binding: typeof Binding = require('../index.js');
 
-export const { EventFd, Mailbox, PidFile, Ring, SharedMemory, UnixListener, UnixStream, closeFd, fdSize, ringLayout, socketState } = binding;
+export const { EventFd, Mailbox, PidFile, Ring, SharedMemory, UnixListener, UnixStream, closeFd, fdLimit, fdSize, raiseFdLimit, ringLayout, socketState } = binding;
 /** Rings the open EventFd whose number is `fd` (EBADF otherwise): the hot
  * path's EventFd.signal, a plain Node-API function without the class
  * method's unwrapping. */
@@ -19,3 +19,4 @@ export type UnixStream = Binding.UnixStream;
 export type ShmOptions = Binding.ShmOptions;
 export type Mailbox = Binding.Mailbox;
 export type Ring = Binding.Ring;
+export type FdLimit = Binding.FdLimit;

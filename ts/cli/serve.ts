@@ -9,7 +9,8 @@ import { genzFabricHooks } from '../fabric/genz-codec.js';
 import { openMailbox } from '../fabric/mailbox.js';
 import { PidFile } from '../native.js';
 import { DEFAULT_MAX_QUEUED, Server, ServerError } from '../server/server.js';
-import { MAX_GID, MAX_SOCKET_PATH, SERVE_HELP, UsageError, formatSize, parseServeArgs, type ServeOptions } from '../server/options.js';
+import { MAX_GID, MAX_PEERS, MAX_SOCKET_PATH, SERVE_HELP, UsageError, formatSize, parseServeArgs, type ServeOptions } from '../server/options.js';
+import { raiseFdLimit, type FdLimit } from '../native.js';
 import { stanzaText } from '../stanza.js';
 
 const DAEMON_ENV = 'FAMEZ_DAEMON_CHILD';
@@ -67,6 +68,59 @@ function createPidFile(file: string): PidFile {
   }
 }
 
+/** Fds this process may open beyond the server's own: the ones open now
+ * plus a margin for Node and the pid file. */
+function fdsBesidesPeers(): number {
+  let open = 64;
+  try {
+    open = fs.readdirSync('/proc/self/fd').length;
+  } catch {
+    // no /proc: assume a typical Node process
+  }
+  return open + 16;
+}
+
+/** Raises the soft fd limit to the hard one, then checks it against what
+ * the server will hold: a fabric of N peers keeps (N+1) x (N+2) eventfds
+ * (every peer's and the switch's vectors) and N sockets, so a limit too low
+ * for that is a usage error (one line, exit 2, before anything is created);
+ * --silent has no fixed need (its default --max-peers is 65536), so a limit
+ * below --max-peers is only noted. */
+function checkFdLimit(o: ServeOptions): void {
+  let limit: FdLimit;
+  try {
+    limit = raiseFdLimit();
+  } catch {
+    return; // cannot tell: go on, as the stock server does
+  }
+  if (!Number.isFinite(limit.soft)) return;
+  const base = fdsBesidesPeers();
+  const perPeer = o.vectors + 1;
+  const n = (x: number) => x.toLocaleString('en-US');
+  if (o.fabric) {
+    const need = (peers: number) => (peers + 1) * o.vectors + peers + base;
+    if (need(o.maxPeers) <= limit.soft) return;
+    let fits = o.maxPeers;
+    while (fits > 0 && (fits + 1) * (fits + 2) + fits + base > limit.soft) fits--;
+    throw new UsageError(
+      `a fabric of ${o.maxPeers} peers needs about ${n(need(o.maxPeers))} file descriptors ` +
+        `(${o.maxPeers + 1} x ${o.vectors} eventfds, ${o.maxPeers} sockets, ${base} for the server itself) ` +
+        `but the fd limit is ${n(limit.soft)} (hard limit ${n(limit.hard)}); raise it (ulimit -n ${need(o.maxPeers)}) ` +
+        (fits > 0 ? `or use --max-peers ${fits} or fewer` : 'or use a smaller --max-peers'),
+    );
+  }
+  // The default --max-peers (65536, the ID space) asks for no number of
+  // peers: say nothing then; peers past the limit are refused with a line.
+  if (o.maxPeers >= MAX_PEERS) return;
+  const fits = Math.max(0, Math.floor((limit.soft - base) / perPeer));
+  if (fits < o.maxPeers) {
+    console.log(
+      `famez: the fd limit (${n(limit.soft)}) is enough for about ${n(fits)} peer${fits === 1 ? '' : 's'}, fewer than --max-peers (${n(o.maxPeers)}): ` +
+        `each holds ${perPeer} fds, and peers beyond the limit are refused; raise it with ulimit -n`,
+    );
+  }
+}
+
 export async function runServe(argv: string[]): Promise<number> {
   let o: ServeOptions;
   let gid: number | null;
@@ -96,6 +150,14 @@ export async function runServe(argv: string[]): Promise<number> {
       }
     }
   };
+  try {
+    checkFdLimit(o);
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e;
+    process.stderr.write(`famez serve: ${e.message}\n`);
+    report(`error 2 ${e.message}`);
+    return 2;
+  }
   const fabric = o.fabric
     ? new Fabric({
         nClients: o.fabric.nClients,

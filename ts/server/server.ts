@@ -6,7 +6,7 @@ import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import { EventFd, SharedMemory, UnixListener, UnixStream, closeFd, socketState } from '../native.js';
+import { EventFd, SharedMemory, UnixListener, UnixStream, closeFd, fdLimit, socketState } from '../native.js';
 import { Membership, refusalMessages, type FdRef, type IdPolicy, type Send } from '../protocol.js';
 import { MAX_SOCKET_PATH, type ShmKind } from './options.js';
 
@@ -142,6 +142,25 @@ const HARD_QUEUE_FACTOR = 64;
 
 export const DEFAULT_MAX_QUEUED = 4096;
 
+/** The fd kept in reserve for refusing peers when out of fds; null when
+ * none can be opened. */
+function openReserve(): number | null {
+  try {
+    return fs.openSync('/dev/null', 'r');
+  } catch {
+    return null;
+  }
+}
+
+function describeFdLimit(): string {
+  try {
+    const { soft } = fdLimit();
+    return `the limit is ${soft} fds`;
+  } catch {
+    return 'the fd limit is reached';
+  }
+}
+
 function plural(n: number, word: string): string {
   return `${n} ${word}${n === 1 ? '' : 's'}`;
 }
@@ -156,6 +175,11 @@ export class Server extends EventEmitter<ServerEvents> {
   private closed = false;
   /** The socket file this server bound (removed at close only if the path still is it). */
   private socketId: FileIdentity | null = null;
+  /** An fd held in reserve (/dev/null): given up for a moment when the
+   * process is out of fds, so a pending peer can still be refused. */
+  private reserveFd: number | null = openReserve();
+  /** Accepting is paused until this timer fires. */
+  private acceptRetry: NodeJS.Timeout | null = null;
 
   private constructor(
     readonly config: Required<Omit<ServerConfig, 'log' | 'mode' | 'gid' | 'member'>> & Pick<ServerConfig, 'mode' | 'gid' | 'member'>,
@@ -303,19 +327,48 @@ export class Server extends EventEmitter<ServerEvents> {
   }
 
   private acceptAll(): void {
-    try {
-      for (let stream = this.listener.accept(); stream; stream = this.listener.accept()) {
-        this.admit(stream);
+    for (;;) {
+      let stream: UnixStream | null;
+      try {
+        stream = this.listener.accept();
+      } catch (e) {
+        if (this.acceptFailed(e as Error)) continue;
+        return;
       }
-    } catch (e) {
-      // Out of fds (EMFILE) or similar: the connection stays in the backlog.
-      // Readiness is level-triggered, so pause accepting instead of spinning.
-      this.log(`famez: cannot accept a peer: ${(e as Error).message}; retrying in 1 s`);
-      this.listener.unwatch();
-      setTimeout(() => {
-        if (!this.closed) this.listener.watch(() => this.acceptAll());
-      }, 1000).unref();
+      if (!stream) return;
+      this.admit(stream);
     }
+  }
+
+  /** accept() failed. Out of fds (EMFILE, ENFILE), the reserve fd is let go
+   * for a moment so the pending peer can be accepted and refused (version
+   * -1, then close) rather than left hanging: true, go on accepting.
+   * Otherwise, or with no reserve to let go, accepting pauses (readiness is
+   * level-triggered: no spinning) and resumes on a timer that keeps the
+   * process alive, so the server never exits on its own: false. */
+  private acceptFailed(e: Error): boolean {
+    if (/^E[MN]FILE\b/.test(e.message) && this.reserveFd !== null) {
+      fs.closeSync(this.reserveFd);
+      this.reserveFd = null;
+      let stream: UnixStream | null = null;
+      try {
+        stream = this.listener.accept();
+      } catch {
+        // taken by something else meanwhile: pause below
+      }
+      if (stream) this.refuse(stream, `out of file descriptors (${describeFdLimit()}); raise the limit (ulimit -n) or serve fewer peers`);
+      this.reserveFd = openReserve();
+      if (stream) return true;
+    }
+    this.log(`famez: cannot accept a peer: ${e.message}; retrying in 1 s`);
+    this.listener.unwatch();
+    this.acceptRetry ??= setTimeout(() => {
+      this.acceptRetry = null;
+      if (this.closed) return;
+      this.reserveFd ??= openReserve();
+      this.listener.watch(() => this.acceptAll());
+    }, 1000);
+    return false;
   }
 
   private admit(stream: UnixStream): void {
@@ -350,10 +403,11 @@ export class Server extends EventEmitter<ServerEvents> {
     };
     this.peers.set(id, peer);
     stream.onDrain(() => this.pump(peer));
+    // One-way: any byte from the peer, even part of a message, ends it at once.
     stream.watch((value, fd, reason) => {
       if (fd >= 0) closeFd(fd);
       this.drop(id, value === null ? (reason === 'closed' ? 'disconnected' : reason ?? 'disconnected') : 'sent data; ivshmem peers never write to the server');
-    });
+    }, true);
     this.log(`famez: peer ${id} connected${inherited ? ' (recycled)' : ''} (${plural(this.peers.size, 'peer')})`);
     this.deliver(sends);
     if (this.peers.has(id)) this.emit('connect', { id, peers: this.peers.size });
@@ -484,6 +538,9 @@ export class Server extends EventEmitter<ServerEvents> {
     if (this.closed) return;
     this.closed = true;
     this.listener.close();
+    if (this.acceptRetry) clearTimeout(this.acceptRetry);
+    if (this.reserveFd !== null) fs.closeSync(this.reserveFd);
+    this.reserveFd = null;
     if (!unlinkIfOurs(this.config.socket, this.socketId) && fs.existsSync(this.config.socket)) {
       this.log(`famez: left ${this.config.socket} alone: it is no longer this server's socket`);
     }

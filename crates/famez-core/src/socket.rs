@@ -8,16 +8,17 @@
 //! the message is whole. Received fds are owned at once and close-on-exec.
 
 use std::fs;
-use std::io::{self, IoSlice, IoSliceMut};
+use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
+use nix::libc;
 use nix::sys::stat::{umask, Mode};
 use nix::sys::socket::{
-    accept4, bind, connect, getsockopt, listen, recvmsg, sendmsg, socket, socketpair, sockopt, AddressFamily,
-    Backlog, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, UnixAddr,
+    accept4, bind, connect, getsockopt, listen, sendmsg, socket, socketpair, sockopt, AddressFamily, Backlog,
+    ControlMessage, MsgFlags, SockFlag, SockType, UnixAddr,
 };
 
 /// Bytes in one protocol message.
@@ -206,6 +207,71 @@ unsafe fn owned(raw: RawFd) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(raw) }
 }
 
+/// Most fds one `sendmsg` can carry on Linux (SCM_MAX_FD in
+/// include/net/scm.h). A stream socket never hands over the fds of two
+/// sends in one read, so a control buffer with room for this many is never
+/// truncated by SCM_RIGHTS; only a receiver out of fds still sees
+/// MSG_CTRUNC.
+const SCM_MAX_FD: usize = 253;
+
+/// The control buffer for one SCM_RIGHTS message of SCM_MAX_FD fds, in
+/// u64 words so that it is aligned for `cmsghdr`.
+// SAFETY: CMSG_SPACE is plain arithmetic on its argument.
+const CONTROL_WORDS: usize = (
+    unsafe { libc::CMSG_SPACE((SCM_MAX_FD * std::mem::size_of::<libc::c_int>()) as libc::c_uint) } as usize).div_ceil(8);
+
+/// One `recvmsg` into `buf`: the bytes read, every fd the kernel installed
+/// (owned at once, truncated control data or not: nix's `cmsgs()` refuses
+/// to walk a truncated buffer, which would leave them open), and whether
+/// the control data was truncated.
+fn recv_owning_fds(sock: BorrowedFd<'_>, buf: &mut [u8]) -> Result<(usize, Vec<OwnedFd>, bool), Errno> {
+    let mut control = [0u64; CONTROL_WORDS];
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    // SAFETY: an all-zero msghdr is a valid value (no name, no iovecs, no
+    // control buffer); the fields that matter are set below.
+    let mut mhdr: libc::msghdr = unsafe { std::mem::zeroed() };
+    mhdr.msg_iov = &mut iov;
+    mhdr.msg_iovlen = 1;
+    mhdr.msg_control = control.as_mut_ptr().cast();
+    mhdr.msg_controllen = std::mem::size_of_val(&control) as _;
+    // SAFETY: mhdr points at `iov` (which points at `buf`) and at `control`,
+    // with their true lengths; both outlive the call.
+    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut mhdr, libc::MSG_CMSG_CLOEXEC) };
+    if n < 0 {
+        return Err(Errno::last());
+    }
+    let truncated = mhdr.msg_flags & libc::MSG_CTRUNC != 0;
+    let control_end = control.as_ptr() as usize + (mhdr.msg_controllen as usize).min(std::mem::size_of_val(&control));
+    let mut fds = Vec::new();
+    // SAFETY: the kernel set msg_controllen to the control bytes it wrote,
+    // within `control`; CMSG_FIRSTHDR and CMSG_NXTHDR only return headers
+    // that lie wholly inside that length (or null).
+    let mut c = unsafe { libc::CMSG_FIRSTHDR(&mhdr) };
+    while !c.is_null() {
+        // SAFETY: `c` is a whole, aligned cmsghdr inside `control` (above).
+        let (level, kind, len) = unsafe { ((*c).cmsg_level, (*c).cmsg_type, (*c).cmsg_len as usize) };
+        if level == libc::SOL_SOCKET && kind == libc::SCM_RIGHTS {
+            // SAFETY: CMSG_DATA and CMSG_LEN are pointer and length
+            // arithmetic on a header inside the buffer.
+            let (data, header) = unsafe { (libc::CMSG_DATA(c), libc::CMSG_LEN(0) as usize) };
+            // A truncated message says how much it holds; never read past
+            // what the kernel wrote, whatever the header claims.
+            let bytes = len.saturating_sub(header).min(control_end.saturating_sub(data as usize));
+            for i in 0..bytes / std::mem::size_of::<libc::c_int>() {
+                // SAFETY: fd i lies inside the data just bounded; the data
+                // need not be aligned for c_int, hence read_unaligned.
+                let raw = unsafe { std::ptr::read_unaligned(data.cast::<libc::c_int>().add(i)) };
+                // SAFETY: the kernel just installed this fd in our table
+                // for us alone.
+                fds.push(unsafe { owned(raw) });
+            }
+        }
+        // SAFETY: as for CMSG_FIRSTHDR: null past the written control data.
+        c = unsafe { libc::CMSG_NXTHDR(&mhdr, c) };
+    }
+    Ok((n as usize, fds, truncated))
+}
+
 /// One received protocol message.
 #[derive(Debug)]
 pub struct Message {
@@ -287,49 +353,38 @@ impl UnixStream {
 
     /// Receives one whole message, or `None` when no whole message is
     /// available yet. The peer closing the connection is
-    /// `ErrorKind::UnexpectedEof`; a truncated control message (an fd the
-    /// kernel had to drop) is `ErrorKind::InvalidData`.
+    /// `ErrorKind::UnexpectedEof`; more than one fd with a message, or fds
+    /// the kernel could not install (the control data was truncated), is
+    /// `ErrorKind::InvalidData`. Every fd that arrives is owned at once, so
+    /// each error closes whatever came with it.
     pub fn recv(&mut self) -> io::Result<Option<Message>> {
         while self.have < MESSAGE_LEN {
-            let mut cmsg_space = nix::cmsg_space!([RawFd; 1]);
-            let (n, fd) = {
-                let mut iov = [IoSliceMut::new(&mut self.partial[self.have..])];
-                let msg = match recvmsg::<()>(
-                    self.fd.as_raw_fd(),
-                    &mut iov,
-                    Some(&mut cmsg_space),
-                    MsgFlags::MSG_CMSG_CLOEXEC,
-                ) {
-                    Ok(m) => m,
-                    Err(Errno::EINTR) => continue,
-                    Err(Errno::EAGAIN) => return Ok(None),
-                    Err(e) => return Err(e.into()),
-                };
-                let mut fds = Vec::new();
-                for c in msg.cmsgs()? {
-                    if let ControlMessageOwned::ScmRights(list) = c {
-                        // SAFETY: the kernel just installed these fds in our table.
-                        fds.extend(list.into_iter().map(|r| unsafe { owned(r) }));
-                    }
-                }
-                if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "control message truncated: the peer sent more than one fd with a message",
-                    ));
-                }
-                if fds.len() > 1 {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("{} fds arrived with one message; the protocol allows one", fds.len()),
-                    ));
-                }
-                (msg.bytes, fds.pop())
+            let (n, mut fds, truncated) = match recv_owning_fds(self.fd.as_fd(), &mut self.partial[self.have..]) {
+                Ok(r) => r,
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => return Ok(None),
+                Err(e) => return Err(e.into()),
             };
+            // From here every return drops `fds`, closing them.
+            if truncated {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "control message truncated: the kernel could not hand over every fd sent with a message ({} received and closed; out of file descriptors?)",
+                        fds.len()
+                    ),
+                ));
+            }
+            if fds.len() > 1 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{} fds arrived with one message; the protocol allows one", fds.len()),
+                ));
+            }
             if n == 0 {
                 return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed"));
             }
-            if let Some(fd) = fd {
+            if let Some(fd) = fds.pop() {
                 if self.partial_fd.is_some() {
                     return Err(io::Error::new(io::ErrorKind::InvalidData, "two fds arrived within one message"));
                 }
@@ -339,6 +394,12 @@ impl UnixStream {
         }
         self.have = 0;
         Ok(Some(Message { value: i64::from_le_bytes(self.partial), fd: self.partial_fd.take() }))
+    }
+
+    /// Bytes of a message received so far but not yet whole (0 between
+    /// messages).
+    pub fn partial_len(&self) -> usize {
+        self.have
     }
 
     /// Waits up to `timeout_ms` for the socket to become readable; used by

@@ -9,6 +9,7 @@ mod eventfd;
 mod mailbox;
 mod pidfile;
 mod poll;
+mod resource;
 mod shm;
 mod socket;
 

@@ -59,6 +59,9 @@ struct StreamState {
     outbox: VecDeque<(i64, Option<OwnedFd>)>,
     poll: Option<Poll>,
     reading: bool,
+    /// The peer must never write (an ivshmem peer to its server): any
+    /// byte, even part of a message, ends the connection at once.
+    one_way: bool,
     /// A trySend found the socket full: call `drain` when it is writable.
     want_writable: bool,
     /// The onDrain callback, with the env its reference belongs to.
@@ -132,6 +135,7 @@ impl UnixStream {
                 outbox: VecDeque::new(),
                 poll: None,
                 reading: false,
+                one_way: false,
                 want_writable: false,
                 drain: None,
             })),
@@ -192,14 +196,19 @@ fn on_stream_ready(state: &Rc<RefCell<StreamState>>, ctx: &Ctx, events: i32) {
     let mut failure: Option<String> = None;
     {
         let mut st = state.borrow_mut();
+        let one_way = st.one_way;
         let Some(sock) = st.sock.as_mut() else { return };
-        while batch.len() < MAX_BATCH {
-            match sock.recv() {
-                Ok(Some(m)) => batch.push((m.value, m.fd.map(|f| f.into_raw_fd_checked()).unwrap_or(-1))),
-                Ok(None) => break,
-                Err(e) => {
-                    failure = Some(if e.kind() == ErrorKind::UnexpectedEof { "closed".into() } else { e.to_string() });
-                    break;
+        if one_way {
+            failure = read_one_way(sock);
+        } else {
+            while batch.len() < MAX_BATCH {
+                match sock.recv() {
+                    Ok(Some(m)) => batch.push((m.value, m.fd.map(|f| f.into_raw_fd_checked()).unwrap_or(-1))),
+                    Ok(None) => break,
+                    Err(e) => {
+                        failure = Some(if e.kind() == ErrorKind::UnexpectedEof { "closed".into() } else { e.to_string() });
+                        break;
+                    }
                 }
             }
         }
@@ -215,6 +224,43 @@ fn on_stream_ready(state: &Rc<RefCell<StreamState>>, ctx: &Ctx, events: i32) {
     if let Some(reason) = failure {
         if state.borrow().sock.is_some() {
             ctx.call(&[ctx.null(), ctx.number(-1.0), ctx.string(&reason)]);
+        }
+    }
+}
+
+/// Reads a socket whose peer must never write: None when nothing came
+/// (a spurious wake-up); "closed" at EOF (or the error, such as a reset)
+/// when it wrote nothing; otherwise why the peer broke the protocol, with
+/// what it wrote. Fds that came are closed here.
+fn read_one_way(sock: &mut CoreStream) -> Option<String> {
+    const WHY: &str = "protocol error: it wrote to the server, which an ivshmem peer never does";
+    let mut messages = 0usize;
+    let mut fds = 0usize;
+    let said = |messages: usize, fds: usize, partial: usize| {
+        let bytes = messages * famez_core::socket::MESSAGE_LEN + partial;
+        let fds = if fds == 0 { String::new() } else { format!(" and {fds} fd{}", if fds == 1 { "" } else { "s" }) };
+        format!("{bytes} byte{}{fds}", if bytes == 1 { "" } else { "s" })
+    };
+    loop {
+        match sock.recv() {
+            Ok(Some(m)) => {
+                messages += 1;
+                fds += usize::from(m.fd.is_some());
+                if messages >= MAX_BATCH {
+                    return Some(format!("{WHY} ({} or more)", said(messages, fds, 0)));
+                }
+            }
+            Ok(None) if messages == 0 && sock.partial_len() == 0 => return None,
+            Ok(None) => return Some(format!("{WHY} ({})", said(messages, fds, sock.partial_len()))),
+            // Nothing written: an ordinary end (EOF, or a reset when it
+            // left its welcome unread), reported as without oneWay.
+            Err(e) if e.kind() != ErrorKind::InvalidData && messages == 0 && sock.partial_len() == 0 => {
+                return Some(if e.kind() == ErrorKind::UnexpectedEof { "closed".into() } else { e.to_string() })
+            }
+            Err(e) if e.kind() == ErrorKind::UnexpectedEof => {
+                return Some(format!("{WHY} ({}, then closed)", said(messages, fds, sock.partial_len())))
+            }
+            Err(e) => return Some(format!("{WHY} ({}; {e})", said(messages, fds, sock.partial_len()))),
         }
     }
 }
@@ -360,10 +406,17 @@ impl UnixStream {
 
     /// Delivers every incoming message as `callback(value, fd)` (fd -1 when
     /// none; the callback owns any other fd) and the end of the connection
-    /// as `callback(null, -1, reason)`.
-    #[napi(ts_args_type = "callback: (value: number | null, fd: number, reason?: string) => void")]
-    pub fn watch(&mut self, env: Env, this: This, callback: Unknown) -> Result<()> {
-        self.state.borrow_mut().reading = true;
+    /// as `callback(null, -1, reason)`. With `oneWay` the peer must never
+    /// write (an ivshmem peer to its server): no message is delivered, and
+    /// any byte it sends, even part of a message, ends the connection at
+    /// once with a reason that starts "protocol error" (its fds closed).
+    #[napi(ts_args_type = "callback: (value: number | null, fd: number, reason?: string) => void, oneWay?: boolean")]
+    pub fn watch(&mut self, env: Env, this: This, callback: Unknown, one_way: Option<bool>) -> Result<()> {
+        {
+            let mut st = self.state.borrow_mut();
+            st.reading = true;
+            st.one_way = one_way.unwrap_or(false);
+        }
         self.ensure_poll(&env, callback.raw(), this.object.raw())
     }
 
