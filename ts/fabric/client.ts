@@ -291,6 +291,15 @@ function nativeSlots(mb: Mailbox): SlotPort {
 /** Messages read from one ring per loop turn before yielding. */
 const RING_BUDGET = 16384;
 
+/** Reads up to RING_BUDGET messages of `ring` as copies into `into`. */
+function readCopies(ring: RxRing, into: Buffer[]): number {
+  return ring.read((bytes, start, length) => {
+    const m = Buffer.allocUnsafe(length);
+    bytes.copy(m, 0, start, start + length);
+    into.push(m);
+  }, RING_BUDGET);
+}
+
 /** While a slot or ring stays busy, retry on the next loop turn for this
  * long (a receiver in this process takes in the poll phase), then every
  * millisecond. */
@@ -961,12 +970,7 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
       if (handler) {
         n = ring.read((bytes, start, length) => handler(from, bytes, start, length), RING_BUDGET);
       } else {
-        const got: Buffer[] = (messages = []);
-        n = ring.read((bytes, start, length) => {
-          const m = Buffer.allocUnsafe(length);
-          bytes.copy(m, 0, start, start + length);
-          got.push(m);
-        }, RING_BUDGET);
+        n = readCopies(ring, (messages = []));
       }
     } catch (e) {
       // Whatever was read before is delivered, and the ring is read again
@@ -1024,11 +1028,7 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
     const got: Buffer[] = [];
     let n: number;
     try {
-      n = ring.read((bytes, start, length) => {
-        const m = Buffer.allocUnsafe(length);
-        bytes.copy(m, 0, start, start + length);
-        got.push(m);
-      }, RING_BUDGET);
+      n = readCopies(ring, got);
     } catch (e) {
       this.readAgain(from);
       if (!(e instanceof RingCorrupt)) throw e;
