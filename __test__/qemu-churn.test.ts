@@ -87,7 +87,7 @@ interface Mode {
 
 async function qemuBesideChurn(t: ExecutionContext<Ctx>, mode: Mode): Promise<void> {
   const socket = path.join(t.context.scratch.dir(), 'sock');
-  const serve = await t.context.scratch.serve(['-S', socket, '--memfd', '-l', '1M', ...mode.args]);
+  const serve = await t.context.scratch.serve(['-S', socket, '--memfd', ...mode.args]);
   const qemu = await QtestMachine.start({ socket, vectors: mode.vectors, log: (l) => t.context.notes.push(l) });
   const state = { died: null as string | null };
   void qemu.exited.then((e) => (state.died = `QEMU exited (code ${e.code}, signal ${e.signal}): ${t.context.notes.filter((n) => n.startsWith(`qemu ${qemu.pid}:`)).slice(-5).join(' | ')}`));
