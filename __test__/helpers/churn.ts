@@ -5,10 +5,10 @@
 // code with famez).
 import * as path from 'node:path';
 
-import { Fabric } from '../../ts/fabric/fabric.js';
-import { openMailbox } from '../../ts/fabric/mailbox.js';
+import type { Fabric } from '../../ts/fabric/fabric.js';
 import { parseServeArgs, type ServeOptions } from '../../ts/server/options.js';
-import { DEFAULT_MAX_QUEUED, Server, type ServerConfig } from '../../ts/server/server.js';
+import type { Server, ServerConfig } from '../../ts/server/server.js';
+import { startServe } from '../../ts/server/start.js';
 import { LineProcess, waitFor } from './wait.js';
 
 export interface Served {
@@ -22,30 +22,9 @@ export interface Served {
  * (so its peer table and fds can be inspected). `overrides` replaces parts
  * of the server's configuration; say why wherever it is used. */
 export function serveInProcess(argv: string[], socket: string, log: (line: string) => void, overrides: Partial<ServerConfig> = {}): Served {
-  const o = parseServeArgs([...argv, '-S', socket, '--memfd']);
-  const fabric = o.fabric ? new Fabric({ nClients: o.fabric.nClients, pfm: o.fabric.pfm, sid: o.fabric.sid, log }) : null;
-  let server: Server;
-  try {
-    server = Server.start({
-      socket: o.socket,
-      shm: o.shm,
-      size: o.size,
-      vectors: o.vectors,
-      maxPeers: o.maxPeers,
-      maxQueued: o.maxQueued ?? DEFAULT_MAX_QUEUED,
-      idPolicy: o.idPolicy,
-      ids: o.fabric ? { min: 1, max: o.fabric.nClients } : undefined,
-      member: fabric?.member,
-      recycle: o.fabric?.recycle ?? false,
-      log,
-      ...overrides,
-    });
-  } catch (e) {
-    fabric?.close();
-    throw e;
-  }
-  if (fabric && o.fabric) fabric.attach(server, openMailbox(server.sharedMemory, o.fabric.nClients, log, o.fabric.ringCapacity));
-  return { server, fabric, options: o, socket: server.socketPath };
+  const options = parseServeArgs([...argv, '-S', socket, '--memfd']);
+  const { server, fabric } = startServe(options, { log, overrides });
+  return { server, fabric, options, socket: server.socketPath };
 }
 
 interface ProbeRecord {

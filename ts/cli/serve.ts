@@ -3,14 +3,12 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import { Fabric } from '../fabric/fabric.js';
+import type { Fabric } from '../fabric/fabric.js';
 import { startConsole } from './console.js';
-import { genzFabricHooks } from '../fabric/genz-codec.js';
-import { openMailbox } from '../fabric/mailbox.js';
-import { PidFile } from '../native.js';
-import { DEFAULT_MAX_QUEUED, Server, ServerError } from '../server/server.js';
+import { PidFile, raiseFdLimit, type FdLimit } from '../native.js';
+import { Server, ServerError } from '../server/server.js';
 import { MAX_GID, MAX_PEERS, MAX_SOCKET_PATH, SERVE_HELP, UsageError, formatSize, parseServeArgs, type ServeOptions } from '../server/options.js';
-import { raiseFdLimit, type FdLimit } from '../native.js';
+import { FabricSetupError, startServe } from '../server/start.js';
 import { stanzaText } from '../stanza.js';
 
 const DAEMON_ENV = 'FAMEZ_DAEMON_CHILD';
@@ -158,61 +156,24 @@ export async function runServe(argv: string[]): Promise<number> {
     report(`error 2 ${e.message}`);
     return 2;
   }
-  const fabric = o.fabric
-    ? new Fabric({
-        nClients: o.fabric.nClients,
-        pfm: o.fabric.pfm,
-        sid: o.fabric.sid,
-        log: (line) => console.log(line),
-        ...(o.fabric.codec === 'genz' ? genzFabricHooks(o.fabric) : {}),
-      })
-    : null;
   let server: Server;
+  let fabric: Fabric | null;
   // The pid file first: a server already running with it is refused before
   // anything else is created. It is locked for this process's life.
   let pidfile: PidFile | null = null;
   try {
     if (o.pidfile !== null) pidfile = createPidFile(o.pidfile);
     if (pidfile?.tookOver) console.log(`famez: took over stale pid file ${o.pidfile}`);
-    server = Server.start({
-      socket: o.socket,
-      shm: o.shm,
-      size: o.size,
-      vectors: o.vectors,
-      maxPeers: o.maxPeers,
-      maxQueued: o.maxQueued ?? DEFAULT_MAX_QUEUED,
-      idPolicy: o.idPolicy,
-      keepShm: o.keepShm,
-      mode: o.mode,
-      gid,
-      verbose: o.verbose,
-      ids: o.fabric ? { min: 1, max: o.fabric.nClients } : undefined,
-      member: fabric?.member,
-      recycle: o.fabric?.recycle ?? false,
-    });
+    ({ server, fabric } = startServe(o, { gid }));
   } catch (e) {
-    fabric?.close();
     pidfile?.remove();
-    if (e instanceof ServerError) {
-      const code = e.usage ? 2 : 1;
+    if (e instanceof ServerError || e instanceof FabricSetupError) {
+      const code = e instanceof FabricSetupError || e.usage ? 2 : 1;
       process.stderr.write(`famez serve: ${e.message}\n`);
       report(`error ${code} ${e.message}`);
       return code;
     }
     throw e;
-  }
-  if (fabric && o.fabric) {
-    try {
-      fabric.attach(server, openMailbox(server.sharedMemory, o.fabric.nClients, (line) => console.log(line), o.fabric.ringCapacity));
-    } catch (e) {
-      // Only the sizes can be wrong here; undo everything the start made.
-      server.close();
-      fabric.close();
-      pidfile?.remove();
-      process.stderr.write(`famez serve: ${(e as Error).message}\n`);
-      report(`error 2 ${(e as Error).message}`);
-      return 2;
-    }
   }
   const stop = (signal: string) => {
     console.log(`famez: ${signal}: closing ${server.peerIds.length} peer(s) and exiting`);

@@ -1,0 +1,65 @@
+// From parsed `famez serve` options to a running server (and its switch):
+// the one mapping of ServeOptions onto Server and Fabric, used by the CLI
+// and by tests that run the same server in their own process.
+import { Fabric } from '../fabric/fabric.js';
+import { genzFabricHooks } from '../fabric/genz-codec.js';
+import { openMailbox } from '../fabric/mailbox.js';
+import type { ServeOptions } from './options.js';
+import { DEFAULT_MAX_QUEUED, Server, type ServerConfig } from './server.js';
+
+export interface Served {
+  server: Server;
+  /** The switch, unless --silent. */
+  fabric: Fabric | null;
+}
+
+/** The fabric's mailbox does not fit what the options ask (-l, --ring-capacity). */
+export class FabricSetupError extends Error {
+  override name = 'FabricSetupError';
+}
+
+/** Starts the server `o` describes. Throws ServerError from the start or
+ * FabricSetupError from the mailbox, in both cases with nothing left behind. */
+export function startServe(
+  o: ServeOptions,
+  { gid = null, log = (line: string) => console.log(line), overrides = {} }: { gid?: number | null; log?: (line: string) => void; overrides?: Partial<ServerConfig> } = {},
+): Served {
+  const fabric = o.fabric
+    ? new Fabric({ nClients: o.fabric.nClients, pfm: o.fabric.pfm, sid: o.fabric.sid, log, ...(o.fabric.codec === 'genz' ? genzFabricHooks(o.fabric) : {}) })
+    : null;
+  let server: Server;
+  try {
+    server = Server.start({
+      socket: o.socket,
+      shm: o.shm,
+      size: o.size,
+      vectors: o.vectors,
+      maxPeers: o.maxPeers,
+      maxQueued: o.maxQueued ?? DEFAULT_MAX_QUEUED,
+      idPolicy: o.idPolicy,
+      keepShm: o.keepShm,
+      mode: o.mode,
+      gid,
+      verbose: o.verbose,
+      ids: o.fabric ? { min: 1, max: o.fabric.nClients } : undefined,
+      member: fabric?.member,
+      recycle: o.fabric?.recycle ?? false,
+      log,
+      ...overrides,
+    });
+  } catch (e) {
+    fabric?.close();
+    throw e;
+  }
+  if (fabric && o.fabric) {
+    try {
+      fabric.attach(server, openMailbox(server.sharedMemory, o.fabric.nClients, log, o.fabric.ringCapacity));
+    } catch (e) {
+      // Only the sizes can be wrong here; undo everything the start made.
+      server.close();
+      fabric.close();
+      throw new FabricSetupError((e as Error).message);
+    }
+  }
+  return { server, fabric };
+}
