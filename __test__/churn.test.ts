@@ -17,7 +17,7 @@ import anyTest, { type ExecutionContext, type TestFn } from 'ava';
 import { Client } from '../ts/client/client.js';
 import { ProbePeer, serveInProcess, type Served } from './helpers/churn.js';
 import { RawPeer } from './helpers/raw-peer.js';
-import { LineProcess, removeDir, tempDir, waitFor, within } from './helpers/wait.js';
+import { LineProcess, fdDiff, fdTargets, removeDir, tempDir, waitFor, within } from './helpers/wait.js';
 
 interface Ctx {
   dir: string;
@@ -66,34 +66,10 @@ test.afterEach.always(async (t) => {
 });
 
 /** What each fd of this process points at. */
-function fdTargets(): string[] {
-  const out: string[] = [];
-  for (const fd of fs.readdirSync('/proc/self/fd')) {
-    try {
-      out.push(fs.readlinkSync(`/proc/self/fd/${fd}`).replace(/\[\d+\]$/, '[]'));
-    } catch {
-      // readdir's own fd, closed meanwhile
-    }
-  }
-  return out.sort();
-}
-
 /** The fds famez opens (sockets, eventfds, memfds); tsx opens and closes
  * its cache files on its own schedule, so those are not counted. */
 const KINDS = /^(socket:|anon_inode:\[eventfd\]|\/memfd:)/;
 const famezFds = (): number => fdTargets().filter((x) => KINDS.test(x)).length;
-
-function diff(before: string[], after: string[]): string {
-  const count = (xs: string[]) => xs.reduce((m, x) => m.set(x, (m.get(x) ?? 0) + 1), new Map<string, number>());
-  const a = count(before);
-  const b = count(after);
-  const lines: string[] = [];
-  for (const k of new Set([...a.keys(), ...b.keys()])) {
-    const d = (b.get(k) ?? 0) - (a.get(k) ?? 0);
-    if (d) lines.push(`${d > 0 ? '+' : ''}${d} ${k}`);
-  }
-  return lines.join(', ') || '(no difference by kind)';
-}
 
 const mappings = (): number => fs.readFileSync('/proc/self/maps', 'utf8').split('\n').filter((l) => l.includes('/memfd:famez ')).length;
 
@@ -213,7 +189,7 @@ async function churn(t: ExecutionContext<Ctx>, argv: string[]): Promise<Served> 
   t.is(gone, tally.connections, 'every connection was admitted and then seen to go');
   t.deepEqual(server.peerIds, [], 'no peer is left');
   await waitFor(() => famezFds() === base, `the fd count to return to ${base}`, SETTLE_MS).catch(() => undefined);
-  t.is(famezFds(), base, `fd leak: ${diff(baseTargets, fdTargets())}`);
+  t.is(famezFds(), base, `fd leak: ${fdDiff(baseTargets, fdTargets())}`);
   t.is(mappings(), baseMaps, 'every mapping of the shared memory by a client is gone');
   (served as Served & { connections: number }).connections = tally.connections;
   return served;

@@ -10,7 +10,7 @@ import anyTest, { type TestFn } from 'ava';
 import { Client } from '../ts/client/client.js';
 import { UnixStream } from '../ts/native.js';
 import { Server } from '../ts/server/server.js';
-import { LineProcess, fdCount, removeDir, tempDir, waitFor } from './helpers/wait.js';
+import { LineProcess, fdCount, fdDiff, fdTargets, removeDir, tempDir, waitFor } from './helpers/wait.js';
 
 // fd counts are per process, so these tests must not overlap.
 const test = anyTest.serial as TestFn<{ dir: string; server?: Server; proc?: LineProcess; clients: Client[]; streams: UnixStream[] }>;
@@ -34,30 +34,6 @@ test.afterEach.always(async (t) => {
 });
 
 /** What each fd of a process points at, for a readable failure message. */
-function fdTargets(pid: number | 'self' = 'self'): string[] {
-  const out: string[] = [];
-  for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
-    try {
-      out.push(fs.readlinkSync(`/proc/${pid}/fd/${fd}`).replace(/\[\d+\]$/, '[]'));
-    } catch {
-      // closed meanwhile (readdir's own fd)
-    }
-  }
-  return out.sort();
-}
-
-function diff(before: string[], after: string[]): string {
-  const count = (xs: string[]) => xs.reduce((m, x) => m.set(x, (m.get(x) ?? 0) + 1), new Map<string, number>());
-  const a = count(before);
-  const b = count(after);
-  const lines: string[] = [];
-  for (const k of new Set([...a.keys(), ...b.keys()])) {
-    const d = (b.get(k) ?? 0) - (a.get(k) ?? 0);
-    if (d) lines.push(`${d > 0 ? '+' : ''}${d} ${k}`);
-  }
-  return lines.join(', ') || '(no difference by kind)';
-}
-
 /** The fds famez itself opens: sockets, eventfds and memfds. (Counting
  * every fd would also count tsx's cache files, which it opens and closes
  * asynchronously on its own schedule.) */
@@ -119,7 +95,7 @@ test('in-process server: 1,000 library clients join and leave; fds and mappings 
     t.fail(`${(e as Error).message}; peers left: ${server.peerIds.length}, disconnects ${disconnects}`);
   });
   await waitFor(() => famezFds() === base, `the fd count to return to ${base}`, SETTLE_MS).catch(() => undefined);
-  t.is(famezFds(), base, `fd leak: ${diff(baseTargets, fdTargets())}`);
+  t.is(famezFds(), base, `fd leak: ${fdDiff(baseTargets, fdTargets())}`);
   t.is(mapsOf('t'), baseMaps, 'every client mapping is unmapped');
   t.is(connects, ROUNDS);
 });
@@ -139,7 +115,7 @@ test('in-process server: 1,000 raw connections closed without reading; fds retur
   t.is(gone, ROUNDS, 'the server saw every connection go');
   t.deepEqual(server.peerIds, []);
   await waitFor(() => famezFds() === base, `the fd count to return to ${base}`, SETTLE_MS).catch(() => undefined);
-  t.is(famezFds(), base, `fd leak: ${diff(baseTargets, fdTargets())}`);
+  t.is(famezFds(), base, `fd leak: ${fdDiff(baseTargets, fdTargets())}`);
   // The server still works afterwards.
   const c = await Client.connect(socket, { timeoutMs: 10_000 });
   t.context.clients.push(c);
@@ -197,11 +173,11 @@ test('server process: 1,000 library clients; the server\'s and this process\'s f
   t.is(disconnects(t.context.proc!), ROUNDS + 1, 'the server saw every connection (and the warm-up) go');
   await waitFor(() => fdCount(pid) === base, `the server's fd count to return to ${base}`, SETTLE_MS).catch(() => undefined);
   const final = fdCount(pid);
-  const leaked = diff(baseTargets, fdTargets(pid));
+  const leaked = fdDiff(baseTargets, fdTargets(pid));
   if (final !== base) t.log(await serverPeersAtExit(t.context.proc!));
   t.is(final, base, `server fd leak: ${leaked}`);
   await waitFor(() => famezFds() === selfBase, `this process's fd count to return to ${selfBase}`, SETTLE_MS).catch(() => undefined);
-  t.is(famezFds(), selfBase, `client-side fd leak: ${diff(selfTargets, fdTargets())}`);
+  t.is(famezFds(), selfBase, `client-side fd leak: ${fdDiff(selfTargets, fdTargets())}`);
   t.is(t.context.proc!.exit, null, 'the server is still running');
 });
 
@@ -217,7 +193,7 @@ test('server process: 1,000 raw connections closed without reading; the server\'
   t.is(disconnects(t.context.proc!), ROUNDS + 1, 'the server saw every connection (and the warm-up) go');
   await waitFor(() => fdCount(pid) === base, `the server's fd count to return to ${base}`, SETTLE_MS).catch(() => undefined);
   const final = fdCount(pid);
-  const leaked = diff(baseTargets, fdTargets(pid));
+  const leaked = fdDiff(baseTargets, fdTargets(pid));
   if (final !== base) {
     t.log(await serverPeersAtExit(t.context.proc!));
     t.fail(`server fd leak: ${final} fds, baseline ${base}: ${leaked}`);

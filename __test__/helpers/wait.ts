@@ -55,6 +55,33 @@ export function fdCount(pid: number | 'self' = 'self'): number {
   return fs.readdirSync(`/proc/${pid}/fd`).length;
 }
 
+/** What each fd of a process points at (socket:[], anon_inode:[eventfd],
+ * a path...), inode numbers dropped, sorted: to compare before and after. */
+export function fdTargets(pid: number | 'self' = 'self'): string[] {
+  const out: string[] = [];
+  for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      out.push(fs.readlinkSync(`/proc/${pid}/fd/${fd}`).replace(/\[\d+\]$/, '[]'));
+    } catch {
+      // closed meanwhile (readdir's own fd)
+    }
+  }
+  return out.sort();
+}
+
+/** The difference of two fdTargets lists by kind, as "+2 socket:[], -1 ...". */
+export function fdDiff(before: string[], after: string[]): string {
+  const count = (xs: string[]) => xs.reduce((m, x) => m.set(x, (m.get(x) ?? 0) + 1), new Map<string, number>());
+  const a = count(before);
+  const b = count(after);
+  const lines: string[] = [];
+  for (const k of new Set([...a.keys(), ...b.keys()])) {
+    const d = (b.get(k) ?? 0) - (a.get(k) ?? 0);
+    if (d) lines.push(`${d > 0 ? '+' : ''}${d} ${k}`);
+  }
+  return lines.join(', ') || '(no difference by kind)';
+}
+
 /** A child process whose stdout is read as lines, kept for assertions. */
 export class LineProcess {
   readonly lines: string[] = [];
