@@ -401,7 +401,8 @@ famez options:
                          default ${DEFAULT_FABRIC_PEERS}; --silent: default 65536)
       --max-queued N     disconnect a peer that leaves more than N messages
                          unread beyond its socket buffer and its welcome
-                         (default 4096)
+                         and has taken none for 5 s (default 4096; a peer
+                         that reads may fall 64 x N behind)
       --id-policy P      how IDs are chosen: monotonic (the next one, as the
                          stock server; the --silent default), lowest (the
                          lowest free ID; the fabric default) or random.
