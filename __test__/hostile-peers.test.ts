@@ -112,6 +112,7 @@ test.serial('a ping flooder and never-reading newcomers beside good peers: every
   const posted = JSON.parse(flood.lines.find((l) => l.includes('"done"'))!).count as number;
   t.true(posted > LIMIT, `the flooder posted ${posted} pings`);
   clearInterval(sampler);
+  t.log(`the flooder posted ${posted} pings; the switch: ${JSON.stringify(fabric.stats)}, at most ${maxQueued} queued`);
 
   // The flooder lost its own answers, and the switch kept no more than its bound.
   t.true(fabric.stats.dropped > 0, JSON.stringify(fabric.stats));
