@@ -338,6 +338,24 @@ test('scripted server: connect resolves only after the whole own group', async (
   t.is(resolvedWith, 2, 'connect resolved with both own vectors (the peers have 2 each)');
 });
 
+// The welcome ends when the protocol says so: a server that stops in the
+// middle of it is an error that says where it stopped (no quiet timer
+// decides that the welcome is over).
+test('scripted server: a server that stops mid-welcome is an error naming where it stopped', async (t) => {
+  const { socket, accept } = await scripted(t);
+  const connecting = Client.connect(socket, { timeoutMs: 1_500 });
+  const s = await accept();
+  s.send(0);
+  s.send(1);
+  s.send(-1, s.shm.fd);
+  s.send(5, s.bells[0].fd);
+  s.send(5, s.bells[1].fd);
+  s.send(1, s.bells[2].fd); // one of its two own vectors, then nothing
+  const err = await t.throwsAsync(connecting);
+  t.is((err as { code?: string }).code, 'ETIMEDOUT');
+  t.regex(err!.message, /stopped in the middle of its welcome, during the peers' eventfds \(1 other peer, 1 of 2 own vectors\)/);
+});
+
 // A newcomer's group split across reads is still one 'join', sent when all
 // of its vectors are there.
 test('scripted server: a split join is announced once, with all its vectors', async (t) => {

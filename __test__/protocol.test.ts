@@ -9,6 +9,7 @@ import {
   MAX_PEER_ID,
   Membership,
   QEMU_REUSE_BUG,
+  welcomeProgress,
   PROTOCOL_VERSION,
   SHM_MESSAGE,
   initialClientState,
@@ -686,4 +687,35 @@ test('Membership: property — in every mode, every live peer holds every other 
     { numRuns: 400 },
   );
   t.pass();
+});
+
+// ---- welcomeProgress ----------------------------------------------------------
+
+test('welcomeProgress: each stage of the welcome, done only when the own group is complete', (t) => {
+  const st = initialClientState<string>();
+  const feed = (value: number, fd: string | null = null) => receive(st, { value, fd });
+  t.like(welcomeProgress(st), { done: false, stage: 'before the protocol version' });
+  feed(0);
+  t.like(welcomeProgress(st), { done: false, stage: 'after the protocol version, before the peer ID' });
+  feed(3);
+  t.like(welcomeProgress(st), { done: false, stage: 'after the peer ID (3), before the shared memory' });
+  feed(-1, 'shm');
+  feed(7, 'a');
+  feed(7, 'b');
+  feed(7, 'c');
+  t.false(welcomeProgress(st).done, 'the others\' groups, no own vector yet');
+  feed(3, 'x');
+  feed(3, 'y');
+  t.deepEqual(welcomeProgress(st), { done: false, stage: "during the peers' eventfds (1 other peer, 2 of 3 own vectors)" });
+  feed(3, 'z');
+  t.true(welcomeProgress(st).done, 'the group size comes from the others\' groups');
+});
+
+test('welcomeProgress: an expected group size wins; a lone peer nobody described is done at its first own vector', (t) => {
+  const lone = initialClientState<string>();
+  for (const [v, fd] of [[0, null], [0, null], [-1, 'shm'], [0, 'a']] as const) receive(lone, { value: v, fd });
+  t.true(welcomeProgress(lone).done);
+  t.false(welcomeProgress(lone, 2).done);
+  receive(lone, { value: 0, fd: 'b' });
+  t.true(welcomeProgress(lone, 2).done);
 });

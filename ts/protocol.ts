@@ -384,3 +384,30 @@ export function receive<F>(state: ClientState<F>, msg: Incoming<F>): ClientEvent
     }
   }
 }
+
+/** Where a client is in the server's welcome, by the protocol alone (no
+ * timer): `done` once its own group is complete. The group's size is
+ * `expected` when the caller knows it, else that of the other peers' groups
+ * (the server sends them first, and every peer has the same vectors; in a
+ * fabric the switch is always one of them). A lone peer of a server whose
+ * vector count nobody said has no way to know it: its welcome is done at
+ * its first own vector, and later ones join its group as they come. */
+export function welcomeProgress<F>(state: ClientState<F>, expected: number | null = null): { done: boolean; stage: string } {
+  switch (state.phase) {
+    case 'version':
+      return { done: false, stage: 'before the protocol version' };
+    case 'id':
+      return { done: false, stage: 'after the protocol version, before the peer ID' };
+    case 'shm':
+      return { done: false, stage: `after the peer ID (${state.id}), before the shared memory` };
+    case 'failed':
+      return { done: false, stage: 'after a protocol error' };
+    case 'running': {
+      let size = expected;
+      if (size === null) for (const fds of state.peers.values()) size = Math.max(size ?? 0, fds.length);
+      const own = state.own.length;
+      const stage = `during the peers' eventfds (${state.peers.size} other peer${state.peers.size === 1 ? '' : 's'}, ${own}${size === null ? '' : ` of ${size}`} own vector${(size ?? own) === 1 ? '' : 's'})`;
+      return { done: size === null ? own >= 1 : own >= size, stage };
+    }
+  }
+}

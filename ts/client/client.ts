@@ -5,7 +5,7 @@ import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { EventFd, SharedMemory, UnixStream, closeFd, signalFd } from '../native.js';
-import { initialClientState, receive, type ClientState } from '../protocol.js';
+import { initialClientState, receive, welcomeProgress, type ClientState } from '../protocol.js';
 
 export interface PeerView {
   id: number;
@@ -22,7 +22,9 @@ export interface ClientEvents {
 
 export interface ConnectOptions {
   /** Vectors the server gives each peer. Without it the client learns the
-   * count from the other peers' groups or, alone, from a quiet socket. */
+   * count from the other peers' groups (see protocol.welcomeProgress); a
+   * lone peer is welcomed at its first own vector and gets the rest as they
+   * come. */
   vectors?: number;
   /** Keep retrying (every `retryMs`) while the server is not there yet. */
   retry?: boolean;
@@ -98,29 +100,28 @@ export class Client extends EventEmitter<ClientEvents> {
     return client.welcome(deadline);
   }
 
-  /** How long a lone peer waits for more of its own group after the last
-   * fd: with no other peer there is nothing else to tell the group size. */
-  private static readonly QUIET_MS = 50;
-
   private welcome(deadline: number): Promise<Client> {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
+        const { stage } = welcomeProgress(this.state, this.groupSize);
         this.shutdown('no welcome from the server');
-        reject(new ClientError('ETIMEDOUT', `${this.socketPath}: the server did not finish its welcome in time`));
+        reject(new ClientError('ETIMEDOUT', `${this.socketPath}: the server stopped in the middle of its welcome, ${stage}`));
       }, Math.max(0, deadline - Date.now()));
       const fail = (err: ClientError) => {
         clearTimeout(timer);
+        if (endOfRead) clearImmediate(endOfRead);
         this.shutdown(err.message);
         reject(err);
       };
       let settled = false;
-      let quiet: NodeJS.Timeout | null = null;
+      let endOfRead: NodeJS.Immediate | null = null;
       const settle = () => {
         if (settled) return;
         settled = true;
-        if (quiet) clearTimeout(quiet);
         clearTimeout(timer);
-        this.groupSize = this.ownBells.length;
+        // Known from the option or the others' groups; a lone peer of a
+        // server nobody described learns it when the next peer's comes.
+        this.groupSize ??= this.peerBells.size > 0 ? Math.max(...[...this.peerBells.values()].map((b) => b.length)) : null;
         resolve(this);
       };
       this.stream.watch((value, fd, reason) => {
@@ -145,17 +146,12 @@ export class Client extends EventEmitter<ClientEvents> {
               });
               this.ownBells.push(bell);
               this.ownFds.push(bell.fd);
-              // The own group ends the welcome. Its size is the other peers'
-              // group size (all peers have the same vectors), when known.
-              if (!settled) {
-                const others = this.peerBells.values().next().value;
-                const expected = this.groupSize ?? others?.length;
-                if (expected !== undefined) {
-                  if (this.ownBells.length >= expected) settle();
-                } else {
-                  if (quiet) clearTimeout(quiet);
-                  quiet = setTimeout(settle, Client.QUIET_MS);
-                }
+              // The own group ends the welcome (protocol.welcomeProgress).
+              // A lone peer whose group size nobody knows takes the rest of
+              // this read first (the server sends the group in one go).
+              if (!settled && welcomeProgress(this.state, this.groupSize).done) {
+                if (this.groupSize !== null || this.peerBells.size > 0) settle();
+                else endOfRead ??= setImmediate(settle);
               }
               break;
             }
@@ -169,6 +165,8 @@ export class Client extends EventEmitter<ClientEvents> {
               bells.push(bell);
               this.peerFds.get(ev.peer)!.push(bell.fd);
               // A newcomer is announced once, when its whole group is here.
+              // A lone peer's own group was all sent before any newcomer's.
+              if (settled && this.groupSize === null) this.groupSize = this.ownBells.length;
               if (settled && bells.length === this.groupSize) this.emit('join', { id: ev.peer, vectors: bells.length });
               break;
             }
