@@ -110,7 +110,7 @@ test('the whole FAME-Z exchange between the switch and the fabric client, throug
   await server.waitFor(/switch: peer 1: configured SID0=27,CID0=100/);
   await server.waitFor(/switch: peer 1: C-Class=Debugger,SID0=27,CID0=100/);
   // The configuration is in the client's slot for all to see.
-  const view = t.context.track(new Mailbox(c.client.sharedMemory));
+  const view = t.context.track(new Mailbox(c.transport.sharedMemory));
   t.like(view.slot(1), { nodename: 'libZ', peerSid: 27, peerCid: 100, buflen: 0 });
 
   c.close();
@@ -390,7 +390,7 @@ test('one doorbell for more messages than a loop turn reads: the rest are read o
   // one synchronous run: the first part rings the doorbell, the rest goes
   // into a ring that is not empty. A loop turn reads at most 16,384.
   let bellsRung = 0;
-  b.client.on('interrupt', ({ vector }) => {
+  b.transport.on('interrupt', ({ vector }) => {
     if (vector === a.id) bellsRung++;
   });
   const w = a.ringWriter(b.id);

@@ -84,7 +84,7 @@ function roundTrips(what: string, go: () => void) {
 async function main(): Promise<void> {
   const fabric = kind === 'fabric' ? await FabricClient.connect(sock, { nodename: `bench-${process.pid}`.slice(0, 31) }) : null;
   // A FabricClient wraps a Client; reach it for the raw doorbell paths.
-  const client: Client = fabric ? (fabric as unknown as { client: Client }).client : await Client.connect(sock, { vectors: 1 });
+  const client: Client = fabric ? (fabric.transport as Client) : await Client.connect(sock, { vectors: 1 });
   const word = new Uint32Array(client.memory, 0, 1);
   const rl = readline.createInterface({ input: process.stdin });
   rl.on('close', () => process.exit(0));

@@ -174,7 +174,7 @@ export class FabricSession {
     const a = f.attributes;
     this.say(`peer ${f.id} '${f.nodename}': C-Class=${a.cclass},SID0=${a.SID0},CID0=${a.CID0}; link ${a.link}`);
     if (a.PFMSID !== null) this.say(`fabric manager: PFMSID=${a.PFMSID},PFMCID=${a.PFMCID}`);
-    this.say(`fabric: ${f.nClients} peers, switch ${f.serverId}, ${f.client.vectors} vectors each, shared memory ${f.client.memory.byteLength} bytes`);
+    this.say(`fabric: ${f.nClients} peers, switch ${f.serverId}, ${f.transport.vectors} vectors each, shared memory ${f.transport.memory.byteLength} bytes`);
     if (f.rings) this.say(`ring channels: ${f.rings.count} of ${f.rings.capacity} bytes (messages up to ${f.rings.maxMessage})`);
     const peers = f.peers;
     if (peers.length === 0) this.say('no other peers');

@@ -5,6 +5,7 @@ import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { EventFd, SharedMemory, UnixStream, closeFd, signalFd } from '../native.js';
+import type { PeerTransport, TransportEvents } from '../fabric/transport.js';
 import { initialClientState, receive, welcomeProgress, type ClientState } from '../protocol.js';
 
 export interface PeerView {
@@ -13,12 +14,8 @@ export interface PeerView {
   vectors: number;
 }
 
-export interface ClientEvents {
-  interrupt: [{ vector: number; count: number }];
-  join: [PeerView];
-  leave: [{ id: number }];
-  close: [{ reason: string }];
-}
+/** The host Client's events are the transport's (join carries a PeerView). */
+export type ClientEvents = TransportEvents;
 
 export interface ConnectOptions {
   /** Vectors the server gives each peer. Without it the client learns the
@@ -49,7 +46,8 @@ export class ClientError extends Error {
   }
 }
 
-export class Client extends EventEmitter<ClientEvents> {
+/** The host transport of a fabric peer (see ts/fabric/transport.ts). */
+export class Client extends EventEmitter<ClientEvents> implements PeerTransport {
   private readonly state: ClientState<number> = initialClientState();
   private readonly peerBells = new Map<number, EventFd[]>();
   private readonly ownBells: EventFd[] = [];
@@ -204,6 +202,16 @@ export class Client extends EventEmitter<ClientEvents> {
   /** Number of this peer's own vectors. */
   get vectors(): number {
     return this.ownBells.length;
+  }
+
+  /** Where this client is attached: the server's socket. */
+  get where(): string {
+    return this.socketPath;
+  }
+
+  /** The other peers' IDs, ascending. */
+  peerIds(): number[] {
+    return [...this.peerBells.keys()].sort((a, b) => a - b);
   }
 
   /** The other peers, by ID. */

@@ -27,6 +27,7 @@ import { EventEmitter } from 'node:events';
 import * as os from 'node:os';
 
 import { Client, type ConnectOptions } from '../client/client.js';
+import type { PeerTransport } from './transport.js';
 import { GenZTextError, parse, peerAttributes, toBytes, type TextMessage } from '../genz/text.js';
 import type { MailboxGlobals, RingLayoutInfo } from '../../index.js';
 import { Mailbox, Ring } from '../native.js';
@@ -413,7 +414,7 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
   private readonly onClose = ({ reason }: { reason: string }) => this.shutdown(reason);
 
   private constructor(
-    readonly client: Client,
+    readonly transport: PeerTransport,
     mailbox: Mailbox,
     nClients: number,
     options: FabricClientOptions,
@@ -427,16 +428,16 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
     this.sendTimeoutMs = options.sendTimeoutMs ?? 1000;
     this.requestTimeoutMs = options.requestTimeoutMs ?? 5000;
     this.own = { cclass: options.cclass ?? 'Debugger', SID0: 0, CID0: 0, link: 'up', PFMSID: null, PFMCID: null };
-    for (const id of client.peers.keys()) if (id >= 1 && id <= this.serverId) this.connected.add(id);
+    for (const id of transport.peerIds()) if (id >= 1 && id <= this.serverId) this.connected.add(id);
     this.layout = mailbox.ringLayout;
-    this.setNodename(options.nodename ?? defaultNodename(client.id));
+    this.setNodename(options.nodename ?? defaultNodename(transport.id));
     // Tell the switch to send to us through its ring to us: its one slot
     // is then never what our answers wait for (features.ts).
-    if (mem && this.layout) writeFeatures(mem, client.id, options.switchRing === false ? 0 : FEATURE_SWITCH_RING);
-    client.on('interrupt', this.onInterrupt);
-    client.on('join', this.onJoin);
-    client.on('leave', this.onLeave);
-    client.on('close', this.onClose);
+    if (mem && this.layout) writeFeatures(mem, transport.id, options.switchRing === false ? 0 : FEATURE_SWITCH_RING);
+    transport.on('interrupt', this.onInterrupt);
+    transport.on('join', this.onJoin);
+    transport.on('leave', this.onLeave);
+    transport.on('close', this.onClose);
     // Messages (the switch's Peer-Attribute, say) may have arrived before
     // this listener: look at every slot and ring once, after the caller's
     // own listeners are in place.
@@ -446,8 +447,9 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
     });
   }
 
-  /** Joins the fabric server at `socketPath`. Rejects with ENOTFABRIC (and
-   * leaves) when the server is not a FAME-Z fabric (e.g. `--silent`). */
+  /** Joins the fabric server at `socketPath` over the host transport (the
+   * server's socket). Rejects with ENOTFABRIC (and leaves) when the server
+   * is not a FAME-Z fabric (e.g. `--silent`). */
   static async connect(socketPath: string, options: FabricClientOptions = {}): Promise<FabricClient> {
     const client = await Client.connect(socketPath, options);
     try {
@@ -458,11 +460,12 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
     }
   }
 
-  /** Makes a connected host Client a fabric peer. Throws ENOTFABRIC (the
-   * client stays open) when its shared memory holds no FAME-Z mailbox. */
-  static attach(client: Client, options: FabricClientOptions = {}): FabricClient {
-    const shm = client.sharedMemory;
-    const where = client.socketPath;
+  /** Makes a peer on any transport (the host Client, a guest's device) a
+   * fabric peer. Throws ENOTFABRIC (the transport stays open) when its
+   * shared memory holds no FAME-Z mailbox. */
+  static attach(transport: PeerTransport, options: FabricClientOptions = {}): FabricClient {
+    const shm = transport.sharedMemory;
+    const where = transport.where;
     let probe: Mailbox;
     try {
       probe = new Mailbox(shm);
@@ -477,13 +480,13 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
     }
     const problem = mailboxProblem(g, shm.size);
     if (problem !== null) throw new FabricClientError('ENOTFABRIC', `${where}: the shared memory holds no FAME-Z mailbox (${problem})`);
-    if (client.id < 1 || client.id > g.nClients) {
-      throw new FabricClientError('ENOTFABRIC', `${where}: this peer got ID ${client.id}, outside the fabric's 1..${g.nClients}`);
+    if (transport.id < 1 || transport.id > g.nClients) {
+      throw new FabricClientError('ENOTFABRIC', `${where}: this peer got ID ${transport.id}, outside the fabric's 1..${g.nClients}`);
     }
-    if (client.vectors < g.nEvents) {
-      throw new FabricClientError('ENOTFABRIC', `${where}: this peer has ${client.vectors} vector(s); a fabric of ${g.nClients} peers gives ${g.nEvents}`);
+    if (transport.vectors < g.nEvents) {
+      throw new FabricClientError('ENOTFABRIC', `${where}: this peer has ${transport.vectors} vector(s); a fabric of ${g.nClients} peers gives ${g.nEvents}`);
     }
-    if (!client.peers.has(g.serverId)) {
+    if (!transport.peerIds().includes(g.serverId)) {
       throw new FabricClientError('ENOTFABRIC', `${where}: the server did not advertise its switch (peer ${g.serverId})`);
     }
     const mailbox = new Mailbox(shm, g.nClients);
@@ -493,7 +496,7 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
       } catch (e) {
         throw new FabricClientError('ENOTFABRIC', `${where}: slot 0 describes ring channels that cannot be (${(e as Error).message})`);
       }
-      return new FabricClient(client, mailbox, g.nClients, options);
+      return new FabricClient(transport, mailbox, g.nClients, options);
     } catch (e) {
       mailbox.close();
       throw e;
@@ -501,7 +504,7 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
   }
 
   get id(): number {
-    return this.client.id;
+    return this.transport.id;
   }
 
   get closed(): boolean {
@@ -623,7 +626,7 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
         await nextTurn(since);
         this.check();
       }
-      this.client.ring(to, src);
+      this.transport.ring(to, src);
     }
   }
 
@@ -856,7 +859,7 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
       if (posted) {
         this.queue.shift();
         try {
-          this.client.ring(head.to, me);
+          this.transport.ring(head.to, me);
         } catch (e) {
           head.reject(new FabricClientError('ENOPEER', (e as Error).message));
           continue;
@@ -902,9 +905,9 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
     if (to === this.id) throw new FabricClientError('EINVAL', 'there is no ring from a peer to itself');
     let ring = this.txRings.get(to);
     if (!ring) {
-      const bell = () => this.client.ring(to, this.id);
+      const bell = () => this.transport.ring(to, this.id);
       const mem = this.memoryOrNull();
-      ring = mem ? new RingWriter(mem, ringOffset(this.layout, this.id, to), this.layout.capacity, bell) : nativeTx(new Ring(this.client.sharedMemory, this.id, to), bell);
+      ring = mem ? new RingWriter(mem, ringOffset(this.layout, this.id, to), this.layout.capacity, bell) : nativeTx(new Ring(this.transport.sharedMemory, this.id, to), bell);
       this.txRings.set(to, ring);
       this.txErrors.set(to, ring.errors);
     }
@@ -915,7 +918,7 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
     let ring = this.rxRings.get(from);
     if (!ring) {
       const mem = this.memoryOrNull();
-      ring = mem ? new RingReader(mem, ringOffset(this.layout!, from, this.id), this.layout!.capacity) : nativeRx(new Ring(this.client.sharedMemory, from, this.id));
+      ring = mem ? new RingReader(mem, ringOffset(this.layout!, from, this.id), this.layout!.capacity) : nativeRx(new Ring(this.transport.sharedMemory, from, this.id));
       this.rxRings.set(from, ring);
     }
     return ring;
@@ -924,7 +927,7 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
   /** The shared object as an ArrayBuffer, or null when it is too big. */
   private memoryOrNull(): ArrayBuffer | null {
     try {
-      return this.client.memory;
+      return this.transport.memory;
     } catch {
       return null;
     }
@@ -1002,7 +1005,7 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
       this.emit('warning', `ring from peer ${from} ${printable(this.mailbox.nodename(from))}: ${e.message}; ${e.delivered} message(s) before it delivered, ${discarded} byte(s) discarded`);
       this.emit('ring-error', info);
       try {
-        if (this.closedReason === null && this.connected.has(from)) this.client.ring(from, this.id);
+        if (this.closedReason === null && this.connected.has(from)) this.transport.ring(from, this.id);
       } catch {
         // The producer left: nobody to tell.
       }
@@ -1176,10 +1179,10 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
     if (this.replyTimer) clearTimeout(this.replyTimer);
     this.replyTimer = null;
     for (const w of this.waiters.splice(0)) w.reject(err());
-    this.client.off('interrupt', this.onInterrupt);
-    this.client.off('join', this.onJoin);
-    this.client.off('leave', this.onLeave);
-    this.client.off('close', this.onClose);
+    this.transport.off('interrupt', this.onInterrupt);
+    this.transport.off('join', this.onJoin);
+    this.transport.off('leave', this.onLeave);
+    this.transport.off('close', this.onClose);
     if (this.rxImmediate) clearImmediate(this.rxImmediate);
     this.rxImmediate = null;
     this.rxPending.clear();
@@ -1188,7 +1191,7 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
     this.txErrors.clear();
     this.rxRings.clear();
     this.mailbox.close();
-    this.client.close();
+    this.transport.close();
     this.emit('close', { reason });
   }
 }
