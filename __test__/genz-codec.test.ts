@@ -324,3 +324,14 @@ test.serial('famez serve --codec genz with more than 39 peers is a usage error',
   t.is(p.exitInfo.code, 2);
   t.regex(p.stderr, /--codec genz allows at most 39 peers, got 40/);
 });
+
+test('FabricClient.linkUp completes against famez serve --codec genz: the binary Control Write is applied and acknowledged in Gen-Z', async (t) => {
+  const { FabricClient } = await import('../ts/fabric/client.js');
+  const sock = path.join(t.context.dir(), 'sock');
+  const s = await t.context.serve(['-S', sock, '--memfd', '--max-peers', '4', '--codec', 'genz']);
+  const c = t.context.track(await FabricClient.connect(sock, { requestTimeoutMs: 15_000 }));
+  const info = await c.linkUp();
+  t.like(info, { SID0: 27, CID0: c.id * 100, PFMSID: 27, PFMCID: 500, from: 5 });
+  t.like(c.attributes, { SID0: 27, CID0: c.id * 100, link: 'configured' });
+  await s.waitFor(new RegExp(`peer ${c.id}: configured SID0=27,CID0=${c.id * 100}`), 15_000);
+});

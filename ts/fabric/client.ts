@@ -24,177 +24,37 @@
 //   native Ring is the fallback when the object is too big for an
 //   ArrayBuffer (over 4 GiB on Node 20).
 import { EventEmitter } from 'node:events';
-import * as os from 'node:os';
 
-import { Client, type ConnectOptions } from '../client/client.js';
+import { Client } from '../client/client.js';
 import type { PeerTransport } from './transport.js';
-import { GenZTextError, parse, peerAttributes, toBytes, type TextMessage } from '../genz/text.js';
-import type { MailboxGlobals, RingLayoutInfo } from '../../index.js';
+import { GenZTextError, parse, toBytes, type TextMessage } from '../genz/text.js';
+import { GenZCodec } from './genz-codec.js';
+import { reactTo } from './reactions.js';
+import type { RingLayoutInfo } from '../../index.js';
 import { Mailbox, Ring } from '../native.js';
-import { RingCorrupt, RingReader, RingWriter, ringOffset, type RingVisitor } from './ring.js';
+import { RingCorrupt, RingReader, RingWriter, ringOffset } from './ring.js';
 import { FEATURE_SWITCH_RING, writeFeatures } from './features.js';
 import { Slots } from './slots.js';
+import { RING_BUDGET, nativeRx, nativeSlots, nativeTx, readCopies, type RxRing, type SlotPort, type TxRing } from './ring-ends.js';
+import { defaultNodename, encodeMessage, fitNodename, mailboxProblem, printable, textOf } from './peer-text.js';
+import {
+  FabricClientError,
+  MAX_SLOT_MESSAGE,
+  type Dest,
+  type FabricClientEvents,
+  type FabricClientOptions,
+  type FabricMessage,
+  type FabricPeer,
+  type LinkInfo,
+  type OwnAttributes,
+  type PeerAttributes,
+  type RequestOptions,
+  type RingErrorInfo,
+  type SendOptions,
+} from './peer-types.js';
 
-/** FAME-Z's slot geometry (famez-fabric.md). */
-const SLOTSIZE = 512;
-const BUF_OFFSET = 128;
-/** The largest message payload a slot holds (384-byte buffer, NUL ended). */
-export const MAX_SLOT_MESSAGE = 383;
-/** The nodename field: 32 bytes with its NUL. */
-const MAX_NODENAME = 31;
-
-export type FabricClientErrorCode =
-  /** The server's shared memory holds no FAME-Z mailbox (a --silent server). */
-  | 'ENOTFABRIC'
-  /** The own slot stayed busy (the last receiver did not take its message),
-   * or a ring stayed full, for the whole timeout. */
-  | 'EBUSY'
-  /** No reply (request), no configuration (linkUp) in time. */
-  | 'ETIMEDOUT'
-  /** DEST names no connected peer. */
-  | 'ENOPEER'
-  /** DEST is ambiguous or not allowed here (several peers for request). */
-  | 'EINVAL'
-  /** A message over 383 bytes (slots) or over the ring's maxMessage. */
-  | 'EMSGSIZE'
-  /** The ring's counters make no sense (the other side wrote garbage). */
-  | 'EBADMSG'
-  /** The switch refused (Link CTL NAK) what linkUp asked. */
-  | 'ENAK'
-  /** The server set up no ring channels. */
-  | 'ENORINGS'
-  /** The client is closed (or the server went away). */
-  | 'ECLOSED';
-
-export class FabricClientError extends Error {
-  override name = 'FabricClientError';
-  constructor(
-    readonly code: FabricClientErrorCode,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
-/** A DEST: an ID, a nodename, `server`/`switch`, `all` (every other
- * connected peer, the switch included) or `others` (every other peer but
- * the switch). Numeric strings are IDs. */
-export type Dest = number | string;
-
-/** One message taken from a slot. */
-export interface FabricMessage {
-  from: number;
-  /** The sender's nodename, as its slot says now. */
-  nodename: string;
-  /** The message as text (trailing NULs dropped, bad UTF-8 replaced). */
-  text: string;
-  /** The parsed FAME-Z message, or null when it is not FAME-Z text. */
-  message: TextMessage | null;
-  bytes: Buffer;
-}
-
-/** What a peer said of itself in a Link CTL ACK. */
-export interface PeerAttributes {
-  cclass?: string;
-  SID0?: number;
-  CID0?: number;
-  /** Every attribute, as sent. */
-  all: Record<string, string>;
-}
-
-export interface FabricPeer {
-  id: number;
-  nodename: string;
-  isSwitch: boolean;
-  /** From the last Link CTL ACK this peer sent us; null before one. */
-  attributes: PeerAttributes | null;
-}
-
-export type LinkState = 'up' | 'configured';
-
-/** This client's own attributes: what it answers to Peer-Attribute. */
-export interface OwnAttributes {
-  cclass: string;
-  SID0: number;
-  CID0: number;
-  link: LinkState;
-  /** The fabric manager that configured this peer (from the CTL-Write). */
-  PFMSID: number | null;
-  PFMCID: number | null;
-}
-
-export interface LinkInfo {
-  SID0: number;
-  CID0: number;
-  PFMSID: number;
-  PFMCID: number;
-  /** Who sent the CTL-Write (the switch). */
-  from: number;
-  Tag: number;
-}
-
-export interface FabricClientEvents {
-  message: [FabricMessage];
-  /** A message posted into this client's slot (after its doorbell rang). */
-  sent: [{ to: number; text: string }];
-  /** Ring-channel messages from `from`, in order, one event per wake-up. */
-  data: [{ from: number; messages: Buffer[] }];
-  /** A CTL-Write configured this peer and its acknowledgment was posted. */
-  configured: [LinkInfo];
-  join: [{ id: number }];
-  leave: [{ id: number }];
-  /** The ring from `from` broke the protocol (also a `warning`): the good
-   * messages before the bad record were delivered, the rest dropped, and
-   * the ring flows again. */
-  'ring-error': [RingErrorInfo];
-  /** Peer `to` found this client's ring to it corrupt and dropped its
-   * contents, `count` more time(s) (also a `warning`). */
-  'ring-rejected': [{ to: number; count: number }];
-  /** Something went wrong that is nobody's call (an automatic answer that
-   * could not be sent, a malformed slot or ring): the client goes on. */
-  warning: [string];
-  close: [{ reason: string }];
-}
-
-/** A corrupt ring found by its consumer (this client). */
-export interface RingErrorInfo {
-  /** The ring's owner: the producing peer, who wrote the bad bytes. */
-  from: number;
-  /** The failed check, e.g. `corrupt ring: unknown flags 7 at 48`. */
-  reason: string;
-  /** Good messages delivered from the ring in this drain, before the bad record. */
-  delivered: number;
-  /** Bytes dropped to resynchronise (the bad record and all after it). */
-  discarded: number;
-}
-
-export interface FabricClientOptions extends ConnectOptions {
-  /** This peer's nodename (default `<short hostname>-<ID>`, at most 31 bytes). */
-  nodename?: string;
-  /** The C-Class this peer answers to Peer-Attribute (default `Debugger`). */
-  cclass?: string;
-  /** How long send() waits for the own slot to be free (default 1000 ms). */
-  sendTimeoutMs?: number;
-  /** Default timeout of request() and linkUp() (default 5000 ms). */
-  requestTimeoutMs?: number;
-  /** Ask the switch to send through its ring channel to this peer, where
-   * its messages never wait for its one slot (default true when the
-   * server set up rings; false: the FAME-Z slot only, as a guest driver). */
-  switchRing?: boolean;
-}
-
-export interface SendOptions {
-  /** How long to wait for the own slot (or the ring) to be free. */
-  timeoutMs?: number;
-}
-
-export interface RequestOptions extends SendOptions {
-  /** How long to wait for the reply (after the request is posted). */
-  replyTimeoutMs?: number;
-  /** Which message from DEST is the reply. Default: any but the requests
-   * a peer sends on its own (ping, Link CTL Peer-Attribute, dump). */
-  match?: (m: FabricMessage) => boolean;
-}
+export * from './peer-types.js';
+export { mailboxProblem } from './peer-text.js';
 
 interface Outgoing {
   to: number;
@@ -218,89 +78,6 @@ interface Waiter {
   late: string;
 }
 
-/** The ring ends FabricClient drives: the TypeScript views (ring.ts) or,
- * for an object too big for an ArrayBuffer, the native Ring adapted. */
-interface TxRing {
-  pushBatch(msgs: readonly Uint8Array[], from: number): number;
-  /** The consumer's count of corrupt discards of this ring. */
-  readonly errors: number;
-  close?(): void;
-}
-interface RxRing {
-  /** Throws RingCorrupt (after visiting the good messages before it). */
-  read(visit: RingVisitor, max: number): number;
-  discardCorrupt(): number;
-  close?(): void;
-}
-
-function nativeTx(ring: Ring, bell: () => void): TxRing {
-  return {
-    pushBatch(msgs, from) {
-      const n = ring.pushBatch(from === 0 ? (msgs as Uint8Array[]) : msgs.slice(from));
-      if (n > 0 && ring.wasEmpty) bell();
-      return n;
-    },
-    get errors() {
-      return ring.errors;
-    },
-    close: () => ring.close(),
-  };
-}
-
-function nativeRx(ring: Ring): RxRing {
-  return {
-    read(visit, max) {
-      let got: Buffer[];
-      try {
-        got = ring.popBatch(max);
-      } catch (e) {
-        // EBADMSG carries the good messages before the bad record: visit
-        // them, then report the corruption as the TypeScript reader does.
-        const good = (e as { messages?: Buffer[] }).messages;
-        if (!Array.isArray(good)) throw e;
-        for (const m of good) visit(m, 0, m.length);
-        throw new RingCorrupt((e as Error).message.replace(/^EBADMSG: /, ''), good.length);
-      }
-      for (const m of got) visit(m, 0, m.length);
-      return got.length;
-    },
-    discardCorrupt: () => ring.discardCorrupt(),
-    close: () => ring.close(),
-  };
-}
-
-/** The slot operations of the message path: TypeScript over the mapping
- * (slots.ts) or, for an object too big for an ArrayBuffer, native. */
-interface SlotPort {
-  busy(slot: number): boolean;
-  lastResponder(slot: number): number;
-  nodename(slot: number): string;
-  post(sender: number, receiver: number, msg: Uint8Array): boolean;
-  take(slot: number): Buffer | null;
-}
-
-function nativeSlots(mb: Mailbox): SlotPort {
-  return {
-    busy: (slot) => mb.busy(slot),
-    lastResponder: (slot) => mb.slot(slot).lastResponder,
-    nodename: (slot) => mb.nodename(slot),
-    post: (sender, receiver, msg) => mb.post(sender, receiver, msg),
-    take: (slot) => mb.take(slot),
-  };
-}
-
-/** Messages read from one ring per loop turn before yielding. */
-const RING_BUDGET = 16384;
-
-/** Reads up to RING_BUDGET messages of `ring` as copies into `into`. */
-function readCopies(ring: RxRing, into: Buffer[]): number {
-  return ring.read((bytes, start, length) => {
-    const m = Buffer.allocUnsafe(length);
-    bytes.copy(m, 0, start, start + length);
-    into.push(m);
-  }, RING_BUDGET);
-}
-
 /** While a slot or ring stays busy, retry on the next loop turn for this
  * long (a receiver in this process takes in the poll phase), then every
  * millisecond. */
@@ -308,68 +85,6 @@ const SPIN_MS = 5;
 
 const UNSOLICITED = new Set<TextMessage['kind']>(['ping', 'link-ctl-peer-attribute', 'dump']);
 const defaultMatch = (m: FabricMessage) => m.message === null || !UNSOLICITED.has(m.message.kind);
-
-const DECODER = new TextDecoder('utf-8');
-
-function textOf(bytes: Uint8Array): string {
-  let end = bytes.length;
-  while (end > 0 && bytes[end - 1] === 0) end--;
-  return DECODER.decode(bytes.subarray(0, end));
-}
-
-/** Why FAME-Z's five globals (slot 0) describe no mailbox in an object of
- * `size` bytes, naming the values found; null when they do describe one. */
-export function mailboxProblem(g: MailboxGlobals, size: number): string | null {
-  const found = `globals slotsize=${g.slotsize}, buf_offset=${g.bufOffset}, nClients=${g.nClients}, nEvents=${g.nEvents}, server_id=${g.serverId}`;
-  if (g.slotsize === 0 && g.bufOffset === 0 && g.nClients === 0 && g.nEvents === 0 && g.serverId === 0) {
-    return `${found}, all zero: a famez serve --silent or a stock ivshmem server, or a fabric whose mailbox a peer wiped`;
-  }
-  const why =
-    g.slotsize !== SLOTSIZE
-      ? `slotsize is not ${SLOTSIZE}`
-      : g.bufOffset !== BUF_OFFSET
-        ? `buf_offset is not ${BUF_OFFSET}`
-        : g.nClients < 1
-          ? 'nClients is below 1'
-          : g.nEvents !== g.nClients + 2
-            ? 'nEvents is not nClients + 2'
-            : g.serverId !== g.nClients + 1
-              ? 'server_id is not nClients + 1'
-              : (g.serverId + 1) * SLOTSIZE > size
-                ? `${g.serverId + 1} slots do not fit in ${size} bytes`
-                : null;
-  return why === null ? null : `${found}: ${why} (a damaged mailbox, or not FAME-Z's)`;
-}
-
-/** A nodename (written by its peer) fit for one log line. */
-function printable(name: string): string {
-  return JSON.stringify(name);
-}
-
-/** `name` cut to at most 31 bytes of UTF-8 (whole characters). */
-function fitNodename(name: string): string {
-  let out = '';
-  let bytes = 0;
-  for (const ch of name) {
-    const n = Buffer.byteLength(ch);
-    if (bytes + n > MAX_NODENAME) break;
-    out += ch;
-    bytes += n;
-  }
-  return out;
-}
-
-function defaultNodename(id: number): string {
-  const host = (os.hostname().split('.')[0] || 'host').replace(/\s+/g, '');
-  const suffix = `-${id}`;
-  return fitNodename(host.slice(0, MAX_NODENAME - suffix.length)) + suffix;
-}
-
-function encodeMessage(message: string | TextMessage | Uint8Array): Uint8Array {
-  if (typeof message === 'string') return Buffer.from(message, 'utf8');
-  if (message instanceof Uint8Array) return message;
-  return toBytes(message);
-}
 
 function nextTurn(since: number): Promise<void> {
   return new Promise((resolve) => {
@@ -386,6 +101,9 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
   private readonly connected = new Set<number>();
   private readonly peerAttrs = new Map<number, PeerAttributes>();
   private readonly own: OwnAttributes;
+  /** Decodes binary Gen-Z packets (a --codec genz switch) and encodes the
+   * answers to them; remembers the tags and CIDs in flight. */
+  private readonly codec = new GenZCodec();
   private readonly queue: Outgoing[] = [];
   private retry: { kind: 'immediate'; handle: NodeJS.Immediate } | { kind: 'timeout'; handle: NodeJS.Timeout } | null = null;
   private readonly waiters: Waiter[] = [];
@@ -1073,14 +791,24 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
   private dispatch(from: number, bytes: Buffer): void {
     const mb = this.slots;
     let message: TextMessage | null = null;
+    let binary = false;
     try {
       message = parse(bytes);
     } catch (e) {
       if (!(e instanceof GenZTextError)) throw e;
+      // Not text: a binary Gen-Z packet (a --codec genz switch), or nothing.
+      if (e.code === 'ENOTTEXT') {
+        try {
+          message = this.codec.decode(bytes, from);
+          binary = true;
+        } catch {
+          message = null;
+        }
+      }
     }
-    const m: FabricMessage = { from, nodename: mb.nodename(from), text: textOf(bytes), message, bytes };
+    const m: FabricMessage = { from, nodename: mb.nodename(from), text: binary ? '' : textOf(bytes), message, bytes };
     this.emit('message', m);
-    this.react(m);
+    this.react(m, binary);
     const i = this.waiters.findIndex((w) => w.from === from && w.match(m));
     if (i >= 0) {
       const [w] = this.waiters.splice(i, 1);
@@ -1088,53 +816,33 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
     }
   }
 
-  /** FAME-Z's client: the answers it gives on its own. */
-  private react(m: FabricMessage): void {
-    const msg = m.message;
-    if (!msg) return;
-    const answer = (reply: TextMessage, then?: () => void) => {
-      this.send(m.from, reply).then(then, (e: Error) => this.emit('warning', `could not answer peer ${m.from}: ${e.message}`));
-    };
-    switch (msg.kind) {
-      case 'ping':
-        answer({ kind: 'pong' });
-        return;
-      case 'link-ctl-peer-attribute':
-        answer({ kind: 'link-ctl-ack', attributes: { 'C-Class': this.own.cclass, SID0: String(this.own.SID0), CID0: String(this.own.CID0) } });
-        return;
-      case 'link-ctl-ack': {
-        const record: PeerAttributes = { all: { ...msg.attributes } };
-        try {
-          const a = peerAttributes(msg);
-          if (a.cclass !== undefined) record.cclass = a.cclass;
-          if (a.SID0 !== undefined) record.SID0 = a.SID0;
-          if (a.CID0 !== undefined) record.CID0 = a.CID0;
-        } catch (e) {
-          this.emit('warning', `peer ${m.from}: ${(e as Error).message}`);
-          record.cclass = msg.attributes['C-Class'];
-        }
-        this.peerAttrs.set(m.from, record);
-        return;
-      }
-      case 'ctl-write': {
-        if (msg.Space !== 0) {
-          answer({ kind: 'standalone-ack', Tag: msg.Tag, Reason: 'UNSUPPORTED' });
-          return;
-        }
-        this.own.SID0 = msg.SID;
-        this.own.CID0 = msg.CID;
-        this.own.PFMSID = msg.PFMSID;
-        this.own.PFMCID = msg.PFMCID;
-        this.own.link = 'configured';
-        this.mailbox.setPeerSid(this.id, msg.SID);
-        this.mailbox.setPeerCid(this.id, msg.CID);
-        const info: LinkInfo = { SID0: msg.SID, CID0: msg.CID, PFMSID: msg.PFMSID, PFMCID: msg.PFMCID, from: m.from, Tag: msg.Tag };
-        answer({ kind: 'standalone-ack', Tag: msg.Tag, Reason: 'OK' }, () => this.emit('configured', info));
-        return;
-      }
-      default:
-        return;
+  /** FAME-Z's client: the answers it gives on its own (reactions.ts),
+   * encoded the way the request came. */
+  private react(m: FabricMessage, binary: boolean): void {
+    if (!m.message) return;
+    const r = reactTo(m.from, m.message, this.own);
+    if (r.warning) this.emit('warning', r.warning);
+    if (r.attributes) this.peerAttrs.set(m.from, r.attributes);
+    if (r.configure) {
+      Object.assign(this.own, r.configure.own);
+      this.mailbox.setPeerSid(this.id, this.own.SID0);
+      this.mailbox.setPeerCid(this.id, this.own.CID0);
     }
+    if (!r.reply) return;
+    let bytes: Uint8Array;
+    try {
+      bytes = binary ? this.codec.encode(r.reply, m.from) : toBytes(r.reply);
+    } catch (e) {
+      this.emit('warning', `could not answer peer ${m.from}: ${(e as Error).message}`);
+      return;
+    }
+    const info = r.configure?.info;
+    this.send(m.from, bytes).then(
+      () => {
+        if (info) this.emit('configured', info);
+      },
+      (e: Error) => this.emit('warning', `could not answer peer ${m.from}: ${e.message}`),
+    );
   }
 
   private dropWaiter(w: Waiter): void {

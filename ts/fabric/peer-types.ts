@@ -1,0 +1,167 @@
+// The fabric client's public vocabulary: its errors, what it says about
+// messages, peers and its own link, its events and options. (ts/fabric/
+// client.ts re-exports all of it.)
+import type { ConnectOptions } from '../client/client.js';
+import type { TextMessage } from '../genz/text.js';
+
+/** FAME-Z's slot geometry (famez-fabric.md). */
+export const SLOTSIZE = 512;
+export const BUF_OFFSET = 128;
+/** The largest message payload a slot holds (384-byte buffer, NUL ended). */
+export const MAX_SLOT_MESSAGE = 383;
+/** The nodename field: 32 bytes with its NUL. */
+export const MAX_NODENAME = 31;
+
+export type FabricClientErrorCode =
+  /** The server's shared memory holds no FAME-Z mailbox (a --silent server). */
+  | 'ENOTFABRIC'
+  /** The own slot stayed busy (the last receiver did not take its message),
+   * or a ring stayed full, for the whole timeout. */
+  | 'EBUSY'
+  /** No reply (request), no configuration (linkUp) in time. */
+  | 'ETIMEDOUT'
+  /** DEST names no connected peer. */
+  | 'ENOPEER'
+  /** DEST is ambiguous or not allowed here (several peers for request). */
+  | 'EINVAL'
+  /** A message over 383 bytes (slots) or over the ring's maxMessage. */
+  | 'EMSGSIZE'
+  /** The ring's counters make no sense (the other side wrote garbage). */
+  | 'EBADMSG'
+  /** The switch refused (Link CTL NAK) what linkUp asked. */
+  | 'ENAK'
+  /** The server set up no ring channels. */
+  | 'ENORINGS'
+  /** The client is closed (or the server went away). */
+  | 'ECLOSED';
+
+export class FabricClientError extends Error {
+  override name = 'FabricClientError';
+  constructor(
+    readonly code: FabricClientErrorCode,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** A DEST: an ID, a nodename, `server`/`switch`, `all` (every other
+ * connected peer, the switch included) or `others` (every other peer but
+ * the switch). Numeric strings are IDs. */
+export type Dest = number | string;
+
+/** One message taken from a slot. */
+export interface FabricMessage {
+  from: number;
+  /** The sender's nodename, as its slot says now. */
+  nodename: string;
+  /** The message as text (trailing NULs dropped, bad UTF-8 replaced). */
+  text: string;
+  /** The parsed FAME-Z message, or null when it is not FAME-Z text. */
+  message: TextMessage | null;
+  bytes: Buffer;
+}
+
+/** What a peer said of itself in a Link CTL ACK. */
+export interface PeerAttributes {
+  cclass?: string;
+  SID0?: number;
+  CID0?: number;
+  /** Every attribute, as sent. */
+  all: Record<string, string>;
+}
+
+export interface FabricPeer {
+  id: number;
+  nodename: string;
+  isSwitch: boolean;
+  /** From the last Link CTL ACK this peer sent us; null before one. */
+  attributes: PeerAttributes | null;
+}
+
+export type LinkState = 'up' | 'configured';
+
+/** This client's own attributes: what it answers to Peer-Attribute. */
+export interface OwnAttributes {
+  cclass: string;
+  SID0: number;
+  CID0: number;
+  link: LinkState;
+  /** The fabric manager that configured this peer (from the CTL-Write). */
+  PFMSID: number | null;
+  PFMCID: number | null;
+}
+
+export interface LinkInfo {
+  SID0: number;
+  CID0: number;
+  PFMSID: number;
+  PFMCID: number;
+  /** Who sent the CTL-Write (the switch). */
+  from: number;
+  Tag: number;
+}
+
+export interface FabricClientEvents {
+  message: [FabricMessage];
+  /** A message posted into this client's slot (after its doorbell rang). */
+  sent: [{ to: number; text: string }];
+  /** Ring-channel messages from `from`, in order, one event per wake-up. */
+  data: [{ from: number; messages: Buffer[] }];
+  /** A CTL-Write configured this peer and its acknowledgment was posted. */
+  configured: [LinkInfo];
+  join: [{ id: number }];
+  leave: [{ id: number }];
+  /** The ring from `from` broke the protocol (also a `warning`): the good
+   * messages before the bad record were delivered, the rest dropped, and
+   * the ring flows again. */
+  'ring-error': [RingErrorInfo];
+  /** Peer `to` found this client's ring to it corrupt and dropped its
+   * contents, `count` more time(s) (also a `warning`). */
+  'ring-rejected': [{ to: number; count: number }];
+  /** Something went wrong that is nobody's call (an automatic answer that
+   * could not be sent, a malformed slot or ring): the client goes on. */
+  warning: [string];
+  close: [{ reason: string }];
+}
+
+/** A corrupt ring found by its consumer (this client). */
+export interface RingErrorInfo {
+  /** The ring's owner: the producing peer, who wrote the bad bytes. */
+  from: number;
+  /** The failed check, e.g. `corrupt ring: unknown flags 7 at 48`. */
+  reason: string;
+  /** Good messages delivered from the ring in this drain, before the bad record. */
+  delivered: number;
+  /** Bytes dropped to resynchronise (the bad record and all after it). */
+  discarded: number;
+}
+
+export interface FabricClientOptions extends ConnectOptions {
+  /** This peer's nodename (default `<short hostname>-<ID>`, at most 31 bytes). */
+  nodename?: string;
+  /** The C-Class this peer answers to Peer-Attribute (default `Debugger`). */
+  cclass?: string;
+  /** How long send() waits for the own slot to be free (default 1000 ms). */
+  sendTimeoutMs?: number;
+  /** Default timeout of request() and linkUp() (default 5000 ms). */
+  requestTimeoutMs?: number;
+  /** Ask the switch to send through its ring channel to this peer, where
+   * its messages never wait for its one slot (default true when the
+   * server set up rings; false: the FAME-Z slot only, as a guest driver). */
+  switchRing?: boolean;
+}
+
+export interface SendOptions {
+  /** How long to wait for the own slot (or the ring) to be free. */
+  timeoutMs?: number;
+}
+
+export interface RequestOptions extends SendOptions {
+  /** How long to wait for the reply (after the request is posted). */
+  replyTimeoutMs?: number;
+  /** Which message from DEST is the reply. Default: any but the requests
+   * a peer sends on its own (ping, Link CTL Peer-Attribute, dump). */
+  match?: (m: FabricMessage) => boolean;
+}
+
