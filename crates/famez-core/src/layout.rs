@@ -166,14 +166,14 @@ const _: () = {
     assert!(LAST_RESPONDER + 8 <= PEER_SID && PEER_SID + 8 <= PEER_CID);
     assert!(PEER_CID + 8 <= FEATURES && FEATURES + 8 <= BUF);
     assert!(BUF + MAX_PAYLOAD + 1 == SLOT_SIZE);
-    assert!(BUFLEN % 8 == 0 && LAST_RESPONDER % 8 == 0 && FEATURES % 8 == 0);
+    assert!(BUFLEN.is_multiple_of(8) && LAST_RESPONDER.is_multiple_of(8) && FEATURES.is_multiple_of(8));
     // The globals fit in slot 0 and famez's come after FAME-Z's.
     assert!(global::SERVER_ID + 8 == global::EXTENSIONS);
     assert!(global::RING_COUNT + 8 == global::END && global::END <= SLOT_SIZE);
     // The ring header: head and tail on separate 128-byte blocks, errors
     // in the consumer's.
-    assert!(ring::HEAD_OFFSET + 8 <= ring::TAIL_OFFSET && ring::TAIL_OFFSET % 128 == 0);
+    assert!(ring::HEAD_OFFSET + 8 <= ring::TAIL_OFFSET && ring::TAIL_OFFSET.is_multiple_of(128));
     assert!(ring::TAIL_OFFSET + 8 <= ring::ERRORS_OFFSET && ring::ERRORS_OFFSET + 8 <= ring::RING_HEADER);
-    assert!(ring::RING_HEADER % ring::RING_ALIGN == 0 && ring::MIN_CAPACITY.is_power_of_two());
+    assert!(ring::RING_HEADER.is_multiple_of(ring::RING_ALIGN) && ring::MIN_CAPACITY.is_power_of_two());
     assert!(ring::MAX_CAPACITY.is_power_of_two() && ring::MAX_CAPACITY <= 1 << 32);
 };
