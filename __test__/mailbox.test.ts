@@ -8,6 +8,7 @@ import { createRequire } from 'node:module';
 import anyTest, { type ExecutionContext, type TestFn } from 'ava';
 
 import type * as Binding from '../index.js';
+import * as L from '../ts/layout.generated.js';
 import { RingReader, ringOffset } from '../ts/fabric/ring.js';
 import { SlotCorrupt, Slots } from '../ts/fabric/slots.js';
 import { message, mismatch } from './helpers/messages.js';
@@ -166,6 +167,63 @@ test('TypeScript slots and the native mailbox are one handshake: either side pos
   native.setNodename(15, 'n'.repeat(31));
   t.is(js.nodename(15), 'n'.repeat(31));
   t.throws(() => new Slots(new ArrayBuffer(4096), 15), { instanceOf: RangeError });
+});
+
+test('the generated TypeScript layout is the one the native mailbox and rings write', (t) => {
+  const [a, b] = twoMappings(t);
+  const mb = own(t, new Mailbox(a));
+  const n = 6;
+  mb.format(n);
+  const layout = mb.setupRings(1024);
+  const dv = view(b);
+  const g = (off: number) => dv.getBigUint64(off, true);
+  t.is(Number(g(L.GLOBAL_SLOTSIZE)), L.SLOT_SIZE);
+  t.is(Number(g(L.GLOBAL_BUF_OFFSET)), L.BUF_OFFSET);
+  t.is(L.SLOT_BUF, L.BUF_OFFSET);
+  t.is(L.MAX_SLOT_PAYLOAD, L.SLOT_SIZE - L.BUF_OFFSET - 1);
+  t.is(Number(g(L.GLOBAL_N_CLIENTS)), n);
+  t.is(Number(g(L.GLOBAL_N_EVENTS)), n + 2);
+  t.is(Number(g(L.GLOBAL_SERVER_ID)), n + 1);
+  t.is(g(L.GLOBAL_RING_MAGIC), L.RING_MAGIC);
+  t.is(Number(g(L.GLOBAL_RING_BASE)), layout.base);
+  t.is(Number(g(L.GLOBAL_RING_CAPACITY)), 1024);
+  t.is(Number(g(L.GLOBAL_RING_COUNT)), layout.count);
+  t.is(layout.stride, L.RING_HEADER + 1024);
+  t.is(layout.base % L.RING_ALIGN, 0);
+  t.is(layout.maxMessage, 1024 / 2 - L.RECORD_HEADER);
+  t.is(L.GLOBALS_END, L.GLOBAL_RING_COUNT + 8);
+
+  // A slot's fields where the native side writes them.
+  const s = 3 * L.SLOT_SIZE;
+  t.is(Number(g(s + L.SLOT_PEER_ID)), 3);
+  mb.setNodename(3, 'layout');
+  mb.setPeerSid(3, 27);
+  mb.setPeerCid(3, 200);
+  t.true(mb.post(3, 5, bytes('hello')));
+  t.is(Number(g(s + L.SLOT_BUFLEN)), 5);
+  t.is(Number(g(s + L.SLOT_LAST_RESPONDER)), 5);
+  t.is(Number(g(s + L.SLOT_PEER_SID)), 27);
+  t.is(Number(g(s + L.SLOT_PEER_CID)), 200);
+  t.is(Buffer.from(b.buffer as ArrayBuffer, s + L.SLOT_BUF, 6).toString('latin1'), 'hello\0');
+  t.is(Buffer.from(b.buffer as ArrayBuffer, s + L.SLOT_NODENAME, 7).toString('latin1'), 'layout\0');
+  t.true(L.NODENAME_SIZE <= L.SLOT_BUFLEN - L.SLOT_NODENAME);
+  // famez's feature word sits in padding the native side never writes.
+  t.is(g(s + L.SLOT_FEATURES), 0n);
+  t.true(L.SLOT_FEATURES >= L.SLOT_PEER_CID + 8 && L.SLOT_FEATURES + 8 <= L.SLOT_BUF);
+
+  // A ring's header and records where the native side writes them.
+  const ring = own(t, new Ring(a, 1, 2));
+  const off = ringOffset(layout, 1, 2);
+  t.is(ring.push(bytes('abc')), 1);
+  t.is(Number(g(off + L.RING_HEAD)), L.RECORD_HEADER + 8);
+  t.is(dv.getUint32(off + L.RING_HEADER, true), 3, 'record length');
+  t.is(dv.getUint32(off + L.RING_HEADER + 4, true), 0, 'record flags');
+  t.is(Buffer.from(b.buffer as ArrayBuffer, off + L.RING_HEADER + L.RECORD_HEADER, 3).toString('latin1'), 'abc');
+  const reader = own(t, new Ring(a, 1, 2));
+  t.deepEqual(reader.pop(), bytes('abc'));
+  t.is(Number(g(off + L.RING_TAIL)), L.RECORD_HEADER + 8);
+  reader.discardCorrupt();
+  t.is(Number(g(off + L.RING_ERRORS)), 1);
 });
 
 test('views fail with EBADF once the shared memory or the view is closed', (t) => {

@@ -10,6 +10,18 @@ import { EventFd } from '../native.js';
 import { toBytes, type TextMessage } from '../genz/text.js';
 import type { Server } from '../server/server.js';
 import { Delivery, type DeliveryConfig, type DeliveryStats, type Transmit } from './delivery.js';
+import {
+  GLOBALS_END,
+  GLOBAL_BUF_OFFSET,
+  GLOBAL_N_CLIENTS,
+  GLOBAL_N_EVENTS,
+  GLOBAL_RING_BASE,
+  GLOBAL_RING_CAPACITY,
+  GLOBAL_RING_COUNT,
+  GLOBAL_RING_MAGIC,
+  GLOBAL_SERVER_ID,
+  GLOBAL_SLOTSIZE,
+} from '../layout.generated.js';
 import { FEATURE_SWITCH_RING, clearFeatures, readFeatures } from './features.js';
 import { RingCorrupt, RingWriter, ringOffset } from './ring.js';
 import { Switch, type SwitchConfig } from './switch.js';
@@ -38,9 +50,21 @@ export interface FabricConfig extends SwitchConfig, DeliveryConfig {
 }
 
 /** Slot 0's words the server owns: FAME-Z's five globals and famez's four
- * ring words (docs/ring-channels.md). */
-const GLOBAL_WORDS = 9;
-const GLOBAL_NAMES = ['slotsize', 'buf_offset', 'nClients', 'nEvents', 'server_id', 'ring_magic', 'ring_base', 'ring_capacity', 'ring_count'];
+ * ring words (docs/ring-channels.md), by u64 index. */
+const GLOBAL_WORDS = GLOBALS_END / 8;
+const GLOBAL_NAMES: Readonly<Record<number, string>> = {
+  [GLOBAL_SLOTSIZE / 8]: 'slotsize',
+  [GLOBAL_BUF_OFFSET / 8]: 'buf_offset',
+  [GLOBAL_N_CLIENTS / 8]: 'nClients',
+  [GLOBAL_N_EVENTS / 8]: 'nEvents',
+  [GLOBAL_SERVER_ID / 8]: 'server_id',
+  [GLOBAL_RING_MAGIC / 8]: 'ring_magic',
+  [GLOBAL_RING_BASE / 8]: 'ring_base',
+  [GLOBAL_RING_CAPACITY / 8]: 'ring_capacity',
+  [GLOBAL_RING_COUNT / 8]: 'ring_count',
+};
+/** The ring magic's word, restored last. */
+const RING_MAGIC_WORD = GLOBAL_RING_MAGIC / 8;
 
 export class Fabric {
   readonly switch: Switch;
@@ -175,8 +199,8 @@ export class Fabric {
     }
     if (!changed) return;
     // The ring magic last, as at start-up: a reader that sees it sees the rest.
-    for (let i = 0; i < GLOBAL_WORDS; i++) if (i !== 5) g[i] = this.expected[i];
-    Atomics.store(g, 5, this.expected[5]);
+    for (let i = 0; i < GLOBAL_WORDS; i++) if (i !== RING_MAGIC_WORD) g[i] = this.expected[i];
+    Atomics.store(g, RING_MAGIC_WORD, this.expected[RING_MAGIC_WORD]);
     const peers = this.server?.peerIds ?? [];
     this.config.log(
       `famez: switch: the mailbox globals were overwritten (${changed.join(', ')}), noticed on ${when}; restored. A peer wrote them: connected are ${peers.length ? peers.join(', ') : 'none'}`,

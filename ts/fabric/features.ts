@@ -8,15 +8,15 @@
 //
 // A reader that sees the magic (written last) sees the bits. Like the rest
 // of a slot, any peer can write it (see docs/reliability.md: the trust
-// model): a false word only misroutes messages to the peer it names.
+// model): a false word only misroutes messages to the peer it names. The
+// offsets and values come from ../layout.generated.ts (famez-core's
+// layout.rs).
 
-const SLOT = 512;
-const BITS = 72;
-/** "FZF1" in little-endian bytes. */
-export const FEATURES_MAGIC = 0x3146_5a46;
-/** The peer reads the switch's messages from the switch's ring channel to
- * it (docs/ring-channels.md), not only from the switch's slot. */
-export const FEATURE_SWITCH_RING = 1;
+import { FEATURES_MAGIC, FEATURE_SWITCH_RING, SLOT_FEATURES as BITS, SLOT_SIZE as SLOT } from '../layout.generated.js';
+
+/** "FZF1" in little-endian bytes; the bit the peer sets when it reads the
+ * switch's messages from the switch's ring channel to it. */
+export { FEATURES_MAGIC, FEATURE_SWITCH_RING };
 
 /** The two u32 words (bits, magic) of the slot's feature word. */
 function words(memory: ArrayBuffer, slot: number): [Uint32Array] {

@@ -15,24 +15,33 @@
 // kept as Numbers: a ring would need 2^53 bytes (9 PB) of traffic to pass
 // that, so a larger value is treated as corruption. Little-endian hosts
 // only (the layout is little-endian; typed arrays use the host's order).
+// The layout's numbers come from ../layout.generated.ts (famez-core's
+// layout.rs).
 import { endianness } from 'node:os';
 
 import type { RingLayoutInfo } from '../../index.js';
+import {
+  FLAG_WRAP,
+  RECORD_HEADER,
+  RING_ALIGN,
+  RING_ERRORS,
+  RING_HEAD,
+  RING_HEADER,
+  RING_MAX_CAPACITY as MAX_CAPACITY,
+  RING_MIN_CAPACITY as MIN_CAPACITY,
+  RING_TAIL,
+} from '../layout.generated.js';
 
-/** Bytes before a ring's data area. */
-export const RING_HEADER = 256;
-/** Bytes of a record header (u32 length, u32 flags). */
-export const RECORD_HEADER = 8;
-/** Record flag: skip to the start of the data area. */
-export const FLAG_WRAP = 1;
-const MIN_CAPACITY = 256;
-const MAX_CAPACITY = 2 ** 31;
-// Indices of head (byte 0) and tail (byte 128) in a BigUint64Array.
-const HEAD = 0;
-const TAIL = 16;
-/** The consumer's error count (byte 136, beside tail): how many times it
- * dropped the ring's contents as corrupt (docs/ring-channels.md). */
-const ERRORS = 17;
+export { FLAG_WRAP, RECORD_HEADER, RING_HEADER };
+// Indices of head and tail in a BigUint64Array over the header.
+const HEAD = RING_HEAD / 8;
+const TAIL = RING_TAIL / 8;
+/** The consumer's error count (beside tail): how many times it dropped
+ * the ring's contents as corrupt (docs/ring-channels.md). */
+const ERRORS = RING_ERRORS / 8;
+// The same counters as u32 halves (the low half first: little-endian).
+const HEAD_LO = RING_HEAD / 4;
+const TAIL_LO = RING_TAIL / 4;
 /** A producer publishes `head`, a consumer `tail`, at least every this many
  * bytes (or a quarter of the ring): the other side never waits for the end
  * of a long batch. */
@@ -86,8 +95,8 @@ abstract class RingView {
     if (!Number.isInteger(capacity) || capacity < MIN_CAPACITY || capacity > MAX_CAPACITY || (capacity & (capacity - 1)) !== 0) {
       throw new RangeError(`ring capacity ${capacity} is not a power of two between ${MIN_CAPACITY} and ${MAX_CAPACITY}`);
     }
-    if (!Number.isInteger(offset) || offset < 0 || offset % 128 !== 0 || offset + RING_HEADER + capacity > memory.byteLength) {
-      throw new RangeError(`a ring of ${capacity} bytes at ${offset} does not fit a shared object of ${memory.byteLength} bytes (or is not 128-aligned)`);
+    if (!Number.isInteger(offset) || offset < 0 || offset % RING_ALIGN !== 0 || offset + RING_HEADER + capacity > memory.byteLength) {
+      throw new RangeError(`a ring of ${capacity} bytes at ${offset} does not fit a shared object of ${memory.byteLength} bytes (or is not ${RING_ALIGN}-aligned)`);
     }
     this.capacity = capacity;
     this.maxMessage = capacity / 2 - RECORD_HEADER;
@@ -271,7 +280,7 @@ export type RingVisitor = (bytes: Buffer, start: number, length: number) => void
 
 /** The consuming end of one ring (only the receiver reads). */
 export class RingReader extends RingView {
-  /** head and tail as u32 halves (head at 0, 1; tail at 32, 33). */
+  /** head and tail as u32 halves (low half at HEAD_LO, TAIL_LO). */
   private readonly halves = new Uint32Array(this.counters.buffer, this.counters.byteOffset, RING_HEADER / 4);
 
   /** Hands up to `max` messages to `visit`, in order, in place, then
@@ -286,7 +295,7 @@ export class RingReader extends RingView {
     // halves mean empty at some instant (a stale "empty" is safe: the
     // producer rings whenever it finds the ring empty after publishing).
     const c = this.halves;
-    if (Atomics.load(c, 0) === Atomics.load(c, 32) && Atomics.load(c, 1) === Atomics.load(c, 33)) return 0;
+    if (Atomics.load(c, HEAD_LO) === Atomics.load(c, TAIL_LO) && Atomics.load(c, HEAD_LO + 1) === Atomics.load(c, TAIL_LO + 1)) return 0;
     const tail0 = this.load(TAIL);
     let tail = tail0;
     let published = tail0;

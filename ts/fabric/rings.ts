@@ -48,9 +48,9 @@ export function setupFabricRings(
   }
   const capacity = requested ?? fitRingCapacity(nClients, size);
   if (capacity === null) {
-    const need = ringLayout(nClients, MIN_RING_CAPACITY).end;
+    const smallest = ringLayout(nClients, MIN_RING_CAPACITY);
     log?.(
-      `famez: no ring channels: ${(nClients + 1) * nClients} rings of ${kib(MIN_RING_CAPACITY)} need ${need} bytes of shared memory, there are ${size}; the mailbox slots work without them`,
+      `famez: no ring channels: ${smallest.count} rings of ${kib(MIN_RING_CAPACITY)} need ${smallest.end} bytes of shared memory, there are ${size}; the mailbox slots work without them`,
     );
     return null;
   }

@@ -5,7 +5,8 @@
 // native call per step. Formatting and the rest stay native.
 //
 // Slot i (1..server_id) starts at i x 512: nodename char[32] at 0, buflen
-// u64 at 32, last_responder u64 at 48, buf at 128 (383 bytes and a NUL).
+// u64 at 32, last_responder u64 at 48, buf at 128 (383 bytes and a NUL);
+// the numbers come from ../layout.generated.ts (famez-core's layout.rs).
 // The handshake is the native one: a sender posts only into a free slot
 // (buflen 0), writes buf and last_responder, then publishes buflen; the
 // receiver reads buflen, copies buf, then clears buflen. buflen is read
@@ -15,13 +16,10 @@
 // free only when both halves are. Little-endian hosts only, as ring.ts.
 import { endianness } from 'node:os';
 
-const SLOT = 512;
-const BUFLEN = 32;
-const LAST_RESPONDER = 48;
-const BUF = 128;
-const NODENAME = 32;
+import { MAX_SLOT_PAYLOAD, NODENAME_SIZE, SLOT_BUF as BUF, SLOT_BUFLEN as BUFLEN, SLOT_LAST_RESPONDER as LAST_RESPONDER, SLOT_NODENAME, SLOT_SIZE as SLOT } from '../layout.generated.js';
+
 /** The largest message a slot carries (a NUL follows it). */
-export const MAX_SLOT_PAYLOAD = 383;
+export { MAX_SLOT_PAYLOAD };
 
 if (endianness() !== 'LE') throw new Error('famez mailbox slots need a little-endian host');
 
@@ -67,9 +65,9 @@ export class Slots {
 
   /** The slot's nodename, up to its NUL (invalid UTF-8 replaced). */
   nodename(slot: number): string {
-    const b = this.base(slot);
+    const b = this.base(slot) + SLOT_NODENAME;
     let end = b;
-    while (end < b + NODENAME - 1 && this.bytes[end] !== 0) end++;
+    while (end < b + NODENAME_SIZE - 1 && this.bytes[end] !== 0) end++;
     return this.bytes.toString('utf8', b, end);
   }
 

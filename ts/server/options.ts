@@ -2,6 +2,7 @@
 // flag and every refusal is unit-tested. The stock ivshmem-server's flags
 // keep their stock meaning; long forms and famez's extensions sit beside them.
 import { MAX_GENZ_PEERS } from '../fabric/genz-codec.js';
+import { SLOT_SIZE } from '../layout.generated.js';
 import { ID_POLICIES, type IdPolicy } from '../protocol.js';
 
 export class UsageError extends Error {
@@ -25,7 +26,7 @@ export const MAX_PEERS = 65536;
 export const MAX_FABRIC_PEERS = 253;
 export const DEFAULT_FABRIC_PEERS = 14;
 /** FAME-Z's mailbox slot size: a fabric needs (N+2) slots. */
-export const SLOT_SIZE = 512;
+export { SLOT_SIZE };
 
 export interface FabricOptions {
   /** Peers get IDs 1..nClients; the switch is nClients + 1. */

@@ -37,38 +37,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::shm::Mapping;
 
-/// Size of a slot, the globals' slot included.
-pub const SLOT_SIZE: usize = 512;
-/// Offset of `buf` within a slot.
-pub const BUF_OFFSET: usize = 128;
-/// Size of `buf`: the message and its terminating NUL.
-pub const BUF_SIZE: usize = SLOT_SIZE - BUF_OFFSET;
-/// The largest message a slot carries (FAME-Z keeps a NUL after it).
-pub const MAX_PAYLOAD: usize = BUF_SIZE - 1;
-/// Size of the `nodename` field; names are at most 31 bytes plus a NUL.
-pub const NODENAME_SIZE: usize = 32;
-
-/// Byte offsets of the globals in slot 0.
-pub mod global {
-    pub const SLOTSIZE: usize = 0;
-    pub const BUF_OFFSET: usize = 8;
-    pub const N_CLIENTS: usize = 16;
-    pub const N_EVENTS: usize = 24;
-    pub const SERVER_ID: usize = 32;
-    /// First word after FAME-Z's five globals: famez's extensions start here.
-    pub const EXTENSIONS: usize = 40;
-}
-
-/// Byte offsets of the fields within a peer slot.
-pub mod field {
-    pub const NODENAME: usize = 0;
-    pub const BUFLEN: usize = 32;
-    pub const PEER_ID: usize = 40;
-    pub const LAST_RESPONDER: usize = 48;
-    pub const PEER_SID: usize = 56;
-    pub const PEER_CID: usize = 64;
-    pub const BUF: usize = super::BUF_OFFSET;
-}
+// The layout's numbers live in crate::layout (one source for Rust and,
+// through ts/layout.generated.ts, TypeScript).
+pub use crate::layout::{field, global, BUF_OFFSET, BUF_SIZE, MAX_PAYLOAD, NODENAME_SIZE, SLOT_SIZE};
 
 /// FAME-Z's five globals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -43,44 +43,18 @@ use std::sync::atomic::{fence, AtomicU64, Ordering};
 use crate::mailbox::{self, Mailbox, MailboxError};
 use crate::shm::Mapping;
 
-/// Bytes before a ring's data area.
-pub const RING_HEADER: u64 = 256;
-/// Offset of `head` (producer's counter) in the ring header.
-pub const HEAD_OFFSET: u64 = 0;
-/// Offset of `tail` (consumer's counter) in the ring header.
-pub const TAIL_OFFSET: u64 = 128;
-/// Offset of `errors` in the ring header, beside `tail` in the consumer's
-/// block: how many times the consumer found the ring corrupt and dropped
-/// its contents ([`Ring::discard_corrupt`]), so the producer can tell.
-pub const ERRORS_OFFSET: u64 = 136;
-/// Bytes of a record header: u32 length, u32 flags.
-pub const RECORD_HEADER: u64 = 8;
-/// Record flag: skip to the start of the data area.
-pub const FLAG_WRAP: u32 = 1;
-/// The smallest data area.
-pub const MIN_CAPACITY: u64 = 256;
-/// The largest data area (lengths are u32; half of this is the message limit).
-pub const MAX_CAPACITY: u64 = 1 << 31;
+pub use crate::layout::ring::{
+    ERRORS_OFFSET, FLAG_WRAP, HEAD_OFFSET, MAX_CAPACITY, MIN_CAPACITY, RECORD_HEADER, RING_ALIGN, RING_HEADER, RING_MAGIC,
+    TAIL_OFFSET,
+};
 /// How far ahead of its tail a consumer asks the CPU to fetch records
 /// (x86-64 only).
 const PREFETCH: u64 = 1024;
-/// Rings start on this alignment (two cache lines).
-pub const RING_ALIGN: u64 = 128;
-/// "FZRING01" read as a little-endian u64: rings are present and described
-/// by the words after it.
-pub const RING_MAGIC: u64 = u64::from_le_bytes(*b"FZRING01");
 
-/// Where the ring description lives in slot 0, after FAME-Z's five globals.
+/// Where the ring description lives in slot 0, after FAME-Z's five globals
+/// (see [`crate::layout::global`]).
 pub mod global {
-    use crate::mailbox::global::EXTENSIONS;
-    /// [`super::RING_MAGIC`] when rings are set up; written last.
-    pub const MAGIC: usize = EXTENSIONS;
-    /// Byte offset of ring 0 in the shared object.
-    pub const BASE: usize = EXTENSIONS + 8;
-    /// Data bytes of every ring (a power of two).
-    pub const CAPACITY: usize = EXTENSIONS + 16;
-    /// Number of rings, (nClients + 1) x nClients, for cross-checking.
-    pub const COUNT: usize = EXTENSIONS + 24;
+    pub use crate::layout::global::{RING_BASE as BASE, RING_CAPACITY as CAPACITY, RING_COUNT as COUNT, RING_MAGIC as MAGIC};
 }
 
 /// Size of a record carrying `len` payload bytes.
