@@ -4,7 +4,8 @@ import * as os from 'node:os';
 
 import type { MailboxGlobals } from '../../index.js';
 import { toBytes, type TextMessage } from '../genz/text.js';
-import { BUF_OFFSET, MAX_NODENAME, SLOTSIZE } from './peer-types.js';
+import { BUF_OFFSET, SLOT_SIZE as SLOTSIZE } from '../layout.generated.js';
+import { MAX_NODENAME } from './peer-types.js';
 
 const DECODER = new TextDecoder('utf-8');
 

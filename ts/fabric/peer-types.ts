@@ -4,13 +4,12 @@
 import type { ConnectOptions } from '../client/client.js';
 import type { TextMessage } from '../genz/text.js';
 
-/** FAME-Z's slot geometry (famez-fabric.md). */
-export const SLOTSIZE = 512;
-export const BUF_OFFSET = 128;
-/** The largest message payload a slot holds (384-byte buffer, NUL ended). */
-export const MAX_SLOT_MESSAGE = 383;
-/** The nodename field: 32 bytes with its NUL. */
-export const MAX_NODENAME = 31;
+import { MAX_SLOT_PAYLOAD, NODENAME_SIZE } from '../layout.generated.js';
+
+/** The largest message payload a slot holds (its buffer keeps a NUL after it). */
+export const MAX_SLOT_MESSAGE = MAX_SLOT_PAYLOAD;
+/** The longest nodename: the field keeps a NUL after it. */
+export const MAX_NODENAME = NODENAME_SIZE - 1;
 
 export type FabricClientErrorCode =
   /** The server's shared memory holds no FAME-Z mailbox (a --silent server). */
