@@ -30,6 +30,7 @@ import type { PeerTransport } from './transport.js';
 import { GenZTextError, parse, toBytes, type TextMessage } from '../genz/text.js';
 import { GenZCodec } from './genz-codec.js';
 import { reactTo } from './reactions.js';
+import { Replies } from './replies.js';
 import type { RingLayoutInfo } from '../../index.js';
 import { Mailbox, Ring } from '../native.js';
 import { RingCorrupt, RingReader, RingWriter, ringOffset } from './ring.js';
@@ -106,7 +107,7 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
   private readonly codec = new GenZCodec();
   private readonly queue: Outgoing[] = [];
   private retry: { kind: 'immediate'; handle: NodeJS.Immediate } | { kind: 'timeout'; handle: NodeJS.Timeout } | null = null;
-  private readonly waiters: Waiter[] = [];
+  private readonly replies = new Replies<FabricMessage, Waiter>();
   private replyTimer: NodeJS.Timeout | null = null;
   private replyTimerAt = Infinity;
   private readonly txRings = new Map<number, TxRing>();
@@ -368,11 +369,11 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
         late: `no reply from peer ${to} within ${replyTimeoutMs} ms`,
       };
       // Registered before the request goes out: a fast reply is not missed.
-      this.waiters.push(waiter);
+      this.replies.add(waiter);
       this.send(to, message, options).then(
         () => {
-          if (!this.waiters.includes(waiter)) return;
-          waiter.deadline = Date.now() + replyTimeoutMs;
+          if (!this.replies.has(waiter)) return;
+          this.replies.posted(waiter, Date.now(), replyTimeoutMs);
           this.armReplyTimer(waiter.deadline);
         },
         (e: Error) => {
@@ -391,13 +392,9 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
     this.replyTimerAt = deadline;
     this.replyTimer = setTimeout(() => {
       this.replyTimer = null;
-      const now = Date.now();
-      for (const w of this.waiters.filter((x) => x.deadline <= now)) {
-        this.dropWaiter(w);
-        w.reject(new FabricClientError('ETIMEDOUT', w.late));
-      }
-      const next = Math.min(...this.waiters.map((w) => w.deadline));
-      if (Number.isFinite(next)) this.armReplyTimer(next);
+      for (const w of this.replies.late(Date.now())) w.reject(new FabricClientError('ETIMEDOUT', w.late));
+      const next = this.replies.nextDeadline();
+      if (next !== null) this.armReplyTimer(next);
     }, Math.max(0, deadline - Date.now()));
   }
 
@@ -809,11 +806,7 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
     const m: FabricMessage = { from, nodename: mb.nodename(from), text: binary ? '' : textOf(bytes), message, bytes };
     this.emit('message', m);
     this.react(m, binary);
-    const i = this.waiters.findIndex((w) => w.from === from && w.match(m));
-    if (i >= 0) {
-      const [w] = this.waiters.splice(i, 1);
-      w.resolve(m);
-    }
+    this.replies.answer(m)?.resolve(m);
   }
 
   /** FAME-Z's client: the answers it gives on its own (reactions.ts),
@@ -846,9 +839,8 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
   }
 
   private dropWaiter(w: Waiter): void {
-    const i = this.waiters.indexOf(w);
-    if (i >= 0) this.waiters.splice(i, 1);
-    if (this.waiters.length === 0 && this.replyTimer) {
+    this.replies.remove(w);
+    if (this.replies.size === 0 && this.replyTimer) {
       clearTimeout(this.replyTimer);
       this.replyTimer = null;
     }
@@ -857,7 +849,7 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
   private peerLeft(id: number): void {
     this.connected.delete(id);
     this.peerAttrs.delete(id);
-    for (const w of this.waiters.filter((x) => x.from === id)) {
+    for (const w of this.replies.from(id)) {
       this.dropWaiter(w);
       w.reject(new FabricClientError('ENOPEER', `peer ${id} left before replying`));
     }
@@ -886,7 +878,7 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
     for (const o of this.queue.splice(0)) o.reject(err());
     if (this.replyTimer) clearTimeout(this.replyTimer);
     this.replyTimer = null;
-    for (const w of this.waiters.splice(0)) w.reject(err());
+    for (const w of this.replies.clear()) w.reject(err());
     this.transport.off('interrupt', this.onInterrupt);
     this.transport.off('join', this.onJoin);
     this.transport.off('leave', this.onLeave);
