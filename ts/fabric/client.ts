@@ -31,6 +31,7 @@ import { GenZTextError, parse, toBytes, type TextMessage } from '../genz/text.js
 import { GenZCodec } from './genz-codec.js';
 import { reactTo } from './reactions.js';
 import { Replies } from './replies.js';
+import { resolveDest, type FabricView } from './destinations.js';
 import type { RingLayoutInfo } from '../../index.js';
 import { Mailbox, Ring } from '../native.js';
 import { RingCorrupt, RingReader, RingWriter, ringOffset } from './ring.js';
@@ -108,6 +109,8 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
   private readonly queue: Outgoing[] = [];
   private retry: { kind: 'immediate'; handle: NodeJS.Immediate } | { kind: 'timeout'; handle: NodeJS.Timeout } | null = null;
   private readonly replies = new Replies<FabricMessage, Waiter>();
+  /** Who is connected, for resolveDest. */
+  private readonly view: FabricView;
   private replyTimer: NodeJS.Timeout | null = null;
   private replyTimerAt = Infinity;
   private readonly txRings = new Map<number, TxRing>();
@@ -144,6 +147,7 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
     this.slots = mem ? new Slots(mem, nClients + 1) : nativeSlots(mailbox);
     this.nClients = nClients;
     this.serverId = nClients + 1;
+    this.view = { self: transport.id, serverId: this.serverId, connected: this.connected, nodename: (id) => this.mailbox.nodename(id) };
     this.sendTimeoutMs = options.sendTimeoutMs ?? 1000;
     this.requestTimeoutMs = options.requestTimeoutMs ?? 5000;
     this.own = { cclass: options.cclass ?? 'Debugger', SID0: 0, CID0: 0, link: 'up', PFMSID: null, PFMCID: null };
@@ -272,31 +276,7 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
    * `others` may name nobody (an empty list). */
   resolve(dest: Dest): number[] {
     this.check();
-    if (typeof dest === 'number' || /^\d+$/.test(dest.trim())) {
-      const id = typeof dest === 'number' ? dest : Number(dest.trim());
-      if (!Number.isSafeInteger(id) || id < 1 || id > this.serverId) {
-        throw new FabricClientError('ENOPEER', `peer ${dest} is outside the fabric's IDs 1..${this.serverId}`);
-      }
-      if (id !== this.id && !this.connected.has(id)) throw new FabricClientError('ENOPEER', `peer ${id} is not connected`);
-      return [id];
-    }
-    const name = dest.trim();
-    const others = [...this.connected].filter((id) => id !== this.id).sort((a, b) => a - b);
-    switch (name.toLowerCase()) {
-      case 'server':
-      case 'switch':
-        if (!this.connected.has(this.serverId)) throw new FabricClientError('ENOPEER', `the switch (peer ${this.serverId}) is not connected`);
-        return [this.serverId];
-      case 'all':
-        return others;
-      case 'others':
-        return others.filter((id) => id !== this.serverId);
-    }
-    if (!name) throw new FabricClientError('ENOPEER', 'an empty DEST');
-    const named = [this.id, ...others].filter((id) => this.mailbox.nodename(id) === name);
-    if (named.length === 0) throw new FabricClientError('ENOPEER', `no connected peer is named '${name}'`);
-    if (named.length > 1) throw new FabricClientError('EINVAL', `'${name}' names several peers (${named.join(', ')}); use an ID`);
-    return named;
+    return resolveDest(dest, this.view);
   }
 
   /** The one peer a DEST names (request, sendRing). */
