@@ -33,12 +33,13 @@ import { reactTo } from './reactions.js';
 import { Replies } from './replies.js';
 import { resolveDest, type FabricView } from './destinations.js';
 import type { RingLayoutInfo } from '../../index.js';
-import { Mailbox, Ring } from '../native.js';
-import { RingCorrupt, RingReader, RingWriter, ringOffset } from './ring.js';
+import { Mailbox } from '../native.js';
+import type { RingWriter } from './ring.js';
+import { RingChannels } from './channels.js';
 import { FEATURE_SWITCH_RING, writeFeatures } from './features.js';
 import { Slots } from './slots.js';
-import { RING_BUDGET, nativeRx, nativeSlots, nativeTx, readCopies, type RxRing, type SlotPort, type TxRing } from './ring-ends.js';
-import { defaultNodename, encodeMessage, fitNodename, mailboxProblem, printable, textOf } from './peer-text.js';
+import { nativeSlots, type SlotPort } from './ring-ends.js';
+import { defaultNodename, encodeMessage, fitNodename, mailboxProblem, textOf } from './peer-text.js';
 import {
   FabricClientError,
   MAX_SLOT_MESSAGE,
@@ -51,7 +52,6 @@ import {
   type OwnAttributes,
   type PeerAttributes,
   type RequestOptions,
-  type RingErrorInfo,
   type SendOptions,
 } from './peer-types.js';
 
@@ -113,15 +113,8 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
   private readonly view: FabricView;
   private replyTimer: NodeJS.Timeout | null = null;
   private replyTimerAt = Infinity;
-  private readonly txRings = new Map<number, TxRing>();
-  /** The consumer's error count of each ring to a peer, as last seen. */
-  private readonly txErrors = new Map<number, number>();
-  private readonly rxRings = new Map<number, RxRing>();
-  /** Rings whose last read stopped at its budget: read again next turn. */
-  private readonly rxPending = new Set<number>();
-  private rxImmediate: NodeJS.Immediate | null = null;
-  private ringHandler: ((from: number, bytes: Buffer, start: number, length: number) => void) | null = null;
-  private readonly ringChains = new Map<number, Promise<void>>();
+  /** The ring channels (channels.ts). */
+  private readonly channels: RingChannels;
   private readonly layout: RingLayoutInfo | null;
   private readonly sendTimeoutMs: number;
   private readonly requestTimeoutMs: number;
@@ -153,6 +146,22 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
     this.own = { cclass: options.cclass ?? 'Debugger', SID0: 0, CID0: 0, link: 'up', PFMSID: null, PFMCID: null };
     for (const id of transport.peerIds()) if (id >= 1 && id <= this.serverId) this.connected.add(id);
     this.layout = mailbox.ringLayout;
+    this.channels = new RingChannels(
+      {
+        id: transport.id,
+        serverId: this.serverId,
+        transport,
+        connected: this.connected,
+        memory: () => this.memoryOrNull(),
+        nodename: (id) => this.mailbox.nodename(id),
+        closed: () => this.closedReason !== null,
+        check: () => this.check(),
+        emit: (event, ...args) => (this.emit as (e: string, ...a: unknown[]) => boolean)(event, ...args),
+        dispatch: (from, messages) => this.dispatchAll(from, messages),
+        nextTurn,
+      },
+      this.layout,
+    );
     this.setNodename(options.nodename ?? defaultNodename(transport.id));
     // Tell the switch to send to us through its ring to us: its one slot
     // is then never what our answers wait for (features.ts).
@@ -437,50 +446,12 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
    * progress, then EBUSY). Calls to one dest run one after the other. */
   sendRing(dest: Dest, messages: Uint8Array | Uint8Array[], options: SendOptions = {}): Promise<void> {
     let to: number;
-    let ring: TxRing;
     try {
       to = this.resolveOne(dest);
-      ring = this.txRing(to);
     } catch (e) {
       return Promise.reject(e);
     }
-    const list = Array.isArray(messages) ? messages : [messages];
-    const timeoutMs = options.timeoutMs ?? this.sendTimeoutMs;
-    const run = async () => {
-      let off = 0;
-      let stalled: number | null = null;
-      while (off < list.length) {
-        this.check();
-        let n: number;
-        try {
-          n = ring.pushBatch(list, off);
-        } catch (e) {
-          const msg = (e as Error).message;
-          throw new FabricClientError(msg.startsWith('EMSGSIZE') ? 'EMSGSIZE' : e instanceof RingCorrupt ? 'EBADMSG' : 'ECLOSED', msg);
-        }
-        if (n > 0) {
-          off += n;
-          stalled = null;
-          continue;
-        }
-        stalled ??= Date.now();
-        if (Date.now() - stalled > timeoutMs) {
-          throw new FabricClientError('EBUSY', `the ring to peer ${to} stayed full for ${timeoutMs} ms (${off} of ${list.length} message(s) pushed)`);
-        }
-        await nextTurn(stalled);
-      }
-    };
-    const prev = this.ringChains.get(to) ?? Promise.resolve();
-    const mine = prev.then(run, run);
-    const tail = mine.then(
-      () => undefined,
-      () => undefined,
-    );
-    this.ringChains.set(to, tail);
-    void tail.then(() => {
-      if (this.ringChains.get(to) === tail) this.ringChains.delete(to);
-    });
-    return mine;
+    return this.channels.send(to, Array.isArray(messages) ? messages : [messages], options.timeoutMs ?? this.sendTimeoutMs);
   }
 
   /** The producing end of the ring to `dest`, for writing messages in
@@ -490,9 +461,7 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
    * pending sendRing() to the same peer. Throws ENORINGS when the rings
    * are not reachable from JavaScript (see the module comment). */
   ringWriter(dest: Dest): RingWriter {
-    const ring = this.txRing(this.resolveOne(dest));
-    if (!(ring instanceof RingWriter)) throw new FabricClientError('ENORINGS', 'the shared object is too big for an ArrayBuffer here: use sendRing()');
-    return ring;
+    return this.channels.writer(this.resolveOne(dest));
   }
 
   /** Takes ring-channel messages in place instead of `data` events:
@@ -500,7 +469,7 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
    * `bytes[start .. start + length)` of the shared memory, valid only
    * during the call (copy what must outlive it). null goes back to `data`. */
   onRing(handler: ((from: number, bytes: Buffer, start: number, length: number) => void) | null): void {
-    this.ringHandler = handler;
+    this.channels.handler = handler;
   }
 
   /** Leaves the fabric. Pending sends and requests reject with ECLOSED. */
@@ -594,31 +563,6 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
     }
   }
 
-  private txRing(to: number): TxRing {
-    this.check();
-    if (!this.layout) throw new FabricClientError('ENORINGS', 'the server set up no ring channels (the shared memory is too small for them)');
-    if (to === this.id) throw new FabricClientError('EINVAL', 'there is no ring from a peer to itself');
-    let ring = this.txRings.get(to);
-    if (!ring) {
-      const bell = () => this.transport.ring(to, this.id);
-      const mem = this.memoryOrNull();
-      ring = mem ? new RingWriter(mem, ringOffset(this.layout, this.id, to), this.layout.capacity, bell) : nativeTx(new Ring(this.transport.sharedMemory, this.id, to), bell);
-      this.txRings.set(to, ring);
-      this.txErrors.set(to, ring.errors);
-    }
-    return ring;
-  }
-
-  private rxRing(from: number): RxRing {
-    let ring = this.rxRings.get(from);
-    if (!ring) {
-      const mem = this.memoryOrNull();
-      ring = mem ? new RingReader(mem, ringOffset(this.layout!, from, this.id), this.layout!.capacity) : nativeRx(new Ring(this.transport.sharedMemory, from, this.id));
-      this.rxRings.set(from, ring);
-    }
-    return ring;
-  }
-
   /** The shared object as an ArrayBuffer, or null when it is too big. */
   private memoryOrNull(): ArrayBuffer | null {
     try {
@@ -632,110 +576,8 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
    * `doorbell`: an interrupt on vector `from` (else the start-up sweep). */
   private drain(from: number, doorbell: boolean): void {
     if (this.closedReason !== null || from < 1 || from > this.serverId) return;
-    if (this.layout && from !== this.id) {
-      if (from === this.serverId) this.drainSwitchRing();
-      else this.drainRing(from);
-      if (this.txRings.size > 0) this.checkTxErrors(from);
-    }
+    this.channels.drain(from);
     this.drainSlot(from, doorbell);
-  }
-
-  /** Whether peer `to` has reported our ring to it corrupt since we last
-   * looked (it counts in the ring's error word and rings our vector `to`). */
-  private checkTxErrors(to: number): void {
-    const ring = this.txRings.get(to);
-    if (!ring) return;
-    const errors = ring.errors;
-    const seen = this.txErrors.get(to) ?? errors;
-    if (errors === seen) return;
-    this.txErrors.set(to, errors);
-    const count = errors - seen;
-    this.emit('warning', `ring to peer ${to} ${printable(this.mailbox.nodename(to))}: the peer found it corrupt and dropped its contents (${count} time(s)); messages sent on it may be lost`);
-    this.emit('ring-rejected', { to, count });
-  }
-
-  /** Reads the ring from `from`, at most RING_BUDGET messages per turn:
-   * past that it goes on in a later turn (setImmediate: the producer rings
-   * only an empty ring, so no doorbell would come), and the loop serves
-   * everything else in between. */
-  private drainRing(from: number): void {
-    const ring = this.rxRing(from);
-    const handler = this.ringHandler;
-    let n: number;
-    let messages: Buffer[] | null = null;
-    // Corruption and exceptions are handled off the good path, in catch.
-    try {
-      if (handler) {
-        n = ring.read((bytes, start, length) => handler(from, bytes, start, length), RING_BUDGET);
-      } else {
-        n = readCopies(ring, (messages = []));
-      }
-    } catch (e) {
-      // Whatever was read before is delivered, and the ring is read again
-      // next turn: the producer rings only an empty ring, so no doorbell
-      // would come for what is left in it.
-      this.readAgain(from);
-      if (!(e instanceof RingCorrupt)) {
-        // An onRing handler threw: the message it had is consumed.
-        if (messages !== null && messages.length > 0) this.emit('data', { from, messages });
-        throw e;
-      }
-      this.ringCorrupt(from, ring, e, messages);
-      return;
-    }
-    if (n >= RING_BUDGET) this.readAgain(from);
-    if (messages !== null && messages.length > 0) this.emit('data', { from, messages });
-  }
-
-  /** The ring from `from` holds a bad record: drop it and what follows so
-   * the ring flows again, deliver the good messages read before it, report
-   * it, and tell the producer (the ring's error word and a doorbell on its
-   * vector `this.id`). */
-  private ringCorrupt(from: number, ring: RxRing, e: RingCorrupt, messages: Buffer[] | null): void {
-    const discarded = ring.discardCorrupt();
-    try {
-      if (messages !== null && messages.length > 0) this.emit('data', { from, messages });
-    } finally {
-      const info: RingErrorInfo = { from, reason: e.message, delivered: e.delivered, discarded };
-      this.emit('warning', `ring from peer ${from} ${printable(this.mailbox.nodename(from))}: ${e.message}; ${e.delivered} message(s) before it delivered, ${discarded} byte(s) discarded`);
-      this.emit('ring-error', info);
-      try {
-        if (this.closedReason === null && this.connected.has(from)) this.transport.ring(from, this.id);
-      } catch {
-        // The producer left: nobody to tell.
-      }
-    }
-  }
-
-  /** Reads the ring from `from` again on the next loop turn. */
-  private readAgain(from: number): void {
-    this.rxPending.add(from);
-    this.rxImmediate ??= setImmediate(() => {
-      this.rxImmediate = null;
-      const pending = [...this.rxPending];
-      this.rxPending.clear();
-      for (const f of pending) if (this.closedReason === null && this.connected.has(f)) (f === this.serverId ? this.drainSwitchRing() : this.drainRing(f));
-    });
-  }
-
-  /** The switch's ring to this peer carries the switch's messages (the
-   * same as through its slot): each is handled as a slot message. */
-  private drainSwitchRing(): void {
-    const from = this.serverId;
-    const ring = this.rxRing(from);
-    const got: Buffer[] = [];
-    let n: number;
-    try {
-      n = readCopies(ring, got);
-    } catch (e) {
-      this.readAgain(from);
-      if (!(e instanceof RingCorrupt)) throw e;
-      this.dispatchAll(from, got);
-      this.ringCorrupt(from, ring, e, null);
-      return;
-    }
-    if (n >= RING_BUDGET) this.readAgain(from);
-    this.dispatchAll(from, got);
   }
 
   private dispatchAll(from: number, messages: Buffer[]): void {
@@ -833,12 +675,7 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
       this.dropWaiter(w);
       w.reject(new FabricClientError('ENOPEER', `peer ${id} left before replying`));
     }
-    this.txRings.get(id)?.close?.();
-    this.txRings.delete(id);
-    this.txErrors.delete(id);
-    this.rxRings.get(id)?.close?.();
-    this.rxRings.delete(id);
-    this.rxPending.delete(id);
+    this.channels.peerLeft(id);
     // A message left for the departed peer would block this slot for good.
     if (this.closedReason === null && this.mailbox.busy(this.id) && this.mailbox.slot(this.id).lastResponder === id) {
       this.mailbox.clear(this.id);
@@ -863,13 +700,7 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
     this.transport.off('join', this.onJoin);
     this.transport.off('leave', this.onLeave);
     this.transport.off('close', this.onClose);
-    if (this.rxImmediate) clearImmediate(this.rxImmediate);
-    this.rxImmediate = null;
-    this.rxPending.clear();
-    for (const r of [...this.txRings.values(), ...this.rxRings.values()]) r.close?.();
-    this.txRings.clear();
-    this.txErrors.clear();
-    this.rxRings.clear();
+    this.channels.close();
     this.mailbox.close();
     this.transport.close();
     this.emit('close', { reason });
