@@ -55,6 +55,7 @@
 // and beyond cannot be addressed. famez refuses `--codec genz` with more than
 // MAX_GENZ_PEERS peers (the switch, peer N+1, needs (N+1) x 100 <= 4095)
 // rather than truncate CIDs or change FAME-Z's numbering.
+import { FamezError } from '../errors.js';
 import { MAX_CID, MAX_GENZ_PEERS, Reason } from '../genz/codes.js';
 import { GenZPacketError, decode as decodePacket, encode as encodePacket, type ControlStandaloneAck, type ControlWrite, type Packet } from '../genz/packets.js';
 import { GenZTextError, parse, toBytes, type CtlWrite, type StandaloneAcknowledgment, type TextMessage } from '../genz/text.js';
@@ -92,14 +93,8 @@ export type GenZCodecErrorCode =
   /** encode: a Reason with no Gen-Z code. */
   | 'EREASON';
 
-export class GenZCodecError extends Error {
+export class GenZCodecError extends FamezError<GenZCodecErrorCode> {
   override name = 'GenZCodecError';
-  constructor(
-    readonly code: GenZCodecErrorCode,
-    message: string,
-  ) {
-    super(message);
-  }
 
   /** "CODE: message", as the switch logs and NAKs errors it does not know. */
   override toString(): string {
