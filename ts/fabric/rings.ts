@@ -4,7 +4,7 @@
 // which every ring fits in the shared object; when not even MIN_RING_CAPACITY
 // fits, the fabric runs without rings (the mailbox slots still work) and
 // says so.
-import type { RingLayoutInfo } from '../../index.js';
+import type { RingLayoutInfo } from '../native.js';
 import { FamezError } from '../errors.js';
 import { ringLayout, type Mailbox } from '../native.js';
 
