@@ -42,7 +42,7 @@ export interface Run {
 const GROUPS = ['c', 'rust', 'js-doorbell', 'js-fabric', 'mesh', 'mesh-fabric'] as const;
 type Group = (typeof GROUPS)[number];
 
-function parseArgs(argv: string[]): { mode: Mode; json: string; only: Set<Group> } {
+function parseBenchArgs(argv: string[]): { mode: Mode; json: string; only: Set<Group> } {
   let mode: Mode = 'full';
   let json = path.join(RESULTS, 'latest.json');
   const only = new Set<Group>();
@@ -75,7 +75,7 @@ function parseArgs(argv: string[]): { mode: Mode; json: string; only: Set<Group>
   return { mode, json, only };
 }
 
-const { mode, json: JSON_OUT, only: ONLY } = parseArgs(process.argv.slice(2));
+const { mode, json: JSON_OUT, only: ONLY } = parseBenchArgs(process.argv.slice(2));
 const wanted = (g: Group) => ONLY.size === 0 || ONLY.has(g);
 const pick = <T>(smoke: T, quick: T, full: T): T => (mode === 'smoke' ? smoke : mode === 'quick' ? quick : full);
 
