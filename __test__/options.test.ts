@@ -2,7 +2,8 @@
 // form, famez's extensions, sizes, and every refusal.
 import test from 'ava';
 
-import { DEFAULTS, MAX_GID, MAX_PEERS, MAX_VECTORS, SERVE_HELP, UsageError, maxMappableSize, parseServeArgs, parseSize, tokenize, type ServeOptions } from '../ts/server/options.js';
+import { DEFAULTS, MAX_GID, MAX_PEERS, MAX_VECTORS, SERVE_HELP, UsageError, maxMappableSize, parseServeArgs, parseSize, type ServeOptions } from '../ts/server/options.js';
+import { parseFlags } from '../ts/args.js';
 
 // The stock server's flags are tested in --silent mode, where famez is
 // exactly the stock ivshmem-server; the fabric (the default) is tested below.
@@ -331,25 +332,26 @@ test('a value that looks like a flag is taken as the value', (t) => {
   t.false(stock(['--pidfile', '--daemon']).daemon);
 });
 
-// ---- tokenize on its own ----------------------------------------------------
+// ---- parseFlags (every command's parser) on its own -------------------------
 
-const specs = [
-  { long: 'alpha', short: 'a', value: true },
-  { long: 'bravo', short: 'b', value: false },
-  { long: 'charlie', value: false },
-  { long: 'delta', value: true },
-];
+const specs = {
+  alpha: { type: 'string', short: 'a' },
+  bravo: { type: 'boolean', short: 'b' },
+  charlie: { type: 'boolean' },
+  delta: { type: 'string' },
+} as const;
+const tokenize = (argv: string[]) => parseFlags(argv, specs).map(({ name, value }) => [name, value]);
 
-test('tokenize: every form maps to (long name, value)', (t) => {
-  t.deepEqual(tokenize([], specs), []);
-  t.deepEqual(tokenize(['-a', 'x', '-ay', '--alpha', 'z', '--alpha=w', '--alpha='], specs), [
+test('parseFlags: every form maps to (long name, value), in argv order', (t) => {
+  t.deepEqual(tokenize([]), []);
+  t.deepEqual(tokenize(['-a', 'x', '-ay', '--alpha', 'z', '--alpha=w', '--alpha=']), [
     ['alpha', 'x'],
     ['alpha', 'y'],
     ['alpha', 'z'],
     ['alpha', 'w'],
     ['alpha', ''],
   ]);
-  t.deepEqual(tokenize(['-bb', '-ba=1', '--charlie', '--delta', '-b'], specs), [
+  t.deepEqual(tokenize(['-bb', '-ba=1', '--charlie', '--delta', '-b']), [
     ['bravo', null],
     ['bravo', null],
     ['bravo', null],
@@ -357,15 +359,17 @@ test('tokenize: every form maps to (long name, value)', (t) => {
     ['charlie', null],
     ['delta', '-b'],
   ]);
-  t.deepEqual(tokenize(['--alpha=a=b'], specs), [['alpha', 'a=b']], 'only the first = splits');
+  t.deepEqual(tokenize(['--alpha=a=b']), [['alpha', 'a=b']], 'only the first = splits');
 });
 
-test('tokenize: errors', (t) => {
-  t.throws(() => tokenize(['-c'], specs), { instanceOf: UsageError, message: /unknown option '-c'/ });
-  t.throws(() => tokenize(['--charlie=1'], specs), { instanceOf: UsageError, message: /--charlie takes no value/ });
-  t.throws(() => tokenize(['--delta'], specs), { instanceOf: UsageError, message: /--delta needs a value/ });
-  t.throws(() => tokenize(['-a'], specs), { instanceOf: UsageError, message: /-a needs a value/ });
-  t.throws(() => tokenize(['x'], specs), { instanceOf: UsageError, message: /unexpected argument 'x'/ });
+test('parseFlags: errors', (t) => {
+  t.throws(() => tokenize(['-c']), { instanceOf: UsageError, message: /unknown option '-c'/ });
+  t.throws(() => tokenize(['--charlie=1']), { instanceOf: UsageError, message: /--charlie takes no value/ });
+  t.throws(() => tokenize(['--delta']), { instanceOf: UsageError, message: /--delta needs a value/ });
+  t.throws(() => tokenize(['-a']), { instanceOf: UsageError, message: /-a needs a value/ });
+  t.throws(() => tokenize(['x']), { instanceOf: UsageError, message: /unexpected argument 'x'/ });
+  t.throws(() => tokenize(['--', '-a', 'x']), { instanceOf: UsageError, message: /unknown option '--'/ });
+  t.throws(() => tokenize(['--constructor']), { instanceOf: UsageError, message: /unknown option '--constructor'/ });
 });
 
 // ---- the fabric (the default) ------------------------------------------------

@@ -14,6 +14,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
 
+import { UsageError, parseFlags } from '../ts/args.js';
 import { Client } from '../ts/client/client.js';
 
 const ROOT = path.resolve(__dirname, '..');
@@ -41,37 +42,40 @@ export interface Run {
 const GROUPS = ['c', 'rust', 'js-doorbell', 'js-fabric', 'mesh', 'mesh-fabric'] as const;
 type Group = (typeof GROUPS)[number];
 
-function parseArgs(argv: string[]): { mode: Mode; json: string; only: Set<Group> } {
+function parseBenchArgs(argv: string[]): { mode: Mode; json: string; only: Set<Group> } {
   let mode: Mode = 'full';
   let json = path.join(RESULTS, 'latest.json');
   const only = new Set<Group>();
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (a === '--quick') mode = 'quick';
-    else if (a === '--smoke') mode = 'smoke';
-    else if (a === '--json') json = path.resolve(argv[++i] ?? '');
-    else if (a.startsWith('--json=')) json = path.resolve(a.slice(7));
-    else if (a === '--only' || a.startsWith('--only=')) {
-      const list = a === '--only' ? (argv[++i] ?? '') : a.slice(7);
-      for (const g of list.split(',')) {
-        if (!(GROUPS as readonly string[]).includes(g)) {
-          process.stderr.write(`bench: --only takes a comma-separated list of ${GROUPS.join(', ')}; not '${g}'\n`);
-          process.exit(2);
+  try {
+    for (const flag of parseFlags(argv, {
+      quick: { type: 'boolean' },
+      smoke: { type: 'boolean' },
+      json: { type: 'string' },
+      only: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    })) {
+      if (flag.name === 'quick') mode = 'quick';
+      else if (flag.name === 'smoke') mode = 'smoke';
+      else if (flag.name === 'json') json = path.resolve(flag.value);
+      else if (flag.name === 'only') {
+        for (const g of flag.value.split(',')) {
+          if (!(GROUPS as readonly string[]).includes(g)) throw new UsageError(`--only takes a comma-separated list of ${GROUPS.join(', ')}; not '${g}'`);
+          only.add(g as Group);
         }
-        only.add(g as Group);
+      } else {
+        process.stdout.write(`Usage: npm run bench -- [--quick | --smoke] [--json FILE] [--only ${GROUPS.join(',')}]\n`);
+        process.exit(0);
       }
-    } else if (a === '-h' || a === '--help') {
-      process.stdout.write(`Usage: npm run bench -- [--quick | --smoke] [--json FILE] [--only ${GROUPS.join(',')}]\n`);
-      process.exit(0);
-    } else {
-      process.stderr.write(`bench: unknown option '${a}'\n`);
-      process.exit(2);
     }
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e;
+    process.stderr.write(`bench: ${e.message}\n`);
+    process.exit(2);
   }
   return { mode, json, only };
 }
 
-const { mode, json: JSON_OUT, only: ONLY } = parseArgs(process.argv.slice(2));
+const { mode, json: JSON_OUT, only: ONLY } = parseBenchArgs(process.argv.slice(2));
 const wanted = (g: Group) => ONLY.size === 0 || ONLY.has(g);
 const pick = <T>(smoke: T, quick: T, full: T): T => (mode === 'smoke' ? smoke : mode === 'quick' ? quick : full);
 

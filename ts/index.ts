@@ -15,6 +15,7 @@ export {
   type OwnAttributes,
   type PeerAttributes,
 } from './fabric/client.js';
+export { FamezError } from './errors.js';
 export * as protocol from './protocol.js';
 export { qemuArgs, libvirtXml, stanzaText } from './stanza.js';
 export * as native from './native.js';

@@ -20,3 +20,4 @@ export type ShmOptions = Binding.ShmOptions;
 export type Mailbox = Binding.Mailbox;
 export type Ring = Binding.Ring;
 export type FdLimit = Binding.FdLimit;
+export type { MailboxGlobals, MailboxSlot, PathState, ReceivedMessage, RingLayoutInfo, RingLayoutOptions } from '../index.js';

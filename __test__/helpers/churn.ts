@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import type { Fabric } from '../../ts/fabric/fabric.js';
 import { parseServeArgs, type ServeOptions } from '../../ts/server/options.js';
 import type { Server, ServerConfig } from '../../ts/server/server.js';
-import { startServe } from '../../ts/server/start.js';
+import { startServe } from '../../ts/cli/start.js';
 import { LineProcess, waitFor } from './wait.js';
 
 export interface Served {

@@ -6,7 +6,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 
 import { Client, ClientError } from '../client/client.js';
 import { FABRIC_COMMANDS, FabricSession } from './fabric-client.js';
-import { DEFAULTS, UsageError, tokenize } from '../server/options.js';
+import { UsageError, parseFlags } from '../args.js';
+import { DEFAULTS } from '../server/options.js';
 
 const HELP = `Usage: famez client [-S SOCKET] [-N NODENAME] [-v] [--reconnect]
 
@@ -87,21 +88,21 @@ export async function runClient(argv: string[]): Promise<number> {
   let reconnect = false;
   let nodename: string | undefined;
   try {
-    for (const [flag, v] of tokenize(argv, [
-      { long: 'socket', short: 'S', value: true },
-      { long: 'verbose', short: 'v', value: false },
-      { long: 'reconnect', value: false },
-      { long: 'nodename', short: 'N', value: true },
-      { long: 'help', short: 'h', value: false },
-    ])) {
-      if (flag === 'help') {
+    for (const flag of parseFlags(argv, {
+      socket: { type: 'string', short: 'S' },
+      verbose: { type: 'boolean', short: 'v' },
+      reconnect: { type: 'boolean' },
+      nodename: { type: 'string', short: 'N' },
+      help: { type: 'boolean', short: 'h' },
+    })) {
+      if (flag.name === 'help') {
         process.stdout.write(HELP);
         return 0;
       }
-      if (flag === 'socket') socket = v!;
-      if (flag === 'verbose') verbose = true;
-      if (flag === 'reconnect') reconnect = true;
-      if (flag === 'nodename') nodename = v!;
+      if (flag.name === 'socket') socket = flag.value;
+      if (flag.name === 'verbose') verbose = true;
+      if (flag.name === 'reconnect') reconnect = true;
+      if (flag.name === 'nodename') nodename = flag.value;
     }
   } catch (e) {
     if (e instanceof UsageError) {

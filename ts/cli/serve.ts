@@ -8,7 +8,7 @@ import { startConsole } from './console.js';
 import { PidFile, raiseFdLimit, type FdLimit } from '../native.js';
 import { Server, ServerError } from '../server/server.js';
 import { MAX_GID, MAX_PEERS, MAX_SOCKET_PATH, SERVE_HELP, UsageError, formatSize, parseServeArgs, type ServeOptions } from '../server/options.js';
-import { FabricSetupError, startServe } from '../server/start.js';
+import { FabricSetupError, startServe } from './start.js';
 import { stanzaText } from '../stanza.js';
 
 const DAEMON_ENV = 'FAMEZ_DAEMON_CHILD';

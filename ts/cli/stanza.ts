@@ -1,5 +1,6 @@
 // `famez stanza`: print the QEMU and libvirt arguments for a server.
-import { DEFAULTS, DEFAULT_FABRIC_PEERS, MAX_FABRIC_PEERS, MAX_VECTORS, UsageError, tokenize } from '../server/options.js';
+import { UsageError, parseFlags } from '../args.js';
+import { DEFAULTS, DEFAULT_FABRIC_PEERS, MAX_FABRIC_PEERS, MAX_VECTORS } from '../server/options.js';
 import { stanzaText } from '../stanza.js';
 
 const HELP = `Usage: famez stanza [-S SOCKET] [--max-peers N | --silent -n VECTORS] [--id ID]
@@ -23,27 +24,28 @@ export function runStanza(argv: string[]): number {
     let peers: number | null = null;
     let silent = false;
     let id = 'famez0';
-    for (const [flag, v] of tokenize(argv, [
-      { long: 'socket', short: 'S', value: true },
-      { long: 'vectors', short: 'n', value: true },
-      { long: 'max-peers', value: true },
-      { long: 'nClients', value: true },
-      { long: 'silent', value: false },
-      { long: 'id', value: true },
-      { long: 'help', short: 'h', value: false },
-    ])) {
-      if (flag === 'help') {
+    for (const { name, value } of parseFlags(argv, {
+      socket: { type: 'string', short: 'S' },
+      vectors: { type: 'string', short: 'n' },
+      'max-peers': { type: 'string' },
+      nClients: { type: 'string' },
+      silent: { type: 'boolean' },
+      id: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    })) {
+      const v = value ?? '';
+      if (name === 'help') {
         process.stdout.write(HELP);
         return 0;
       }
-      if (flag === 'socket') socket = v!;
-      if (flag === 'silent') silent = true;
-      if (flag === 'id') {
-        if (!/^[A-Za-z][\w.-]*$/.test(v!)) throw new UsageError(`--id must start with a letter and hold letters, digits, '.', '-' or '_', got '${v}'`);
-        id = v!;
+      if (name === 'socket') socket = v;
+      if (name === 'silent') silent = true;
+      if (name === 'id') {
+        if (!/^[A-Za-z][\w.-]*$/.test(v)) throw new UsageError(`--id must start with a letter and hold letters, digits, '.', '-' or '_', got '${v}'`);
+        id = v;
       }
-      if (flag === 'vectors') vectors = integer('-n/--vectors', v!, MAX_VECTORS);
-      if (flag === 'max-peers' || flag === 'nClients') peers = integer('--max-peers', v!, MAX_FABRIC_PEERS);
+      if (name === 'vectors') vectors = integer('-n/--vectors', v, MAX_VECTORS);
+      if (name === 'max-peers' || name === 'nClients') peers = integer('--max-peers', v, MAX_FABRIC_PEERS);
     }
     if (silent && peers !== null) throw new UsageError('--max-peers sets a fabric size; with --silent give -n VECTORS');
     if (!silent) {

@@ -4,6 +4,7 @@
 import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 
+import { FamezError } from '../errors.js';
 import { EventFd, SharedMemory, UnixStream, closeFd, signalFd } from '../native.js';
 import type { PeerTransport, TransportEvents } from '../fabric/transport.js';
 import { initialClientState, receive, welcomeProgress, type ClientState } from '../protocol.js';
@@ -36,14 +37,8 @@ export interface ConnectOptions {
   busyPollUs?: number;
 }
 
-export class ClientError extends Error {
+export class ClientError extends FamezError<'ECONNECT' | 'EREFUSED' | 'EPROTO' | 'ETIMEDOUT' | 'ECLOSED'> {
   override name = 'ClientError';
-  constructor(
-    readonly code: 'ECONNECT' | 'EREFUSED' | 'EPROTO' | 'ETIMEDOUT' | 'ECLOSED',
-    message: string,
-  ) {
-    super(message);
-  }
 }
 
 /** The host transport of a fabric peer (see ts/fabric/transport.ts). */

@@ -5,7 +5,7 @@
 // to answer) and the Delivery's (what goes out when, through which door);
 // this module waits on doorbells, reads and writes the shared memory, rings
 // peers and keeps one timer.
-import type { RingLayoutInfo } from '../../index.js';
+import type { RingLayoutInfo } from '../native.js';
 import { EventFd } from '../native.js';
 import { toBytes, type TextMessage } from '../genz/text.js';
 import type { Server } from '../server/server.js';

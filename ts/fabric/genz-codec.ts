@@ -55,7 +55,8 @@
 // and beyond cannot be addressed. famez refuses `--codec genz` with more than
 // MAX_GENZ_PEERS peers (the switch, peer N+1, needs (N+1) x 100 <= 4095)
 // rather than truncate CIDs or change FAME-Z's numbering.
-import { Reason } from '../genz/codes.js';
+import { FamezError } from '../errors.js';
+import { MAX_CID, MAX_GENZ_PEERS, Reason } from '../genz/codes.js';
 import { GenZPacketError, decode as decodePacket, encode as encodePacket, type ControlStandaloneAck, type ControlWrite, type Packet } from '../genz/packets.js';
 import { GenZTextError, parse, toBytes, type CtlWrite, type StandaloneAcknowledgment, type TextMessage } from '../genz/text.js';
 
@@ -73,10 +74,7 @@ export const CORE = Object.freeze({
 export const CONFIGURE_ADDR = BigInt(CORE.PFM);
 export const CONFIGURE_BYTES = CORE.CID0 + 8 - CORE.PFM;
 
-/** The largest CID, and the largest fabric whose FAME-Z CIDs (ID x 100, the
- * switch being peer N+1) all fit: 39 peers, the switch CID 4000. */
-export const MAX_CID = 0xfff;
-export const MAX_GENZ_PEERS = Math.floor(MAX_CID / 100) - 1;
+export { MAX_CID, MAX_GENZ_PEERS };
 const MAX_SID = 0xffff;
 const TAG_MASK = 0xfff;
 /** Bound on remembered tags (outstanding requests) per map. */
@@ -95,14 +93,8 @@ export type GenZCodecErrorCode =
   /** encode: a Reason with no Gen-Z code. */
   | 'EREASON';
 
-export class GenZCodecError extends Error {
+export class GenZCodecError extends FamezError<GenZCodecErrorCode> {
   override name = 'GenZCodecError';
-  constructor(
-    readonly code: GenZCodecErrorCode,
-    message: string,
-  ) {
-    super(message);
-  }
 
   /** "CODE: message", as the switch logs and NAKs errors it does not know. */
   override toString(): string {

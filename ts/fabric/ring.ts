@@ -19,7 +19,7 @@
 // layout.rs).
 import { endianness } from 'node:os';
 
-import type { RingLayoutInfo } from '../../index.js';
+import type { RingLayoutInfo } from '../native.js';
 import {
   FLAG_WRAP,
   RECORD_HEADER,

@@ -4,7 +4,8 @@
 // which every ring fits in the shared object; when not even MIN_RING_CAPACITY
 // fits, the fabric runs without rings (the mailbox slots still work) and
 // says so.
-import type { RingLayoutInfo } from '../../index.js';
+import type { RingLayoutInfo } from '../native.js';
+import { FamezError } from '../errors.js';
 import { ringLayout, type Mailbox } from '../native.js';
 
 /** 16 KiB rings (messages up to 8,184 bytes): 210 of them fit in the
@@ -23,8 +24,11 @@ export function fitRingCapacity(nClients: number, size: number, max = DEFAULT_RI
 }
 
 /** The requested ring capacity does not fit the shared object. */
-export class RingsDoNotFit extends Error {
+export class RingsDoNotFit extends FamezError<'ENOSPC'> {
   override name = 'RingsDoNotFit';
+  constructor(message: string) {
+    super('ENOSPC', message);
+  }
 }
 
 function kib(n: number): string {

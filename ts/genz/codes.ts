@@ -67,3 +67,10 @@ export const EventCode = Object.freeze({
   NewPeerComp: 0x09,
   UnableToCommunicate: 0x0a,
 } as const);
+
+/** The largest CID: Gen-Z CIDs are 12 bits. */
+export const MAX_CID = 0xfff;
+/** The largest fabric whose FAME-Z CIDs (ID x 100, the switch being peer
+ * N+1) all fit in 12 bits: 39 peers, the switch CID 4000. Here rather than in
+ * fabric/genz-codec.ts so that the server's option checks may name it. */
+export const MAX_GENZ_PEERS = Math.floor(MAX_CID / 100) - 1;

@@ -2,6 +2,7 @@
 // object named by its class ('Control.Write') into wire bytes, filling LEN,
 // OpCode, OCL, PadCNT, PCRC and ECRC; `decode` does the reverse and checks
 // everything the wire can get wrong. No I/O; the only state is a cache of layouts.
+import { FamezError } from '../errors.js';
 import { opClassName } from './codes.js';
 import { ecrc, pcrc } from './crc.js';
 import {
@@ -56,14 +57,8 @@ export type GenZPacketErrorCode =
   /** The argument is not a Uint8Array (decode) or an object (encode). */
   | 'EINPUT';
 
-export class GenZPacketError extends Error {
+export class GenZPacketError extends FamezError<GenZPacketErrorCode> {
   override name = 'GenZPacketError';
-  constructor(
-    readonly code: GenZPacketErrorCode,
-    message: string,
-  ) {
-    super(message);
-  }
 }
 
 /** Gen-Z: a packet is a request when its OpCode is 4 or more. */

@@ -8,6 +8,8 @@
 // not against Gen-Z field widths: FAME-Z's CID = peer ID x 100 exceeds the
 // 12-bit CID from peer 41 on, and its tags count up without wrapping.
 
+import { FamezError } from '../errors.js';
+
 export type GenZTextErrorCode =
   /** Bytes that are not UTF-8, or control characters other than tab/CR/LF. */
   | 'ENOTTEXT'
@@ -29,14 +31,8 @@ export type GenZTextErrorCode =
   /** Not a string or Uint8Array (parse), not a known message (format). */
   | 'EINPUT';
 
-export class GenZTextError extends Error {
+export class GenZTextError extends FamezError<GenZTextErrorCode> {
   override name = 'GenZTextError';
-  constructor(
-    readonly code: GenZTextErrorCode,
-    message: string,
-  ) {
-    super(message);
-  }
 }
 
 interface Tracked {

@@ -1,13 +1,12 @@
 // `famez serve` command line: parsing and validation without I/O, so every
 // flag and every refusal is unit-tested. The stock ivshmem-server's flags
 // keep their stock meaning; long forms and famez's extensions sit beside them.
-import { MAX_GENZ_PEERS } from '../fabric/genz-codec.js';
+import { UsageError, parseFlags, type FlagSpecs } from '../args.js';
+import { MAX_GENZ_PEERS } from '../genz/codes.js';
 import { SLOT_SIZE } from '../layout.generated.js';
 import { ID_POLICIES, type IdPolicy } from '../protocol.js';
 
-export class UsageError extends Error {
-  override name = 'UsageError';
-}
+export { UsageError };
 
 export const DEFAULTS = {
   socket: '/tmp/ivshmem_socket',
@@ -140,75 +139,33 @@ function parseShmName(v: string): string {
   return name;
 }
 
-interface FlagSpec {
-  long: string;
-  short?: string;
-  value: boolean;
-}
-
-const FLAGS: FlagSpec[] = [
-  { long: 'socket', short: 'S', value: true },
-  { long: 'shm-name', short: 'M', value: true },
-  { long: 'shm-dir', short: 'm', value: true },
-  { long: 'size', short: 'l', value: true },
-  { long: 'vectors', short: 'n', value: true },
-  { long: 'pidfile', short: 'p', value: true },
-  { long: 'verbose', short: 'v', value: false },
-  { long: 'foreground', short: 'F', value: false },
-  { long: 'help', short: 'h', value: false },
-  { long: 'daemon', value: false },
-  { long: 'max-peers', value: true },
-  { long: 'max-queued', value: true },
-  { long: 'id-policy', value: true },
-  { long: 'keep-shm', value: false },
-  { long: 'memfd', value: false },
-  { long: 'mode', value: true },
-  { long: 'group', value: true },
-  { long: 'silent', value: false },
-  { long: 'nClients', value: true },
-  { long: 'no-recycle', value: false },
-  { long: 'no-pfm', value: false },
-  { long: 'sid', value: true },
-  { long: 'codec', value: true },
-  { long: 'console', value: false },
-  { long: 'ring-capacity', value: true },
-];
-
-/** Splits argv into (flag, value) pairs: `-S x`, `-Sx`, `-vF`, `--size x`,
- * `--size=x`. Unknown flags and missing values are usage errors. */
-export function tokenize(argv: readonly string[], specs: readonly FlagSpec[]): Array<[string, string | null]> {
-  const out: Array<[string, string | null]> = [];
-  const byShort = new Map(specs.filter((s) => s.short).map((s) => [s.short!, s]));
-  const byLong = new Map(specs.map((s) => [s.long, s]));
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i];
-    const need = (spec: FlagSpec, shown: string): string => {
-      if (i + 1 >= argv.length) throw new UsageError(`${shown} needs a value`);
-      return argv[++i];
-    };
-    if (arg.startsWith('--')) {
-      const eq = arg.indexOf('=');
-      const name = arg.slice(2, eq < 0 ? undefined : eq);
-      const spec = byLong.get(name);
-      if (!spec) throw new UsageError(`unknown option '--${name}' (see --help)`);
-      if (!spec.value && eq >= 0) throw new UsageError(`--${name} takes no value`);
-      out.push([spec.long, spec.value ? (eq >= 0 ? arg.slice(eq + 1) : need(spec, arg)) : null]);
-    } else if (arg.startsWith('-') && arg.length > 1) {
-      for (let j = 1; j < arg.length; j++) {
-        const spec = byShort.get(arg[j]);
-        if (!spec) throw new UsageError(`unknown option '-${arg[j]}' (see --help)`);
-        if (spec.value) {
-          out.push([spec.long, j + 1 < arg.length ? arg.slice(j + 1) : need(spec, `-${arg[j]}`)]);
-          break;
-        }
-        out.push([spec.long, null]);
-      }
-    } else {
-      throw new UsageError(`unexpected argument '${arg}' (see --help)`);
-    }
-  }
-  return out;
-}
+const FLAGS = {
+  socket: { type: 'string', short: 'S' },
+  'shm-name': { type: 'string', short: 'M' },
+  'shm-dir': { type: 'string', short: 'm' },
+  size: { type: 'string', short: 'l' },
+  vectors: { type: 'string', short: 'n' },
+  pidfile: { type: 'string', short: 'p' },
+  verbose: { type: 'boolean', short: 'v' },
+  foreground: { type: 'boolean', short: 'F' },
+  help: { type: 'boolean', short: 'h' },
+  daemon: { type: 'boolean' },
+  'max-peers': { type: 'string' },
+  'max-queued': { type: 'string' },
+  'id-policy': { type: 'string' },
+  'keep-shm': { type: 'boolean' },
+  memfd: { type: 'boolean' },
+  mode: { type: 'string' },
+  group: { type: 'string' },
+  silent: { type: 'boolean' },
+  nClients: { type: 'string' },
+  'no-recycle': { type: 'boolean' },
+  'no-pfm': { type: 'boolean' },
+  sid: { type: 'string' },
+  codec: { type: 'string' },
+  console: { type: 'boolean' },
+  'ring-capacity': { type: 'string' },
+} as const satisfies FlagSpecs;
 
 export function parseServeArgs(argv: readonly string[]): ServeOptions {
   const o: ServeOptions = {
@@ -237,9 +194,9 @@ export function parseServeArgs(argv: readonly string[]): ServeOptions {
   let shmName: string | null = null;
   let shmDir: string | null = null;
   let memfd = false;
-  for (const [flag, value] of tokenize(argv, FLAGS)) {
+  for (const { name, value } of parseFlags(argv, FLAGS)) {
     const v = value ?? '';
-    switch (flag) {
+    switch (name) {
       case 'socket':
         if (!v) throw new UsageError('--socket needs a path');
         o.socket = v;

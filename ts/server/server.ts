@@ -6,6 +6,7 @@ import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
+import { FamezError } from '../errors.js';
 import { EventFd, SharedMemory, UnixListener, UnixStream, closeFd, fdLimit, socketState } from '../native.js';
 import { Membership, refusalMessages, type FdRef, type IdPolicy, type Send } from '../protocol.js';
 import { MAX_SOCKET_PATH, type ShmKind } from './options.js';
@@ -53,14 +54,8 @@ export type ServerErrorCode =
   | 'EGROUP'
   | 'EUNKNOWN';
 
-export class ServerError extends Error {
+export class ServerError extends FamezError<ServerErrorCode> {
   override name = 'ServerError';
-  constructor(
-    readonly code: ServerErrorCode,
-    message: string,
-  ) {
-    super(message);
-  }
 
   /** A command-line error (a path, size or group that cannot work), as
    * opposed to something found in use. */

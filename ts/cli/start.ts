@@ -1,11 +1,12 @@
 // From parsed `famez serve` options to a running server (and its switch):
 // the one mapping of ServeOptions onto Server and Fabric, used by the CLI
 // and by tests that run the same server in their own process.
+import { FamezError } from '../errors.js';
 import { Fabric } from '../fabric/fabric.js';
 import { genzFabricHooks } from '../fabric/genz-codec.js';
 import { openMailbox } from '../fabric/mailbox.js';
-import type { ServeOptions } from './options.js';
-import { DEFAULT_MAX_QUEUED, Server, type ServerConfig } from './server.js';
+import type { ServeOptions } from '../server/options.js';
+import { DEFAULT_MAX_QUEUED, Server, type ServerConfig } from '../server/server.js';
 
 export interface Served {
   server: Server;
@@ -14,8 +15,11 @@ export interface Served {
 }
 
 /** The fabric's mailbox does not fit what the options ask (-l, --ring-capacity). */
-export class FabricSetupError extends Error {
+export class FabricSetupError extends FamezError<'ENOSPC'> {
   override name = 'FabricSetupError';
+  constructor(message: string, options?: ErrorOptions) {
+    super('ENOSPC', message, options);
+  }
 }
 
 /** Starts the server `o` describes. Throws ServerError from the start or
@@ -58,7 +62,7 @@ export function startServe(
       // Only the sizes can be wrong here; undo everything the start made.
       server.close();
       fabric.close();
-      throw new FabricSetupError((e as Error).message);
+      throw new FabricSetupError((e as Error).message, { cause: e });
     }
   }
   return { server, fabric };
