@@ -6,7 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 
 import { FamezError } from '../errors.js';
 import { EventFd, SharedMemory, UnixStream, closeFd, signalFd } from '../native.js';
-import type { PeerTransport, TransportEvents } from '../fabric/transport.js';
+import type { PeerTransport, TransportEvents } from '../transport.js';
 import { initialClientState, receive, welcomeProgress, type ClientState } from '../protocol.js';
 
 export interface PeerView {

@@ -5,14 +5,14 @@
 // reported at once (the good messages before it delivered, the producer
 // told through the ring's error word), and the switch's ring to this peer
 // handed to the message path like a slot.
-import type { RingLayoutInfo } from '../../index.js';
+import type { RingLayoutInfo } from '../native.js';
 import { Ring } from '../native.js';
 import type { FabricClientEvents } from './peer-types.js';
 import { FabricClientError, type RingErrorInfo } from './peer-types.js';
 import { printable } from './peer-text.js';
 import { RingCorrupt, RingReader, RingWriter, ringOffset } from './ring.js';
 import { RING_BUDGET, nativeRx, nativeTx, readCopies, type RxRing, type TxRing } from './ring-ends.js';
-import type { PeerTransport } from './transport.js';
+import type { PeerTransport } from '../transport.js';
 
 /** What the channels need of the fabric client. */
 export interface ChannelHost {

@@ -26,13 +26,13 @@
 import { EventEmitter } from 'node:events';
 
 import { Client } from '../client/client.js';
-import type { PeerTransport } from './transport.js';
+import type { PeerTransport } from '../transport.js';
 import { GenZTextError, parse, toBytes, type TextMessage } from '../genz/text.js';
 import { GenZCodec } from './genz-codec.js';
 import { reactTo } from './reactions.js';
 import { Replies } from './replies.js';
 import { resolveDest, type FabricView } from './destinations.js';
-import type { RingLayoutInfo } from '../../index.js';
+import type { RingLayoutInfo } from '../native.js';
 import { Mailbox } from '../native.js';
 import type { RingWriter } from './ring.js';
 import { RingChannels } from './channels.js';

@@ -2,7 +2,7 @@
 // why slot 0 describes no mailbox.
 import * as os from 'node:os';
 
-import type { MailboxGlobals } from '../../index.js';
+import type { MailboxGlobals } from '../native.js';
 import { toBytes, type TextMessage } from '../genz/text.js';
 import { BUF_OFFSET, SLOT_SIZE as SLOTSIZE } from '../layout.generated.js';
 import { MAX_NODENAME } from './peer-types.js';

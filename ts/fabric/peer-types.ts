@@ -3,6 +3,7 @@
 // client.ts re-exports all of it.)
 import type { ConnectOptions } from '../client/client.js';
 import type { TextMessage } from '../genz/text.js';
+import { FamezError } from '../errors.js';
 
 import { MAX_SLOT_PAYLOAD, NODENAME_SIZE } from '../layout.generated.js';
 
@@ -34,14 +35,8 @@ export type FabricClientErrorCode =
   /** The client is closed (or the server went away). */
   | 'ECLOSED';
 
-export class FabricClientError extends Error {
+export class FabricClientError extends FamezError<FabricClientErrorCode> {
   override name = 'FabricClientError';
-  constructor(
-    readonly code: FabricClientErrorCode,
-    message: string,
-  ) {
-    super(message);
-  }
 }
 
 /** A DEST: an ID, a nodename, `server`/`switch`, `all` (every other

@@ -19,6 +19,8 @@
 // layout.rs).
 import { endianness } from 'node:os';
 
+import { FamezError } from '../errors.js';
+
 import type { RingLayoutInfo } from '../native.js';
 import {
   FLAG_WRAP,
@@ -53,15 +55,14 @@ if (endianness() !== 'LE') throw new Error('famez ring channels need a little-en
  * make no sense). Nothing at or after the bad record was consumed; a read
  * has handed the `delivered` good messages before it to its visitor (and
  * given their space back). `discardCorrupt()` resynchronises. */
-export class RingCorrupt extends Error {
+export class RingCorrupt extends FamezError<'EBADMSG'> {
   override name = 'RingCorrupt';
-  readonly code = 'EBADMSG';
   constructor(
     message: string,
     /** Messages handed to the visitor, in this read, before the bad record. */
     readonly delivered = 0,
   ) {
-    super(message);
+    super('EBADMSG', message);
   }
 }
 

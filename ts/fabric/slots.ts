@@ -16,6 +16,8 @@
 // free only when both halves are. Little-endian hosts only, as ring.ts.
 import { endianness } from 'node:os';
 
+import { FamezError } from '../errors.js';
+
 import { MAX_SLOT_PAYLOAD, NODENAME_SIZE, SLOT_BUF as BUF, SLOT_BUFLEN as BUFLEN, SLOT_LAST_RESPONDER as LAST_RESPONDER, SLOT_NODENAME, SLOT_SIZE as SLOT } from '../layout.generated.js';
 
 /** The largest message a slot carries (a NUL follows it). */
@@ -24,9 +26,11 @@ export { MAX_SLOT_PAYLOAD };
 if (endianness() !== 'LE') throw new Error('famez mailbox slots need a little-endian host');
 
 /** A slot's buflen makes no sense (over 383): the slot was freed. */
-export class SlotCorrupt extends Error {
+export class SlotCorrupt extends FamezError<'EBADMSG'> {
   override name = 'SlotCorrupt';
-  readonly code = 'EBADMSG';
+  constructor(message: string) {
+    super('EBADMSG', message);
+  }
 }
 
 export class Slots {

@@ -8,7 +8,7 @@
 // eventfds in, a BAR0 doorbell store out, BAR2 mapped).
 import type { EventEmitter } from 'node:events';
 
-import type { SharedMemory } from '../native.js';
+import type { SharedMemory } from './native.js';
 
 export interface TransportEvents {
   /** Vector `vector` of this peer was rung `count` times (coalesced). */
