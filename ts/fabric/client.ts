@@ -36,6 +36,7 @@ import type { RingLayoutInfo } from '../native.js';
 import { Mailbox } from '../native.js';
 import type { RingWriter } from './ring.js';
 import { RingChannels } from './channels.js';
+import { SlotSender, nextTurn } from './slot-sender.js';
 import { FEATURE_SWITCH_RING, writeFeatures } from './features.js';
 import { Slots } from './slots.js';
 import { nativeSlots, type SlotPort } from './ring-ends.js';
@@ -58,15 +59,6 @@ import {
 export * from './peer-types.js';
 export { mailboxProblem } from './peer-text.js';
 
-interface Outgoing {
-  to: number;
-  bytes: Uint8Array;
-  timeoutMs: number;
-  /** When this message first found the slot busy. */
-  busySince: number | null;
-  resolve: () => void;
-  reject: (e: Error) => void;
-}
 
 interface Waiter {
   from: number;
@@ -80,20 +72,9 @@ interface Waiter {
   late: string;
 }
 
-/** While a slot or ring stays busy, retry on the next loop turn for this
- * long (a receiver in this process takes in the poll phase), then every
- * millisecond. */
-const SPIN_MS = 5;
-
 const UNSOLICITED = new Set<TextMessage['kind']>(['ping', 'link-ctl-peer-attribute', 'dump']);
 const defaultMatch = (m: FabricMessage) => m.message === null || !UNSOLICITED.has(m.message.kind);
 
-function nextTurn(since: number): Promise<void> {
-  return new Promise((resolve) => {
-    if (Date.now() - since < SPIN_MS) setImmediate(resolve);
-    else setTimeout(resolve, 1);
-  });
-}
 
 export class FabricClient extends EventEmitter<FabricClientEvents> {
   readonly nClients: number;
@@ -106,8 +87,8 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
   /** Decodes binary Gen-Z packets (a --codec genz switch) and encodes the
    * answers to them; remembers the tags and CIDs in flight. */
   private readonly codec = new GenZCodec();
-  private readonly queue: Outgoing[] = [];
-  private retry: { kind: 'immediate'; handle: NodeJS.Immediate } | { kind: 'timeout'; handle: NodeJS.Timeout } | null = null;
+  /** This peer's slot, one message in flight (slot-sender.ts). */
+  private readonly sender: SlotSender;
   private readonly replies = new Replies<FabricMessage, Waiter>();
   /** Who is connected, for resolveDest. */
   private readonly view: FabricView;
@@ -146,6 +127,16 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
     this.own = { cclass: options.cclass ?? 'Debugger', SID0: 0, CID0: 0, link: 'up', PFMSID: null, PFMCID: null };
     for (const id of transport.peerIds()) if (id >= 1 && id <= this.serverId) this.connected.add(id);
     this.layout = mailbox.ringLayout;
+    this.sender = new SlotSender({
+      id: transport.id,
+      slots: this.slots,
+      transport,
+      connected: this.connected,
+      closedReason: () => this.closedReason,
+      sent: (to, bytes) => {
+        if (this.listenerCount('sent') > 0) this.emit('sent', { to, text: textOf(bytes) });
+      },
+    });
     this.channels = new RingChannels(
       {
         id: transport.id,
@@ -311,8 +302,8 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
       return Promise.reject(e);
     }
     const timeoutMs = options.timeoutMs ?? this.sendTimeoutMs;
-    if (ids.length === 1) return this.enqueue(ids[0], bytes, timeoutMs);
-    return Promise.all(ids.map((to) => this.enqueue(to, bytes, timeoutMs))).then(() => undefined);
+    if (ids.length === 1) return this.sender.enqueue(ids[0], bytes, timeoutMs);
+    return Promise.all(ids.map((to) => this.sender.enqueue(to, bytes, timeoutMs))).then(() => undefined);
   }
 
   /** Posts `message` from `src`'s slot to `dest` and rings dest's vector
@@ -436,7 +427,7 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
     if (!this.mailbox.busy(this.id)) return null;
     const to = this.mailbox.slot(this.id).lastResponder;
     this.mailbox.clear(this.id);
-    this.pump();
+    this.sender.pump();
     return to;
   }
 
@@ -488,79 +479,6 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
       throw new FabricClientError('EMSGSIZE', `a slot message is 1..${MAX_SLOT_MESSAGE} bytes, not ${bytes.length}`);
     }
     return bytes;
-  }
-
-  private enqueue(to: number, bytes: Uint8Array, timeoutMs: number): Promise<void> {
-    return new Promise((resolve, reject) => {
-      if (this.closedReason !== null) {
-        reject(new FabricClientError('ECLOSED', `the fabric client is closed (${this.closedReason})`));
-        return;
-      }
-      this.queue.push({ to, bytes, timeoutMs, busySince: null, resolve, reject });
-      this.pump();
-    });
-  }
-
-  /** Posts queued messages in order through the one slot. */
-  private pump(): void {
-    if (this.retry || this.closedReason !== null) return;
-    const me = this.id;
-    while (this.queue.length > 0) {
-      const head = this.queue[0];
-      if (head.to !== me && !this.connected.has(head.to)) {
-        this.queue.shift();
-        head.reject(new FabricClientError('ENOPEER', `peer ${head.to} is not connected`));
-        continue;
-      }
-      let posted: boolean;
-      try {
-        posted = this.slots.post(me, head.to, head.bytes);
-      } catch (e) {
-        this.queue.shift();
-        head.reject(e as Error);
-        continue;
-      }
-      if (posted) {
-        this.queue.shift();
-        try {
-          this.transport.ring(head.to, me);
-        } catch (e) {
-          head.reject(new FabricClientError('ENOPEER', (e as Error).message));
-          continue;
-        }
-        if (this.listenerCount('sent') > 0) this.emit('sent', { to: head.to, text: textOf(head.bytes) });
-        head.resolve();
-        continue;
-      }
-      const now = Date.now();
-      head.busySince ??= now;
-      if (now - head.busySince > head.timeoutMs) {
-        this.queue.shift();
-        const holder = this.slots.lastResponder(me);
-        head.reject(
-          new FabricClientError('EBUSY', `slot ${me} still holds the message to peer ${holder}, unread after ${head.timeoutMs} ms; not overwritten (withdraw() clears it)`),
-        );
-        continue;
-      }
-      if (now - head.busySince < SPIN_MS) {
-        this.retry = {
-          kind: 'immediate',
-          handle: setImmediate(() => {
-            this.retry = null;
-            this.pump();
-          }),
-        };
-      } else {
-        this.retry = {
-          kind: 'timeout',
-          handle: setTimeout(() => {
-            this.retry = null;
-            this.pump();
-          }, 1),
-        };
-      }
-      return;
-    }
   }
 
   /** The shared object as an ArrayBuffer, or null when it is too big. */
@@ -679,7 +597,7 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
     // A message left for the departed peer would block this slot for good.
     if (this.closedReason === null && this.mailbox.busy(this.id) && this.mailbox.slot(this.id).lastResponder === id) {
       this.mailbox.clear(this.id);
-      this.pump();
+      this.sender.pump();
     }
     this.emit('leave', { id });
   }
@@ -688,11 +606,8 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
     if (this.closedReason !== null) return;
     this.closedReason = reason;
     if (this.sweepHandle) clearImmediate(this.sweepHandle);
-    if (this.retry?.kind === 'immediate') clearImmediate(this.retry.handle);
-    else if (this.retry?.kind === 'timeout') clearTimeout(this.retry.handle);
-    this.retry = null;
     const err = () => new FabricClientError('ECLOSED', `the fabric client closed (${reason})`);
-    for (const o of this.queue.splice(0)) o.reject(err());
+    this.sender.close(err);
     if (this.replyTimer) clearTimeout(this.replyTimer);
     this.replyTimer = null;
     for (const w of this.replies.clear()) w.reject(err());

@@ -1,0 +1,124 @@
+// A fabric peer's sending through its own FAME-Z slot: one message in
+// flight for all receivers, posted in order, never overwriting an unread
+// one. While the slot still holds the last message it retries on the next
+// loop turn for a few milliseconds (a receiver in this process takes in
+// the poll phase), then every millisecond, and after the message's timeout
+// rejects it with EBUSY. (The switch's sending, with its own rules, is
+// delivery.ts.)
+import type { PeerTransport } from '../transport.js';
+import { FabricClientError } from './peer-types.js';
+import type { SlotPort } from './ring-ends.js';
+
+/** While a slot or ring stays busy, retry on the next loop turn for this
+ * long, then every millisecond. */
+const SPIN_MS = 5;
+
+/** Waits a loop turn, or a millisecond once `since` is SPIN_MS ago. */
+export function nextTurn(since: number): Promise<void> {
+  return new Promise((resolve) => {
+    if (Date.now() - since < SPIN_MS) setImmediate(resolve);
+    else setTimeout(resolve, 1);
+  });
+}
+
+interface Outgoing {
+  to: number;
+  bytes: Uint8Array;
+  timeoutMs: number;
+  /** When this message first found the slot busy. */
+  busySince: number | null;
+  resolve: () => void;
+  reject: (e: Error) => void;
+}
+
+export interface SenderHost {
+  /** This peer's ID: its slot, and the vector its receivers are rung on. */
+  id: number;
+  slots: SlotPort;
+  transport: PeerTransport;
+  connected: ReadonlySet<number>;
+  /** Why the client closed, or null while it runs. */
+  closedReason(): string | null;
+  /** A message was posted and its receiver rung. */
+  sent(to: number, bytes: Uint8Array): void;
+}
+
+export class SlotSender {
+  private readonly queue: Outgoing[] = [];
+  private retry: { kind: 'immediate'; handle: NodeJS.Immediate } | { kind: 'timeout'; handle: NodeJS.Timeout } | null = null;
+
+  constructor(private readonly host: SenderHost) {}
+
+  /** Resolves once `bytes` is posted to `to` (and `to` rung). */
+  enqueue(to: number, bytes: Uint8Array, timeoutMs: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const closed = this.host.closedReason();
+      if (closed !== null) {
+        reject(new FabricClientError('ECLOSED', `the fabric client is closed (${closed})`));
+        return;
+      }
+      this.queue.push({ to, bytes, timeoutMs, busySince: null, resolve, reject });
+      this.pump();
+    });
+  }
+
+  /** Posts queued messages in order through the one slot. */
+  pump(): void {
+    const h = this.host;
+    if (this.retry || h.closedReason() !== null) return;
+    const me = h.id;
+    while (this.queue.length > 0) {
+      const head = this.queue[0];
+      if (head.to !== me && !h.connected.has(head.to)) {
+        this.queue.shift();
+        head.reject(new FabricClientError('ENOPEER', `peer ${head.to} is not connected`));
+        continue;
+      }
+      let posted: boolean;
+      try {
+        posted = h.slots.post(me, head.to, head.bytes);
+      } catch (e) {
+        this.queue.shift();
+        head.reject(e as Error);
+        continue;
+      }
+      if (posted) {
+        this.queue.shift();
+        try {
+          h.transport.ring(head.to, me);
+        } catch (e) {
+          head.reject(new FabricClientError('ENOPEER', (e as Error).message));
+          continue;
+        }
+        h.sent(head.to, head.bytes);
+        head.resolve();
+        continue;
+      }
+      const now = Date.now();
+      head.busySince ??= now;
+      if (now - head.busySince > head.timeoutMs) {
+        this.queue.shift();
+        const holder = h.slots.lastResponder(me);
+        head.reject(
+          new FabricClientError('EBUSY', `slot ${me} still holds the message to peer ${holder}, unread after ${head.timeoutMs} ms; not overwritten (withdraw() clears it)`),
+        );
+        continue;
+      }
+      const again = () => {
+        this.retry = null;
+        this.pump();
+      };
+      this.retry =
+        now - head.busySince < SPIN_MS ? { kind: 'immediate', handle: setImmediate(again) } : { kind: 'timeout', handle: setTimeout(again, 1) };
+      return;
+    }
+  }
+
+  /** Rejects everything queued (with `err()`) and stops retrying. */
+  close(err: () => Error): void {
+    if (this.retry?.kind === 'immediate') clearImmediate(this.retry.handle);
+    else if (this.retry?.kind === 'timeout') clearTimeout(this.retry.handle);
+    this.retry = null;
+    for (const o of this.queue.splice(0)) o.reject(err());
+  }
+}
