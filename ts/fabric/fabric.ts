@@ -23,7 +23,7 @@ import {
   GLOBAL_SLOTSIZE,
 } from '../layout.generated.js';
 import { FEATURE_SWITCH_RING, clearFeatures, readFeatures } from './features.js';
-import { RingCorrupt, RingWriter, ringOffset } from './ring.js';
+import { RingCorrupt, RingReader, RingWriter, ringOffset } from './ring.js';
 import { Switch, type SwitchConfig } from './switch.js';
 
 /** What the fabric needs of a mailbox (the native FAME-Z slot layout). */
@@ -48,6 +48,9 @@ export interface FabricConfig extends SwitchConfig, DeliveryConfig {
    * doorbell (default 1000 ms). */
   globalsCheckMs?: number;
 }
+
+/** Messages the switch reads from one peer's ring per doorbell (or turn). */
+const RING_READ_BUDGET = 256;
 
 /** Slot 0's words the server owns: FAME-Z's five globals and famez's four
  * ring words (docs/ring-channels.md), by u64 index. */
@@ -81,6 +84,8 @@ export class Fabric {
   private memory: ArrayBuffer | null = null;
   private layout: RingLayoutInfo | null = null;
   private readonly rings = new Map<number, RingWriter>();
+  /** The switch's ends of the rings peers write to it. */
+  private readonly readers = new Map<number, RingReader>();
   /** The length of the message the switch last posted into its slot. */
   private postedLength = 0;
   /** Peers whose ring from the switch was found corrupt: slot only. */
@@ -141,6 +146,7 @@ export class Fabric {
       this.switch.disconnect(id);
       this.delivery.leave(id);
       this.rings.delete(id);
+      this.readers.delete(id);
       this.brokenRings.delete(id);
       this.mismatchLoggedAt.delete(id);
       // FAME-Z clears a departed peer's slot; an unread message to it is moot.
@@ -158,6 +164,7 @@ export class Fabric {
     this.checkGlobals(`a doorbell from peer ${sender}`);
     this.delivery.rang(sender, Date.now());
     this.route(sender);
+    this.readRing(sender);
     if (mailbox.busy(sender)) {
       const target = mailbox.slot(sender).lastResponder;
       const me = this.switch.serverId;
@@ -177,6 +184,37 @@ export class Fabric {
       }
     }
     this.pump();
+  }
+
+  /** The switch's real ring channel from `sender`: each message in it is
+   * handled like one in its slot. At most RING_READ_BUDGET a doorbell; the
+   * rest on the next loop turn (the producer rings only an empty ring). A
+   * corrupt ring is reported and cleared, the good messages before it kept. */
+  private readRing(sender: number): void {
+    if (!this.memory || !this.layout) return;
+    let ring = this.readers.get(sender);
+    if (!ring) {
+      ring = new RingReader(this.memory, ringOffset(this.layout, sender, this.switch.serverId), this.layout.capacity);
+      this.readers.set(sender, ring);
+    }
+    const got: Uint8Array[] = [];
+    const copy = (bytes: Buffer, start: number, length: number) => got.push(Uint8Array.prototype.slice.call(bytes, start, start + length));
+    let n = 0;
+    try {
+      n = ring.read(copy, RING_READ_BUDGET);
+    } catch (e) {
+      if (!(e instanceof RingCorrupt)) throw e;
+      const dropped = ring.discardCorrupt();
+      this.mismatch(sender, `ring from peer ${sender}: ${e.message}; ${e.delivered} message(s) before it handled, ${dropped} byte(s) discarded`);
+    }
+    const nodename = this.mailbox!.nodename(sender);
+    for (const bytes of got) this.apply(this.switch.receive(sender, bytes, nodename));
+    if (n >= RING_READ_BUDGET) setImmediate(() => {
+      if (!this.closed && this.switch.port(sender)) {
+        this.readRing(sender);
+        this.pump();
+      }
+    });
   }
 
   /** Logs a mismatch between a slot and the vector it was rung on, at most
