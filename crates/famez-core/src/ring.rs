@@ -35,7 +35,6 @@
 //! consumer gives [`PopError::Corrupt`] / [`PushError::Corrupt`], never an
 //! out-of-bounds access).
 
-use std::fmt;
 use std::marker::PhantomData;
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{fence, AtomicU64, Ordering};
@@ -88,42 +87,27 @@ pub fn record_size(len: usize) -> u64 {
     RECORD_HEADER + (len as u64).div_ceil(8) * 8
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LayoutError {
     /// Capacity not a power of two in MIN_CAPACITY..=MAX_CAPACITY.
+    #[error("ring capacity {capacity} is not a power of two between {MIN_CAPACITY} and {MAX_CAPACITY}")]
     BadCapacity { capacity: u64 },
     /// nClients of 0, or a layout whose size overflows.
+    #[error("nClients {n_clients} cannot have rings")]
     BadClients { n_clients: u64 },
     /// A base inside the mailbox, or not a multiple of [`RING_ALIGN`].
+    #[error("ring base {base} must be at least {min} (after the mailbox) and a multiple of {RING_ALIGN}")]
     BadBase { base: u64, min: u64 },
     /// No ring for this pair (an ID outside 1..=nClients+1, or S = R).
+    #[error("there is no ring from {sender} to {receiver}")]
     NoSuchPair { sender: u64, receiver: u64 },
     /// The memory ends before the last ring does.
+    #[error("the shared memory ({len} bytes) ends before the rings do ({need} bytes)")]
     TooSmall { len: u64, need: u64 },
     /// Slot 0 describes rings that make no sense (written by someone else).
+    #[error("the ring description in slot 0 is invalid: {0}")]
     BadGlobals(String),
 }
-
-impl fmt::Display for LayoutError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            LayoutError::BadCapacity { capacity } => {
-                write!(f, "ring capacity {capacity} is not a power of two between {MIN_CAPACITY} and {MAX_CAPACITY}")
-            }
-            LayoutError::BadClients { n_clients } => write!(f, "nClients {n_clients} cannot have rings"),
-            LayoutError::BadBase { base, min } => {
-                write!(f, "ring base {base} must be at least {min} (after the mailbox) and a multiple of {RING_ALIGN}")
-            }
-            LayoutError::NoSuchPair { sender, receiver } => write!(f, "there is no ring from {sender} to {receiver}"),
-            LayoutError::TooSmall { len, need } => {
-                write!(f, "the shared memory ({len} bytes) ends before the rings do ({need} bytes)")
-            }
-            LayoutError::BadGlobals(why) => write!(f, "the ring description in slot 0 is invalid: {why}"),
-        }
-    }
-}
-
-impl std::error::Error for LayoutError {}
 
 impl From<MailboxError> for LayoutError {
     fn from(e: MailboxError) -> Self {
@@ -288,54 +272,34 @@ fn max_message(capacity: u64) -> usize {
     (capacity / 2 - RECORD_HEADER) as usize
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PushError {
     /// Not enough free space now: backpressure; retry after the consumer
     /// has taken some messages.
+    #[error("the ring is full")]
     Full,
     /// Over the ring's message limit (half the capacity, less 8 bytes);
     /// `index` is the message's place in a batch.
+    #[error("message {index} of {len} bytes is over the ring's limit of {max} bytes")]
     TooLarge { index: usize, len: usize, max: usize },
     /// `tail` is not within one capacity behind `head`: the consumer side
     /// wrote garbage.
+    #[error("corrupt ring: head {head}, tail {tail}")]
     Corrupt { head: u64, tail: u64 },
 }
 
-impl fmt::Display for PushError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PushError::Full => write!(f, "the ring is full"),
-            PushError::TooLarge { index, len, max } => {
-                write!(f, "message {index} of {len} bytes is over the ring's limit of {max} bytes")
-            }
-            PushError::Corrupt { head, tail } => write!(f, "corrupt ring: head {head}, tail {tail}"),
-        }
-    }
-}
-
-impl std::error::Error for PushError {}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PopError {
     /// The next message has `need` bytes, more than the buffer; it stays.
+    #[error("the next message needs a buffer of {need} bytes")]
     BufferTooSmall { need: usize },
     /// The ring holds something no correct producer writes. Nothing at or
     /// after the bad record was consumed (a batch read has handed every
     /// good message before it to its callback, and published the tail past
     /// them). [`Ring::discard_corrupt`] drops the rest to resynchronise.
+    #[error("corrupt ring: {0}")]
     Corrupt(String),
 }
-
-impl fmt::Display for PopError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PopError::BufferTooSmall { need } => write!(f, "the next message needs a buffer of {need} bytes"),
-            PopError::Corrupt(why) => write!(f, "corrupt ring: {why}"),
-        }
-    }
-}
-
-impl std::error::Error for PopError {}
 
 /// What [`Ring::push_batch`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
