@@ -2,7 +2,7 @@
 //! eventfds, so the server raises its soft limit to the hard one at start
 //! and checks the result against what it will need.
 
-use napi::Result;
+use crate::Result;
 use napi_derive::napi;
 use nix::sys::resource::{getrlimit, setrlimit, Resource, RLIM_INFINITY};
 

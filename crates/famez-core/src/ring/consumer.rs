@@ -38,9 +38,13 @@ impl Record<'_> {
         n
     }
 
+    /// Copies all `len` bytes to `out`, which may be uninitialised memory
+    /// (a buffer just allocated for them).
+    ///
     /// # Safety
-    /// `out` must be valid for writes of `len` bytes.
-    unsafe fn copy_to_ptr(&self, out: *mut u8) {
+    /// `out` must be valid for writes of `len` bytes and must not overlap
+    /// the ring.
+    pub unsafe fn copy_to_ptr(&self, out: *mut u8) {
         // SAFETY: as in copy_to; the caller vouches for out.
         unsafe { ptr::copy_nonoverlapping(self.ptr, out, self.len) };
     }
