@@ -9,8 +9,8 @@ use std::rc::Rc;
 
 use famez_core::EventFd as CoreEventFd;
 use napi::bindgen_prelude::{Env, FromNapiValue, This, Unknown};
-use napi::JsValue;
 use napi::sys;
+use napi::JsValue;
 use napi_derive::napi;
 
 use crate::error::{check, closed, coded, errno_name, io_error, warn, Error, FromNapi, Result};
@@ -48,8 +48,9 @@ fn signal_fd(env: sys::napi_env, info: sys::napi_callback_info) -> Result<()> {
     let mut count = 1.0f64;
     // SAFETY: called by Node with a valid env and callback info; argv has
     // room for argc values.
-    let status =
-        unsafe { sys::napi_get_cb_info(env, info, &mut argc, argv.as_mut_ptr(), std::ptr::null_mut(), std::ptr::null_mut()) };
+    let status = unsafe {
+        sys::napi_get_cb_info(env, info, &mut argc, argv.as_mut_ptr(), std::ptr::null_mut(), std::ptr::null_mut())
+    };
     check(status, "napi_get_cb_info")?;
     if argc >= 1 {
         // SAFETY: argv[0] is a live argument. A non-number leaves fd at -1,
@@ -102,7 +103,14 @@ pub fn signal_fd_function(env: Env) -> Result<Unknown<'static>> {
     // SAFETY: env is the current env; the name is a static C string and the
     // callback a valid extern "C" function with no data.
     let status = unsafe {
-        sys::napi_create_function(env.raw(), c"signalFd".as_ptr(), -1, Some(signal_fd_raw), std::ptr::null_mut(), &mut f)
+        sys::napi_create_function(
+            env.raw(),
+            c"signalFd".as_ptr(),
+            -1,
+            Some(signal_fd_raw),
+            std::ptr::null_mut(),
+            &mut f,
+        )
     };
     check(status, "napi_create_function")?;
     // SAFETY: f is a function value just created in this env.

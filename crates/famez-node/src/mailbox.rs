@@ -223,8 +223,7 @@ impl Mailbox {
     pub fn setup_rings(&self, capacity: f64, base: Option<f64>) -> Result<RingLayoutInfo> {
         self.with(|map, mb| {
             let n = mb.globals().n_clients;
-            let n = u32::try_from(n)
-                .map_err(|_| coded("EINVAL", format_args!("nClients {n} in slot 0")))?;
+            let n = u32::try_from(n).map_err(|_| coded("EINVAL", format_args!("nClients {n} in slot 0")))?;
             let layout = make_layout(n, capacity, base)?;
             layout.reset_all(map).map_err(layout_error)?;
             layout.publish(mb).map_err(layout_error)?;
@@ -250,4 +249,3 @@ impl Mailbox {
         self.cell = None;
     }
 }
-

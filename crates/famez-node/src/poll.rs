@@ -141,10 +141,14 @@ impl Ctx {
             let mut exc = ptr::null_mut();
             if pending {
                 // SAFETY: as above.
-                check(unsafe { sys::napi_get_and_clear_last_exception(self.env, &mut exc) }, "napi_get_and_clear_last_exception")?;
+                check(
+                    unsafe { sys::napi_get_and_clear_last_exception(self.env, &mut exc) },
+                    "napi_get_and_clear_last_exception",
+                )?;
             } else {
                 // SAFETY: as above; into_value makes a new Error value.
-                exc = unsafe { napi::JsError::from(Error::new(e.status.clone(), e.reason.clone())).into_value(self.env) };
+                exc =
+                    unsafe { napi::JsError::from(Error::new(e.status.clone(), e.reason.clone())).into_value(self.env) };
                 if exc.is_null() {
                     return Err(coded("EIO", "cannot create an Error"));
                 }
@@ -208,7 +212,10 @@ impl Poll {
         let handle = unsafe {
             let made = (|| -> Result<()> {
                 if !callback.is_null() {
-                    check(sys::napi_create_reference(raw_env, callback, 1, &mut callback_ref), "napi_create_reference")?;
+                    check(
+                        sys::napi_create_reference(raw_env, callback, 1, &mut callback_ref),
+                        "napi_create_reference",
+                    )?;
                 }
                 if !owner.is_null() {
                     check(sys::napi_create_reference(raw_env, owner, 1, &mut owner_ref), "napi_create_reference")?;
@@ -251,7 +258,10 @@ impl Poll {
         // (both are freed together in on_close).
         let hooked = unsafe {
             uv_handle_set_data(handle, state.cast());
-            check(sys::napi_add_env_cleanup_hook(raw_env, Some(cleanup_hook), state.cast()), "napi_add_env_cleanup_hook")
+            check(
+                sys::napi_add_env_cleanup_hook(raw_env, Some(cleanup_hook), state.cast()),
+                "napi_add_env_cleanup_hook",
+            )
         };
         if let Err(e) = hooked {
             // SAFETY: state is live and has no hook to remove.

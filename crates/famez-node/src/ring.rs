@@ -109,9 +109,9 @@ impl Ring {
             Some(o) => make_layout(o.n_clients, o.capacity, o.base)?,
             None => with_map(&cell, "ring", |map| {
                 let mb = CoreMailbox::new(map).map_err(mailbox_error)?;
-                RingLayout::from_mailbox(&mb).map_err(layout_error)?.ok_or_else(|| {
-                    coded("EINVAL", "slot 0 describes no rings (and no layout was given)")
-                })
+                RingLayout::from_mailbox(&mb)
+                    .map_err(layout_error)?
+                    .ok_or_else(|| coded("EINVAL", "slot 0 describes no rings (and no layout was given)"))
             })?,
         };
         let ring = Ring { cell, layout, sender: sender.into(), receiver: receiver.into(), was_empty: false };
@@ -289,7 +289,7 @@ fn buffer_of(env: sys::napi_env, rec: &Record<'_>) -> Result<sys::napi_value> {
     // SAFETY: env is the current call's env; Node allocates len bytes it
     // owns and returns their address in data.
     check(unsafe { sys::napi_create_buffer(env, rec.len(), &mut data, &mut value) }, "napi_create_buffer")?;
-    if rec.len() > 0 {
+    if !rec.is_empty() {
         // SAFETY: data is valid for len bytes (just allocated, not in the
         // ring: a Buffer of Node's own, not the SharedMemory's mapping).
         unsafe { rec.copy_to_ptr(data.cast()) };
@@ -307,7 +307,10 @@ fn throw_with_messages(env: sys::napi_env, e: Error, array: sys::napi_value) -> 
         // SAFETY: env is the current call's env; the strings are valid
         // UTF-8 of the given lengths, copied by Node; array is a live value.
         unsafe {
-            check(sys::napi_create_string_utf8(env, c.as_ptr().cast(), c.len() as isize, &mut code), "napi_create_string_utf8")?;
+            check(
+                sys::napi_create_string_utf8(env, c.as_ptr().cast(), c.len() as isize, &mut code),
+                "napi_create_string_utf8",
+            )?;
             check(
                 sys::napi_create_string_utf8(env, e.reason.as_ptr().cast(), e.reason.len() as isize, &mut msg),
                 "napi_create_string_utf8",

@@ -102,7 +102,10 @@ impl SharedMemory {
         if !self.buffer.is_null() {
             let mut value = ptr::null_mut();
             // SAFETY: the reference is alive until close().
-            check(unsafe { sys::napi_get_reference_value(raw_env, self.buffer, &mut value) }, "napi_get_reference_value")?;
+            check(
+                unsafe { sys::napi_get_reference_value(raw_env, self.buffer, &mut value) },
+                "napi_get_reference_value",
+            )?;
             // SAFETY: value is a live ArrayBuffer in this env.
             return Ok(unsafe { Unknown::from_raw_unchecked(raw_env, value) });
         }

@@ -209,7 +209,8 @@ fn on_stream_ready(state: &Rc<RefCell<StreamState>>, ctx: &Ctx, events: i32) {
                     Ok(Some(m)) => batch.push((m.value, m.fd.map(|f| f.into_raw_fd_checked()).unwrap_or(-1))),
                     Ok(None) => break,
                     Err(e) => {
-                        failure = Some(if e.kind() == ErrorKind::UnexpectedEof { "closed".into() } else { e.to_string() });
+                        failure =
+                            Some(if e.kind() == ErrorKind::UnexpectedEof { "closed".into() } else { e.to_string() });
                         break;
                     }
                 }
@@ -457,7 +458,8 @@ impl UnixListener {
     /// bits (the umask is set to their complement for the bind).
     #[napi(factory)]
     pub fn listen(path: String, mode: Option<u32>) -> Result<Self> {
-        let l = CoreListener::bind_mode(Path::new(&path), mode).map_err(|e| io_error(&format!("listen on {path}"), e))?;
+        let l =
+            CoreListener::bind_mode(Path::new(&path), mode).map_err(|e| io_error(&format!("listen on {path}"), e))?;
         Ok(UnixListener { state: Rc::new(RefCell::new(ListenerState { listener: Some(l), poll: None })) })
     }
 
