@@ -97,15 +97,15 @@ test('383 bytes is the limit; bad slots, empty messages and hostile lengths are 
   const max = Buffer.alloc(383, 0x41);
   t.true(mb.post(1, 2, max));
   t.deepEqual(own(t, new Mailbox(b)).take(1), max);
-  t.throws(() => mb.post(1, 2, new Uint8Array(384)), { message: /^EMSGSIZE: .*384 bytes.*383/ });
-  t.throws(() => mb.post(1, 2, new Uint8Array(0)), { message: /^EINVAL: an empty message/ });
-  t.throws(() => mb.post(0, 2, bytes('x')), { message: /^ERANGE: slot 0/ });
-  t.throws(() => mb.post(16, 2, bytes('x')), { message: /^ERANGE: slot 16/ });
-  t.throws(() => mb.post(1, 16, bytes('x')), { message: /^ERANGE: slot 16/ });
+  t.throws(() => mb.post(1, 2, new Uint8Array(384)), { code: 'EMSGSIZE', message: /^EMSGSIZE: .*384 bytes.*383/ });
+  t.throws(() => mb.post(1, 2, new Uint8Array(0)), { code: 'EINVAL', message: /^EINVAL: an empty message/ });
+  t.throws(() => mb.post(0, 2, bytes('x')), { code: 'ERANGE', message: /^ERANGE: slot 0/ });
+  t.throws(() => mb.post(16, 2, bytes('x')), { code: 'ERANGE', message: /^ERANGE: slot 16/ });
+  t.throws(() => mb.post(1, 16, bytes('x')), { code: 'ERANGE', message: /^ERANGE: slot 16/ });
   t.false(mb.busy(1), 'nothing was written by a refused post');
   // A peer writes a buflen over 383: reported, and the slot freed.
   view(b).setBigUint64(4 * 512 + 32, 5000n, true);
-  t.throws(() => mb.take(4), { message: /^EBADMSG: slot 4 has buflen 5000/ });
+  t.throws(() => mb.take(4), { code: 'EBADMSG', message: /^EBADMSG: slot 4 has buflen 5000/ });
   t.false(mb.busy(4));
 });
 
@@ -121,10 +121,10 @@ test('nodename and per-slot fields round-trip', (t) => {
   t.is(other.nodename(15), 'Z-switch');
   mb.setNodename(15, 'n'.repeat(31));
   t.is(other.nodename(15), 'n'.repeat(31));
-  t.throws(() => mb.setNodename(15, 'n'.repeat(32)), { message: /^ENAMETOOLONG/ });
+  t.throws(() => mb.setNodename(15, 'n'.repeat(32)), { code: 'ENAMETOOLONG', message: /^ENAMETOOLONG/ });
   mb.setNodename(15, '');
   t.is(other.nodename(15), '');
-  t.throws(() => mb.setPeerCid(1, -1), { message: /^EINVAL/ });
+  t.throws(() => mb.setPeerCid(1, -1), { code: 'EINVAL', message: /^EINVAL/ });
   t.is(other.global(16), 14);
 });
 
@@ -231,9 +231,9 @@ test('views fail with EBADF once the shared memory or the view is closed', (t) =
   const mb = new Mailbox(a);
   mb.format(2);
   a.close();
-  t.throws(() => mb.busy(1), { message: /^EBADF/ });
+  t.throws(() => mb.busy(1), { code: 'EBADF', message: /^EBADF/ });
   mb.close();
-  t.throws(() => mb.busy(1), { message: /^EBADF/ });
+  t.throws(() => mb.busy(1), { code: 'EBADF', message: /^EBADF/ });
 });
 
 test('ring layout: computed the same from the globals and from the arguments', (t) => {
@@ -247,12 +247,12 @@ test('ring layout: computed the same from the globals and from the arguments', (
   t.deepEqual(own(t, new Mailbox(b)).ringLayout, layout);
   t.is(u64(view(b), 16), 14, "FAME-Z's globals are untouched");
   t.is(view(b).getBigUint64(40, true), BigInt.asUintN(64, Buffer.from('FZRING01').readBigUInt64LE(0)));
-  t.throws(() => ringLayout(14, 1000), { message: /^EINVAL: ring capacity 1000/ });
-  t.throws(() => new Ring(a, 3, 3), { message: /^ERANGE: there is no ring from 3 to 3/ });
-  t.throws(() => new Ring(a, 1, 16), { message: /^ERANGE/ });
-  t.throws(() => new Ring(a, 1, 2, { nClients: 14, capacity: 1 << 20 }), { message: /^EINVAL: the shared memory/ });
+  t.throws(() => ringLayout(14, 1000), { code: 'EINVAL', message: /^EINVAL: ring capacity 1000/ });
+  t.throws(() => new Ring(a, 3, 3), { code: 'ERANGE', message: /^ERANGE: there is no ring from 3 to 3/ });
+  t.throws(() => new Ring(a, 1, 16), { code: 'ERANGE', message: /^ERANGE/ });
+  t.throws(() => new Ring(a, 1, 2, { nClients: 14, capacity: 1 << 20 }), { code: 'EINVAL', message: /^EINVAL: the shared memory/ });
   const [c] = twoMappings(t, 1 << 16);
-  t.throws(() => new Ring(c, 1, 2), { message: /^EINVAL: slot 0 describes no rings/ });
+  t.throws(() => new Ring(c, 1, 2), { code: 'EINVAL', message: /^EINVAL: slot 0 describes no rings/ });
 });
 
 test('ring push and pop, one at a time and in batches, across the two mappings', (t) => {
@@ -289,8 +289,8 @@ test('ring push and pop, one at a time and in batches, across the two mappings',
   t.deepEqual(frx.popBatch(), [msgs[26]]);
   t.is(tx.push(Buffer.alloc(tx.maxMessage, 7)), 1);
   t.deepEqual(rx.pop(), Buffer.alloc(tx.maxMessage, 7));
-  t.throws(() => tx.push(Buffer.alloc(tx.maxMessage + 1)), { message: /^EMSGSIZE/ });
-  t.throws(() => tx.pushBatch([bytes('ok'), Buffer.alloc(600)]), { message: /^EMSGSIZE: message 1/ });
+  t.throws(() => tx.push(Buffer.alloc(tx.maxMessage + 1)), { code: 'EMSGSIZE', message: /^EMSGSIZE/ });
+  t.throws(() => tx.pushBatch([bytes('ok'), Buffer.alloc(600)]), { code: 'EMSGSIZE', message: /^EMSGSIZE: message 1/ });
   t.is(rx.pop(), null, 'a refused batch writes nothing');
   // A message that is itself a view of the shared memory.
   const inShm = new Uint8Array(a.buffer as ArrayBuffer, 0, 40);
@@ -307,8 +307,8 @@ test('a corrupt ring throws EBADMSG and discard() recovers', (t) => {
   const rx = own(t, new Ring(b, 1, 2));
   tx.push(bytes('fine'));
   view(b).setUint32(layout.base + 256, 100_000, true); // record length past head
-  t.throws(() => rx.pop(), { message: /^EBADMSG: corrupt ring/ });
-  t.throws(() => rx.popBatch(), { message: /^EBADMSG/ });
+  t.throws(() => rx.pop(), { code: 'EBADMSG', message: /^EBADMSG: corrupt ring/ });
+  t.throws(() => rx.popBatch(), { code: 'EBADMSG', message: /^EBADMSG/ });
   t.is(rx.discard(), 16);
   t.is(rx.pop(), null);
   t.is(tx.push(bytes('after')), 1);

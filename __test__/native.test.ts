@@ -5,7 +5,7 @@ import * as path from 'node:path';
 
 import anyTest, { type ExecutionContext, type TestFn } from 'ava';
 
-import { EventFd, SharedMemory, UnixListener, UnixStream, closeFd, fdSize, signalFd, socketState } from '../ts/native.js';
+import { EventFd, SharedMemory, UnixListener, UnixStream, closeFd, errorCode, errorText, fdSize, groupId, signalFd, socketState } from '../ts/native.js';
 import { LineProcess, removeDir, tempDir, waitFor, within } from './helpers/wait.js';
 
 interface Context {
@@ -118,10 +118,10 @@ test('EventFd: close is idempotent and makes every use an EBADF error', (t) => {
   t.is(e.fd, -1);
   if (id !== undefined) t.false(eventfdIds().includes(id), 'the eventfd is closed');
   t.notThrows(() => e.close());
-  t.throws(() => e.signal(), { message: /EBADF/ });
-  t.throws(() => e.drain(), { message: /EBADF/ });
-  t.throws(() => e.watch(() => undefined), { message: /EBADF/ });
-  t.throws(() => EventFd.adopt(-1), { message: /EBADF/ });
+  t.throws(() => e.signal(), { code: 'EBADF', message: /EBADF/ });
+  t.throws(() => e.drain(), { code: 'EBADF', message: /EBADF/ });
+  t.throws(() => e.watch(() => undefined), { code: 'EBADF', message: /EBADF/ });
+  t.throws(() => EventFd.adopt(-1), { code: 'EBADF', message: /EBADF/ });
 });
 
 test('EventFd.watch: counts arrive on the loop (not synchronously) and a burst coalesces into one call', async (t) => {
@@ -218,17 +218,17 @@ test('signalFd rings an open EventFd by number and refuses any other fd (closed,
   t.is(e.drain(), 5);
   const fd = e.fd;
   e.close();
-  t.throws(() => signalFd(fd), { message: /^EBADF: .* is not an open EventFd/ });
+  t.throws(() => signalFd(fd), { code: 'EBADF', message: /^EBADF: .* is not an open EventFd/ });
   // The number reused by something else is still refused.
   const other = fs.openSync(path.join(t.context.dir, 'victim'), 'w');
   try {
-    t.throws(() => signalFd(other), { message: /^EBADF/ });
+    t.throws(() => signalFd(other), { code: 'EBADF', message: /^EBADF/ });
     t.is(fs.fstatSync(other).size, 0, 'nothing written to the file');
   } finally {
     fs.closeSync(other);
   }
-  t.throws(() => signalFd(0), { message: /^EBADF/ });
-  t.throws(() => (signalFd as (x?: unknown) => void)('x'), { message: /^EBADF/ });
+  t.throws(() => signalFd(0), { code: 'EBADF', message: /^EBADF/ });
+  t.throws(() => (signalFd as (x?: unknown) => void)('x'), { code: 'EBADF', message: /^EBADF/ });
   // An adopted eventfd (a number received over a socket) is rung the same way.
   const { server, client } = pair(t);
   const a = own(t, new EventFd());
@@ -237,6 +237,30 @@ test('signalFd rings an open EventFd by number and refuses any other fd (closed,
   const b = own(t, EventFd.adopt(m.fd));
   signalFd(b.fd, 2);
   t.is(a.drain(), 2);
+});
+
+test('groupId looks a group up in the system group database: its id, or null when there is none', (t) => {
+  // The primary group of this process, by the name the database gives it.
+  const primary = process.getgid!();
+  const line = fs
+    .readFileSync('/etc/group', 'utf8')
+    .split('\n')
+    .map((l) => l.split(':'))
+    .find((f) => f.length >= 3 && Number(f[2]) === primary);
+  if (line) t.is(groupId(line[0]), primary);
+  t.is(groupId('no-such-group-famez'), null);
+  t.is(groupId(''), null);
+});
+
+test('binding errors carry their code in err.code; errorCode and errorText read it', (t) => {
+  const e = new EventFd();
+  e.close();
+  const err = t.throws(() => e.signal(), { code: 'EBADF' });
+  t.is(errorCode(err), 'EBADF');
+  t.is(errorText(err), 'eventfd is closed');
+  t.is(err?.message, 'EBADF: eventfd is closed', 'the message keeps the code in front, as Node\'s fs errors do');
+  t.is(errorCode(new Error('EBADF: not from the binding')), '');
+  t.is(errorText(new Error('plain')), 'plain');
 });
 
 test('EventFd.watch: a throwing callback surfaces as uncaughtException and the watch keeps working', async (t) => {
@@ -373,7 +397,7 @@ test('SharedMemory posix: /dev/shm file with the exact mode (umask ignored) and 
   t.false(fs.existsSync(file));
   v[11] = 1;
   t.is(v[11], 1, 'the mapping stays valid after unlink');
-  t.throws(() => s.unlink(), { message: /ENOENT/ });
+  t.throws(() => s.unlink(), { code: 'ENOENT', message: /ENOENT/ });
 });
 
 test('SharedMemory posix: default mode 0600; a leading slash in the name is accepted; an existing object in use is refused, never resized, and replaced once stale', (t) => {
@@ -386,6 +410,7 @@ test('SharedMemory posix: default mode 0600; a leading slash in the name is acce
   const va = new Uint8Array(a.buffer as ArrayBuffer);
   va[0] = 9;
   t.throws(() => SharedMemory.create({ kind: 'posix', name, size: 16384, mode: 0o640 }), {
+    code: 'EADDRINUSE',
     message: new RegExp(`^EADDRINUSE: shared memory ${file} is in use by a running famez server \\(pid ${process.pid}\\)`),
   });
   t.is(fs.statSync(file).size, 4096, 'not resized');
@@ -409,17 +434,17 @@ test('SharedMemory file: created with mode and size in a directory; a missing di
   t.deepEqual([...fs.readFileSync(file).subarray(100, 103)], [1, 2, 3]);
   s.unlink();
   t.false(fs.existsSync(file));
-  t.throws(() => SharedMemory.create({ kind: 'file', name: path.join(t.context.dir, 'nope', 'x'), size: 4096 }), { message: /ENOENT/ });
+  t.throws(() => SharedMemory.create({ kind: 'file', name: path.join(t.context.dir, 'nope', 'x'), size: 4096 }), { code: 'ENOENT', message: /ENOENT/ });
 });
 
 test('SharedMemory: invalid kinds and sizes are refused; a 0-byte object cannot be mapped', (t) => {
-  t.throws(() => SharedMemory.create({ kind: 'bogus', name: 'x', size: 4096 }), { message: /unknown shared-memory kind/ });
-  t.throws(() => SharedMemory.create({ kind: 'memfd', name: 'x', size: -1 }), { message: /invalid size/ });
-  t.throws(() => SharedMemory.create({ kind: 'memfd', name: 'x', size: 1.5 }), { message: /invalid size/ });
-  t.throws(() => SharedMemory.create({ kind: 'memfd', name: 'x', size: Number.NaN }), { message: /invalid size/ });
+  t.throws(() => SharedMemory.create({ kind: 'bogus', name: 'x', size: 4096 }), { code: 'EINVAL', message: /unknown shared-memory kind/ });
+  t.throws(() => SharedMemory.create({ kind: 'memfd', name: 'x', size: -1 }), { code: 'EINVAL', message: /invalid size/ });
+  t.throws(() => SharedMemory.create({ kind: 'memfd', name: 'x', size: 1.5 }), { code: 'EINVAL', message: /invalid size/ });
+  t.throws(() => SharedMemory.create({ kind: 'memfd', name: 'x', size: Number.NaN }), { code: 'EINVAL', message: /invalid size/ });
   const z = own(t, SharedMemory.create({ kind: 'memfd', name: 'zero', size: 0 }));
   t.throws(() => z.buffer, { message: /cannot map 0 bytes/ });
-  t.throws(() => SharedMemory.fromFd(-1), { message: /EBADF/ });
+  t.throws(() => SharedMemory.fromFd(-1), { code: 'EBADF', message: /EBADF/ });
 });
 
 test('SharedMemory: writes through one mapping are visible through another (reopened fd), both ways', (t) => {
@@ -479,8 +504,8 @@ test('SharedMemory.close detaches the buffer (byteLength 0), unmaps, closes the 
   t.is(s.fd, -1);
   t.is(s.size, 0);
   t.notThrows(() => s.close());
-  t.throws(() => s.buffer, { message: /EBADF/ });
-  t.throws(() => s.unlink(), { message: /EBADF/ });
+  t.throws(() => s.buffer, { code: 'EBADF', message: /EBADF/ });
+  t.throws(() => s.unlink(), { code: 'EBADF', message: /EBADF/ });
   // Closing an object that was never mapped is fine too.
   const u = SharedMemory.create({ kind: 'memfd', name: label, size: 4096 });
   u.close();
@@ -566,7 +591,7 @@ test('UnixStream: EOF is reported by recv (throws) and by watch (null, -1, "clos
   t.true(a.server.closed);
   t.is(a.server.fd, -1);
   t.deepEqual(a.client.recv(), { value: 1, fd: -1 }, 'data sent before the close is still read');
-  t.throws(() => a.client.recv(), { message: /EOF/ });
+  t.throws(() => a.client.recv(), { code: 'EOF', message: /EOF/ });
 
   const b = pair(t);
   const e = own(t, new EventFd());
@@ -588,8 +613,8 @@ test('UnixStream: send after close is EBADF; send to a closed peer fails (EPIPE)
   const { server, client } = pair(t);
   client.close();
   t.notThrows(() => client.close());
-  t.throws(() => client.send(1), { message: /EBADF/ });
-  t.throws(() => client.recv(), { message: /EBADF/ });
+  t.throws(() => client.send(1), { code: 'EBADF', message: /EBADF/ });
+  t.throws(() => client.recv(), { code: 'EBADF', message: /EBADF/ });
   t.throws(() => server.send(1), { message: /EPIPE|ECONNRESET/ });
 });
 
@@ -665,7 +690,7 @@ test('UnixStream.trySend: false on a full socket, nothing queued, no fd duplicat
   t.true(drains >= 1, `${drains} drains`);
   t.true(values.every((v, i) => v === i), 'in order, none lost or duplicated');
   server.onDrain(null);
-  t.throws(() => server.onDrain(42 as unknown as () => void), { message: /function or null/ });
+  t.throws(() => server.onDrain(42 as unknown as () => void), { code: 'EINVAL', message: /function or null/ });
   client.close();
   t.throws(() => server.trySend(0), { message: /EPIPE|ECONNRESET/ });
 });
@@ -687,13 +712,13 @@ test('UnixListener: watch fires when a connection is pending; connect errors are
   accepted[0].send(11);
   accepted[1].send(22);
   t.deepEqual([c1.recv()?.value, c2.recv()?.value].sort(), [11, 22]);
-  t.throws(() => UnixListener.listen(p), { message: /EADDRINUSE/ });
-  t.throws(() => UnixStream.connect(path.join(t.context.dir, 'missing')), { message: /ENOENT/ });
+  t.throws(() => UnixListener.listen(p), { code: 'EADDRINUSE', message: /EADDRINUSE/ });
+  t.throws(() => UnixStream.connect(path.join(t.context.dir, 'missing')), { code: 'ENOENT', message: /ENOENT/ });
   l.close();
   t.notThrows(() => l.close());
   t.is(l.fd, -1);
-  t.throws(() => l.accept(), { message: /EBADF/ });
-  t.throws(() => UnixStream.connect(p), { message: /ECONNREFUSED/ }, 'the socket file remains, nobody listens');
+  t.throws(() => l.accept(), { code: 'EBADF', message: /EBADF/ });
+  t.throws(() => UnixStream.connect(p), { code: 'ECONNREFUSED', message: /ECONNREFUSED/ }, 'the socket file remains, nobody listens');
 });
 
 test('socketState: free, live (this pid), stale after close, not-a-socket', (t) => {

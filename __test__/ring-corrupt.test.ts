@@ -69,10 +69,10 @@ test('RingReader: a corrupt record after good ones is reported at once, the good
 
 test('native Ring.popBatch: a corrupt record after good ones throws EBADMSG carrying the good ones; discardCorrupt() lets the ring flow', (t) => {
   const { native, writer } = corruptRing(t);
-  const e = t.throws(() => native.popBatch(), { message: /^EBADMSG: corrupt ring: unknown flags 0x7 at 48/ }) as (Error & { messages?: Buffer[] }) | undefined;
+  const e = t.throws(() => native.popBatch(), { code: 'EBADMSG', message: /^EBADMSG: corrupt ring: unknown flags 0x7 at 48/ }) as (Error & { messages?: Buffer[] }) | undefined;
   t.deepEqual(e?.messages?.map(text), ['good-0', 'good-1', 'good-2']);
   t.is(native.usedBytes, 32, 'the good records are consumed, the bad one stays');
-  t.throws(() => native.popBatch(), { message: /^EBADMSG/ });
+  t.throws(() => native.popBatch(), { code: 'EBADMSG', message: /^EBADMSG/ });
   t.is(native.discardCorrupt(), 32);
   t.is(writer.errors, 1);
   t.is(writer.push(Buffer.from('again')), 1);

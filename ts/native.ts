@@ -6,7 +6,7 @@ import type * as Binding from '../index.js';
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const binding: typeof Binding = require('../index.js');
 
-export const { EventFd, Mailbox, PidFile, Ring, SharedMemory, UnixListener, UnixStream, closeFd, fdLimit, fdSize, raiseFdLimit, ringLayout, socketState } = binding;
+export const { EventFd, Mailbox, PidFile, Ring, SharedMemory, UnixListener, UnixStream, closeFd, fdLimit, fdSize, groupId, raiseFdLimit, ringLayout, socketState } = binding;
 /** Rings the open EventFd whose number is `fd` (EBADF otherwise): the hot
  * path's EventFd.signal, a plain Node-API function without the class
  * method's unwrapping. */
@@ -21,3 +21,23 @@ export type Mailbox = Binding.Mailbox;
 export type Ring = Binding.Ring;
 export type FdLimit = Binding.FdLimit;
 export type { MailboxGlobals, MailboxSlot, PathState, ReceivedMessage, RingLayoutInfo, RingLayoutOptions } from '../index.js';
+
+/** What the binding throws: an Error whose `code` names what went wrong
+ * ('EBADMSG', 'ENOENT', 'EMSGSIZE', 'EBADF', ...; napi's own status name,
+ * such as 'GenericFailure', for a failed Node-API call). Its message, for a
+ * person, starts with the same code ("ENOENT: ..."), as Node's fs errors do. */
+export interface NativeError extends Error {
+  code: string;
+}
+
+/** The code of an error the binding threw ('' for anything else). */
+export function errorCode(e: unknown): string {
+  return e instanceof Error && typeof (e as Partial<NativeError>).code === 'string' ? (e as NativeError).code : '';
+}
+
+/** The message of an error the binding threw, without its leading code. */
+export function errorText(e: unknown): string {
+  const message = e instanceof Error ? e.message : String(e);
+  const code = errorCode(e);
+  return code !== '' && message.startsWith(`${code}: `) ? message.slice(code.length + 2) : message;
+}

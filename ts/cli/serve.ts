@@ -5,7 +5,7 @@ import * as path from 'node:path';
 
 import type { Fabric } from '../fabric/fabric.js';
 import { startConsole } from './console.js';
-import { PidFile, raiseFdLimit, type FdLimit } from '../native.js';
+import { PidFile, errorCode, errorText, groupId, raiseFdLimit, type FdLimit } from '../native.js';
 import { Server, ServerError } from '../server/server.js';
 import { MAX_GID, MAX_PEERS, MAX_SOCKET_PATH, SERVE_HELP, UsageError, formatSize, parseServeArgs, type ServeOptions } from '../server/options.js';
 import { FabricSetupError, startServe } from './start.js';
@@ -16,15 +16,10 @@ const DAEMON_ENV = 'FAMEZ_DAEMON_CHILD';
 function resolveGroup(group: string): number {
   let gid: number | null = /^\d+$/.test(group) ? Number(group) : null;
   if (gid === null) {
-    let text = '';
     try {
-      text = fs.readFileSync('/etc/group', 'utf8');
+      gid = groupId(group);
     } catch {
-      // fall through to the error below
-    }
-    for (const line of text.split('\n')) {
-      const [name, , id] = line.split(':');
-      if (name === group && id !== undefined && /^\d+$/.test(id)) gid = Number(id);
+      // the group database cannot be read: the error below
     }
   }
   if (gid === null) throw new UsageError(`unknown group '${group}'`);
@@ -61,8 +56,7 @@ function createPidFile(file: string): PidFile {
   try {
     return PidFile.create(path.resolve(file));
   } catch (e) {
-    const m = /^([A-Z][A-Z0-9]+): ([\s\S]*)$/.exec((e as Error).message);
-    throw new ServerError(m?.[1] === 'ENOENT' ? 'ENOENT' : 'EADDRINUSE', m ? m[2] : (e as Error).message);
+    throw new ServerError(errorCode(e) === 'ENOENT' ? 'ENOENT' : 'EADDRINUSE', errorText(e));
   }
 }
 

@@ -6,7 +6,7 @@
 // told through the ring's error word), and the switch's ring to this peer
 // handed to the message path like a slot.
 import type { RingLayoutInfo } from '../native.js';
-import { Ring } from '../native.js';
+import { Ring, errorCode } from '../native.js';
 import type { FabricClientEvents } from './peer-types.js';
 import { FabricClientError, type RingErrorInfo } from './peer-types.js';
 import { printable } from './peer-text.js';
@@ -98,7 +98,8 @@ export class RingChannels {
           n = ring.pushBatch(list, off);
         } catch (e) {
           const msg = (e as Error).message;
-          throw new FabricClientError(msg.startsWith('EMSGSIZE') ? 'EMSGSIZE' : e instanceof RingCorrupt ? 'EBADMSG' : 'ECLOSED', msg);
+          const code = errorCode(e) === 'EMSGSIZE' || (e instanceof RangeError && msg.startsWith('EMSGSIZE')) ? 'EMSGSIZE' : e instanceof RingCorrupt ? 'EBADMSG' : 'ECLOSED';
+          throw new FabricClientError(code, msg);
         }
         if (n > 0) {
           off += n;

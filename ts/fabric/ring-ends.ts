@@ -1,7 +1,7 @@
 // The ring and slot ends the fabric client drives: the TypeScript views
 // over the mapping (ring.ts, slots.ts) or, for an object too big for an
 // ArrayBuffer, the native Ring and Mailbox adapted to the same shape.
-import type { Mailbox, Ring } from '../native.js';
+import { errorCode, errorText, type Mailbox, type Ring } from '../native.js';
 import { RingCorrupt, type RingVisitor } from './ring.js';
 
 /** The ring ends FabricClient drives: the TypeScript views (ring.ts) or,
@@ -42,10 +42,12 @@ export function nativeRx(ring: Ring): RxRing {
       } catch (e) {
         // EBADMSG carries the good messages before the bad record: visit
         // them, then report the corruption as the TypeScript reader does.
+        // Any other error (a Buffer that could not be made) carries them
+        // too, and leaves the rest in the ring: visit them and rethrow.
         const good = (e as { messages?: Buffer[] }).messages;
-        if (!Array.isArray(good)) throw e;
-        for (const m of good) visit(m, 0, m.length);
-        throw new RingCorrupt((e as Error).message.replace(/^EBADMSG: /, ''), good.length);
+        if (Array.isArray(good)) for (const m of good) visit(m, 0, m.length);
+        if (errorCode(e) !== 'EBADMSG') throw e;
+        throw new RingCorrupt(errorText(e), good?.length ?? 0);
       }
       for (const m of got) visit(m, 0, m.length);
       return got.length;

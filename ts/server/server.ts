@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { FamezError } from '../errors.js';
-import { EventFd, SharedMemory, UnixListener, UnixStream, closeFd, fdLimit, socketState } from '../native.js';
+import { EventFd, SharedMemory, UnixListener, UnixStream, closeFd, errorCode, errorText, fdLimit, socketState } from '../native.js';
 import { Membership, refusalMessages, type FdRef, type IdPolicy, type Send } from '../protocol.js';
 import { MAX_SOCKET_PATH, type ShmKind } from './options.js';
 
@@ -87,11 +87,9 @@ function unlinkIfOurs(p: string, id: FileIdentity | null): boolean {
   }
 }
 
-/** "CODE: text" from the native binding, as [CODE, text]. */
+/** A binding error as [its code, its message without the code]. */
 function nativeCode(e: unknown): [string, string] {
-  const message = (e as Error).message ?? String(e);
-  const m = /^([A-Z][A-Z0-9]+): ([\s\S]*)$/.exec(message);
-  return m ? [m[1], m[2]] : ['', message];
+  return [errorCode(e), errorText(e)];
 }
 
 export interface PeerEvent {
@@ -342,7 +340,8 @@ export class Server extends EventEmitter<ServerEvents> {
    * level-triggered: no spinning) and resumes on a timer that keeps the
    * process alive, so the server never exits on its own: false. */
   private acceptFailed(e: Error): boolean {
-    if (/^E[MN]FILE\b/.test(e.message) && this.reserveFd !== null) {
+    const code = errorCode(e);
+    if ((code === 'EMFILE' || code === 'ENFILE') && this.reserveFd !== null) {
       fs.closeSync(this.reserveFd);
       this.reserveFd = null;
       let stream: UnixStream | null = null;

@@ -32,7 +32,8 @@ fn main() {
     let warmup = args.u64("warmup", (per_batch * batches / 10).clamp(100, 20_000));
     let mode = WaitMode::parse(args.str("wait"));
     let total = warmup + per_batch * batches;
-    let scenario = if args.str("peers").is_some() { format!("doorbell-rtt-peers-{peers}") } else { "doorbell-rtt".into() };
+    let scenario =
+        if args.str("peers").is_some() { format!("doorbell-rtt-peers-{peers}") } else { "doorbell-rtt".into() };
 
     main_with(|| {
         let (child, mut sock) = spawn(|mut sock| {
@@ -62,10 +63,9 @@ fn main() {
         let mine = EventFd::new().map_err(io_err("eventfd"))?;
         let idle = idle_eventfds(peers - 2)?;
         send(&sock, 1, Some(mine.as_fd()), "send eventfd")?;
-        let theirs = EventFd::from_fd(
-            expect(&mut sock, 2, "child's eventfd")?.fd.ok_or("the child's eventfd did not come")?,
-        )
-        .map_err(io_err("eventfd"))?;
+        let theirs =
+            EventFd::from_fd(expect(&mut sock, 2, "child's eventfd")?.fd.ok_or("the child's eventfd did not come")?)
+                .map_err(io_err("eventfd"))?;
         let fds: Vec<_> = std::iter::once(mine.as_fd()).chain(borrowed(&idle)).collect();
         let mut waiter = Waiter::new(mode, &fds)?;
         expect(&mut sock, 3, "child ready")?;

@@ -47,8 +47,8 @@ fn main() {
 
         let (child, mut sock) = spawn(|mut sock| {
             // The child: answers every request.
-            let shm = SharedMemory::from_fd(expect(&mut sock, 1, "memfd")?.fd.ok_or("no memfd")?)
-                .map_err(io_err("memfd"))?;
+            let shm =
+                SharedMemory::from_fd(expect(&mut sock, 1, "memfd")?.fd.ok_or("no memfd")?).map_err(io_err("memfd"))?;
             let theirs = EventFd::from_fd(expect(&mut sock, 2, "eventfd")?.fd.ok_or("no eventfd")?)
                 .map_err(io_err("eventfd"))?;
             let mine = EventFd::new().map_err(io_err("eventfd"))?;

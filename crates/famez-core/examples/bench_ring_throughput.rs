@@ -29,7 +29,8 @@ use common::*;
 use famez_core::ring::PushError;
 use famez_core::{EventFd, Mailbox, RingLayout, SharedMemory, ShmBacking};
 
-const USAGE: &str = "bench_ring_throughput [--size S] [--count N] [--batches B] [--batch M] [--capacity C] [--warmup N] [--spin-us U]";
+const USAGE: &str =
+    "bench_ring_throughput [--size S] [--count N] [--batches B] [--batch M] [--capacity C] [--warmup N] [--spin-us U]";
 
 const PRODUCER: u64 = 1;
 const CONSUMER: u64 = 2; // the switch's ID with one client
@@ -55,10 +56,18 @@ fn main() {
     main_with(|| {
         let layout = RingLayout::with_default_base(1, capacity).map_err(err("ring layout"))?;
         if size > layout.max_message() {
-            return Err(format!("--size {size} is over the ring's limit {} (capacity {capacity})", layout.max_message()));
+            return Err(format!(
+                "--size {size} is over the ring's limit {} (capacity {capacity})",
+                layout.max_message()
+            ));
         }
-        let shm = SharedMemory::create(&ShmBacking::Memfd("famez-bench-ring".into()), layout.end().next_power_of_two(), 0o600, None)
-            .map_err(io_err("memfd"))?;
+        let shm = SharedMemory::create(
+            &ShmBacking::Memfd("famez-bench-ring".into()),
+            layout.end().next_power_of_two(),
+            0o600,
+            None,
+        )
+        .map_err(io_err("memfd"))?;
         {
             let map = shm.map().map_err(io_err("mmap"))?;
             let mb = Mailbox::new(&map).map_err(err("mailbox"))?;
@@ -69,8 +78,8 @@ fn main() {
 
         let (child, mut sock) = spawn(|mut sock| {
             // The child: the producer.
-            let shm = SharedMemory::from_fd(expect(&mut sock, 1, "memfd")?.fd.ok_or("no memfd")?)
-                .map_err(io_err("memfd"))?;
+            let shm =
+                SharedMemory::from_fd(expect(&mut sock, 1, "memfd")?.fd.ok_or("no memfd")?).map_err(io_err("memfd"))?;
             let doorbell = EventFd::from_fd(expect(&mut sock, 2, "eventfd")?.fd.ok_or("no eventfd")?)
                 .map_err(io_err("eventfd"))?;
             let map = shm.map().map_err(io_err("mmap"))?;

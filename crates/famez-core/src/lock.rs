@@ -151,7 +151,12 @@ impl PidFile {
                     }
                 }
                 Err(Errno::EEXIST) => {}
-                Err(e) => return Err(refused(io::Error::from(e).kind(), format!("cannot create pid file {shown}: {}", io::Error::from(e)))),
+                Err(e) => {
+                    return Err(refused(
+                        io::Error::from(e).kind(),
+                        format!("cannot create pid file {shown}: {}", io::Error::from(e)),
+                    ))
+                }
             }
             // Something is there: only a stale pid file may be taken over.
             let fd = match nix::fcntl::open(path, OFlag::O_RDWR | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC, Mode::empty()) {
@@ -193,7 +198,10 @@ impl PidFile {
             }
             return Self::finish(file, path, id, pid, true);
         }
-        Err(refused(io::ErrorKind::AlreadyExists, format!("pid file {shown} keeps changing; is another server starting?")))
+        Err(refused(
+            io::ErrorKind::AlreadyExists,
+            format!("pid file {shown} keeps changing; is another server starting?"),
+        ))
     }
 
     fn held(path: &Path, id: FileId, fd: Option<&OwnedFd>) -> io::Error {

@@ -30,7 +30,6 @@
 //! them. Everything read from the memory is validated (a peer may be buggy or
 //! hostile): a bad `buflen` is reported, never used to index.
 
-use std::fmt;
 use std::marker::PhantomData;
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -76,61 +75,40 @@ pub struct SlotInfo {
     pub peer_cid: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MailboxError {
     /// The memory cannot hold the globals and the slots asked for.
+    #[error("the shared memory ({len} bytes) is too small for the mailbox ({need} bytes)")]
     TooSmall { len: usize, need: usize },
     /// A raw base pointer that is not 8-byte aligned.
+    #[error("the mailbox base is not 8-byte aligned")]
     Misaligned,
     /// A slot index outside 1..=max (slot 0 is the globals).
+    #[error("slot {slot} is not a peer slot (1..={max})")]
     BadSlot { slot: u64, max: u64 },
     /// A message over [`MAX_PAYLOAD`] bytes.
+    #[error("a message of {len} bytes is over the mailbox limit of {max} bytes")]
     TooLong { len: usize, max: usize },
     /// An empty message: `buflen` 0 means "slot free", so it cannot be sent.
+    #[error("an empty message cannot be posted (buflen 0 means free)")]
     Empty,
     /// The sender's slot still holds an unread message of `pending` bytes.
+    #[error("slot {slot} still holds an unread message of {pending} bytes")]
     SlotBusy { slot: u64, pending: u64 },
     /// The slot's `buflen` was over [`MAX_PAYLOAD`]: a broken or hostile
     /// sender. The slot was cleared so the sender can go on.
+    #[error("slot {slot} has buflen {buflen}, over the limit of {MAX_PAYLOAD}; the slot was cleared")]
     BadLength { slot: u64, buflen: u64 },
     /// A nodename over 31 bytes.
+    #[error("a nodename of {len} bytes is over the limit of {} bytes", NODENAME_SIZE - 1)]
     NameTooLong { len: usize },
     /// A global's offset that is not a multiple of 8 inside slot 0.
+    #[error("offset {offset} is not a u64 inside slot 0")]
     BadOffset { offset: usize },
     /// nClients of 0, or too many for the memory.
+    #[error("nClients {n_clients} is 0 or does not fit in the shared memory")]
     BadClients { n_clients: u64 },
 }
-
-impl fmt::Display for MailboxError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            MailboxError::TooSmall { len, need } => {
-                write!(f, "the shared memory ({len} bytes) is too small for the mailbox ({need} bytes)")
-            }
-            MailboxError::Misaligned => write!(f, "the mailbox base is not 8-byte aligned"),
-            MailboxError::BadSlot { slot, max } => write!(f, "slot {slot} is not a peer slot (1..={max})"),
-            MailboxError::TooLong { len, max } => {
-                write!(f, "a message of {len} bytes is over the mailbox limit of {max} bytes")
-            }
-            MailboxError::Empty => write!(f, "an empty message cannot be posted (buflen 0 means free)"),
-            MailboxError::SlotBusy { slot, pending } => {
-                write!(f, "slot {slot} still holds an unread message of {pending} bytes")
-            }
-            MailboxError::BadLength { slot, buflen } => {
-                write!(f, "slot {slot} has buflen {buflen}, over the limit of {MAX_PAYLOAD}; the slot was cleared")
-            }
-            MailboxError::NameTooLong { len } => {
-                write!(f, "a nodename of {len} bytes is over the limit of {} bytes", NODENAME_SIZE - 1)
-            }
-            MailboxError::BadOffset { offset } => write!(f, "offset {offset} is not a u64 inside slot 0"),
-            MailboxError::BadClients { n_clients } => {
-                write!(f, "nClients {n_clients} is 0 or does not fit in the shared memory")
-            }
-        }
-    }
-}
-
-impl std::error::Error for MailboxError {}
 
 /// A view of the mailbox over a mapping (or raw memory, see
 /// [`Mailbox::from_raw`]). It holds no state of its own: everything lives in

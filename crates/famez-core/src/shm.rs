@@ -122,7 +122,14 @@ impl SharedMemory {
                 fchown(&fd, None, Some(Gid::from_raw(gid)))?;
             }
             let id = id_of(&fstat(&fd)?);
-            return Ok(SharedMemory { fd, size, backing: Some(backing.clone()), id, _lock: None, replaced_stale: false });
+            return Ok(SharedMemory {
+                fd,
+                size,
+                backing: Some(backing.clone()),
+                id,
+                _lock: None,
+                replaced_stale: false,
+            });
         }
         let mut replaced_stale = false;
         for _ in 0..2 {
@@ -148,7 +155,14 @@ impl SharedMemory {
 
     /// Locks, sizes and sets the permissions of a newly created object; on
     /// failure its name is removed again (nothing is left behind).
-    fn set_up(fd: OwnedFd, backing: &ShmBacking, size: u64, size_off: i64, perm: Mode, group: Option<u32>) -> io::Result<Self> {
+    fn set_up(
+        fd: OwnedFd,
+        backing: &ShmBacking,
+        size: u64,
+        size_off: i64,
+        perm: Mode,
+        group: Option<u32>,
+    ) -> io::Result<Self> {
         let id = id_of(&fstat(&fd)?);
         let lock = (|| -> io::Result<Flock<OwnedFd>> {
             // The umask may have removed even the owner's bits; the private
@@ -173,7 +187,14 @@ impl SharedMemory {
             Ok(lock)
         })();
         match lock {
-            Ok(lock) => Ok(SharedMemory { fd, size, backing: Some(backing.clone()), id, _lock: Some(lock), replaced_stale: false }),
+            Ok(lock) => Ok(SharedMemory {
+                fd,
+                size,
+                backing: Some(backing.clone()),
+                id,
+                _lock: Some(lock),
+                replaced_stale: false,
+            }),
             Err(e) => {
                 if backing.id_now().ok().flatten() == Some(id) {
                     let _ = backing.unlink_name();
@@ -186,7 +207,14 @@ impl SharedMemory {
     /// Wraps an fd received from a server; the size is the object's size now.
     pub fn from_fd(fd: OwnedFd) -> io::Result<Self> {
         let st = fstat(&fd)?;
-        Ok(SharedMemory { fd, size: st.st_size as u64, backing: None, id: id_of(&st), _lock: None, replaced_stale: false })
+        Ok(SharedMemory {
+            fd,
+            size: st.st_size as u64,
+            backing: None,
+            id: id_of(&st),
+            _lock: None,
+            replaced_stale: false,
+        })
     }
 
     pub fn size(&self) -> u64 {
@@ -246,12 +274,18 @@ fn remove_stale(backing: &ShmBacking) -> io::Result<()> {
     };
     let st = fstat(&fd)?;
     if SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) != SFlag::S_IFREG {
-        return Err(refusal(io::ErrorKind::AlreadyExists, format!("{what} exists and is not a regular file: remove it or choose another name")));
+        return Err(refusal(
+            io::ErrorKind::AlreadyExists,
+            format!("{what} exists and is not a regular file: remove it or choose another name"),
+        ));
     }
     if st.st_uid != geteuid().as_raw() {
         return Err(refusal(
             io::ErrorKind::AlreadyExists,
-            format!("{what} exists and belongs to uid {}, not to this user; famez will not replace it: choose another name", st.st_uid),
+            format!(
+                "{what} exists and belongs to uid {}, not to this user; famez will not replace it: choose another name",
+                st.st_uid
+            ),
         ));
     }
     let id = id_of(&st);
@@ -275,7 +309,10 @@ fn remove_stale(backing: &ShmBacking) -> io::Result<()> {
         ));
     }
     if backing.id_now()? != Some(id) {
-        return Err(refusal(io::ErrorKind::AlreadyExists, format!("{what} changed while famez checked it: is another server starting with the same name?")));
+        return Err(refusal(
+            io::ErrorKind::AlreadyExists,
+            format!("{what} changed while famez checked it: is another server starting with the same name?"),
+        ));
     }
     backing.unlink_name()?;
     Ok(())
@@ -324,9 +361,8 @@ impl Mapping {
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("cannot map {len} bytes")))?;
         // SAFETY: a fresh mapping chosen by the kernel (no fixed address) does
         // not alias any Rust object; fd stays open for the call.
-        let ptr = unsafe {
-            mmap(None, len, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, MapFlags::MAP_SHARED, fd, 0)?
-        };
+        let ptr =
+            unsafe { mmap(None, len, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, MapFlags::MAP_SHARED, fd, 0)? };
         Ok(Mapping { ptr, len: len.get() })
     }
 

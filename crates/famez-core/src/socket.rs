@@ -15,22 +15,17 @@ use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::libc;
-use nix::sys::stat::{umask, Mode};
 use nix::sys::socket::{
     accept4, bind, connect, getsockopt, listen, sendmsg, socket, socketpair, sockopt, AddressFamily, Backlog,
     ControlMessage, MsgFlags, SockFlag, SockType, UnixAddr,
 };
+use nix::sys::stat::{umask, Mode};
 
 /// Bytes in one protocol message.
 pub const MESSAGE_LEN: usize = 8;
 
 fn stream_socket() -> io::Result<OwnedFd> {
-    Ok(socket(
-        AddressFamily::Unix,
-        SockType::Stream,
-        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-        None,
-    )?)
+    Ok(socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC, None)?)
 }
 
 /// What sits at a socket path before a server binds it.
@@ -217,8 +212,9 @@ const SCM_MAX_FD: usize = 253;
 /// The control buffer for one SCM_RIGHTS message of SCM_MAX_FD fds, in
 /// u64 words so that it is aligned for `cmsghdr`.
 // SAFETY: CMSG_SPACE is plain arithmetic on its argument.
-const CONTROL_WORDS: usize = (
-    unsafe { libc::CMSG_SPACE((SCM_MAX_FD * std::mem::size_of::<libc::c_int>()) as libc::c_uint) } as usize).div_ceil(8);
+const CONTROL_WORDS: usize =
+    (unsafe { libc::CMSG_SPACE((SCM_MAX_FD * std::mem::size_of::<libc::c_int>()) as libc::c_uint) } as usize)
+        .div_ceil(8);
 
 /// One `recvmsg` into `buf`: the bytes read, every fd the kernel installed
 /// (owned at once, truncated control data or not: nix's `cmsgs()` refuses
@@ -311,12 +307,8 @@ impl UnixStream {
 
     /// A connected pair, for tests and for forked helpers.
     pub fn pair() -> io::Result<(Self, Self)> {
-        let (a, b) = socketpair(
-            AddressFamily::Unix,
-            SockType::Stream,
-            None,
-            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-        )?;
+        let (a, b) =
+            socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC)?;
         Ok((Self::from_owned(a), Self::from_owned(b)))
     }
 

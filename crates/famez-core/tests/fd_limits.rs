@@ -27,8 +27,14 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 /// Sends `bytes` with `copies` copies of `fd` in one sendmsg.
 fn send_copies(sock: &UnixStream, bytes: &[u8], fd: RawFd, copies: usize) {
     let fds = vec![fd; copies];
-    let n = sendmsg::<()>(sock.as_raw_fd(), &[IoSlice::new(bytes)], &[ControlMessage::ScmRights(&fds)], MsgFlags::empty(), None)
-        .expect("sendmsg");
+    let n = sendmsg::<()>(
+        sock.as_raw_fd(),
+        &[IoSlice::new(bytes)],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .expect("sendmsg");
     assert_eq!(n, bytes.len());
 }
 

@@ -27,8 +27,14 @@ fn a_message_split_across_reads_is_reassembled_with_its_fd() {
     let e = EventFd::new().unwrap();
     let bytes = 42i64.to_le_bytes();
     let fds = [e.as_raw_fd()];
-    sendmsg::<()>(a.as_raw_fd(), &[IoSlice::new(&bytes[..3])], &[ControlMessage::ScmRights(&fds)], MsgFlags::empty(), None)
-        .unwrap();
+    sendmsg::<()>(
+        a.as_raw_fd(),
+        &[IoSlice::new(&bytes[..3])],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .unwrap();
     assert!(b.recv().unwrap().is_none(), "three bytes are not a message");
     nix::unistd::write(a.as_fd(), &bytes[3..]).unwrap();
     let m = b.recv().unwrap().expect("whole message");
@@ -79,7 +85,10 @@ fn listener_accepts_and_reports_no_pending_connection_as_none() {
     let _ = std::fs::remove_file(&path);
     let l = UnixListener::bind(&path).unwrap();
     assert!(l.accept().unwrap().is_none());
-    assert_eq!(famez_core::socket::socket_path_state(&path).unwrap(), famez_core::socket::SocketPathState::Live(Some(std::process::id())));
+    assert_eq!(
+        famez_core::socket::socket_path_state(&path).unwrap(),
+        famez_core::socket::SocketPathState::Live(Some(std::process::id()))
+    );
     // socket_path_state decided by connecting: its probe (already closed) is pending.
     drop(l.accept().unwrap().expect("the probe connection"));
     let c = UnixStream::connect(&path).unwrap();

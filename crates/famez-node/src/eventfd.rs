@@ -8,12 +8,13 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::rc::Rc;
 
 use famez_core::EventFd as CoreEventFd;
-use napi::bindgen_prelude::*;
+use napi::bindgen_prelude::{Env, FromNapiValue, This, Unknown};
 use napi::sys;
+use napi::JsValue;
 use napi_derive::napi;
 
+use crate::error::{check, closed, coded, errno_name, io_error, warn, Error, FromNapi, Result};
 use crate::poll::{Poll, ERROR, READABLE};
-use crate::{closed, io_error};
 
 type Shared = Rc<RefCell<Option<CoreEventFd>>>;
 
@@ -34,39 +35,65 @@ fn live(e: CoreEventFd) -> Shared {
 /// unwrapping), about 400 ns cheaper per call than the method. Throws
 /// EBADF for a number that is not an open EventFd of this thread.
 extern "C" fn signal_fd_raw(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    if let Err(e) = signal_fd(env, info) {
+        throw(env, e);
+    }
+    std::ptr::null_mut()
+}
+
+fn signal_fd(env: sys::napi_env, info: sys::napi_callback_info) -> Result<()> {
     let mut argc = 2usize;
     let mut argv = [std::ptr::null_mut(); 2];
     let mut fd = -1i32;
     let mut count = 1.0f64;
     // SAFETY: called by Node with a valid env and callback info; argv has
-    // room for argc values; the reads tolerate non-number arguments (the
-    // status is checked, the defaults stay).
-    unsafe {
-        sys::napi_get_cb_info(env, info, &mut argc, argv.as_mut_ptr(), std::ptr::null_mut(), std::ptr::null_mut());
-        if argc >= 1 {
-            sys::napi_get_value_int32(env, argv[0], &mut fd);
+    // room for argc values.
+    let status = unsafe {
+        sys::napi_get_cb_info(env, info, &mut argc, argv.as_mut_ptr(), std::ptr::null_mut(), std::ptr::null_mut())
+    };
+    check(status, "napi_get_cb_info")?;
+    if argc >= 1 {
+        // SAFETY: argv[0] is a live argument. A non-number leaves fd at -1,
+        // which is refused below as no EventFd.
+        let status = unsafe { sys::napi_get_value_int32(env, argv[0], &mut fd) };
+        if status != sys::Status::napi_number_expected {
+            check(status, "napi_get_value_int32")?;
         }
-        if argc >= 2 {
-            let mut c = 1.0f64;
-            if sys::napi_get_value_double(env, argv[1], &mut c) == sys::Status::napi_ok && c >= 1.0 {
+    }
+    if argc >= 2 {
+        let mut c = 1.0f64;
+        // SAFETY: as above; a non-number count is the default, 1.
+        let status = unsafe { sys::napi_get_value_double(env, argv[1], &mut c) };
+        if status != sys::Status::napi_number_expected {
+            check(status, "napi_get_value_double")?;
+            if c >= 1.0 {
                 count = c;
             }
         }
     }
-    let err = if !LIVE.with(|l| l.borrow().contains(&fd)) {
-        Some(format!("EBADF: {fd} is not an open EventFd"))
-    } else {
-        // SAFETY: fd belongs to an open EventFd of this thread (LIVE), which
-        // stays open for this synchronous call.
-        let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-        nix::unistd::write(b, &(count as u64).to_ne_bytes()).err().map(|e| format!("{e:?}: eventfd signal: {}", e.desc()))
-    };
-    if let Some(msg) = err {
-        let c = std::ffi::CString::new(msg).unwrap_or_default();
-        // SAFETY: env is valid; c is a NUL-terminated string.
-        unsafe { sys::napi_throw_error(env, std::ptr::null(), c.as_ptr()) };
+    if !LIVE.with(|l| l.borrow().contains(&fd)) {
+        return Err(coded("EBADF", format_args!("{fd} is not an open EventFd")));
     }
-    std::ptr::null_mut()
+    // SAFETY: fd belongs to an open EventFd of this thread (LIVE), which
+    // stays open for this synchronous call.
+    let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    match nix::unistd::write(b, &(count as u64).to_ne_bytes()) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(coded(errno_name(e as i32), format_args!("eventfd signal: {}", e.desc()))),
+    }
+}
+
+/// Throws `e` as a JavaScript Error with its code (for a raw Node-API
+/// function, which has no napi-rs wrapper to do it).
+fn throw(env: sys::napi_env, e: Error) {
+    let code = std::ffi::CString::new(e.status.as_ref()).unwrap_or_default();
+    let msg = std::ffi::CString::new(e.reason.as_str()).unwrap_or_default();
+    // SAFETY: env is valid; both are NUL-terminated strings.
+    let status = unsafe { sys::napi_throw_error(env, code.as_ptr(), msg.as_ptr()) };
+    if let Err(failed) = check(status, "napi_throw_error") {
+        warn(&failed);
+        warn(&e);
+    }
 }
 
 /// Returns the `signalFd` function (see `signal_fd_raw`).
@@ -76,13 +103,18 @@ pub fn signal_fd_function(env: Env) -> Result<Unknown<'static>> {
     // SAFETY: env is the current env; the name is a static C string and the
     // callback a valid extern "C" function with no data.
     let status = unsafe {
-        sys::napi_create_function(env.raw(), c"signalFd".as_ptr(), -1, Some(signal_fd_raw), std::ptr::null_mut(), &mut f)
+        sys::napi_create_function(
+            env.raw(),
+            c"signalFd".as_ptr(),
+            -1,
+            Some(signal_fd_raw),
+            std::ptr::null_mut(),
+            &mut f,
+        )
     };
-    if status != sys::Status::napi_ok {
-        return Err(Error::new(Status::GenericFailure, "napi_create_function failed"));
-    }
+    check(status, "napi_create_function")?;
     // SAFETY: f is a function value just created in this env.
-    unsafe { Unknown::from_napi_value(env.raw(), f) }
+    unsafe { Unknown::from_napi_value(env.raw(), f) }.coded()
 }
 
 #[napi]
@@ -104,7 +136,7 @@ impl EventFd {
     #[napi(factory)]
     pub fn adopt(fd: i32) -> Result<Self> {
         if fd < 0 {
-            return Err(Error::new(Status::InvalidArg, format!("EBADF: {fd} is not an fd")));
+            return Err(coded("EBADF", format_args!("{fd} is not an fd")));
         }
         // SAFETY: JavaScript hands over an fd the binding gave it and will
         // not use the number again (documented contract of `adopt`).
@@ -162,7 +194,7 @@ impl EventFd {
                 None => return,
             };
             if count > 0 {
-                ctx.call(&[ctx.number(count as f64)]);
+                ctx.call(|c| Ok([c.number(count as f64)?]));
             }
         });
         self.poll = Some(Poll::start(&env, fd, READABLE, callback.raw(), this.object.raw(), handler)?);

@@ -3,36 +3,30 @@
 //! Thin on purpose: every class owns its fds and releases them in an
 //! explicit `close()` (and on garbage collection as a fallback); readiness
 //! is delivered on Node's own event loop (see `poll`); the shared memory is
-//! exposed as exactly one external ArrayBuffer per mapping (see `shm`).
+//! exposed as exactly one external ArrayBuffer per mapping (see `shm`);
+//! errors carry their code in `err.code` (see `error`).
 
+// Under `cargo test` napi-derive registers nothing with Node, so every
+// exported function looks unused to the test build.
+#![cfg_attr(test, allow(dead_code))]
+
+mod error;
 mod eventfd;
+mod group;
 mod mailbox;
 mod pidfile;
 mod poll;
 mod resource;
+mod ring;
 mod shm;
 mod socket;
+mod view;
 
 use std::os::fd::{FromRawFd, OwnedFd};
 
-use napi::{Error, Result, Status};
 use napi_derive::napi;
 
-pub(crate) fn io_error(what: &str, e: std::io::Error) -> Error {
-    let code = e.raw_os_error().map(|c| nix::errno::Errno::from_raw(c).to_string());
-    let code = code.map(|c| c.split(':').next().unwrap_or("").to_string());
-    Error::new(
-        Status::GenericFailure,
-        match code {
-            Some(c) if !c.is_empty() => format!("{c}: {what}: {e}"),
-            _ => format!("{what}: {e}"),
-        },
-    )
-}
-
-pub(crate) fn closed(what: &str) -> Error {
-    Error::new(Status::GenericFailure, format!("EBADF: {what} is closed"))
-}
+pub(crate) use error::{closed, io_error, Result};
 
 /// Takes ownership of a received fd number that JavaScript does not want.
 #[napi]

@@ -4,8 +4,9 @@
 use std::path::Path;
 
 use famez_core::PidFile as CorePidFile;
-use napi::bindgen_prelude::*;
 use napi_derive::napi;
+
+use crate::error::{coded, errno_name, Result};
 
 #[napi]
 pub struct PidFile {
@@ -28,12 +29,9 @@ impl PidFile {
                 std::io::ErrorKind::AlreadyExists => "EEXIST".to_string(),
                 std::io::ErrorKind::PermissionDenied => "EACCES".to_string(),
                 std::io::ErrorKind::NotFound => "ENOENT".to_string(),
-                _ => e
-                    .raw_os_error()
-                    .map(|c| nix::errno::Errno::from_raw(c).to_string().split(':').next().unwrap_or("EIO").to_string())
-                    .unwrap_or_else(|| "EIO".into()),
+                _ => e.raw_os_error().map_or_else(|| "EIO".into(), errno_name),
             };
-            Error::new(Status::GenericFailure, format!("{code}: {e}"))
+            coded(code, e)
         })?;
         let took_over = f.took_over;
         Ok(PidFile { file: Some(f), took_over })

@@ -17,7 +17,9 @@
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::ptr;
 
-use napi::{sys, Env, Error, Result, Status};
+use napi::{sys, Env};
+
+use crate::error::{check, coded, warn, Error, FromNapi, Result};
 
 // libuv is linked into the node binary, which exports these symbols.
 extern "C" {
@@ -42,7 +44,8 @@ pub const ERROR: i32 = 1 << 30;
 fn uv_error(what: &str, code: c_int) -> Error {
     // SAFETY: uv_strerror returns a static NUL-terminated string for any code.
     let text = unsafe { CStr::from_ptr(uv_strerror(code)) }.to_string_lossy();
-    Error::new(Status::GenericFailure, format!("{what}: {text}"))
+    // libuv's codes are negated errnos on Unix.
+    coded(crate::error::errno_name(-code), format_args!("{what}: {text}"))
 }
 
 /// What a handler gets to call JavaScript with.
@@ -53,62 +56,112 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub fn number(&self, v: f64) -> sys::napi_value {
+    pub fn number(&self, v: f64) -> Result<sys::napi_value> {
         let mut out = ptr::null_mut();
         // SAFETY: called on the loop thread inside an open handle scope.
-        unsafe { sys::napi_create_double(self.env, v, &mut out) };
-        out
+        check(unsafe { sys::napi_create_double(self.env, v, &mut out) }, "napi_create_double")?;
+        Ok(out)
     }
 
-    pub fn null(&self) -> sys::napi_value {
+    pub fn null(&self) -> Result<sys::napi_value> {
         let mut out = ptr::null_mut();
         // SAFETY: as above.
-        unsafe { sys::napi_get_null(self.env, &mut out) };
-        out
+        check(unsafe { sys::napi_get_null(self.env, &mut out) }, "napi_get_null")?;
+        Ok(out)
     }
 
-    pub fn string(&self, s: &str) -> sys::napi_value {
+    pub fn string(&self, s: &str) -> Result<sys::napi_value> {
         let mut out = ptr::null_mut();
         // SAFETY: as above; the pointer and length describe valid UTF-8.
-        unsafe { sys::napi_create_string_utf8(self.env, s.as_ptr().cast(), s.len() as isize, &mut out) };
-        out
+        let status = unsafe { sys::napi_create_string_utf8(self.env, s.as_ptr().cast(), s.len() as isize, &mut out) };
+        check(status, "napi_create_string_utf8")?;
+        Ok(out)
     }
 
-    /// Calls the JavaScript callback. An exception it throws goes to
-    /// `process.on('uncaughtException')` like one from any other callback;
-    /// returns false then, so the handler can stop its batch.
-    pub fn call(&self, args: &[sys::napi_value]) -> bool {
+    /// Calls the JavaScript callback with the arguments `args` makes. An
+    /// exception it throws goes to `process.on('uncaughtException')` like
+    /// one from any other callback, and so does a failure to make the
+    /// arguments or the call; returns false then, so the handler can stop
+    /// its batch.
+    pub fn call<const N: usize>(&self, args: impl FnOnce(&Ctx) -> Result<[sys::napi_value; N]>) -> bool {
         self.call_ref(self.callback, args)
     }
 
     /// Like `call`, for another function held by a reference (null: no-op).
-    pub fn call_ref(&self, callback: sys::napi_ref, args: &[sys::napi_value]) -> bool {
+    pub fn call_ref<const N: usize>(
+        &self,
+        callback: sys::napi_ref,
+        args: impl FnOnce(&Ctx) -> Result<[sys::napi_value; N]>,
+    ) -> bool {
         if callback.is_null() {
             return true;
         }
+        match self.try_call(callback, args) {
+            Ok(()) => true,
+            Err(e) => {
+                self.raise(e);
+                false
+            }
+        }
+    }
+
+    fn try_call<const N: usize>(
+        &self,
+        callback: sys::napi_ref,
+        args: impl FnOnce(&Ctx) -> Result<[sys::napi_value; N]>,
+    ) -> Result<()> {
+        let args = args(self)?;
         // SAFETY: env, reference and async context are alive while the poll
         // is open, and this runs on the loop thread inside a handle scope.
         unsafe {
             let mut func = ptr::null_mut();
-            if sys::napi_get_reference_value(self.env, callback, &mut func) != sys::Status::napi_ok
-                || func.is_null()
-            {
-                return false;
+            check(sys::napi_get_reference_value(self.env, callback, &mut func), "napi_get_reference_value")?;
+            if func.is_null() {
+                // The function was collected: nothing to call.
+                return Ok(());
             }
             // napi_make_callback converts the receiver to an object, so
             // undefined is refused; the global object is what a plain call gets.
             let mut recv = ptr::null_mut();
-            sys::napi_get_global(self.env, &mut recv);
+            check(sys::napi_get_global(self.env, &mut recv), "napi_get_global")?;
             let mut result = ptr::null_mut();
             let status =
                 sys::napi_make_callback(self.env, self.async_ctx, recv, func, args.len(), args.as_ptr(), &mut result);
-            if status == sys::Status::napi_pending_exception {
-                let mut exc = ptr::null_mut();
-                sys::napi_get_and_clear_last_exception(self.env, &mut exc);
-                sys::napi_fatal_exception(self.env, exc);
-                return false;
+            check(status, "napi_make_callback")
+        }
+    }
+
+    /// Delivers a failure on the loop as an uncaught exception: the one the
+    /// callback threw (pending), or an Error made from `e`.
+    fn raise(&self, e: Error) {
+        let exc = (|| -> Result<sys::napi_value> {
+            let mut pending = false;
+            // SAFETY: env is alive on the loop thread (see try_call).
+            check(unsafe { sys::napi_is_exception_pending(self.env, &mut pending) }, "napi_is_exception_pending")?;
+            let mut exc = ptr::null_mut();
+            if pending {
+                // SAFETY: as above.
+                check(
+                    unsafe { sys::napi_get_and_clear_last_exception(self.env, &mut exc) },
+                    "napi_get_and_clear_last_exception",
+                )?;
+            } else {
+                // SAFETY: as above; into_value makes a new Error value.
+                exc =
+                    unsafe { napi::JsError::from(Error::new(e.status.clone(), e.reason.clone())).into_value(self.env) };
+                if exc.is_null() {
+                    return Err(coded("EIO", "cannot create an Error"));
+                }
             }
-            status == sys::Status::napi_ok
+            Ok(exc)
+        })();
+        let delivered = exc.and_then(|exc| {
+            // SAFETY: as above; exc is a live value of this env.
+            check(unsafe { sys::napi_fatal_exception(self.env, exc) }, "napi_fatal_exception")
+        });
+        if let Err(failed) = delivered {
+            warn(&failed);
+            warn(&e);
         }
     }
 }
@@ -148,7 +201,7 @@ impl Poll {
         handler: Handler,
     ) -> Result<Poll> {
         let raw_env = env.raw();
-        let lp = env.get_uv_event_loop()?;
+        let lp = env.get_uv_event_loop().coded()?;
         // SAFETY: uv_handle_size is a pure function of the handle kind.
         let size = unsafe { uv_handle_size(UV_POLL) };
         let mut callback_ref = ptr::null_mut();
@@ -157,21 +210,29 @@ impl Poll {
         // SAFETY: env is the current env on the loop thread; the handle
         // buffer is large enough for a uv_poll_t as libuv itself reports.
         let handle = unsafe {
-            if !callback.is_null() {
-                sys::napi_create_reference(raw_env, callback, 1, &mut callback_ref);
-            }
-            if !owner.is_null() {
-                sys::napi_create_reference(raw_env, owner, 1, &mut owner_ref);
-            }
-            let mut name = ptr::null_mut();
-            sys::napi_create_string_utf8(raw_env, c"famez:poll".as_ptr(), -1, &mut name);
-            // Node 20 rejects a null resource object, so give it a fresh one.
-            let mut resource = ptr::null_mut();
-            sys::napi_create_object(raw_env, &mut resource);
-            let status = sys::napi_async_init(raw_env, resource, name, &mut async_ctx);
-            if status != sys::Status::napi_ok {
-                release_js(raw_env, [callback_ref, owner_ref], ptr::null_mut());
-                return Err(Error::new(Status::GenericFailure, format!("napi_async_init failed ({status})")));
+            let made = (|| -> Result<()> {
+                if !callback.is_null() {
+                    check(
+                        sys::napi_create_reference(raw_env, callback, 1, &mut callback_ref),
+                        "napi_create_reference",
+                    )?;
+                }
+                if !owner.is_null() {
+                    check(sys::napi_create_reference(raw_env, owner, 1, &mut owner_ref), "napi_create_reference")?;
+                }
+                let mut name = ptr::null_mut();
+                check(
+                    sys::napi_create_string_utf8(raw_env, c"famez:poll".as_ptr(), -1, &mut name),
+                    "napi_create_string_utf8",
+                )?;
+                // Node 20 rejects a null resource object, so give it a fresh one.
+                let mut resource = ptr::null_mut();
+                check(sys::napi_create_object(raw_env, &mut resource), "napi_create_object")?;
+                check(sys::napi_async_init(raw_env, resource, name, &mut async_ctx), "napi_async_init")
+            })();
+            if let Err(e) = made {
+                release_js(raw_env, [callback_ref, owner_ref], async_ctx);
+                return Err(e);
             }
             // The handle must not move while libuv knows it: a boxed buffer
             // (u64 elements for alignment) freed only in the close callback.
@@ -195,9 +256,17 @@ impl Poll {
         }));
         // SAFETY: handle was initialised above; state outlives the handle
         // (both are freed together in on_close).
-        unsafe {
+        let hooked = unsafe {
             uv_handle_set_data(handle, state.cast());
-            sys::napi_add_env_cleanup_hook(raw_env, Some(cleanup_hook), state.cast());
+            check(
+                sys::napi_add_env_cleanup_hook(raw_env, Some(cleanup_hook), state.cast()),
+                "napi_add_env_cleanup_hook",
+            )
+        };
+        if let Err(e) = hooked {
+            // SAFETY: state is live and has no hook to remove.
+            unsafe { close_state(state) };
+            return Err(e);
         }
         let mut poll = Poll { state };
         poll.set_events(events)?;
@@ -247,7 +316,10 @@ impl Poll {
         }
         // SAFETY: state is live; close_state is idempotent per state.
         unsafe {
-            sys::napi_remove_env_cleanup_hook((*self.state).env, Some(cleanup_hook), self.state.cast());
+            let removed = sys::napi_remove_env_cleanup_hook((*self.state).env, Some(cleanup_hook), self.state.cast());
+            if let Err(e) = check(removed, "napi_remove_env_cleanup_hook") {
+                warn(&e);
+            }
             close_state(self.state);
         }
         self.state = ptr::null_mut();
@@ -284,11 +356,15 @@ unsafe fn release_js(env: sys::napi_env, refs: [sys::napi_ref; 2], async_ctx: sy
     unsafe {
         for r in refs {
             if !r.is_null() {
-                sys::napi_delete_reference(env, r);
+                if let Err(e) = check(sys::napi_delete_reference(env, r), "napi_delete_reference") {
+                    warn(&e);
+                }
             }
         }
         if !async_ctx.is_null() {
-            sys::napi_async_destroy(env, async_ctx);
+            if let Err(e) = check(sys::napi_async_destroy(env, async_ctx), "napi_async_destroy") {
+                warn(&e);
+            }
         }
     }
 }
@@ -333,12 +409,18 @@ extern "C" fn on_poll(handle: *mut c_void, status: c_int, events: c_int) {
         }
         let env = (*state).env;
         let mut scope = ptr::null_mut();
-        sys::napi_open_handle_scope(env, &mut scope);
+        if let Err(e) = check(sys::napi_open_handle_scope(env, &mut scope), "napi_open_handle_scope") {
+            // No scope, no JavaScript values: the env is going away.
+            warn(&e);
+            return;
+        }
         let ctx = Ctx { env, callback: (*state).callback, async_ctx: (*state).async_ctx };
         if let Some(mut handler) = (*state).handler.take() {
             handler(&ctx, if status < 0 { ERROR } else { events });
             (*state).handler = Some(handler);
         }
-        sys::napi_close_handle_scope(env, scope);
+        if let Err(e) = check(sys::napi_close_handle_scope(env, scope), "napi_close_handle_scope") {
+            warn(&e);
+        }
     }
 }

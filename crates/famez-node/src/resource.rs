@@ -2,7 +2,7 @@
 //! eventfds, so the server raises its soft limit to the hard one at start
 //! and checks the result against what it will need.
 
-use napi::Result;
+use crate::Result;
 use napi_derive::napi;
 use nix::sys::resource::{getrlimit, setrlimit, Resource, RLIM_INFINITY};
 
@@ -28,7 +28,8 @@ fn as_number(v: nix::sys::resource::rlim_t) -> f64 {
 /// The current RLIMIT_NOFILE.
 #[napi]
 pub fn fd_limit() -> Result<FdLimit> {
-    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(|e| io_error("getrlimit(RLIMIT_NOFILE)", e.into()))?;
+    let (soft, hard) =
+        getrlimit(Resource::RLIMIT_NOFILE).map_err(|e| io_error("getrlimit(RLIMIT_NOFILE)", e.into()))?;
     Ok(FdLimit { soft: as_number(soft), hard: as_number(hard) })
 }
 
@@ -38,7 +39,8 @@ pub fn fd_limit() -> Result<FdLimit> {
 /// judges the result, so that is not an error.
 #[napi]
 pub fn raise_fd_limit() -> Result<FdLimit> {
-    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(|e| io_error("getrlimit(RLIMIT_NOFILE)", e.into()))?;
+    let (soft, hard) =
+        getrlimit(Resource::RLIMIT_NOFILE).map_err(|e| io_error("getrlimit(RLIMIT_NOFILE)", e.into()))?;
     if soft != hard {
         let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
     }

@@ -16,11 +16,11 @@ use std::ptr;
 use std::sync::{Arc, Mutex};
 
 use famez_core::{Mapping, SharedMemory as CoreShm, ShmBacking};
-use napi::bindgen_prelude::*;
+use napi::bindgen_prelude::{Env, Unknown};
 use napi::sys;
 use napi_derive::napi;
 
-use crate::{closed, io_error};
+use crate::error::{check, closed, coded, io_error, warn, Error, Result};
 
 #[napi(object)]
 pub struct ShmOptions {
@@ -61,10 +61,10 @@ impl SharedMemory {
             "posix" => ShmBacking::Posix(options.name.clone()),
             "file" => ShmBacking::File(PathBuf::from(&options.name)),
             "memfd" => ShmBacking::Memfd(options.name.clone()),
-            k => return Err(Error::new(Status::InvalidArg, format!("unknown shared-memory kind {k:?}"))),
+            k => return Err(coded("EINVAL", format_args!("unknown shared-memory kind {k:?}"))),
         };
         if !(options.size >= 0.0 && options.size.fract() == 0.0 && options.size <= 9.007_199_254_740_992e15) {
-            return Err(Error::new(Status::InvalidArg, format!("invalid size {}", options.size)));
+            return Err(coded("EINVAL", format_args!("invalid size {}", options.size)));
         }
         let shm = CoreShm::create(&backing, options.size as u64, options.mode.unwrap_or(0o600), options.gid)
             .map_err(|e| shm_error(&options.name, e))?;
@@ -75,7 +75,7 @@ impl SharedMemory {
     #[napi(factory)]
     pub fn from_fd(env: Env, fd: i32) -> Result<Self> {
         if fd < 0 {
-            return Err(Error::new(Status::InvalidArg, format!("EBADF: {fd} is not an fd")));
+            return Err(coded("EBADF", format_args!("{fd} is not an fd")));
         }
         // SAFETY: JavaScript hands over an fd the binding gave it and will
         // not use the number again.
@@ -102,7 +102,10 @@ impl SharedMemory {
         if !self.buffer.is_null() {
             let mut value = ptr::null_mut();
             // SAFETY: the reference is alive until close().
-            check(unsafe { sys::napi_get_reference_value(raw_env, self.buffer, &mut value) }, "buffer")?;
+            check(
+                unsafe { sys::napi_get_reference_value(raw_env, self.buffer, &mut value) },
+                "napi_get_reference_value",
+            )?;
             // SAFETY: value is a live ArrayBuffer in this env.
             return Ok(unsafe { Unknown::from_raw_unchecked(raw_env, value) });
         }
@@ -118,20 +121,20 @@ impl SharedMemory {
         let status = unsafe {
             sys::napi_create_external_arraybuffer(raw_env, data.cast(), len, Some(finalize_buffer), hint, &mut value)
         };
-        if status != sys::Status::napi_ok {
+        if check(status, "napi_create_external_arraybuffer").is_err() {
             // Node calls the finalizer (releasing the hint) when it refuses
             // the buffer, e.g. past its maximum length (4 GiB in Node 20), so
             // dropping the hint here too would be a double free. Leave the
             // hint to the runtime and unmap now: no JavaScript can reach it.
             cell.lock().unwrap_or_else(|p| p.into_inner()).take();
-            return Err(Error::new(
-                Status::GenericFailure,
-                format!("this JavaScript runtime refused an external ArrayBuffer of {len} bytes (too large for it, or no external buffers), so the shared memory cannot be exposed without copying"),
+            return Err(coded(
+                "ENOBUFS",
+                format_args!("this JavaScript runtime refused an external ArrayBuffer of {len} bytes (too large for it, or no external buffers), so the shared memory cannot be exposed without copying"),
             ));
         }
         let mut reference = ptr::null_mut();
         // SAFETY: value is the buffer just created.
-        check(unsafe { sys::napi_create_reference(raw_env, value, 1, &mut reference) }, "reference buffer")?;
+        check(unsafe { sys::napi_create_reference(raw_env, value, 1, &mut reference) }, "napi_create_reference")?;
         self.buffer = reference;
         self.mapping = Some(cell);
         // SAFETY: as above.
@@ -181,29 +184,40 @@ impl SharedMemory {
     }
 
     fn release(&mut self, unmap: bool) {
+        // Unmapping is safe only once no JavaScript view can reach the
+        // memory: after the detach. If that fails, the mapping is left to
+        // the buffer's finalizer, as when the object is collected.
+        let mut detached = true;
         if !self.buffer.is_null() {
+            if unmap {
+                detached = self.detach().map_err(|e| warn(&e)).is_ok();
+            }
             // SAFETY: env and reference are from this object's creation and
             // this runs on the JS thread (close() or the wrapper's finalizer).
-            unsafe {
-                if unmap {
-                    let mut value = ptr::null_mut();
-                    if sys::napi_get_reference_value(self.env, self.buffer, &mut value) == sys::Status::napi_ok
-                        && !value.is_null()
-                    {
-                        sys::napi_detach_arraybuffer(self.env, value);
-                    }
-                }
-                sys::napi_delete_reference(self.env, self.buffer);
+            let status = unsafe { sys::napi_delete_reference(self.env, self.buffer) };
+            if let Err(e) = check(status, "napi_delete_reference") {
+                warn(&e);
             }
             self.buffer = ptr::null_mut();
         }
         if let Some(cell) = self.mapping.take() {
-            if unmap {
-                // Detached above: no JavaScript view can reach the memory.
+            if unmap && detached {
                 cell.lock().unwrap_or_else(|p| p.into_inner()).take();
             }
         }
         self.shm = None;
+    }
+
+    /// Detaches the ArrayBuffer: every view over it becomes length 0.
+    fn detach(&self) -> Result<()> {
+        let mut value = ptr::null_mut();
+        // SAFETY: as in release(): a live reference of this env, on the JS thread.
+        check(unsafe { sys::napi_get_reference_value(self.env, self.buffer, &mut value) }, "napi_get_reference_value")?;
+        if value.is_null() {
+            return Ok(()); // collected: no view is left
+        }
+        // SAFETY: value is the live ArrayBuffer of this object.
+        check(unsafe { sys::napi_detach_arraybuffer(self.env, value) }, "napi_detach_arraybuffer")
     }
 }
 
@@ -228,15 +242,7 @@ fn shm_error(name: &str, e: std::io::Error) -> Error {
         std::io::ErrorKind::InvalidInput => "EINVAL",
         _ => "EIO",
     };
-    Error::new(Status::GenericFailure, format!("{code}: {e}"))
-}
-
-fn check(status: sys::napi_status, what: &str) -> Result<()> {
-    if status == sys::Status::napi_ok {
-        Ok(())
-    } else {
-        Err(Error::new(Status::GenericFailure, format!("{what}: napi status {status}")))
-    }
+    coded(code, e)
 }
 
 unsafe extern "C" fn finalize_buffer(_env: sys::napi_env, _data: *mut std::ffi::c_void, hint: *mut std::ffi::c_void) {

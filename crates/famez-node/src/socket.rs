@@ -18,11 +18,12 @@ use std::rc::Rc;
 
 use famez_core::socket::{socket_path_state, SocketPathState};
 use famez_core::{UnixListener as CoreListener, UnixStream as CoreStream};
-use napi::bindgen_prelude::*;
+use napi::bindgen_prelude::{Env, This, Unknown, ValueType};
+use napi::{sys, JsValue};
 use napi_derive::napi;
 
+use crate::error::{check, closed, coded, io_error, warn, FromNapi, Result};
 use crate::poll::{Ctx, Poll, DISCONNECT, ERROR, READABLE, WRITABLE};
-use crate::{closed, io_error};
 
 /// Most messages handed to JavaScript per wake-up, so one chatty socket
 /// cannot starve the loop.
@@ -65,7 +66,7 @@ struct StreamState {
     /// A trySend found the socket full: call `drain` when it is writable.
     want_writable: bool,
     /// The onDrain callback, with the env its reference belongs to.
-    drain: Option<(napi::sys::napi_env, napi::sys::napi_ref)>,
+    drain: Option<(sys::napi_env, sys::napi_ref)>,
 }
 
 impl StreamState {
@@ -103,11 +104,13 @@ impl StreamState {
         Ok(())
     }
 
-    fn set_drain(&mut self, drain: Option<(napi::sys::napi_env, napi::sys::napi_ref)>) {
+    fn set_drain(&mut self, drain: Option<(sys::napi_env, sys::napi_ref)>) {
         if let Some((env, r)) = std::mem::replace(&mut self.drain, drain) {
             // SAFETY: the reference was created in this env, which is alive
             // while JavaScript (or its finalizer) can reach this stream.
-            unsafe { napi::sys::napi_delete_reference(env, r) };
+            if let Err(e) = check(unsafe { sys::napi_delete_reference(env, r) }, "napi_delete_reference") {
+                warn(&e);
+            }
         }
     }
 
@@ -143,7 +146,7 @@ impl UnixStream {
     }
 
     /// Makes sure a poll exists (needed for the outbox even when nobody reads).
-    fn ensure_poll(&self, env: &Env, callback: napi::sys::napi_value, owner: napi::sys::napi_value) -> Result<()> {
+    fn ensure_poll(&self, env: &Env, callback: sys::napi_value, owner: sys::napi_value) -> Result<()> {
         let fd = self.fd();
         if fd < 0 {
             return Err(closed("socket"));
@@ -185,7 +188,7 @@ fn on_stream_ready(state: &Rc<RefCell<StreamState>>, ctx: &Ctx, events: i32) {
         drop(st);
         if drained {
             if let Some(r) = drain {
-                ctx.call_ref(r, &[]);
+                ctx.call_ref(r, |_| Ok([]));
             }
         }
     }
@@ -206,7 +209,8 @@ fn on_stream_ready(state: &Rc<RefCell<StreamState>>, ctx: &Ctx, events: i32) {
                     Ok(Some(m)) => batch.push((m.value, m.fd.map(|f| f.into_raw_fd_checked()).unwrap_or(-1))),
                     Ok(None) => break,
                     Err(e) => {
-                        failure = Some(if e.kind() == ErrorKind::UnexpectedEof { "closed".into() } else { e.to_string() });
+                        failure =
+                            Some(if e.kind() == ErrorKind::UnexpectedEof { "closed".into() } else { e.to_string() });
                         break;
                     }
                 }
@@ -219,11 +223,11 @@ fn on_stream_ready(state: &Rc<RefCell<StreamState>>, ctx: &Ctx, events: i32) {
         }
     }
     for (value, fd) in batch {
-        ctx.call(&[ctx.number(value as f64), ctx.number(fd as f64)]);
+        ctx.call(|c| Ok([c.number(value as f64)?, c.number(fd as f64)?]));
     }
     if let Some(reason) = failure {
         if state.borrow().sock.is_some() {
-            ctx.call(&[ctx.null(), ctx.number(-1.0), ctx.string(&reason)]);
+            ctx.call(|c| Ok([c.null()?, c.number(-1.0)?, c.string(&reason)?]));
         }
     }
 }
@@ -374,14 +378,11 @@ impl UnixStream {
     pub fn on_drain(&self, env: Env, callback: Option<Unknown>) -> Result<()> {
         let mut r = std::ptr::null_mut();
         if let Some(cb) = callback {
-            if cb.get_type()? != ValueType::Function {
-                return Err(Error::new(Status::InvalidArg, "onDrain takes a function or null"));
+            if cb.get_type().coded()? != ValueType::Function {
+                return Err(coded("EINVAL", "onDrain takes a function or null"));
             }
             // SAFETY: env is the current env; cb a live function value.
-            let status = unsafe { napi::sys::napi_create_reference(env.raw(), cb.raw(), 1, &mut r) };
-            if status != napi::sys::Status::napi_ok {
-                return Err(Error::new(Status::GenericFailure, "napi_create_reference failed"));
-            }
+            check(unsafe { sys::napi_create_reference(env.raw(), cb.raw(), 1, &mut r) }, "napi_create_reference")?;
         }
         self.state.borrow_mut().set_drain((!r.is_null()).then_some((env.raw(), r)));
         Ok(())
@@ -399,7 +400,7 @@ impl UnixStream {
                 Ok(Some(ReceivedMessage { value: m.value, fd: m.fd.map(|f| f.into_raw_fd()).unwrap_or(-1) }))
             }
             Ok(None) => Ok(None),
-            Err(e) if e.kind() == ErrorKind::UnexpectedEof => Err(Error::new(Status::GenericFailure, "EOF: closed")),
+            Err(e) if e.kind() == ErrorKind::UnexpectedEof => Err(coded("EOF", "closed")),
             Err(e) => Err(io_error("recv", e)),
         }
     }
@@ -457,7 +458,8 @@ impl UnixListener {
     /// bits (the umask is set to their complement for the bind).
     #[napi(factory)]
     pub fn listen(path: String, mode: Option<u32>) -> Result<Self> {
-        let l = CoreListener::bind_mode(Path::new(&path), mode).map_err(|e| io_error(&format!("listen on {path}"), e))?;
+        let l =
+            CoreListener::bind_mode(Path::new(&path), mode).map_err(|e| io_error(&format!("listen on {path}"), e))?;
         Ok(UnixListener { state: Rc::new(RefCell::new(ListenerState { listener: Some(l), poll: None })) })
     }
 
@@ -484,7 +486,7 @@ impl UnixListener {
         }
         let handler = Box::new(|ctx: &Ctx, events: i32| {
             if events & ERROR == 0 {
-                ctx.call(&[]);
+                ctx.call(|_| Ok([]));
             }
         });
         if let Some(mut old) = self.state.borrow_mut().poll.take() {

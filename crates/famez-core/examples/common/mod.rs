@@ -15,7 +15,7 @@ use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{fork, getppid, getpid, ForkResult, Pid};
+use nix::unistd::{fork, getpid, getppid, ForkResult, Pid};
 
 /// No wait in either process lasts longer than this.
 pub const TIMEOUT_MS: u16 = 30_000;
@@ -82,10 +82,11 @@ impl Args {
 fn parse_num(v: &str) -> Option<u64> {
     let v = v.replace('_', "");
     let lower = v.to_ascii_lowercase();
-    let (digits, mult) = [("kib", 1u64 << 10), ("mib", 1 << 20), ("ki", 1 << 10), ("mi", 1 << 20), ("k", 1000), ("m", 1_000_000)]
-        .iter()
-        .find_map(|(s, m)| lower.strip_suffix(s).map(|d| (d.to_string(), *m)))
-        .unwrap_or((lower.clone(), 1));
+    let (digits, mult) =
+        [("kib", 1u64 << 10), ("mib", 1 << 20), ("ki", 1 << 10), ("mi", 1 << 20), ("k", 1000), ("m", 1_000_000)]
+            .iter()
+            .find_map(|(s, m)| lower.strip_suffix(s).map(|d| (d.to_string(), *m)))
+            .unwrap_or((lower.clone(), 1));
     digits.parse::<u64>().ok()?.checked_mul(mult)
 }
 
@@ -291,10 +292,8 @@ pub fn time_rounds(warmup: u64, batches: u64, per_batch: u64, mut round: impl Fn
 }
 
 pub fn print_json(scenario: &str, unit: &str, samples: &[f64], decimals: usize) {
-    let nums: Vec<String> = samples
-        .iter()
-        .map(|s| if s.is_finite() { format!("{s:.decimals$}") } else { "null".into() })
-        .collect();
+    let nums: Vec<String> =
+        samples.iter().map(|s| if s.is_finite() { format!("{s:.decimals$}") } else { "null".into() }).collect();
     println!(
         "{{\"scenario\": \"{scenario}\", \"impl\": \"rust\", \"unit\": \"{unit}\", \"samples\": [{}]}}",
         nums.join(", ")

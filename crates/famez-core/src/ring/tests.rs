@@ -1,0 +1,496 @@
+//! The ring's unit tests (the cross-process ones are in tests/).
+
+use super::*;
+use std::ptr::NonNull;
+use std::sync::atomic::Ordering;
+
+use crate::mailbox::Mailbox;
+use crate::shm::{Mapping, SharedMemory, ShmBacking};
+
+fn memfd(size: u64) -> (SharedMemory, Mapping) {
+    let shm = SharedMemory::create(&ShmBacking::Memfd("ring-test".into()), size, 0o600, None).unwrap();
+    let map = shm.map().unwrap();
+    (shm, map)
+}
+
+/// One ring of `cap` bytes at offset 0 of its own mapping.
+fn lone(cap: u64) -> (SharedMemory, Mapping) {
+    memfd((RING_HEADER + cap).next_power_of_two().max(4096))
+}
+
+fn view(map: &Mapping, cap: u64) -> Ring<'_> {
+    // SAFETY: the mapping holds RING_HEADER + cap bytes and is aligned.
+    unsafe { Ring::from_raw(NonNull::new(map.as_ptr()).unwrap(), cap) }
+}
+
+fn raw(map: &Mapping, off: u64) -> u64 {
+    // SAFETY: tests read inside the mapping while nothing writes.
+    u64::from_le(unsafe { map.as_ptr().add(off as usize).cast::<u64>().read() })
+}
+
+fn set_raw(map: &Mapping, off: u64, v: u64) {
+    // SAFETY: as above, writing.
+    unsafe { map.as_ptr().add(off as usize).cast::<u64>().write(v.to_le()) }
+}
+
+#[test]
+fn empty_ring_pops_nothing() {
+    let (_s, map) = lone(256);
+    let r = view(&map, 256);
+    let mut buf = [0u8; 200];
+    assert_eq!(r.pop(&mut buf).unwrap(), None);
+    assert_eq!(r.pop_vec().unwrap(), None);
+    assert_eq!(r.pop_batch(10, |_| panic!()).unwrap(), 0);
+    assert!(r.is_empty());
+}
+
+#[test]
+fn read_batch_reads_in_place_across_the_wrap() {
+    let (_s, map) = lone(1024);
+    let r = view(&map, 1024);
+    let mut sent = 0u64;
+    let mut got = 0u64;
+    for round in 0..200u64 {
+        let len = 8 + (round * 37 % 300) as usize;
+        let mut m = vec![(round & 0xff) as u8; len];
+        m[..8].copy_from_slice(&sent.to_le_bytes());
+        if r.push(&m).is_ok() {
+            sent += 1;
+        }
+        if round % 3 == 0 {
+            r.read_batch(usize::MAX, |rec| {
+                assert_eq!(rec.read_u64_le(0), Some(got));
+                assert_eq!(rec.read_u64_le(rec.len() - 7), None);
+                let mut first = [0u8; 4];
+                assert_eq!(rec.copy_to(&mut first), 4);
+                assert_eq!(rec.to_vec()[..8], got.to_le_bytes());
+                assert!(!rec.is_empty());
+                got += 1;
+            })
+            .unwrap();
+        }
+    }
+    r.read_batch(usize::MAX, |_| got += 1).unwrap();
+    assert_eq!(got, sent);
+    assert!(r.is_empty());
+    assert!(raw(&map, HEAD_OFFSET) > 1024 * 10, "wrapped many times");
+}
+
+#[test]
+fn doorbell_only_on_empty_to_non_empty() {
+    let (_s, map) = lone(1024);
+    let r = view(&map, 1024);
+    assert!(r.push(b"a").unwrap());
+    assert!(!r.push(b"bb").unwrap());
+    assert!(!r.push(b"").unwrap());
+    assert_eq!(r.pop_vec().unwrap().unwrap(), b"a");
+    assert!(!r.push(b"ccc").unwrap(), "still not empty");
+    let mut got = vec![];
+    assert_eq!(r.pop_batch(usize::MAX, |m| got.push(m.to_vec())).unwrap(), 3);
+    assert_eq!(got, vec![b"bb".to_vec(), vec![], b"ccc".to_vec()]);
+    assert!(r.push(b"d").unwrap(), "empty again");
+}
+
+#[test]
+fn records_are_length_prefixed_and_8_aligned() {
+    let (_s, map) = lone(256);
+    let r = view(&map, 256);
+    r.push(b"hello").unwrap();
+    r.push(&[7u8; 8]).unwrap();
+    assert_eq!(raw(&map, HEAD_OFFSET), 16 + 16);
+    assert_eq!(raw(&map, RING_HEADER), 5);
+    // SAFETY: inside the mapping.
+    assert_eq!(unsafe { std::slice::from_raw_parts(map.as_ptr().add(264), 5) }, b"hello");
+    assert_eq!(raw(&map, RING_HEADER + 16), 8);
+    assert_eq!(raw(&map, TAIL_OFFSET), 0);
+    r.pop_vec().unwrap();
+    assert_eq!(raw(&map, TAIL_OFFSET), 16);
+}
+
+#[test]
+fn exact_fill_then_full_then_room_again() {
+    let (_s, map) = lone(256);
+    let r = view(&map, 256);
+    assert_eq!(r.max_message(), 120);
+    let a = [1u8; 120];
+    let b = [2u8; 120];
+    assert!(r.push(&a).unwrap());
+    assert!(!r.push(&b).unwrap());
+    assert_eq!(r.used_bytes(), 256);
+    assert_eq!(r.push(b"").unwrap_err(), PushError::Full);
+    assert_eq!(r.pop_vec().unwrap().unwrap(), a);
+    // Exactly the freed 128 bytes, at position 0 (no padding needed).
+    let c = [3u8; 120];
+    assert!(!r.push(&c).unwrap());
+    assert_eq!(r.push(b"x").unwrap_err(), PushError::Full);
+    assert_eq!(r.pop_vec().unwrap().unwrap(), b);
+    assert_eq!(r.pop_vec().unwrap().unwrap(), c);
+    assert_eq!(r.pop_vec().unwrap(), None);
+}
+
+#[test]
+fn wrap_marker_when_a_record_does_not_fit_before_the_end() {
+    let (_s, map) = lone(256);
+    let r = view(&map, 256);
+    let m = [9u8; 100]; // record 112
+    r.push(&m).unwrap();
+    r.pop_vec().unwrap();
+    r.push(&m).unwrap();
+    r.pop_vec().unwrap();
+    // head at 224: 32 bytes to the end, the record needs 112.
+    assert_eq!(raw(&map, HEAD_OFFSET), 224);
+    assert!(r.push(&m).unwrap());
+    assert_eq!(raw(&map, HEAD_OFFSET), 256 + 112);
+    assert_eq!(raw(&map, RING_HEADER + 224), u64::from(FLAG_WRAP) << 32);
+    assert_eq!(raw(&map, RING_HEADER), 100);
+    assert_eq!(r.pop_vec().unwrap().unwrap(), m);
+    assert_eq!(raw(&map, TAIL_OFFSET), 256 + 112);
+    // With the padding the push needs pad + record free: not there.
+    let (_s2, map2) = lone(256);
+    let r = view(&map2, 256);
+    r.push(&[1u8; 100]).unwrap();
+    r.push(&[1u8; 100]).unwrap(); // head 224, tail 0
+    r.pop_vec().unwrap(); // tail 112: 144 free, but 32 + 112 = 144 needed
+    assert!(!r.push(&m).unwrap());
+    assert_eq!(r.push(b"").unwrap_err(), PushError::Full);
+    r.pop_vec().unwrap();
+    assert_eq!(r.pop_vec().unwrap().unwrap(), m);
+}
+
+#[test]
+fn wrap_only_leaves_the_ring_empty_and_pop_skips_it() {
+    let (_s, map) = lone(256);
+    let r = view(&map, 256);
+    // Hand-made: a WRAP at 248 with nothing after it.
+    set_raw(&map, HEAD_OFFSET, 248);
+    set_raw(&map, TAIL_OFFSET, 248);
+    assert!(r.push(b"12345678").unwrap());
+    assert_eq!(raw(&map, HEAD_OFFSET), 256 + 16);
+    assert_eq!(r.pop_vec().unwrap().unwrap(), b"12345678");
+    set_raw(&map, HEAD_OFFSET, 256 + 248 + 8);
+    set_raw(&map, TAIL_OFFSET, 256 + 248);
+    set_raw(&map, RING_HEADER + 248, u64::from(FLAG_WRAP) << 32);
+    assert_eq!(r.pop_vec().unwrap(), None);
+    assert_eq!(raw(&map, TAIL_OFFSET), 512, "the padding was consumed");
+}
+
+#[test]
+fn max_size_messages() {
+    let cap = 256 * 1024;
+    let (_s, map) = lone(cap);
+    let r = view(&map, cap);
+    let max = r.max_message();
+    assert_eq!(max, 128 * 1024 - 8);
+    assert!(max >= 64 * 1024);
+    let big: Vec<u8> = (0..max).map(|i| (i * 31 % 251) as u8).collect();
+    // From every position, a maximal message goes into an empty ring.
+    for _ in 0..20 {
+        assert!(r.push(&big).unwrap());
+        assert_eq!(r.pop_vec().unwrap().unwrap(), big);
+        r.push(b"shift").unwrap();
+        r.pop_vec().unwrap();
+    }
+    assert_eq!(r.push(&vec![0; max + 1]).unwrap_err(), PushError::TooLarge { index: 0, len: max + 1, max });
+    let mut small = [0u8; 10];
+    r.push(&big).unwrap();
+    assert_eq!(r.pop(&mut small).unwrap_err(), PopError::BufferTooSmall { need: max });
+    let mut buf = vec![0u8; max];
+    assert_eq!(r.pop(&mut buf).unwrap(), Some(max));
+    assert_eq!(buf, big);
+}
+
+#[test]
+fn batches_fill_partially_and_drain_in_order() {
+    let (_s, map) = lone(1024);
+    let r = view(&map, 1024);
+    let msgs: Vec<Vec<u8>> = (0..100u8).map(|i| vec![i; 40]).collect(); // 48-byte records
+    let first = r.push_batch(&msgs).unwrap();
+    assert_eq!(first, BatchPush { pushed: 21, was_empty: true }); // 21 x 48 = 1008
+    assert_eq!(r.push_batch(&msgs[21..]).unwrap(), BatchPush { pushed: 0, was_empty: false });
+    let mut got = vec![];
+    assert_eq!(r.pop_batch(5, |m| got.push(m[0])).unwrap(), 5);
+    let second = r.push_batch(&msgs[21..]).unwrap();
+    assert_eq!(second, BatchPush { pushed: 5, was_empty: false });
+    assert_eq!(r.pop_batch(1000, |m| got.push(m[0])).unwrap(), 21);
+    assert_eq!(got, (0..26).collect::<Vec<u8>>());
+    let err = r.push_batch(&[vec![1u8; 3], vec![0u8; 2000]]).unwrap_err();
+    assert_eq!(err, PushError::TooLarge { index: 1, len: 2000, max: 504 });
+    assert!(r.is_empty(), "nothing of a refused batch was written");
+    assert_eq!(r.push_batch::<&[u8]>(&[]).unwrap().pushed, 0);
+}
+
+#[test]
+fn counters_wrap_around_u64() {
+    let (_s, map) = lone(256);
+    let r = view(&map, 256);
+    let start = u64::MAX - 300;
+    set_raw(&map, HEAD_OFFSET, start & !7);
+    set_raw(&map, TAIL_OFFSET, start & !7);
+    for i in 0..200u32 {
+        let m = vec![i as u8; (i % 90) as usize];
+        r.push(&m).unwrap();
+        assert_eq!(r.pop_vec().unwrap().unwrap(), m);
+    }
+    assert!(raw(&map, HEAD_OFFSET) < 100_000, "the counter wrapped");
+}
+
+#[test]
+fn corruption_is_reported_not_followed() {
+    let (_s, map) = lone(256);
+    let r = view(&map, 256);
+    r.push(b"ok").unwrap();
+    set_raw(&map, RING_HEADER, 5000); // length over the limit
+    assert!(matches!(r.pop_vec(), Err(PopError::Corrupt(_))));
+    set_raw(&map, RING_HEADER, 2 | (4u64 << 32)); // unknown flag
+    assert!(matches!(r.pop_vec(), Err(PopError::Corrupt(_))));
+    set_raw(&map, RING_HEADER, 100); // runs past head
+    assert!(matches!(r.pop_vec(), Err(PopError::Corrupt(_))));
+    assert_eq!(r.discard(), 16);
+    assert_eq!(r.pop_vec().unwrap(), None);
+    set_raw(&map, TAIL_OFFSET, 1 << 40); // consumer garbage
+    assert!(matches!(r.push(b"x"), Err(PushError::Corrupt { .. })));
+    set_raw(&map, HEAD_OFFSET, 5000);
+    set_raw(&map, TAIL_OFFSET, 3);
+    assert!(matches!(r.pop_vec(), Err(PopError::Corrupt(_))));
+}
+
+#[test]
+fn a_message_the_consumer_cannot_take_stays_in_the_ring_with_the_rest() {
+    let (_s, map) = lone(1024);
+    let r = view(&map, 1024);
+    for i in 0..5u8 {
+        r.push(&[i; 5]).unwrap();
+    }
+    let mut got = Vec::new();
+    // The consumer takes two, then fails to take the third.
+    let n = r
+        .read_batch_while(usize::MAX, |m| {
+            if got.len() == 2 {
+                return false;
+            }
+            got.push(m.to_vec());
+            true
+        })
+        .unwrap();
+    assert_eq!(n, 2);
+    assert_eq!(raw(&map, TAIL_OFFSET), 32, "the tail is past the two taken");
+    let mut rest = Vec::new();
+    assert_eq!(r.pop_batch(usize::MAX, |m| rest.push(m[0])).unwrap(), 3);
+    assert_eq!(rest, vec![2, 3, 4]);
+    // Refusing the first takes nothing and publishes nothing new.
+    r.push(b"x").unwrap();
+    assert_eq!(r.read_batch_while(usize::MAX, |_| false).unwrap(), 0);
+    assert_eq!(r.pop_vec().unwrap().unwrap(), b"x");
+}
+
+#[test]
+fn a_corrupt_record_after_good_ones_is_reported_at_once_and_the_good_ones_are_consumed() {
+    let (_s, map) = lone(1024);
+    let r = view(&map, 1024);
+    for i in 0..3u8 {
+        r.push(&[i; 5]).unwrap();
+    }
+    r.push(b"bad").unwrap();
+    r.push(b"after").unwrap();
+    // The fourth record (each takes 16 bytes) gets an unknown flag.
+    set_raw(&map, RING_HEADER + 3 * 16, 3 | (4u64 << 32));
+    let mut got = Vec::new();
+    let e = r.read_batch(usize::MAX, |m| got.push(m.to_vec())).unwrap_err();
+    assert!(matches!(e, PopError::Corrupt(ref why) if why.contains("unknown flags")), "{e}");
+    assert_eq!(got, vec![vec![0u8; 5], vec![1; 5], vec![2; 5]]);
+    assert_eq!(raw(&map, TAIL_OFFSET), 48, "the good records are given back");
+    // The same through pop_batch (copies), after resetting the tail.
+    set_raw(&map, TAIL_OFFSET, 0);
+    let mut n = 0;
+    assert!(r.pop_batch(usize::MAX, |_| n += 1).is_err());
+    assert_eq!(n, 3);
+    // The corruption stays until discarded, and is counted for the producer.
+    assert!(r.pop_vec().is_err());
+    assert_eq!(r.errors(), 0);
+    assert_eq!(r.discard_corrupt(), 32);
+    assert_eq!(r.errors(), 1);
+    assert_eq!(r.pop_vec().unwrap(), None);
+    r.push(b"again").unwrap();
+    assert_eq!(r.pop_vec().unwrap().unwrap(), b"again");
+    r.reset();
+    assert_eq!(r.errors(), 0);
+}
+
+#[test]
+fn layout_places_every_pair_once() {
+    let l = RingLayout::with_default_base(14, 4096).unwrap();
+    assert_eq!(l.base(), 8192); // 16 slots x 512 = 8192, already a page boundary
+    assert_eq!(l.endpoints(), 15);
+    assert_eq!(l.ring_count(), 210);
+    assert_eq!(l.stride(), 4096 + 256);
+    let mut seen = std::collections::HashSet::new();
+    for s in 1..=15 {
+        for r in 1..=15 {
+            if s == r {
+                assert!(l.index(s, r).is_err());
+                continue;
+            }
+            let k = l.index(s, r).unwrap();
+            assert!(k < l.ring_count());
+            assert!(seen.insert(k));
+            assert_eq!(l.offset(s, r).unwrap(), l.base() + k * l.stride());
+        }
+    }
+    assert_eq!(l.index(1, 2).unwrap(), 0);
+    assert_eq!(l.index(2, 1).unwrap(), 14);
+    assert_eq!(l.index(15, 14).unwrap(), 209);
+    assert!(l.index(0, 1).is_err() && l.index(1, 16).is_err());
+    assert_eq!(l.end(), 8192 + 210 * 4352);
+    assert_eq!(RingLayout::default_base(1), Some(4096));
+    assert_eq!(RingLayout::new(14, 1000, 8192).unwrap_err(), LayoutError::BadCapacity { capacity: 1000 });
+    assert_eq!(RingLayout::new(14, 128, 8192).unwrap_err(), LayoutError::BadCapacity { capacity: 128 });
+    assert_eq!(RingLayout::new(14, 4096, 8000).unwrap_err(), LayoutError::BadBase { base: 8000, min: 8192 });
+    assert_eq!(RingLayout::new(14, 4096, 8192 + 64).unwrap_err(), LayoutError::BadBase { base: 8256, min: 8192 });
+    assert!(RingLayout::new(0, 4096, 8192).is_err());
+    assert!(RingLayout::new(u64::MAX, 4096, 8192).is_err());
+}
+
+#[test]
+fn layout_round_trips_through_slot_0_and_rings_do_not_overlap() {
+    let (_s, map) = memfd(1 << 20);
+    let mb = Mailbox::new(&map).unwrap();
+    mb.format(3).unwrap();
+    assert_eq!(RingLayout::from_mailbox(&mb).unwrap(), None);
+    let l = RingLayout::with_default_base(3, 4096).unwrap();
+    l.publish(&mb).unwrap();
+    l.reset_all(&map).unwrap();
+    assert_eq!(raw(&map, 40), RING_MAGIC);
+    assert_eq!(raw(&map, 48), 4096);
+    assert_eq!(raw(&map, 56), 4096);
+    assert_eq!(raw(&map, 64), 12);
+    assert_eq!(mb.globals().n_clients, 3, "FAME-Z's globals untouched");
+    assert_eq!(RingLayout::from_mailbox(&mb).unwrap(), Some(l));
+    // Fill every ring with its own pair's bytes, then check each.
+    for s in 1..=4 {
+        for r in (1..=4).filter(|&r| r != s) {
+            let ring = l.ring(&map, s, r).unwrap();
+            while ring.push(&[(s * 16 + r) as u8; 500]).is_ok() {}
+        }
+    }
+    for s in 1..=4 {
+        for r in (1..=4).filter(|&r| r != s) {
+            let ring = l.ring(&map, s, r).unwrap();
+            let n = ring.pop_batch(usize::MAX, |m| assert!(m.iter().all(|&b| b == (s * 16 + r) as u8))).unwrap();
+            assert_eq!(n, 4096 / 504);
+        }
+    }
+    assert!(mb.post(4, 1, b"slot still works").is_ok());
+    // A description that disagrees with nClients is refused.
+    mb.set_global(global::COUNT, 13, Ordering::Relaxed).unwrap();
+    assert!(matches!(RingLayout::from_mailbox(&mb), Err(LayoutError::BadGlobals(_))));
+    let (_s2, small) = memfd(8192);
+    assert!(matches!(l.ring(&small, 1, 2), Err(LayoutError::TooSmall { .. })));
+}
+
+/// Deterministic message i: an 8-byte sequence number, then bytes from
+/// a xorshift of i, with sizes from 8 up to past 4 KiB (and rare big ones).
+fn message(i: u64, out: &mut Vec<u8>) {
+    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let len = match next() % 1000 {
+        0 => 8 + (next() % 60_000) as usize,
+        1..=50 => 8 + (next() % 4096) as usize,
+        _ => 8 + (next() % 120) as usize,
+    };
+    out.clear();
+    out.extend_from_slice(&i.to_le_bytes());
+    while out.len() < len {
+        out.extend_from_slice(&next().to_le_bytes());
+    }
+    out.truncate(len);
+}
+
+#[test]
+fn two_threads_one_million_messages_none_lost_duplicated_or_reordered() {
+    const N: u64 = 1_000_000;
+    let cap = 128 * 1024;
+    let (_s, map) = lone(cap);
+    let total_sent = std::thread::scope(|sc| {
+        let producer = sc.spawn(|| {
+            let r = view(&map, cap);
+            let mut sum = 0u64;
+            let mut i = 0;
+            let mut batch: Vec<Vec<u8>> = Vec::new();
+            while i < N {
+                if i % 3 == 0 {
+                    // A batch of up to 16.
+                    batch.clear();
+                    for j in i..(i + 16).min(N) {
+                        let mut m = Vec::new();
+                        message(j, &mut m);
+                        batch.push(m);
+                    }
+                    let mut off = 0;
+                    while off < batch.len() {
+                        let got = r.push_batch(&batch[off..]).unwrap();
+                        off += got.pushed;
+                        if got.pushed == 0 {
+                            std::thread::yield_now();
+                        }
+                    }
+                    for m in &batch {
+                        sum = sum.wrapping_add(crc(m));
+                    }
+                    i += batch.len() as u64;
+                } else {
+                    let mut m = Vec::new();
+                    message(i, &mut m);
+                    loop {
+                        match r.push(&m) {
+                            Ok(_) => break,
+                            Err(PushError::Full) => std::thread::yield_now(),
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                    sum = sum.wrapping_add(crc(&m));
+                    i += 1;
+                }
+            }
+            sum
+        });
+        let r = view(&map, cap);
+        let mut expect = 0u64;
+        let mut sum = 0u64;
+        let mut want = Vec::new();
+        let mut buf = vec![0u8; r.max_message()];
+        let mut check = |m: &[u8], expect: &mut u64, sum: &mut u64| {
+            message(*expect, &mut want);
+            assert_eq!(m.len(), want.len(), "message {expect}: length");
+            assert_eq!(u64::from_le_bytes(m[..8].try_into().unwrap()), *expect, "sequence");
+            assert!(m == want.as_slice(), "message {expect}: content");
+            *sum = sum.wrapping_add(crc(m));
+            *expect += 1;
+        };
+        while expect < N {
+            if expect.is_multiple_of(2) {
+                let n = r.pop_batch(64, |m| check(m, &mut expect, &mut sum)).unwrap();
+                if n == 0 {
+                    std::thread::yield_now();
+                }
+            } else if let Some(n) = r.pop(&mut buf).unwrap() {
+                check(&buf[..n], &mut expect, &mut sum);
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        assert_eq!(r.pop_vec().unwrap(), None, "nothing after the last message");
+        assert_eq!(producer.join().unwrap(), sum, "checksums");
+        expect
+    });
+    assert_eq!(total_sent, N);
+}
+
+/// FNV-1a, a checksum the test can compute on both sides.
+fn crc(m: &[u8]) -> u64 {
+    m.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
