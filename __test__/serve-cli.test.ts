@@ -370,7 +370,7 @@ test.serial('peers that keep reading are not dropped as too slow during a join b
   const s = await t.context.serve(['--silent', '-S', sock, '--memfd', '-n', String(V), '--max-peers', String(N)]);
   const peers: RawPeer[] = [];
   for (let i = 0; i < N; i++) peers.push(t.context.track(new RawPeer(sock)));
-  const owed = (p: RawPeer) => 3 + V * N; // its welcome and every later group, whatever its place
+  const owed = (_p: RawPeer) => 3 + V * N; // its welcome and every later group, whatever its place
   await waitFor(() => /too slow/.test(s.stdout) || peers.every((p) => p.msgs.length >= owed(p) || p.ended !== null), 'every peer to get every group', 60_000);
   t.deepEqual(peers.filter((p) => p.ended !== null).map((p) => p.id), [], s.lines.filter((l) => /too slow/.test(l)).join('\n'));
   t.false(/too slow/.test(s.stdout), s.stdout.split('\n').filter((l) => /too slow/.test(l)).slice(0, 3).join('\n'));

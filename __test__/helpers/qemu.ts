@@ -131,7 +131,7 @@ export class QtestMachine {
     } catch (err) {
       await machine.kill();
       const msg = err instanceof Error ? err.message : String(err);
-      throw new Error(`QEMU failed to start: ${msg}${msg.includes('QEMU stderr:') ? '' : machine.stderrText()}`);
+      throw new Error(`QEMU failed to start: ${msg}${msg.includes('QEMU stderr:') ? '' : machine.stderrText()}`, { cause: err });
     }
   }
 
