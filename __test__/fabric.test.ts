@@ -9,7 +9,7 @@ import anyTest, { type TestFn } from 'ava';
 
 import { QtestMachine, killAll, qemuBinary } from './helpers/qemu.js';
 import { ROOT, Scratch } from './helpers/serve.js';
-import { waitFor } from './helpers/wait.js';
+import { LineProcess, waitFor } from './helpers/wait.js';
 
 const test = anyTest as TestFn<Scratch>;
 const SKIP_QEMU = process.env.FAMEZ_SKIP_QEMU === '1';
@@ -28,20 +28,15 @@ test.afterEach.always(async (t) => {
   await t.context.cleanup();
 });
 
-function pythonPeer(socket: string, name: string): Promise<{ code: number | null; steps: Array<Record<string, unknown>>; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('python3', [path.join(ROOT, '__test__/helpers/fame_z_peer.py'), socket, name], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.setEncoding('utf8').on('data', (c: string) => (out += c));
-    child.stderr.setEncoding('utf8').on('data', (c: string) => (err += c));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, steps: out.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>), stderr: err });
-    });
+async function pythonPeer(socket: string, name: string): Promise<{ code: number | null; steps: Array<Record<string, unknown>>; stderr: string }> {
+  const p = LineProcess.spawn('python3', [path.join(ROOT, '__test__/helpers/fame_z_peer.py'), socket, name], { stdio: ['ignore', 'pipe', 'pipe'] });
+  // Bounded: killed if it has not finished in 30 s.
+  const exit = await p.wait(30_000).catch(async () => {
+    p.child.kill('SIGKILL');
+    return p.exited;
   });
+  if (p.stderr.startsWith('spawn error:')) throw new Error(p.stderr);
+  return { code: exit.code, steps: p.lines.filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>), stderr: p.stderr };
 }
 
 test('famez serve with no fabric flags runs the fabric and prints the matching stanza', async (t) => {
