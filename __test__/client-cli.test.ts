@@ -33,7 +33,7 @@ test('a client started before the server waits, then connects when the server ap
 test('with --reconnect a client rejoins a restarted server; without it the client exits 1', async (t) => {
   const dir = t.context.dir();
   const sock = path.join(dir, 'sock');
-  let s = await t.context.serve(['--silent', '-S', sock, '--memfd']);
+  const s = await t.context.serve(['--silent', '-S', sock, '--memfd']);
   const keeper = t.context.client(['-S', sock, '--reconnect']);
   const quitter = t.context.client(['-S', sock]);
   await keeper.waitFor(/connected to/);
@@ -43,7 +43,7 @@ test('with --reconnect a client rejoins a restarted server; without it the clien
   t.is((await quitter.wait()).code, 1);
   t.regex(quitter.stdout, /disconnected: server closed the connection/);
   await keeper.waitFor(/disconnected: server closed the connection/);
-  s = await t.context.serve(['--silent', '-S', sock, '--memfd']);
+  await t.context.serve(['--silent', '-S', sock, '--memfd']);
   await keeper.waitFor(/connected to [^\n]*\n(?:.*\n)*?.*connected to/);
   type(keeper, 'dump');
   await keeper.waitFor(/peer 0: 1 vector\(s\)/);

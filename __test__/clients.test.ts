@@ -2,8 +2,8 @@
 // against one Server: interrupts on specific vectors, join and leave
 // notices, and shared-memory writes seen both ways. Then the library Client
 // against a scripted server, for the welcome/join boundaries.
+import { createHook } from 'node:async_hooks';
 import * as path from 'node:path';
-import { performance } from 'node:perf_hooks';
 
 import anyTest, { type ExecutionContext, type TestFn } from 'ava';
 
@@ -386,29 +386,54 @@ test('scripted server: a split join is announced once, with all its vectors', as
 
 test.serial('busyPollUs: after a doorbell the loop keeps polling for the window instead of sleeping; 0 turns it off', async (t) => {
   const socket = startServer(t);
-  const a = await Client.connect(socket, { vectors: VECTORS, busyPollUs: 40_000 });
+  // A long window, so the loop's first turn after the ring falls inside it
+  // on a loaded machine too.
+  const a = await Client.connect(socket, { vectors: VECTORS, busyPollUs: 300_000 });
   t.context.closers.push(() => a.close());
   const b = await Client.connect(socket, { vectors: VECTORS });
   t.context.closers.push(() => b.close());
   await waitFor(() => a.peers.has(b.id), 'a to see b');
-  t.is(a.busyPoll, 40_000);
+  t.is(a.busyPoll, 300_000);
   t.throws(() => (a.busyPoll = -1), { instanceOf: RangeError });
   await t.throwsAsync(Client.connect(socket, { busyPollUs: 2e6 }), { instanceOf: RangeError });
-  // The share of time the loop spends outside its poll wait, over 30 ms
-  // after ringing: near 1 while busy-polling, near 0 when it sleeps.
-  const busyShare = async () => {
-    await new Promise((r) => setTimeout(r, 60)); // any earlier window is over
-    const before = performance.eventLoopUtilization();
-    a.ring(b.id, 0);
-    await new Promise((r) => setTimeout(r, 30));
-    return performance.eventLoopUtilization(before).utilization;
-  };
-  const polling = await busyShare();
-  a.busyPoll = 0;
-  const sleeping = await busyShare();
-  t.log(`loop utilisation: ${polling.toFixed(2)} busy-polling, ${sleeping.toFixed(2)} without`);
-  t.true(polling > 0.5, `busy-polling: ${polling}`);
-  t.true(sleeping < 0.5, `sleeping: ${sleeping}`);
+  // Busy polling is a chain of immediates (each turn of the loop schedules
+  // the next, so libuv polls with a zero timeout instead of sleeping). The
+  // chain is followed through async_hooks: an immediate created inside
+  // a.ring() starts it, one created by a chained immediate continues it.
+  const chain = new Set<number>();
+  let ran = 0;
+  let inRing = false;
+  const hook = createHook({
+    init(id, type, trigger) {
+      if (type === 'Immediate' && (inRing || chain.has(trigger))) chain.add(id);
+    },
+    destroy(id) {
+      if (chain.has(id)) ran++;
+    },
+  }).enable();
+  try {
+    const ring = () => {
+      chain.clear();
+      ran = 0;
+      inRing = true;
+      try {
+        a.ring(b.id, 0);
+      } finally {
+        inRing = false;
+      }
+      return chain.size;
+    };
+    t.is(ring(), 1, 'the ring starts the window');
+    // The loop keeps turning without waiting for anything...
+    await waitFor(() => chain.size > 2, 'the loop to keep polling after the ring');
+    // ...and stops when the window has passed.
+    await waitFor(() => ran === chain.size, 'the busy-poll window to end', 15_000);
+    t.log(`busy-polling: ${chain.size} turns of the loop in the window`);
+    a.busyPoll = 0;
+    t.is(ring(), 0, 'with busyPoll 0 a ring leaves the loop free to sleep');
+  } finally {
+    hook.disable();
+  }
 });
 
 test('ring after close is ECLOSED, and never rings an fd that reused a closed doorbell number', async (t) => {

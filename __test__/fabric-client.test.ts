@@ -422,7 +422,7 @@ test('famez client speaks FAME-Z to a fabric: who, ping, send, int, rfc, link, d
   await c.waitFor(/sent to 5 \(Z-switch\): ping\n(?:.*\n)*?from 5 \(Z-switch\): pong/);
 
   type(c, 'send libZ hello from the  command line');
-  await c.waitFor(/sent to 2 \(libZ\): hello from the  command line/);
+  await c.waitFor(/sent to 2 \(libZ\): hello from the {2}command line/);
   await waitFor(() => atLib.find((m) => m.from === 1 && m.text === 'hello from the  command line'), 'the library peer to get the text', WAIT_MS);
 
   // int DEST SRC TEXT: the switch answers libZ a ping libZ never sent.

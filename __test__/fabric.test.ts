@@ -4,12 +4,12 @@
 // only, and (b) real QEMU devices writing the mailbox through BAR2.
 import { spawn } from 'node:child_process';
 import * as path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 
 import anyTest, { type TestFn } from 'ava';
 
 import { QtestMachine, killAll, qemuBinary } from './helpers/qemu.js';
 import { ROOT, Scratch } from './helpers/serve.js';
+import { LineProcess, waitFor } from './helpers/wait.js';
 
 const test = anyTest as TestFn<Scratch>;
 const SKIP_QEMU = process.env.FAMEZ_SKIP_QEMU === '1';
@@ -28,28 +28,15 @@ test.afterEach.always(async (t) => {
   await t.context.cleanup();
 });
 
-async function until(what: string, check: () => boolean | Promise<boolean>, ms = WAIT_MS): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(10);
-  }
-}
-
-function pythonPeer(socket: string, name: string): Promise<{ code: number | null; steps: Array<Record<string, unknown>>; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('python3', [path.join(ROOT, '__test__/helpers/fame_z_peer.py'), socket, name], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.setEncoding('utf8').on('data', (c: string) => (out += c));
-    child.stderr.setEncoding('utf8').on('data', (c: string) => (err += c));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, steps: out.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>), stderr: err });
-    });
+async function pythonPeer(socket: string, name: string): Promise<{ code: number | null; steps: Array<Record<string, unknown>>; stderr: string }> {
+  const p = LineProcess.spawn('python3', [path.join(ROOT, '__test__/helpers/fame_z_peer.py'), socket, name], { stdio: ['ignore', 'pipe', 'pipe'] });
+  // Bounded: killed if it has not finished in 30 s.
+  const exit = await p.wait(30_000).catch(async () => {
+    p.child.kill('SIGKILL');
+    return p.exited;
   });
+  if (p.stderr.startsWith('spawn error:')) throw new Error(p.stderr);
+  return { code: exit.code, steps: p.lines.filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>), stderr: p.stderr };
 }
 
 test('famez serve with no fabric flags runs the fabric and prints the matching stanza', async (t) => {
@@ -123,14 +110,14 @@ qtest('QEMU in fabric mode: its ID, the mailbox globals through BAR2, and ping -
   t.is((await qemu.readShm(7 * SLOT, 8)).toString('latin1'), 'Z-switch');
   // The switch asks every newcomer for its attributes. Its doorbell came
   // before the harness enabled MSI-X (QEMU drops those), so look in the slot.
-  await until('the switch to post to QEMU', async () => Number((await qemu.readShm(7 * SLOT + 32, 8)).readBigUInt64LE()) > 0);
+  await waitFor(async () => Number((await qemu.readShm(7 * SLOT + 32, 8)).readBigUInt64LE()) > 0, 'the switch to post to QEMU', WAIT_MS);
   t.is(Number((await qemu.readShm(7 * SLOT + 48, 8)).readBigUInt64LE()), id, 'last_responder is QEMU');
   t.is(await takeFromSwitch(qemu, 7), 'Link CTL Peer-Attribute');
   await qemu.clearPending();
   await postToSwitch(qemu, id, 7, 'ping');
   t.true(await qemu.waitPending(7, WAIT_MS), 'the answer rang QEMU');
   t.is(await takeFromSwitch(qemu, 7), 'pong');
-  await until('the switch to take the ping', async () => Number((await qemu.readShm(id * SLOT + 32, 8)).readBigUInt64LE()) === 0);
+  await waitFor(async () => Number((await qemu.readShm(id * SLOT + 32, 8)).readBigUInt64LE()) === 0, 'the switch to take the ping', WAIT_MS);
 });
 
 qtest('recycle: a QEMU that restarts gets its ID back and its neighbour still reaches it', async (t) => {
@@ -171,17 +158,17 @@ test('the server console: help, dump (the switch and its ports), quit', async (t
   child.stdout.setEncoding('utf8').on('data', (c: string) => (out += c));
   const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
   t.teardown(() => child.kill('SIGKILL'));
-  await until('the server', () => out.includes('famez: serving on'));
+  await waitFor(() => out.includes('famez: serving on'), 'the server', WAIT_MS);
   const peer = await pythonPeer(sock, 'z01');
   t.is(peer.code, 0, peer.stderr);
   child.stdin.write('help\n');
-  await until('help', () => out.includes('commands: help, dump'));
+  await waitFor(() => out.includes('commands: help, dump'), 'help', WAIT_MS);
   child.stdin.write('dump\n');
-  await until('the picture', () => /Z-switch \(ID 4, C-Class FabricSwitch, SID 27, CID 400\)/.test(out));
+  await waitFor(() => /Z-switch \(ID 4, C-Class FabricSwitch, SID 27, CID 400\)/.test(out), 'the picture', WAIT_MS);
   for (const port of [1, 2, 3]) t.regex(out, new RegExp(`\\|\\s+${port}  \\|-- `), `port ${port} is drawn`);
   t.regex(out, /connected: none/, 'the Python peer has left');
   child.stdin.write('bogus\n');
-  await until('the refusal', () => out.includes("unknown command 'bogus'"));
+  await waitFor(() => out.includes("unknown command 'bogus'"), 'the refusal', WAIT_MS);
   child.stdin.write('quit\n');
   t.is(await exited, 0);
   t.regex(out, /famez: quit: closing/);

@@ -147,17 +147,23 @@ async function serverPeersAtExit(proc: LineProcess): Promise<string> {
  * starting on their own threads after the server prints its banner (a
  * late event loop: epoll, pipe, eventfd, /dev/null), so first one client
  * joins and leaves (warming up whatever a first connection initialises),
- * then the count must hold still across ten reads 50 ms apart. */
+ * then the count must hold still across ten reads 50 ms apart. (That is a
+ * wait for an absence, of further change: there is no event that says
+ * Node has finished starting.) */
 async function settledCount(pid: number, socket: string): Promise<number> {
   const warm = await Client.connect(socket, { timeoutMs: 15_000 });
   warm.close();
   const seen: number[] = [];
-  return waitFor(async () => {
-    seen.push(fdCount(pid));
-    await new Promise((r) => setTimeout(r, 50));
-    const last = seen.slice(-10);
-    return last.length === 10 && last.every((n) => n === last[0]) ? last[0] : 0;
-  }, 'the server process fd count to settle', 30_000);
+  return waitFor(
+    () => {
+      seen.push(fdCount(pid));
+      const last = seen.slice(-10);
+      return last.length === 10 && last.every((n) => n === last[0]) ? last[0] : 0;
+    },
+    () => `the server process fd count to settle (last counts: ${seen.slice(-10).join(', ')})`,
+    30_000,
+    50,
+  );
 }
 
 test('server process: 1,000 library clients; the server\'s and this process\'s fd counts return to baseline exactly', async (t) => {

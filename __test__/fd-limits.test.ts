@@ -13,8 +13,8 @@ import anyTest, { type TestFn } from 'ava';
 import { UnixStream } from '../ts/native.js';
 import { Server } from '../ts/server/server.js';
 import { RawPeer } from './helpers/raw-peer.js';
-import { FamezProcess, ROOT, Scratch, pidAlive, until } from './helpers/serve.js';
-import { LineProcess, fdCount } from './helpers/wait.js';
+import { FamezProcess, ROOT, Scratch, pidAlive } from './helpers/serve.js';
+import { LineProcess, fdCount, waitFor } from './helpers/wait.js';
 
 // Fd counts are per process and the limits tests are heavy: one at a time.
 const test = anyTest.serial as TestFn<Scratch>;
@@ -86,7 +86,7 @@ for (const [copies, bytes] of [
       await py.waitLine((l) => l === 'eof', 'the server to close the sending peer', 0, WAIT_MS);
       await py.exited;
     }
-    await until(() => drops.length === 5, WAIT_MS, 'five disconnects');
+    await waitFor(() => drops.length === 5, 'five disconnects', WAIT_MS);
     t.is(fdsOn(marker), 0, `the server still holds fds the peers sent; log:\n${log.join('\n')}`);
     for (const r of drops) t.regex(r, /^protocol error/);
     t.deepEqual(server.peerIds, []);
@@ -108,7 +108,7 @@ for (let k = 1; k <= 8; k++) {
       sock.once('connect', resolve);
       sock.once('error', reject);
     });
-    await until(() => server.peerIds.length === 1, WAIT_MS, 'the peer to be admitted');
+    await waitFor(() => server.peerIds.length === 1, 'the peer to be admitted', WAIT_MS);
     sock.write(Buffer.alloc(k, 7));
     let timer: NodeJS.Timeout | undefined;
     const reason = await Promise.race([
@@ -128,7 +128,7 @@ test('a peer that connects and closes without writing is a plain disconnect, not
   const { server, socket } = startServer(t);
   const dropped = new Promise<string>((resolve) => server.on('disconnect', (e) => resolve(e.reason)));
   const s = UnixStream.connect(socket);
-  await until(() => server.peerIds.length === 1, WAIT_MS, 'the peer to be admitted');
+  await waitFor(() => server.peerIds.length === 1, 'the peer to be admitted', WAIT_MS);
   s.close();
   // EOF, or a reset when it leaves its welcome unread: either way no protocol error.
   t.regex(await dropped, /^(disconnected|Connection reset by peer.*)$/);
@@ -153,7 +153,7 @@ test('a client still reassembles a message that comes in pieces (only the server
   const s = t.context.track(UnixStream.connect(socket));
   const got: Array<number | null> = [];
   s.watch((value) => got.push(value));
-  await until(() => got.length > 0, WAIT_MS, 'the message');
+  await waitFor(() => got.length > 0, 'the message', WAIT_MS);
   t.deepEqual(got, [-5]);
 });
 
@@ -187,7 +187,7 @@ async function outOfFds(t: { context: Scratch; is: (a: unknown, b: unknown, m?: 
   const refused: RawPeer[] = [];
   for (let i = 0; i < 40 && refused.length < 4; i++) {
     const p = t.context.track(new RawPeer(sock));
-    await until(() => p.ownVectors >= 1 || p.ended !== null, WAIT_MS, `peer ${i} to be welcomed or refused (never left hanging); server: ${s.stdout.slice(-400)}`);
+    await waitFor(() => p.ownVectors >= 1 || p.ended !== null, `peer ${i} to be welcomed or refused (never left hanging); server: ${s.stdout.slice(-400)}`, WAIT_MS);
     if (p.ended !== null && p.msgs[0]?.value === -1) refused.push(p);
     else admitted.push(p);
   }
@@ -199,7 +199,7 @@ async function outOfFds(t: { context: Scratch; is: (a: unknown, b: unknown, m?: 
   for (const p of admitted) p.close();
   await s.waitFor(/peer \d+ disconnected: .* \(0 peers\)/, WAIT_MS);
   const again = t.context.track(new RawPeer(sock));
-  await until(() => again.ownVectors >= 1 || again.ended !== null || !s.running, WAIT_MS, 'a peer after the others left');
+  await waitFor(() => again.ownVectors >= 1 || again.ended !== null || !s.running, 'a peer after the others left', WAIT_MS);
   t.true(s.running, `the server exited on its own: ${JSON.stringify(s.exitInfo)}\n${s.stdout}`);
   t.is(again.ended, null, 'the new peer is admitted');
   t.true(fs.existsSync(sock));

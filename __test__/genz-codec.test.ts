@@ -5,7 +5,6 @@
 // running the exchange through the codec, and `famez serve --codec genz`
 // end to end with a peer that reads and writes the mailbox by hand.
 import * as path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 
 import anyTest, { type TestFn } from 'ava';
 import fc from 'fast-check';
@@ -25,6 +24,7 @@ import { Switch } from '../ts/fabric/switch.js';
 import * as genz from '../ts/genz/index.js';
 import { format, toBytes, type CtlWrite, type TextMessage } from '../ts/genz/text.js';
 import { Scratch } from './helpers/serve.js';
+import { waitFor } from './helpers/wait.js';
 
 const test = anyTest as TestFn<Scratch>;
 test.beforeEach((t) => {
@@ -241,11 +241,7 @@ class HandMailbox {
 
   /** Waits (bounded) for the switch's next message and frees its slot. */
   async take(what: string): Promise<Uint8Array> {
-    const deadline = Date.now() + WAIT_MS;
-    while (this.buflen(this.serverId) === 0) {
-      if (Date.now() > deadline) throw new Error(`timed out waiting for the switch's ${what}`);
-      await sleep(2);
-    }
+    await waitFor(() => this.buflen(this.serverId) !== 0, `the switch's ${what}`, WAIT_MS, 2);
     const base = this.serverId * SLOT;
     const n = this.buflen(this.serverId);
     const bytes = new Uint8Array(this.memory, base + BUF, n).slice();
@@ -255,11 +251,7 @@ class HandMailbox {
 
   /** Waits (bounded) for our slot to be free, posts, rings the switch. */
   async send(client: Client, bytes: Uint8Array): Promise<void> {
-    const deadline = Date.now() + WAIT_MS;
-    while (this.buflen(this.me) !== 0) {
-      if (Date.now() > deadline) throw new Error('our slot was never taken');
-      await sleep(2);
-    }
+    await waitFor(() => this.buflen(this.me) === 0, 'the switch to take our slot', WAIT_MS, 2);
     const base = this.me * SLOT;
     new Uint8Array(this.memory, base + BUF, bytes.length + 1).set([...bytes, 0]);
     this.view.setBigUint64(base + 48, BigInt(this.serverId), true);

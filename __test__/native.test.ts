@@ -193,16 +193,23 @@ test('EventFd.watch: a watched eventfd nobody references is not collected (the w
     const fd = (() => { const e = new b.EventFd(); e.watch((c) => { got += c; }); return e.fd; })();
     const one = Buffer.alloc(8);
     one.writeBigUInt64LE(1n);
+    // Twenty rings, a collection before each; each ring waits (bounded)
+    // until the watch has delivered the one before.
+    const deadline = Date.now() + 10000;
     let i = 0;
     const step = () => {
+      if (got < i && Date.now() < deadline) return setTimeout(step, 1);
       global.gc();
-      if (i++ < 20) {
+      if (got === i && i < 20) {
+        i++;
         fs.writeSync(fd, one);
-        setTimeout(step, 5);
-      } else setTimeout(() => console.log(JSON.stringify({ got })), 50);
+        setTimeout(step, 1);
+      } else {
+        console.log(JSON.stringify({ got }));
+        process.exit(0);
+      }
     };
     step();
-    setTimeout(() => process.exit(0), 1000);
   `;
   const p = LineProcess.spawn(process.execPath, ['--expose-gc', '-e', script]);
   t.context.cleanups.push(() => p.stop());

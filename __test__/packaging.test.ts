@@ -14,12 +14,14 @@
 //
 // Needs a built checkout (`npm run build`: famez.<platform>.node, index.js,
 // dist/). Skipped on hosts that are not one of package.json's napi.targets.
-import { spawn, spawnSync, type ChildProcess, type SpawnSyncOptions } from 'node:child_process';
+import { spawn, spawnSync, type SpawnSyncOptions } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
 import test, { type ExecutionContext } from 'ava';
+
+import { LineProcess, type Exit } from './helpers/wait.js';
 
 const ROOT = path.resolve(__dirname, '..');
 const PKG = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as {
@@ -54,54 +56,20 @@ const PLATFORM = hostPlatform();
 
 // --- processes -------------------------------------------------------------
 
-interface Exit {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-}
-
-class Proc {
-  out = '';
-  err = '';
-  exitInfo: Exit | null = null;
-  readonly exited: Promise<Exit>;
-
-  constructor(readonly child: ChildProcess, readonly what: string) {
-    child.stdout?.setEncoding('utf8');
-    child.stderr?.setEncoding('utf8');
-    child.stdout?.on('data', (c: string) => (this.out += c));
-    child.stderr?.on('data', (c: string) => (this.err += c));
-    this.exited = new Promise((resolve) => {
-      child.on('close', (code, signal) => resolve((this.exitInfo = { code, signal })));
-      child.on('error', (e) => {
-        this.err += `spawn error: ${e.message}\n`;
-        resolve((this.exitInfo = { code: null, signal: null }));
-      });
-    });
+/** A command of the packaging flow: the tests' LineProcess, with this
+ * file's longer default wait. */
+class Proc extends LineProcess {
+  get out(): string {
+    return this.stdout;
   }
-
-  get transcript(): string {
-    return `${this.what}\n--- stdout\n${this.out}--- stderr\n${this.err}`;
+  get err(): string {
+    return this.stderr;
   }
-
-  async waitFor(re: RegExp, ms = WAIT_MS): Promise<void> {
-    const deadline = Date.now() + ms;
-    while (!re.test(this.out)) {
-      if (this.exitInfo) throw new Error(`exited (${JSON.stringify(this.exitInfo)}) before printing ${re}: ${this.transcript}`);
-      if (Date.now() > deadline) throw new Error(`no ${re} within ${ms} ms: ${this.transcript}`);
-      await new Promise((r) => setTimeout(r, 25));
-    }
+  override waitFor(re: RegExp, ms = WAIT_MS): Promise<RegExpMatchArray> {
+    return super.waitFor(re, ms);
   }
-
-  async wait(ms = WAIT_MS): Promise<Exit> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`did not exit within ${ms} ms: ${this.transcript}`)), ms);
-    });
-    try {
-      return await Promise.race([this.exited, timeout]);
-    } finally {
-      clearTimeout(timer);
-    }
+  override wait(ms = WAIT_MS): Promise<Exit> {
+    return super.wait(ms);
   }
 }
 
@@ -210,7 +178,7 @@ function checkMainFiles(t: ExecutionContext, files: string[], which: string): vo
 
 test.after.always(async () => {
   for (const p of procs) {
-    if (p.exitInfo === null) p.child.kill('SIGKILL');
+    if (p.exit === null) p.child.kill('SIGKILL');
   }
   await Promise.all(procs.map((p) => p.wait(5000).catch(() => undefined)));
   if (tmp !== null) fs.rmSync(tmp, { recursive: true, force: true });

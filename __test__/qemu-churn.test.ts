@@ -12,7 +12,6 @@
 // helpers/qemu.ts). These tests need qemu-system-x86_64 and fail without
 // it, unless FAMEZ_SKIP_QEMU=1.
 import * as path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 
 import anyTest, { type ExecutionContext, type TestFn } from 'ava';
 
@@ -20,7 +19,7 @@ import { Client } from '../ts/client/client.js';
 import { ProbePeer } from './helpers/churn.js';
 import { QtestMachine, killAll, qemuBinary } from './helpers/qemu.js';
 import { Scratch, type FamezProcess } from './helpers/serve.js';
-import { waitFor } from './helpers/wait.js';
+import { waitFor, waitedFor } from './helpers/wait.js';
 
 interface Ctx {
   scratch: Scratch;
@@ -128,10 +127,7 @@ async function qemuBesideChurn(t: ExecutionContext<Ctx>, mode: Mode): Promise<vo
   await ringUntil(
     'QEMU ringing the fresh peer',
     () => qemu.ring(fresh.id, 2),
-    async () => {
-      for (let i = 0; i < 50 && !rung.includes(2); i++) await sleep(20);
-      return rung.includes(2);
-    },
+    () => waitedFor(() => rung.includes(2), 'the ring on vector 2', 1000, 20),
   );
   t.is(await qemu.ivPosition(), qemuId, 'qtest still answers, and QEMU keeps its ID');
   t.is(state.died, null, 'QEMU is still running');

@@ -6,13 +6,13 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 
 import anyTest, { type ExecutionContext, type TestFn } from 'ava';
 
 import { Client } from '../ts/client/client.js';
 import { Server } from '../ts/server/server.js';
 import { QtestMachine, killAll, qemuBinary } from './helpers/qemu.js';
+import { waitFor, waitedFor } from './helpers/wait.js';
 
 const ROOT = resolve(__dirname, '..');
 const SKIP = process.env.FAMEZ_SKIP_QEMU === '1';
@@ -72,15 +72,6 @@ function note(t: ExecutionContext<Context>, line: string): void {
   if (t.context.notes.length > 400) t.context.notes.shift();
 }
 
-async function waitUntil(what: string, cond: () => boolean | Promise<boolean>, timeoutMs = WAIT_MS): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await cond()) return;
-    if (Date.now() >= deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(20);
-  }
-}
-
 /** `promise`'s value, or null if it takes longer than `ms` (the timer never outlives the wait). */
 async function within<T>(promise: Promise<T>, ms: number): Promise<T | null> {
   let timer: NodeJS.Timeout | undefined;
@@ -126,7 +117,7 @@ function record<T>(client: Client, event: 'interrupt' | 'join' | 'leave'): { eve
 
 /** Waits until `client` knows `peer` with all of its vectors (so it can ring them). */
 async function waitForPeer(client: Client, peer: number): Promise<void> {
-  await waitUntil(`client ${client.id} to learn peer ${peer}'s ${VECTORS} vectors`, () => client.peers.get(peer)?.vectors === VECTORS);
+  await waitFor(() => client.peers.get(peer)?.vectors === VECTORS, `client ${client.id} to learn peer ${peer}'s ${VECTORS} vectors`, WAIT_MS);
 }
 
 /** Rings until `landed` reports the interrupt, since a ring can race the receiver's set-up. */
@@ -180,12 +171,7 @@ async function qemuRingsClient(
   const rings = await ringUntil(
     `QEMU ringing client ${client.id} on vector ${vector}`,
     () => qemu.ring(client.id, vector),
-    async (ms) => {
-      const deadline = Date.now() + ms;
-      const hit = (): boolean => interrupts.slice(before).some((i) => i.vector === vector);
-      while (Date.now() < deadline && !hit()) await sleep(10);
-      return hit();
-    },
+    (ms) => waitedFor(() => interrupts.slice(before).some((i) => i.vector === vector), `vector ${vector}`, ms, 10),
     () => `last interrupts seen: ${JSON.stringify(interrupts.slice(before).slice(-8))}`,
   );
   const allowed = bells.allowed(vector);
@@ -224,18 +210,18 @@ qtest('QEMU gets the ID famez assigned: IVPosition matches the connect event and
   const joins = record<{ id: number; vectors: number }>(a, 'join').events;
 
   const qemu = await startQemu(t, server.socketPath);
-  await waitUntil('the server to report three peers', () => connects.length === 3);
+  await waitFor(() => connects.length === 3, 'the server to report three peers', WAIT_MS);
   const qemuId = connects[2].id;
   t.false([a.id, b.id].includes(qemuId));
   t.is(await qemu.ivPosition(), qemuId, 'IVPosition reads the ID famez gave QEMU');
   t.deepEqual(server.peerIds, [a.id, b.id, qemuId].sort((x, y) => x - y));
   t.is(qemu.bar2Size, SIZE, 'BAR2 is the shared memory, sized as served');
-  await waitUntil('client to hear QEMU join', () => joins.some((j) => j.id === qemuId));
+  await waitFor(() => joins.some((j) => j.id === qemuId), 'client to hear QEMU join', WAIT_MS);
   t.deepEqual(joins.find((j) => j.id === qemuId), { id: qemuId, vectors: VECTORS });
 
   // A second QEMU gets a different ID, and again reads exactly that one.
   const qemu2 = await startQemu(t, server.socketPath);
-  await waitUntil('the server to report four peers', () => connects.length === 4);
+  await waitFor(() => connects.length === 4, 'the server to report four peers', WAIT_MS);
   t.not(connects[3].id, qemuId);
   t.is(await qemu2.ivPosition(), connects[3].id);
   t.is(await qemu.ivPosition(), qemuId, 'the first QEMU keeps its ID');
@@ -335,11 +321,11 @@ qtest('a SIGKILLed QEMU is announced: the client gets a leave and the server log
 
   await qemu.kill('SIGKILL');
   t.is((await qemu.exited).signal, 'SIGKILL');
-  await waitUntil(`client to hear peer ${qemuId} leave`, () => leaves.length > 0);
+  await waitFor(() => leaves.length > 0, `client to hear peer ${qemuId} leave`, WAIT_MS);
   t.deepEqual(leaves, [{ id: qemuId }]);
   t.false(client.peers.has(qemuId));
   t.true(client.peers.has(survivorId));
-  await waitUntil('the server to log the disconnect', () => log.some((l) => l.startsWith(`famez: peer ${qemuId} disconnected`)));
+  await waitFor(() => log.some((l) => l.startsWith(`famez: peer ${qemuId} disconnected`)), 'the server to log the disconnect', WAIT_MS);
   t.deepEqual(disconnects.map((d) => d.id), [qemuId]);
   t.deepEqual(server.peerIds, [client.id, survivorId].sort((x, y) => x - y));
 
@@ -384,10 +370,14 @@ async function startCliServer(t: ExecutionContext<Context>, args: string[]): Pro
       }
     });
   }
-  await waitUntil('famez serve to print "famez: serving on"', () => {
-    if (exitedNow) throw new Error(`famez serve exited before it was ready:\n${lines.join('\n')}`);
-    return lines.some((l) => l.startsWith('famez: serving on'));
-  });
+  await waitFor(
+    () => {
+      if (exitedNow) throw new Error(`famez serve exited before it was ready:\n${lines.join('\n')}`);
+      return lines.some((l) => l.startsWith('famez: serving on'));
+    },
+    'famez serve to print "famez: serving on"',
+    WAIT_MS,
+  );
   return { child, lines, exited };
 }
 
@@ -401,7 +391,7 @@ qtest('famez serve (the CLI) with a QEMU and a client, end to end', async (t) =>
   const qemuId = await qemu.ivPosition();
   t.not(qemuId, client.id);
   t.is(qemu.bar2Size, SIZE);
-  await waitUntil(`the CLI to log peer ${qemuId} connecting`, () => cli.lines.some((l) => l.startsWith(`famez: peer ${qemuId} connected`)));
+  await waitFor(() => cli.lines.some((l) => l.startsWith(`famez: peer ${qemuId} connected`)), `the CLI to log peer ${qemuId} connecting`, WAIT_MS);
   await waitForPeer(client, qemuId);
 
   const interrupts = record<{ vector: number; count: number }>(client, 'interrupt').events;
@@ -414,9 +404,11 @@ qtest('famez serve (the CLI) with a QEMU and a client, end to end', async (t) =>
 
   const leaves = record<{ id: number }>(client, 'leave').events;
   await qemu.kill('SIGKILL');
-  await waitUntil(`client to hear peer ${qemuId} leave`, () => leaves.some((l) => l.id === qemuId));
-  await waitUntil(`the CLI to log peer ${qemuId} disconnecting`, () =>
-    cli.lines.some((l) => l.startsWith(`famez: peer ${qemuId} disconnected`)),
+  await waitFor(() => leaves.some((l) => l.id === qemuId), `client to hear peer ${qemuId} leave`, WAIT_MS);
+  await waitFor(
+    () => cli.lines.some((l) => l.startsWith(`famez: peer ${qemuId} disconnected`)),
+    `the CLI to log peer ${qemuId} disconnecting`,
+    WAIT_MS,
   );
 
   // SIGTERM: a clean exit that removes the socket.

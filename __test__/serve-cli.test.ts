@@ -10,7 +10,8 @@ import { Client, ClientError } from '../ts/client/client.js';
 import { UnixListener, UnixStream, closeFd, fdSize } from '../ts/native.js';
 import { DEFAULTS, parseServeArgs } from '../ts/server/options.js';
 import { RawPeer, type Msg } from './helpers/raw-peer.js';
-import { Scratch, once, pidAlive, until } from './helpers/serve.js';
+import { Scratch, once, pidAlive } from './helpers/serve.js';
+import { waitFor } from './helpers/wait.js';
 
 const test = anyTest as TestFn<Scratch>;
 
@@ -142,7 +143,7 @@ test('a size past 4 GiB works (-l 8G backed by a sparse file)', async (t) => {
   // What QEMU sizes BAR2 by: the fstat size of the fd a peer receives.
   const raw = t.context.track(UnixStream.connect(sock));
   const welcome: Array<{ value: number; size: number | null }> = [];
-  await until(
+  await waitFor(
     () => {
       for (let m = raw.recv(); m; m = raw.recv()) {
         welcome.push({ value: m.value, size: m.fd >= 0 ? fdSize(m.fd) : null });
@@ -150,8 +151,8 @@ test('a size past 4 GiB works (-l 8G backed by a sparse file)', async (t) => {
       }
       return welcome.length >= 3;
     },
-    20_000,
     'the version, ID and shm messages',
+    20_000,
   );
   t.deepEqual(welcome.slice(0, 3), [
     { value: 0, size: null },
@@ -209,13 +210,13 @@ test('--max-peers 2 refuses a third peer and the first two keep working', async 
 
   // A raw peer sees the refusal on the wire: -1, then EOF.
   const raw = t.context.track(new RawPeer(sock));
-  await until(() => raw.ended, 20_000, 'the refused raw peer to be closed');
+  await waitFor(() => raw.ended, 'the refused raw peer to be closed', 20_000);
   t.deepEqual(raw.msgs, [{ value: -1, fd: false }]);
   t.is(raw.ended, 'closed');
-  await until(() => count(s.stdout, /refused a peer/) === 2, 20_000, 'the second refusal to be logged');
+  await waitFor(() => count(s.stdout, /refused a peer/) === 2, 'the second refusal to be logged', 20_000);
 
   // The two admitted peers still ring each other.
-  await until(() => a.peers.has(b.id) && b.peers.has(a.id), 20_000, 'a and b to know each other');
+  await waitFor(() => a.peers.has(b.id) && b.peers.has(a.id), 'a and b to know each other', 20_000);
   t.deepEqual([...a.peers.keys()], [b.id]);
   t.deepEqual([...b.peers.keys()], [a.id]);
   const atB = once<{ vector: number }>(b, 'interrupt', 20_000, 'b to be rung');
@@ -303,7 +304,7 @@ test.serial('600 peers, past select()\'s 1024-fd limit, each get a distinct ID a
   t.is(announced.size, N - 1, 'the last peer was told about every other peer');
   t.is(last.msgs.slice(3).filter((m) => m.fd && m.value !== last.id).length, N - 1);
   // Every earlier peer heard of every later one: wait for the tail of the joins.
-  await until(() => peers[0].msgs.length >= 3 + N, 60_000, 'the first peer to hear of all the others');
+  await waitFor(() => peers[0].msgs.length >= 3 + N, 'the first peer to hear of all the others', 60_000);
   t.is(new Set(peers[0].msgs.slice(3).map((m) => m.value)).size, N);
   t.false(peers.some((p) => p.ended !== null), 'no peer was disconnected');
 });
@@ -349,7 +350,9 @@ test.serial('peers that have not read yet cost the server no extra fds: their ba
       if (value !== null) counts[i]++;
     }),
   );
-  await until(() => counts.every((c) => c >= 3 + V * N), 30_000, `every peer's ${3 + V * N} messages (${counts.join(',')})`);
+  await waitFor(() => counts.every((c) => c >= 3 + V * N), `every peer's ${3 + V * N} messages (${counts.join(',')})`, 30_000);
+  // An absence (no message more than the protocol's): nothing to wait on,
+  // so a short bounded look.
   await new Promise((r) => setTimeout(r, 200));
   t.deepEqual(counts, peers.map(() => 3 + V * N));
   t.false(/disconnected/.test(s.stdout), s.stdout);
@@ -367,8 +370,8 @@ test.serial('peers that keep reading are not dropped as too slow during a join b
   const s = await t.context.serve(['--silent', '-S', sock, '--memfd', '-n', String(V), '--max-peers', String(N)]);
   const peers: RawPeer[] = [];
   for (let i = 0; i < N; i++) peers.push(t.context.track(new RawPeer(sock)));
-  const owed = (p: RawPeer) => 3 + V * N; // its welcome and every later group, whatever its place
-  await until(() => /too slow/.test(s.stdout) || peers.every((p) => p.msgs.length >= owed(p) || p.ended !== null), 60_000, 'every peer to get every group');
+  const owed = (_p: RawPeer) => 3 + V * N; // its welcome and every later group, whatever its place
+  await waitFor(() => /too slow/.test(s.stdout) || peers.every((p) => p.msgs.length >= owed(p) || p.ended !== null), 'every peer to get every group', 60_000);
   t.deepEqual(peers.filter((p) => p.ended !== null).map((p) => p.id), [], s.lines.filter((l) => /too slow/.test(l)).join('\n'));
   t.false(/too slow/.test(s.stdout), s.stdout.split('\n').filter((l) => /too slow/.test(l)).slice(0, 3).join('\n'));
   t.deepEqual(peers.map((p) => p.msgs.length), peers.map(owed));
@@ -407,7 +410,7 @@ test.serial('a peer that never reads is disconnected as too slow; peers that rea
   for (const r of readers) {
     const sawSlow = connectAt(r.id) < dropAt;
     const expected = 3 + V * readers.length + (sawSlow ? V + 1 : 0);
-    await until(() => r.msgs.length >= expected, 30_000, `reader ${r.id} to get ${expected} messages (has ${r.msgs.length})`);
+    await waitFor(() => r.msgs.length >= expected, `reader ${r.id} to get ${expected} messages (has ${r.msgs.length})`, 30_000);
   }
   for (const r of readers) {
     const sawSlow = connectAt(r.id) < dropAt;
@@ -457,7 +460,7 @@ test.serial('a newcomer is never too slow for its own welcome, however large (-n
   }
   for (const [i, p] of peers.entries()) {
     const expected = 3 + V * peers.length;
-    await until(() => p.msgs.length >= expected, 30_000, `peer ${i} to get ${expected} messages (has ${p.msgs.length})`);
+    await waitFor(() => p.msgs.length >= expected, `peer ${i} to get ${expected} messages (has ${p.msgs.length})`, 30_000);
     t.is(p.msgs.length, expected);
   }
   t.false(/too slow/.test(s.stdout), s.stdout);
@@ -494,7 +497,7 @@ test('a live socket is refused with exit code 1, naming the path and the pid; th
   // The second server's probe connection may have used up an ID (it is a
   // peer that left before its welcome): the IDs are consecutive, not 0 and 1.
   t.is(b.id, a.id + 1);
-  await until(() => a.peers.has(b.id), 20_000, 'a to know b');
+  await waitFor(() => a.peers.has(b.id), 'a to know b', 20_000);
 });
 
 // ---- 10. signals ------------------------------------------------------------------------
@@ -607,7 +610,7 @@ test('--daemon -p PIDFILE detaches, writes the pid file and serves until SIGTERM
   const closed = once(c, 'close', 20_000, 'the client to close');
   process.kill(pid, 'SIGTERM');
   await closed;
-  await until(() => !pidAlive(pid), 20_000, 'the daemon to exit');
+  await waitFor(() => !pidAlive(pid), 'the daemon to exit', 20_000);
   t.false(fs.existsSync(sock), 'the socket is removed');
   t.false(fs.existsSync(pidfile), 'the pid file is removed');
   t.false(fs.existsSync(`/dev/shm/${shm}`), 'the shared memory is removed');

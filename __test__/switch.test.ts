@@ -38,7 +38,7 @@ test('the whole link-up: ACK recorded, Link RFC -> CTL-Write, Standalone Acknowl
   t.like(s.port(5), { SID0: 27, CID0: 500, link: 'configured' });
   s.receive(5, bytes('Link CTL ACK C-Class=Debugger,SID0=27,CID0=500'));
   t.is(s.port(5)?.cclass, 'Debugger');
-  t.regex(s.picture(), /5  \|-- Debugger z05 \[CID 500, SID 27\] configured/);
+  t.regex(s.picture(), /5 {2}\|-- Debugger z05 \[CID 500, SID 27\] configured/);
 });
 
 test('a TTC not in microseconds is dropped with a log line; a non-PFM switch NAKs Link RFC', (t) => {

@@ -4,7 +4,8 @@
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import { delimiter, join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
+
+import { waitedFor } from './wait.js';
 
 const START_TIMEOUT_MS = 20_000;
 const COMMAND_TIMEOUT_MS = 10_000;
@@ -130,7 +131,7 @@ export class QtestMachine {
     } catch (err) {
       await machine.kill();
       const msg = err instanceof Error ? err.message : String(err);
-      throw new Error(`QEMU failed to start: ${msg}${msg.includes('QEMU stderr:') ? '' : machine.stderrText()}`);
+      throw new Error(`QEMU failed to start: ${msg}${msg.includes('QEMU stderr:') ? '' : machine.stderrText()}`, { cause: err });
     }
   }
 
@@ -159,12 +160,7 @@ export class QtestMachine {
 
   // QEMU reads eventfds from its main loop, so a bit appears some time after the ring.
   async waitPending(vector: number, timeoutMs = 3000): Promise<boolean> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      if (await this.pending(vector)) return true;
-      if (Date.now() >= deadline) return false;
-      await sleep(10);
-    }
+    return waitedFor(() => this.pending(vector), `vector ${vector} pending`, timeoutMs, 10);
   }
 
   // Lifting the function mask makes QEMU deliver every pending vector (an MSI write into

@@ -2,7 +2,7 @@
 // message the server sends (value, and whether it carried an fd) and closes
 // every received fd at once, so hundreds of peers do not exhaust fds.
 import { UnixStream, closeFd } from '../../ts/native.js';
-import { until } from './serve.js';
+import { waitFor, waitedFor } from './wait.js';
 
 export interface Msg {
   value: number;
@@ -45,32 +45,31 @@ export class RawPeer {
   /** Waits until the peer's own `vectors` eventfds (the end of the welcome)
    * have arrived, or the connection ended. */
   async welcome(vectors: number, ms = 20_000): Promise<void> {
-    await until(() => this.ownVectors >= vectors || this.ended !== null, ms, `the welcome of a raw peer (${this.msgs.length} messages so far)`);
+    await waitFor(() => this.ownVectors >= vectors || this.ended !== null, `the welcome of a raw peer (${this.msgs.length} messages so far)`, ms);
   }
 
   /** For a peer that never read: reads everything now buffered until EOF
    * (bounded), returning true when the server had closed the connection. */
   async drainToEof(ms = 20_000): Promise<boolean> {
-    const deadline = Date.now() + ms;
-    for (;;) {
-      let m;
-      try {
-        m = this.stream.recv();
-      } catch (e) {
-        if (/EOF|closed/i.test((e as Error).message)) {
-          this.ended = 'closed';
-          return true;
+    /** Reads what is buffered now; true at EOF. */
+    const drain = (): boolean => {
+      for (;;) {
+        let m;
+        try {
+          m = this.stream.recv();
+        } catch (e) {
+          if (/EOF|closed/i.test((e as Error).message)) {
+            this.ended = 'closed';
+            return true;
+          }
+          throw e;
         }
-        throw e;
-      }
-      if (m) {
+        if (!m) return false;
         if (m.fd >= 0) closeFd(m.fd);
         this.record({ value: m.value, fd: m.fd >= 0 });
-        continue;
       }
-      if (Date.now() > deadline) return false;
-      await new Promise((r) => setTimeout(r, 20));
-    }
+    };
+    return waitedFor(drain, 'the end of the connection', ms, 20);
   }
 
   close(): void {

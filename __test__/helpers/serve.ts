@@ -5,7 +5,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
+
+import { LineProcess, type Exit } from './wait.js';
 
 export const ROOT = path.resolve(__dirname, '..', '..');
 const MAIN = ['--import=tsx', 'ts/cli/main.ts'];
@@ -15,17 +16,6 @@ let counter = 0;
 export function uniqueName(prefix = 'famez-test'): string {
   counter += 1;
   return `${prefix}-${process.pid}-${counter}-${Math.random().toString(36).slice(2, 8)}`;
-}
-
-/** Polls `check` until it returns a truthy value or `ms` pass. */
-export async function until<T>(check: () => T | Promise<T>, ms: number, what: string): Promise<NonNullable<Awaited<T>>> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await check();
-    if (v) return v as NonNullable<Awaited<T>>;
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(20);
-  }
 }
 
 /** Resolves when `emitter` emits `event`, rejects after `ms`. */
@@ -43,85 +33,24 @@ export function once<T = unknown>(emitter: NodeJS.EventEmitter, event: string, m
   });
 }
 
-export interface Exit {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-}
+export type { Exit };
 
-export class FamezProcess {
-  stdout = '';
-  stderr = '';
+/** A famez command run by Scratch: a LineProcess that knows its famez
+ * arguments and when it has exited with its output read (exitInfo). */
+export class FamezProcess extends LineProcess {
+  /** Set once the process has exited and its output has been read. */
   exitInfo: Exit | null = null;
-  readonly exited: Promise<Exit>;
 
-  constructor(readonly child: ChildProcess, readonly args: string[]) {
-    child.stdout!.setEncoding('utf8');
-    child.stderr!.setEncoding('utf8');
-    child.stdout!.on('data', (c: string) => (this.stdout += c));
-    child.stderr!.on('data', (c: string) => (this.stderr += c));
-    this.exited = new Promise((resolve) => {
-      child.on('close', (code, signal) => {
-        this.exitInfo = { code, signal };
-        resolve(this.exitInfo);
-      });
-    });
-  }
-
-  get pid(): number {
-    return this.child.pid!;
+  constructor(
+    child: ChildProcess,
+    readonly args: string[],
+  ) {
+    super(child, `famez ${args.join(' ')}`);
+    void this.exited.then((e) => (this.exitInfo = e));
   }
 
   get running(): boolean {
     return this.exitInfo === null && this.child.exitCode === null && this.child.signalCode === null;
-  }
-
-  /** Lines of stdout so far. */
-  get lines(): string[] {
-    return this.stdout.split('\n').filter((l) => l.length > 0);
-  }
-
-  /** Waits until stdout matches `re` (or the process exits, which fails). */
-  async waitFor(re: RegExp, ms = 20_000): Promise<RegExpMatchArray> {
-    const deadline = Date.now() + ms;
-    for (;;) {
-      const m = re.exec(this.stdout);
-      if (m) return m;
-      if (!this.running && this.exitInfo !== null) {
-        throw new Error(`famez ${this.args.join(' ')} exited (${JSON.stringify(this.exitInfo)}) before printing ${re}\nstdout: ${this.stdout}\nstderr: ${this.stderr}`);
-      }
-      if (Date.now() > deadline) {
-        throw new Error(`timed out after ${ms} ms waiting for ${re} from famez ${this.args.join(' ')}\nstdout: ${this.stdout}\nstderr: ${this.stderr}`);
-      }
-      await sleep(20);
-    }
-  }
-
-  /** Waits for the process to exit, failing after `ms`. */
-  async wait(ms = 20_000): Promise<Exit> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new Error(`famez ${this.args.join(' ')} did not exit within ${ms} ms\nstdout: ${this.stdout}\nstderr: ${this.stderr}`)),
-        ms,
-      );
-    });
-    try {
-      return await Promise.race([this.exited, timeout]);
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-
-  /** Stops the process: `signal`, then SIGKILL if it lingers. */
-  async stop(signal: NodeJS.Signals = 'SIGTERM', ms = 5000): Promise<void> {
-    if (!this.running) return;
-    this.child.kill(signal);
-    try {
-      await this.wait(ms);
-    } catch {
-      this.child.kill('SIGKILL');
-      await this.wait(5000).catch(() => undefined);
-    }
   }
 }
 

@@ -9,17 +9,44 @@ import { setTimeout as sleep } from 'node:timers/promises';
 
 export const DEFAULT_WAIT_MS = 15_000;
 
-/** Polls `check` (sync or async) until it returns a truthy value or the
- * deadline passes, then throws naming `what` (and the last value seen). */
-export async function waitFor<T>(check: () => T | Promise<T>, what: string, timeoutMs = DEFAULT_WAIT_MS, stepMs = 5): Promise<NonNullable<T>> {
+/** What waitFor throws at its deadline (an error thrown by the check
+ * itself goes through as it is). */
+export class WaitTimeout extends Error {
+  override name = 'WaitTimeout';
+}
+
+/** The one poll-until helper of the tests: polls `check` (sync or async)
+ * every `stepMs` until it returns a truthy value, which it resolves with, or
+ * the deadline passes, then throws a WaitTimeout naming `what` (and the last
+ * value seen). `what` may be a function, called only then, for a message
+ * that describes the state at the deadline. */
+export async function waitFor<T>(
+  check: () => T | Promise<T>,
+  what: string | (() => string),
+  timeoutMs = DEFAULT_WAIT_MS,
+  stepMs = 5,
+): Promise<NonNullable<Awaited<T>>> {
   const deadline = Date.now() + timeoutMs;
-  let last: T | undefined;
   for (;;) {
-    last = await check();
-    if (last) return last as NonNullable<T>;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${describe(last)})`);
+    const last = await check();
+    if (last) return last as NonNullable<Awaited<T>>;
+    if (Date.now() > deadline) {
+      throw new WaitTimeout(`timed out after ${timeoutMs} ms waiting for ${typeof what === 'function' ? what() : what} (last: ${describe(last)})`);
+    }
     await sleep(stepMs);
   }
+}
+
+/** waitFor as a yes or no: false at the deadline instead of a WaitTimeout
+ * (an error from `check` still rejects). */
+export function waitedFor(check: () => unknown, what: string, timeoutMs = DEFAULT_WAIT_MS, stepMs = 5): Promise<boolean> {
+  return waitFor(check, what, timeoutMs, stepMs).then(
+    () => true,
+    (e: unknown) => {
+      if (e instanceof WaitTimeout) return false;
+      throw e;
+    },
+  );
 }
 
 function describe(v: unknown): string {
@@ -31,12 +58,12 @@ function describe(v: unknown): string {
 }
 
 /** Rejects when `p` has not settled within `timeoutMs`. */
-export function within<T>(p: Promise<T>, what: string, timeoutMs = DEFAULT_WAIT_MS): Promise<T> {
+export function within<T>(p: Promise<T>, what: string | (() => string), timeoutMs = DEFAULT_WAIT_MS): Promise<T> {
   let timer: NodeJS.Timeout;
   return Promise.race([
     p.finally(() => clearTimeout(timer)),
     new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)), timeoutMs);
+      timer = setTimeout(() => reject(new WaitTimeout(`timed out after ${timeoutMs} ms waiting for ${typeof what === 'function' ? what() : what}`)), timeoutMs);
     }),
   ]);
 }
@@ -82,15 +109,34 @@ export function fdDiff(before: string[], after: string[]): string {
   return lines.join(', ') || '(no difference by kind)';
 }
 
-/** A child process whose stdout is read as lines, kept for assertions. */
+export interface Exit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+/** The one child-process helper of the tests: a child whose stdout is kept
+ * as text and as lines, and stderr as text, for assertions; bounded waits
+ * for output and for its exit; stop() escalates to SIGKILL. Other process
+ * helpers (FamezProcess, ProbePeer, ...) are built on it. */
 export class LineProcess {
   readonly lines: string[] = [];
+  stdout = '';
   stderr = '';
-  exit: { code: number | null; signal: NodeJS.Signals | null } | null = null;
-  readonly exited: Promise<void>;
+  /** Set at 'exit' (stdout may still be arriving; `exited` waits for it). */
+  exit: Exit | null = null;
+  /** Resolves once the child has exited and its output has been read. */
+  readonly exited: Promise<Exit>;
+  /** What the child is, for messages: its command line unless told. */
+  readonly what: string;
 
-  constructor(readonly child: ChildProcess) {
-    createInterface({ input: child.stdout! }).on('line', (l) => this.lines.push(l));
+  constructor(
+    readonly child: ChildProcess,
+    what?: string,
+  ) {
+    this.what = what ?? child.spawnargs.join(' ');
+    child.stdout?.setEncoding('utf8');
+    child.stdout?.on('data', (d: string) => (this.stdout += d));
+    if (child.stdout) createInterface({ input: child.stdout }).on('line', (l) => this.lines.push(l));
     child.stderr?.setEncoding('utf8');
     child.stderr?.on('data', (d: string) => (this.stderr += d));
     this.exited = new Promise((resolve) => {
@@ -98,19 +144,20 @@ export class LineProcess {
       // 'close' (all stdio ended) too, but not forever: a daemonised
       // grandchild may hold the pipes open.
       let closed = false;
+      const done = () => resolve(this.exit!);
       child.once('close', () => {
         closed = true;
-        if (this.exit) resolve();
+        if (this.exit) done();
       });
       child.once('exit', (code, signal) => {
         this.exit = { code, signal };
-        if (closed) resolve();
-        else setTimeout(resolve, 2_000).unref();
+        if (closed) done();
+        else setTimeout(done, 2_000).unref();
       });
       child.once('error', (e) => {
         this.stderr += `spawn error: ${e.message}\n`;
         this.exit = { code: -1, signal: null };
-        resolve();
+        done();
       });
     });
   }
@@ -123,6 +170,11 @@ export class LineProcess {
     return this.child.pid!;
   }
 
+  /** Its output so far, for failure messages. */
+  get transcript(): string {
+    return `${this.what}\n--- stdout\n${this.stdout}--- stderr\n${this.stderr}`;
+  }
+
   /** Waits for a line matching `pred` at index >= `from`; returns its index. */
   async waitLine(pred: (line: string) => boolean, what: string, from = 0, timeoutMs = DEFAULT_WAIT_MS): Promise<number> {
     return waitFor(
@@ -131,15 +183,39 @@ export class LineProcess {
         if (this.exit) throw new Error(`process exited (${describe(this.exit)}) while waiting for ${what}; stderr: ${this.stderr}`);
         return 0;
       },
-      `${what} (stderr so far: ${this.stderr.slice(-500)})`,
+      () => `${what} (stderr so far: ${this.stderr.slice(-500)})`,
       timeoutMs,
     ).then((i) => i - 1);
   }
 
-  /** Sends SIGTERM, then SIGKILL if it has not exited in time; bounded. */
-  async stop(timeoutMs = 5_000): Promise<void> {
+  /** Waits until stdout (as text, partial lines too) matches `re`; fails
+   * when the process exits first. */
+  async waitFor(re: RegExp, timeoutMs = DEFAULT_WAIT_MS): Promise<RegExpMatchArray> {
+    let exited = false;
+    void this.exited.then(() => (exited = true));
+    return waitFor(
+      () => {
+        const m = re.exec(this.stdout);
+        if (m) return m;
+        if (exited) throw new Error(`${this.what}: exited (${describe(this.exit)}) before printing ${re}\n${this.transcript}`);
+        return null;
+      },
+      () => `${re} from ${this.transcript}`,
+      timeoutMs,
+      20,
+    );
+  }
+
+  /** Waits for the process to exit (and its output to be read), failing
+   * after `timeoutMs`. */
+  async wait(timeoutMs = DEFAULT_WAIT_MS): Promise<Exit> {
+    return within(this.exited, () => `${this.what} to exit\n${this.transcript}`, timeoutMs);
+  }
+
+  /** Sends `signal`, then SIGKILL if it has not exited in time; bounded. */
+  async stop(signal: NodeJS.Signals = 'SIGTERM', timeoutMs = 5_000): Promise<void> {
     if (this.exit) return;
-    this.child.kill('SIGTERM');
+    this.child.kill(signal);
     const t = await Promise.race([this.exited.then(() => true), sleep(timeoutMs).then(() => false)]);
     if (!t && !this.exit) {
       this.child.kill('SIGKILL');

@@ -74,7 +74,7 @@ export class Client extends EventEmitter<ClientEvents> implements PeerTransport 
     const timeoutMs = options.timeoutMs ?? 10_000;
     const retryMs = options.retryMs ?? 1000;
     const deadline = Date.now() + timeoutMs;
-    let stream: UnixStream | null = null;
+    let stream: UnixStream;
     for (;;) {
       try {
         stream = UnixStream.connect(socketPath);

@@ -232,7 +232,11 @@ export class RingChannels {
       this.rxImmediate = null;
       const pending = [...this.rxPending];
       this.rxPending.clear();
-      for (const f of pending) if (!this.host.closed() && this.host.connected.has(f)) (f === this.host.serverId ? this.drainSwitchRing() : this.drainRing(f));
+      for (const f of pending) {
+        if (this.host.closed() || !this.host.connected.has(f)) continue;
+        if (f === this.host.serverId) this.drainSwitchRing();
+        else this.drainRing(f);
+      }
     });
   }
 

@@ -218,6 +218,7 @@ function decimal(value: string, what: string): number {
 }
 
 // C0 controls but tab, LF, CR; DEL; and lone UTF-16 surrogates.
+// eslint-disable-next-line no-control-regex -- matching control characters is its purpose
 const NOT_TEXT = /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 const UTF8 = new TextDecoder('utf-8', { fatal: true });
 
