@@ -263,6 +263,21 @@ test('spoofing: spoof(DEST, SRC, text) makes DEST see a message from SRC', async
   );
   await a.spoof(a.id, b.id, 'hello from nobody');
   t.like(await within(self, 'the spoofed message at alpha', WAIT_MS), { from: b.id, nodename: 'beta' });
+  // Spoofing goes through the same slot sender as send(): a slot that
+  // still holds an unread message is waited for, then EBUSY, never
+  // overwritten; spoofs through one slot keep their order.
+  const raw = t.context.track(await Client.connect(sock));
+  await waitFor(() => a.peers.some((p) => p.id === raw.id), 'alpha to see the raw peer', WAIT_MS);
+  const rawBox = t.context.track(new Mailbox(raw.sharedMemory));
+  await a.spoof(raw.id, b.id, 'first as beta');
+  await rejectsWith(t, a.spoof(raw.id, b.id, 'second as beta', { timeoutMs: 200 }), 'EBUSY');
+  t.is(rawBox.take(b.id)?.toString(), 'first as beta', 'the unread spoofed message was not overwritten');
+  const both = Promise.all([a.spoof(raw.id, b.id, 'one'), a.spoof(raw.id, b.id, 'two')]);
+  await waitFor(() => rawBox.busy(b.id), 'the first of two spoofs', WAIT_MS);
+  t.is(rawBox.take(b.id)?.toString(), 'one');
+  await waitFor(() => rawBox.busy(b.id), 'the second of two spoofs', WAIT_MS);
+  t.is(rawBox.take(b.id)?.toString(), 'two');
+  await within(both, 'both spoofs posted', WAIT_MS);
 });
 
 test('a burst of 100,000 messages between two fabric clients through their slots: none lost, duplicated or reordered', async (t) => {

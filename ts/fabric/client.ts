@@ -1,46 +1,42 @@
-// The fabric client: a host peer of a FAME-Z fabric (`famez serve`, whose
-// switch is peer nClients + 1). Built on the ivshmem host Client, it reads
-// the mailbox globals, writes its nodename into its slot, and speaks the
-// FAME-Z text language through the slots:
+// The fabric client: a peer of a FAME-Z fabric (`famez serve`, whose
+// switch is peer nClients + 1) over any PeerTransport (the host's socket
+// today, a guest's VFIO device next). This class is the facade: it checks
+// arguments, holds the peer's state (who is connected, attributes,
+// nodename) and hands the work to its parts, one concept each:
 //
-// - an interrupt on vector S is a message from peer S: take slot S, emit a
-//   `message` event, and answer as FAME-Z's client does (ping -> pong,
-//   Link CTL Peer-Attribute -> Link CTL ACK C-Class=Debugger,..., CTL-Write
-//   -> configured + Standalone Acknowledgment; a Link CTL ACK is recorded as
-//   the sender's attributes);
-// - send(dest, message) posts into its own slot, waiting asynchronously
-//   (bounded) while the previous receiver has not taken the previous
-//   message: a message is never overwritten;
-// - request() resolves with the reply, linkUp() runs Link RFC -> CTL-Write
-//   -> Standalone Acknowledgment with the switch;
-// - famez's ring channels (when the server set them up) carry batches of
-//   bytes per pair: sendRing() and the `data` event, or, without a copy or
-//   an allocation per message, ringWriter() and onRing(). Their doorbell is
-//   the same vector (the sender's ID), so one interrupt drains both. A
-//   corrupt ring is reported at once (`ring-error`, after the good messages
-//   before the bad record), dropped so it flows again, and counted in the
-//   ring for its producer (`ring-rejected` there). The
-//   rings are driven from TypeScript over the mapped memory (ring.ts); the
-//   native Ring is the fallback when the object is too big for an
-//   ArrayBuffer (over 4 GiB on Node 20).
+//   attach.ts      is the shared memory a fabric this peer can join?
+//   inbox.ts       what arrives: slot taken, text or Gen-Z read, `message`
+//                  emitted, reactions.ts's answers sent back
+//   slot-sender.ts send() and spoof(): one message in flight per slot,
+//                  never overwritten, EBUSY after the timeout
+//   requests.ts    request(): replies matched (replies.ts), one timer
+//   link-up.ts     linkUp(): Link RFC -> CTL-Write -> Standalone ACK
+//   channels.ts    the ring channels: sendRing/ringWriter out, `data` /
+//                  onRing in, corruption reported and recovered
+//   destinations.ts what a DEST names
+//
+// An interrupt on vector S means peer S has something: its ring to this
+// peer is drained, then its slot. It runs to about 430 lines because the
+// public API's documentation lives here, on the methods users call.
 import { EventEmitter } from 'node:events';
 
 import { Client } from '../client/client.js';
 import type { PeerTransport } from '../transport.js';
-import { GenZTextError, parse, toBytes, type TextMessage } from '../genz/text.js';
-import { GenZCodec } from './genz-codec.js';
-import { reactTo } from './reactions.js';
-import { Replies } from './replies.js';
+import type { TextMessage } from '../genz/text.js';
+import { Inbox } from './inbox.js';
+import { Requests } from './requests.js';
+import { openFabricMailbox } from './attach.js';
+import { linkUp } from './link-up.js';
 import { resolveDest, type FabricView } from './destinations.js';
 import type { RingLayoutInfo } from '../native.js';
-import { Mailbox } from '../native.js';
+import type { Mailbox } from '../native.js';
 import type { RingWriter } from './ring.js';
 import { RingChannels } from './channels.js';
 import { SlotSender, nextTurn } from './slot-sender.js';
 import { FEATURE_SWITCH_RING, writeFeatures } from './features.js';
 import { Slots } from './slots.js';
 import { nativeSlots, type SlotPort } from './ring-ends.js';
-import { defaultNodename, encodeMessage, fitNodename, mailboxProblem, textOf } from './peer-text.js';
+import { defaultNodename, encodeMessage, fitNodename, textOf } from './peer-text.js';
 import {
   FabricClientError,
   MAX_SLOT_MESSAGE,
@@ -60,21 +56,6 @@ export * from './peer-types.js';
 export { mailboxProblem } from './peer-text.js';
 
 
-interface Waiter {
-  from: number;
-  match: (m: FabricMessage) => boolean;
-  resolve: (m: FabricMessage) => void;
-  reject: (e: Error) => void;
-  /** When the reply is late (Date.now()), once the request is posted;
-   * Infinity before. One shared timer serves every waiter. */
-  deadline: number;
-  /** The ETIMEDOUT message. */
-  late: string;
-}
-
-const UNSOLICITED = new Set<TextMessage['kind']>(['ping', 'link-ctl-peer-attribute', 'dump']);
-const defaultMatch = (m: FabricMessage) => m.message === null || !UNSOLICITED.has(m.message.kind);
-
 
 export class FabricClient extends EventEmitter<FabricClientEvents> {
   readonly nClients: number;
@@ -84,16 +65,15 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
   private readonly connected = new Set<number>();
   private readonly peerAttrs = new Map<number, PeerAttributes>();
   private readonly own: OwnAttributes;
-  /** Decodes binary Gen-Z packets (a --codec genz switch) and encodes the
-   * answers to them; remembers the tags and CIDs in flight. */
-  private readonly codec = new GenZCodec();
+  /** What arrives: messages taken, read, reacted to (inbox.ts). */
+  private readonly inbox: Inbox;
   /** This peer's slot, one message in flight (slot-sender.ts). */
   private readonly sender: SlotSender;
-  private readonly replies = new Replies<FabricMessage, Waiter>();
+  /** spoof()'s senders, through other peers' slots. */
+  private readonly spoofers = new Map<number, SlotSender>();
+  private readonly requests = new Requests();
   /** Who is connected, for resolveDest. */
   private readonly view: FabricView;
-  private replyTimer: NodeJS.Timeout | null = null;
-  private replyTimerAt = Infinity;
   /** The ring channels (channels.ts). */
   private readonly channels: RingChannels;
   private readonly layout: RingLayoutInfo | null;
@@ -127,15 +107,21 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
     this.own = { cclass: options.cclass ?? 'Debugger', SID0: 0, CID0: 0, link: 'up', PFMSID: null, PFMCID: null };
     for (const id of transport.peerIds()) if (id >= 1 && id <= this.serverId) this.connected.add(id);
     this.layout = mailbox.ringLayout;
-    this.sender = new SlotSender({
+    this.sender = this.senderFor(transport.id);
+    this.inbox = new Inbox({
       id: transport.id,
+      serverId: this.serverId,
       slots: this.slots,
-      transport,
-      connected: this.connected,
-      closedReason: () => this.closedReason,
-      sent: (to, bytes) => {
-        if (this.listenerCount('sent') > 0) this.emit('sent', { to, text: textOf(bytes) });
+      own: this.own,
+      peerAttrs: this.peerAttrs,
+      closed: () => this.closedReason !== null,
+      configured: () => {
+        this.mailbox.setPeerSid(this.id, this.own.SID0);
+        this.mailbox.setPeerCid(this.id, this.own.CID0);
       },
+      send: (to, bytes) => this.send(to, bytes),
+      emit: (event, ...args) => (this.emit as (e: string, ...a: unknown[]) => boolean)(event, ...args),
+      answer: (m) => this.requests.answer(m),
     });
     this.channels = new RingChannels(
       {
@@ -148,7 +134,7 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
         closed: () => this.closedReason !== null,
         check: () => this.check(),
         emit: (event, ...args) => (this.emit as (e: string, ...a: unknown[]) => boolean)(event, ...args),
-        dispatch: (from, messages) => this.dispatchAll(from, messages),
+        dispatch: (from, messages) => this.inbox.all(from, messages),
         nextTurn,
       },
       this.layout,
@@ -187,39 +173,9 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
    * fabric peer. Throws ENOTFABRIC (the transport stays open) when its
    * shared memory holds no FAME-Z mailbox. */
   static attach(transport: PeerTransport, options: FabricClientOptions = {}): FabricClient {
-    const shm = transport.sharedMemory;
-    const where = transport.where;
-    let probe: Mailbox;
+    const { mailbox, nClients } = openFabricMailbox(transport);
     try {
-      probe = new Mailbox(shm);
-    } catch (e) {
-      throw new FabricClientError('ENOTFABRIC', `${where}: the shared memory holds no FAME-Z mailbox (${(e as Error).message})`);
-    }
-    let g;
-    try {
-      g = probe.globals;
-    } finally {
-      probe.close();
-    }
-    const problem = mailboxProblem(g, shm.size);
-    if (problem !== null) throw new FabricClientError('ENOTFABRIC', `${where}: the shared memory holds no FAME-Z mailbox (${problem})`);
-    if (transport.id < 1 || transport.id > g.nClients) {
-      throw new FabricClientError('ENOTFABRIC', `${where}: this peer got ID ${transport.id}, outside the fabric's 1..${g.nClients}`);
-    }
-    if (transport.vectors < g.nEvents) {
-      throw new FabricClientError('ENOTFABRIC', `${where}: this peer has ${transport.vectors} vector(s); a fabric of ${g.nClients} peers gives ${g.nEvents}`);
-    }
-    if (!transport.peerIds().includes(g.serverId)) {
-      throw new FabricClientError('ENOTFABRIC', `${where}: the server did not advertise its switch (peer ${g.serverId})`);
-    }
-    const mailbox = new Mailbox(shm, g.nClients);
-    try {
-      try {
-        void mailbox.ringLayout;
-      } catch (e) {
-        throw new FabricClientError('ENOTFABRIC', `${where}: slot 0 describes ring channels that cannot be (${(e as Error).message})`);
-      }
-      return new FabricClient(transport, mailbox, g.nClients, options);
+      return new FabricClient(transport, mailbox, nClients, options);
     } catch (e) {
       mailbox.close();
       throw e;
@@ -316,17 +272,8 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
     }
     const bytes = this.checkSize(encodeMessage(message));
     const timeoutMs = options.timeoutMs ?? this.sendTimeoutMs;
-    for (const to of this.resolve(dest)) {
-      const since = Date.now();
-      while (!this.mailbox.post(src, to, bytes)) {
-        if (Date.now() - since > timeoutMs) {
-          throw new FabricClientError('EBUSY', `slot ${src} still held a message for peer ${this.mailbox.slot(src).lastResponder} after ${timeoutMs} ms`);
-        }
-        await nextTurn(since);
-        this.check();
-      }
-      this.transport.ring(to, src);
-    }
+    const sender = this.senderFor(src);
+    for (const to of this.resolve(dest)) await sender.enqueue(to, bytes, timeoutMs);
   }
 
   /** Sends `message` to one peer and resolves with its reply: the next
@@ -338,44 +285,7 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
     } catch (e) {
       return Promise.reject(e);
     }
-    const replyTimeoutMs = options.replyTimeoutMs ?? this.requestTimeoutMs;
-    return new Promise<FabricMessage>((resolve, reject) => {
-      const waiter: Waiter = {
-        from: to,
-        match: options.match ?? defaultMatch,
-        resolve,
-        reject,
-        deadline: Infinity,
-        late: `no reply from peer ${to} within ${replyTimeoutMs} ms`,
-      };
-      // Registered before the request goes out: a fast reply is not missed.
-      this.replies.add(waiter);
-      this.send(to, message, options).then(
-        () => {
-          if (!this.replies.has(waiter)) return;
-          this.replies.posted(waiter, Date.now(), replyTimeoutMs);
-          this.armReplyTimer(waiter.deadline);
-        },
-        (e: Error) => {
-          this.dropWaiter(waiter);
-          reject(e);
-        },
-      );
-    });
-  }
-
-  /** One timer for every reply: armed for the earliest deadline. A request
-   * answered in time costs no timer of its own. */
-  private armReplyTimer(deadline: number): void {
-    if (this.replyTimer && this.replyTimerAt <= deadline) return;
-    if (this.replyTimer) clearTimeout(this.replyTimer);
-    this.replyTimerAt = deadline;
-    this.replyTimer = setTimeout(() => {
-      this.replyTimer = null;
-      for (const w of this.replies.late(Date.now())) w.reject(new FabricClientError('ETIMEDOUT', w.late));
-      const next = this.replies.nextDeadline();
-      if (next !== null) this.armReplyTimer(next);
-    }, Math.max(0, deadline - Date.now()));
+    return this.requests.wait(to, () => this.send(to, message, options), options, this.requestTimeoutMs);
   }
 
   /** FAME-Z's link-up: sends `Link RFC TTC=27us` to the switch and resolves
@@ -383,40 +293,7 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
    * Acknowledgment was posted. ENAK when the switch refuses (no fabric
    * manager), ETIMEDOUT when nothing comes. */
   linkUp(options: { timeoutMs?: number; TTC?: string } = {}): Promise<LinkInfo> {
-    const timeoutMs = options.timeoutMs ?? this.requestTimeoutMs;
-    return new Promise<LinkInfo>((resolve, reject) => {
-      const done = () => {
-        clearTimeout(timer);
-        this.off('configured', onConfigured);
-        this.off('message', onMessage);
-        this.off('close', onClose);
-      };
-      const onConfigured = (info: LinkInfo) => {
-        if (info.from !== this.serverId) return;
-        done();
-        resolve(info);
-      };
-      const onMessage = (m: FabricMessage) => {
-        if (m.from !== this.serverId || m.message?.kind !== 'link-ctl-nak') return;
-        done();
-        reject(new FabricClientError('ENAK', `the switch refused the link-up: ${m.text}`));
-      };
-      const onClose = ({ reason }: { reason: string }) => {
-        done();
-        reject(new FabricClientError('ECLOSED', `closed during the link-up: ${reason}`));
-      };
-      const timer = setTimeout(() => {
-        done();
-        reject(new FabricClientError('ETIMEDOUT', `the switch did not configure this peer within ${timeoutMs} ms`));
-      }, timeoutMs);
-      this.on('configured', onConfigured);
-      this.on('message', onMessage);
-      this.on('close', onClose);
-      this.send(this.serverId, { kind: 'link-rfc', TTC: options.TTC ?? '27us' }).catch((e: Error) => {
-        done();
-        reject(e);
-      });
-    });
+    return linkUp(this, options.timeoutMs ?? this.requestTimeoutMs, options.TTC ?? '27us');
   }
 
   /** Withdraws the message still unread in this peer's slot (its receiver
@@ -470,6 +347,28 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
 
   // ---------------------------------------------------------------- inside
 
+  /** The sender through slot `slot`: this peer's own, or (spoof) another's. */
+  private senderFor(slot: number): SlotSender {
+    if (slot === this.transport.id && this.sender) return this.sender;
+    let sender = this.spoofers.get(slot);
+    if (!sender) {
+      const own = slot === this.transport.id;
+      sender = new SlotSender({
+        id: slot,
+        slots: this.slots,
+        transport: this.transport,
+        // Anyone connected, and this peer itself (a message to self).
+        isConnected: (id) => this.connected.has(id) || id === this.transport.id,
+        closedReason: () => this.closedReason,
+        sent: (to, bytes) => {
+          if (own && this.listenerCount('sent') > 0) this.emit('sent', { to, text: textOf(bytes) });
+        },
+      });
+      if (!own) this.spoofers.set(slot, sender);
+    }
+    return sender;
+  }
+
   private check(): void {
     if (this.closedReason !== null) throw new FabricClientError('ECLOSED', `the fabric client is closed (${this.closedReason})`);
   }
@@ -495,104 +394,13 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
   private drain(from: number, doorbell: boolean): void {
     if (this.closedReason !== null || from < 1 || from > this.serverId) return;
     this.channels.drain(from);
-    this.drainSlot(from, doorbell);
-  }
-
-  private dispatchAll(from: number, messages: Buffer[]): void {
-    for (const bytes of messages) {
-      if (this.closedReason !== null) return;
-      this.dispatch(from, bytes);
-    }
-  }
-
-  private drainSlot(from: number, doorbell: boolean): void {
-    const mb = this.slots;
-    if (!mb.busy(from)) return;
-    // One slot serves all of a sender's receivers: leave a message that
-    // says it is for another peer to that peer. (A sender that never sets
-    // last_responder leaves it 0: take it, as FAME-Z does.)
-    const target = mb.lastResponder(from);
-    if (target !== this.id && (!doorbell || (target >= 1 && target <= this.serverId))) return;
-    let bytes: Buffer | null;
-    try {
-      bytes = mb.take(from);
-    } catch (e) {
-      this.emit('warning', `slot ${from}: ${(e as Error).message}`);
-      return;
-    }
-    if (bytes === null) return;
-    this.dispatch(from, bytes);
-  }
-
-  /** A message from `from` (through a slot or the switch's ring). */
-  private dispatch(from: number, bytes: Buffer): void {
-    const mb = this.slots;
-    let message: TextMessage | null = null;
-    let binary = false;
-    try {
-      message = parse(bytes);
-    } catch (e) {
-      if (!(e instanceof GenZTextError)) throw e;
-      // Not text: a binary Gen-Z packet (a --codec genz switch), or nothing.
-      if (e.code === 'ENOTTEXT') {
-        try {
-          message = this.codec.decode(bytes, from);
-          binary = true;
-        } catch {
-          message = null;
-        }
-      }
-    }
-    const m: FabricMessage = { from, nodename: mb.nodename(from), text: binary ? '' : textOf(bytes), message, bytes };
-    this.emit('message', m);
-    this.react(m, binary);
-    this.replies.answer(m)?.resolve(m);
-  }
-
-  /** FAME-Z's client: the answers it gives on its own (reactions.ts),
-   * encoded the way the request came. */
-  private react(m: FabricMessage, binary: boolean): void {
-    if (!m.message) return;
-    const r = reactTo(m.from, m.message, this.own);
-    if (r.warning) this.emit('warning', r.warning);
-    if (r.attributes) this.peerAttrs.set(m.from, r.attributes);
-    if (r.configure) {
-      Object.assign(this.own, r.configure.own);
-      this.mailbox.setPeerSid(this.id, this.own.SID0);
-      this.mailbox.setPeerCid(this.id, this.own.CID0);
-    }
-    if (!r.reply) return;
-    let bytes: Uint8Array;
-    try {
-      bytes = binary ? this.codec.encode(r.reply, m.from) : toBytes(r.reply);
-    } catch (e) {
-      this.emit('warning', `could not answer peer ${m.from}: ${(e as Error).message}`);
-      return;
-    }
-    const info = r.configure?.info;
-    this.send(m.from, bytes).then(
-      () => {
-        if (info) this.emit('configured', info);
-      },
-      (e: Error) => this.emit('warning', `could not answer peer ${m.from}: ${e.message}`),
-    );
-  }
-
-  private dropWaiter(w: Waiter): void {
-    this.replies.remove(w);
-    if (this.replies.size === 0 && this.replyTimer) {
-      clearTimeout(this.replyTimer);
-      this.replyTimer = null;
-    }
+    this.inbox.slot(from, doorbell);
   }
 
   private peerLeft(id: number): void {
     this.connected.delete(id);
     this.peerAttrs.delete(id);
-    for (const w of this.replies.from(id)) {
-      this.dropWaiter(w);
-      w.reject(new FabricClientError('ENOPEER', `peer ${id} left before replying`));
-    }
+    this.requests.peerLeft(id);
     this.channels.peerLeft(id);
     // A message left for the departed peer would block this slot for good.
     if (this.closedReason === null && this.mailbox.busy(this.id) && this.mailbox.slot(this.id).lastResponder === id) {
@@ -608,9 +416,8 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
     if (this.sweepHandle) clearImmediate(this.sweepHandle);
     const err = () => new FabricClientError('ECLOSED', `the fabric client closed (${reason})`);
     this.sender.close(err);
-    if (this.replyTimer) clearTimeout(this.replyTimer);
-    this.replyTimer = null;
-    for (const w of this.replies.clear()) w.reject(err());
+    for (const s of this.spoofers.values()) s.close(err);
+    this.requests.close(err);
     this.transport.off('interrupt', this.onInterrupt);
     this.transport.off('join', this.onJoin);
     this.transport.off('leave', this.onLeave);

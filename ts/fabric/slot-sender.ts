@@ -3,7 +3,10 @@
 // one. While the slot still holds the last message it retries on the next
 // loop turn for a few milliseconds (a receiver in this process takes in
 // the poll phase), then every millisecond, and after the message's timeout
-// rejects it with EBUSY. (The switch's sending, with its own rules, is
+// rejects it with EBUSY. A client sends through its own slot with one of
+// these, and spoof() through another peer's slot with another. (The
+// switch's sending, whose rules differ — it withdraws what is not taken
+// and holds back silent receivers, since it serves everyone — is
 // delivery.ts.)
 import type { PeerTransport } from '../transport.js';
 import { FabricClientError } from './peer-types.js';
@@ -36,7 +39,8 @@ export interface SenderHost {
   id: number;
   slots: SlotPort;
   transport: PeerTransport;
-  connected: ReadonlySet<number>;
+  /** Whether `id` can be sent to now. */
+  isConnected(id: number): boolean;
   /** Why the client closed, or null while it runs. */
   closedReason(): string | null;
   /** A message was posted and its receiver rung. */
@@ -69,7 +73,7 @@ export class SlotSender {
     const me = h.id;
     while (this.queue.length > 0) {
       const head = this.queue[0];
-      if (head.to !== me && !h.connected.has(head.to)) {
+      if (!h.isConnected(head.to)) {
         this.queue.shift();
         head.reject(new FabricClientError('ENOPEER', `peer ${head.to} is not connected`));
         continue;

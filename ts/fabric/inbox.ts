@@ -1,0 +1,114 @@
+// What a fabric peer does with what arrives for it: takes a message from a
+// sender's slot (only when it is for this peer), reads it as FAME-Z text or
+// else as a binary Gen-Z packet (a --codec genz switch), emits `message`,
+// and applies the peer's own reactions (reactions.ts decides: pong,
+// Peer-Attribute ACK, CTL-Write -> configured + Standalone Acknowledgment),
+// answering in the encoding the request came in.
+import { GenZTextError, parse, toBytes, type TextMessage } from '../genz/text.js';
+import { GenZCodec } from './genz-codec.js';
+import { textOf } from './peer-text.js';
+import type { FabricClientEvents, FabricMessage, OwnAttributes, PeerAttributes } from './peer-types.js';
+import { reactTo } from './reactions.js';
+import type { SlotPort } from './ring-ends.js';
+
+export interface InboxHost {
+  readonly id: number;
+  readonly serverId: number;
+  readonly slots: SlotPort;
+  /** This peer's attributes; a CTL-Write changes them. */
+  readonly own: OwnAttributes;
+  /** The attributes other peers reported (their Link CTL ACKs). */
+  readonly peerAttrs: Map<number, PeerAttributes>;
+  closed(): boolean;
+  /** A CTL-Write set this peer's SID0/CID0 (`own` holds them already). */
+  configured(): void;
+  /** Posts an answer through this peer's slot. */
+  send(to: number, bytes: Uint8Array): Promise<void>;
+  emit<E extends keyof FabricClientEvents>(event: E, ...args: FabricClientEvents[E]): boolean;
+  /** Every message, after its `message` event: a reply someone waits for? */
+  answer(m: FabricMessage): void;
+}
+
+export class Inbox {
+  /** Remembers the tags and CIDs of binary packets in flight. */
+  private readonly codec = new GenZCodec();
+
+  constructor(private readonly host: InboxHost) {}
+
+  /** Takes the message in `from`'s slot if it is for this peer.
+   * `doorbell`: `from` rang (else a sweep, which takes only what names
+   * this peer). One slot serves all of a sender's receivers: a message
+   * that names another receiver is left to it; one that names nobody (a
+   * sender that never sets last_responder) is taken, as FAME-Z does. */
+  slot(from: number, doorbell: boolean): void {
+    const { slots, id, serverId } = this.host;
+    if (!slots.busy(from)) return;
+    const target = slots.lastResponder(from);
+    if (target !== id && (!doorbell || (target >= 1 && target <= serverId))) return;
+    let bytes: Buffer | null;
+    try {
+      bytes = slots.take(from);
+    } catch (e) {
+      this.host.emit('warning', `slot ${from}: ${(e as Error).message}`);
+      return;
+    }
+    if (bytes !== null) this.dispatch(from, bytes);
+  }
+
+  /** Messages from `from` that came another way (the switch's ring). */
+  all(from: number, messages: Buffer[]): void {
+    for (const bytes of messages) {
+      if (this.host.closed()) return;
+      this.dispatch(from, bytes);
+    }
+  }
+
+  private dispatch(from: number, bytes: Buffer): void {
+    let message: TextMessage | null = null;
+    let binary = false;
+    try {
+      message = parse(bytes);
+    } catch (e) {
+      if (!(e instanceof GenZTextError)) throw e;
+      if (e.code === 'ENOTTEXT') {
+        try {
+          message = this.codec.decode(bytes, from);
+          binary = true;
+        } catch {
+          message = null;
+        }
+      }
+    }
+    const m: FabricMessage = { from, nodename: this.host.slots.nodename(from), text: binary ? '' : textOf(bytes), message, bytes };
+    this.host.emit('message', m);
+    this.react(m, binary);
+    this.host.answer(m);
+  }
+
+  private react(m: FabricMessage, binary: boolean): void {
+    if (!m.message) return;
+    const h = this.host;
+    const r = reactTo(m.from, m.message, h.own);
+    if (r.warning) h.emit('warning', r.warning);
+    if (r.attributes) h.peerAttrs.set(m.from, r.attributes);
+    if (r.configure) {
+      Object.assign(h.own, r.configure.own);
+      h.configured();
+    }
+    if (!r.reply) return;
+    let bytes: Uint8Array;
+    try {
+      bytes = binary ? this.codec.encode(r.reply, m.from) : toBytes(r.reply);
+    } catch (e) {
+      h.emit('warning', `could not answer peer ${m.from}: ${(e as Error).message}`);
+      return;
+    }
+    const info = r.configure?.info;
+    h.send(m.from, bytes).then(
+      () => {
+        if (info) h.emit('configured', info);
+      },
+      (e: Error) => h.emit('warning', `could not answer peer ${m.from}: ${e.message}`),
+    );
+  }
+}
