@@ -7,9 +7,11 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { FamezError } from '../errors.js';
-import { EventFd, SharedMemory, UnixListener, UnixStream, closeFd, errorCode, errorText, fdLimit, socketState } from '../native.js';
+import { EventFd, SharedMemory, UnixListener, UnixStream, closeFd, errorCode, errorText, socketState } from '../native.js';
 import { Membership, refusalMessages, type FdRef, type IdPolicy, type Send } from '../protocol.js';
 import { MAX_SOCKET_PATH, type ShmKind } from './options.js';
+import { Backlog } from './backlog.js';
+import { describeFdLimit, identity, openReserve, unlinkIfOurs, type FileIdentity } from './files.js';
 
 export interface ServerConfig {
   socket: string;
@@ -64,28 +66,6 @@ export class ServerError extends FamezError<ServerErrorCode> {
   }
 }
 
-type FileIdentity = { dev: bigint; ino: bigint };
-
-function identity(p: string): FileIdentity | null {
-  try {
-    const st = fs.lstatSync(p, { bigint: true });
-    return { dev: st.dev, ino: st.ino };
-  } catch {
-    return null;
-  }
-}
-
-/** Removes `p` only while it is still the file `id` (ours). */
-function unlinkIfOurs(p: string, id: FileIdentity | null): boolean {
-  const now = identity(p);
-  if (!id || !now || now.dev !== id.dev || now.ino !== id.ino) return false;
-  try {
-    fs.unlinkSync(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** A binding error as [its code, its message without the code]. */
 function nativeCode(e: unknown): [string, string] {
@@ -104,55 +84,16 @@ export interface ServerEvents {
   close: [];
 }
 
-/** Messages waiting for a peer's socket, as runs: `count` messages of
- * `value`, the first with `fd` and each next one with the next vector of the
- * same peer (a group is one run). Fds are named, not held, so a backlog
- * costs no descriptors, and one whose owner left is skipped. */
-interface Queued {
-  value: number;
-  fd: FdRef | null;
-  count: number;
-}
-
 interface Peer {
   id: number;
   stream: UnixStream;
   vectors: EventFd[];
-  /** Messages in its welcome: sent all at once before it can read any, so
-   * they never count against maxQueued. */
-  welcome: number;
-  /** What its socket had no room for yet, in order, from `head`. */
-  backlog: Queued[];
-  head: number;
-  /** Messages in the backlog. */
-  waiting: number;
-  /** When its socket last took a message (or it connected). */
-  progress: number;
+  /** What its socket had no room for yet (backlog.ts). */
+  backlog: Backlog;
 }
-
-/** A reading peer's backlog may grow to this many times maxQueued. */
-const HARD_QUEUE_FACTOR = 64;
 
 export const DEFAULT_MAX_QUEUED = 4096;
 
-/** The fd kept in reserve for refusing peers when out of fds; null when
- * none can be opened. */
-function openReserve(): number | null {
-  try {
-    return fs.openSync('/dev/null', 'r');
-  } catch {
-    return null;
-  }
-}
-
-function describeFdLimit(): string {
-  try {
-    const { soft } = fdLimit();
-    return `the limit is ${soft} fds`;
-  } catch {
-    return 'the fd limit is reached';
-  }
-}
 
 function plural(n: number, word: string): string {
   return `${n} ${word}${n === 1 ? '' : 's'}`;
@@ -389,11 +330,7 @@ export class Server extends EventEmitter<ServerEvents> {
       id,
       stream,
       vectors,
-      welcome: sends.filter((s) => s.to === id).length,
-      backlog: [],
-      head: 0,
-      waiting: 0,
-      progress: Date.now(),
+      backlog: new Backlog(Date.now(), sends.filter((s) => s.to === id).length),
     };
     this.peers.set(id, peer);
     stream.onDrain(() => this.pump(peer));
@@ -437,43 +374,17 @@ export class Server extends EventEmitter<ServerEvents> {
       const peer = this.peers.get(s.to);
       if (!peer || failed.has(s.to)) continue;
       try {
-        if (peer.head === peer.backlog.length && this.sendNow(peer, s.value, s.fd)) continue;
+        if (peer.backlog.empty && this.sendNow(peer, s.value, s.fd)) continue;
       } catch (e) {
         failed.set(s.to, `send failed: ${(e as Error).message}`);
         continue;
       }
-      this.queue(peer, s);
-      if (this.config.verbose) this.log(`famez: -> peer ${s.to}: ${s.value} waits for room (${peer.waiting} waiting)`);
-      const limit = this.config.maxQueued + peer.welcome;
-      if (peer.waiting > limit) {
-        const idle = now - peer.progress;
-        if (idle > this.config.stallMs) {
-          failed.set(s.to, `too slow: ${peer.waiting} messages waiting beyond its socket buffer (limit ${this.config.maxQueued}) and none taken for ${idle} ms`);
-        } else if (peer.waiting > this.config.maxQueued * HARD_QUEUE_FACTOR + peer.welcome) {
-          failed.set(s.to, `too slow: ${peer.waiting} messages waiting beyond its socket buffer (limit ${this.config.maxQueued}; a peer that reads may have ${this.config.maxQueued * HARD_QUEUE_FACTOR})`);
-        }
-      }
+      peer.backlog.push(s);
+      if (this.config.verbose) this.log(`famez: -> peer ${s.to}: ${s.value} waits for room (${peer.backlog.waiting} waiting)`);
+      const slow = peer.backlog.tooSlow(now, this.config.maxQueued, this.config.stallMs);
+      if (slow !== null) failed.set(s.to, slow);
     }
     for (const [id, reason] of failed) this.drop(id, reason);
-  }
-
-  /** Appends to a backlog, extending the last run when `s` is its next
-   * message (the next vector of the same group). */
-  private queue(peer: Peer, s: Send): void {
-    peer.waiting++;
-    const last = peer.backlog.length > peer.head ? peer.backlog[peer.backlog.length - 1] : undefined;
-    if (
-      last &&
-      last.value === s.value &&
-      last.fd?.kind === 'vector' &&
-      s.fd?.kind === 'vector' &&
-      s.fd.peer === last.fd.peer &&
-      s.fd.vector === last.fd.vector + last.count
-    ) {
-      last.count++;
-      return;
-    }
-    peer.backlog.push({ value: s.value, fd: s.fd, count: 1 });
   }
 
   /** Sends one message if the socket has room: false when it has none.
@@ -491,24 +402,12 @@ export class Server extends EventEmitter<ServerEvents> {
   private pump(peer: Peer): void {
     if (this.peers.get(peer.id) !== peer) return;
     try {
-      while (peer.head < peer.backlog.length) {
-        const q = peer.backlog[peer.head];
+      for (let q = peer.backlog.front(); q !== null; q = peer.backlog.front()) {
         if (!this.sendNow(peer, q.value, q.fd)) break;
-        peer.waiting--;
-        peer.progress = Date.now();
-        if (--q.count === 0) peer.head++;
-        else if (q.fd?.kind === 'vector') q.fd = { ...q.fd, vector: q.fd.vector + 1 };
+        peer.backlog.shift(Date.now());
       }
     } catch (e) {
       this.drop(peer.id, `send failed: ${(e as Error).message}`);
-      return;
-    }
-    if (peer.head === peer.backlog.length) {
-      peer.backlog = [];
-      peer.head = 0;
-    } else if (peer.head > 1024 && peer.head * 2 > peer.backlog.length) {
-      peer.backlog = peer.backlog.slice(peer.head);
-      peer.head = 0;
     }
   }
 
