@@ -2,6 +2,8 @@
 // its eventfds, and tells everyone about joins and departures. What to send
 // is decided by `protocol` (pure); this module only executes it with the
 // native binding and keeps the peer table.
+// (About 450 lines: start() turns every way setting up can fail into an
+// error a person can act on, and that belongs beside what it sets up.)
 import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
