@@ -32,6 +32,8 @@ export const SLOT_PEER_SID = 56;
 export const SLOT_PEER_CID = 64;
 /** famez's feature word, in padding FAME-Z leaves unused: the u32 feature bits here, the u32 features magic ("FZF1") at +4, written last. */
 export const SLOT_FEATURES = 72;
+/** `present` (u64), famez's, written by the server only: the peer's connection number (non-zero) while it is connected, 0 once it has left. How a guest, which gets no join or leave messages, learns who is there (docs/guest.md). */
+export const SLOT_PRESENT = 80;
 /** `buf`: the message, then a NUL. */
 export const SLOT_BUF = 128;
 
@@ -56,8 +58,10 @@ export const GLOBAL_RING_BASE = 48;
 export const GLOBAL_RING_CAPACITY = 56;
 /** `ring_count`: (nClients + 1) x nClients, for cross-checking. */
 export const GLOBAL_RING_COUNT = 64;
-/** First byte after the words the server owns (FAME-Z's and famez's). */
+/** First byte after the fixed words the server owns (FAME-Z's and famez's). */
 export const GLOBALS_END = 72;
+/** `membership` (u64): the server adds one after every change of a slot's `present` word, then rings vector 0 of every peer (vector 0 is nobody's: IDs start at 1). */
+export const GLOBAL_MEMBERSHIP = 72;
 
 // Ring channels
 /** Bytes before a ring's data area. */

@@ -67,6 +67,11 @@ pub mod field {
         /// feature bits here, the u32 features magic ("FZF1") at +4, written
         /// last.
         FEATURES: usize = 72 => "SLOT_FEATURES";
+        /// `present` (u64), famez's, written by the server only: the
+        /// peer's connection number (non-zero) while it is connected, 0
+        /// once it has left. How a guest, which gets no join or leave
+        /// messages, learns who is there (docs/guest.md).
+        PRESENT: usize = 80 => "SLOT_PRESENT";
         /// `buf`: the message, then a NUL.
         BUF: usize = super::BUF_OFFSET => "SLOT_BUF";
     }
@@ -96,8 +101,12 @@ pub mod global {
         RING_CAPACITY: usize = EXTENSIONS + 16 => "GLOBAL_RING_CAPACITY";
         /// `ring_count`: (nClients + 1) x nClients, for cross-checking.
         RING_COUNT: usize = EXTENSIONS + 24 => "GLOBAL_RING_COUNT";
-        /// First byte after the words the server owns (FAME-Z's and famez's).
+        /// First byte after the fixed words the server owns (FAME-Z's and famez's).
         END: usize = EXTENSIONS + 32 => "GLOBALS_END";
+        /// `membership` (u64): the server adds one after every change of a
+        /// slot's `present` word, then rings vector 0 of every peer (vector
+        /// 0 is nobody's: IDs start at 1).
+        MEMBERSHIP: usize = END => "GLOBAL_MEMBERSHIP";
     }
 }
 
@@ -164,12 +173,12 @@ const _: () = {
     assert!(NODENAME + NODENAME_SIZE <= BUFLEN);
     assert!(BUFLEN + 8 <= PEER_ID && PEER_ID + 8 <= LAST_RESPONDER);
     assert!(LAST_RESPONDER + 8 <= PEER_SID && PEER_SID + 8 <= PEER_CID);
-    assert!(PEER_CID + 8 <= FEATURES && FEATURES + 8 <= BUF);
+    assert!(PEER_CID + 8 <= FEATURES && FEATURES + 8 <= PRESENT && PRESENT + 8 <= BUF);
     assert!(BUF + MAX_PAYLOAD + 1 == SLOT_SIZE);
     assert!(BUFLEN.is_multiple_of(8) && LAST_RESPONDER.is_multiple_of(8) && FEATURES.is_multiple_of(8));
     // The globals fit in slot 0 and famez's come after FAME-Z's.
     assert!(global::SERVER_ID + 8 == global::EXTENSIONS);
-    assert!(global::RING_COUNT + 8 == global::END && global::END <= SLOT_SIZE);
+    assert!(global::RING_COUNT + 8 == global::END && global::MEMBERSHIP + 8 <= SLOT_SIZE);
     // The ring header: head and tail on separate 128-byte blocks, errors
     // in the consumer's.
     assert!(ring::HEAD_OFFSET + 8 <= ring::TAIL_OFFSET && ring::TAIL_OFFSET.is_multiple_of(128));

@@ -14,6 +14,7 @@ pub mod mailbox;
 pub mod ring;
 pub mod shm;
 pub mod socket;
+pub mod vfio;
 
 pub use eventfd::EventFd;
 pub use lock::PidFile;
@@ -21,3 +22,4 @@ pub use mailbox::{Mailbox, MailboxError};
 pub use ring::{Ring, RingLayout};
 pub use shm::{Mapping, SharedMemory, ShmBacking};
 pub use socket::{UnixListener, UnixStream};
+pub use vfio::{SysfsDevice, VfioDevice, VfioError};

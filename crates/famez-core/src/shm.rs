@@ -91,6 +91,8 @@ fn refusal(kind: io::ErrorKind, msg: String) -> io::Error {
 pub struct SharedMemory {
     fd: OwnedFd,
     size: u64,
+    /// Where the object starts in the fd (non-zero for a device region).
+    offset: u64,
     backing: Option<ShmBacking>,
     /// (device, inode) of the object, so only our own name is removed.
     id: FileId,
@@ -125,6 +127,7 @@ impl SharedMemory {
             return Ok(SharedMemory {
                 fd,
                 size,
+                offset: 0,
                 backing: Some(backing.clone()),
                 id,
                 _lock: None,
@@ -190,6 +193,7 @@ impl SharedMemory {
             Ok(lock) => Ok(SharedMemory {
                 fd,
                 size,
+                offset: 0,
                 backing: Some(backing.clone()),
                 id,
                 _lock: Some(lock),
@@ -210,11 +214,19 @@ impl SharedMemory {
         Ok(SharedMemory {
             fd,
             size: st.st_size as u64,
+            offset: 0,
             backing: None,
             id: id_of(&st),
             _lock: None,
             replaced_stale: false,
         })
+    }
+
+    /// `size` bytes at `offset` of `fd`: a device region (a VFIO device's
+    /// BAR2), whose fd has no size of its own.
+    pub fn from_region(fd: OwnedFd, offset: u64, size: u64) -> Self {
+        let id = fstat(&fd).map(|st| id_of(&st)).unwrap_or((0, 0));
+        SharedMemory { fd, size, offset, backing: None, id, _lock: None, replaced_stale: false }
     }
 
     pub fn size(&self) -> u64 {
@@ -248,7 +260,7 @@ impl SharedMemory {
 
     /// Maps the whole object read-write and shared.
     pub fn map(&self) -> io::Result<Mapping> {
-        Mapping::new(self.fd.as_fd(), self.size)
+        Mapping::new_at(self.fd.as_fd(), self.size, self.offset)
     }
 }
 
@@ -355,14 +367,21 @@ impl Mapping {
     /// Maps `len` bytes of `fd` from offset 0. POSIX leaves a zero-length
     /// mapping undefined (Linux says EINVAL), so it is refused here.
     pub fn new(fd: BorrowedFd<'_>, len: u64) -> io::Result<Self> {
+        Self::new_at(fd, len, 0)
+    }
+
+    /// Maps `len` bytes of `fd` from `offset` (a multiple of the page size).
+    pub fn new_at(fd: BorrowedFd<'_>, len: u64, offset: u64) -> io::Result<Self> {
         let len = usize::try_from(len)
             .ok()
             .and_then(NonZeroUsize::new)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("cannot map {len} bytes")))?;
         // SAFETY: a fresh mapping chosen by the kernel (no fixed address) does
         // not alias any Rust object; fd stays open for the call.
+        let offset = i64::try_from(offset)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("offset {offset}")))?;
         let ptr =
-            unsafe { mmap(None, len, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, MapFlags::MAP_SHARED, fd, 0)? };
+            unsafe { mmap(None, len, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, MapFlags::MAP_SHARED, fd, offset)? };
         Ok(Mapping { ptr, len: len.get() })
     }
 

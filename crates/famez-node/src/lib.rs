@@ -13,6 +13,7 @@
 mod error;
 mod eventfd;
 mod group;
+mod guest;
 mod mailbox;
 mod pidfile;
 mod poll;

@@ -71,6 +71,11 @@ impl SharedMemory {
         Ok(SharedMemory { shm: Some(shm), mapping: None, env: env.raw(), buffer: ptr::null_mut() })
     }
 
+    /// Wraps a core object (a guest device's BAR2) for JavaScript.
+    pub(crate) fn wrap(env: &Env, shm: CoreShm) -> Self {
+        SharedMemory { shm: Some(shm), mapping: None, env: env.raw(), buffer: ptr::null_mut() }
+    }
+
     /// Takes ownership of a received shared-memory fd.
     #[napi(factory)]
     pub fn from_fd(env: Env, fd: i32) -> Result<Self> {
