@@ -3,7 +3,7 @@
 // connection here when the shared memory holds a FAME-Z mailbox; against a
 // --silent (stock) server, or a mailbox whose globals are damaged, it says
 // why in one line and keeps the stock commands.
-import type { Client } from '../client/client.js';
+import type { PeerTransport } from '../transport.js';
 import { FabricClient, FabricClientError, type FabricMessage } from '../fabric/client.js';
 
 export const FABRIC_COMMANDS = `commands:
@@ -22,6 +22,9 @@ export interface FabricSessionOptions {
   nodename?: string;
   verbose?: boolean;
   say: (line: string) => void;
+  /** Whether the caller goes on as a plain ivshmem peer when the server is
+   * no fabric (the host client; a guest cannot). Default true. */
+  plainFallback?: boolean;
 }
 
 export class FabricSession {
@@ -41,16 +44,16 @@ export class FabricSession {
     if (verbose) fabric.on('sent', ({ to, text }) => say(`to ${this.who(to)}: ${text}`));
   }
 
-  /** A fabric session over `client`, or null when its server is no fabric
-   * (said in one line, with the globals found: the client then runs as a
-   * plain ivshmem peer). */
-  static attach(client: Client, options: FabricSessionOptions): FabricSession | null {
+  /** A fabric session over `transport` (the host Client, a guest's
+   * device), or null when its server is no fabric (said in one line, with
+   * the globals found: a host client then runs as a plain ivshmem peer). */
+  static attach(transport: PeerTransport, options: FabricSessionOptions): FabricSession | null {
     try {
-      const fabric = FabricClient.attach(client, { nodename: options.nodename });
+      const fabric = FabricClient.attach(transport, { nodename: options.nodename });
       return new FabricSession(fabric, options.say, options.verbose ?? false);
     } catch (e) {
       if (!(e instanceof FabricClientError && e.code === 'ENOTFABRIC')) throw e;
-      options.say(`not a FAME-Z fabric: ${e.message}; running as a plain ivshmem peer (stock commands)`);
+      options.say(`not a FAME-Z fabric: ${e.message}${options.plainFallback === false ? '' : '; running as a plain ivshmem peer (stock commands)'}`);
       return null;
     }
   }
@@ -67,6 +70,13 @@ export class FabricSession {
     const run = this.chain.then(() => this.execute(line));
     this.chain = run.catch(() => undefined);
     return run;
+  }
+
+  /** Runs `task` (link-up at start, say) after the commands before it. */
+  run(task: () => Promise<void>): Promise<void> {
+    const r = this.chain.then(task);
+    this.chain = r.catch(() => undefined);
+    return r;
   }
 
   /** Resolves once every command given so far has run. */

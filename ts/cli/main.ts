@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-// famez command line: `famez serve | client | stanza`.
+// famez command line: `famez serve | client | guest | stanza`.
 import { runClient } from './client.js';
+import { runGuest } from './guest.js';
 import { runServe } from './serve.js';
 import { runStanza } from './stanza.js';
 
@@ -9,6 +10,7 @@ const HELP = `Usage: famez <command> [options]
 Commands:
   serve     run the ivshmem server (a drop-in for QEMU's ivshmem-server)
   client    join a server as a peer; type 'help' at its prompt
+  guest     inside a VM: join the fabric through its ivshmem-doorbell device
   stanza    print the QEMU and libvirt arguments for a server
   bench     run the benchmarks (a source checkout only: npm run bench)
 
@@ -40,6 +42,8 @@ async function main(argv: string[]): Promise<number> {
     case 'client':
       // Done with the terminal either way; an open stdin would keep Node alive.
       return runClient(rest).finally(() => process.stdin.destroy());
+    case 'guest':
+      return runGuest(rest).finally(() => process.stdin.destroy());
     case 'stanza':
       return runStanza(rest);
     case 'bench':
