@@ -2,14 +2,18 @@
 // presence.ts's pure reading of the present words, and a real `famez serve`
 // fabric keeping them — a connection number while connected, 0 after —
 // bumping the membership count and ringing vector 0 of the peers that asked
-// for it (FEATURE_MEMBERSHIP_BELL), and of no other peer.
+// for it (FEATURE_MEMBERSHIP_BELL), and of no other peer; and a departed
+// peer's incoming rings emptied, so its ID's next holder reads nothing of
+// its predecessor's.
 import * as path from 'node:path';
 
 import anyTest, { type TestFn } from 'ava';
 
 import { Client } from '../ts/client/client.js';
 import { FabricClient } from '../ts/fabric/client.js';
-import { FEATURE_MEMBERSHIP_BELL, readFeatures, writeFeatures } from '../ts/fabric/features.js';
+import { FEATURE_MEMBERSHIP_BELL, FEATURE_SWITCH_RING, readFeatures, writeFeatures } from '../ts/fabric/features.js';
+import { RingReader, ringOffset } from '../ts/fabric/ring.js';
+import { Mailbox } from '../ts/native.js';
 import { presenceChanges, readMembership, readPresence, writePresent } from '../ts/fabric/presence.js';
 import { GLOBAL_N_CLIENTS, SLOT_SIZE } from '../ts/layout.generated.js';
 import { Scratch } from './helpers/serve.js';
@@ -100,4 +104,32 @@ test('vector 0 rings the peers that set FEATURE_MEMBERSHIP_BELL on every join an
   const pong = await plain.request('switch', 'ping', { timeoutMs: WAIT_MS });
   t.is(pong.text, 'pong');
   t.is(plainBells, 0, 'a peer without the bit (a FAME-Z driver) never sees vector 0');
+});
+
+test("a departed peer's rings are emptied: the next peer with its ID reads nothing meant for its predecessor", async (t) => {
+  const sock = await fabric(t);
+  const watcher = t.context.track(await Client.connect(sock));
+  const a = await Client.connect(sock);
+  const nClients = Number(new BigUint64Array(a.memory, GLOBAL_N_CLIENTS, 1)[0]);
+  const serverId = nClients + 1;
+  // Peer a asks for the switch's ring, pings the switch and never reads the pong.
+  writeFeatures(a.memory, a.id, FEATURE_SWITCH_RING);
+  const mb = new Mailbox(a.sharedMemory, nClients);
+  const layout = mb.ringLayout!;
+  t.truthy(layout, 'the fabric has ring channels');
+  t.true(mb.post(a.id, serverId, Buffer.from('ping')));
+  mb.close();
+  a.ring(serverId, a.id);
+  const ring = new RingReader(watcher.memory, ringOffset(layout, serverId, a.id), layout.capacity);
+  await waitFor(() => !ring.isEmpty, "the switch's pong in its ring to a", WAIT_MS);
+  const gone = a.id;
+  a.close();
+  await waitFor(() => !readPresence(watcher.memory).has(gone), 'the switch to see a leave', WAIT_MS);
+  t.true(ring.isEmpty, 'the unread pong is gone with its reader');
+  const next = t.context.track(await FabricClient.connect(sock, { nodename: 'next' }));
+  t.is(next.id, gone, 'the ID comes back (lowest free)');
+  const stale: string[] = [];
+  next.on('message', (m) => stale.push(m.text));
+  t.is((await next.request('switch', 'ping', { timeoutMs: WAIT_MS })).text, 'pong');
+  t.false(stale.slice(0, -1).includes('pong'), 'no pong but the one it asked for');
 });

@@ -9,7 +9,7 @@ import { FabricClient, FabricClientError, type FabricMessage } from '../fabric/c
 export const FABRIC_COMMANDS = `commands:
   help                 this list
   who                  the peers: ID and nodename
-  ping DEST            send ping (the answer is printed as it comes)
+  ping DEST            send ping and wait for the pong (up to 5 s)
   send DEST TEXT       send TEXT
   int DEST SRC TEXT    send TEXT as peer SRC (written into SRC's slot, DEST's vector SRC rung)
   link WORDS...        send 'Link WORDS...' to the switch
@@ -17,6 +17,9 @@ export const FABRIC_COMMANDS = `commands:
   dump                 own ID, nodename, SID0/CID0, link state; peers and their attributes
   quit                 leave
 DEST: an ID, a nodename, server or switch, all (every other peer), others (every other peer but the switch)`;
+
+/** How long `ping` waits for its pongs. */
+const PING_WAIT_MS = 5000;
 
 export interface FabricSessionOptions {
   nodename?: string;
@@ -121,7 +124,7 @@ export class FabricSession {
             this.say('usage: ping DEST');
             return true;
           }
-          await this.send(args[0], 'ping');
+          await this.ping(args[0]);
           return true;
         case 'send':
           if (args.length < 2) {
@@ -167,6 +170,28 @@ export class FabricSession {
       }
       return true;
     }
+  }
+
+  /** ping: sends it, then waits (bounded) for each pong, so that commands
+   * after it, and the end of piped input, come after the answers. */
+  private async ping(dest: string): Promise<void> {
+    const f = this.fabric;
+    const waiting = new Set(f.resolve(dest));
+    let done!: () => void;
+    const all = new Promise<void>((resolve) => (done = resolve));
+    const onMessage = (m: FabricMessage) => {
+      if (m.message?.kind === 'pong' && waiting.delete(m.from) && waiting.size === 0) done();
+    };
+    f.on('message', onMessage);
+    const timer = setTimeout(done, PING_WAIT_MS);
+    try {
+      await this.send(dest, 'ping');
+      if (waiting.size > 0) await all;
+    } finally {
+      clearTimeout(timer);
+      f.off('message', onMessage);
+    }
+    for (const id of waiting) this.say(`no pong from ${this.who(id)} within ${PING_WAIT_MS} ms`);
   }
 
   private async send(dest: string, text: string): Promise<void> {

@@ -2,6 +2,7 @@
 // fabric peer (ts/guest/transport.ts), with the commands and output of
 // `famez client` on a fabric (fabric-client.ts). It links up with the
 // switch on start and answers the switch and other peers by itself.
+import * as os from 'node:os';
 import * as readline from 'node:readline';
 
 import { UsageError, parseFlags } from '../args.js';
@@ -116,7 +117,10 @@ export async function runGuest(argv: string[]): Promise<number> {
   say(`attached to ${transport.where} as peer ${transport.id} (${transport.vectors} vector(s)); peers: ${peers.length ? peers.join(', ') : 'none'}`);
   let session: FabricSession | null;
   try {
-    session = FabricSession.attach(transport, { nodename: args.nodename, verbose: args.verbose, say, plainFallback: false });
+    // A VM without a hostname says '(none)': then the nodename is guest-ID.
+    const host = os.hostname().split('.')[0];
+    const nodename = args.nodename ?? (host === '' || host === '(none)' || host === 'localhost' ? `guest-${transport.id}` : undefined);
+    session = FabricSession.attach(transport, { nodename, verbose: args.verbose, say, plainFallback: false });
   } catch (e) {
     transport.close();
     throw e;

@@ -158,10 +158,23 @@ export class Fabric {
       mailbox.setNodename(id, '');
       mailbox.clear(id);
       if (this.memory) clearFeatures(this.memory, id);
+      this.emptyRingsTo(id);
       this.announce(id, false);
       this.pump();
     });
     server.on('close', () => this.close());
+  }
+
+  /** A departed peer's incoming rings are emptied (it was their only
+   * consumer): whoever gets its ID next reads nothing meant for its
+   * predecessor. A producer that pushes before it hears of the leave can
+   * still leave a message there (docs/ring-channels.md). */
+  private emptyRingsTo(id: number): void {
+    const layout = this.layout;
+    if (!this.memory || !layout) return;
+    for (let from = 1; from <= this.switch.serverId; from++) {
+      if (from !== id) new RingReader(this.memory, ringOffset(layout, from, id), layout.capacity).discard();
+    }
   }
 
   /** Writes `id`'s present word (presence.ts) and rings vector 0 of the
