@@ -1,5 +1,5 @@
-// famez's library API: the server, the host client, the pure protocol and
-// the stanza helpers. The native classes are exported for advanced use.
+// famez's library API: the server, the host client, the guest transport,
+// the pure protocol and the stanza helpers. The native classes are exported for advanced use.
 export { Server, ServerError, type ServerConfig, type ServerEvents, type PeerEvent } from './server/server.js';
 export { parseServeArgs, parseSize, UsageError, type ServeOptions } from './server/options.js';
 export { Client, ClientError, type ClientEvents, type ConnectOptions, type PeerView } from './client/client.js';
@@ -15,6 +15,9 @@ export {
   type OwnAttributes,
   type PeerAttributes,
 } from './fabric/client.js';
+export { GuestTransport, type GuestTransportOptions } from './guest/transport.js';
+export { GuestError, listIvshmem, type IvshmemDevice } from './guest/pci.js';
+export type { PeerTransport, TransportEvents } from './transport.js';
 export { FamezError } from './errors.js';
 export * as protocol from './protocol.js';
 export { qemuArgs, libvirtXml, stanzaText } from './stanza.js';
