@@ -17,9 +17,11 @@ export {
 } from './fabric/client.js';
 export { GuestTransport, type GuestTransportOptions } from './guest/transport.js';
 export { GuestError, listIvshmem, type IvshmemDevice } from './guest/pci.js';
+export { openFam, type FamRegion } from './guest/fam.js';
+export { createFam, FamError, type FamFile } from './fam/create.js';
 export type { PeerTransport, TransportEvents } from './transport.js';
 export { FamezError } from './errors.js';
 export * as protocol from './protocol.js';
-export { qemuArgs, libvirtXml, stanzaText } from './stanza.js';
+export { qemuArgs, libvirtXml, stanzaText, plainQemuArgs, plainStanzaText, libvirtDoorbellShmem, libvirtPlainShmem } from './stanza.js';
 export * as native from './native.js';
 export * as genz from './genz/index.js';

@@ -110,7 +110,7 @@ export async function runGuest(argv: string[]): Promise<number> {
   } catch (e) {
     const code = errorCode(e) || (e as { code?: string }).code || '';
     process.stderr.write(`famez guest: ${code ? `${code}: ` : ''}${errorText(e)}\n`);
-    return 1;
+    return 2;
   }
   for (const note of transport.notes) say(note);
   const peers = transport.peerIds();
@@ -127,7 +127,7 @@ export async function runGuest(argv: string[]): Promise<number> {
   }
   if (!session) {
     transport.close();
-    return 1;
+    return 2;
   }
   const s = session;
   say(s.describe());

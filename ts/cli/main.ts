@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-// famez command line: `famez serve | client | guest | stanza`.
+// famez command line: `famez serve | client | guest | stanza | fam`.
 import { runClient } from './client.js';
+import { runFam } from './fam.js';
 import { runGuest } from './guest.js';
 import { runServe } from './serve.js';
 import { runStanza } from './stanza.js';
@@ -11,7 +12,8 @@ Commands:
   serve     run the ivshmem server (a drop-in for QEMU's ivshmem-server)
   client    join a server as a peer; type 'help' at its prompt
   guest     inside a VM: join the fabric through its ivshmem-doorbell device
-  stanza    print the QEMU and libvirt arguments for a server
+  stanza    print the QEMU and libvirt arguments for a server (or --plain FILE)
+  fam       create FAME's fabric-attached memory file (famez fam create PATH --size 32G)
   bench     run the benchmarks (a source checkout only: npm run bench)
 
 Run 'famez <command> --help' for a command's options.
@@ -46,6 +48,8 @@ async function main(argv: string[]): Promise<number> {
       return runGuest(rest).finally(() => process.stdin.destroy());
     case 'stanza':
       return runStanza(rest);
+    case 'fam':
+      return runFam(rest);
     case 'bench':
       return runBench(rest);
     case undefined:
