@@ -60,6 +60,8 @@ export function createFam(file: string, size: number, options: { preallocate?: b
     throw new FamError('EIO', `cannot create ${file}: ${(e as Error).message}`);
   }
   try {
+    // Exactly the mode asked for, whatever the umask.
+    fs.fchmodSync(fd, options.mode ?? 0o600);
     if (options.preallocate) preallocate(fd, size);
     else fs.ftruncateSync(fd, size);
   } catch (e) {
