@@ -147,13 +147,23 @@ const NOIOMMU_PARAM = '/sys/module/vfio/parameters/enable_unsafe_noiommu_mode';
 
 /** Makes sure `dev` is bound to vfio-pci: loads the modules, turns on
  * VFIO's no-IOMMU mode where there is no IOMMU but the kernel has that
- * mode, and rebinds the device. Returns what it did, for the log. Throws
- * EACCES (not root), ENOTSUP (no vfio-pci, no IOMMU and no no-IOMMU mode),
- * EBUSY (the kernel would not bind it). */
+ * mode, and binds the device (when no driver has it). Returns what it did,
+ * for the log. Throws EACCES (not root), ENOTSUP (no vfio-pci, no IOMMU
+ * and no no-IOMMU mode), EBUSY (another driver has it, or the kernel would
+ * not bind it). */
 export function bindVfio(dev: IvshmemDevice, sysfs = '/sys'): string[] {
   const did: string[] = [];
   const dir = path.join(sysfs, 'bus/pci/devices', dev.bdf);
-  if (driverOf(dir) === 'vfio-pci') return did;
+  const bound = driverOf(dir);
+  if (bound === 'vfio-pci') return did;
+  // Another driver (a FAME-Z kernel module, pci-stub, uio) may be someone's
+  // set-up: never taken from it.
+  if (bound !== null) {
+    throw new GuestError(
+      'EBUSY',
+      `${dev.bdf} is bound to ${bound}, and famez guest does not take a device from another driver: unbind it (echo ${dev.bdf} > ${sysfs}/bus/pci/drivers/${bound}/unbind) and run famez guest again`,
+    );
+  }
   if (process.getuid?.() !== 0) {
     throw new GuestError(
       'EACCES',
@@ -185,11 +195,6 @@ export function bindVfio(dev: IvshmemDevice, sysfs = '/sys'): string[] {
     }
   }
   write(path.join(dir, 'driver_override'), 'vfio-pci', `binding ${dev.bdf} to vfio-pci`);
-  const current = driverOf(dir);
-  if (current !== null) {
-    write(path.join(dir, 'driver', 'unbind'), dev.bdf, `unbinding ${dev.bdf} from ${current}`);
-    did.push(`unbound ${dev.bdf} from ${current}`);
-  }
   write(path.join(sysfs, 'bus/pci/drivers_probe'), dev.bdf, `binding ${dev.bdf} to vfio-pci`);
   const now = driverOf(dir);
   if (now !== 'vfio-pci') throw new GuestError('EBUSY', `${dev.bdf} did not bind to vfio-pci (its driver is ${now ?? 'none'}); see dmesg`);
