@@ -1,8 +1,9 @@
 #!/usr/bin/env node
-// famez command line: `famez serve | client | stanza`.
+// famez command line: `famez serve | client | stanza | vm`.
 import { runClient } from './client.js';
 import { runServe } from './serve.js';
 import { runStanza } from './stanza.js';
+import { runVm } from './vm.js';
 
 const HELP = `Usage: famez <command> [options]
 
@@ -10,6 +11,7 @@ Commands:
   serve     run the ivshmem server (a drop-in for QEMU's ivshmem-server)
   client    join a server as a peer; type 'help' at its prompt
   stanza    print the QEMU and libvirt arguments for a server
+  vm        boot test VMs on a fabric, each running one command
   bench     run the benchmarks (a source checkout only: npm run bench)
 
 Run 'famez <command> --help' for a command's options.
@@ -42,6 +44,8 @@ async function main(argv: string[]): Promise<number> {
       return runClient(rest).finally(() => process.stdin.destroy());
     case 'stanza':
       return runStanza(rest);
+    case 'vm':
+      return runVm(rest);
     case 'bench':
       return runBench(rest);
     case undefined:
