@@ -8,12 +8,12 @@ import * as path from 'node:path';
 
 import { UsageError } from '../args.js';
 import { ServerError, type Server } from '../server/server.js';
-import { DEFAULT_FABRIC_PEERS, formatSize, parseServeArgs } from '../server/options.js';
+import { DEFAULTS, DEFAULT_FABRIC_PEERS, formatSize, parseServeArgs } from '../server/options.js';
 import { guestFiles, type GuestFiles } from '../vm/cache.js';
 import { VmSetupError } from '../vm/errors.js';
 import { findKernel, findQemu, findStaticBusybox } from '../vm/host.js';
 import { DEFAULT_FAM_SIZE, VM_HELP, parseVmArgs, type VmCliOptions } from '../vm/options.js';
-import { buildQemuArgs, formatCommand, type Accel, type FamDevice } from '../vm/qemu-args.js';
+import { buildQemuArgs, formatCommand, guestEnv, guestScript, type Accel, type FamDevice } from '../vm/qemu-args.js';
 import { bootVm, type Vm, type VmExit } from '../vm/vm.js';
 import { FabricSetupError, startServe } from './start.js';
 
@@ -118,14 +118,21 @@ export async function runVm(argv: string[]): Promise<number> {
 
     const socket = o.socket ? path.resolve(o.socket) : path.join(dir, 'fabric.sock');
     let vectors = o.vectors ?? DEFAULT_FABRIC_PEERS + 2;
-    const command = (name: string, accel: Accel) =>
-      formatCommand(qemu, buildQemuArgs({ name, kernel: files.kernel, initrd: files.initrd, accel, memory: o.memory, smp: o.smp, socket, vectors, fam, script: path.join(dir, `${name}.sh`) }));
+    const command = (name: string, accel: Accel, sock = socket, script = path.join(dir, `${name}.sh`)) =>
+      formatCommand(qemu, buildQemuArgs({ name, kernel: files.kernel, initrd: files.initrd, accel, memory: o.memory, smp: o.smp, socket: sock, vectors, fam, script }));
     const names = Array.from({ length: o.count }, (_, i) => `vm${i + 1}`);
 
     if (o.print) {
-      if (!o.socket) process.stdout.write(`# start the fabric first: famez serve -S ${socket} --max-peers ${o.maxPeers ?? Math.max(DEFAULT_FABRIC_PEERS, o.count)}\n`);
-      process.stdout.write(`# famez_script= names a file on the host with the guest's command (famez vm writes it: cd DIR; exec env -i ... COMMAND)\n`);
-      for (const name of names) process.stdout.write(`${command(name, o.accel === 'kvm' ? 'kvm' : 'tcg')}\n`);
+      // A dry run: nothing is started, so the lines name the default socket
+      // (famez serve's) and scripts a user saves where the comments say.
+      const printSocket = o.socket ? socket : DEFAULTS.socket;
+      if (!o.socket) process.stdout.write(`# start the fabric first: famez serve -S ${printSocket} --max-peers ${o.maxPeers ?? Math.max(DEFAULT_FABRIC_PEERS, o.count)}\n`);
+      for (const name of names) {
+        const script = path.join(tmpBase, `famez-${name}.sh`);
+        const text = guestScript({ name, argv: o.command, cwd: process.cwd(), env: guestEnv(name, process.env, o.env) });
+        process.stdout.write(`# ${name}'s command, read by its /init over 9p: save as ${script}\n${text.replace(/^/gm, '#   ').trimEnd()}\n`);
+        process.stdout.write(`${command(name, o.accel === 'kvm' ? 'kvm' : 'tcg', printSocket, script)}\n`);
+      }
       return 0;
     }
 

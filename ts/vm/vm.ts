@@ -76,6 +76,7 @@ export class Vm extends EventEmitter<VmEvents> {
   private readonly started = Date.now();
   private status: number | null = null;
   private failure: string | null = null;
+  private killed = false;
   /** What /init said (setup failures, a missing working directory). */
   readonly notes: string[] = [];
   private ownDir: string | null = null;
@@ -84,7 +85,11 @@ export class Vm extends EventEmitter<VmEvents> {
     super();
     this.name = o.name;
     let dir = o.scriptDir;
-    if (!dir) dir = this.ownDir = fs.mkdtempSync(path.join(os.tmpdir(), 'famez-vm-'));
+    if (!dir) {
+      dir = this.ownDir = fs.mkdtempSync(path.join(os.tmpdir(), 'famez-vm-'));
+      // Also when this process exits first (its QEMU dies with it, see SETPRIV).
+      process.once('exit', this.removeOwnDir);
+    }
     const script = path.join(dir, `${o.name}.sh`);
     fs.writeFileSync(script, guestScript({ name: o.name, argv: o.command, cwd: o.cwd ?? process.cwd(), env: guestEnv(o.name, process.env, o.env) }));
     this.binary = o.qemu ?? QEMU_BINARY;
@@ -106,6 +111,8 @@ export class Vm extends EventEmitter<VmEvents> {
     createInterface({ input: this.child.stdout! }).on('line', (raw) => this.onConsole(classify(raw)));
     createInterface({ input: this.child.stderr! }).on('line', (l) => {
       this.qemuLines.push(l);
+      // Its answer to kill(): expected, not news.
+      if (this.killed && /terminating on signal/.test(l)) return;
       this.emit('qemu', l);
       // QEMU stops the VM and waits (forever) after a KVM internal error:
       // the nested KVM here cannot run stock kernels. Nothing more will come.
@@ -120,7 +127,8 @@ export class Vm extends EventEmitter<VmEvents> {
       const finish = () => {
         if (!closed || !exitArgs || this.exit) return;
         this.exit = this.verdict(exitArgs[0], exitArgs[1]);
-        if (this.ownDir) fs.rmSync(this.ownDir, { recursive: true, force: true });
+        this.removeOwnDir();
+        process.off('exit', this.removeOwnDir);
         resolve(this.exit);
       };
       this.child.once('exit', (code, signal) => {
@@ -138,6 +146,10 @@ export class Vm extends EventEmitter<VmEvents> {
       });
     });
   }
+
+  private readonly removeOwnDir = () => {
+    if (this.ownDir) fs.rmSync(this.ownDir, { recursive: true, force: true });
+  };
 
   /** QEMU's pid (setpriv execs it: the same process). */
   get pid(): number | undefined {
@@ -182,6 +194,7 @@ export class Vm extends EventEmitter<VmEvents> {
     const qemu = { code, signal };
     if (this.status !== null) return { status: this.status, qemu, reason: null };
     if (this.failure !== null) return { status: null, qemu, reason: this.failure };
+    if (this.killed) return { status: null, qemu, reason: 'powered off before its command finished' };
     const last = this.qemuLines.at(-1) ?? this.lines.at(-1) ?? '';
     const how = signal ? `was killed (${signal})` : `exited with status ${code}`;
     return { status: null, qemu, reason: `QEMU ${how} before the guest's command finished${last ? `: ${last}` : ''}` };
@@ -191,6 +204,7 @@ export class Vm extends EventEmitter<VmEvents> {
    * after `graceMs`. Resolves when it has exited. */
   async kill(graceMs = 2_000): Promise<VmExit> {
     if (!this.exit) {
+      this.killed = true;
       this.child.kill('SIGTERM');
       const timer = setTimeout(() => this.child.kill('SIGKILL'), graceMs);
       await this.exited;
