@@ -20,3 +20,4 @@ export * as protocol from './protocol.js';
 export { qemuArgs, libvirtXml, stanzaText } from './stanza.js';
 export * as native from './native.js';
 export * as genz from './genz/index.js';
+export * as vm from './vm/index.js';

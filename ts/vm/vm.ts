@@ -33,6 +33,9 @@ export interface VmOptions {
   accel?: Accel;
   /** A folder for the VM's command script (default: a temp folder of its own, removed at exit). */
   scriptDir?: string;
+  /** Powers the VM off when /init has not started by then (a KVM that
+   * cannot run the guest spins for a minute before it says so). */
+  bootTimeoutMs?: number;
   qemu?: string;
   extraArgs?: readonly string[];
 }
@@ -58,12 +61,14 @@ export interface VmEvents {
 
 /** Where a VM's QEMU dies with this process, even on SIGKILL: setpriv's
  * parent-death signal (util-linux), when it is there. */
-const SETPRIV = findExecutable('setpriv');
+let setpriv: string | null | undefined;
+const findSetpriv = () => (setpriv === undefined ? (setpriv = findExecutable('setpriv')) : setpriv);
 
 export class Vm extends EventEmitter<VmEvents> {
   readonly name: string;
   readonly args: string[];
   readonly binary: string;
+  readonly accel: Accel;
   /** The guest's output lines so far. */
   readonly lines: string[] = [];
   /** QEMU's stderr lines. */
@@ -87,17 +92,18 @@ export class Vm extends EventEmitter<VmEvents> {
     let dir = o.scriptDir;
     if (!dir) {
       dir = this.ownDir = fs.mkdtempSync(path.join(os.tmpdir(), 'famez-vm-'));
-      // Also when this process exits first (its QEMU dies with it, see SETPRIV).
+      // Also when this process exits first (its QEMU dies with it, see findSetpriv).
       process.once('exit', this.removeOwnDir);
     }
     const script = path.join(dir, `${o.name}.sh`);
     fs.writeFileSync(script, guestScript({ name: o.name, argv: o.command, cwd: o.cwd ?? process.cwd(), env: guestEnv(o.name, process.env, o.env) }));
     this.binary = o.qemu ?? QEMU_BINARY;
+    this.accel = o.accel ?? 'tcg';
     this.args = buildQemuArgs({
       name: o.name,
       kernel: o.kernel,
       initrd: o.initrd,
-      accel: o.accel ?? 'tcg',
+      accel: this.accel,
       memory: o.memory ?? '512M',
       smp: o.smp ?? 1,
       socket: o.socket,
@@ -106,7 +112,8 @@ export class Vm extends EventEmitter<VmEvents> {
       script,
       extra: o.extraArgs,
     });
-    const [cmd, argv] = SETPRIV ? [SETPRIV, ['--pdeathsig', 'SIGKILL', '--', this.binary, ...this.args]] : [this.binary, this.args];
+    const tie = findSetpriv();
+    const [cmd, argv] = tie ? [tie, ['--pdeathsig', 'SIGKILL', '--', this.binary, ...this.args]] : [this.binary, this.args];
     this.child = spawn(cmd, argv, { stdio: ['pipe', 'pipe', 'pipe'] });
     createInterface({ input: this.child.stdout! }).on('line', (raw) => this.onConsole(classify(raw)));
     createInterface({ input: this.child.stderr! }).on('line', (l) => {
@@ -121,6 +128,15 @@ export class Vm extends EventEmitter<VmEvents> {
         this.child.kill('SIGKILL');
       }
     });
+    if (o.bootTimeoutMs !== undefined) {
+      const timer = setTimeout(() => {
+        if (this.bootMs !== null || this.exit) return;
+        this.failure = `the guest did not reach /init within ${(o.bootTimeoutMs! / 1000).toFixed(0)} s (${this.accel})`;
+        this.child.kill('SIGKILL');
+      }, o.bootTimeoutMs);
+      this.once('init', () => clearTimeout(timer));
+      this.child.once('exit', () => clearTimeout(timer));
+    }
     this.exited = new Promise((resolve) => {
       let closed = false;
       let exitArgs: [number | null, NodeJS.Signals | null] | null = null;
