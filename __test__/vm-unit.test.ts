@@ -1,7 +1,8 @@
 // famez vm's pure parts, without booting anything: the cpio writer (read
 // back by cpio(1) where it is installed), kernel payload extraction,
 // modules.dep order, the QEMU arguments, the guest script, the console
-// classifier, the options, and the cache of guest files.
+// classifier, the options, the cache of guest files, and the command's
+// refusals (none of which boot a VM).
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -12,12 +13,13 @@ import test from 'ava';
 import { cacheKey, guestFiles } from '../ts/vm/cache.js';
 import { classify } from '../ts/vm/console.js';
 import { cpioArchive, parseCpio, type CpioEntry } from '../ts/vm/cpio.js';
-import { elfInterpreter, initScript, initramfsEntries } from '../ts/vm/initramfs.js';
+import { elfInterpreter, findStaticBusybox, initScript, initramfsEntries, readInitramfsInputs } from '../ts/vm/initramfs.js';
 import { chooseKernel, extractVmlinux, payloadOf, versionFromImageName } from '../ts/vm/kernel.js';
 import { GUEST_MODULES, moduleName, parseModulesDep, resolveModules } from '../ts/vm/modules.js';
 import { DEFAULT_GUEST_COMMAND, parseVmArgs } from '../ts/vm/options.js';
 import { buildQemuArgs, guestEnv, guestScript, kernelCommandLine, type QemuConfig } from '../ts/vm/qemu-args.js';
 import { UsageError } from '../ts/args.js';
+import { Scratch } from './helpers/serve.js';
 import { removeDir, tempDir } from './helpers/wait.js';
 
 const hasCpio = spawnSync('cpio', ['--version']).status === 0;
@@ -261,7 +263,8 @@ test('the console: firmware noise and escapes go, the exit mark is found even af
 test('famez vm options: defaults, the command after --, and one-line refusals', (t) => {
   const d = parseVmArgs([]);
   t.like(d, { count: 1, socket: null, accel: 'tcg', memory: '512M', fam: null });
-  t.deepEqual(d.command, [...DEFAULT_GUEST_COMMAND]);
+  t.deepEqual(d.command, ['famez', ...DEFAULT_GUEST_COMMAND]);
+  t.deepEqual(parseVmArgs([], ['/usr/bin/node', '/x/main.js']).command, ['/usr/bin/node', '/x/main.js', ...DEFAULT_GUEST_COMMAND]);
   const o = parseVmArgs(['-n', '2', '--fam', '/tmp/f:1M', '-e', 'A=b=c', '--', 'node', '--version', '--', 'x']);
   t.like(o, { count: 2, fam: { path: '/tmp/f', size: 1 << 20 }, env: { A: 'b=c' } });
   t.deepEqual(o.command, ['node', '--version', '--', 'x']);
@@ -307,4 +310,40 @@ test('the guest files are built once, then taken from the cache until the kernel
   t.not(cacheKey(kernel, busybox), key);
   t.like(guestFiles(kernel, busybox, dir, root), { built: true });
   t.deepEqual(fs.readdirSync(first.dir).sort(), ['initramfs.cpio', 'key', 'vmlinux']);
+});
+
+(spawnSync('xz', ['--version']).status === 0 ? test : test.skip)('a compressed module (.ko.xz) goes into the initramfs decompressed', (t) => {
+  const dir = tempDir('famez-vm-modules-');
+  t.teardown(() => removeDir(dir));
+  fs.mkdirSync(path.join(dir, 'kernel'));
+  fs.writeFileSync(path.join(dir, 'modules.dep'), GUEST_MODULES.map((m) => `kernel/${m}.ko${m === '9p' ? '.xz' : ''}:`).join('\n'));
+  for (const m of GUEST_MODULES) {
+    const data = Buffer.from(`module ${m}`);
+    fs.writeFileSync(path.join(dir, 'kernel', m === '9p' ? '9p.ko.xz' : `${m}.ko`), m === '9p' ? spawnSync('xz', ['-c'], { input: data }).stdout : data);
+  }
+  const inputs = readInitramfsInputs(process.execPath, dir);
+  t.is(inputs.modules.find((m) => m.name === '9p')?.data.toString(), 'module 9p');
+});
+
+test('findStaticBusybox refuses a dynamic busybox, naming busybox-static', (t) => {
+  t.throws(() => findStaticBusybox([process.execPath]), { code: 'ENOBUSYBOX', message: /is dynamically linked: apt-get install busybox-static/ } as never);
+  t.throws(() => findStaticBusybox(['/no/such/busybox']), { message: /there is no busybox: apt-get install busybox-static/ });
+});
+
+test('famez vm: --help, and one-line refusals with exit 2 for a bad option, a missing QEMU, a missing kernel', async (t) => {
+  const sc = new Scratch();
+  t.teardown(() => sc.cleanup());
+  const help = await sc.run(['vm', '--help']);
+  t.is(help.exitInfo.code, 0);
+  t.regex(help.stdout, /^Usage: famez vm /);
+  const cases: Array<[string[], RegExp]> = [
+    [['vm', '--bogus'], /^famez vm: unknown option '--bogus' \(see --help\)\n$/],
+    [['vm', '--qemu', '/no/such/qemu'], /^famez vm: \/no\/such\/qemu not found: apt-get install qemu-system-x86\n$/],
+    [['vm', '--qemu', '/bin/true', '--kernel', '/no/such/vmlinuz-1.0'], /famez vm: --kernel \/no\/such\/vmlinuz-1.0: no such file\n$/],
+  ];
+  for (const [args, re] of cases) {
+    const r = await sc.run(args);
+    t.is(r.exitInfo.code, 2, r.transcript);
+    t.regex(r.stderr, re);
+  }
 });

@@ -12,7 +12,7 @@ import { DEFAULTS, DEFAULT_FABRIC_PEERS, formatSize, parseServeArgs } from '../s
 import { guestFiles, type GuestFiles } from '../vm/cache.js';
 import { VmSetupError } from '../vm/errors.js';
 import { findKernel, findQemu, findStaticBusybox } from '../vm/host.js';
-import { DEFAULT_FAM_SIZE, VM_HELP, parseVmArgs, type VmCliOptions } from '../vm/options.js';
+import { DEFAULT_FAM_SIZE, VM_HELP, parseVmArgs, thisFamez, type VmCliOptions } from '../vm/options.js';
 import { buildQemuArgs, formatCommand, guestEnv, guestScript, type Accel, type FamDevice } from '../vm/qemu-args.js';
 import { bootVm, type Vm, type VmExit } from '../vm/vm.js';
 import { FabricSetupError, startServe } from './start.js';
@@ -60,12 +60,12 @@ export async function runVm(argv: string[]): Promise<number> {
   let qemu: string;
   let fam: FamDevice | null = null;
   try {
-    o = parseVmArgs(argv);
+    o = parseVmArgs(argv, thisFamez());
     if (o.help) {
       process.stdout.write(VM_HELP);
       return 0;
     }
-    qemu = findQemu();
+    qemu = findQemu(o.qemu);
     if (o.fam) fam = famDevice(o.fam);
   } catch (e) {
     if (e instanceof UsageError || e instanceof VmSetupError) {

@@ -31,7 +31,7 @@ function isExecutable(file: string): boolean {
 
 export function findQemu(binary = QEMU_BINARY): string {
   const found = findExecutable(binary);
-  if (!found) throw new VmSetupError('ENOQEMU', `${binary} not found on PATH: apt-get install qemu-system-x86`);
+  if (!found) throw new VmSetupError('ENOQEMU', `${binary} not found${binary.includes('/') ? '' : ' on PATH'}: apt-get install qemu-system-x86`);
   return found;
 }
 

@@ -2,9 +2,15 @@
 import { UsageError, parseFlags } from '../args.js';
 import { DEFAULTS, DEFAULT_FABRIC_PEERS, MAX_FABRIC_PEERS, MAX_VECTORS, formatSize, parseSize } from '../server/options.js';
 
-/** What a VM runs when no command follows `--`. `famez guest` joins the
- * fabric from inside the guest; change it here. */
-export const DEFAULT_GUEST_COMMAND: readonly string[] = ['famez', 'guest'];
+/** The famez command a VM runs when no command follows `--`: `famez guest`
+ * joins the fabric from inside the guest. Change it here. */
+export const DEFAULT_GUEST_COMMAND: readonly string[] = ['guest'];
+
+/** The argv that runs this very famez (node, its flags such as tsx's
+ * --import, the script): the guest sees the same files over 9p. */
+export function thisFamez(): string[] {
+  return [process.execPath, ...process.execArgv, process.argv[1]];
+}
 
 export const DEFAULT_FAM_SIZE = 64 * 2 ** 20;
 
@@ -30,6 +36,8 @@ export interface VmCliOptions {
   verbose: boolean;
   env: Record<string, string>;
   help: boolean;
+  /** The QEMU program (default qemu-system-x86_64 on PATH). */
+  qemu: string;
   command: string[];
 }
 
@@ -45,7 +53,8 @@ export function parseFam(v: string): { path: string; size: number | null } {
   return { path: m[1], size: m[2] === undefined ? null : parseSize(m[2]) };
 }
 
-export function parseVmArgs(argv: readonly string[]): VmCliOptions {
+/** `famez` is the argv prefix of the default command (the CLI passes thisFamez()). */
+export function parseVmArgs(argv: readonly string[], famez: readonly string[] = ['famez']): VmCliOptions {
   const dash = argv.indexOf('--');
   const flags = dash < 0 ? argv : argv.slice(0, dash);
   const o: VmCliOptions = {
@@ -64,7 +73,8 @@ export function parseVmArgs(argv: readonly string[]): VmCliOptions {
     verbose: false,
     env: {},
     help: false,
-    command: dash < 0 ? [...DEFAULT_GUEST_COMMAND] : argv.slice(dash + 1),
+    qemu: 'qemu-system-x86_64',
+    command: dash < 0 ? [...famez, ...DEFAULT_GUEST_COMMAND] : argv.slice(dash + 1),
   };
   for (const { name, value } of parseFlags(flags, {
     count: { type: 'string', short: 'n' },
@@ -81,6 +91,7 @@ export function parseVmArgs(argv: readonly string[]): VmCliOptions {
     env: { type: 'string', short: 'e' },
     print: { type: 'boolean' },
     verbose: { type: 'boolean', short: 'v' },
+    qemu: { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   })) {
     const v = value ?? '';
@@ -127,6 +138,10 @@ export function parseVmArgs(argv: readonly string[]): VmCliOptions {
         o.env[v.slice(0, eq)] = v.slice(eq + 1);
         break;
       }
+      case 'qemu':
+        if (!v) throw new UsageError('--qemu needs a program');
+        o.qemu = v;
+        break;
       case 'print':
         o.print = true;
         break;
@@ -149,7 +164,7 @@ export function parseVmArgs(argv: readonly string[]): VmCliOptions {
 export const VM_HELP = `Usage: famez vm [options] [-- COMMAND [ARG...]]
 
 Boots N small test VMs on a famez fabric, each running COMMAND (default:
-${DEFAULT_GUEST_COMMAND.join(' ')}) as root in the host's own file system (mounted read-only
+famez ${DEFAULT_GUEST_COMMAND.join(' ')}, with this famez) as root in the host's own file system (mounted read-only
 over 9p, with a fresh /tmp, /dev and /proc) in the current directory, then
 powers them off. No disk image: the guest is the host's kernel (or the
 newest /boot/vmlinuz-* with modules), booted directly, and a small
@@ -181,6 +196,7 @@ The VMs:
       --accel A          tcg (the default), kvm, or auto (try KVM with one
                          probe boot, else TCG). Nested KVM without VT-x cannot
                          run stock kernels; famez vm stops such a VM and says so
+      --qemu PROGRAM     the QEMU to run (default qemu-system-x86_64 on PATH)
   -e, --env NAME=VALUE   set a variable for COMMAND (besides PATH, HOME, USER,
                          LANG, LC_ALL, TZ, TERM from here, and FAMEZ_VM=vmN)
 
