@@ -11,6 +11,7 @@ import * as zlib from 'node:zlib';
 import test from 'ava';
 
 import { cacheKey, guestFiles } from '../ts/vm/cache.js';
+import { thisFamez } from '../ts/vm/host.js';
 import { classify } from '../ts/vm/console.js';
 import { cpioArchive, parseCpio, type CpioEntry } from '../ts/vm/cpio.js';
 import { elfInterpreter, findStaticBusybox, initScript, initramfsEntries, readInitramfsInputs } from '../ts/vm/initramfs.js';
@@ -190,7 +191,7 @@ test('the initramfs holds busybox, the modules in load order and an /init that l
   const init = entries.find((e) => e.path === 'init');
   t.is(init?.kind === 'file' ? init.mode : 0, 0o755);
   t.regex(initScript(['virtio_ring', '9p']), /for m in virtio_ring 9p; do/);
-  t.regex(initScript([]), /mount -t 9p -o trans=virtio,version=9p2000\.L,ro hostroot \/host/);
+  t.regex(initScript([]), /mount -t 9p -o trans=virtio,version=9p2000\.L,ro,msize=\d+,cache=loose hostroot \/host/);
   t.regex(initScript([]), /echo "famez-vm: exit \$\?"\npoweroff -f/);
 });
 
@@ -346,4 +347,20 @@ test('famez vm: --help, and one-line refusals with exit 2 for a bad option, a mi
     t.is(r.exitInfo.code, 2, r.transcript);
     t.regex(r.stderr, re);
   }
+});
+
+test("the default guest command is this famez: a checkout's dist/cli/main.js only while it is newer than ts/", (t) => {
+  const dir = tempDir('famez-vm-self-');
+  t.teardown(() => removeDir(dir));
+  for (const f of ['ts/cli/main.ts', 'ts/vm/host.ts', 'dist/cli/main.js']) {
+    fs.mkdirSync(path.dirname(path.join(dir, f)), { recursive: true });
+    fs.writeFileSync(path.join(dir, f), '');
+  }
+  const old = new Date(Date.now() - 60_000);
+  for (const f of ['ts/cli/main.ts', 'ts/vm/host.ts']) fs.utimesSync(path.join(dir, f), old, old);
+  const script = path.join(dir, 'ts/cli/main.ts');
+  t.deepEqual(thisFamez(script, ['--import=tsx']), [process.execPath, path.join(dir, 'dist/cli/main.js')]);
+  fs.utimesSync(path.join(dir, 'ts/vm/host.ts'), new Date(), new Date(Date.now() + 60_000));
+  t.deepEqual(thisFamez(script, ['--import=tsx']), [process.execPath, '--import=tsx', script]);
+  t.deepEqual(thisFamez('/opt/famez/dist/cli/main.js', []), [process.execPath, '/opt/famez/dist/cli/main.js']);
 });

@@ -19,7 +19,7 @@ import { GUEST_MODULES, parseBuiltin, parseModulesDep, resolveModules, type Modu
 
 /** Bump when the archive's contents or /init change: cached archives of an
  * older format are rebuilt. */
-export const INITRAMFS_FORMAT = 1;
+export const INITRAMFS_FORMAT = 2;
 
 /** What /init prints, for the host side (see console.ts). */
 export const MARK = 'famez-vm:';
@@ -54,7 +54,10 @@ for arg in $(cat /proc/cmdline); do
 done
 [ -n "$name" ] && hostname "$name"
 mkdir -p /host /newroot
-mount -t 9p -o trans=virtio,version=9p2000.L,ro hostroot /host || fail "cannot mount the host's root (9p mount_tag hostroot)"
+# msize: 6.1's default (8 KiB) costs a round trip per 8 KiB read; cache=loose
+# keeps what was read (the host's root is read-only to the guest): node and
+# its addon load 3-4x faster.
+mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144,cache=loose hostroot /host || fail "cannot mount the host's root (9p mount_tag hostroot)"
 mount -t tmpfs -o mode=0755 famez /newroot
 for d in /host/*; do
   n="\${d#/host/}"

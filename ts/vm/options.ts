@@ -6,12 +6,6 @@ import { DEFAULTS, DEFAULT_FABRIC_PEERS, MAX_FABRIC_PEERS, MAX_VECTORS, formatSi
  * joins the fabric from inside the guest. Change it here. */
 export const DEFAULT_GUEST_COMMAND: readonly string[] = ['guest'];
 
-/** The argv that runs this very famez (node, its flags such as tsx's
- * --import, the script): the guest sees the same files over 9p. */
-export function thisFamez(): string[] {
-  return [process.execPath, ...process.execArgv, process.argv[1]];
-}
-
 export const DEFAULT_FAM_SIZE = 64 * 2 ** 20;
 
 export type AccelChoice = 'tcg' | 'kvm' | 'auto';

@@ -53,7 +53,9 @@ export function buildQemuArgs(c: QemuConfig): string[] {
     '-name', c.name,
     '-machine', c.accel === 'kvm' ? 'q35,kernel-irqchip=split' : 'q35',
     '-accel', c.accel,
-    ...(c.accel === 'kvm' ? ['-cpu', 'host'] : ['-cpu', 'max']),
+    // TCG keeps QEMU's default CPU (qemu64): -cpu max doubles Node.js's
+    // start-up in the guest (V8 picks code paths TCG emulates slowly).
+    ...(c.accel === 'kvm' ? ['-cpu', 'host'] : []),
     '-device', 'intel-iommu,intremap=on',
     '-m', c.memory,
     '-smp', String(c.smp),
