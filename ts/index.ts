@@ -25,3 +25,4 @@ export * as protocol from './protocol.js';
 export { qemuArgs, libvirtXml, stanzaText, plainQemuArgs, plainStanzaText, libvirtDoorbellShmem, libvirtPlainShmem } from './stanza.js';
 export * as native from './native.js';
 export * as genz from './genz/index.js';
+export * as vm from './vm/index.js';

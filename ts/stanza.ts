@@ -21,7 +21,7 @@ export function libvirtXml(opts: StanzaOptions): string {
   return commandline(qemuArgs(opts));
 }
 
-function shellQuote(s: string): string {
+export function shellQuote(s: string): string {
   return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 }
 

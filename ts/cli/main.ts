@@ -1,10 +1,11 @@
 #!/usr/bin/env node
-// famez command line: `famez serve | client | guest | stanza | fam`.
+// famez command line: `famez serve | client | guest | vm | stanza | fam`.
 import { runClient } from './client.js';
 import { runFam } from './fam.js';
 import { runGuest } from './guest.js';
 import { runServe } from './serve.js';
 import { runStanza } from './stanza.js';
+import { runVm } from './vm.js';
 
 const HELP = `Usage: famez <command> [options]
 
@@ -12,6 +13,7 @@ Commands:
   serve     run the ivshmem server (a drop-in for QEMU's ivshmem-server)
   client    join a server as a peer; type 'help' at its prompt
   guest     inside a VM: join the fabric through its ivshmem-doorbell device
+  vm        boot test VMs on a fabric, each running one command (famez guest by default)
   stanza    print the QEMU and libvirt arguments for a server (or --plain FILE)
   fam       create FAME's fabric-attached memory file (famez fam create PATH --size 32G)
   bench     run the benchmarks (a source checkout only: npm run bench)
@@ -50,6 +52,8 @@ async function main(argv: string[]): Promise<number> {
       return runStanza(rest);
     case 'fam':
       return runFam(rest);
+    case 'vm':
+      return runVm(rest);
     case 'bench':
       return runBench(rest);
     case undefined:
