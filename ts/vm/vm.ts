@@ -115,6 +115,8 @@ export class Vm extends EventEmitter<VmEvents> {
     const tie = findSetpriv();
     const [cmd, argv] = tie ? [tie, ['--pdeathsig', 'SIGKILL', '--', this.binary, ...this.args]] : [this.binary, this.args];
     this.child = spawn(cmd, argv, { stdio: ['pipe', 'pipe', 'pipe'] });
+    // Typing into a VM that has just powered off: nothing to tell.
+    this.child.stdin!.on('error', () => undefined);
     createInterface({ input: this.child.stdout! }).on('line', (raw) => this.onConsole(classify(raw)));
     createInterface({ input: this.child.stderr! }).on('line', (l) => {
       this.qemuLines.push(l);
@@ -166,6 +168,12 @@ export class Vm extends EventEmitter<VmEvents> {
   private readonly removeOwnDir = () => {
     if (this.ownDir) fs.rmSync(this.ownDir, { recursive: true, force: true });
   };
+
+  /** Types `text` into the VM's serial console: its command's stdin (a
+   * terminal in the guest, which echoes unless the command turns that off). */
+  write(text: string): void {
+    if (!this.exit) this.child.stdin?.write(text);
+  }
 
   /** QEMU's pid (setpriv execs it: the same process). */
   get pid(): number | undefined {
