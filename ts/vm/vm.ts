@@ -181,6 +181,7 @@ export class Vm extends EventEmitter<VmEvents> {
     this.emit('console', line);
     switch (line.kind) {
       case 'init':
+        if (line.text) this.output(line.text);
         this.bootMs = Date.now() - this.started;
         this.emit('init', this.bootMs);
         break;
