@@ -114,7 +114,9 @@ export class Vm extends EventEmitter<VmEvents> {
     });
     const tie = findSetpriv();
     const [cmd, argv] = tie ? [tie, ['--pdeathsig', 'SIGKILL', '--', this.binary, ...this.args]] : [this.binary, this.args];
-    this.child = spawn(cmd, argv, { stdio: ['pipe', 'pipe', 'pipe'] });
+    // Its own process group: a Ctrl-C at the terminal reaches this process,
+    // which powers the VM off, not QEMU behind its back.
+    this.child = spawn(cmd, argv, { stdio: ['pipe', 'pipe', 'pipe'], detached: true });
     createInterface({ input: this.child.stdout! }).on('line', (raw) => this.onConsole(classify(raw)));
     createInterface({ input: this.child.stderr! }).on('line', (l) => {
       this.qemuLines.push(l);
