@@ -1,12 +1,13 @@
 // `npm run bench -- --smoke`: every scenario produced a number (or, for a
 // Rust scenario whose example does not exist or failed, an explicit skip
 // reason), and the JSON has the documented shape. No timing thresholds.
-import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
 import test from 'ava';
+
+import { LineProcess } from './helpers/wait.js';
 
 const ROOT = path.resolve(__dirname, '..');
 
@@ -34,24 +35,17 @@ test('npm run bench -- --smoke: every scenario has a number and the JSON is well
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'famez-bench-test-'));
   const out = path.join(dir, 'b.json');
   try {
-    const child = spawn('npm', ['run', '-s', 'bench', '--', '--smoke', '--json', out], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
-    child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
-    const code = await new Promise<number | null>((resolve) => {
-      const timer = setTimeout(() => {
-        try {
-          process.kill(-child.pid!, 'SIGKILL');
-        } catch {
-          // gone
-        }
-      }, 100_000);
-      child.on('close', (c) => {
-        clearTimeout(timer);
-        resolve(c);
-      });
-    });
+    // Detached: npm's children (the runner, its scenarios) are its process group, killed with it.
+    const bench = LineProcess.spawn('npm', ['run', '-s', 'bench', '--', '--smoke', '--json', out], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    t.teardown(() => bench.stop('SIGKILL'));
+    const code = await bench.wait(100_000).then(
+      (e) => e.code,
+      async () => {
+        await bench.stop('SIGKILL');
+        return null;
+      },
+    );
+    const { stdout, stderr } = bench;
     t.is(code, 0, `bench exited ${code}\n${stderr.slice(-2000)}`);
     t.regex(stdout, /\| scenario +\| impl/);
 
@@ -97,35 +91,29 @@ test('npm run bench -- --smoke: every scenario has a number and the JSON is well
 });
 
 test('famez bench --help goes to the runner', async (t) => {
-  const child = spawn(process.execPath, ['--import=tsx', 'ts/cli/main.ts', 'bench', '--help'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
-  const code = await new Promise<number | null>((resolve) => {
-    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-    child.on('close', (c) => {
-      clearTimeout(timer);
-      resolve(c);
-    });
-  });
+  const help = LineProcess.spawn(process.execPath, ['--import=tsx', 'ts/cli/main.ts', 'bench', '--help'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  t.teardown(() => help.stop('SIGKILL'));
+  const code = await help.wait(30_000).then(
+    (e) => e.code,
+    () => null,
+  );
   t.is(code, 0);
-  t.regex(stdout, /npm run bench -- \[--quick \| --smoke\] \[--json FILE\]/);
+  t.regex(help.stdout, /npm run bench -- \[--quick \| --smoke\] \[--json FILE\]/);
 });
 
 test('npm run bench -- --only picks scenario groups; an unknown group is exit 2 with the list', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'famez-bench-only-'));
   try {
     const out = path.join(dir, 'only.json');
-    const run = (args: string[]) =>
-      new Promise<{ code: number | null; stderr: string }>((resolve) => {
-        const child = spawn(process.execPath, ['--import=tsx', 'bench/run.ts', ...args], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
-        let stderr = '';
-        child.stderr!.on('data', (d) => (stderr += d));
-        const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
-        child.on('exit', (code) => {
-          clearTimeout(timer);
-          resolve({ code, stderr });
-        });
-      });
+    const run = async (args: string[]): Promise<{ code: number | null; stderr: string }> => {
+      const p = LineProcess.spawn(process.execPath, ['--import=tsx', 'bench/run.ts', ...args], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
+      t.teardown(() => p.stop('SIGKILL'));
+      const code = await p.wait(120_000).then(
+        (e) => e.code,
+        () => null,
+      );
+      return { code, stderr: p.stderr };
+    };
     const ok = await run(['--smoke', '--only', 'c', '--json', out]);
     t.is(ok.code, 0, ok.stderr);
     const doc = JSON.parse(fs.readFileSync(out, 'utf8')) as { runs: { impl: string }[] };

@@ -13,5 +13,6 @@ test('dist/cli/main.js is executable and runs by itself', (t) => {
   t.true((fs.statSync(bin).mode & 0o111) !== 0, 'executable bits set (npm run build:ts does it)');
   const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string; bin: { famez: string } };
   t.is(pkg.bin.famez, 'dist/cli/main.js');
+  // Not a LineProcess: a synchronous run to completion, killed at execFileSync's own timeout.
   t.is(execFileSync(bin, ['--version'], { encoding: 'utf8', timeout: 30_000 }).trim(), `famez ${pkg.version}`);
 });

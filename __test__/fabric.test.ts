@@ -2,13 +2,12 @@
 // the shared object starts with FAME-Z's mailbox, and the link-up exchange
 // runs with (a) a peer written in Python from the documented byte layout
 // only, and (b) real QEMU devices writing the mailbox through BAR2.
-import { spawn } from 'node:child_process';
 import * as path from 'node:path';
 
 import anyTest, { type TestFn } from 'ava';
 
 import { QtestMachine, killAll, qemuBinary } from './helpers/qemu.js';
-import { ROOT, Scratch } from './helpers/serve.js';
+import { ROOT, Scratch, type } from './helpers/serve.js';
 import { LineProcess, waitFor } from './helpers/wait.js';
 
 const test = anyTest as TestFn<Scratch>;
@@ -32,8 +31,8 @@ async function pythonPeer(socket: string, name: string): Promise<{ code: number 
   const p = LineProcess.spawn('python3', [path.join(ROOT, '__test__/helpers/fame_z_peer.py'), socket, name], { stdio: ['ignore', 'pipe', 'pipe'] });
   // Bounded: killed if it has not finished in 30 s.
   const exit = await p.wait(30_000).catch(async () => {
-    p.child.kill('SIGKILL');
-    return p.exited;
+    await p.stop('SIGKILL');
+    return p.exit ?? { code: null, signal: null };
   });
   if (p.stderr.startsWith('spawn error:')) throw new Error(p.stderr);
   return { code: exit.code, steps: p.lines.filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>), stderr: p.stderr };
@@ -152,26 +151,20 @@ qtest('recycle: a QEMU that restarts gets its ID back and its neighbour still re
 test('the server console: help, dump (the switch and its ports), quit', async (t) => {
   const dir = t.context.dir();
   const sock = path.join(dir, 'sock');
-  const child = spawn(process.execPath, ['--import=tsx', path.join(ROOT, 'ts/cli/main.ts'), 'serve', '-S', sock, '--memfd', '--max-peers', '3', '--console'], {
-    cwd: ROOT,
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
-  let out = '';
-  child.stdout.setEncoding('utf8').on('data', (c: string) => (out += c));
-  const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
-  t.teardown(() => child.kill('SIGKILL'));
-  await waitFor(() => out.includes('famez: serving on'), 'the server', WAIT_MS);
+  // Stopped at cleanup (Scratch) if the test ends before it quits.
+  const server = t.context.famez(['serve', '-S', sock, '--memfd', '--max-peers', '3', '--console'], { stdin: true });
+  await waitFor(() => server.stdout.includes('famez: serving on'), 'the server', WAIT_MS);
   const peer = await pythonPeer(sock, 'z01');
   t.is(peer.code, 0, peer.stderr);
-  child.stdin.write('help\n');
-  await waitFor(() => out.includes('commands: help, dump'), 'help', WAIT_MS);
-  child.stdin.write('dump\n');
-  await waitFor(() => /Z-switch \(ID 4, C-Class FabricSwitch, SID 27, CID 400\)/.test(out), 'the picture', WAIT_MS);
-  for (const port of [1, 2, 3]) t.regex(out, new RegExp(`\\|\\s+${port}  \\|-- `), `port ${port} is drawn`);
-  t.regex(out, /connected: none/, 'the Python peer has left');
-  child.stdin.write('bogus\n');
-  await waitFor(() => out.includes("unknown command 'bogus'"), 'the refusal', WAIT_MS);
-  child.stdin.write('quit\n');
-  t.is(await exited, 0);
-  t.regex(out, /famez: quit: closing/);
+  type(server, 'help');
+  await waitFor(() => server.stdout.includes('commands: help, dump'), 'help', WAIT_MS);
+  type(server, 'dump');
+  await waitFor(() => /Z-switch \(ID 4, C-Class FabricSwitch, SID 27, CID 400\)/.test(server.stdout), 'the picture', WAIT_MS);
+  for (const port of [1, 2, 3]) t.regex(server.stdout, new RegExp(`\\|\\s+${port}  \\|-- `), `port ${port} is drawn`);
+  t.regex(server.stdout, /connected: none/, 'the Python peer has left');
+  type(server, 'bogus');
+  await waitFor(() => server.stdout.includes("unknown command 'bogus'"), 'the refusal', WAIT_MS);
+  type(server, 'quit');
+  t.is((await server.wait(WAIT_MS)).code, 0);
+  t.regex(server.stdout, /famez: quit: closing/);
 });

@@ -3,7 +3,6 @@
 // one-way); a server out of fds refuses the peers it cannot take, never
 // hangs them and never exits on its own; a fabric too big for the fd limit
 // is refused at start with one line, leaving nothing behind.
-import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
@@ -13,7 +12,7 @@ import anyTest, { type TestFn } from 'ava';
 import { UnixStream } from '../ts/native.js';
 import { Server } from '../ts/server/server.js';
 import { RawPeer } from './helpers/raw-peer.js';
-import { FamezProcess, ROOT, Scratch, pidAlive } from './helpers/serve.js';
+import { FamezProcess, Scratch, pidAlive } from './helpers/serve.js';
 import { LineProcess, fdCount, waitFor } from './helpers/wait.js';
 
 // Fd counts are per process and the limits tests are heavy: one at a time.
@@ -81,10 +80,10 @@ for (const [copies, bytes] of [
     const drops: string[] = [];
     server.on('disconnect', (e) => drops.push(e.reason));
     for (let i = 0; i < 5; i++) {
-      const py = new LineProcess(spawn('python3', ['-c', SENDER, socket, marker, String(copies), String(bytes)], { stdio: ['ignore', 'pipe', 'pipe'] }));
-      t.context.closers.push(() => void py.stop());
+      const py = LineProcess.spawn('python3', ['-c', SENDER, socket, marker, String(copies), String(bytes)], { stdio: ['ignore', 'pipe', 'pipe'] });
+      t.context.procs.push(py);
       await py.waitLine((l) => l === 'eof', 'the server to close the sending peer', 0, WAIT_MS);
-      await py.exited;
+      await py.wait(WAIT_MS);
     }
     await waitFor(() => drops.length === 5, 'five disconnects', WAIT_MS);
     t.is(fdsOn(marker), 0, `the server still holds fds the peers sent; log:\n${log.join('\n')}`);
@@ -159,8 +158,6 @@ test('a client still reassembles a message that comes in pieces (only the server
 
 // ---- 3. out of fds: refuse, never hang, never exit --------------------------------
 
-const MAIN = ['--import=tsx', 'ts/cli/main.ts'];
-
 function hasPrlimit(): boolean {
   return ['/usr/bin/prlimit', '/bin/prlimit'].some((p) => fs.existsSync(p));
 }
@@ -168,10 +165,7 @@ function hasPrlimit(): boolean {
 /** `famez serve <args>` under an fd limit of soft:hard (prlimit execs it, so
  * the pid is the server's). */
 function serveLimited(t: { context: Scratch }, soft: number, hard: number, args: string[]): FamezProcess {
-  const child = spawn('prlimit', [`--nofile=${soft}:${hard}`, process.execPath, ...MAIN, 'serve', ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-  const p = new FamezProcess(child, ['serve', ...args]);
-  t.context.procs.push(p);
-  return p;
+  return t.context.famezVia(['prlimit', `--nofile=${soft}:${hard}`], ['serve', ...args]);
 }
 
 /** Serves under `limit` fds, connects raw peers until `refusals` have been

@@ -289,7 +289,8 @@ test('the help says the socket gets the shared memory\'s mode, 0600 by default, 
 
 // ---- 17. a size the machine cannot map --------------------------------------------
 
-const hasPrlimit = spawnSync('prlimit', ['--version']).status === 0;
+// Not a LineProcess: a synchronous probe at load time, bounded by spawnSync's own timeout.
+const hasPrlimit = spawnSync('prlimit', ['--version'], { timeout: 10_000, killSignal: 'SIGKILL' }).status === 0;
 
 test('a size this process cannot map (mmap ENOMEM at start) is one clear line and exit 2, nothing left behind', async (t) => {
   if (!hasPrlimit) {

@@ -14,14 +14,14 @@
 //
 // Needs a built checkout (`npm run build`: famez.<platform>.node, index.js,
 // dist/). Skipped on hosts that are not one of package.json's napi.targets.
-import { spawn, spawnSync, type SpawnSyncOptions } from 'node:child_process';
+import { spawnSync, type SpawnSyncOptions } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
 import test, { type ExecutionContext } from 'ava';
 
-import { LineProcess, type Exit } from './helpers/wait.js';
+import { LineProcess, spawnChild, type Exit } from './helpers/wait.js';
 
 const ROOT = path.resolve(__dirname, '..');
 const PKG = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as {
@@ -77,12 +77,13 @@ const procs: Proc[] = [];
 let tmp: string | null = null;
 
 function start(cmd: string, args: string[], cwd: string, env: NodeJS.ProcessEnv): Proc {
-  const p = new Proc(spawn(cmd, args, { cwd, env, stdio: ['pipe', 'pipe', 'pipe'] }), `${cmd} ${args.join(' ')}`);
+  const p = new Proc(spawnChild(cmd, args, { cwd, env }), `${cmd} ${args.join(' ')}`);
   procs.push(p);
   return p;
 }
 
-/** Runs a command to completion (bounded); throws with its output unless it exits 0. */
+/** Runs a command to completion (bounded); throws with its output unless it exits 0.
+ * Not a LineProcess: a synchronous run to completion, SIGKILLed at spawnSync's own timeout. */
 function run(cmd: string, args: string[], opts: SpawnSyncOptions & { cwd: string; env: NodeJS.ProcessEnv }): string {
   const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: COMMAND_MS, killSignal: 'SIGKILL', stdio: ['ignore', 'pipe', 'pipe'], ...opts });
   if (r.error || r.status !== 0) {
@@ -177,10 +178,7 @@ function checkMainFiles(t: ExecutionContext, files: string[], which: string): vo
 // --- the test --------------------------------------------------------------
 
 test.after.always(async () => {
-  for (const p of procs) {
-    if (p.exit === null) p.child.kill('SIGKILL');
-  }
-  await Promise.all(procs.map((p) => p.wait(5000).catch(() => undefined)));
+  await Promise.all(procs.map((p) => p.stop('SIGKILL')));
   if (tmp !== null) fs.rmSync(tmp, { recursive: true, force: true });
 });
 
@@ -257,6 +255,7 @@ test.after.always(async () => {
     for (const tool of RUST_TOOLS) t.is(findOnPath(tool, userPath), null, `${tool} must not be reachable on the install PATH`);
     const userEnv = childEnv(dir, userPath);
     delete userEnv.CARGO;
+    // spawnSync, like run(): synchronous and bounded by its own timeout, nothing left running.
     const probe = spawnSync('/bin/sh', ['-c', 'command -v cargo'], { env: userEnv, encoding: 'utf8', timeout: WAIT_MS });
     t.not(probe.status, 0, `cargo found on the install PATH: ${String(probe.stdout)}`);
 
@@ -295,7 +294,7 @@ test.after.always(async () => {
     t.true(client.out.includes(`connected to ${sock}`), client.transcript);
     t.regex(client.out, /peer 0\b/, client.transcript);
 
-    server.child.kill('SIGTERM');
+    server.kill('SIGTERM');
     const serverExit = await server.wait();
     t.deepEqual(serverExit, { code: 0, signal: null }, server.transcript);
     t.false(fs.existsSync(sock), 'the server removes its socket on SIGTERM');

@@ -1,9 +1,8 @@
 // famez against real QEMU ivshmem-doorbell devices. Each QEMU is a paused TCG machine driven over
 // qtest (see helpers/qemu.ts); interrupts delivered to it are observed as MSI-X pending bits.
 // These tests need qemu-system-x86_64 and fail without it, unless FAMEZ_SKIP_QEMU=1.
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
@@ -12,7 +11,7 @@ import anyTest, { type ExecutionContext, type TestFn } from 'ava';
 import { Client } from '../ts/client/client.js';
 import { Server } from '../ts/server/server.js';
 import { QtestMachine, killAll, qemuBinary } from './helpers/qemu.js';
-import { waitFor, waitedFor } from './helpers/wait.js';
+import { LineProcess, waitFor, waitedFor, within } from './helpers/wait.js';
 
 const ROOT = resolve(__dirname, '..');
 const SKIP = process.env.FAMEZ_SKIP_QEMU === '1';
@@ -70,16 +69,6 @@ test.after.always(async () => {
 function note(t: ExecutionContext<Context>, line: string): void {
   t.context.notes.push(line);
   if (t.context.notes.length > 400) t.context.notes.shift();
-}
-
-/** `promise`'s value, or null if it takes longer than `ms` (the timer never outlives the wait). */
-async function within<T>(promise: Promise<T>, ms: number): Promise<T | null> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([promise, new Promise<null>((done) => (timer = setTimeout(() => done(null), ms)))]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 function startServer(t: ExecutionContext<Context>, opts: { log?: string[] } = {}): Server {
@@ -320,7 +309,7 @@ qtest('a SIGKILLed QEMU is announced: the client gets a leave and the server log
   t.deepEqual(leaves, []);
 
   await qemu.kill('SIGKILL');
-  t.is((await qemu.exited).signal, 'SIGKILL');
+  t.is((await within(qemu.exited, `QEMU ${qemu.pid} to exit`, WAIT_MS)).signal, 'SIGKILL');
   await waitFor(() => leaves.length > 0, `client to hear peer ${qemuId} leave`, WAIT_MS);
   t.deepEqual(leaves, [{ id: qemuId }]);
   t.false(client.peers.has(qemuId));
@@ -336,40 +325,27 @@ qtest('a SIGKILLed QEMU is announced: the client gets a leave and the server log
 
 // ---- the CLI server, as users run it ---------------------------------------------------------
 
-interface CliServer { child: ChildProcess; lines: string[]; exited: Promise<{ code: number | null; signal: string | null }> }
+/** The server as a LineProcess, and its stdout and stderr lines together, as they came. */
+interface CliServer { proc: LineProcess; lines: string[] }
 
 async function startCliServer(t: ExecutionContext<Context>, args: string[]): Promise<CliServer> {
-  const command = [process.execPath, '--import=tsx', join(ROOT, 'ts/cli/main.ts'), 'serve', '--silent', ...args];
-  // setpriv (it execs, so the pid stays the server's) ties the server's life to this test
-  // process, should it die before the cleanup runs.
-  const setpriv = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
-  if (setpriv) command.unshift(setpriv, '--pdeathsig', 'KILL');
-  const child = spawn(command[0], command.slice(1), { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
   const lines: string[] = [];
-  const exited = new Promise<{ code: number | null; signal: string | null }>((done) => {
-    child.once('close', (code, signal) => done({ code, signal }));
-  });
-  let exitedNow = false;
-  void exited.then(() => (exitedNow = true));
-  t.context.cleanups.push(async () => {
-    if (exitedNow) return;
-    child.kill('SIGTERM');
-    const escalate = setTimeout(() => child.kill('SIGKILL'), 5000);
-    await exited;
-    clearTimeout(escalate);
-  });
-  for (const stream of [child.stdout!, child.stderr!]) {
-    let buf = '';
-    stream.setEncoding('utf8');
-    stream.on('data', (chunk: string) => {
-      const parts = (buf + chunk).split('\n');
-      buf = parts.pop() ?? '';
-      for (const line of parts) {
+  // pdeathsig ties the server's life to this test process, should it die before the cleanup runs.
+  const proc = LineProcess.spawn(
+    process.execPath,
+    ['--import=tsx', join(ROOT, 'ts/cli/main.ts'), 'serve', '--silent', ...args],
+    { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], pdeathsig: true },
+    {
+      what: `famez serve ${args.join(' ')}`,
+      onLine: (line) => {
         lines.push(line);
         note(t, `famez serve: ${line}`);
-      }
-    });
-  }
+      },
+    },
+  );
+  let exitedNow = false;
+  void proc.exited.then(() => (exitedNow = true));
+  t.context.cleanups.push(() => proc.stop('SIGTERM', 5000));
   await waitFor(
     () => {
       if (exitedNow) throw new Error(`famez serve exited before it was ready:\n${lines.join('\n')}`);
@@ -378,7 +354,7 @@ async function startCliServer(t: ExecutionContext<Context>, args: string[]): Pro
     'famez serve to print "famez: serving on"',
     WAIT_MS,
   );
-  return { child, lines, exited };
+  return { proc, lines };
 }
 
 qtest('famez serve (the CLI) with a QEMU and a client, end to end', async (t) => {
@@ -413,8 +389,8 @@ qtest('famez serve (the CLI) with a QEMU and a client, end to end', async (t) =>
 
   // SIGTERM: a clean exit that removes the socket.
   client.close();
-  cli.child.kill('SIGTERM');
-  const exit = await within(cli.exited, WAIT_MS);
+  cli.proc.kill('SIGTERM');
+  const exit = await cli.proc.wait(WAIT_MS).catch(() => null);
   t.truthy(exit, 'famez serve exits on SIGTERM');
   t.is(exit?.code, 0);
 });

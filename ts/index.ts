@@ -1,5 +1,5 @@
-// famez's library API: the server, the host client, the pure protocol and
-// the stanza helpers. The native classes are exported for advanced use.
+// famez's library API: the server, the host client, the guest transport,
+// the pure protocol and the stanza helpers. The native classes are exported for advanced use.
 export { Server, ServerError, type ServerConfig, type ServerEvents, type PeerEvent } from './server/server.js';
 export { parseServeArgs, parseSize, UsageError, type ServeOptions } from './server/options.js';
 export { Client, ClientError, type ClientEvents, type ConnectOptions, type PeerView } from './client/client.js';
@@ -15,9 +15,14 @@ export {
   type OwnAttributes,
   type PeerAttributes,
 } from './fabric/client.js';
+export { GuestTransport, type GuestTransportOptions } from './guest/transport.js';
+export { GuestError, listIvshmem, type IvshmemDevice } from './guest/pci.js';
+export { openFam, type FamRegion } from './guest/fam.js';
+export { createFam, FamError, type FamFile } from './fam/create.js';
+export type { PeerTransport, TransportEvents } from './transport.js';
 export { FamezError } from './errors.js';
 export * as protocol from './protocol.js';
-export { qemuArgs, libvirtXml, stanzaText } from './stanza.js';
+export { qemuArgs, libvirtXml, stanzaText, plainQemuArgs, plainStanzaText, libvirtDoorbellShmem, libvirtPlainShmem } from './stanza.js';
 export * as native from './native.js';
 export * as genz from './genz/index.js';
 export * as vm from './vm/index.js';

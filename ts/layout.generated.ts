@@ -90,3 +90,5 @@ export const RING_MAGIC = 0x3130474e49525a46n;
 export const FEATURES_MAGIC = 0x31465a46;
 /** The peer reads the switch's messages from the switch's ring channel to it (docs/ring-channels.md), not only from the switch's slot. */
 export const FEATURE_SWITCH_RING = 1;
+/** The peer wants vector 0 rung after every change of the slots' `present` words (a guest: it gets no join or leave messages). Opt-in, so a FAME-Z driver never sees an interrupt it does not expect. */
+export const FEATURE_MEMBERSHIP_BELL = 2;

@@ -6,12 +6,13 @@ import type * as Binding from '../index.js';
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const binding: typeof Binding = require('../index.js');
 
-export const { EventFd, Mailbox, PidFile, Ring, SharedMemory, UnixListener, UnixStream, closeFd, fdLimit, fdSize, groupId, raiseFdLimit, ringLayout, socketState } = binding;
+export const { EventFd, GuestDevice, Mailbox, PidFile, Ring, SharedMemory, preallocate, UnixListener, UnixStream, closeFd, fdLimit, fdSize, groupId, raiseFdLimit, ringLayout, socketState } = binding;
 /** Rings the open EventFd whose number is `fd` (EBADF otherwise): the hot
  * path's EventFd.signal, a plain Node-API function without the class
  * method's unwrapping. */
 export const signalFd = binding.signalFdFunction();
 export type EventFd = Binding.EventFd;
+export type GuestDevice = Binding.GuestDevice;
 export type PidFile = Binding.PidFile;
 export type SharedMemory = Binding.SharedMemory;
 export type UnixListener = Binding.UnixListener;

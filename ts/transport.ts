@@ -27,6 +27,10 @@ export interface PeerTransport {
   readonly vectors: number;
   /** Where it is attached, for messages (a socket path, a PCI address). */
   readonly where: string;
+  /** Feature bits (features.ts) the fabric peer must add to its slot's
+   * feature word for this transport to work: a guest's
+   * FEATURE_MEMBERSHIP_BELL. */
+  readonly features?: number;
   /** The other connected peers' IDs, ascending. */
   peerIds(): number[];
   /** Rings `peer`'s vector `vector` (throws when there is no such peer or vector). */

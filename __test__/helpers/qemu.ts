@@ -1,11 +1,7 @@
 // Test harness: a paused TCG QEMU with an ivshmem-doorbell device, driven over the qtest text
 // protocol on stdio. No guest runs; the harness programs PCI config, BARs and MSI-X itself and
 // observes interrupts as MSI-X Pending Bit Array bits (kept pending by the MSI-X function mask).
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { accessSync, constants } from 'node:fs';
-import { delimiter, join } from 'node:path';
-
-import { waitedFor } from './wait.js';
+import { LineProcess, waitedFor, which, within } from './wait.js';
 
 const START_TIMEOUT_MS = 20_000;
 const COMMAND_TIMEOUT_MS = 10_000;
@@ -22,20 +18,11 @@ const SHM_CHUNK = 0x10000;
 export interface MachineOptions { socket: string; vectors: number; extraArgs?: string[]; log?: (line: string) => void }
 export interface ExitInfo { code: number | null; signal: string | null }
 
+// Machines not yet exited, for killAll(). QEMU ignores EOF on its qtest stdin: LineProcess's
+// 'exit' hook kills what is left when the test process exits.
 const machines = new Set<QtestMachine>();
-// QEMU ignores EOF on its qtest stdin, so without this it would outlive the test process.
-process.on('exit', () => { for (const m of machines) m.killNow(); });
 
-function findExecutable(name: string): string | null {
-  for (const dir of [...(process.env.PATH ?? '').split(delimiter), '/usr/bin', '/usr/local/bin']) {
-    if (!dir) continue;
-    const candidate = join(dir, name);
-    try { accessSync(candidate, constants.X_OK); return candidate; } catch { /* keep looking */ }
-  }
-  return null;
-}
-
-export function qemuBinary(): string | null { return findExecutable('qemu-system-x86_64'); }
+export function qemuBinary(): string | null { return which('qemu-system-x86_64'); }
 
 export async function killAll(): Promise<void> {
   await Promise.all([...machines].map((m) => m.kill()));
@@ -58,11 +45,9 @@ interface Waiter { line: string; resolve(answer: string): void; reject(err: Erro
 export class QtestMachine {
   readonly pid: number;
   readonly exited: Promise<ExitInfo>;
-  private readonly child: ChildProcessWithoutNullStreams;
+  private readonly proc: LineProcess;
   private readonly log: (line: string) => void;
   private exitInfo: ExitInfo | null = null;
-  private stderrTail = '';
-  private stdoutBuf = '';
   private queue: Promise<unknown> = Promise.resolve();
   private waiter: Waiter | null = null;
   // Answers still owed to timed-out commands: QEMU answers in order, so they are dropped on arrival.
@@ -76,47 +61,31 @@ export class QtestMachine {
     const args = ['-M', 'q35', '-S', '-accel', 'tcg', '-qtest', 'stdio', '-qtest-log', '/dev/null', '-display', 'none',
       '-nodefaults', '-chardev', `socket,path=${opts.socket},id=ch`,
       '-device', `ivshmem-doorbell,chardev=ch,vectors=${opts.vectors}`, ...(opts.extraArgs ?? [])];
-    // setpriv ties QEMU's life to the spawning thread, covering what the 'exit' hook cannot:
-    // worker.terminate() (ava timeouts) and a SIGKILLed test process.
-    const setpriv = findExecutable('setpriv');
-    this.child = setpriv
-      ? spawn(setpriv, ['--pdeathsig', 'KILL', binary, ...args], { stdio: 'pipe' })
-      : spawn(binary, args, { stdio: 'pipe' });
-    this.pid = this.child.pid ?? -1;
+    // pdeathsig ties QEMU's life to the spawning thread (see ProcOptions); stdin's EPIPE on a
+    // dead QEMU is swallowed by LineProcess, and the exit reports it.
+    this.proc = LineProcess.spawn(binary, args, { pdeathsig: true }, {
+      what: `qemu ${opts.socket}`,
+      onLine: (line, from) => {
+        if (from === 'stdout') this.onLine(line.trimEnd());
+        else if (line) this.log(`qemu ${this.pid}: ${line}`);
+      },
+    });
+    this.pid = this.proc.child.pid ?? -1;
     machines.add(this);
     // A forgotten machine must not keep the test process alive; the 'exit' hook then kills it.
     // Pending commands and kill() hold their own timers, which keep the loop alive while needed.
-    this.child.unref();
-    for (const stream of [this.child.stdin, this.child.stdout, this.child.stderr]) (stream as unknown as { unref?: () => void }).unref?.();
-    this.exited = new Promise<ExitInfo>((resolve) => {
-      const done = (info: ExitInfo): void => {
-        if (this.exitInfo) return;
-        this.exitInfo = info;
-        machines.delete(this);
-        this.log(`qemu ${this.pid} exited: code ${info.code} signal ${info.signal}`);
-        const waiter = this.waiter;
-        if (waiter) waiter.reject(this.exitError(`while waiting for '${waiter.line}'`));
-        resolve(info);
-      };
-      // 'close' rather than 'exit': by then stderr is drained, so errors quote QEMU's last words.
-      this.child.once('close', (code, signal) => done({ code, signal }));
-      this.child.once('error', (err) => {
-        this.stderrTail += `\n${err.message}`;
-        if (this.child.pid === undefined) done({ code: null, signal: null });
-      });
-    });
-    // A dead QEMU makes stdin writes fail with EPIPE; the exit handler already reports that.
-    this.child.stdin.on('error', () => undefined);
-    this.child.stdout.setEncoding('utf8');
-    this.child.stdout.on('data', (chunk: string) => {
-      const lines = (this.stdoutBuf + chunk).split('\n');
-      this.stdoutBuf = lines.pop() ?? '';
-      for (const line of lines) this.onLine(line.trimEnd());
-    });
-    this.child.stderr.setEncoding('utf8');
-    this.child.stderr.on('data', (chunk: string) => {
-      this.stderrTail = (this.stderrTail + chunk).slice(-4096);
-      for (const line of chunk.split('\n')) if (line) this.log(`qemu ${this.pid}: ${line}`);
+    const { child } = this.proc;
+    child.unref();
+    for (const stream of [child.stdin, child.stdout, child.stderr]) (stream as unknown as { unref?: () => void } | null)?.unref?.();
+    // LineProcess's exited comes after 'close' too: by then stderr is drained, so errors quote
+    // QEMU's last words.
+    this.exited = this.proc.exited.then((info) => {
+      this.exitInfo = info;
+      machines.delete(this);
+      this.log(`qemu ${this.pid} exited: code ${info.code} signal ${info.signal}`);
+      const waiter = this.waiter;
+      if (waiter) waiter.reject(this.exitError(`while waiting for '${waiter.line}'`));
+      return info;
     });
   }
 
@@ -194,17 +163,11 @@ export class QtestMachine {
   }
 
   async kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
-    if (!this.exitInfo) {
-      this.child.kill(signal);
-      // A gentler signal may be ignored or slow; SIGKILL keeps the wait bounded.
-      const escalate = setTimeout(() => this.child.kill('SIGKILL'), 5000);
-      await this.exited;
-      clearTimeout(escalate);
-    }
+    if (this.exitInfo) return;
+    // A gentler signal may be ignored or slow: SIGKILL after 5 s; every wait is bounded.
+    await this.proc.stop(signal, 5000);
+    await within(this.exited, `qemu ${this.pid} to exit`, 5000).catch(() => undefined);
   }
-
-  /** @internal synchronous kill for the process 'exit' hook. */
-  killNow(): void { if (!this.exitInfo) this.child.kill('SIGKILL'); }
 
   private async setup(): Promise<void> {
     // QEMU answers nothing until the server has sent version, ID and shm, so this carries the start-up bound.
@@ -303,7 +266,7 @@ export class QtestMachine {
         },
         reject: (err) => { clearTimeout(timer); this.waiter = null; reject(err); },
       };
-      this.child.stdin.write(`${line}\n`);
+      this.proc.child.stdin!.write(`${line}\n`);
     });
   }
 
@@ -320,7 +283,7 @@ export class QtestMachine {
   }
 
   private stderrText(): string {
-    const text = this.stderrTail.trim();
+    const text = this.proc.stderr.slice(-4096).trim();
     return text ? `\nQEMU stderr:\n${text}` : '';
   }
 }

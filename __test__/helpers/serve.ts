@@ -1,12 +1,12 @@
 // Runs `famez serve` (and other famez commands) as real processes for tests:
 // spawn, wait for output lines with bounded waits, and clean up everything a
 // test created (processes, temp dirs, POSIX shm names) in afterEach.always.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import { LineProcess, type Exit } from './wait.js';
+import { LineProcess, spawnChild, type Exit } from './wait.js';
 
 export const ROOT = path.resolve(__dirname, '..', '..');
 const MAIN = ['--import=tsx', 'ts/cli/main.ts'];
@@ -56,7 +56,9 @@ export class FamezProcess extends LineProcess {
 
 /** Everything one test created, cleaned up by `cleanup()`. */
 export class Scratch {
-  readonly procs: FamezProcess[] = [];
+  /** Stopped (SIGTERM, then SIGKILL) at cleanup: the famez commands and any
+   * other LineProcess a test hands over. */
+  readonly procs: LineProcess[] = [];
   readonly pids: number[] = [];
   readonly shmNames: string[] = [];
   readonly dirs: string[] = [];
@@ -76,9 +78,10 @@ export class Scratch {
     return n;
   }
 
-  /** Spawns `famez <args>` from the package root. */
-  famez(args: string[]): FamezProcess {
-    const child = spawn(process.execPath, [...MAIN, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  /** Spawns `famez <args>` from the package root; with `stdin`, its stdin
+   * is a pipe for commands (see type()). */
+  famez(args: string[], opts: { stdin?: boolean } = {}): FamezProcess {
+    const child = spawnChild(process.execPath, [...MAIN, ...args], { cwd: ROOT, stdio: [opts.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
     const p = new FamezProcess(child, args);
     this.procs.push(p);
     return p;
@@ -87,7 +90,7 @@ export class Scratch {
   /** Spawns `famez <args>` run by `wrapper` (e.g. `['prlimit', '--as=N', '--']`
    * or `['sh', '-c', 'umask 000 && exec "$0" "$@"']`), which execs node. */
   famezVia(wrapper: string[], args: string[]): FamezProcess {
-    const child = spawn(wrapper[0], [...wrapper.slice(1), process.execPath, ...MAIN, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawnChild(wrapper[0], [...wrapper.slice(1), process.execPath, ...MAIN, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
     const p = new FamezProcess(child, args);
     this.procs.push(p);
     return p;
@@ -95,10 +98,7 @@ export class Scratch {
 
   /** Spawns `famez client <args>` with a stdin pipe for commands (see type()). */
   client(args: string[]): FamezProcess {
-    const child = spawn(process.execPath, [...MAIN, 'client', ...args], { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'] });
-    const p = new FamezProcess(child, ['client', ...args]);
-    this.procs.push(p);
-    return p;
+    return this.famez(['client', ...args], { stdin: true });
   }
 
   /** Spawns `famez serve <args>` and waits until it is serving. */

@@ -114,10 +114,57 @@ export interface Exit {
   signal: NodeJS.Signals | null;
 }
 
+/** Where `name` is: on PATH, else in /usr/bin or /usr/local/bin; null if nowhere. */
+export function which(name: string): string | null {
+  for (const dir of [...(process.env.PATH ?? '').split(path.delimiter), '/usr/bin', '/usr/local/bin']) {
+    if (!dir) continue;
+    const candidate = path.join(dir, name);
+    try {
+      fs.accessSync(candidate, fs.constants.X_OK);
+      return candidate;
+    } catch {
+      // keep looking
+    }
+  }
+  return null;
+}
+
+export interface ProcOptions extends SpawnOptions {
+  /** Runs the command under `setpriv --pdeathsig KILL` (it execs, so the
+   * pid stays the command's), tying its life to the spawning thread: this
+   * covers what the 'exit' hook below cannot, a worker.terminate() (ava
+   * timeouts) or a SIGKILLed test process. Plain spawn without setpriv. */
+  pdeathsig?: boolean;
+}
+
+/** The one place the tests spawn a child process (LineProcess.spawn and the
+ * helpers that subclass LineProcess come through here): stdio all piped
+ * unless told. */
+export function spawnChild(cmd: string, args: string[], options: ProcOptions = {}): ChildProcess {
+  const { pdeathsig, ...opts } = options;
+  const setpriv = pdeathsig ? which('setpriv') : null;
+  const [file, argv] = setpriv ? [setpriv, ['--pdeathsig', 'KILL', cmd, ...args]] : [cmd, args];
+  return spawn(file, argv, { stdio: ['pipe', 'pipe', 'pipe'], ...opts });
+}
+
+export interface LineHooks {
+  /** Called with every line of stdout and of stderr as it arrives. */
+  onLine?: (line: string, from: 'stdout' | 'stderr') => void;
+}
+
+// Children still running when the test process exits are SIGKILLed (or their
+// group, when detached): a child that ignores EOF on its stdin (QEMU under
+// qtest) or a forgotten one would otherwise outlive the test process.
+const live = new Set<LineProcess>();
+process.on('exit', () => {
+  for (const p of live) p.kill('SIGKILL');
+});
+
 /** The one child-process helper of the tests: a child whose stdout is kept
  * as text and as lines, and stderr as text, for assertions; bounded waits
- * for output and for its exit; stop() escalates to SIGKILL. Other process
- * helpers (FamezProcess, ProbePeer, ...) are built on it. */
+ * for output and for its exit; stop() escalates to SIGKILL; a child spawned
+ * `detached` is signalled as its whole process group. Other process helpers
+ * (FamezProcess, ProbePeer, QtestMachine, ...) are built on it. */
 export class LineProcess {
   readonly lines: string[] = [];
   stdout = '';
@@ -128,17 +175,32 @@ export class LineProcess {
   readonly exited: Promise<Exit>;
   /** What the child is, for messages: its command line unless told. */
   readonly what: string;
+  /** Signals go to the child's process group (it was spawned detached,
+   * so it leads one): its own children are stopped with it. */
+  readonly group: boolean;
 
   constructor(
     readonly child: ChildProcess,
     what?: string,
+    hooks: LineHooks & { group?: boolean } = {},
   ) {
     this.what = what ?? child.spawnargs.join(' ');
+    this.group = hooks.group ?? false;
+    const { onLine } = hooks;
+    if (child.pid !== undefined) live.add(this);
+    // A dead child makes stdin writes fail with EPIPE; its exit reports that.
+    child.stdin?.on('error', () => undefined);
     child.stdout?.setEncoding('utf8');
     child.stdout?.on('data', (d: string) => (this.stdout += d));
-    if (child.stdout) createInterface({ input: child.stdout }).on('line', (l) => this.lines.push(l));
+    if (child.stdout) {
+      createInterface({ input: child.stdout }).on('line', (l) => {
+        this.lines.push(l);
+        onLine?.(l, 'stdout');
+      });
+    }
     child.stderr?.setEncoding('utf8');
     child.stderr?.on('data', (d: string) => (this.stderr += d));
+    if (child.stderr && onLine) createInterface({ input: child.stderr }).on('line', (l) => onLine(l, 'stderr'));
     this.exited = new Promise((resolve) => {
       // 'exit' can come before the last of stdout has been read; wait for
       // 'close' (all stdio ended) too, but not forever: a daemonised
@@ -151,19 +213,23 @@ export class LineProcess {
       });
       child.once('exit', (code, signal) => {
         this.exit = { code, signal };
+        if (!this.group) live.delete(this);
         if (closed) done();
         else setTimeout(done, 2_000).unref();
       });
       child.once('error', (e) => {
         this.stderr += `spawn error: ${e.message}\n`;
         this.exit = { code: -1, signal: null };
+        live.delete(this);
         done();
       });
     });
   }
 
-  static spawn(cmd: string, args: string[], options: SpawnOptions = {}): LineProcess {
-    return new LineProcess(spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], ...options }));
+  /** Spawns `cmd args` (see spawnChild; `detached: true` makes it a group
+   * leader, signalled as a group). */
+  static spawn(cmd: string, args: string[], options: ProcOptions = {}, hooks: LineHooks & { what?: string } = {}): LineProcess {
+    return new LineProcess(spawnChild(cmd, args, options), hooks.what, { ...hooks, group: options.detached === true });
   }
 
   get pid(): number {
@@ -212,14 +278,37 @@ export class LineProcess {
     return within(this.exited, () => `${this.what} to exit\n${this.transcript}`, timeoutMs);
   }
 
-  /** Sends `signal`, then SIGKILL if it has not exited in time; bounded. */
-  async stop(signal: NodeJS.Signals = 'SIGTERM', timeoutMs = 5_000): Promise<void> {
-    if (this.exit) return;
-    this.child.kill(signal);
-    const t = await Promise.race([this.exited.then(() => true), sleep(timeoutMs).then(() => false)]);
-    if (!t && !this.exit) {
-      this.child.kill('SIGKILL');
-      await Promise.race([this.exited, sleep(timeoutMs)]);
+  /** Sends `signal` to the child by its pid, or to its process group (a
+   * group outlives its leader, so it is signalled after the leader's exit
+   * too); false when there was nothing to signal. */
+  kill(signal: NodeJS.Signals = 'SIGTERM'): boolean {
+    if (this.child.pid === undefined) return false;
+    if (this.group) {
+      try {
+        process.kill(-this.child.pid, signal);
+        return true;
+      } catch {
+        live.delete(this); // the whole group is gone
+        return false;
+      }
     }
+    return this.exit === null && this.child.kill(signal);
+  }
+
+  /** Sends `signal`, then SIGKILL if it has not exited in time; bounded.
+   * A group is sent SIGKILL at the end whatever its leader did. */
+  async stop(signal: NodeJS.Signals = 'SIGTERM', timeoutMs = 5_000): Promise<void> {
+    if (this.exit) {
+      if (this.group) this.kill('SIGKILL');
+      return;
+    }
+    // within() clears its timer: a stopped child leaves nothing keeping the loop alive.
+    const settled = (ms: number) => within(this.exited, this.what, ms).then(() => true, () => false);
+    this.kill(signal);
+    if (!(await settled(timeoutMs)) && !this.exit) {
+      this.kill('SIGKILL');
+      await settled(timeoutMs);
+    }
+    if (this.group) this.kill('SIGKILL');
   }
 }

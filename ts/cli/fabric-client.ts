@@ -3,13 +3,13 @@
 // connection here when the shared memory holds a FAME-Z mailbox; against a
 // --silent (stock) server, or a mailbox whose globals are damaged, it says
 // why in one line and keeps the stock commands.
-import type { Client } from '../client/client.js';
+import type { PeerTransport } from '../transport.js';
 import { FabricClient, FabricClientError, type FabricMessage } from '../fabric/client.js';
 
 export const FABRIC_COMMANDS = `commands:
   help                 this list
   who                  the peers: ID and nodename
-  ping DEST            send ping (the answer is printed as it comes)
+  ping DEST            send ping and wait for the pong (up to 5 s)
   send DEST TEXT       send TEXT
   int DEST SRC TEXT    send TEXT as peer SRC (written into SRC's slot, DEST's vector SRC rung)
   link WORDS...        send 'Link WORDS...' to the switch
@@ -18,10 +18,16 @@ export const FABRIC_COMMANDS = `commands:
   quit                 leave
 DEST: an ID, a nodename, server or switch, all (every other peer), others (every other peer but the switch)`;
 
+/** How long `ping` waits for its pongs. */
+const PING_WAIT_MS = 5000;
+
 export interface FabricSessionOptions {
   nodename?: string;
   verbose?: boolean;
   say: (line: string) => void;
+  /** Whether the caller goes on as a plain ivshmem peer when the server is
+   * no fabric (the host client; a guest cannot). Default true. */
+  plainFallback?: boolean;
 }
 
 export class FabricSession {
@@ -41,16 +47,16 @@ export class FabricSession {
     if (verbose) fabric.on('sent', ({ to, text }) => say(`to ${this.who(to)}: ${text}`));
   }
 
-  /** A fabric session over `client`, or null when its server is no fabric
-   * (said in one line, with the globals found: the client then runs as a
-   * plain ivshmem peer). */
-  static attach(client: Client, options: FabricSessionOptions): FabricSession | null {
+  /** A fabric session over `transport` (the host Client, a guest's
+   * device), or null when its server is no fabric (said in one line, with
+   * the globals found: a host client then runs as a plain ivshmem peer). */
+  static attach(transport: PeerTransport, options: FabricSessionOptions): FabricSession | null {
     try {
-      const fabric = FabricClient.attach(client, { nodename: options.nodename });
+      const fabric = FabricClient.attach(transport, { nodename: options.nodename });
       return new FabricSession(fabric, options.say, options.verbose ?? false);
     } catch (e) {
       if (!(e instanceof FabricClientError && e.code === 'ENOTFABRIC')) throw e;
-      options.say(`not a FAME-Z fabric: ${e.message}; running as a plain ivshmem peer (stock commands)`);
+      options.say(`not a FAME-Z fabric: ${e.message}${options.plainFallback === false ? '' : '; running as a plain ivshmem peer (stock commands)'}`);
       return null;
     }
   }
@@ -67,6 +73,13 @@ export class FabricSession {
     const run = this.chain.then(() => this.execute(line));
     this.chain = run.catch(() => undefined);
     return run;
+  }
+
+  /** Runs `task` (link-up at start, say) after the commands before it. */
+  run(task: () => Promise<void>): Promise<void> {
+    const r = this.chain.then(task);
+    this.chain = r.catch(() => undefined);
+    return r;
   }
 
   /** Resolves once every command given so far has run. */
@@ -111,7 +124,7 @@ export class FabricSession {
             this.say('usage: ping DEST');
             return true;
           }
-          await this.send(args[0], 'ping');
+          await this.ping(args[0]);
           return true;
         case 'send':
           if (args.length < 2) {
@@ -157,6 +170,28 @@ export class FabricSession {
       }
       return true;
     }
+  }
+
+  /** ping: sends it, then waits (bounded) for each pong, so that commands
+   * after it, and the end of piped input, come after the answers. */
+  private async ping(dest: string): Promise<void> {
+    const f = this.fabric;
+    const waiting = new Set(f.resolve(dest));
+    let done!: () => void;
+    const all = new Promise<void>((resolve) => (done = resolve));
+    const onMessage = (m: FabricMessage) => {
+      if (m.message?.kind === 'pong' && waiting.delete(m.from) && waiting.size === 0) done();
+    };
+    f.on('message', onMessage);
+    const timer = setTimeout(done, PING_WAIT_MS);
+    try {
+      await this.send(dest, 'ping');
+      if (waiting.size > 0) await all;
+    } finally {
+      clearTimeout(timer);
+      f.off('message', onMessage);
+    }
+    for (const id of waiting) this.say(`no pong from ${this.who(id)} within ${PING_WAIT_MS} ms`);
   }
 
   private async send(dest: string, text: string): Promise<void> {

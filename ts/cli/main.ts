@@ -1,6 +1,8 @@
 #!/usr/bin/env node
-// famez command line: `famez serve | client | stanza | vm`.
+// famez command line: `famez serve | client | guest | vm | stanza | fam`.
 import { runClient } from './client.js';
+import { runFam } from './fam.js';
+import { runGuest } from './guest.js';
 import { runServe } from './serve.js';
 import { runStanza } from './stanza.js';
 import { runVm } from './vm.js';
@@ -10,8 +12,10 @@ const HELP = `Usage: famez <command> [options]
 Commands:
   serve     run the ivshmem server (a drop-in for QEMU's ivshmem-server)
   client    join a server as a peer; type 'help' at its prompt
-  stanza    print the QEMU and libvirt arguments for a server
-  vm        boot test VMs on a fabric, each running one command
+  guest     inside a VM: join the fabric through its ivshmem-doorbell device
+  vm        boot test VMs on a fabric, each running one command (famez guest by default)
+  stanza    print the QEMU and libvirt arguments for a server (or --plain FILE)
+  fam       create FAME's fabric-attached memory file (famez fam create PATH --size 32G)
   bench     run the benchmarks (a source checkout only: npm run bench)
 
 Run 'famez <command> --help' for a command's options.
@@ -42,8 +46,12 @@ async function main(argv: string[]): Promise<number> {
     case 'client':
       // Done with the terminal either way; an open stdin would keep Node alive.
       return runClient(rest).finally(() => process.stdin.destroy());
+    case 'guest':
+      return runGuest(rest).finally(() => process.stdin.destroy());
     case 'stanza':
       return runStanza(rest);
+    case 'fam':
+      return runFam(rest);
     case 'vm':
       return runVm(rest);
     case 'bench':

@@ -1,15 +1,24 @@
 // `famez stanza`: print the QEMU and libvirt arguments for a server.
 import { UsageError, parseFlags } from '../args.js';
 import { DEFAULTS, DEFAULT_FABRIC_PEERS, MAX_FABRIC_PEERS, MAX_VECTORS } from '../server/options.js';
-import { stanzaText } from '../stanza.js';
+import * as fs from 'node:fs';
+
+import { parseSize } from '../server/options.js';
+import { plainStanzaText, stanzaText } from '../stanza.js';
 
 const HELP = `Usage: famez stanza [-S SOCKET] [--max-peers N | --silent -n VECTORS] [--id ID]
+       famez stanza --plain PATH [--size SIZE] [--id ID]
 
 Prints the QEMU -chardev/-device arguments and the libvirt
 <qemu:commandline> block for an ivshmem-doorbell device on SOCKET
 (default ${DEFAULTS.socket}). For a fabric of N peers (default
 ${DEFAULT_FABRIC_PEERS}) every device needs N+2 vectors; for a --silent (stock)
-server, VECTORS (default 1).
+server, VECTORS (default 1). Also libvirt's own <shmem> element.
+
+With --plain: FAME's fabric-attached memory, the file PATH shared as an
+ivshmem-plain device (-object memory-backend-file,...,share=on -device
+ivshmem-plain,memdev=...). SIZE defaults to the file's size ('famez fam
+create' makes the file).
 `;
 
 function integer(flag: string, v: string, max: number): number {
@@ -23,7 +32,9 @@ export function runStanza(argv: string[]): number {
     let vectors: number | null = null;
     let peers: number | null = null;
     let silent = false;
-    let id = 'famez0';
+    let id: string | null = null;
+    let plain: string | null = null;
+    let size: number | null = null;
     for (const { name, value } of parseFlags(argv, {
       socket: { type: 'string', short: 'S' },
       vectors: { type: 'string', short: 'n' },
@@ -31,6 +42,8 @@ export function runStanza(argv: string[]): number {
       nClients: { type: 'string' },
       silent: { type: 'boolean' },
       id: { type: 'string' },
+      plain: { type: 'string' },
+      size: { type: 'string', short: 'l' },
       help: { type: 'boolean', short: 'h' },
     })) {
       const v = value ?? '';
@@ -39,6 +52,8 @@ export function runStanza(argv: string[]): number {
         return 0;
       }
       if (name === 'socket') socket = v;
+      if (name === 'plain') plain = v;
+      if (name === 'size') size = parseSize(v);
       if (name === 'silent') silent = true;
       if (name === 'id') {
         if (!/^[A-Za-z][\w.-]*$/.test(v)) throw new UsageError(`--id must start with a letter and hold letters, digits, '.', '-' or '_', got '${v}'`);
@@ -47,6 +62,21 @@ export function runStanza(argv: string[]): number {
       if (name === 'vectors') vectors = integer('-n/--vectors', v, MAX_VECTORS);
       if (name === 'max-peers' || name === 'nClients') peers = integer('--max-peers', v, MAX_FABRIC_PEERS);
     }
+    if (plain !== null) {
+      if (socket !== DEFAULTS.socket || vectors !== null || peers !== null || silent) throw new UsageError('--plain is memory only: no -S, -n, --max-peers or --silent');
+      if (size === null) {
+        let st: fs.Stats;
+        try {
+          st = fs.statSync(plain);
+        } catch {
+          throw new UsageError(`${plain} does not exist: give --size SIZE, or create it with 'famez fam create ${plain} --size SIZE'`);
+        }
+        size = parseSize(String(st.size));
+      }
+      process.stdout.write(plainStanzaText({ path: plain, size, id: id ?? 'fam0' }));
+      return 0;
+    }
+    if (size !== null) throw new UsageError('--size goes with --plain (a server sets its own size)');
     if (silent && peers !== null) throw new UsageError('--max-peers sets a fabric size; with --silent give -n VECTORS');
     if (!silent) {
       const needed = (peers ?? DEFAULT_FABRIC_PEERS) + 2;
@@ -55,7 +85,7 @@ export function runStanza(argv: string[]): number {
       }
       vectors = needed;
     }
-    process.stdout.write(stanzaText({ socket, vectors: vectors ?? DEFAULTS.vectors, id }));
+    process.stdout.write(stanzaText({ socket, vectors: vectors ?? DEFAULTS.vectors, id: id ?? 'famez0' }));
     return 0;
   } catch (e) {
     if (e instanceof UsageError) {

@@ -142,7 +142,9 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
     this.setNodename(options.nodename ?? defaultNodename(transport.id));
     // Tell the switch to send to us through its ring to us: its one slot
     // is then never what our answers wait for (features.ts).
-    if (mem && this.layout) writeFeatures(mem, transport.id, options.switchRing === false ? 0 : FEATURE_SWITCH_RING);
+    // A transport's own bits (a guest's membership bell) go in as well.
+    const bits = (this.layout && options.switchRing !== false ? FEATURE_SWITCH_RING : 0) | (transport.features ?? 0);
+    if (mem && (this.layout || bits !== 0)) writeFeatures(mem, transport.id, bits);
     transport.on('interrupt', this.onInterrupt);
     transport.on('join', this.onJoin);
     transport.on('leave', this.onLeave);

@@ -22,7 +22,8 @@ import {
   GLOBAL_SERVER_ID,
   GLOBAL_SLOTSIZE,
 } from '../layout.generated.js';
-import { FEATURE_SWITCH_RING, clearFeatures, readFeatures } from './features.js';
+import { FEATURE_MEMBERSHIP_BELL, FEATURE_SWITCH_RING, clearFeatures, readFeatures } from './features.js';
+import { bumpMembership, writePresent } from './presence.js';
 import { RingCorrupt, RingReader, RingWriter, ringOffset } from './ring.js';
 import { Switch, type SwitchConfig } from './switch.js';
 
@@ -95,6 +96,8 @@ export class Fabric {
   private expected: bigint[] = [];
   /** Per sender: when a mismatch was last logged (rate limit). */
   private readonly mismatchLoggedAt = new Map<number, number>();
+  /** The last connection number written into a present word. */
+  private connections = 0n;
   private closed = false;
 
   /** Creates the switch's eventfds, so the server can advertise them. */
@@ -137,8 +140,10 @@ export class Fabric {
       this.globalsTimer.unref();
     }
     mailbox.setNodename(this.switch.serverId, 'Z-switch');
+    this.announce(this.switch.serverId, true);
     server.on('connect', ({ id }) => {
       this.checkGlobals(`peer ${id} connecting`);
+      this.announce(id, true);
       this.delivery.connect(id);
       this.apply(this.switch.connect(id));
     });
@@ -153,9 +158,36 @@ export class Fabric {
       mailbox.setNodename(id, '');
       mailbox.clear(id);
       if (this.memory) clearFeatures(this.memory, id);
+      this.emptyRingsTo(id);
+      this.announce(id, false);
       this.pump();
     });
     server.on('close', () => this.close());
+  }
+
+  /** A departed peer's incoming rings are emptied (it was their only
+   * consumer): whoever gets its ID next reads nothing meant for its
+   * predecessor. A producer that pushes before it hears of the leave can
+   * still leave a message there (docs/ring-channels.md). */
+  private emptyRingsTo(id: number): void {
+    const layout = this.layout;
+    if (!this.memory || !layout) return;
+    for (let from = 1; from <= this.switch.serverId; from++) {
+      if (from !== id) new RingReader(this.memory, ringOffset(layout, from, id), layout.capacity).discard();
+    }
+  }
+
+  /** Writes `id`'s present word (presence.ts) and rings vector 0 of the
+   * other peers that asked for it. Without the ArrayBuffer (an object past
+   * Node's limit) there are no present words: guests cannot join then. */
+  private announce(id: number, present: boolean): void {
+    const memory = this.memory;
+    if (!memory) return;
+    writePresent(memory, id, present ? ++this.connections : 0n);
+    bumpMembership(memory);
+    for (const peer of this.server?.peerIds ?? []) {
+      if (peer !== id && (readFeatures(memory, peer) & FEATURE_MEMBERSHIP_BELL) !== 0) this.server!.ring(peer, 0);
+    }
   }
 
   private onDoorbell(sender: number): void {

@@ -12,11 +12,14 @@
 // offsets and values come from ../layout.generated.ts (famez-core's
 // layout.rs).
 
-import { FEATURES_MAGIC, FEATURE_SWITCH_RING, SLOT_FEATURES as BITS, SLOT_SIZE as SLOT } from '../layout.generated.js';
+import { FEATURES_MAGIC, FEATURE_MEMBERSHIP_BELL, FEATURE_SWITCH_RING, SLOT_FEATURES as BITS, SLOT_SIZE as SLOT } from '../layout.generated.js';
 
 /** "FZF1" in little-endian bytes; the bit the peer sets when it reads the
  * switch's messages from the switch's ring channel to it. */
 export { FEATURES_MAGIC, FEATURE_SWITCH_RING };
+/** The bit a peer sets to have vector 0 rung when someone joins or leaves
+ * (presence.ts). */
+export { FEATURE_MEMBERSHIP_BELL };
 
 /** The two u32 words (bits, magic) of the slot's feature word. */
 function words(memory: ArrayBuffer, slot: number): [Uint32Array] {

@@ -152,6 +152,11 @@ pub mod features {
         /// channel to it (docs/ring-channels.md), not only from the
         /// switch's slot.
         SWITCH_RING: u32 = 1 => "FEATURE_SWITCH_RING";
+        /// The peer wants vector 0 rung after every change of the slots'
+        /// `present` words (a guest: it gets no join or leave messages).
+        /// Opt-in, so a FAME-Z driver never sees an interrupt it does not
+        /// expect.
+        MEMBERSHIP_BELL: u32 = 2 => "FEATURE_MEMBERSHIP_BELL";
     }
 }
 

@@ -41,6 +41,20 @@ pub fn close_fd(fd: i32) -> Result<()> {
     Ok(())
 }
 
+/// Reserves the blocks of `[0, size)` of the file behind `fd` (posix_fallocate:
+/// a FAM file that will not hit ENOSPC later), growing it to `size` if it is
+/// shorter. ENOSPC when the filesystem lacks the room; EOPNOTSUPP where the
+/// filesystem cannot reserve.
+#[napi]
+pub fn preallocate(fd: i32, size: f64) -> Result<()> {
+    if !(size.is_finite() && size > 0.0 && size.fract() == 0.0 && size <= i64::MAX as f64) {
+        return Err(error::coded("EINVAL", format_args!("size {size} is not a positive whole number of bytes")));
+    }
+    // SAFETY: the fd is only borrowed for the duration of the call.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    nix::fcntl::posix_fallocate(borrowed, 0, size as i64).map_err(|e| io_error("posix_fallocate", e.into()))
+}
+
 /// Size of the object behind an fd (fstat), without taking ownership.
 #[napi]
 pub fn fd_size(fd: i32) -> Result<f64> {
