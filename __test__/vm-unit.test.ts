@@ -252,7 +252,8 @@ test('the guest script runs the command in the working directory with only the g
 
 test('the console: firmware noise and escapes go, the exit mark is found even after unterminated output', (t) => {
   t.deepEqual(classify('\x1bc\x1b[?7l\x1b[2J\x1b[0mSeaBIOS (version 1.16.2-debian-1.16.2-1)'), { kind: 'noise', text: 'SeaBIOS (version 1.16.2-debian-1.16.2-1)' });
-  t.deepEqual(classify('Booting from ROM..famez-vm: init\r'), { kind: 'init' });
+  t.deepEqual(classify('Booting from ROM..famez-vm: init\r'), { kind: 'init', text: '' });
+  t.deepEqual(classify('[    3.1] clocksource: x famez-vm: init'), { kind: 'init', text: '[    3.1] clocksource: x ' });
   t.deepEqual(classify('v20.20.2\r'), { kind: 'output', text: 'v20.20.2' });
   t.deepEqual(classify('famez-vm: exit 3'), { kind: 'exit', status: 3, text: '' });
   t.deepEqual(classify('no newlinefamez-vm: exit 0'), { kind: 'exit', status: 0, text: 'no newline' });

@@ -47,12 +47,42 @@ function famDevice(fam: NonNullable<VmCliOptions['fam']>): FamDevice {
 
 /** `--accel auto`: one VM with KVM and no devices must run `true`;
  * anything else (a KVM internal error, no /init in time) means TCG. */
-async function probeKvm(files: GuestFiles, qemu: string, dir: string): Promise<{ accel: Accel; why: string }> {
+async function probeKvm(files: GuestFiles, qemu: string, dir: string, track: (vm: Vm) => void): Promise<{ accel: Accel; why: string }> {
   if (!fs.existsSync('/dev/kvm')) return { accel: 'tcg', why: 'no /dev/kvm' };
   const vm = bootVm({ name: 'kvm-probe', kernel: files.kernel, initrd: files.initrd, socket: null, vectors: 1, command: ['true'], accel: 'kvm', qemu, scriptDir: dir, bootTimeoutMs: KVM_BOOT_MS });
+  track(vm);
   const exit = await vm.exited;
   if (exit.status === 0) return { accel: 'kvm', why: `a probe VM booted in ${seconds(vm.bootMs)}` };
   return { accel: 'tcg', why: `KVM did not boot a probe VM (${exit.reason ?? `status ${exit.status}`})` };
+}
+
+const OWNER = 'owner.pid';
+
+/** Removes the temporary folders of `famez vm` runs that were SIGKILLed
+ * (their QEMUs died with them): those whose owner.pid names no process. */
+function sweepStale(base: string): void {
+  let names: string[];
+  try {
+    names = fs.readdirSync(base).filter((n) => n.startsWith('famez-vm-'));
+  } catch {
+    return;
+  }
+  for (const n of names) {
+    const dir = path.join(base, n);
+    try {
+      const pid = Number(fs.readFileSync(path.join(dir, OWNER), 'utf8'));
+      if (!Number.isInteger(pid) || pid <= 0) continue;
+      try {
+        process.kill(pid, 0);
+        continue; // alive (or not ours to signal: EPERM)
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ESRCH') continue;
+      }
+      fs.rmSync(dir, { recursive: true, force: true });
+    } catch {
+      // no owner file (a library Vm's folder) or not ours: leave it
+    }
+  }
 }
 
 export async function runVm(argv: string[]): Promise<number> {
@@ -79,7 +109,9 @@ export async function runVm(argv: string[]): Promise<number> {
   // files if the cache cannot be written); its path goes on the kernel
   // command line, so it must have no spaces.
   const tmpBase = /\s/.test(os.tmpdir()) ? '/tmp' : os.tmpdir();
+  sweepStale(tmpBase);
   const dir = fs.mkdtempSync(path.join(tmpBase, 'famez-vm-'));
+  fs.writeFileSync(path.join(dir, OWNER), String(process.pid));
   const vms: Vm[] = [];
   let server: Server | null = null;
   let stopping: NodeJS.Signals | null = null;
@@ -137,7 +169,7 @@ export async function runVm(argv: string[]): Promise<number> {
 
     let accel: Accel = o.accel === 'kvm' ? 'kvm' : 'tcg';
     if (o.accel === 'auto') {
-      const probe = await probeKvm(files, qemu, dir);
+      const probe = await probeKvm(files, qemu, dir, (vm) => vms.push(vm));
       accel = probe.accel;
       say(`accelerator ${accel}: ${probe.why}`);
     } else say(`accelerator ${accel}${accel === 'tcg' ? ' (--accel kvm or auto to try KVM)' : ''}`);

@@ -6,8 +6,8 @@ import { MARK } from './initramfs.js';
 export type ConsoleLine =
   /** Output of the guest (the command, or the kernel). */
   | { kind: 'output'; text: string }
-  /** /init has started: the kernel is up. */
-  | { kind: 'init' }
+  /** /init has started: the kernel is up; `text` is what shared its line (a kernel message). */
+  | { kind: 'init'; text: string }
   /** The command has exited with `status`; `text` is output that preceded the mark on its line. */
   | { kind: 'exit'; status: number; text: string }
   /** Something /init says (a setup failure, a missing folder). */
@@ -19,7 +19,10 @@ export type ConsoleLine =
 // eslint-disable-next-line no-control-regex
 const ESCAPES = /\x1b(\[[0-9;?]*[A-Za-z]|[()][A-Za-z0-9]|[A-Za-z=>])/g;
 const FIRMWARE = /^(SeaBIOS \(version .*\)|iPXE .*|Booting from ROM\.\.)/;
+// Found at the end of a line: a kernel message printed meanwhile, or output
+// without a final newline, may come first.
 const EXIT = new RegExp(`${MARK} exit (\\d+)$`);
+const INIT = new RegExp(`${MARK} init$`);
 
 export function classify(raw: string): ConsoleLine {
   // eslint-disable-next-line no-control-regex
@@ -32,7 +35,8 @@ export function classify(raw: string): ConsoleLine {
   }
   const exit = EXIT.exec(text);
   if (exit) return { kind: 'exit', status: Number(exit[1]), text: text.slice(0, exit.index) };
-  if (text === `${MARK} init`) return { kind: 'init' };
+  const init = INIT.exec(text);
+  if (init) return { kind: 'init', text: text.slice(0, init.index) };
   if (text.startsWith(`${MARK} `)) return { kind: 'note', text: text.slice(MARK.length + 1) };
   // poweroff -f's last kernel line, expected at every end.
   if (/^\[\s*\d+\.\d+\] reboot: Power down$/.test(text)) return { kind: 'noise', text };

@@ -114,7 +114,9 @@ export class Vm extends EventEmitter<VmEvents> {
     });
     const tie = findSetpriv();
     const [cmd, argv] = tie ? [tie, ['--pdeathsig', 'SIGKILL', '--', this.binary, ...this.args]] : [this.binary, this.args];
-    this.child = spawn(cmd, argv, { stdio: ['pipe', 'pipe', 'pipe'] });
+    // Its own process group: a Ctrl-C at the terminal reaches this process,
+    // which powers the VM off, not QEMU behind its back.
+    this.child = spawn(cmd, argv, { stdio: ['pipe', 'pipe', 'pipe'], detached: true });
     // Typing into a VM that has just powered off: nothing to tell.
     this.child.stdin!.on('error', () => undefined);
     createInterface({ input: this.child.stdout! }).on('line', (raw) => this.onConsole(classify(raw)));
@@ -189,6 +191,7 @@ export class Vm extends EventEmitter<VmEvents> {
     this.emit('console', line);
     switch (line.kind) {
       case 'init':
+        if (line.text) this.output(line.text);
         this.bootMs = Date.now() - this.started;
         this.emit('init', this.bootMs);
         break;
