@@ -236,3 +236,18 @@ vmTest('famez guest refuses with one line and exit 2: no vfio-pci, no device, bo
   t.regex(out, /attached to PCI \S+ \(VFIO, type1v2\) as peer 1/, 'the holder got the device');
   t.regex(out, /holder rc=0/);
 });
+
+vmTest('famez vm 2, the demo: two VMs link up with the switch and ping each other; Ctrl-C powers them off', async (t) => {
+  t.timeout(STEP_MS * 2);
+  const sc = new Scratch();
+  t.teardown(() => sc.cleanup());
+  const p = sc.famez(['vm', '2']);
+  for (const re of [/^vm1\| link up: configured by 15 as SID0=27,CID0=100/m, /^vm2\| link up: configured by 15 as SID0=27,CID0=200/m, /^vm1\| from 2 \(vm2-2\): pong$/m, /^vm2\| from 1 \(vm1-1\): pong$/m]) {
+    await p.waitFor(re, STEP_MS);
+  }
+  p.child.kill('SIGINT');
+  const exit = await p.wait(30_000);
+  t.is(exit.code, 130, p.transcript);
+  t.regex(p.stderr, /vm1 powered off \(SIGINT\)/);
+  t.regex(p.stderr, /vm2 powered off \(SIGINT\)/);
+});

@@ -264,7 +264,9 @@ test('the console: firmware noise and escapes go, the exit mark is found even af
 
 test('famez vm options: defaults, the command after --, and one-line refusals', (t) => {
   const d = parseVmArgs([]);
-  t.like(d, { count: 1, socket: null, accel: 'tcg', memory: '512M', fam: null });
+  t.like(d, { count: 1, socket: null, accel: 'auto', memory: '512M', fam: null });
+  t.like(parseVmArgs(['2', '-v']), { count: 2, verbose: true }, '`famez vm 2`: the count may come first');
+  t.like(parseVmArgs(['3', '--', 'true']), { count: 3, command: ['true'] });
   t.deepEqual(d.command, ['famez', ...DEFAULT_GUEST_COMMAND]);
   t.deepEqual(parseVmArgs([], ['/usr/bin/node', '/x/main.js']).command, ['/usr/bin/node', '/x/main.js', ...DEFAULT_GUEST_COMMAND]);
   const o = parseVmArgs(['-n', '2', '--fam', '/tmp/f:1M', '-e', 'A=b=c', '--', 'node', '--version', '--', 'x']);
@@ -274,6 +276,7 @@ test('famez vm options: defaults, the command after --, and one-line refusals', 
   const refused = (argv: string[], re: RegExp) => t.throws(() => parseVmArgs(argv), { instanceOf: UsageError, message: re });
   refused(['--fam', '/tmp/f:3M'], /not a power of two/);
   refused(['-n', '0'], /between 1 and/);
+  refused(['0'], /the VM count must be between 1 and/);
   refused(['--accel', 'hvf'], /tcg, kvm or auto/);
   refused(['--vectors', '4'], /--vectors is for --socket/);
   refused(['-n', '20', '--max-peers', '10'], /do not fit/);

@@ -174,6 +174,28 @@ export class FabricSession {
 
   /** ping: sends it, then waits (bounded) for each pong, so that commands
    * after it, and the end of piped input, come after the answers. */
+  /** Pings every other peer but the switch once it runs a peer (its slot
+   * has a nodename: a guest's QEMU joins long before its famez guest
+   * starts, and a ping left in this peer's one slot would hold up its
+   * answers), now and as peers join (famez vm's demo). Gives up on a peer
+   * after `waitMs`. */
+  pingPeers(waitMs = 120_000): void {
+    const f = this.fabric;
+    const watch = (id: number) => {
+      const until = Date.now() + waitMs;
+      const look = () => {
+        if (f.closed || !f.peers.some((p) => p.id === id)) return;
+        if (f.nodenameOf(id) !== '') void this.run(() => this.ping(String(id))).catch(() => undefined);
+        else if (Date.now() < until) setTimeout(look, 250).unref();
+      };
+      look();
+    };
+    for (const p of f.peers) if (!p.isSwitch) watch(p.id);
+    f.on('join', ({ id }) => {
+      if (id !== f.serverId) watch(id);
+    });
+  }
+
   private async ping(dest: string): Promise<void> {
     const f = this.fabric;
     const waiting = new Set(f.resolve(dest));

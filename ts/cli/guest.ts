@@ -10,7 +10,7 @@ import { errorCode, errorText } from '../native.js';
 import { GuestTransport } from '../guest/transport.js';
 import { FABRIC_COMMANDS, FabricSession } from './fabric-client.js';
 
-const HELP = `Usage: famez guest [--device BDF] [--poll | --vfio] [-N NODENAME] [--no-link] [-v]
+const HELP = `Usage: famez guest [--device BDF] [--poll | --vfio] [-N NODENAME] [--no-link] [--ping-peers] [-v]
 
 Inside a VM started with an ivshmem-doorbell device on a famez fabric
 ('famez stanza' prints the QEMU arguments; 'famez vm' boots such VMs):
@@ -25,6 +25,8 @@ and says so.
       --poll-ms MS    the poll interval (default 2)
   -N, --nodename NAME this peer's nodename (default <host>-<ID>)
       --no-link       do not link up with the switch on start
+      --ping-peers    after link-up, ping every other peer, and each one that
+                      joins later (the demo 'famez vm' runs)
   -v, --verbose       say more (what is sent)
   -h, --help          show this help
 
@@ -42,12 +44,13 @@ interface GuestArgs {
   pollMs?: number;
   nodename?: string;
   link: boolean;
+  pingPeers: boolean;
   verbose: boolean;
   help: boolean;
 }
 
 export function parseGuestArgs(argv: string[]): GuestArgs {
-  const a: GuestArgs = { mode: 'auto', link: true, verbose: false, help: false };
+  const a: GuestArgs = { mode: 'auto', link: true, pingPeers: false, verbose: false, help: false };
   for (const flag of parseFlags(argv, {
     device: { type: 'string' },
     vfio: { type: 'boolean' },
@@ -55,6 +58,7 @@ export function parseGuestArgs(argv: string[]): GuestArgs {
     'poll-ms': { type: 'string' },
     nodename: { type: 'string', short: 'N' },
     'no-link': { type: 'boolean' },
+    'ping-peers': { type: 'boolean' },
     verbose: { type: 'boolean', short: 'v' },
     help: { type: 'boolean', short: 'h' },
   })) {
@@ -79,6 +83,9 @@ export function parseGuestArgs(argv: string[]): GuestArgs {
         break;
       case 'no-link':
         a.link = false;
+        break;
+      case 'ping-peers':
+        a.pingPeers = true;
         break;
       case 'verbose':
         a.verbose = true;
@@ -153,6 +160,7 @@ export async function runGuest(argv: string[]): Promise<number> {
       }
     });
   }
+  if (args.pingPeers) s.pingPeers();
   const rl = readline.createInterface({ input: process.stdin, terminal: false });
   rl.on('line', (line) => {
     if (quitting) return;

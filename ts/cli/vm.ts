@@ -46,14 +46,39 @@ function famDevice(fam: NonNullable<VmCliOptions['fam']>): FamDevice {
 }
 
 /** `--accel auto`: one VM with KVM and no devices must run `true`;
- * anything else (a KVM internal error, no /init in time) means TCG. */
+ * anything else (a KVM internal error, no /init in time) means TCG. The
+ * verdict is kept beside the cached guest files, for this kernel, QEMU and
+ * host kernel: only the first run pays for the probe. */
 async function probeKvm(files: GuestFiles, qemu: string, dir: string, track: (vm: Vm) => void): Promise<{ accel: Accel; why: string }> {
   if (!fs.existsSync('/dev/kvm')) return { accel: 'tcg', why: 'no /dev/kvm' };
+  const verdictFile = path.join(files.dir, 'kvm-probe.json');
+  let key = '';
+  try {
+    const stamp = (f: string) => {
+      const st = fs.statSync(f);
+      return `${f}:${st.mtimeMs}:${st.size}`;
+    };
+    key = [stamp(files.kernel), stamp(qemu), os.release()].join('|');
+    const saved = JSON.parse(fs.readFileSync(verdictFile, 'utf8')) as { key: string; accel: Accel; why: string };
+    if (saved.key === key && (saved.accel === 'kvm' || saved.accel === 'tcg')) return { accel: saved.accel, why: `${saved.why} (remembered from an earlier run)` };
+  } catch {
+    // no verdict yet, or an unreadable one: probe
+  }
   const vm = bootVm({ name: 'kvm-probe', kernel: files.kernel, initrd: files.initrd, socket: null, vectors: 1, command: ['true'], accel: 'kvm', qemu, scriptDir: dir, bootTimeoutMs: KVM_BOOT_MS });
   track(vm);
   const exit = await vm.exited;
-  if (exit.status === 0) return { accel: 'kvm', why: `a probe VM booted in ${seconds(vm.bootMs)}` };
-  return { accel: 'tcg', why: `KVM did not boot a probe VM (${exit.reason ?? `status ${exit.status}`})` };
+  const verdict: { accel: Accel; why: string } =
+    exit.status === 0 ? { accel: 'kvm', why: `a probe VM booted in ${seconds(vm.bootMs)}` } : { accel: 'tcg', why: `KVM did not boot a probe VM (${exit.reason ?? `status ${exit.status}`})` };
+  if (key) {
+    try {
+      const tmp = `${verdictFile}.${process.pid}`;
+      fs.writeFileSync(tmp, JSON.stringify({ key, ...verdict }));
+      fs.renameSync(tmp, verdictFile);
+    } catch {
+      // a read-only cache: probe again next time
+    }
+  }
+  return verdict;
 }
 
 const OWNER = 'owner.pid';
@@ -205,7 +230,8 @@ export async function runVm(argv: string[]): Promise<number> {
         vm.on('init', (ms) => say(`${name}: /init after ${seconds(ms)}`));
       }
       const exited = vm.exited.then((e) => {
-        say(`${name} ${e.status !== null ? `exited ${e.status}` : `failed: ${e.reason}`} (boot ${seconds(vm.bootMs)}, total ${seconds(vm.uptimeMs)})`);
+        const how = e.status !== null ? `exited ${e.status}` : stopping ? `powered off (${stopping})` : `failed: ${e.reason}`;
+        say(`${name} ${how} (boot ${seconds(vm.bootMs)}, total ${seconds(vm.uptimeMs)})`);
         return e;
       });
       exits.push(exited);

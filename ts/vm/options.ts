@@ -4,7 +4,7 @@ import { DEFAULTS, DEFAULT_FABRIC_PEERS, MAX_FABRIC_PEERS, MAX_VECTORS, formatSi
 
 /** The famez command a VM runs when no command follows `--`: `famez guest`
  * joins the fabric from inside the guest. Change it here. */
-export const DEFAULT_GUEST_COMMAND: readonly string[] = ['guest'];
+export const DEFAULT_GUEST_COMMAND: readonly string[] = ['guest', '--ping-peers'];
 
 export const DEFAULT_FAM_SIZE = 64 * 2 ** 20;
 
@@ -50,9 +50,12 @@ export function parseFam(v: string): { path: string; size: number | null } {
 /** `famez` is the argv prefix of the default command (the CLI passes thisFamez()). */
 export function parseVmArgs(argv: readonly string[], famez: readonly string[] = ['famez']): VmCliOptions {
   const dash = argv.indexOf('--');
-  const flags = dash < 0 ? argv : argv.slice(0, dash);
+  let flags = dash < 0 ? argv : argv.slice(0, dash);
+  // `famez vm 2`: the count may come first, without -n.
+  const count = flags.length > 0 && /^\d+$/.test(flags[0]) ? integer('the VM count', flags[0], 1, MAX_FABRIC_PEERS) : null;
+  if (count !== null) flags = flags.slice(1);
   const o: VmCliOptions = {
-    count: 1,
+    count: count ?? 1,
     socket: null,
     vectors: null,
     size: DEFAULTS.size,
@@ -62,7 +65,7 @@ export function parseVmArgs(argv: readonly string[], famez: readonly string[] = 
     fam: null,
     memory: '512M',
     smp: 1,
-    accel: 'tcg',
+    accel: 'auto',
     print: false,
     verbose: false,
     env: {},
@@ -155,7 +158,7 @@ export function parseVmArgs(argv: readonly string[], famez: readonly string[] = 
   return o;
 }
 
-export const VM_HELP = `Usage: famez vm [options] [-- COMMAND [ARG...]]
+export const VM_HELP = `Usage: famez vm [N] [options] [-- COMMAND [ARG...]]
 
 Boots N small test VMs on a famez fabric, each running COMMAND (default:
 famez ${DEFAULT_GUEST_COMMAND.join(' ')}, with this famez) as root in the host's own file system (mounted read-only
@@ -187,9 +190,10 @@ The VMs:
       --modules DIR      the kernel's modules folder
   -m, --memory SIZE      guest RAM (default 512M)
       --smp N            guest CPUs (default 1)
-      --accel A          tcg (the default), kvm, or auto (try KVM with one
-                         probe boot, else TCG). Nested KVM without VT-x cannot
-                         run stock kernels; famez vm stops such a VM and says so
+      --accel A          auto (the default: KVM when a probe VM boots with it,
+                         remembered per kernel and QEMU, else TCG), tcg or kvm.
+                         Nested KVM without VT-x cannot run stock kernels;
+                         famez vm stops such a VM and says so
       --qemu PROGRAM     the QEMU to run (default qemu-system-x86_64 on PATH)
   -e, --env NAME=VALUE   set a variable for COMMAND (besides PATH, HOME, USER,
                          LANG, LC_ALL, TZ, TERM from here, and FAMEZ_VM=vmN)
