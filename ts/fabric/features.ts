@@ -12,7 +12,14 @@
 // offsets and values come from ../layout.generated.ts (famez-core's
 // layout.rs).
 
-import { FEATURES_MAGIC, FEATURE_MEMBERSHIP_BELL, FEATURE_SWITCH_RING, SLOT_FEATURES as BITS, SLOT_SIZE as SLOT } from '../layout.generated.js';
+import * as layout from '../layout.generated.js';
+
+// Module-local copies (see ring.ts): the switch reads a feature word per message.
+const FEATURES_MAGIC = layout.FEATURES_MAGIC;
+const FEATURE_MEMBERSHIP_BELL = layout.FEATURE_MEMBERSHIP_BELL;
+const FEATURE_SWITCH_RING = layout.FEATURE_SWITCH_RING;
+const BITS = layout.SLOT_FEATURES;
+const SLOT = layout.SLOT_SIZE;
 
 /** "FZF1" in little-endian bytes; the bit the peer sets when it reads the
  * switch's messages from the switch's ring channel to it. */

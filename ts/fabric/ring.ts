@@ -22,18 +22,18 @@ import { endianness } from 'node:os';
 import { FamezError } from '../errors.js';
 
 import type { RingLayoutInfo } from '../native.js';
-import {
-  FLAG_WRAP,
-  RECORD_HEADER,
-  RING_ALIGN,
-  RING_ERRORS,
-  RING_HEAD,
-  RING_HEADER,
-  RING_MAX_CAPACITY as MAX_CAPACITY,
-  RING_MIN_CAPACITY as MIN_CAPACITY,
-  RING_TAIL,
-} from '../layout.generated.js';
+import * as layout from '../layout.generated.js';
 
+// Module-local copies of the layout's numbers: the hot loops below read
+// them on every record, and an imported binding can cost a property load
+// (or, as bundlers and tsx emit ES modules, a getter call) each time.
+const FLAG_WRAP = layout.FLAG_WRAP;
+const RECORD_HEADER = layout.RECORD_HEADER;
+const RING_HEADER = layout.RING_HEADER;
+const RING_ALIGN = layout.RING_ALIGN;
+const MIN_CAPACITY = layout.RING_MIN_CAPACITY;
+const MAX_CAPACITY = layout.RING_MAX_CAPACITY;
+const { RING_ERRORS, RING_HEAD, RING_TAIL } = layout;
 export { FLAG_WRAP, RECORD_HEADER, RING_HEADER };
 // Indices of head and tail in a BigUint64Array over the header.
 const HEAD = RING_HEAD / 8;

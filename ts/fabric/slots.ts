@@ -18,7 +18,17 @@ import { endianness } from 'node:os';
 
 import { FamezError } from '../errors.js';
 
-import { MAX_SLOT_PAYLOAD, NODENAME_SIZE, SLOT_BUF as BUF, SLOT_BUFLEN as BUFLEN, SLOT_LAST_RESPONDER as LAST_RESPONDER, SLOT_NODENAME, SLOT_SIZE as SLOT } from '../layout.generated.js';
+import * as layout from '../layout.generated.js';
+
+// Module-local copies of the layout's numbers, read on every message (see
+// ring.ts: an imported binding can cost a getter call each time).
+const MAX_SLOT_PAYLOAD = layout.MAX_SLOT_PAYLOAD;
+const NODENAME_SIZE = layout.NODENAME_SIZE;
+const BUF = layout.SLOT_BUF;
+const BUFLEN = layout.SLOT_BUFLEN;
+const LAST_RESPONDER = layout.SLOT_LAST_RESPONDER;
+const SLOT_NODENAME = layout.SLOT_NODENAME;
+const SLOT = layout.SLOT_SIZE;
 
 /** The largest message a slot carries (a NUL follows it). */
 export { MAX_SLOT_PAYLOAD };
