@@ -229,7 +229,7 @@ test('with KVM the irqchip is split (the IOMMU needs it); --fam adds the plain d
   t.deepEqual(values(kvm, '-machine'), ['q35,kernel-irqchip=split']);
   t.deepEqual(values(kvm, '-accel'), ['kvm']);
   const fam = buildQemuArgs({ ...BASE, socket: null, fam: { path: '/f/fam', size: 1 << 20 } });
-  t.deepEqual(values(fam, '-object'), ['memory-backend-file,mem-path=/f/fam,size=1048576,id=fam,share=on']);
+  t.deepEqual(values(fam, '-object'), ['memory-backend-file,id=fam,mem-path=/f/fam,size=1048576,share=on']);
   t.deepEqual(values(fam, '-device'), ['intel-iommu,intremap=on', 'ivshmem-plain,memdev=fam']);
   t.deepEqual(values(fam, '-chardev'), []);
   t.throws(() => buildQemuArgs({ ...BASE, script: '/tmp/a b/vm1.sh' }), { message: /must not contain spaces/ });

@@ -1,7 +1,7 @@
 // The QEMU command line of one test VM, and the per-VM script its /init
 // runs. Pure: every choice here is unit-tested, and `famez vm --print`
 // shows the same lines for reuse with real disk images.
-import { qemuArgs as doorbellArgs, shellQuote } from '../stanza.js';
+import { qemuArgs as doorbellArgs, plainQemuArgs, shellQuote } from '../stanza.js';
 
 export type Accel = 'tcg' | 'kvm';
 
@@ -67,7 +67,8 @@ export function buildQemuArgs(c: QemuConfig): string[] {
   ];
   if (c.socket !== null) args.push(...doorbellArgs({ socket: c.socket, vectors: c.vectors, id: 'fz' }));
   if (c.fam) {
-    args.push('-object', `memory-backend-file,mem-path=${c.fam.path},size=${c.fam.size},id=fam,share=on`, '-device', 'ivshmem-plain,memdev=fam');
+    // The very arguments `famez stanza --plain` prints.
+    args.push(...plainQemuArgs({ path: c.fam.path, size: c.fam.size, id: 'fam' }));
   }
   args.push(...(c.extra ?? []));
   return args;
