@@ -376,10 +376,10 @@ impl Mapping {
             .ok()
             .and_then(NonZeroUsize::new)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("cannot map {len} bytes")))?;
-        // SAFETY: a fresh mapping chosen by the kernel (no fixed address) does
-        // not alias any Rust object; fd stays open for the call.
         let offset = i64::try_from(offset)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("offset {offset}")))?;
+        // SAFETY: a fresh mapping chosen by the kernel (no fixed address) does
+        // not alias any Rust object; fd stays open for the call.
         let ptr =
             unsafe { mmap(None, len, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, MapFlags::MAP_SHARED, fd, offset)? };
         Ok(Mapping { ptr, len: len.get() })
