@@ -181,7 +181,7 @@ vmTest('two VMs on a fabric: link-up, ping, send to a VM and a host client, a 10
   }
 });
 
-vmTest('famez guest refuses with one line and exit 2: no vfio-pci, no device, bound to another driver, not root, in use', async (t) => {
+vmTest('famez guest refuses with one line and exit 2: no vfio-pci, no device, bound to another driver, not root, in use; --poll works without VFIO', async (t) => {
   t.timeout(STEP_MS * 3);
   const sc = new Scratch();
   let vm: Vm | null = null;
@@ -207,7 +207,7 @@ vmTest('famez guest refuses with one line and exit 2: no vfio-pci, no device, bo
   const out = vm.lines.join('\n');
   t.is(exit.status, 0, `${exit.reason}\n${out}`);
   // What famez guest said in each case: the lines before its "case" line.
-  const said = new Map<string, { rc: number; lines: string[] }>();
+  const said = new Map<string, { rc: number; lines: string[]; all: string[] }>();
   let since: string[] = [];
   for (const l of vm.lines) {
     const m = /^case (\S+) rc=(\d+)$/.exec(l);
@@ -215,7 +215,7 @@ vmTest('famez guest refuses with one line and exit 2: no vfio-pci, no device, bo
       since.push(l);
       continue;
     }
-    said.set(m[1], { rc: Number(m[2]), lines: since.filter((x) => x.startsWith('famez guest:')) });
+    said.set(m[1], { rc: Number(m[2]), lines: since.filter((x) => x.startsWith('famez guest:')), all: since });
     since = [];
   }
   const cases: Array<[string, RegExp]> = [
@@ -223,7 +223,7 @@ vmTest('famez guest refuses with one line and exit 2: no vfio-pci, no device, bo
     ['no-device', /^famez guest: ENODEV: no ivshmem-doorbell device \(PCI 1af4:1110 with an MSI-X BAR\) in this machine: start the VM with -chardev socket,path=SOCK,id=fz -device ivshmem-doorbell/],
     ['bound-elsewhere', /^famez guest: EBUSY: 0000:\S+ is bound to pci-stub, and famez guest does not take a device from another driver: unbind it \(echo 0000:\S+ > \/sys\/bus\/pci\/drivers\/pci-stub\/unbind\)/],
     ['not-root', /^famez guest: EACCES: .*needs root/],
-    ['in-use', /^famez guest: EBUSY: /],
+    ['in-use', /^famez guest: EBUSY: 0000:\S+ is in use: another process \(another famez guest\?\) has its IOMMU group \d+ open .*; stop it first/],
   ];
   for (const [name, re] of cases) {
     const c = said.get(name);
@@ -233,6 +233,12 @@ vmTest('famez guest refuses with one line and exit 2: no vfio-pci, no device, bo
     t.regex(c?.lines[0] ?? '', re, name);
     t.log(`${name}: ${c?.lines[0]}`);
   }
+  // The polling fallback works, and says what it is.
+  const poll = said.get('poll');
+  t.is(poll?.rc, 0, out);
+  t.true(poll?.all.some((l) => /^attached to PCI \S+ \(sysfs polling every 2 ms, no interrupts\) as peer 1/.test(l)), out);
+  t.true(poll?.all.includes('link up: configured by 3 as SID0=27,CID0=100 (fabric manager SID 27)'), out);
+  t.true(poll?.all.includes('from 3 (Z-switch): pong'), out);
   t.regex(out, /attached to PCI \S+ \(VFIO, type1v2\) as peer 1/, 'the holder got the device');
   t.regex(out, /holder rc=0/);
 });

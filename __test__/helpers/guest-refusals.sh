@@ -40,3 +40,6 @@ cat /tmp/holder.out
 $FAMEZ </dev/null; echo "case in-use rc=$?"
 exec 3>&-
 wait $HOLDER; echo "holder rc=$?"
+
+# And the polling fallback, asked for: it links up and the switch answers.
+printf 'ping switch\n' | $FAMEZ --poll; echo "case poll rc=$?"

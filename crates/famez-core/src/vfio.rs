@@ -273,6 +273,12 @@ impl VfioDevice {
             Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
                 return Err(VfioError::Permission(format!("cannot open /dev/vfio/{group}: run as root")))
             }
+            // VFIO lets one process at a time hold a group.
+            Err(e) if e.raw_os_error() == Some(nix::libc::EBUSY) => {
+                return Err(VfioError::NotViable(format!(
+                    "{bdf} is in use: another process (another famez guest?) has its IOMMU group {group} open (/dev/vfio/{group}); stop it first"
+                )))
+            }
             Err(e) => return Err(VfioError::Os { what: format!("open /dev/vfio/{group}"), source: e }),
         };
         let wanted = if iommu == Iommu::NoIommu { VFIO_NOIOMMU_IOMMU } else { VFIO_TYPE1V2_IOMMU };
