@@ -7,7 +7,8 @@ import test from 'ava';
 import { parseGuestArgs } from '../ts/cli/guest.js';
 import { UsageError } from '../ts/args.js';
 import { chooseFam } from '../ts/guest/fam.js';
-import { choose, classify, parseResource, type IvshmemDevice } from '../ts/guest/pci.js';
+import { choose, classify, listIvshmem, parseResource, type IvshmemDevice } from '../ts/guest/pci.js';
+import { Scratch } from './helpers/serve.js';
 import { libvirtDoorbellShmem, libvirtPlainShmem, plainQemuArgs, plainStanzaText, stanzaText } from '../ts/stanza.js';
 
 // What a q35 guest's sysfs said (first three lines of `resource`) for
@@ -68,4 +69,21 @@ test("the doorbell stanza carries libvirt's own <shmem> element too", (t) => {
   const xml = libvirtDoorbellShmem({ socket: "/run/f'z", vectors: 16 });
   t.is(xml, "  <shmem name='famez0'>\n    <model type='ivshmem-doorbell'/>\n    <server path='/run/f&apos;z'/>\n    <msi vectors='16' ioeventfd='on'/>\n  </shmem>");
   t.true(stanzaText({ socket: '/s', vectors: 16 }).includes("<server path='/s'/>"));
+});
+
+test('famez guest on a machine without the device (this host): one line naming the QEMU arguments, exit 2; a bad flag exit 2', async (t) => {
+  const sc = new Scratch();
+  t.teardown(() => sc.cleanup());
+  if (listIvshmem().length > 0) {
+    t.log('this machine has an ivshmem device: the refusal is tested in a VM instead (vm-guest.test.ts)');
+    t.pass();
+    return;
+  }
+  const p = await sc.run(['guest', '--no-link']);
+  t.is(p.exitInfo.code, 2);
+  t.regex(p.stderr, /^famez guest: ENODEV: no ivshmem-doorbell device \(PCI 1af4:1110 with an MSI-X BAR\) in this machine: start the VM with -chardev socket,path=SOCK,id=fz -device ivshmem-doorbell,chardev=fz,vectors=N \('famez stanza' prints it\)\n$/);
+  t.is(p.stdout, '');
+  const bad = await sc.run(['guest', '--poll-ms', '0']);
+  t.is(bad.exitInfo.code, 2);
+  t.regex(bad.stderr, /^famez guest: --poll-ms wants 1\.\.10000 milliseconds, not '0'\n$/);
 });
