@@ -58,7 +58,12 @@ export function buildQemuArgs(c: QemuConfig): string[] {
     ...(c.accel === 'kvm' ? ['-cpu', 'host'] : []),
     '-device', 'intel-iommu,intremap=on',
     '-m', c.memory,
-    '-smp', String(c.smp),
+    // maxcpus 2 even for one vCPU: TCG compiles guest code for parallel
+    // execution only when the machine may have more than one CPU, and
+    // otherwise drops the guest's memory barriers, which two VMs sharing
+    // BAR2 (two host processes) need: a ring's doorbell rule then loses
+    // wake-ups (docs/performance.md, the guest group).
+    '-smp', `${c.smp},maxcpus=${Math.max(2, c.smp)}`,
     '-nographic', '-no-reboot', '-nic', 'none',
     '-kernel', c.kernel,
     '-initrd', c.initrd,
