@@ -538,6 +538,9 @@ const GUEST_RTT = { rounds: pick(100, 500, 1000), batches: pick(3, 10, 20), warm
 const GUEST_MB = { rounds: pick(50, 200, 500), batches: pick(3, 10, 20), warmup: pick(10, 200, 500) };
 const guestCount = (size: number) => Math.max(pick(2000, 20_000, 50_000), Math.floor(pick(256e3, 32e6, 128e6) / size));
 const GUEST_STEP_MS = pick(120_000, 180_000, 300_000);
+/** Alternating js / c phases. */
+const GUEST_PHASES = pick(1, 2, 3);
+const GUEST_WAKE = pick(2000, 20_000, 50_000);
 
 /** A VM's console as a stream of lines: what it printed since the last
  * expected line. A {"error":...} line or a powered-off VM fails the wait. */
@@ -585,6 +588,10 @@ async function benchGuest(): Promise<void> {
     ['guest-doorbell-rtt-guest', 'c', 'us'],
     ['guest-doorbell-rtt-guest', 'js', 'us'],
     ['guest-mailbox-rtt-switch', 'js', 'us'],
+    ['guest-loop-wakeup', 'c', 'us'],
+    ['guest-loop-wakeup', 'js', 'us'],
+    ['guest-doorbell-write', 'c', 'us'],
+    ['guest-doorbell-write', 'js', 'us'],
     ...GUEST_SIZES.flatMap((s) => (['c', 'js'] as const).map((i) => [`guest-ring-throughput-${s}`, i, 'msg/s'] as [string, Run['impl'], string])),
   ];
   let why: string | null = null;
@@ -609,7 +616,14 @@ async function benchGuest(): Promise<void> {
   let served: ReturnType<typeof startServe> | null = null;
   let hostPeer: Child | null = null;
   const booted: Vm[] = [];
-  await attempt(`guest VMs (${accel})`, rows, async () => {
+  await attempt(`guest VMs (${accel})`, rows, () =>
+    guestScenarios().catch((e: Error) => {
+      // What each VM said last: the other side's error is often the cause.
+      for (const vm of booted) log(`  ${vm.name} said last: ${vm.lines.slice(-4).join(' | ')}`);
+      throw e;
+    }),
+  );
+  async function guestScenarios(): Promise<void> {
     fs.mkdirSync(BUILD, { recursive: true });
     const cBin = path.join(BUILD, 'guest');
     const agentJs = path.join(BUILD, 'guest-agent.js');
@@ -653,52 +667,71 @@ async function benchGuest(): Promise<void> {
     await Promise.all([A, B].map((g) => g.expect(/^famez-bench: shell$/, GUEST_STEP_MS, 'boot and famez guest')));
     const host = hostPeer as Child;
     const { rounds, batches, warmup } = GUEST_RTT;
-    for (const impl of ['js', 'c'] as const) {
-      const start = impl === 'js' ? `${process.execPath} ${agentJs} ${ROOT}` : cBin;
-      for (const g of [A, B]) g.say(start);
-      const [{ id: aId }, { id: bId }] = await Promise.all([A, B].map((g) => g.json<{ id: number }>('agent', GUEST_STEP_MS, `the ${impl} agent to start`)));
-      // 1. host -> vmA -> host
-      A.say(`echo ${hostId}`);
-      await A.expect(/^ready$/, GUEST_STEP_MS, 'echo');
-      const h = await host.ask<{ samples: number[] }>(`vping ${aId} ${rounds} ${batches} ${warmup}`, GUEST_STEP_MS);
-      A.say('end');
-      await A.json('echoed', GUEST_STEP_MS, 'echo to end');
-      record('guest-doorbell-rtt-host', impl, 'us', h.samples, note(`host peer rings vmA, vmA's ${impl} agent rings back; timed on the host`));
-      // 2. vmA -> vmB -> vmA
-      B.say(`echo ${aId}`);
-      await B.expect(/^ready$/, GUEST_STEP_MS, 'echo');
-      A.say(`ping ${bId} ${rounds} ${batches} ${warmup}`);
-      const g = await A.json<{ samples: number[] }>('samples', GUEST_STEP_MS, 'ping');
-      B.say('end');
-      await B.json('echoed', GUEST_STEP_MS, 'echo to end');
-      record('guest-doorbell-rtt-guest', impl, 'us', g.samples, note(`vmA rings vmB, vmB rings back, both ${impl}; timed in vmA`));
-      // 3. vmA -> switch -> vmA (JS only: famez's mailbox)
-      if (impl === 'js') {
-        A.say(`mping ${GUEST_MB.rounds} ${GUEST_MB.batches} ${GUEST_MB.warmup}`);
-        const m = await A.json<{ samples: number[] }>('samples', GUEST_STEP_MS, 'mping');
-        record('guest-mailbox-rtt-switch', 'js', 'us', m.samples, note("FabricClient.request('switch', 'ping') in vmA, awaited one after the other; ratio against the C guest-doorbell-rtt-host"));
-      }
-      // 4. ring channel vmA -> vmB
-      for (const size of GUEST_SIZES) {
-        const count = guestCount(size);
-        const rates: number[] = [];
-        // Rep -1 warms up (the JIT, the ring's pages) and is not recorded.
-        for (let r = -1; r < REPS; r++) {
-          B.say(`rrecv ${aId} ${count}`);
-          await B.expect(/^ready$/, GUEST_STEP_MS, 'rrecv');
-          A.say(`rsend ${bId} ${size} ${count}`);
-          await A.json('sent', GUEST_STEP_MS, 'rsend');
-          const got = await B.json<{ count: number; samples: number[] }>('count', GUEST_STEP_MS, 'rrecv');
-          if (r >= 0) rates.push(got.samples[0]);
+    // Phases alternate (js, c, js, c...) so that a change in the shared
+    // machine's load hits both; each phase is one agent process per VM
+    // (the device is one process's at a time).
+    const acc = new Map<string, { scenario: string; impl: Run['impl']; unit: string; samples: number[]; note: string }>();
+    const add = (scenario: string, impl: Run['impl'], unit: string, samples: number[], what: string) => {
+      const k = `${scenario} ${impl}`;
+      if (!acc.has(k)) acc.set(k, { scenario, impl, unit, samples: [], note: note(what) });
+      acc.get(k)!.samples.push(...samples);
+    };
+    for (let phase = 0; phase < GUEST_PHASES; phase++) {
+      for (const impl of ['js', 'c'] as const) {
+        log(`  phase ${phase + 1}/${GUEST_PHASES}: ${impl}`);
+        const start = impl === 'js' ? `${process.execPath} ${agentJs} ${ROOT}` : cBin;
+        for (const g of [A, B]) g.say(start);
+        const [{ id: aId }, { id: bId }] = await Promise.all([A, B].map((g) => g.json<{ id: number }>('agent', GUEST_STEP_MS, `the ${impl} agent to start`)));
+        // 1. host -> vmA -> host
+        A.say(`echo ${hostId}`);
+        await A.expect(/^ready$/, GUEST_STEP_MS, 'echo');
+        const h = await host.ask<{ samples: number[] }>(`vping ${aId} ${rounds} ${batches} ${warmup}`, GUEST_STEP_MS);
+        A.say('end');
+        await A.json('echoed', GUEST_STEP_MS, 'echo to end');
+        add('guest-doorbell-rtt-host', impl, 'us', h.samples, `host peer rings vmA, vmA's ${impl} agent rings back; timed on the host`);
+        // 2. vmA -> vmB -> vmA
+        B.say(`echo ${aId}`);
+        await B.expect(/^ready$/, GUEST_STEP_MS, 'echo');
+        A.say(`ping ${bId} ${rounds} ${batches} ${warmup}`);
+        const g = await A.json<{ samples: number[] }>('samples', GUEST_STEP_MS, 'ping');
+        B.say('end');
+        await B.json('echoed', GUEST_STEP_MS, 'echo to end');
+        add('guest-doorbell-rtt-guest', impl, 'us', g.samples, `vmA rings vmB, vmB rings back, both ${impl}; timed in vmA`);
+        // What a round trip is made of, in vmA: the loop's cost per event
+        // and one doorbell store.
+        A.say(`wake ${GUEST_WAKE}`);
+        add('guest-loop-wakeup', impl, 'us', (await A.json<{ samples: number[] }>('samples', GUEST_STEP_MS, 'wake')).samples, `${impl === 'js' ? "a famez EventFd watched on Node's loop" : 'an eventfd in epoll'} signalled again from its own wake-up, ${GUEST_WAKE} times, in vmA (no device)`);
+        A.say(`bell ${hostId} ${GUEST_WAKE}`);
+        add('guest-doorbell-write', impl, 'us', (await A.json<{ samples: number[] }>('samples', GUEST_STEP_MS, 'bell')).samples, `${impl === 'js' ? 'GuestTransport.ring()' : 'one 32-bit store to BAR0 + 12'} to the host peer's vector 0, ${GUEST_WAKE} times, in vmA`);
+        // 3. vmA -> switch -> vmA (JS only: famez's mailbox)
+        if (impl === 'js') {
+          A.say(`mping ${GUEST_MB.rounds} ${GUEST_MB.batches} ${GUEST_MB.warmup}`);
+          const m = await A.json<{ samples: number[] }>('samples', GUEST_STEP_MS, 'mping');
+          add('guest-mailbox-rtt-switch', 'js', 'us', m.samples, "FabricClient.request('switch', 'ping') in vmA, awaited one after the other; ratio against the C guest-doorbell-rtt-host");
         }
-        record(`guest-ring-throughput-${size}`, impl, 'msg/s', rates, note(`${count} messages of ${size} B vmA -> vmB through famez's ring channel (${RING_CAPACITY >> 20} MiB) in BAR2, ${impl} on both ends; timed in vmB, first to last message`));
+        // 4. ring channel vmA -> vmB
+        for (const size of GUEST_SIZES) {
+          const count = guestCount(size);
+          const rates: number[] = [];
+          // Rep -1 warms up (the JIT, the ring's pages) and is not recorded.
+          for (let r = -1; r < REPS; r++) {
+            B.say(`rrecv ${aId} ${count}`);
+            await B.expect(/^ready$/, GUEST_STEP_MS, 'rrecv');
+            A.say(`rsend ${bId} ${size} ${count}`);
+            await A.json('sent', GUEST_STEP_MS, 'rsend');
+            const got = await B.json<{ count: number; samples: number[] }>('count', GUEST_STEP_MS, 'rrecv');
+            if (r >= 0) rates.push(got.samples[0]);
+          }
+          add(`guest-ring-throughput-${size}`, impl, 'msg/s', rates, `${count} messages of ${size} B vmA -> vmB through famez's ring channel (${RING_CAPACITY >> 20} MiB) in BAR2, ${impl} on both ends; timed in vmB, first to last message`);
+        }
+        for (const c of [A, B]) c.say('quit');
+        await Promise.all([A, B].map((c) => c.expect(/^famez-bench: done/, GUEST_STEP_MS, `the ${impl} agent to quit`)));
       }
-      for (const c of [A, B]) c.say('quit');
-      await Promise.all([A, B].map((c) => c.expect(/^famez-bench: done/, GUEST_STEP_MS, `the ${impl} agent to quit`)));
     }
+    for (const impl of ['c', 'js'] as const) for (const r of acc.values()) if (r.impl === impl) record(r.scenario, r.impl, r.unit, r.samples, r.note);
     for (const c of [A, B]) c.say('exit 0');
     await Promise.race([Promise.all(booted.map((vm) => vm.exited)), new Promise((r) => setTimeout(r, 20_000))]);
-  });
+  }
   await Promise.all(booted.map((vm) => vm.kill()));
   await (hostPeer as Child | null)?.stop();
   const s = served as ReturnType<typeof startServe> | null;

@@ -27,6 +27,11 @@
  *                    writes COUNT SIZE-byte messages into the ring to PEER
  *                    (published every 64 KiB, doorbell when it was empty,
  *                    sched_yield while full) -> {"sent":N}
+ *   wake COUNT       an eventfd signalled again from each of its own
+ *                    wake-ups (epoll_wait, read, write), COUNT times: the
+ *                    loop's cost per event, no device -> {"samples":[us]}
+ *   bell PEER COUNT  COUNT doorbell stores to PEER's vector 0 (a vector
+ *                    the host peer ignores) -> {"samples":[us per store]}
  *   quit
  * Every wait is bounded (10 s without progress: {"error":...}, exit 1). */
 #define _GNU_SOURCE
@@ -366,6 +371,29 @@ static void rrecv(int peer, long count) {
   printf("{\"count\":%ld,\"samples\":[%.0f]}\n", got, count > 1 ? (count - 1) / ((end - first) / 1e6) : 0);
 }
 
+static void wake(long count) {
+  int e = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC), w = epoll_create1(EPOLL_CLOEXEC);
+  struct epoll_event ev = { .events = EPOLLIN, .data.fd = e };
+  epoll_ctl(w, EPOLL_CTL_ADD, e, &ev);
+  uint64_t one = 1, c;
+  double t0 = now_us();
+  if (write(e, &one, 8) != 8) die("eventfd write");
+  for (long i = 0; i < count; i++) {
+    if (epoll_wait(w, &ev, 1, WAIT_MS) != 1) die("epoll_wait");
+    if (read(e, &c, 8) != 8) die("eventfd read");
+    if (write(e, &one, 8) != 8) die("eventfd write");
+  }
+  printf("{\"samples\":[%.3f]}\n", (now_us() - t0) / count);
+  close(w);
+  close(e);
+}
+
+static void bell(int peer, long count) {
+  double t0 = now_us();
+  for (long i = 0; i < count; i++) ring_bell(peer, 0);
+  printf("{\"samples\":[%.3f]}\n", (now_us() - t0) / count);
+}
+
 int main(void) {
   setvbuf(stdout, NULL, _IOLBF, 0);
   open_device();
@@ -383,6 +411,8 @@ int main(void) {
     else if (!strcmp(cmd, "ping") && n >= 4) ping((int)a[0], a[1], a[2], n >= 5 ? a[3] : 0);
     else if (!strcmp(cmd, "rrecv") && n >= 3) rrecv((int)a[0], a[1]);
     else if (!strcmp(cmd, "rsend") && n >= 4) rsend((int)a[0], (size_t)a[1], a[2]);
+    else if (!strcmp(cmd, "wake") && n >= 2) wake(a[0]);
+    else if (!strcmp(cmd, "bell") && n >= 3) bell((int)a[0], a[1]);
     else if (!strcmp(cmd, "quit")) return 0;
     else printf("{\"error\":\"unknown command '%s'\"}\n", line);
     fflush(stdout);

@@ -23,6 +23,11 @@
 //                    FabricClient.ringWriter(PEER): reserve, copy the
 //                    payload in, stamp the sequence number, commit; a full
 //                    ring yields to the loop -> {"sent":N}
+//   wake COUNT       a famez EventFd watched on Node's loop, signalled
+//                    again (signalFd) from each of its own callbacks, COUNT
+//                    times: the loop's cost per event -> {"samples":[us]}
+//   bell PEER COUNT  COUNT transport.ring(PEER, 0) (a vector the host peer
+//                    ignores) -> {"samples":[us per ring]}
 //   quit
 // The doorbell roles use the transport alone; the FabricClient is attached
 // on the first mailbox or ring command (it then also sees every interrupt).
@@ -194,6 +199,30 @@ async function main(): Promise<void> {
         }
         stop();
         out({ sent: count });
+        break;
+      }
+      case 'wake': {
+        const [count] = n;
+        const e = new famez.native.EventFd();
+        const { signalFd } = famez.native;
+        let k = 0;
+        const t0 = process.hrtime.bigint();
+        const t1 = await new Promise<bigint>((resolve) => {
+          e.watch(() => {
+            if (++k < count) signalFd(e.fd);
+            else resolve(process.hrtime.bigint());
+          });
+          signalFd(e.fd);
+        });
+        e.close();
+        out({ samples: [Number(t1 - t0) / 1e3 / count] });
+        break;
+      }
+      case 'bell': {
+        const [peer, count] = n;
+        const t0 = process.hrtime.bigint();
+        for (let i = 0; i < count; i++) transport.ring(peer, 0);
+        out({ samples: [Number(process.hrtime.bigint() - t0) / 1e3 / count] });
         break;
       }
       case 'quit':
