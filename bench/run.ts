@@ -538,6 +538,12 @@ const GUEST_RTT = { rounds: pick(100, 500, 1000), batches: pick(3, 10, 20), warm
 const GUEST_MB = { rounds: pick(50, 200, 500), batches: pick(3, 10, 20), warmup: pick(10, 200, 500) };
 const guestCount = (size: number) => Math.max(pick(2000, 20_000, 50_000), Math.floor(pick(256e3, 32e6, 128e6) / size));
 const GUEST_STEP_MS = pick(120_000, 180_000, 300_000);
+/** One vCPU, but room for two: QEMU's TCG compiles guest code for
+ * parallel execution (CF_PARALLEL) only when the machine may have more
+ * than one CPU; otherwise it drops the guest's fences (mfence, the full
+ * barrier of the ring's doorbell rule) and two VMs sharing BAR2 lose
+ * wake-ups: the consumer sleeps on a ring the producer saw non-empty. */
+const TCG_BARRIERS = ['-smp', '1,maxcpus=2'];
 /** Alternating js / c phases. */
 const GUEST_PHASES = pick(1, 2, 3);
 const GUEST_WAKE = pick(2000, 20_000, 50_000);
@@ -592,6 +598,8 @@ async function benchGuest(): Promise<void> {
     ['guest-loop-wakeup', 'js', 'us'],
     ['guest-doorbell-write', 'c', 'us'],
     ['guest-doorbell-write', 'js', 'us'],
+    ['guest-copy-4096', 'c', 'us'],
+    ['guest-copy-4096', 'js', 'us'],
     ...GUEST_SIZES.flatMap((s) => (['c', 'js'] as const).map((i) => [`guest-ring-throughput-${s}`, i, 'msg/s'] as [string, Run['impl'], string])),
   ];
   let why: string | null = null;
@@ -654,7 +662,7 @@ async function benchGuest(): Promise<void> {
       'while read -r l; do eval "$l"; echo "famez-bench: done $?"; done',
     ].join('; ');
     const boot = (name: string) => {
-      const vm = bootVm({ name, kernel: files.kernel, initrd: files.initrd, socket: sock, vectors: opts.vectors, command: ['sh', '-c', agentShell], cwd: ROOT, scriptDir: dir, accel });
+      const vm = bootVm({ name, kernel: files.kernel, initrd: files.initrd, socket: sock, vectors: opts.vectors, command: ['sh', '-c', agentShell], cwd: ROOT, scriptDir: dir, accel, extraArgs: TCG_BARRIERS });
       vms.add(vm);
       booted.push(vm);
       void vm.exited.then(() => vms.delete(vm));
@@ -703,6 +711,8 @@ async function benchGuest(): Promise<void> {
         add('guest-loop-wakeup', impl, 'us', (await A.json<{ samples: number[] }>('samples', GUEST_STEP_MS, 'wake')).samples, `${impl === 'js' ? "a famez EventFd watched on Node's loop" : 'an eventfd in epoll'} signalled again from its own wake-up, ${GUEST_WAKE} times, in vmA (no device)`);
         A.say(`bell ${hostId} ${GUEST_WAKE}`);
         add('guest-doorbell-write', impl, 'us', (await A.json<{ samples: number[] }>('samples', GUEST_STEP_MS, 'bell')).samples, `${impl === 'js' ? 'GuestTransport.ring()' : 'one 32-bit store to BAR0 + 12'} to the host peer's vector 0, ${GUEST_WAKE} times, in vmA`);
+        A.say(`copy 4096 ${GUEST_WAKE}`);
+        add('guest-copy-4096', impl, 'us', (await A.json<{ samples: number[] }>('samples', GUEST_STEP_MS, 'copy')).samples, `${impl === 'js' ? 'Buffer.set' : 'memcpy'} of 4096 bytes (the payload copy of a 4 KiB ring message), ${GUEST_WAKE} times, in vmA`);
         // 3. vmA -> switch -> vmA (JS only: famez's mailbox)
         if (impl === 'js') {
           A.say(`mping ${GUEST_MB.rounds} ${GUEST_MB.batches} ${GUEST_MB.warmup}`);

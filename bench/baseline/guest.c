@@ -32,6 +32,8 @@
  *                    loop's cost per event, no device -> {"samples":[us]}
  *   bell PEER COUNT  COUNT doorbell stores to PEER's vector 0 (a vector
  *                    the host peer ignores) -> {"samples":[us per store]}
+ *   copy SIZE COUNT  COUNT memcpy of SIZE bytes between two buffers
+ *                    -> {"samples":[us per copy]}
  *   quit
  * Every wait is bounded (10 s without progress: {"error":...}, exit 1). */
 #define _GNU_SOURCE
@@ -299,6 +301,8 @@ static void rsend(int peer, size_t size, long count) {
   uint64_t cap = rg.cap, h = *rg.head, published = h;
   size_t rec = 8 + ((size + 7) & ~(size_t)7);
   if (size < 4 || rec > cap / 2) { errno = 0; die("size %zu", size); }
+  uint8_t *payload = malloc(size);
+  memset(payload, 0x5a, size);
   double last = now_us();
   /* publishes head; rings the peer when the ring was empty before it */
   #define PUBLISH() do { \
@@ -324,7 +328,7 @@ static void rsend(int peer, size_t size, long count) {
       pos = 0;
     }
     *(uint64_t *)(rg.data + pos) = size;
-    memset(rg.data + pos + 8, 0x5a, size);
+    memcpy(rg.data + pos + 8, payload, size); /* as the JS writer copies its payload in */
     *(uint32_t *)(rg.data + pos + 8) = (uint32_t)i;
     h += rec;
     i++;
@@ -332,6 +336,7 @@ static void rsend(int peer, size_t size, long count) {
     if (h - published >= PUBLISH_EVERY) PUBLISH();
   }
   if (h != published) PUBLISH();
+  free(payload);
   printf("{\"sent\":%ld}\n", count);
 }
 
@@ -394,6 +399,18 @@ static void bell(int peer, long count) {
   printf("{\"samples\":[%.3f]}\n", (now_us() - t0) / count);
 }
 
+static void *(*volatile copy_fn)(void *, const void *, size_t) = memcpy;
+static void copy(size_t size, long count) {
+  uint8_t *src = malloc(size), *dst = malloc(size);
+  memset(src, 0x5a, size);
+  memset(dst, 0, size);
+  double t0 = now_us();
+  for (long i = 0; i < count; i++) copy_fn(dst, src, size);
+  printf("{\"samples\":[%.3f]}\n", (now_us() - t0) / count);
+  free(src);
+  free(dst);
+}
+
 int main(void) {
   setvbuf(stdout, NULL, _IOLBF, 0);
   open_device();
@@ -413,6 +430,7 @@ int main(void) {
     else if (!strcmp(cmd, "rsend") && n >= 4) rsend((int)a[0], (size_t)a[1], a[2]);
     else if (!strcmp(cmd, "wake") && n >= 2) wake(a[0]);
     else if (!strcmp(cmd, "bell") && n >= 3) bell((int)a[0], a[1]);
+    else if (!strcmp(cmd, "copy") && n >= 3) copy((size_t)a[0], a[1]);
     else if (!strcmp(cmd, "quit")) return 0;
     else printf("{\"error\":\"unknown command '%s'\"}\n", line);
     fflush(stdout);

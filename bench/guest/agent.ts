@@ -28,6 +28,8 @@
 //                    times: the loop's cost per event -> {"samples":[us]}
 //   bell PEER COUNT  COUNT transport.ring(PEER, 0) (a vector the host peer
 //                    ignores) -> {"samples":[us per ring]}
+//   copy SIZE COUNT  COUNT Buffer.set of SIZE bytes (what rsend does per
+//                    message) -> {"samples":[us per copy]}
 //   quit
 // The doorbell roles use the transport alone; the FabricClient is attached
 // on the first mailbox or ring command (it then also sees every interrupt).
@@ -222,6 +224,15 @@ async function main(): Promise<void> {
         const [peer, count] = n;
         const t0 = process.hrtime.bigint();
         for (let i = 0; i < count; i++) transport.ring(peer, 0);
+        out({ samples: [Number(process.hrtime.bigint() - t0) / 1e3 / count] });
+        break;
+      }
+      case 'copy': {
+        const [size, count] = n;
+        const src = Buffer.alloc(size, 0x5a);
+        const dst = Buffer.alloc(size);
+        const t0 = process.hrtime.bigint();
+        for (let i = 0; i < count; i++) dst.set(src, 0);
         out({ samples: [Number(process.hrtime.bigint() - t0) / 1e3 / count] });
         break;
       }
