@@ -4,8 +4,10 @@
 //
 // Runs the C baseline (bench/baseline/, compiled here with the system cc),
 // the Rust examples (crates/famez-core/examples/bench_*.rs, when they exist)
-// and the JavaScript scenarios (bench/js/, famez's own API, each peer in
-// its own Node process), then prints a table and writes
+// the JavaScript scenarios (bench/js/, famez's own API, each peer in
+// its own Node process) and the guest group (two TCG VMs on an in-process
+// fabric server, famez's JS API against bench/baseline/guest.c inside
+// them), then prints a table and writes
 // bench/results/latest.json (or FILE) and bench/results/latest.svg.
 // Every child is bounded in time and killed on the way out.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
