@@ -121,7 +121,7 @@ test('npm run bench -- --only picks scenario groups; an unknown group is exit 2 
     t.deepEqual([...new Set(doc.runs.map((r) => r.impl))], ['c']);
     const bad = await run(['--only', 'c,bogus']);
     t.is(bad.code, 2);
-    t.regex(bad.stderr, /--only takes .*c, rust, js-doorbell, js-fabric, mesh, mesh-fabric; not 'bogus'/);
+    t.regex(bad.stderr, /--only takes .*c, rust, js-doorbell, js-fabric, mesh, mesh-fabric, guest; not 'bogus'/);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

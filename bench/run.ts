@@ -4,8 +4,10 @@
 //
 // Runs the C baseline (bench/baseline/, compiled here with the system cc),
 // the Rust examples (crates/famez-core/examples/bench_*.rs, when they exist)
-// and the JavaScript scenarios (bench/js/, famez's own API, each peer in
-// its own Node process), then prints a table and writes
+// the JavaScript scenarios (bench/js/, famez's own API, each peer in
+// its own Node process) and the guest group (two TCG VMs on an in-process
+// fabric server, famez's JS API against bench/baseline/guest.c inside
+// them), then prints a table and writes
 // bench/results/latest.json (or FILE) and bench/results/latest.svg.
 // Every child is bounded in time and killed on the way out.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -15,7 +17,12 @@ import * as path from 'node:path';
 import * as readline from 'node:readline';
 
 import { UsageError, parseFlags } from '../ts/args.js';
+import { startServe } from '../ts/cli/start.js';
 import { Client } from '../ts/client/client.js';
+import { parseServeArgs } from '../ts/server/options.js';
+import { guestFiles } from '../ts/vm/cache.js';
+import { findKernel, findQemu, findStaticBusybox } from '../ts/vm/host.js';
+import { bootVm, type Vm } from '../ts/vm/vm.js';
 
 const ROOT = path.resolve(__dirname, '..');
 const RESULTS = path.join(ROOT, 'bench', 'results');
@@ -39,7 +46,7 @@ export interface Run {
 
 // ---------------------------------------------------------------- options
 
-const GROUPS = ['c', 'rust', 'js-doorbell', 'js-fabric', 'mesh', 'mesh-fabric'] as const;
+const GROUPS = ['c', 'rust', 'js-doorbell', 'js-fabric', 'mesh', 'mesh-fabric', 'guest'] as const;
 type Group = (typeof GROUPS)[number];
 
 function parseBenchArgs(argv: string[]): { mode: Mode; json: string; only: Set<Group> } {
@@ -103,7 +110,19 @@ const MESH_FABRIC = { peers: pick(8, 62, 62), procs: pick(2, 16, 16), reps: pick
 // ---------------------------------------------------------------- children
 
 const children = new Set<ChildProcess>();
+/** The guest group's VMs (QEMU also dies with this process through
+ * setpriv's parent-death signal, where util-linux has it). */
+const vms = new Set<Vm>();
 function killAll(): void {
+  for (const vm of vms) {
+    if (!vm.exit && vm.pid !== undefined) {
+      try {
+        process.kill(vm.pid, 'SIGKILL');
+      } catch {
+        // gone
+      }
+    }
+  }
   for (const c of children) {
     if (c.exitCode === null && c.signalCode === null) {
       try {
@@ -513,12 +532,235 @@ async function benchMesh(scenario: string, kind: 'client' | 'fabric', cfg: { pee
   await (server as Child | null)?.stop();
 }
 
+// ---------------------------------------------------------------- guest
+
+/** The guest group: two famez VMs on one in-process fabric server. */
+const GUEST_SIZES = [64, 4096];
+const GUEST_RTT = { rounds: pick(100, 500, 1000), batches: pick(3, 10, 20), warmup: pick(20, 500, 1000) };
+const GUEST_MB = { rounds: pick(50, 200, 500), batches: pick(3, 10, 20), warmup: pick(10, 200, 500) };
+const guestCount = (size: number) => Math.max(pick(2000, 20_000, 50_000), Math.floor(pick(256e3, 32e6, 128e6) / size));
+const GUEST_STEP_MS = pick(120_000, 180_000, 300_000);
+/** One vCPU, but room for two: QEMU's TCG compiles guest code for
+ * parallel execution (CF_PARALLEL) only when the machine may have more
+ * than one CPU; otherwise it drops the guest's fences (mfence, the full
+ * barrier of the ring's doorbell rule) and two VMs sharing BAR2 lose
+ * wake-ups: the consumer sleeps on a ring the producer saw non-empty. */
+const TCG_BARRIERS = ['-smp', '1,maxcpus=2'];
+/** Alternating js / c phases. */
+const GUEST_PHASES = pick(1, 2, 3);
+const GUEST_WAKE = pick(2000, 20_000, 50_000);
+
+/** A VM's console as a stream of lines: what it printed since the last
+ * expected line. A {"error":...} line or a powered-off VM fails the wait. */
+class GuestConsole {
+  private at = 0;
+  constructor(readonly vm: Vm) {}
+
+  say(line: string): void {
+    this.vm.write(`${line}\n`);
+  }
+
+  async expect(re: RegExp, ms: number, what: string): Promise<string> {
+    const deadline = Date.now() + ms;
+    const tail = () => this.vm.lines.slice(-6).join(' | ');
+    for (;;) {
+      while (this.at < this.vm.lines.length) {
+        const l = this.vm.lines[this.at++];
+        if (l.startsWith('{"error"')) throw new Error(`${this.vm.name}, ${what}: ${l}`);
+        if (re.test(l)) return l;
+      }
+      if (this.vm.exit) throw new Error(`${this.vm.name}, ${what}: the VM powered off (${this.vm.exit.reason ?? `status ${this.vm.exit.status}`}): ${tail()}`);
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`${this.vm.name}, ${what}: timed out after ${ms} ms: ${tail()}`);
+      await new Promise<void>((r) => {
+        const done = () => {
+          clearTimeout(t);
+          this.vm.off('line', done);
+          r();
+        };
+        const t = setTimeout(done, Math.min(left, 250));
+        this.vm.on('line', done);
+      });
+    }
+  }
+
+  async json<T>(key: string, ms: number, what: string): Promise<T> {
+    return JSON.parse(await this.expect(new RegExp(`^\\{"${key}"`), ms, what)) as T;
+  }
+}
+
+async function benchGuest(): Promise<void> {
+  const rows: [string, Run['impl'], string][] = [
+    ['guest-doorbell-rtt-host', 'c', 'us'],
+    ['guest-doorbell-rtt-host', 'js', 'us'],
+    ['guest-doorbell-rtt-guest', 'c', 'us'],
+    ['guest-doorbell-rtt-guest', 'js', 'us'],
+    ['guest-mailbox-rtt-switch', 'js', 'us'],
+    ['guest-loop-wakeup', 'c', 'us'],
+    ['guest-loop-wakeup', 'js', 'us'],
+    ['guest-doorbell-write', 'c', 'us'],
+    ['guest-doorbell-write', 'js', 'us'],
+    ['guest-copy-4096', 'c', 'us'],
+    ['guest-copy-4096', 'js', 'us'],
+    ...GUEST_SIZES.flatMap((s) => (['c', 'js'] as const).map((i) => [`guest-ring-throughput-${s}`, i, 'msg/s'] as [string, Run['impl'], string])),
+  ];
+  let why: string | null = null;
+  try {
+    findQemu();
+    findKernel();
+    findStaticBusybox();
+  } catch (e) {
+    why = (e as Error).message;
+  }
+  const esbuild = path.join(ROOT, 'node_modules', '.bin', 'esbuild');
+  if (!why && !fs.existsSync(path.join(ROOT, 'dist', 'index.js'))) why = 'dist/ is not built (npm run build): the guests run the compiled famez';
+  if (!why && !fs.existsSync(esbuild)) why = 'no esbuild in node_modules (npm install) to compile bench/guest/agent.ts';
+  if (why) {
+    log('guest VMs...');
+    for (const [s, i, u] of rows) skip(s, i, u, `no VMs here: ${why}`);
+    return;
+  }
+  const accel = 'tcg' as const;
+  const note = (what: string) =>
+    `${what}; accel ${accel} (this machine's nested KVM cannot boot stock kernels), 1 vCPU and 512M per VM, 2-core host shared with other work; host peer: famez's JS Client (bench/js/peer.ts vping)`;
+  let served: ReturnType<typeof startServe> | null = null;
+  let hostPeer: Child | null = null;
+  const booted: Vm[] = [];
+  await attempt(`guest VMs (${accel})`, rows, () =>
+    guestScenarios().catch((e: Error) => {
+      // What each VM said last: the other side's error is often the cause.
+      for (const vm of booted) log(`  ${vm.name} said last: ${vm.lines.slice(-4).join(' | ')}`);
+      throw e;
+    }),
+  );
+  async function guestScenarios(): Promise<void> {
+    fs.mkdirSync(BUILD, { recursive: true });
+    const cBin = path.join(BUILD, 'guest');
+    const agentJs = path.join(BUILD, 'guest-agent.js');
+    const tmpC = `${cBin}.${process.pid}.tmp`;
+    const cc = spawnSync('cc', ['-O2', '-o', tmpC, path.join(ROOT, 'bench', 'baseline', 'guest.c')], { encoding: 'utf8', timeout: 60_000 });
+    if (cc.error || cc.status !== 0) throw new Error(`cc guest.c: ${cc.error?.message ?? cc.stderr.trim()}`);
+    fs.renameSync(tmpC, cBin);
+    const tmpJs = `${agentJs}.${process.pid}.tmp`;
+    const eb = spawnSync(esbuild, [path.join(ROOT, 'bench', 'guest', 'agent.ts'), '--platform=node', '--format=cjs', '--target=node18', `--outfile=${tmpJs}`, '--log-level=error'], { encoding: 'utf8', timeout: 60_000 });
+    if (eb.error || eb.status !== 0) throw new Error(`esbuild agent.ts: ${eb.error?.message ?? eb.stderr.trim()}`);
+    fs.renameSync(tmpJs, agentJs);
+
+    scratch ||= fs.mkdtempSync(path.join(os.tmpdir(), 'famez-bench-'));
+    const dir = fs.mkdtempSync(path.join(scratch, 'guest-'));
+    const sock = path.join(dir, 'fabric.sock');
+    // vmA, vmB, the host peer and the switch: 12 rings of RING_CAPACITY.
+    const opts = parseServeArgs(['-S', sock, '--memfd', '--max-peers', '3', '-l', '64M', '--ring-capacity', String(RING_CAPACITY)]);
+    const serverLog: string[] = [];
+    served = startServe(opts, { log: (l) => serverLog.push(l) });
+    const files = guestFiles(findKernel(), findStaticBusybox(), dir);
+    const main = path.join(ROOT, 'dist', 'cli', 'main.js');
+    // The agent: famez guest once (binds the device to vfio-pci), then a
+    // shell running each line typed into the console.
+    const agentShell = [
+      'stty -echo 2>/dev/null',
+      `${process.execPath} ${main} guest --no-link </dev/null || echo 'famez-bench: famez guest failed'`,
+      "echo 'famez-bench: shell'",
+      'while read -r l; do eval "$l"; echo "famez-bench: done $?"; done',
+    ].join('; ');
+    const boot = (name: string) => {
+      const vm = bootVm({ name, kernel: files.kernel, initrd: files.initrd, socket: sock, vectors: opts.vectors, command: ['sh', '-c', agentShell], cwd: ROOT, scriptDir: dir, accel, extraArgs: TCG_BARRIERS });
+      vms.add(vm);
+      booted.push(vm);
+      void vm.exited.then(() => vms.delete(vm));
+      return new GuestConsole(vm);
+    };
+    const A = boot('vmA');
+    const B = boot('vmB');
+    hostPeer = new Child(process.execPath, [...TSX, 'bench/js/peer.ts', 'host', sock]);
+    const { id: hostId } = await hostPeer.ask<{ id: number }>('id', 30_000);
+    await Promise.all([A, B].map((g) => g.expect(/^famez-bench: shell$/, GUEST_STEP_MS, 'boot and famez guest')));
+    const host = hostPeer as Child;
+    const { rounds, batches, warmup } = GUEST_RTT;
+    // Phases alternate (js, c, js, c...) so that a change in the shared
+    // machine's load hits both; each phase is one agent process per VM
+    // (the device is one process's at a time).
+    const acc = new Map<string, { scenario: string; impl: Run['impl']; unit: string; samples: number[]; note: string }>();
+    const add = (scenario: string, impl: Run['impl'], unit: string, samples: number[], what: string) => {
+      const k = `${scenario} ${impl}`;
+      if (!acc.has(k)) acc.set(k, { scenario, impl, unit, samples: [], note: note(what) });
+      acc.get(k)!.samples.push(...samples);
+    };
+    for (let phase = 0; phase < GUEST_PHASES; phase++) {
+      for (const impl of ['js', 'c'] as const) {
+        log(`  phase ${phase + 1}/${GUEST_PHASES}: ${impl}`);
+        const start = impl === 'js' ? `${process.execPath} ${agentJs} ${ROOT}` : cBin;
+        for (const g of [A, B]) g.say(start);
+        const [{ id: aId }, { id: bId }] = await Promise.all([A, B].map((g) => g.json<{ id: number }>('agent', GUEST_STEP_MS, `the ${impl} agent to start`)));
+        // 1. host -> vmA -> host
+        A.say(`echo ${hostId}`);
+        await A.expect(/^ready$/, GUEST_STEP_MS, 'echo');
+        const h = await host.ask<{ samples: number[] }>(`vping ${aId} ${rounds} ${batches} ${warmup}`, GUEST_STEP_MS);
+        A.say('end');
+        await A.json('echoed', GUEST_STEP_MS, 'echo to end');
+        add('guest-doorbell-rtt-host', impl, 'us', h.samples, `host peer rings vmA, vmA's ${impl} agent rings back; timed on the host`);
+        // 2. vmA -> vmB -> vmA
+        B.say(`echo ${aId}`);
+        await B.expect(/^ready$/, GUEST_STEP_MS, 'echo');
+        A.say(`ping ${bId} ${rounds} ${batches} ${warmup}`);
+        const g = await A.json<{ samples: number[] }>('samples', GUEST_STEP_MS, 'ping');
+        B.say('end');
+        await B.json('echoed', GUEST_STEP_MS, 'echo to end');
+        add('guest-doorbell-rtt-guest', impl, 'us', g.samples, `vmA rings vmB, vmB rings back, both ${impl}; timed in vmA`);
+        // What a round trip is made of, in vmA: the loop's cost per event
+        // and one doorbell store.
+        A.say(`wake ${GUEST_WAKE}`);
+        add('guest-loop-wakeup', impl, 'us', (await A.json<{ samples: number[] }>('samples', GUEST_STEP_MS, 'wake')).samples, `${impl === 'js' ? "a famez EventFd watched on Node's loop" : 'an eventfd in epoll'} signalled again from its own wake-up, ${GUEST_WAKE} times, in vmA (no device)`);
+        A.say(`bell ${hostId} ${GUEST_WAKE}`);
+        add('guest-doorbell-write', impl, 'us', (await A.json<{ samples: number[] }>('samples', GUEST_STEP_MS, 'bell')).samples, `${impl === 'js' ? 'GuestTransport.ring()' : 'one 32-bit store to BAR0 + 12'} to the host peer's vector 0, ${GUEST_WAKE} times, in vmA`);
+        A.say(`copy 4096 ${GUEST_WAKE}`);
+        add('guest-copy-4096', impl, 'us', (await A.json<{ samples: number[] }>('samples', GUEST_STEP_MS, 'copy')).samples, `${impl === 'js' ? 'Buffer.set' : 'memcpy'} of 4096 bytes (the payload copy of a 4 KiB ring message), ${GUEST_WAKE} times, in vmA`);
+        // 3. vmA -> switch -> vmA (JS only: famez's mailbox)
+        if (impl === 'js') {
+          A.say(`mping ${GUEST_MB.rounds} ${GUEST_MB.batches} ${GUEST_MB.warmup}`);
+          const m = await A.json<{ samples: number[] }>('samples', GUEST_STEP_MS, 'mping');
+          add('guest-mailbox-rtt-switch', 'js', 'us', m.samples, "FabricClient.request('switch', 'ping') in vmA, awaited one after the other; ratio against the C guest-doorbell-rtt-host");
+        }
+        // 4. ring channel vmA -> vmB
+        for (const size of GUEST_SIZES) {
+          const count = guestCount(size);
+          const rates: number[] = [];
+          // Rep -1 warms up (the JIT, the ring's pages) and is not recorded.
+          for (let r = -1; r < REPS; r++) {
+            B.say(`rrecv ${aId} ${count}`);
+            await B.expect(/^ready$/, GUEST_STEP_MS, 'rrecv');
+            A.say(`rsend ${bId} ${size} ${count}`);
+            await A.json('sent', GUEST_STEP_MS, 'rsend');
+            const got = await B.json<{ count: number; samples: number[] }>('count', GUEST_STEP_MS, 'rrecv');
+            if (r >= 0) rates.push(got.samples[0]);
+          }
+          add(`guest-ring-throughput-${size}`, impl, 'msg/s', rates, `${count} messages of ${size} B vmA -> vmB through famez's ring channel (${RING_CAPACITY >> 20} MiB) in BAR2, ${impl} on both ends; timed in vmB, first to last message`);
+        }
+        for (const c of [A, B]) c.say('quit');
+        await Promise.all([A, B].map((c) => c.expect(/^famez-bench: done/, GUEST_STEP_MS, `the ${impl} agent to quit`)));
+      }
+    }
+    for (const impl of ['c', 'js'] as const) for (const r of acc.values()) if (r.impl === impl) record(r.scenario, r.impl, r.unit, r.samples, r.note);
+    for (const c of [A, B]) c.say('exit 0');
+    await Promise.race([Promise.all(booted.map((vm) => vm.exited)), new Promise((r) => setTimeout(r, 20_000))]);
+  }
+  await Promise.all(booted.map((vm) => vm.kill()));
+  await (hostPeer as Child | null)?.stop();
+  const s = served as ReturnType<typeof startServe> | null;
+  s?.server.close();
+  s?.fabric?.close();
+}
+
 // ---------------------------------------------------------------- output
 
 function ratios(): void {
   for (const r of runs) {
     if (r.median === null) continue;
-    const base = r.scenario.startsWith('mailbox-rtt') || r.scenario.startsWith('doorbell-rtt') ? 'doorbell-rtt' : r.scenario;
+    const base = r.scenario.startsWith('guest-mailbox-rtt')
+      ? 'guest-doorbell-rtt-host'
+      : r.scenario.startsWith('mailbox-rtt') || r.scenario.startsWith('doorbell-rtt')
+        ? 'doorbell-rtt'
+        : r.scenario;
     const c = runs.find((x) => x.scenario === base && x.impl === 'c' && x.median !== null);
     r.baselineRatio = c && r !== c ? +(r.median / c.median!).toPrecision(4) : r === c ? 1 : null;
   }
@@ -638,6 +880,7 @@ async function main(): Promise<void> {
   if (wanted('js-fabric')) await benchFabricJs();
   if (wanted('mesh')) await benchMesh('connect-mesh-256', 'client', MESH);
   if (wanted('mesh-fabric')) await benchMesh('connect-mesh-fabric-62', 'fabric', MESH_FABRIC);
+  if (wanted('guest')) await benchGuest();
   ratios();
   const out = { machine: machine(), mode, seconds: Math.round((Date.now() - started) / 100) / 10, runs };
   fs.mkdirSync(path.dirname(JSON_OUT), { recursive: true });

@@ -1,7 +1,10 @@
 // A benchmark peer in its own Node process, driven by the runner
 // (bench/run.ts) through stdin lines; answers one JSON line per command.
 //
-//   node --import=tsx bench/js/peer.ts client|fabric SOCKET
+//   node --import=tsx bench/js/peer.ts client|fabric|host SOCKET
+//
+// (host: a plain Client of a fabric server, for the guest group's host
+// peer: it learns the vector count from the server, and uses only vping.)
 //
 // Commands (one per line):
 //   id                          -> {"id":N}
@@ -9,6 +12,13 @@
 //                               ID is read from shared memory word 0)
 //   ping PEER ROUNDS BATCHES [WARMUP]
 //                               doorbell round trips with PEER
+//                               -> {"samples":[us per round trip, ...]}
+//   vping PEER ROUNDS BATCHES [WARMUP]
+//                               doorbell round trips with PEER the fabric
+//                               way: ring PEER's vector ID (this peer's),
+//                               count only interrupts on vector PEER (a
+//                               guest rings back that way; the shared
+//                               memory is not written)
 //                               -> {"samples":[us per round trip, ...]}
 //   mecho                       mailbox echo: answer every slot message
 //                               with the same bytes
@@ -84,7 +94,7 @@ function roundTrips(what: string, go: () => void) {
 async function main(): Promise<void> {
   const fabric = kind === 'fabric' ? await FabricClient.connect(sock, { nodename: `bench-${process.pid}`.slice(0, 31) }) : null;
   // A FabricClient wraps a Client; reach it for the raw doorbell paths.
-  const client: Client = fabric ? (fabric.transport as Client) : await Client.connect(sock, { vectors: 1 });
+  const client: Client = fabric ? (fabric.transport as Client) : await Client.connect(sock, kind === 'host' ? {} : { vectors: 1 });
   const word = new Uint32Array(client.memory, 0, 1);
   const rl = readline.createInterface({ input: process.stdin });
   rl.on('close', () => process.exit(0));
@@ -111,6 +121,18 @@ async function main(): Promise<void> {
         client.on('interrupt', rt.answered);
         const samples = await rt.run(rounds, batches, warmup);
         client.removeAllListeners('interrupt');
+        out({ samples });
+        break;
+      }
+      case 'vping': {
+        const [peer, rounds, batches, warmup] = n;
+        const rt = roundTrips('doorbell', () => client.ring(peer, client.id));
+        const onInterrupt = ({ vector }: { vector: number }) => {
+          if (vector === peer) rt.answered();
+        };
+        client.on('interrupt', onInterrupt);
+        const samples = await rt.run(rounds, batches, warmup);
+        client.off('interrupt', onInterrupt);
         out({ samples });
         break;
       }
