@@ -10,6 +10,9 @@
 // them), then prints a table and writes
 // bench/results/latest.json (or FILE) and bench/results/latest.svg.
 // Every child is bounded in time and killed on the way out.
+// (About 900 lines: each scenario's parameters, its children and its table
+// row sit together here; what runs inside the children is in bench/js,
+// bench/guest and bench/baseline.)
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -540,12 +543,6 @@ const GUEST_RTT = { rounds: pick(100, 500, 1000), batches: pick(3, 10, 20), warm
 const GUEST_MB = { rounds: pick(50, 200, 500), batches: pick(3, 10, 20), warmup: pick(10, 200, 500) };
 const guestCount = (size: number) => Math.max(pick(2000, 20_000, 50_000), Math.floor(pick(256e3, 32e6, 128e6) / size));
 const GUEST_STEP_MS = pick(120_000, 180_000, 300_000);
-/** One vCPU, but room for two: QEMU's TCG compiles guest code for
- * parallel execution (CF_PARALLEL) only when the machine may have more
- * than one CPU; otherwise it drops the guest's fences (mfence, the full
- * barrier of the ring's doorbell rule) and two VMs sharing BAR2 lose
- * wake-ups: the consumer sleeps on a ring the producer saw non-empty. */
-const TCG_BARRIERS = ['-smp', '1,maxcpus=2'];
 /** Alternating js / c phases. */
 const GUEST_PHASES = pick(1, 2, 3);
 const GUEST_WAKE = pick(2000, 20_000, 50_000);
@@ -664,7 +661,7 @@ async function benchGuest(): Promise<void> {
       'while read -r l; do eval "$l"; echo "famez-bench: done $?"; done',
     ].join('; ');
     const boot = (name: string) => {
-      const vm = bootVm({ name, kernel: files.kernel, initrd: files.initrd, socket: sock, vectors: opts.vectors, command: ['sh', '-c', agentShell], cwd: ROOT, scriptDir: dir, accel, extraArgs: TCG_BARRIERS });
+      const vm = bootVm({ name, kernel: files.kernel, initrd: files.initrd, socket: sock, vectors: opts.vectors, command: ['sh', '-c', agentShell], cwd: ROOT, scriptDir: dir, accel });
       vms.add(vm);
       booted.push(vm);
       void vm.exited.then(() => vms.delete(vm));
