@@ -31,14 +31,15 @@ const SCENARIOS: [string, string][] = [
 ];
 
 test('npm run bench -- --smoke: every scenario has a number and the JSON is well formed', async (t) => {
-  t.timeout(110_000);
+  // Bounds, not timings: the smoke run boots two VMs for its guest group.
+  t.timeout(250_000);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'famez-bench-test-'));
   const out = path.join(dir, 'b.json');
   try {
     // Detached: npm's children (the runner, its scenarios) are its process group, killed with it.
     const bench = LineProcess.spawn('npm', ['run', '-s', 'bench', '--', '--smoke', '--json', out], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     t.teardown(() => bench.stop('SIGKILL'));
-    const code = await bench.wait(100_000).then(
+    const code = await bench.wait(240_000).then(
       (e) => e.code,
       async () => {
         await bench.stop('SIGKILL');

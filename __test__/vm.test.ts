@@ -160,3 +160,17 @@ vmTest('SIGTERM to famez vm powers off every VM (no QEMU left) and removes its s
   t.false(fs.existsSync(socket), `${socket} is still there`);
   t.false(fs.existsSync(path.dirname(socket)), `${path.dirname(socket)} is still there`);
 });
+
+vmTest("a working directory under the host's /tmp (a checkout there) is the command's folder in the guest, read-only", async (t) => {
+  t.timeout(VM_MS + 10_000);
+  // /tmp itself (not TMPDIR): the guest's /tmp is its own.
+  const dir = fs.mkdtempSync('/tmp/famez-vm-cwd-');
+  t.teardown(() => removeDir(dir));
+  fs.writeFileSync(path.join(dir, 'marker'), `here ${process.pid}\n`);
+  const files = guestFiles(findKernel(), findStaticBusybox(), dir);
+  const vm = bootVm({ name: 'vm1', kernel: files.kernel, initrd: files.initrd, socket: null, vectors: 1, command: ['sh', '-c', 'pwd; cat marker; touch x 2>/dev/null && echo writable || echo read-only'], cwd: dir, scriptDir: dir });
+  t.teardown(() => vm.kill());
+  const exit = await within(vm.exited, 'the VM to run in the folder', VM_MS);
+  t.is(exit.status, 0, `${exit.reason}\n${vm.lines.join('\n')}`);
+  t.deepEqual(vm.lines.filter((l) => !l.startsWith('famez-vm:')).slice(-3), [dir, `here ${process.pid}`, 'read-only'], vm.lines.join('\n'));
+});

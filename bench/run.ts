@@ -542,7 +542,7 @@ const GUEST_SIZES = [64, 4096];
 const GUEST_RTT = { rounds: pick(100, 500, 1000), batches: pick(3, 10, 20), warmup: pick(20, 500, 1000) };
 const GUEST_MB = { rounds: pick(50, 200, 500), batches: pick(3, 10, 20), warmup: pick(10, 200, 500) };
 const guestCount = (size: number) => Math.max(pick(2000, 20_000, 50_000), Math.floor(pick(256e3, 32e6, 128e6) / size));
-const GUEST_STEP_MS = pick(120_000, 180_000, 300_000);
+const GUEST_STEP_MS = pick(60_000, 180_000, 300_000);
 /** Alternating js / c phases. */
 const GUEST_PHASES = pick(1, 2, 3);
 const GUEST_WAKE = pick(2000, 20_000, 50_000);

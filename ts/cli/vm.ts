@@ -175,7 +175,7 @@ export async function runVm(argv: string[]): Promise<number> {
     const socket = o.socket ? path.resolve(o.socket) : path.join(dir, 'fabric.sock');
     let vectors = o.vectors ?? DEFAULT_FABRIC_PEERS + 2;
     const command = (name: string, accel: Accel, sock = socket, script = path.join(dir, `${name}.sh`)) =>
-      formatCommand(qemu, buildQemuArgs({ name, kernel: files.kernel, initrd: files.initrd, accel, memory: o.memory, smp: o.smp, socket: sock, vectors, fam, script }));
+      formatCommand(qemu, buildQemuArgs({ name, kernel: files.kernel, initrd: files.initrd, accel, memory: o.memory, smp: o.smp, socket: sock, vectors, fam, script, cwd: process.cwd() }));
     const names = Array.from({ length: o.count }, (_, i) => `vm${i + 1}`);
 
     if (o.print) {

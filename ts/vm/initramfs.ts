@@ -19,7 +19,7 @@ import { GUEST_MODULES, parseBuiltin, parseModulesDep, resolveModules, type Modu
 
 /** Bump when the archive's contents or /init change: cached archives of an
  * older format are rebuilt. */
-export const INITRAMFS_FORMAT = 2;
+export const INITRAMFS_FORMAT = 3;
 
 /** What /init prints, for the host side (see console.ts). */
 export const MARK = 'famez-vm:';
@@ -45,11 +45,12 @@ echo "${MARK} init"
 for m in ${modules.join(' ')}; do
   insmod /lib/modules/$m.ko || fail "insmod $m failed"
 done
-name=; script=
+name=; script=; cwd=
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
     famez_name=*) name="\${arg#famez_name=}" ;;
     famez_script=*) script="\${arg#famez_script=}" ;;
+    famez_cwd=*) cwd="\${arg#famez_cwd=}" ;;
   esac
 done
 [ -n "$name" ] && hostname "$name"
@@ -75,6 +76,11 @@ mount -t devpts -o newinstance,ptmxmode=0666 devpts /newroot/dev/pts
 mount -t tmpfs -o mode=1777 shm /newroot/dev/shm
 mount -t tmpfs -o mode=1777 tmp /newroot/tmp
 mount -t tmpfs -o mode=0755 run /newroot/run
+# The command's folder under a fresh one (a checkout in /tmp): the host's,
+# read-only, at the same path.
+case "$cwd" in
+  /tmp/?*|/run/?*) [ -d "/host$cwd" ] && mkdir -p "/newroot$cwd" && mount --bind "/host$cwd" "/newroot$cwd" ;;
+esac
 [ -n "$script" ] || fail "no famez_script= on the kernel command line"
 cp "/host$script" /newroot/run/famez-vm.sh || fail "cannot read $script from the host"
 chroot /newroot /bin/sh /run/famez-vm.sh

@@ -26,6 +26,8 @@ export interface QemuConfig {
   fam: FamDevice | null;
   /** The per-VM script on the host (see guestScript), named on the kernel command line. */
   script: string | null;
+  /** Where the command runs (its folder is bound in when under /tmp or /run). */
+  cwd?: string;
   /** Extra words for the kernel command line. */
   append?: readonly string[];
   /** The host folder the guest mounts as its root (default /). */
@@ -36,9 +38,12 @@ export interface QemuConfig {
 
 /** The kernel command line: serial console, no reboot on panic (with
  * -no-reboot QEMU exits), the IOMMU VFIO needs, and the VM's name and script. */
-export function kernelCommandLine(c: Pick<QemuConfig, 'name' | 'script' | 'append'>): string {
+export function kernelCommandLine(c: Pick<QemuConfig, 'name' | 'script' | 'append' | 'cwd'>): string {
   const words = ['console=ttyS0', 'panic=-1', 'intel_iommu=on', 'quiet', `famez_name=${c.name}`];
   if (c.script !== null) words.push(`famez_script=${c.script}`);
+  // The command's folder, which /init binds in when it is under the guest's
+  // own /tmp or /run (a path with spaces cannot go on the command line).
+  if (c.cwd && !/[\s"']/.test(c.cwd)) words.push(`famez_cwd=${c.cwd}`);
   return [...words, ...(c.append ?? [])].join(' ');
 }
 

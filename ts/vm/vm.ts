@@ -110,6 +110,7 @@ export class Vm extends EventEmitter<VmEvents> {
       vectors: o.vectors,
       fam: o.fam ?? null,
       script,
+      cwd: o.cwd ?? process.cwd(),
       extra: o.extraArgs,
     });
     const tie = findSetpriv();
