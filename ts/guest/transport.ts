@@ -54,6 +54,10 @@ export class GuestTransport extends EventEmitter<TransportEvents> implements Pee
   readonly notes: string[];
   readonly sharedMemory: SharedMemory;
   private readonly device: GuestDevice;
+  /** BAR0 mapped (null when it cannot be): ring() is one store to its
+   * doorbell word, without a native call. */
+  private readonly registers: SharedMemory | null;
+  private readonly doorbell: Uint32Array | null;
   private readonly bells: EventFd[] = [];
   private memoryBuffer: ArrayBuffer | null = null;
   private present = new Map<number, bigint>();
@@ -69,6 +73,8 @@ export class GuestTransport extends EventEmitter<TransportEvents> implements Pee
     this.mode = device.mode === 'vfio' ? 'vfio' : 'poll';
     this.id = device.ivPosition;
     this.sharedMemory = device.sharedMemory();
+    this.registers = device.registers();
+    this.doorbell = this.registers ? new Uint32Array(this.registers.buffer as ArrayBuffer, 0, 4) : null;
     const memory = this.memory;
     if (this.mode === 'vfio') {
       this.vectors = device.vectors;
@@ -150,7 +156,10 @@ export class GuestTransport extends EventEmitter<TransportEvents> implements Pee
       if (!this.present.has(peer)) throw new GuestError('EINVAL', `peer ${peer} is not present (present: ${this.peerIds().join(', ') || 'none'})`);
     }
     if (!Number.isInteger(vector) || vector < 0 || vector >= this.vectors) throw new GuestError('EINVAL', `peers have vectors 0..${this.vectors - 1}, not ${vector}`);
-    this.device.ring(peer, vector);
+    // One 32-bit store of peer << 16 | vector to BAR0 + 12 (MMIO: QEMU
+    // signals the peer's eventfd).
+    if (this.doorbell) this.doorbell[3] = ((peer << 16) | vector) >>> 0;
+    else this.device.ring(peer, vector);
   }
 
   private look(): Map<number, bigint> {
@@ -183,6 +192,7 @@ export class GuestTransport extends EventEmitter<TransportEvents> implements Pee
     for (const b of this.bells) b.close();
     this.poller?.close();
     this.memoryBuffer = null;
+    this.registers?.close();
     this.sharedMemory.close();
     this.device.close();
   }

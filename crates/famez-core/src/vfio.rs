@@ -221,6 +221,8 @@ pub struct VfioDevice {
     // then the group, then the container.
     bar0: Registers,
     device: File,
+    /// BAR0's (offset, size) in the device fd, when it can be mapped.
+    bar0_map: Option<(u64, u64)>,
     bar2: (u64, u64),
     config: u64,
     vectors: u32,
@@ -342,9 +344,11 @@ impl VfioDevice {
             let file = device.try_clone().map_err(|e| VfioError::Os { what: "dup the device fd".into(), source: e })?;
             Registers::Fd { file, offset: bar0.offset, size: bar0.size }
         };
+        let bar0_map = matches!(registers, Registers::Mapped(_)).then_some((bar0.offset, bar0.size));
         Ok(VfioDevice {
             bar0: registers,
             device,
+            bar0_map,
             bar2: (bar2.offset, bar2.size),
             config: config.offset,
             vectors: irq.count,
@@ -422,6 +426,14 @@ impl VfioDevice {
         let fd: OwnedFd = self.device.try_clone()?.into();
         Ok(SharedMemory::from_region(fd, self.bar2.0, self.bar2.1))
     }
+
+    /// BAR0, the registers, as a SharedMemory (for a caller that rings with
+    /// its own 32-bit store to the doorbell at 12); None when VFIO does not
+    /// let BAR0 be mapped (ring() then writes through the fd).
+    pub fn registers(&self) -> Option<io::Result<SharedMemory>> {
+        let (offset, size) = self.bar0_map?;
+        Some(self.device.try_clone().map(|f| SharedMemory::from_region(f.into(), offset, size)))
+    }
 }
 
 struct Region {
@@ -443,6 +455,7 @@ fn region(device: &File, index: u32) -> Result<Region, VfioError> {
 #[derive(Debug)]
 pub struct SysfsDevice {
     bar0: Registers,
+    bar0_file: File,
     bar2: File,
 }
 
@@ -466,7 +479,7 @@ impl SysfsDevice {
         }
         let map = Mapping::new_at(r0.as_fd(), size0, 0)
             .map_err(|e| VfioError::Os { what: "mmap resource0".into(), source: e })?;
-        Ok(SysfsDevice { bar0: Registers::Mapped(map), bar2 })
+        Ok(SysfsDevice { bar0: Registers::Mapped(map), bar0_file: r0, bar2 })
     }
 
     pub fn iv_position(&self) -> io::Result<u32> {
@@ -480,6 +493,11 @@ impl SysfsDevice {
     pub fn shared_memory(&self) -> io::Result<SharedMemory> {
         let fd: OwnedFd = self.bar2.try_clone()?.into();
         SharedMemory::from_fd(fd)
+    }
+
+    /// BAR0 (resource0) as a SharedMemory, as VfioDevice::registers.
+    pub fn registers(&self) -> io::Result<SharedMemory> {
+        SharedMemory::from_fd(self.bar0_file.try_clone()?.into())
     }
 }
 

@@ -133,6 +133,21 @@ impl GuestDevice {
         Ok(SharedMemory::wrap(&env, shm))
     }
 
+    /// BAR0, the registers (IVPosition at 8, the doorbell at 12), for a
+    /// caller that rings with its own 32-bit store; null when VFIO does not
+    /// let BAR0 be mapped (then ring()).
+    #[napi]
+    pub fn registers(&self, env: Env) -> Result<Option<SharedMemory>> {
+        let r = match self.device()? {
+            Device::Vfio(d) => d.registers(),
+            Device::Sysfs(d) => Some(d.registers()),
+        };
+        match r {
+            None => Ok(None),
+            Some(r) => Ok(Some(SharedMemory::wrap(&env, r.map_err(|e| io_error("map BAR0", e))?))),
+        }
+    }
+
     /// Closes the device (its MSI-X routing ends with it). Idempotent.
     #[napi]
     pub fn close(&mut self) {
