@@ -156,6 +156,8 @@ test('the server console: help, dump (the switch and its ports), quit', async (t
   await waitFor(() => server.stdout.includes('famez: serving on'), 'the server', WAIT_MS);
   const peer = await pythonPeer(sock, 'z01');
   t.is(peer.code, 0, peer.stderr);
+  // Its exit reaches the server's loop a moment later.
+  await waitFor(() => /peer 1 disconnected/.test(server.stdout), 'the server to see the Python peer leave', WAIT_MS);
   type(server, 'help');
   await waitFor(() => server.stdout.includes('commands: help, dump'), 'help', WAIT_MS);
   type(server, 'dump');

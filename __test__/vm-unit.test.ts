@@ -221,7 +221,7 @@ test('the QEMU line: q35 with the emulated IOMMU, the virtfs root, the doorbell 
   t.deepEqual(values(args, '-kernel'), ['/c/vmlinux']);
   t.deepEqual(values(args, '-nic'), ['none']);
   t.true(args.includes('-nographic') && args.includes('-no-reboot'));
-  t.is(values(args, '-append')[0], 'console=ttyS0 panic=-1 intel_iommu=on quiet famez_name=vm1 famez_script=/tmp/d/vm1.sh');
+  t.is(values(args, '-append')[0], 'console=ttyS0 panic=-1 no_timer_check intel_iommu=on quiet famez_name=vm1 famez_script=/tmp/d/vm1.sh');
 });
 
 test('with KVM the irqchip is split (the IOMMU needs it); --fam adds the plain device; no socket, no doorbell', (t) => {
@@ -233,7 +233,7 @@ test('with KVM the irqchip is split (the IOMMU needs it); --fam adds the plain d
   t.deepEqual(values(fam, '-device'), ['intel-iommu,intremap=on', 'ivshmem-plain,memdev=fam']);
   t.deepEqual(values(fam, '-chardev'), []);
   t.throws(() => buildQemuArgs({ ...BASE, script: '/tmp/a b/vm1.sh' }), { message: /must not contain spaces/ });
-  t.is(kernelCommandLine({ name: 'x', script: null, append: ['loglevel=7'] }), 'console=ttyS0 panic=-1 intel_iommu=on quiet famez_name=x loglevel=7');
+  t.is(kernelCommandLine({ name: 'x', script: null, append: ['loglevel=7'] }), 'console=ttyS0 panic=-1 no_timer_check intel_iommu=on quiet famez_name=x loglevel=7');
 });
 
 test('the guest script runs the command in the working directory with only the given environment', (t) => {
