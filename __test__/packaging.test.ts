@@ -21,7 +21,7 @@ import * as path from 'node:path';
 
 import test, { type ExecutionContext } from 'ava';
 
-import { LineProcess, spawnChild, type Exit } from './helpers/wait.js';
+import { LineProcess, spawnChild, which, type Exit } from './helpers/wait.js';
 
 const ROOT = path.resolve(__dirname, '..');
 const PKG = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as {
@@ -135,18 +135,9 @@ function writeJson(file: string, value: unknown): void {
   fs.writeFileSync(file, `${JSON.stringify(value, null, 2)}\n`);
 }
 
+/** `name` on `pathValue` only (no fallback folders). */
 function findOnPath(name: string, pathValue = process.env.PATH ?? ''): string | null {
-  for (const dir of pathValue.split(path.delimiter)) {
-    if (!dir) continue;
-    const candidate = path.join(dir, name);
-    try {
-      fs.accessSync(candidate, fs.constants.X_OK);
-      return candidate;
-    } catch {
-      // keep looking
-    }
-  }
-  return null;
+  return which(name, pathValue, true);
 }
 
 function walk(dir: string): string[] {

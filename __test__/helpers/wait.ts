@@ -114,9 +114,10 @@ export interface Exit {
   signal: NodeJS.Signals | null;
 }
 
-/** Where `name` is: on PATH, else in /usr/bin or /usr/local/bin; null if nowhere. */
-export function which(name: string): string | null {
-  for (const dir of [...(process.env.PATH ?? '').split(path.delimiter), '/usr/bin', '/usr/local/bin']) {
+/** Where `name` is: on `pathValue` (default PATH), else (unless `onlyPath`)
+ * in /usr/bin or /usr/local/bin; null if nowhere. */
+export function which(name: string, pathValue = process.env.PATH ?? '', onlyPath = false): string | null {
+  for (const dir of [...pathValue.split(path.delimiter), ...(onlyPath ? [] : ['/usr/bin', '/usr/local/bin'])]) {
     if (!dir) continue;
     const candidate = path.join(dir, name);
     try {
