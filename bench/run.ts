@@ -639,7 +639,7 @@ async function benchGuest(): Promise<void> {
     if (cc.error || cc.status !== 0) throw new Error(`cc guest.c: ${cc.error?.message ?? cc.stderr.trim()}`);
     fs.renameSync(tmpC, cBin);
     const tmpJs = `${agentJs}.${process.pid}.tmp`;
-    const eb = spawnSync(esbuild, [path.join(ROOT, 'bench', 'guest', 'agent.ts'), '--platform=node', '--format=cjs', '--target=node18', `--outfile=${tmpJs}`, '--log-level=error'], { encoding: 'utf8', timeout: 60_000 });
+    const eb = spawnSync(esbuild, [path.join(ROOT, 'bench', 'guest', 'agent.ts'), '--bundle', '--platform=node', '--format=cjs', '--target=node18', `--outfile=${tmpJs}`, '--log-level=error'], { encoding: 'utf8', timeout: 60_000 });
     if (eb.error || eb.status !== 0) throw new Error(`esbuild agent.ts: ${eb.error?.message ?? eb.stderr.trim()}`);
     fs.renameSync(tmpJs, agentJs);
 

@@ -37,6 +37,8 @@
 import * as path from 'node:path';
 import * as readline from 'node:readline';
 
+import { sendInPlace } from '../js/ring-send.js';
+
 type Famez = typeof import('../../ts/index.js');
 type FabricClient = import('../../ts/fabric/client.js').FabricClient;
 
@@ -183,22 +185,11 @@ async function main(): Promise<void> {
         break;
       }
       case 'rsend': {
+        // bench/js/ring-send.ts, watched: no progress for WAIT_MS fails.
         const [peer, size, count] = n;
-        const w = fab().ringWriter(peer);
-        const payload = Buffer.alloc(size, 0x5a);
-        const words = new Uint32Array(w.bytes.buffer, w.bytes.byteOffset, w.capacity >>> 2);
-        let i = 0;
-        const stop = watch('ring send', () => i);
-        while (i < count) {
-          for (; i < count; i++) {
-            const at = w.reserve(size);
-            if (at < 0) break;
-            w.bytes.set(payload, at);
-            words[at >>> 2] = i;
-          }
-          w.commit();
-          if (i < count) await new Promise((r) => setImmediate(r));
-        }
+        let sent = 0;
+        const stop = watch('ring send', () => sent);
+        await sendInPlace(fab().ringWriter(peer), size, count, (i) => (sent = i));
         stop();
         out({ sent: count });
         break;

@@ -40,6 +40,7 @@ import * as readline from 'node:readline';
 
 import { Client } from '../../ts/client/client.js';
 import { FabricClient } from '../../ts/fabric/client.js';
+import { sendInPlace } from './ring-send.js';
 
 const [kind, sock] = process.argv.slice(2);
 const out = (o: unknown) => process.stdout.write(`${JSON.stringify(o)}\n`);
@@ -180,28 +181,13 @@ async function main(): Promise<void> {
         break;
       }
       case 'rsend': {
-        // Written in place (ringWriter): reserve, copy the payload in,
-        // stamp the sequence number; one commit (and at most one doorbell)
-        // per ring-full; a full ring yields to the loop until there is room.
+        // bench/js/ring-send.ts, bounded: a ring still full after 60 s fails.
         const [peer, size, count] = n;
-        const w = fabric!.ringWriter(peer);
-        const payload = Buffer.alloc(size, 0x5a);
-        const words = new Uint32Array(w.bytes.buffer, w.bytes.byteOffset, w.capacity >>> 2);
         const deadline = Date.now() + 60_000;
         const start = String(process.hrtime.bigint());
-        for (let i = 0; i < count; ) {
-          for (; i < count; i++) {
-            const at = w.reserve(size);
-            if (at < 0) break;
-            w.bytes.set(payload, at);
-            words[at >>> 2] = i;
-          }
-          w.commit();
-          if (i < count) {
-            if (Date.now() > deadline) fail(`ring: still full at message ${i} after 60 s`);
-            await new Promise((r) => setImmediate(r));
-          }
-        }
+        await sendInPlace(fabric!.ringWriter(peer), size, count, (i) => {
+          if (Date.now() > deadline) fail(`ring: still full at message ${i} after 60 s`);
+        });
         out({ sent: count, start });
         break;
       }
