@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 
 import { FamezError } from '../errors.js';
+import { findExecutable } from '../executables.js';
 
 export type GuestErrorCode = 'ENODEV' | 'ENOTSUP' | 'EACCES' | 'EBUSY' | 'EINVAL' | 'ENOTFABRIC';
 
@@ -127,18 +128,8 @@ function write(file: string, value: string, what: string): void {
   }
 }
 
-/** modprobe from PATH or the sbin folders a minimal PATH leaves out. */
-function modprobePath(): string {
-  const dirs = [...(process.env.PATH ?? '').split(':').filter(Boolean), '/usr/sbin', '/sbin', '/usr/bin', '/bin'];
-  for (const dir of dirs) {
-    const p = path.join(dir, 'modprobe');
-    if (fs.existsSync(p)) return p;
-  }
-  return 'modprobe';
-}
-
 function modprobe(module: string, ...params: string[]): string | null {
-  const r = spawnSync(modprobePath(), [module, ...params], { encoding: 'utf8', timeout: 30_000 });
+  const r = spawnSync(findExecutable('modprobe') ?? 'modprobe', [module, ...params], { encoding: 'utf8', timeout: 30_000 });
   if (r.error) return `modprobe: ${r.error.message}`;
   return r.status === 0 ? null : r.stderr.trim() || `modprobe ${module} exited ${r.status}`;
 }

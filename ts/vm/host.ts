@@ -5,29 +5,14 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
+import { findExecutable } from '../executables.js';
 import { VmSetupError } from './errors.js';
 import { findStaticBusybox } from './initramfs.js';
 import { chooseKernel, versionFromImageName, type KernelCandidate } from './kernel.js';
 
 export const QEMU_BINARY = 'qemu-system-x86_64';
 
-/** An executable `name` on PATH (or in /usr/bin, /usr/local/bin), or null. */
-export function findExecutable(name: string, envPath = process.env.PATH ?? ''): string | null {
-  if (name.includes('/')) return isExecutable(name) ? name : null;
-  for (const dir of [...envPath.split(path.delimiter), '/usr/bin', '/usr/local/bin', '/usr/sbin']) {
-    if (dir && isExecutable(path.join(dir, name))) return path.join(dir, name);
-  }
-  return null;
-}
-
-function isExecutable(file: string): boolean {
-  try {
-    fs.accessSync(file, fs.constants.X_OK);
-    return fs.statSync(file).isFile();
-  } catch {
-    return false;
-  }
-}
+export { findExecutable };
 
 export function findQemu(binary = QEMU_BINARY): string {
   const found = findExecutable(binary);
