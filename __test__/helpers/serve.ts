@@ -108,8 +108,9 @@ export class Scratch {
     return p;
   }
 
-  /** Runs `famez <args>` to completion. */
-  async run(args: string[], ms = 30_000): Promise<FamezProcess & { exitInfo: Exit }> {
+  /** Runs `famez <args>` to completion (bounded: a loaded CI machine
+   * starting 40 of these at once took 14 s each, and one went past 30 s). */
+  async run(args: string[], ms = 120_000): Promise<FamezProcess & { exitInfo: Exit }> {
     const p = this.famez(args);
     await p.wait(ms);
     return p as FamezProcess & { exitInfo: Exit };
