@@ -99,7 +99,7 @@ class Peer {
 
 function startServer(t: ExecutionContext<Ctx>): string {
   const socket = path.join(t.context.dir, 'sock');
-  t.context.server = Server.start({ socket, shm: { kind: 'memfd', name: 'clients' }, size: SIZE, vectors: VECTORS, log: () => {} });
+  t.context.server = Server.start({ socket, shm: { kind: 'memfd', name: 'clients' }, size: SIZE, vectors: VECTORS });
   return socket;
 }
 

@@ -153,7 +153,7 @@ test('the server console: help, dump (the switch and its ports), quit', async (t
   const sock = path.join(dir, 'sock');
   // Stopped at cleanup (Scratch) if the test ends before it quits.
   const server = t.context.famez(['serve', '-S', sock, '--memfd', '--max-peers', '3', '--console'], { stdin: true });
-  await waitFor(() => server.stdout.includes('famez: serving on'), 'the server', WAIT_MS);
+  await waitFor(() => server.stdout.includes('serving on'), 'the server', WAIT_MS);
   const peer = await pythonPeer(sock, 'z01');
   t.is(peer.code, 0, peer.stderr);
   // Its exit reaches the server's loop a moment later.
@@ -168,5 +168,5 @@ test('the server console: help, dump (the switch and its ports), quit', async (t
   await waitFor(() => server.stdout.includes("unknown command 'bogus'"), 'the refusal', WAIT_MS);
   type(server, 'quit');
   t.is((await server.wait(WAIT_MS)).code, 0);
-  t.regex(server.stdout, /famez: quit: closing/);
+  t.regex(server.stdout, /quit: closing/);
 });

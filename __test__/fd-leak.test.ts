@@ -79,7 +79,7 @@ async function churnRaw(socket: string, live: UnixStream[]): Promise<void> {
 
 test('in-process server: 1,000 library clients join and leave; fds and mappings return to baseline exactly', async (t) => {
   const socket = path.join(t.context.dir, 'sock');
-  const server = (t.context.server = Server.start({ socket, shm: { kind: 'memfd', name: 't' }, size: 1 << 20, vectors: 2, log: () => {} }));
+  const server = (t.context.server = Server.start({ socket, shm: { kind: 'memfd', name: 't' }, size: 1 << 20, vectors: 2 }));
   let connects = 0;
   let disconnects = 0;
   server.on('connect', () => connects++);
@@ -102,7 +102,7 @@ test('in-process server: 1,000 library clients join and leave; fds and mappings 
 
 test('in-process server: 1,000 raw connections closed without reading; fds return to baseline exactly', async (t) => {
   const socket = path.join(t.context.dir, 'sock');
-  const server = (t.context.server = Server.start({ socket, shm: { kind: 'memfd', name: 'r' }, size: 1 << 20, vectors: 2, log: () => {} }));
+  const server = (t.context.server = Server.start({ socket, shm: { kind: 'memfd', name: 'r' }, size: 1 << 20, vectors: 2 }));
   let gone = 0;
   server.on('disconnect', () => gone++);
   await tick();
@@ -135,7 +135,7 @@ async function startServerProcess(t: { context: { dir: string; proc?: LineProces
 }
 
 /** Peers the server process has logged as gone. */
-const disconnects = (proc: LineProcess): number => proc.lines.filter((l) => /^famez: peer \d+ disconnected/.test(l)).length;
+const disconnects = (proc: LineProcess): number => proc.lines.filter((l) => /(?:INFO|WARN) +peer \d+ disconnected/.test(l)).length;
 
 /** Diagnostics for a failure: stop the server and return what it said. */
 async function serverPeersAtExit(proc: LineProcess): Promise<string> {

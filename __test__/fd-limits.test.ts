@@ -3,6 +3,7 @@
 // one-way); a server out of fds refuses the peers it cannot take, never
 // hangs them and never exits on its own; a fabric too big for the fd limit
 // is refused at start with one line, leaving nothing behind.
+import { lineLogger } from '../ts/log.js';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
@@ -46,7 +47,7 @@ function startServer(t: { context: Scratch }, vectors = 1): { server: Server; so
   const dir = t.context.dir();
   const socket = path.join(dir, 'sock');
   const log: string[] = [];
-  const server = t.context.track(Server.start({ socket, shm: { kind: 'memfd', name: 'fd-limits' }, size: 1 << 20, vectors, log: (l) => log.push(l) }));
+  const server = t.context.track(Server.start({ socket, shm: { kind: 'memfd', name: 'fd-limits' }, size: 1 << 20, vectors, logger: lineLogger((l) => log.push(l)) }));
   return { server, socket, log };
 }
 
@@ -175,8 +176,8 @@ function serveLimited(t: { context: Scratch }, soft: number, hard: number, args:
 async function outOfFds(t: { context: Scratch; is: (a: unknown, b: unknown, m?: string) => void; true: (v: boolean, m?: string) => void; deepEqual: (a: unknown, b: unknown, m?: string) => void; false: (v: boolean, m?: string) => void }, dir: string, limit: number, name: string): Promise<string> {
   const sock = path.join(dir, name);
   const s = serveLimited(t, limit, limit, ['--silent', '-S', sock, '--memfd', '--max-peers', '1000']);
-  await s.waitFor(/famez: serving on /, WAIT_MS);
-  t.true(/^famez: the fd limit \([\d,]+\) is enough for about [\d,]+ peers?, fewer than --max-peers \(1,000\): each holds 2 fds/m.test(s.stdout), s.stdout);
+  await s.waitFor(/serving on /, WAIT_MS);
+  t.true(/(?:INFO|WARN) +the fd limit \([\d,]+\) is enough for about [\d,]+ peers?, fewer than --max-peers \(1,000\): each holds 2 fds/m.test(s.stdout), s.stdout);
   const admitted: RawPeer[] = [];
   const refused: RawPeer[] = [];
   for (let i = 0; i < 40 && refused.length < 4; i++) {
@@ -216,10 +217,10 @@ test('--silent out of fds: peers beyond the limit are refused, the server stays 
   // the refusal possible), the other at the eventfd.
   const out = [await outOfFds(t, dir, base + 16, 'even'), await outOfFds(t, dir, base + 17, 'odd')];
   t.true(
-    out.some((o) => /famez: refused a peer: out of file descriptors \(the limit is \d+ fds\); raise the limit \(ulimit -n\)/.test(o)),
+    out.some((o) => /refused a peer: out of file descriptors \(the limit is \d+ fds\); raise the limit \(ulimit -n\)/.test(o)),
     `a peer was refused at accept()\n${out.join('\n---\n')}`,
   );
-  t.true(out.some((o) => /famez: refused a peer: cannot create its eventfds: EMFILE/.test(o)));
+  t.true(out.some((o) => /refused a peer: cannot create its eventfds: EMFILE/.test(o)));
 });
 
 // ---- 4a. a fabric too big for the fd limit is refused at start ---------------------
@@ -245,17 +246,17 @@ test('famez serve with a fabric that fits the fd limit starts (253 peers when th
   if (!hasPrlimit()) return t.pass('prlimit (util-linux) is not installed');
   const dir = t.context.dir();
   const small = serveLimited(t, 2048, 2048, ['--max-peers', '20', '-S', path.join(dir, 'small'), '--memfd']);
-  await small.waitFor(/famez: serving on /, WAIT_MS);
+  await small.waitFor(/serving on /, WAIT_MS);
   await small.stop();
   // A soft limit below the need and a hard one above it: the server raises it.
   const raised = serveLimited(t, 256, 2048, ['--max-peers', '20', '-S', path.join(dir, 'raised'), '--memfd']);
-  await raised.waitFor(/famez: serving on /, WAIT_MS);
+  await raised.waitFor(/serving on /, WAIT_MS);
   t.regex(fs.readFileSync(`/proc/${raised.pid}/limits`, 'utf8'), /Max open files\s+2048\s+2048/);
   await raised.stop();
   // 253 peers need about 65,000: only a privileged user can raise the hard limit that far.
   const need = 70_000;
   const big = serveLimited(t, need, need, ['--max-peers', '253', '-S', path.join(dir, 'big'), '--memfd']);
-  const exit = await Promise.race([big.waitFor(/famez: serving on /, WAIT_MS).then(() => null), big.exited]);
+  const exit = await Promise.race([big.waitFor(/serving on /, WAIT_MS).then(() => null), big.exited]);
   if (exit !== null && /prlimit/.test(big.stderr)) {
     t.log(`cannot raise the hard fd limit to ${need} here: ${big.stderr.trim()}`);
   } else {

@@ -54,7 +54,7 @@ test('a live socket reached through a symlinked directory is refused with its pi
   refused(t, second, 1, new RegExp(`held by a running server \\(pid ${first.pid}\\)`));
   t.false(/replaced stale socket/.test(second.stdout));
   // The probe was closed at once: the first server saw a peer leave.
-  await first.waitFor(/famez: peer \d+ disconnected/);
+  await first.waitFor(/peer \d+ disconnected/);
   const c = await connect(t.context, path.join(dir, 'real', 'sock'));
   t.true(c.id >= 0, 'the first server still serves its socket');
   t.true(first.running);
@@ -192,7 +192,7 @@ for (const b of backings) {
     const { args, file } = b.args(t.context);
     fs.writeFileSync(file, Buffer.alloc(4096, 7), { mode: 0o600 });
     const s = await t.context.serve(['--silent', '-S', path.join(dir, 'sock'), ...args, '-l', '1M']);
-    t.regex(s.stdout, /famez: replaced stale shared memory/);
+    t.regex(s.stdout, /replaced stale shared memory/);
     t.is(fs.statSync(file).size, MiB);
     // Not compared by inode number: tmpfs reuses a freed inode's number at
     // once. The old object resized would still hold its 7s.
@@ -266,7 +266,7 @@ test('with umask 000 the socket gets the shared memory\'s mode (0600), not 0777'
   const sock = path.join(dir, 'sock');
   const shm = t.context.shmName();
   const p = t.context.famezVia(umask000, ['serve', '--silent', '-S', sock, '-M', shm]);
-  await p.waitFor(/famez: serving on /, 60_000);
+  await p.waitFor(/serving on /, 60_000);
   t.is(fs.statSync(sock).mode & 0o7777, 0o600);
   t.is(fs.statSync(`/dev/shm/${shm}`).mode & 0o7777, 0o600);
   await connect(t.context, sock);
@@ -278,7 +278,7 @@ test('--mode 0660 under umask 000 gives the socket and the shared memory 0660', 
   const sock = path.join(dir, 'sock');
   const shm = t.context.shmName();
   const p = t.context.famezVia(umask000, ['serve', '--silent', '-S', sock, '-M', shm, '--mode', '0660']);
-  await p.waitFor(/famez: serving on /, 60_000);
+  await p.waitFor(/serving on /, 60_000);
   t.is(fs.statSync(sock).mode & 0o7777, 0o660);
   t.is(fs.statSync(`/dev/shm/${shm}`).mode & 0o7777, 0o660);
 });

@@ -4,6 +4,7 @@
 // being answered — one reading the switch's ring, one on FAME-Z's slot
 // only. The server runs in this process so its queues can be checked;
 // the flooders are child processes. Every loop is bounded in count.
+import { lineLogger } from '../ts/log.js';
 import * as path from 'node:path';
 
 import anyTest, { type TestFn } from 'ava';
@@ -44,7 +45,7 @@ test.afterEach.always(async (t) => {
 
 function startFabric(t: { context: Ctx }, log: string[]): { server: Server; fabric: Fabric; sock: string } {
   const sock = path.join(t.context.dir, 'sock');
-  const fabric = new Fabric({ nClients: N, pfm: true, sid: 27, perPeerLimit: LIMIT, log: (l) => log.push(l) });
+  const fabric = new Fabric({ nClients: N, pfm: true, sid: 27, perPeerLimit: LIMIT, logger: lineLogger((l) => log.push(l)) });
   const server = Server.start({
     socket: sock,
     shm: { kind: 'memfd', name: 'famez' },
@@ -54,7 +55,7 @@ function startFabric(t: { context: Ctx }, log: string[]): { server: Server; fabr
     ids: { min: 1, max: N },
     member: fabric.member,
     recycle: true,
-    log: (l) => log.push(l),
+    logger: lineLogger((l) => log.push(l)),
   });
   t.context.server = server;
   fabric.attach(server, openMailbox(server.sharedMemory, N));

@@ -23,12 +23,14 @@ const stockDefaults = {
   idPolicy: 'monotonic',
   pidfile: null,
   daemon: false,
-  verbose: false,
+  log: { level: 'info', format: 'pretty', file: null },
+  http: null,
   keepShm: false,
   mode: null,
   group: null,
   help: false,
 };
+const VERBOSE = { level: 'debug', format: 'pretty', file: null } as const;
 const defaults: ServeOptions = { ...stock([]), ...stockDefaults } as ServeOptions;
 
 function usage(t: import('ava').ExecutionContext, argv: string[], message: RegExp): void {
@@ -73,8 +75,8 @@ for (const f of valueFlags) {
 }
 
 test('boolean stock flags: -v/--verbose, -F/--foreground, -h/--help', (t) => {
-  t.true(stock(['-v']).verbose);
-  t.true(stock(['--verbose']).verbose);
+  t.is(stock(['-v']).log.level, 'debug');
+  t.is(stock(['--verbose']).log.level, 'debug');
   t.false(stock(['-F']).daemon);
   t.false(stock(['--foreground']).daemon);
   t.deepEqual(stock(['-F']), defaults, '-F changes nothing: foreground is the default');
@@ -86,19 +88,19 @@ test('boolean stock flags: -v/--verbose, -F/--foreground, -h/--help', (t) => {
 test('grouped short flags: -vF, -Fv, a value flag last in a group takes the rest or the next argument', (t) => {
   for (const g of ['-vF', '-Fv']) {
     const o = stock([g]);
-    t.true(o.verbose, g);
+    t.is(o.log.level, 'debug', g);
     t.false(o.daemon, g);
   }
-  t.deepEqual(stock(['-vFS', '/s']), { ...defaults, verbose: true, socket: '/s' });
-  t.deepEqual(stock(['-vFS/s']), { ...defaults, verbose: true, socket: '/s' });
-  t.deepEqual(stock(['-vn4']), { ...defaults, verbose: true, vectors: 4 });
-  t.deepEqual(stock(['-hv']), { ...defaults, verbose: true, help: true });
+  t.deepEqual(stock(['-vFS', '/s']), { ...defaults, log: VERBOSE, socket: '/s' });
+  t.deepEqual(stock(['-vFS/s']), { ...defaults, log: VERBOSE, socket: '/s' });
+  t.deepEqual(stock(['-vn4']), { ...defaults, log: VERBOSE, vectors: 4 });
+  t.deepEqual(stock(['-hv']), { ...defaults, log: VERBOSE, help: true });
 });
 
 test('a full stock command line', (t) => {
   t.deepEqual(stock(['-F', '-v', '-S', '/tmp/sock', '-M', 'shm0', '-l', '16M', '-n', '4', '-p', '/tmp/pid']), {
     ...defaults,
-    verbose: true,
+    log: VERBOSE,
     socket: '/tmp/sock',
     shm: { kind: 'posix', name: 'shm0' },
     size: 16 * MiB,
@@ -300,12 +302,49 @@ test('--socket with an empty path is refused', (t) => {
 // ---- daemon and pid file ----------------------------------------------------
 
 test('--daemon defaults the pid file to /var/run/ivshmem-server.pid; -p overrides; -F undoes --daemon', (t) => {
-  t.deepEqual(stock(['--daemon']), { ...defaults, daemon: true, pidfile: '/var/run/ivshmem-server.pid' });
-  t.deepEqual(stock(['--daemon', '-p', '/tmp/x.pid']), { ...defaults, daemon: true, pidfile: '/tmp/x.pid' });
-  t.deepEqual(stock(['-p', '/tmp/x.pid', '--daemon']), { ...defaults, daemon: true, pidfile: '/tmp/x.pid' });
+  // A daemon has no terminal: its log goes beside its socket.
+  const log = { ...defaults.log, file: '/tmp/ivshmem_socket.log' };
+  t.deepEqual(stock(['--daemon']), { ...defaults, daemon: true, pidfile: '/var/run/ivshmem-server.pid', log });
+  t.deepEqual(stock(['--daemon', '-p', '/tmp/x.pid']), { ...defaults, daemon: true, pidfile: '/tmp/x.pid', log });
+  t.deepEqual(stock(['-p', '/tmp/x.pid', '--daemon']), { ...defaults, daemon: true, pidfile: '/tmp/x.pid', log });
   t.deepEqual(stock(['-p', '/tmp/x.pid']), { ...defaults, pidfile: '/tmp/x.pid' }, 'a pid file in the foreground');
   t.deepEqual(stock(['--daemon', '-F']), defaults, 'the last of --daemon / -F wins');
   t.is(stock(['-F', '--daemon']).daemon, true);
+});
+
+test('logging: -v is debug, -vv trace, --log-level wins over both; --log-format and --log-file', (t) => {
+  t.is(stock([]).log.level, 'info');
+  t.is(stock(['-v']).log.level, 'debug');
+  t.is(stock(['-vv']).log.level, 'trace');
+  t.is(stock(['-v', '-v']).log.level, 'trace');
+  t.is(stock(['-vv', '--log-level', 'warn']).log.level, 'warn');
+  t.is(stock(['--log-level', 'silent']).log.level, 'silent');
+  t.is(stock(['--log-format', 'json']).log.format, 'json');
+  t.is(stock(['--log-file', '/tmp/f.log']).log.file, '/tmp/f.log');
+  t.is(stock(['--daemon', '--log-file', '/tmp/f.log']).log.file, '/tmp/f.log', '--log-file beats the daemon default');
+  usage(t, ['--log-level', 'loud'], /--log-level must be one of fatal, error, warn, info, debug, trace or silent, got 'loud'/);
+  usage(t, ['--log-format', 'xml'], /--log-format must be pretty or json/);
+});
+
+test('HTTP: on at 127.0.0.1:1991 in a fabric, off with --silent unless --http; --no-http; [HOST:]PORT forms', (t) => {
+  const fabric = parseServeArgs([]);
+  t.deepEqual(fabric.http, { host: '127.0.0.1', port: 1991, explicit: false, token: null, tokenFile: null });
+  t.is(parseServeArgs(['--no-http']).http, null);
+  t.is(stock([]).http, null);
+  t.like(stock(['--http', '8080']).http, { host: '127.0.0.1', port: 8080, explicit: true });
+  t.like(parseServeArgs(['--http', '0.0.0.0:80']).http, { host: '0.0.0.0', port: 80 });
+  t.like(parseServeArgs(['--http', '[::1]:1991']).http, { host: '::1', port: 1991 });
+  t.like(parseServeArgs(['--http=localhost:0']).http, { host: 'localhost', port: 0 });
+  t.like(parseServeArgs(['--http-token', 'x'.repeat(16)]).http, { token: 'x'.repeat(16) });
+  for (const bad of ['', 'x', ':80', '1991:', '70000', 'host:port', '[::1]']) {
+    const e = t.throws(() => parseServeArgs(['--http', bad]), { instanceOf: UsageError }, bad);
+    t.regex(e?.message ?? '', /--http/, bad);
+  }
+  t.throws(() => parseServeArgs(['--http', '80', '--no-http']), { message: /contradict/ });
+  t.throws(() => parseServeArgs(['--http-token', 'short']), { message: /at least 16 characters/ });
+  t.throws(() => parseServeArgs(['--no-http', '--http-token', 'x'.repeat(16)]), { message: /--no-http turns off/ });
+  t.throws(() => stock(['--http-token', 'x'.repeat(16)]), { message: /--silent leaves off: add --http PORT/ });
+  t.throws(() => parseServeArgs(['--http-token', 'x'.repeat(16), '--http-token-file', '/f']), { message: /give one of them/ });
 });
 
 // ---- refusals of the command line itself -----------------------------------

@@ -274,7 +274,7 @@ test.after.always(async () => {
     const sock = path.join(dir, 'sock');
     const server = start(famez, ['serve', '--silent', '-S', sock, '--memfd'], app, userEnv);
     server.child.stdin?.end();
-    await server.waitFor(/famez: serving on /);
+    await server.waitFor(/serving on /);
     t.true(fs.existsSync(sock), 'the server socket exists');
 
     const client = start(famez, ['client', '-S', sock], app, userEnv);

@@ -50,7 +50,7 @@ test.after.always(async () => {
   await killAll();
 });
 
-const disconnects = (s: FamezProcess): number => s.lines.filter((l) => /^famez: peer \d+ disconnected/.test(l)).length;
+const disconnects = (s: FamezProcess): number => s.lines.filter((l) => /(?:INFO|WARN) +peer \d+ disconnected/.test(l)).length;
 
 /** One newcomer: it joins (a library client, or a probe process that keeps
  * its eventfds), then leaves (clean close, or SIGKILL). */

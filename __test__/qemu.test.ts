@@ -1,6 +1,7 @@
 // famez against real QEMU ivshmem-doorbell devices. Each QEMU is a paused TCG machine driven over
 // qtest (see helpers/qemu.ts); interrupts delivered to it are observed as MSI-X pending bits.
 // These tests need qemu-system-x86_64 and fail without it, unless FAMEZ_SKIP_QEMU=1.
+import { lineLogger } from '../ts/log.js';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -77,10 +78,10 @@ function startServer(t: ExecutionContext<Context>, opts: { log?: string[] } = {}
     shm: { kind: 'memfd', name: 'famez-qemu-test' },
     size: SIZE,
     vectors: VECTORS,
-    log: (line) => {
+    logger: lineLogger((line) => {
       opts.log?.push(line);
       note(t, `server: ${line}`);
-    },
+    }),
   });
   t.context.cleanups.push(() => server.close());
   return server;
@@ -314,7 +315,7 @@ qtest('a SIGKILLed QEMU is announced: the client gets a leave and the server log
   t.deepEqual(leaves, [{ id: qemuId }]);
   t.false(client.peers.has(qemuId));
   t.true(client.peers.has(survivorId));
-  await waitFor(() => log.some((l) => l.startsWith(`famez: peer ${qemuId} disconnected`)), 'the server to log the disconnect', WAIT_MS);
+  await waitFor(() => log.some((l) => l.includes(`peer ${qemuId} disconnected`)), 'the server to log the disconnect', WAIT_MS);
   t.deepEqual(disconnects.map((d) => d.id), [qemuId]);
   t.deepEqual(server.peerIds, [client.id, survivorId].sort((x, y) => x - y));
 
@@ -349,9 +350,9 @@ async function startCliServer(t: ExecutionContext<Context>, args: string[]): Pro
   await waitFor(
     () => {
       if (exitedNow) throw new Error(`famez serve exited before it was ready:\n${lines.join('\n')}`);
-      return lines.some((l) => l.startsWith('famez: serving on'));
+      return lines.some((l) => l.includes('serving on'));
     },
-    'famez serve to print "famez: serving on"',
+    'famez serve to print "serving on"',
     WAIT_MS,
   );
   return { proc, lines };
@@ -367,7 +368,7 @@ qtest('famez serve (the CLI) with a QEMU and a client, end to end', async (t) =>
   const qemuId = await qemu.ivPosition();
   t.not(qemuId, client.id);
   t.is(qemu.bar2Size, SIZE);
-  await waitFor(() => cli.lines.some((l) => l.startsWith(`famez: peer ${qemuId} connected`)), `the CLI to log peer ${qemuId} connecting`, WAIT_MS);
+  await waitFor(() => cli.lines.some((l) => l.includes(`peer ${qemuId} connected`)), `the CLI to log peer ${qemuId} connecting`, WAIT_MS);
   await waitForPeer(client, qemuId);
 
   const interrupts = record<{ vector: number; count: number }>(client, 'interrupt').events;
@@ -382,7 +383,7 @@ qtest('famez serve (the CLI) with a QEMU and a client, end to end', async (t) =>
   await qemu.kill('SIGKILL');
   await waitFor(() => leaves.some((l) => l.id === qemuId), `client to hear peer ${qemuId} leave`, WAIT_MS);
   await waitFor(
-    () => cli.lines.some((l) => l.startsWith(`famez: peer ${qemuId} disconnected`)),
+    () => cli.lines.some((l) => l.includes(`peer ${qemuId} disconnected`)),
     `the CLI to log peer ${qemuId} disconnecting`,
     WAIT_MS,
   );

@@ -95,7 +95,7 @@ vmTest('two VMs on a fabric: link-up, ping, send to a VM and a host client, a 10
   const sock = path.join(dir, 'sock');
   const fam = createFam(path.join(dir, 'fam'), FAM_SIZE);
   const server = sc.famez(['serve', '-S', sock, '--memfd', '--max-peers', '4', '--console'], { stdin: true });
-  await server.waitFor(/famez: serving on /, STEP_MS);
+  await server.waitFor(/serving on /, STEP_MS);
   const files = guestFiles(findKernel(), findStaticBusybox(), dir);
   const boot = (name: string, script: string) => {
     const vm = bootVm({

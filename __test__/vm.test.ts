@@ -4,6 +4,7 @@
 // and every server is stopped in teardown, every wait bounded.
 // Skipped, with the reason printed, only when QEMU, a guest kernel with
 // modules or a static busybox is missing (.ci/run installs them).
+import { lineLogger } from '../ts/log.js';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
@@ -90,7 +91,7 @@ vmTest("in the guest the doorbell device's BAR2 is the server's shared memory an
   const socket = path.join(dir, 'fabric.sock');
   const o = parseServeArgs(['-S', socket, '--memfd', '-l', '2M', '--max-peers', '3']);
   const log: string[] = [];
-  const { server } = startServe(o, { log: (l) => log.push(l) });
+  const { server } = startServe(o, { logger: lineLogger((l) => log.push(l)) });
   let vm: Vm | null = null;
   t.teardown(async () => {
     await vm?.kill();
@@ -104,7 +105,7 @@ vmTest("in the guest the doorbell device's BAR2 is the server's shared memory an
   const exit = await within(vm.exited, 'the VM to run guest_ivshmem.py', VM_MS);
   t.is(exit.status, 0, `${exit.reason}\n${vm.lines.join('\n')}\n${vm.qemuLines.join('\n')}`);
   t.deepEqual(ids, [1], log.join('\n'));
-  t.true(log.some((l) => /famez: peer 1 connected/.test(l)), log.join('\n'));
+  t.true(log.some((l) => /peer 1 connected/.test(l)), log.join('\n'));
   const found = devices(vm.lines);
   t.is(found.length, 1, vm.lines.join('\n'));
   t.like(found[0], { bar2: 2 * 2 ** 20, msix: true, ivposition: 1 });

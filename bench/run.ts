@@ -21,6 +21,7 @@ import * as readline from 'node:readline';
 
 import { UsageError, parseFlags } from '../ts/args.js';
 import { startServe } from '../ts/cli/start.js';
+import { lineLogger } from '../ts/log.js';
 import { Client } from '../ts/client/client.js';
 import { parseServeArgs } from '../ts/server/options.js';
 import { guestFiles } from '../ts/vm/cache.js';
@@ -649,7 +650,7 @@ async function benchGuest(): Promise<void> {
     // vmA, vmB, the host peer and the switch: 12 rings of RING_CAPACITY.
     const opts = parseServeArgs(['-S', sock, '--memfd', '--max-peers', '3', '-l', '64M', '--ring-capacity', String(RING_CAPACITY)]);
     const serverLog: string[] = [];
-    served = startServe(opts, { log: (l) => serverLog.push(l) });
+    served = startServe(opts, { logger: lineLogger((l) => serverLog.push(l)) });
     const files = guestFiles(findKernel(), findStaticBusybox(), dir);
     const main = path.join(ROOT, 'dist', 'cli', 'main.js');
     // The agent: famez guest once (binds the device to vfio-pci), then a

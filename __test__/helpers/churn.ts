@@ -3,6 +3,7 @@
 // and a peer in its own process that can be SIGKILLed while it holds its
 // eventfds (__test__/helpers/ivshmem_probe.py, a raw reader that shares no
 // code with famez).
+import { lineLogger } from '../../ts/log.js';
 import * as path from 'node:path';
 
 import type { Fabric } from '../../ts/fabric/fabric.js';
@@ -23,7 +24,7 @@ export interface Served {
  * of the server's configuration; say why wherever it is used. */
 export function serveInProcess(argv: string[], socket: string, log: (line: string) => void, overrides: Partial<ServerConfig> = {}): Served {
   const options = parseServeArgs([...argv, '-S', socket, '--memfd']);
-  const { server, fabric } = startServe(options, { log, overrides });
+  const { server, fabric } = startServe(options, { logger: lineLogger(log, 'debug'), overrides });
   return { server, fabric, options, socket: server.socketPath };
 }
 

@@ -104,7 +104,7 @@ export class Scratch {
   /** Spawns `famez serve <args>` and waits until it is serving. */
   async serve(args: string[], ms = 30_000): Promise<FamezProcess> {
     const p = this.famez(['serve', ...args]);
-    await p.waitFor(/famez: serving on /, ms);
+    await p.waitFor(/serving on /, ms);
     return p;
   }
 

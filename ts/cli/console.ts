@@ -4,6 +4,7 @@ import * as readline from 'node:readline';
 
 import type { Switch } from '../fabric/switch.js';
 import type { Server } from '../server/server.js';
+import type { Output } from './output.js';
 
 const HELP = 'commands: help, dump (the switch and its ports), quit (disconnect every peer and exit)';
 
@@ -32,16 +33,41 @@ export function consoleCommand(line: string, sw: Switch, server: Server, say: (t
   }
 }
 
-export function startConsole(sw: Switch, server: Server, quit: () => void): void {
-  const rl = readline.createInterface({ input: process.stdin, output: process.stdout, terminal: process.stdin.isTTY === true });
+/** The console on stdin. On a terminal: a `Z-switch> ` prompt that log
+ * lines never overwrite (Output redraws it), Ctrl-C stops the server at
+ * the first press and Ctrl-D quits; from a pipe, commands are read until
+ * its end and the server goes on. */
+export function startConsole(sw: Switch, server: Server, output: Output, quit: (why: string) => void): void {
+  const tty = process.stdin.isTTY === true;
+  const rl = readline.createInterface({ input: process.stdin, output: process.stdout, terminal: tty });
   rl.setPrompt('Z-switch> ');
-  if (process.stdin.isTTY) rl.prompt();
+  let done = false;
+  const end = (why: string) => {
+    if (done) return;
+    done = true;
+    output.setPrompt(null);
+    rl.close();
+    quit(why);
+  };
+  if (tty) {
+    output.setPrompt({
+      hide: () => {
+        readline.clearLine(process.stdout, 0);
+        readline.cursorTo(process.stdout, 0);
+      },
+      show: () => rl.prompt(true),
+    });
+    // In raw mode Ctrl-C reaches readline, not the process: without this
+    // listener readline only pauses, and the first press seems to do nothing.
+    rl.on('SIGINT', () => end('SIGINT'));
+    rl.on('close', () => end('quit'));
+    rl.prompt();
+  }
   rl.on('line', (line) => {
-    if (!consoleCommand(line, sw, server, (text) => process.stdout.write(`${text}\n`))) {
-      rl.close();
-      quit();
+    if (!consoleCommand(line, sw, server, (text) => output.write(`${text}\n`))) {
+      end('quit');
       return;
     }
-    if (process.stdin.isTTY) rl.prompt();
+    if (tty) rl.prompt();
   });
 }

@@ -10,6 +10,12 @@ import { Server, ServerError } from '../server/server.js';
 import { MAX_GID, MAX_PEERS, MAX_SOCKET_PATH, SERVE_HELP, UsageError, formatSize, parseServeArgs, type ServeOptions } from '../server/options.js';
 import { FabricSetupError, startServe } from './start.js';
 import { stanzaText } from '../stanza.js';
+import type { HttpService } from '../http/api.js';
+import { Monitor } from '../observe/monitor.js';
+import { famezVersion } from '../version.js';
+import { createCliLogger, type CliLogger } from './logging.js';
+import { Output } from './output.js';
+import type { Logger as PinoLogger } from 'pino';
 
 const DAEMON_ENV = 'FAMEZ_DAEMON_CHILD';
 
@@ -78,7 +84,7 @@ function fdsBesidesPeers(): number {
  * for that is a usage error (one line, exit 2, before anything is created);
  * --silent has no fixed need (its default --max-peers is 65536), so a limit
  * below --max-peers is only noted. */
-function checkFdLimit(o: ServeOptions): void {
+function checkFdLimit(o: ServeOptions, log: PinoLogger): void {
   let limit: FdLimit;
   try {
     limit = raiseFdLimit();
@@ -106,8 +112,9 @@ function checkFdLimit(o: ServeOptions): void {
   if (o.maxPeers >= MAX_PEERS) return;
   const fits = Math.max(0, Math.floor((limit.soft - base) / perPeer));
   if (fits < o.maxPeers) {
-    console.log(
-      `famez: the fd limit (${n(limit.soft)}) is enough for about ${n(fits)} peer${fits === 1 ? '' : 's'}, fewer than --max-peers (${n(o.maxPeers)}): ` +
+    log.warn(
+      { event: 'fd-limit', soft: limit.soft, fits },
+      `the fd limit (${n(limit.soft)}) is enough for about ${n(fits)} peer${fits === 1 ? '' : 's'}, fewer than --max-peers (${n(o.maxPeers)}): ` +
         `each holds ${perPeer} fds, and peers beyond the limit are refused; raise it with ulimit -n`,
     );
   }
@@ -130,7 +137,7 @@ export async function runServe(argv: string[]): Promise<number> {
     }
     throw e;
   }
-  if (o.daemon && process.env[DAEMON_ENV] !== '1') return detach();
+  if (o.daemon && process.env[DAEMON_ENV] !== '1') return detach(o);
 
   const daemonChild = process.env[DAEMON_ENV] === '1';
   const report = (line: string) => {
@@ -142,13 +149,29 @@ export async function runServe(argv: string[]): Promise<number> {
       }
     }
   };
+  const refuse = (code: number, message: string): number => {
+    process.stderr.write(`famez serve: ${message}\n`);
+    report(`error ${code} ${message}`);
+    return code;
+  };
+  // stdout, then stderr, then nowhere: a closed pipe never crashes the server.
+  let logger: PinoLogger | null = null;
+  const output = new Output([process.stdout, process.stderr], (what) => logger?.warn({ event: 'output' }, what));
+  let cli: CliLogger;
   try {
-    checkFdLimit(o);
+    cli = createCliLogger(o.log, output);
+  } catch (e) {
+    return refuse(2, `cannot open log file ${o.log.file}: ${describeError(e)}`);
+  }
+  logger = cli.logger;
+  const log = cli.logger;
+  let token: string | null = o.http?.token ?? null;
+  try {
+    if (o.http?.tokenFile) token = readToken(o.http.tokenFile);
+    checkFdLimit(o, log);
   } catch (e) {
     if (!(e instanceof UsageError)) throw e;
-    process.stderr.write(`famez serve: ${e.message}\n`);
-    report(`error 2 ${e.message}`);
-    return 2;
+    return refuse(2, e.message);
   }
   let server: Server;
   let fabric: Fabric | null;
@@ -157,41 +180,93 @@ export async function runServe(argv: string[]): Promise<number> {
   let pidfile: PidFile | null = null;
   try {
     if (o.pidfile !== null) pidfile = createPidFile(o.pidfile);
-    if (pidfile?.tookOver) console.log(`famez: took over stale pid file ${o.pidfile}`);
-    ({ server, fabric } = startServe(o, { gid }));
+    if (pidfile?.tookOver) log.warn({ event: 'replaced-stale', pidfile: o.pidfile }, `took over stale pid file ${o.pidfile}`);
+    ({ server, fabric } = startServe(o, { gid, logger: log }));
   } catch (e) {
     pidfile?.remove();
-    if (e instanceof ServerError || e instanceof FabricSetupError) {
-      const code = e instanceof FabricSetupError || e.usage ? 2 : 1;
-      process.stderr.write(`famez serve: ${e.message}\n`);
-      report(`error ${code} ${e.message}`);
-      return code;
-    }
+    if (e instanceof ServerError || e instanceof FabricSetupError) return refuse(e instanceof FabricSetupError || e.usage ? 2 : 1, e.message);
     throw e;
   }
-  const stop = (signal: string) => {
-    console.log(`famez: ${signal}: closing ${server.peerIds.length} peer(s) and exiting`);
+  const monitor = new Monitor(server, fabric);
+  let http: HttpService | null = null;
+  let stopping = false;
+  /** Removes what the server made (socket, shm, pid file). Idempotent. */
+  const cleanUp = () => {
     server.close();
     // Removed only if the path still is our (locked) pid file.
     pidfile?.remove();
+    void http?.close();
+  };
+  const stop = (why: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ event: 'stop', signal: why, peers: server.peerIds.length }, `${why}: closing ${server.peerIds.length} peer(s) and exiting`);
+    cleanUp();
+    cli.close();
     process.exit(0);
   };
+  // Whatever goes wrong inside, the socket and the shared memory go with it.
+  const crash = (e: unknown) => {
+    const message = e instanceof Error ? e.message : String(e);
+    try {
+      log.fatal({ event: 'crash', err: e }, `internal error: ${message}; removing the socket and shared memory`);
+      cleanUp();
+    } finally {
+      if (!(o.log.file === null && output.alive)) process.stderr.write(`famez serve: internal error: ${message} (socket and shared memory removed)\n`);
+      process.exit(1);
+    }
+  };
+  process.on('uncaughtException', crash);
+  process.on('unhandledRejection', crash);
   // Before "serving on": whoever reads that line may signal at once.
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGHUP', () => undefined);
+  // SIGHUP: logrotate's "reopen your log" when there is a log file; the
+  // terminal hanging up when there is none.
+  process.on('SIGHUP', () => {
+    if (!cli.file) return stop('SIGHUP');
+    try {
+      cli.reopen();
+      log.info({ event: 'reopen', file: cli.file.path }, `SIGHUP: reopened log file ${cli.file.path}`);
+    } catch (e) {
+      log.error({ event: 'reopen-failed', file: cli.file.path, reason: describeError(e) }, `SIGHUP: cannot reopen log file ${cli.file.path}: ${describeError(e)}; still writing the old one`);
+    }
+  });
+  if (o.http) {
+    // Loaded only when asked for. prom-client (0.2 s to load) comes after
+    // the server is up, before the first scrape needs it.
+    const { HttpError, startHttp } = await import('../http/api.js');
+    const metrics = new Promise<void>((resolve) => setImmediate(resolve))
+      .then(() => import('../http/metrics.js'))
+      .then((m) => m.createMetrics(monitor, famezVersion()));
+    try {
+      http = await startHttp(monitor, { host: o.http.host, port: o.http.port, explicit: o.http.explicit, token, logger: log, version: famezVersion() }, metrics);
+    } catch (e) {
+      cleanUp();
+      if (e instanceof HttpError) return refuse(1, e.message);
+      throw e;
+    }
+  }
   const shmDesc = o.shm.kind === 'memfd' ? 'memfd' : o.shm.kind === 'file' ? o.shm.name : `/dev/shm/${o.shm.name}`;
-  console.log(
-    `famez: serving on ${server.socketPath} (shared memory ${shmDesc}, ${formatSize(o.size)}, ${o.vectors} vector${o.vectors === 1 ? '' : 's'}; pid ${process.pid})`,
+  log.info(
+    { event: 'listening', socket: server.socketPath, shm: shmDesc, size: o.size, vectors: o.vectors },
+    `serving on ${server.socketPath} (shared memory ${shmDesc}, ${formatSize(o.size)}, ${o.vectors} vector${o.vectors === 1 ? '' : 's'}; pid ${process.pid})`,
   );
   if (o.fabric) {
     const f = o.fabric;
-    console.log(
-      `famez: fabric of ${f.nClients} peers (IDs 1..${f.nClients}); the switch is peer ${f.nClients + 1}${f.pfm ? `, the fabric manager (SID ${f.sid})` : ''}; recycle ${f.recycle ? 'on' : 'off'}${f.codec === 'genz' ? '; codec genz' : ''}`,
+    log.info(
+      { event: 'fabric', nClients: f.nClients, switch: f.nClients + 1, sid: f.sid, pfm: f.pfm, recycle: f.recycle, codec: f.codec },
+      `fabric of ${f.nClients} peers (IDs 1..${f.nClients}); the switch is peer ${f.nClients + 1}${f.pfm ? `, the fabric manager (SID ${f.sid})` : ''}; recycle ${f.recycle ? 'on' : 'off'}${f.codec === 'genz' ? '; codec genz' : ''}`,
     );
   }
-  process.stdout.write(stanzaText({ socket: server.socketPath, vectors: o.vectors }));
-  report(`ready ${process.pid}`);
+  if (http) {
+    const moved = http.movedFrom === null ? '' : ` (port ${http.movedFrom} is in use)`;
+    log.info({ event: 'http', url: http.url, admin: token !== null }, `web view and API at ${http.url}${moved}; metrics at ${http.url}metrics`);
+  }
+  const stanza = stanzaText({ socket: server.socketPath, vectors: o.vectors });
+  if (o.log.format === 'json' || o.log.file !== null) log.info({ event: 'stanza', stanza }, 'QEMU stanza');
+  if (o.log.format !== 'json') output.write(stanza);
+  report(`ready ${process.pid}${http ? ` ${http.url}` : ''}`);
   if (daemonChild) {
     try {
       fs.closeSync(3);
@@ -201,14 +276,34 @@ export async function runServe(argv: string[]): Promise<number> {
   }
 
   if (fabric && o.fabric && (o.fabric.console ?? (process.stdin.isTTY === true && !daemonChild))) {
-    startConsole(fabric.switch, server, () => stop('quit'));
+    startConsole(fabric.switch, server, output, (why) => stop(why));
   }
   return -1; // keep running
 }
 
+/** The admin token from the first line of `file`. */
+function readToken(file: string): string {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new UsageError(`cannot read --http-token-file ${file}: ${describeError(e)}`);
+  }
+  const token = text.split('\n')[0].trim();
+  if (token.length < 16) throw new UsageError(`--http-token-file ${file}: its first line must hold a token of at least 16 characters`);
+  return token;
+}
+
+/** An fs error as a short phrase (ENOENT -> "no such file or directory"). */
+function describeError(e: unknown): string {
+  const err = e as NodeJS.ErrnoException;
+  const words: Record<string, string> = { ENOENT: 'no such file or directory', EACCES: 'permission denied', EISDIR: 'it is a directory', EROFS: 'read-only file system', ENOSPC: 'no space left' };
+  return (err.code && words[err.code]) ?? err.message;
+}
+
 /** Re-runs this command detached, waits for it to report "ready" (or an
  * error) on an extra pipe, and exits with its verdict. */
-function detach(): Promise<number> {
+function detach(o: ServeOptions): Promise<number> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
       detached: true,
@@ -225,7 +320,8 @@ function detach(): Promise<number> {
       const error = /^error (\d) (.*)/.exec(line);
       child.unref();
       if (ready) {
-        console.log(`famez: server running in the background (pid ${ready[1]})`);
+        const url = /^ready \d+ (\S+)/.exec(line)?.[1];
+        console.log(`famez: server running in the background (pid ${ready[1]}); log in ${path.resolve(o.log.file ?? '')}${url ? `; web view at ${url}` : ''}`);
         resolve(0);
       } else if (error) {
         process.stderr.write(`famez serve: ${error[2]}\n`);

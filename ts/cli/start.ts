@@ -2,6 +2,7 @@
 // the one mapping of ServeOptions onto Server and Fabric, used by the CLI
 // and by tests that run the same server in their own process.
 import { FamezError } from '../errors.js';
+import { silentLogger, type Logger } from '../log.js';
 import { Fabric } from '../fabric/fabric.js';
 import { genzFabricHooks } from '../fabric/genz-codec.js';
 import { openMailbox } from '../fabric/mailbox.js';
@@ -26,10 +27,10 @@ export class FabricSetupError extends FamezError<'ENOSPC'> {
  * FabricSetupError from the mailbox, in both cases with nothing left behind. */
 export function startServe(
   o: ServeOptions,
-  { gid = null, log = (line: string) => console.log(line), overrides = {} }: { gid?: number | null; log?: (line: string) => void; overrides?: Partial<ServerConfig> } = {},
+  { gid = null, logger = silentLogger, overrides = {} }: { gid?: number | null; logger?: Logger; overrides?: Partial<ServerConfig> } = {},
 ): Served {
   const fabric = o.fabric
-    ? new Fabric({ nClients: o.fabric.nClients, pfm: o.fabric.pfm, sid: o.fabric.sid, log, ...(o.fabric.codec === 'genz' ? genzFabricHooks(o.fabric) : {}) })
+    ? new Fabric({ nClients: o.fabric.nClients, pfm: o.fabric.pfm, sid: o.fabric.sid, logger, ...(o.fabric.codec === 'genz' ? genzFabricHooks(o.fabric) : {}) })
     : null;
   let server: Server;
   try {
@@ -44,11 +45,10 @@ export function startServe(
       keepShm: o.keepShm,
       mode: o.mode,
       gid,
-      verbose: o.verbose,
       ids: o.fabric ? { min: 1, max: o.fabric.nClients } : undefined,
       member: fabric?.member,
       recycle: o.fabric?.recycle ?? false,
-      log,
+      logger,
       ...overrides,
     });
   } catch (e) {
@@ -57,7 +57,8 @@ export function startServe(
   }
   if (fabric && o.fabric) {
     try {
-      fabric.attach(server, openMailbox(server.sharedMemory, o.fabric.nClients, log, o.fabric.ringCapacity));
+      const rings = (line: string) => logger.info({ component: 'switch', event: 'rings' }, line);
+      fabric.attach(server, openMailbox(server.sharedMemory, o.fabric.nClients, rings, o.fabric.ringCapacity));
     } catch (e) {
       // Only the sizes can be wrong here; undo everything the start made.
       server.close();

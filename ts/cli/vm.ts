@@ -7,6 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { UsageError } from '../args.js';
+import { lineLogger, silentLogger } from '../log.js';
 import { ServerError, type Server } from '../server/server.js';
 import { DEFAULTS, DEFAULT_FABRIC_PEERS, formatSize, parseServeArgs } from '../server/options.js';
 import { guestFiles, type GuestFiles } from '../vm/cache.js';
@@ -204,7 +205,7 @@ export async function runVm(argv: string[]): Promise<number> {
       const peers = o.maxPeers ?? Math.max(DEFAULT_FABRIC_PEERS, o.count);
       const so = parseServeArgs(['-S', socket, '--memfd', '-l', String(o.size), '--max-peers', String(peers)]);
       try {
-        server = startServe(so, { log: o.verbose ? (l) => process.stderr.write(`serve| ${l}\n`) : () => undefined }).server;
+        server = startServe(so, { logger: o.verbose ? lineLogger((l) => process.stderr.write(`serve| ${l}\n`), 'debug') : silentLogger }).server;
       } catch (e) {
         if (e instanceof ServerError || e instanceof FabricSetupError) {
           say(e.message);

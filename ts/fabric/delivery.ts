@@ -59,7 +59,29 @@ export interface DeliveryStats {
   undelivered: number;
 }
 
-type Liveness = 'new' | 'responsive' | 'silent';
+export type Liveness = 'new' | 'responsive' | 'silent';
+
+/** One destination's figures since it connected. */
+export interface DestinationStats {
+  route: Route;
+  liveness: Liveness;
+  /** Messages waiting for it now. */
+  queued: number;
+  /** Messages lost to its full queue. */
+  dropped: number;
+  /** Messages withdrawn from the slot untaken. */
+  undelivered: number;
+}
+
+/** Something worth a log line: what happened, to whom, in words. */
+export interface DeliveryNote {
+  event: 'drop' | 'undelivered';
+  /** The destination. */
+  peer: number;
+  /** How many messages it concerns. */
+  count: number;
+  text: string;
+}
 
 interface Dest {
   id: number;
@@ -71,6 +93,9 @@ interface Dest {
   /** Messages dropped since the last log line about it. */
   dropped: number;
   droppedLoggedAt: number;
+  /** Since it connected. */
+  droppedTotal: number;
+  undelivered: number;
   /** A silent peer's next probe is not before this. */
   probeAt: number;
   probedAt: number;
@@ -101,7 +126,7 @@ export class Delivery {
   private readonly turn: number[] = [];
   private holding: Holding | null = null;
   private withdrawal: number | null = null;
-  private readonly logs: string[] = [];
+  private readonly notes: DeliveryNote[] = [];
   private readonly counts = { sent: 0, dropped: 0, undelivered: 0 };
 
   constructor(config: DeliveryConfig = {}) {
@@ -126,6 +151,8 @@ export class Delivery {
       head: 0,
       dropped: 0,
       droppedLoggedAt: -Infinity,
+      droppedTotal: 0,
+      undelivered: 0,
       probeAt: 0,
       probedAt: -Infinity,
       probeBackoff: this.probeBackoffMs,
@@ -138,7 +165,7 @@ export class Delivery {
   leave(id: number): void {
     const d = this.dests.get(id);
     if (!d) return;
-    if (d.dropped > 0) this.logs.push(`peer ${id}: ${d.dropped} more message(s) dropped before it left`);
+    if (d.dropped > 0) this.note('drop', id, d.dropped, `peer ${id}: ${d.dropped} more message(s) dropped before it left`);
     this.dests.delete(id);
     this.unturn(id);
     if (this.holding?.to === id) {
@@ -176,9 +203,10 @@ export class Delivery {
     if (this.waiting(d) >= this.limit) {
       d.head++;
       d.dropped++;
+      d.droppedTotal++;
       this.counts.dropped++;
       if (now - d.droppedLoggedAt >= 1000) {
-        this.logs.push(`peer ${to}: ${d.dropped} message(s) dropped: it leaves them unread and its queue holds ${this.limit}`);
+        this.note('drop', to, d.dropped, `peer ${to}: ${d.dropped} message(s) dropped: it leaves them unread and its queue holds ${this.limit}`);
         d.dropped = 0;
         d.droppedLoggedAt = now;
       }
@@ -209,7 +237,9 @@ export class Delivery {
     this.holding = null;
     this.withdrawal = h.to;
     this.counts.undelivered++;
-    this.logs.push(`the switch's slot was overwritten while it held a message for peer ${h.to} (${detail}); withdrawn`);
+    const d = this.dests.get(h.to);
+    if (d) d.undelivered++;
+    this.note('undelivered', h.to, 1, `the switch's slot was overwritten while it held a message for peer ${h.to} (${detail}); withdrawn`);
   }
 
   /** A push to `to`'s ring found it full: `bytes` goes back first in line. */
@@ -223,6 +253,7 @@ export class Delivery {
     if (this.waiting(d) > this.limit) {
       d.queue.pop();
       d.dropped++;
+      d.droppedTotal++;
       this.counts.dropped++;
     }
     // Rerouted to the slot meanwhile (its ring broke): it waits its turn there.
@@ -238,8 +269,12 @@ export class Delivery {
     this.counts.undelivered++;
     const d = this.dests.get(h.to);
     if (d) {
+      d.undelivered++;
       if (d.liveness !== 'silent') {
-        this.logs.push(
+        this.note(
+          'undelivered',
+          h.to,
+          1,
           `a message to peer ${h.to} was not taken within ${h.probe ? this.probeTimeoutMs : this.takeTimeoutMs} ms: withdrawn as undelivered; its messages wait until it rings the switch`,
         );
       }
@@ -305,9 +340,21 @@ export class Delivery {
     return this.holding !== null && (to === undefined || this.holding.to === to);
   }
 
-  /** Log lines since the last call. */
+  /** What is worth logging since the last call (drainNotes or drainLogs). */
+  drainNotes(): DeliveryNote[] {
+    return this.notes.splice(0);
+  }
+
+  /** The same, as lines. */
   drainLogs(): string[] {
-    return this.logs.splice(0);
+    return this.drainNotes().map((n) => n.text);
+  }
+
+  /** `id`'s figures, or null when it is not connected. */
+  destination(id: number): DestinationStats | null {
+    const d = this.dests.get(id);
+    if (!d) return null;
+    return { route: d.route, liveness: d.liveness, queued: this.waiting(d), dropped: d.droppedTotal, undelivered: d.undelivered };
   }
 
   /** Messages waiting for `id`. */
@@ -323,6 +370,10 @@ export class Delivery {
   }
 
   // ---- inside ---------------------------------------------------------------
+
+  private note(event: DeliveryNote['event'], peer: number, count: number, text: string): void {
+    this.notes.push({ event, peer, count, text });
+  }
 
   private waiting(d: Dest): number {
     return d.queue.length - d.head;

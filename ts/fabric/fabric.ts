@@ -5,11 +5,14 @@
 // to answer) and the Delivery's (what goes out when, through which door);
 // this module waits on doorbells, reads and writes the shared memory, rings
 // peers and keeps one timer.
+import { EventEmitter } from 'node:events';
+
+import { silentLogger, type Logger } from '../log.js';
 import type { RingLayoutInfo } from '../native.js';
 import { EventFd } from '../native.js';
 import { toBytes, type TextMessage } from '../genz/text.js';
 import type { Server } from '../server/server.js';
-import { Delivery, type DeliveryConfig, type DeliveryStats, type Transmit } from './delivery.js';
+import { Delivery, type DeliveryConfig, type DeliveryStats, type DestinationStats, type Transmit } from './delivery.js';
 import {
   GLOBALS_END,
   GLOBAL_BUF_OFFSET,
@@ -25,7 +28,7 @@ import {
 import { FEATURE_MEMBERSHIP_BELL, FEATURE_SWITCH_RING, clearFeatures, readFeatures } from './features.js';
 import { bumpMembership, writePresent } from './presence.js';
 import { RingCorrupt, RingReader, RingWriter, ringOffset } from './ring.js';
-import { Switch, type SwitchConfig } from './switch.js';
+import { Switch, type PortRecord, type Reaction, type SwitchConfig } from './switch.js';
 
 /** What the fabric needs of a mailbox (the native FAME-Z slot layout). */
 export interface MailboxPort {
@@ -42,13 +45,52 @@ export interface MailboxPort {
 }
 
 export interface FabricConfig extends SwitchConfig, DeliveryConfig {
-  log: (line: string) => void;
+  /** Where the switch's events go (default: nowhere). */
+  logger?: Logger;
   /** What the switch writes: FAME-Z text (default) or binary Gen-Z. */
   encode?: (m: TextMessage, to: number) => Uint8Array;
   /** How often to check the mailbox globals besides every connect and
    * doorbell (default 1000 ms). */
   globalsCheckMs?: number;
 }
+
+/** What passed between the switch and one peer since it connected. */
+export interface PortCounters {
+  /** Messages and bytes the peer sent the switch (malformed ones too). */
+  messagesIn: number;
+  bytesIn: number;
+  /** Messages and bytes the switch wrote into its slot or ring for the peer. */
+  messagesOut: number;
+  bytesOut: number;
+  /** Times the peer rang the switch. */
+  doorbells: number;
+  /** Its messages the switch could not parse. */
+  rejected: number;
+}
+
+/** One message through the switch, as its events and the log describe it. */
+export interface SwitchMessage {
+  direction: 'in' | 'out';
+  peer: number;
+  nodename: string;
+  /** The message's kind ('ping', 'link-rfc', ...; 'malformed' when it is none). */
+  kind: string;
+  bytes: number;
+  route: 'slot' | 'ring';
+  /** The message itself (not a copy: read it before the listener returns). */
+  payload: Uint8Array;
+}
+
+export interface FabricEvents {
+  message: [SwitchMessage];
+  /** The switch's record of a port changed (attributes, link state, nodename). */
+  port: [PortRecord];
+  drop: [{ peer: number; count: number; reason: string }];
+  undelivered: [{ peer: number; reason: string }];
+  reject: [{ peer: number; reason: string }];
+}
+
+const newCounters = (): PortCounters => ({ messagesIn: 0, bytesIn: 0, messagesOut: 0, bytesOut: 0, doorbells: 0, rejected: 0 });
 
 /** Messages the switch reads from one peer's ring per doorbell (or turn). */
 const RING_READ_BUDGET = 256;
@@ -70,8 +112,12 @@ const GLOBAL_NAMES: Readonly<Record<number, string>> = {
 /** The ring magic's word, restored last. */
 const RING_MAGIC_WORD = GLOBAL_RING_MAGIC / 8;
 
-export class Fabric {
+export class Fabric extends EventEmitter<FabricEvents> {
   readonly switch: Switch;
+  private readonly log: Logger;
+  private readonly counters = new Map<number, PortCounters>();
+  /** The kind of each message the switch queued, until it goes out. */
+  private readonly kinds = new WeakMap<Uint8Array, string>();
   /** The switch's eventfds: vector S is rung by peer S. */
   readonly vectors: EventFd[] = [];
   private readonly delivery: Delivery;
@@ -102,6 +148,8 @@ export class Fabric {
 
   /** Creates the switch's eventfds, so the server can advertise them. */
   constructor(readonly config: FabricConfig) {
+    super();
+    this.log = (config.logger ?? silentLogger).child({ component: 'switch' });
     this.switch = new Switch(config);
     this.delivery = new Delivery(config);
     for (let v = 0; v < config.nClients + 2; v++) this.vectors.push(new EventFd());
@@ -119,6 +167,50 @@ export class Fabric {
   /** What the switch has sent, dropped and withdrawn, and what waits. */
   get stats(): DeliveryStats {
     return this.delivery.stats;
+  }
+
+  /** What passed between the switch and connected peer `id`. */
+  portCounters(id: number): PortCounters | null {
+    return this.counters.get(id) ?? null;
+  }
+
+  /** The switch's delivery figures for connected peer `id`. */
+  destination(id: number): DestinationStats | null {
+    return this.delivery.destination(id);
+  }
+
+  /** Its nodename as its slot says now ('' when none or unknown). */
+  nodename(id: number): string {
+    try {
+      return this.mailbox?.nodename(id) ?? '';
+    } catch {
+      return '';
+    }
+  }
+
+  /** The shared object's ring layout, when the server set rings up. */
+  get ringLayout(): RingLayoutInfo | null {
+    return this.layout;
+  }
+
+  /** The shared object, when it is mapped as an ArrayBuffer. */
+  get sharedBuffer(): ArrayBuffer | null {
+    return this.memory;
+  }
+
+  /** The switch sends `text` to connected peer `to` (its slot or ring,
+   * under the usual delivery rules); false when `to` is not connected. */
+  say(to: number, text: string): boolean {
+    if (this.closed || !this.switch.port(to)) return false;
+    this.log.info({ event: 'say', ...this.who(to) }, `sending peer ${to} a message as the switch (${Buffer.byteLength(text)} bytes)`);
+    this.apply({ send: [{ to, message: { kind: 'text', text } }], log: [] });
+    return true;
+  }
+
+  /** `{ nodename }` for log events, when it has one. */
+  private who(id: number): { peer: number; nodename?: string } {
+    const nodename = this.nodename(id);
+    return nodename ? { peer: id, nodename } : { peer: id };
   }
 
   /** Joins the server: the mailbox over its shared memory (globals already
@@ -140,14 +232,20 @@ export class Fabric {
       this.globalsTimer.unref();
     }
     mailbox.setNodename(this.switch.serverId, 'Z-switch');
+    server.describePeer = (id) => {
+      const nodename = this.nodename(id);
+      return nodename ? { nodename } : {};
+    };
     this.announce(this.switch.serverId, true);
     server.on('connect', ({ id }) => {
+      this.counters.set(id, newCounters());
       this.checkGlobals(`peer ${id} connecting`);
       this.announce(id, true);
       this.delivery.connect(id);
       this.apply(this.switch.connect(id));
     });
     server.on('disconnect', ({ id }) => {
+      this.counters.delete(id);
       this.switch.disconnect(id);
       this.delivery.leave(id);
       this.rings.delete(id);
@@ -194,6 +292,9 @@ export class Fabric {
     const mailbox = this.mailbox;
     if (!mailbox || this.closed) return;
     this.checkGlobals(`a doorbell from peer ${sender}`);
+    const c = this.counters.get(sender);
+    if (c) c.doorbells++;
+    this.log.trace({ event: 'doorbell', peer: sender }, `peer ${sender} rang the switch`);
     this.delivery.rang(sender, Date.now());
     this.route(sender);
     this.readRing(sender);
@@ -210,9 +311,11 @@ export class Fabric {
         try {
           bytes = mailbox.take(sender);
         } catch (e) {
-          this.config.log(`famez: switch: peer ${sender}: ${(e as Error).message}; rejected`);
+          const reason = (e as Error).message;
+          this.log.warn({ event: 'reject', ...this.who(sender), reason }, `peer ${sender}: ${reason}; rejected`);
+          this.emit('reject', { peer: sender, reason });
         }
-        if (bytes !== null) this.apply(this.switch.receive(sender, bytes, mailbox.nodename(sender)));
+        if (bytes !== null) this.received(sender, bytes, 'slot');
       }
     }
     this.pump();
@@ -239,8 +342,7 @@ export class Fabric {
       const dropped = ring.discardCorrupt();
       this.mismatch(sender, `ring from peer ${sender}: ${e.message}; ${e.delivered} message(s) before it handled, ${dropped} byte(s) discarded`);
     }
-    const nodename = this.mailbox!.nodename(sender);
-    for (const bytes of got) this.apply(this.switch.receive(sender, bytes, nodename));
+    for (const bytes of got) this.received(sender, bytes, 'ring');
     if (n >= RING_READ_BUDGET) setImmediate(() => {
       if (!this.closed && this.switch.port(sender)) {
         this.readRing(sender);
@@ -255,7 +357,7 @@ export class Fabric {
     const now = Date.now();
     if (now - (this.mismatchLoggedAt.get(sender) ?? -Infinity) < 1000) return;
     this.mismatchLoggedAt.set(sender, now);
-    this.config.log(`famez: switch: ${line}`);
+    this.log.warn({ event: 'reject', ...this.who(sender) }, line);
   }
 
   /** The server owns slot 0: anything else written there is put back. */
@@ -272,8 +374,9 @@ export class Fabric {
     for (let i = 0; i < GLOBAL_WORDS; i++) if (i !== RING_MAGIC_WORD) g[i] = this.expected[i];
     Atomics.store(g, RING_MAGIC_WORD, this.expected[RING_MAGIC_WORD]);
     const peers = this.server?.peerIds ?? [];
-    this.config.log(
-      `famez: switch: the mailbox globals were overwritten (${changed.join(', ')}), noticed on ${when}; restored. A peer wrote them: connected are ${peers.length ? peers.join(', ') : 'none'}`,
+    this.log.warn(
+      { event: 'globals-overwritten', connected: peers },
+      `the mailbox globals were overwritten (${changed.join(', ')}), noticed on ${when}; restored. A peer wrote them: connected are ${peers.length ? peers.join(', ') : 'none'}`,
     );
   }
 
@@ -284,15 +387,57 @@ export class Fabric {
     this.delivery.setRoute(id, ring ? 'ring' : 'slot');
   }
 
-  private apply(reaction: { send: Array<{ to: number; message: TextMessage }>; log: string[] }): void {
-    for (const line of reaction.log) this.config.log(`famez: switch: ${line}`);
+  /** A message from `sender` (its slot's or ring's bytes): counted,
+   * handed to the switch, its reaction applied. */
+  private received(sender: number, bytes: Uint8Array, route: 'slot' | 'ring'): void {
+    const nodename = this.nodename(sender);
+    const reaction = this.switch.receive(sender, bytes, nodename);
+    const c = this.counters.get(sender);
+    if (c) {
+      c.messagesIn++;
+      c.bytesIn += bytes.length;
+      if (reaction.rejected !== undefined) c.rejected++;
+    }
+    const kind = reaction.received ?? 'malformed';
+    const m: SwitchMessage = { direction: 'in', peer: sender, nodename, kind, bytes: bytes.length, route, payload: bytes };
+    this.log.debug({ event: 'message', direction: 'in', peer: sender, nodename, kind, bytes: bytes.length, route }, `peer ${sender} -> switch: ${kind} (${bytes.length} bytes, ${route})`);
+    this.emit('message', m);
+    if (reaction.rejected !== undefined) this.emit('reject', { peer: sender, reason: reaction.rejected });
+    this.apply(reaction, sender);
+  }
+
+  private apply(reaction: Reaction, from?: number): void {
+    for (const line of reaction.log) {
+      if (reaction.rejected !== undefined) this.log.warn({ event: 'reject', ...this.who(from!), reason: reaction.rejected }, line);
+      else this.log.info({ event: 'switch', ...(from === undefined ? {} : this.who(from)) }, line);
+    }
+    if (from !== undefined && (reaction.received === 'link-ctl-ack' || reaction.received === 'standalone-ack' || reaction.received === 'link-rfc')) {
+      const port = this.switch.port(from);
+      if (port) this.emit('port', { ...port });
+    }
     const encode = this.config.encode ?? toBytes;
     const now = Date.now();
     for (const { to, message } of reaction.send) {
       this.route(to);
-      this.delivery.enqueue(to, encode(message, to), now);
+      const bytes = encode(message, to);
+      this.kinds.set(bytes, message.kind);
+      this.delivery.enqueue(to, bytes, now);
     }
     this.pump();
+  }
+
+  /** A message of the switch's went out to `to` (slot or ring). */
+  private sent(to: number, bytes: Uint8Array, route: 'slot' | 'ring'): void {
+    const c = this.counters.get(to);
+    if (c) {
+      c.messagesOut++;
+      c.bytesOut += bytes.length;
+    }
+    if (this.listenerCount('message') === 0 && !this.log.isLevelEnabled?.('debug')) return;
+    const nodename = this.nodename(to);
+    const m: SwitchMessage = { direction: 'out', peer: to, nodename, kind: this.kinds.get(bytes) ?? 'message', bytes: bytes.length, route, payload: bytes };
+    this.log.debug({ event: 'message', direction: 'out', peer: to, nodename, kind: m.kind, bytes: bytes.length, route }, `switch -> peer ${to}: ${m.kind} (${bytes.length} bytes, ${route})`);
+    this.emit('message', m);
   }
 
   /** Does what the delivery says, then sleeps until it next has something. */
@@ -309,7 +454,11 @@ export class Fabric {
     }
     d.handleTimeout(now);
     for (let t = d.pollTransmit(now); t !== null; t = d.pollTransmit(now)) this.execute(t, now);
-    for (const line of d.drainLogs()) this.config.log(`famez: switch: ${line}`);
+    for (const n of d.drainNotes()) {
+      this.log.warn({ event: n.event, ...this.who(n.peer), count: n.count }, n.text);
+      if (n.event === 'drop') this.emit('drop', { peer: n.peer, count: n.count, reason: n.text });
+      else this.emit('undelivered', { peer: n.peer, reason: n.text });
+    }
     const at = d.pollTimeout(now);
     if (at === null) return;
     if (this.timer && at >= this.timerAt) return;
@@ -334,12 +483,13 @@ export class Fabric {
           // The switch's own slot is never busy when the delivery posts:
           // another peer wrote into it. Take the slot back.
           const s = mailbox.slot(me);
-          this.config.log(`famez: switch: its slot held bytes it did not write (buflen ${s.buflen}, last_responder ${s.lastResponder}); overwritten`);
+          this.log.warn({ event: 'slot-tampered', buflen: s.buflen, lastResponder: s.lastResponder }, `its slot held bytes it did not write (buflen ${s.buflen}, last_responder ${s.lastResponder}); overwritten`);
           mailbox.clear(me);
           mailbox.post(me, t.to, t.bytes);
         }
         this.postedLength = t.bytes.length;
         this.server?.ring(t.to, me);
+        this.sent(t.to, t.bytes, 'slot');
         return;
       case 'push': {
         let pushed: number;
@@ -351,12 +501,13 @@ export class Fabric {
           // does not fit: this peer gets the slot from now on.
           this.rings.delete(t.to);
           this.brokenRings.add(t.to);
-          this.config.log(`famez: switch: ring to peer ${t.to}: ${e.message}; using the slot for it until it reconnects`);
+          this.log.warn({ event: 'reject', ...this.who(t.to), reason: e.message }, `ring to peer ${t.to}: ${e.message}; using the slot for it until it reconnects`);
           this.delivery.setRoute(t.to, 'slot');
           this.delivery.ringFull(t.to, t.bytes, now);
           return;
         }
         if (pushed < 0) this.delivery.ringFull(t.to, t.bytes, now);
+        else this.sent(t.to, t.bytes, 'ring');
         return;
       }
     }

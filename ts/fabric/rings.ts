@@ -54,13 +54,13 @@ export function setupFabricRings(
   if (capacity === null) {
     const smallest = ringLayout(nClients, MIN_RING_CAPACITY);
     log?.(
-      `famez: no ring channels: ${smallest.count} rings of ${kib(MIN_RING_CAPACITY)} need ${smallest.end} bytes of shared memory, there are ${size}; the mailbox slots work without them`,
+      `no ring channels: ${smallest.count} rings of ${kib(MIN_RING_CAPACITY)} need ${smallest.end} bytes of shared memory, there are ${size}; the mailbox slots work without them`,
     );
     return null;
   }
   const layout = mailbox.setupRings(capacity);
   log?.(
-    `famez: ring channels: ${layout.count} rings of ${kib(layout.capacity)} (messages up to ${layout.maxMessage} bytes) at ${layout.base}..${layout.end}`,
+    `ring channels: ${layout.count} rings of ${kib(layout.capacity)} (messages up to ${layout.maxMessage} bytes) at ${layout.base}..${layout.end}`,
   );
   return layout;
 }

@@ -38,6 +38,10 @@ export interface Outgoing {
 export interface Reaction {
   send: Outgoing[];
   log: string[];
+  /** The kind of message handled (receive), when it was one. */
+  received?: TextMessage['kind'];
+  /** Why a message was rejected as malformed (receive). */
+  rejected?: string;
 }
 
 const nothing = (): Reaction => ({ send: [], log: [] });
@@ -94,8 +98,13 @@ export class Switch {
       return {
         send: [{ to: from, message: { kind: 'link-ctl-nak', details: `Reason=malformed (${why.replace(/[,\n]/g, ' ').slice(0, 200)})` } }],
         log: [`peer ${from}: malformed message rejected: ${why}`],
+        rejected: why,
       };
     }
+    return { ...this.handle(from, port, msg), received: msg.kind };
+  }
+
+  private handle(from: number, port: PortRecord, msg: TextMessage): Reaction {
     const reply = (message: TextMessage): Reaction => ({ send: [{ to: from, message }], log: [] });
     switch (msg.kind) {
       case 'ping':

@@ -3,6 +3,7 @@
 // keep their stock meaning; long forms and famez's extensions sit beside them.
 import { UsageError, parseFlags, type FlagSpecs } from '../args.js';
 import { MAX_GENZ_PEERS } from '../genz/codes.js';
+import { LOG_LEVELS, type LogLevel } from '../log.js';
 import { SLOT_SIZE } from '../layout.generated.js';
 import { ID_POLICIES, type IdPolicy } from '../protocol.js';
 
@@ -14,6 +15,8 @@ export const DEFAULTS = {
   size: 4 * 1024 * 1024,
   vectors: 1,
   daemonPidfile: '/var/run/ivshmem-server.pid',
+  /** FAME-Z's REST port. */
+  httpPort: 1991,
 } as const;
 
 /** A guest can only ring vectors 0..255 (QEMU masks the doorbell's vector). */
@@ -42,6 +45,23 @@ export interface FabricOptions {
 
 export type ShmKind = 'posix' | 'file' | 'memfd';
 
+export interface HttpOptions {
+  host: string;
+  port: number;
+  /** Given with --http: a port in use is an error, not a reason to pick another. */
+  explicit: boolean;
+  /** The admin token, or the file that holds it (read at start). */
+  token: string | null;
+  tokenFile: string | null;
+}
+
+export interface LogOptions {
+  level: LogLevel | 'silent';
+  format: 'pretty' | 'json';
+  /** Append to this file instead of stdout (reopened on SIGHUP). */
+  file: string | null;
+}
+
 export interface ServeOptions {
   socket: string;
   shm: { kind: ShmKind; name: string };
@@ -53,7 +73,9 @@ export interface ServeOptions {
   idPolicy: IdPolicy;
   pidfile: string | null;
   daemon: boolean;
-  verbose: boolean;
+  log: LogOptions;
+  /** The HTTP API and web view; null when off. */
+  http: HttpOptions | null;
   keepShm: boolean;
   mode: number | null;
   group: string | null;
@@ -94,6 +116,15 @@ function parseInteger(flag: string, text: string, min: number, max: number, why 
   const n = Number(text);
   if (n < min || n > max) throw new UsageError(`${flag} must be between ${min} and ${max}${why}, got ${n}`);
   return n;
+}
+
+/** `[HOST:]PORT` (an IPv6 host in brackets); the host defaults to 127.0.0.1. */
+export function parseHostPort(text: string): { host: string; port: number } {
+  const m = /^(?:(\[[0-9a-fA-F:.]+\]|[^:[\]]+):)?(\d+)$/.exec(text.trim());
+  if (!m) throw new UsageError(`--http needs [HOST:]PORT, like 1991 or 127.0.0.1:1991 or [::1]:1991, got '${text}'`);
+  const port = parseInteger('--http port', m[2], 0, 65535);
+  const host = m[1] === undefined ? '127.0.0.1' : m[1].replace(/^\[|\]$/g, '');
+  return { host, port };
 }
 
 function parseMode(text: string): number {
@@ -150,6 +181,13 @@ const FLAGS = {
   foreground: { type: 'boolean', short: 'F' },
   help: { type: 'boolean', short: 'h' },
   daemon: { type: 'boolean' },
+  'log-level': { type: 'string' },
+  'log-format': { type: 'string' },
+  'log-file': { type: 'string' },
+  http: { type: 'string' },
+  'no-http': { type: 'boolean' },
+  'http-token': { type: 'string' },
+  'http-token-file': { type: 'string' },
   'max-peers': { type: 'string' },
   'max-queued': { type: 'string' },
   'id-policy': { type: 'string' },
@@ -178,7 +216,8 @@ export function parseServeArgs(argv: readonly string[]): ServeOptions {
     idPolicy: 'lowest',
     pidfile: null,
     daemon: false,
-    verbose: false,
+    log: { level: 'info', format: 'pretty', file: null },
+    http: null,
     keepShm: false,
     mode: null,
     group: null,
@@ -194,6 +233,12 @@ export function parseServeArgs(argv: readonly string[]): ServeOptions {
   let shmName: string | null = null;
   let shmDir: string | null = null;
   let memfd = false;
+  let verbosity = 0;
+  let level: LogLevel | 'silent' | null = null;
+  let http: { host: string; port: number } | null = null;
+  let noHttp = false;
+  let token: string | null = null;
+  let tokenFile: string | null = null;
   for (const { name, value } of parseFlags(argv, FLAGS)) {
     const v = value ?? '';
     switch (name) {
@@ -223,7 +268,33 @@ export function parseServeArgs(argv: readonly string[]): ServeOptions {
         o.pidfile = v;
         break;
       case 'verbose':
-        o.verbose = true;
+        verbosity++;
+        break;
+      case 'log-level':
+        if (v !== 'silent' && !LOG_LEVELS.includes(v as LogLevel)) throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')} or silent, got '${v}'`);
+        level = v as LogLevel | 'silent';
+        break;
+      case 'log-format':
+        if (v !== 'pretty' && v !== 'json') throw new UsageError(`--log-format must be pretty or json, got '${v}'`);
+        o.log.format = v;
+        break;
+      case 'log-file':
+        if (!v) throw new UsageError('--log-file needs a path');
+        o.log.file = v;
+        break;
+      case 'http':
+        http = parseHostPort(v);
+        break;
+      case 'no-http':
+        noHttp = true;
+        break;
+      case 'http-token':
+        if (v.length < 16) throw new UsageError('--http-token needs at least 16 characters (it guards the admin actions)');
+        token = v;
+        break;
+      case 'http-token-file':
+        if (!v) throw new UsageError('--http-token-file needs a path');
+        tokenFile = v;
         break;
       case 'foreground':
         o.daemon = false;
@@ -297,6 +368,17 @@ export function parseServeArgs(argv: readonly string[]): ServeOptions {
   else if (shmDir !== null) o.shm = { kind: 'file', name: `${shmDir.replace(/\/+$/, '') || '/'}/${shmName ?? DEFAULTS.shmName}` };
   else o.shm = { kind: 'posix', name: shmName ?? DEFAULTS.shmName };
   if (o.daemon && o.pidfile === null) o.pidfile = DEFAULTS.daemonPidfile;
+  // --daemon has no terminal: its log goes beside its socket unless told.
+  if (o.daemon && o.log.file === null) o.log.file = `${o.socket}.log`;
+  o.log.level = level ?? (verbosity >= 2 ? 'trace' : verbosity === 1 ? 'debug' : 'info');
+  if (http !== null && noHttp) throw new UsageError('--http and --no-http contradict each other');
+  if (token !== null && tokenFile !== null) throw new UsageError('--http-token and --http-token-file: give one of them');
+  // Off by default in --silent (the stock server), on at 127.0.0.1:1991 in a fabric.
+  if (http !== null || (!silent && !noHttp)) {
+    o.http = { ...(http ?? { host: '127.0.0.1', port: DEFAULTS.httpPort }), explicit: http !== null, token, tokenFile };
+  } else if (token !== null || tokenFile !== null) {
+    throw new UsageError(`${token !== null ? '--http-token' : '--http-token-file'} needs the HTTP API, which ${noHttp ? '--no-http turns off' : '--silent leaves off: add --http PORT'}`);
+  }
   if (silent) {
     if (fabricOnly.length) throw new UsageError(`${fabricOnly[0]} applies to the fabric; it cannot be combined with --silent`);
     if (maxPeers !== null) o.maxPeers = parseInteger('--max-peers', maxPeers, 1, MAX_PEERS, ' (peer IDs are 16 bits)');
@@ -348,13 +430,15 @@ Stock ivshmem-server options:
                          fabric always max-peers + 2)
   -p, --pidfile FILE     write the server's pid to FILE
                          (default ${DEFAULTS.daemonPidfile} with --daemon)
-  -v, --verbose          log every message sent
+  -v, --verbose          log at debug level: every message sent, in words
+                         (-vv: trace, doorbells too)
   -F, --foreground       stay in the foreground (the default; accepted for
                          compatibility)
   -h, --help             show this help
 
 famez options:
-      --daemon           detach into the background and write the pid file
+      --daemon           detach into the background and write the pid file;
+                         logs go to --log-file (default SOCKET.log)
       --max-peers N      refuse peers beyond N (alias --nClients; fabric: 1..${MAX_FABRIC_PEERS},
                          default ${DEFAULT_FABRIC_PEERS}; --silent: default 65536)
       --max-queued N     disconnect a peer that leaves more than N messages
@@ -375,6 +459,23 @@ famez options:
                          handed the shared memory. No setuid, setgid or
                          sticky bits
       --group GROUP      group (name or id) for the socket and shared memory
+
+Logging:
+      --log-level L      fatal, error, warn, info (default), debug, trace or
+                         silent; overrides -v
+      --log-format F     pretty (one readable line an event, the default) or
+                         json (one JSON object a line, pino's format)
+      --log-file FILE    append the log to FILE instead of stdout; SIGHUP
+                         reopens it (for logrotate)
+
+HTTP API and web view (docs/http-api.md):
+      --http [HOST:]PORT serve the API, /metrics and the web view there
+                         (default in a fabric: 127.0.0.1:${DEFAULTS.httpPort}, or any free
+                         port when that one is taken; off with --silent)
+      --no-http          no HTTP at all
+      --http-token T     the bearer token for the admin actions (at least
+                         16 characters); without one they are refused (403)
+      --http-token-file F  read the token from F (its first line)
 
 Fabric (the default; FAME-Z compatible):
       --silent           be exactly the stock server: no switch, no mailbox
@@ -401,5 +502,7 @@ socket, shared memory or pid file) or cannot be created; 2 for a
 command-line error (nothing is created).
 
 Signals: SIGINT and SIGTERM close every client, remove the socket (and the
-shared memory unless --keep-shm) and exit 0.
+shared memory unless --keep-shm) and exit 0. SIGHUP reopens the log file
+when there is one (--log-file, --daemon); without one it means the
+terminal is gone, and it stops the server the same way.
 `;

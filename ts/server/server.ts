@@ -9,6 +9,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { FamezError } from '../errors.js';
+import { silentLogger, type Logger } from '../log.js';
 import { EventFd, SharedMemory, UnixListener, UnixStream, closeFd, errorCode, errorText, socketState } from '../native.js';
 import { Membership, refusalMessages, type FdRef, type IdPolicy, type Send } from '../protocol.js';
 import { MAX_SOCKET_PATH, type ShmKind } from './options.js';
@@ -35,8 +36,9 @@ export interface ServerConfig {
   maxQueued?: number;
   /** How long a peer over maxQueued may take nothing (default 5000 ms). */
   stallMs?: number;
-  verbose?: boolean;
-  log?: (line: string) => void;
+  /** Where events go (default: nowhere). Connects, disconnects and
+   * refusals are info/warn; every message sent is debug. */
+  logger?: Logger;
   /** The IDs peers may get (default 0..65535). */
   ids?: { min: number; max: number };
   /** A peer that is not a connection (the fabric switch): advertised to
@@ -92,10 +94,37 @@ interface Peer {
   vectors: EventFd[];
   /** What its socket had no room for yet (backlog.ts). */
   backlog: Backlog;
+  /** When it connected (ms since the epoch). */
+  since: number;
+  /** Its eventfds came from a predecessor with its ID (recycle). */
+  recycled: boolean;
+}
+
+/** What the server knows of a connected peer. */
+export interface PeerInfo {
+  id: number;
+  /** When it connected (ms since the epoch). */
+  since: number;
+  vectors: number;
+  recycled: boolean;
+  /** Messages waiting for room in its socket. */
+  queued: number;
 }
 
 export const DEFAULT_MAX_QUEUED = 4096;
 
+
+/** One message of the protocol in words, for the debug log: `step` is its
+ * place among the fd-less messages of a welcome (0 the version, 1 the
+ * ID), -1 elsewhere. */
+function describeSend(s: Send, step: number): string {
+  if (s.fd?.kind === 'shm') return 'the shared memory (fd)';
+  if (s.fd?.kind === 'vector') return s.fd.peer === s.to ? `its own vector ${s.fd.vector} (eventfd)` : `peer ${s.fd.peer}'s vector ${s.fd.vector} (eventfd)`;
+  if (step === 0) return `protocol version ${s.value}`;
+  if (step === 1) return `its ID ${s.value}`;
+  if (s.value === -1) return 'a refusal (-1)';
+  return `that peer ${s.value} left`;
+}
 
 function plural(n: number, word: string): string {
   return `${n} ${word}${n === 1 ? '' : 's'}`;
@@ -107,7 +136,9 @@ export class Server extends EventEmitter<ServerEvents> {
   private readonly recycled = new Map<number, EventFd[]>();
   /** Who holds whose eventfds; which ID a newcomer gets (pure). */
   private readonly members: Membership;
-  private readonly log: (line: string) => void;
+  private readonly log: Logger;
+  /** What the fabric knows of a peer (its nodename), added to its events. */
+  describePeer: ((id: number) => { nodename?: string }) | null = null;
   private closed = false;
   /** The socket file this server bound (removed at close only if the path still is it). */
   private socketId: FileIdentity | null = null;
@@ -118,10 +149,10 @@ export class Server extends EventEmitter<ServerEvents> {
   private acceptRetry: NodeJS.Timeout | null = null;
 
   private constructor(
-    readonly config: Required<Omit<ServerConfig, 'log' | 'mode' | 'gid' | 'member'>> & Pick<ServerConfig, 'mode' | 'gid' | 'member'>,
+    readonly config: Required<Omit<ServerConfig, 'logger' | 'mode' | 'gid' | 'member'>> & Pick<ServerConfig, 'mode' | 'gid' | 'member'>,
     private readonly listener: UnixListener,
     private readonly shm: SharedMemory,
-    log: (line: string) => void,
+    log: Logger,
   ) {
     super();
     this.log = log;
@@ -140,14 +171,13 @@ export class Server extends EventEmitter<ServerEvents> {
   /** Creates the shared memory, then binds the socket. Throws ServerError
    * (leaving nothing behind) when either cannot be done. */
   static start(config: ServerConfig): Server {
-    const log = config.log ?? ((line: string) => console.log(line));
+    const log = (config.logger ?? silentLogger).child({ component: 'server' });
     const full = {
       maxPeers: 65536,
       idPolicy: 'lowest' as IdPolicy,
       keepShm: false,
       maxQueued: DEFAULT_MAX_QUEUED,
       stallMs: 5000,
-      verbose: false,
       ids: { min: 0, max: 65535 },
       recycle: false,
       // An option given as undefined means "the default", not "none".
@@ -200,7 +230,7 @@ export class Server extends EventEmitter<ServerEvents> {
       }
       shm.close();
     };
-    if (shm.replacedStale) log(`famez: replaced stale shared memory ${what} (no process held it)`);
+    if (shm.replacedStale) log.warn({ event: 'replaced-stale', shm: what }, `replaced stale shared memory ${what} (no process held it)`);
     try {
       shm.probeMap();
     } catch (e) {
@@ -216,7 +246,7 @@ export class Server extends EventEmitter<ServerEvents> {
     try {
       if (state.state === 'stale') {
         fs.rmSync(socketPath, { force: true });
-        log(`famez: replaced stale socket ${socketPath}`);
+        log.warn({ event: 'replaced-stale', socket: socketPath }, `replaced stale socket ${socketPath}`);
       }
       // Created with the shared memory's mode (the umask is set to its
       // complement for the bind): nothing is changed through the path.
@@ -234,6 +264,7 @@ export class Server extends EventEmitter<ServerEvents> {
       }
       throw new ServerError('ELISTEN', `cannot listen on ${socketPath}: ${err.message}`);
     }
+    delete full.logger;
     const server = new Server({ ...full, socket: socketPath }, listener, shm, log);
     server.socketId = socketId;
     return server;
@@ -251,6 +282,21 @@ export class Server extends EventEmitter<ServerEvents> {
     if (!bell) return false;
     bell.signal(1);
     return true;
+  }
+
+  /** Disconnects peer `id` (an operator's decision, `reason` logged);
+   * false when it is not connected. */
+  kick(id: number, reason: string): boolean {
+    if (!this.peers.has(id)) return false;
+    this.drop(id, reason);
+    return true;
+  }
+
+  /** What the server knows of connected peer `id`; null when none. */
+  peerInfo(id: number): PeerInfo | null {
+    const p = this.peers.get(id);
+    if (!p) return null;
+    return { id, since: p.since, vectors: p.vectors.length, recycled: p.recycled, queued: p.backlog.waiting };
   }
 
   /** The shared object (for the fabric layer's mailboxes). */
@@ -297,7 +343,7 @@ export class Server extends EventEmitter<ServerEvents> {
       this.reserveFd = openReserve();
       if (stream) return true;
     }
-    this.log(`famez: cannot accept a peer: ${e.message}; retrying in 1 s`);
+    this.log.error({ event: 'accept-failed', reason: e.message }, `cannot accept a peer: ${e.message}; retrying in 1 s`);
     this.listener.unwatch();
     this.acceptRetry ??= setTimeout(() => {
       this.acceptRetry = null;
@@ -333,6 +379,8 @@ export class Server extends EventEmitter<ServerEvents> {
       stream,
       vectors,
       backlog: new Backlog(Date.now(), sends.filter((s) => s.to === id).length),
+      since: Date.now(),
+      recycled: inherited !== undefined,
     };
     this.peers.set(id, peer);
     stream.onDrain(() => this.pump(peer));
@@ -341,8 +389,8 @@ export class Server extends EventEmitter<ServerEvents> {
       if (fd >= 0) closeFd(fd);
       this.drop(id, value === null ? (reason === 'closed' ? 'disconnected' : reason ?? 'disconnected') : 'sent data; ivshmem peers never write to the server');
     }, true);
-    this.log(`famez: peer ${id} connected${inherited ? ' (recycled)' : ''} (${plural(this.peers.size, 'peer')})`);
-    this.deliver(sends);
+    this.log.info({ event: 'connect', peer: id, peers: this.peers.size, recycled: inherited !== undefined }, `peer ${id} connected${inherited ? ' (recycled)' : ''} (${plural(this.peers.size, 'peer')})`);
+    this.deliver(sends, id);
     if (this.peers.has(id)) this.emit('connect', { id, peers: this.peers.size });
   }
 
@@ -354,7 +402,7 @@ export class Server extends EventEmitter<ServerEvents> {
       // it left already
     }
     stream.close();
-    this.log(`famez: ${reason}`);
+    this.log.warn({ event: 'refuse', reason: why }, reason);
     this.emit('refuse', { reason });
   }
 
@@ -369,20 +417,22 @@ export class Server extends EventEmitter<ServerEvents> {
    * in its backlog (pump() goes on when the socket drains). A peer whose
    * socket fails, or that is over maxQueued and has taken nothing for
    * stallMs (or is far over it), is disconnected (never silently skipped). */
-  private deliver(sends: Send[]): void {
+  private deliver(sends: Send[], newcomer: number | null = null): void {
+    let welcome = 0;
     const failed = new Map<number, string>();
     const now = Date.now();
     for (const s of sends) {
       const peer = this.peers.get(s.to);
       if (!peer || failed.has(s.to)) continue;
+      const step = s.to === newcomer && s.fd === null ? welcome++ : -1;
       try {
-        if (peer.backlog.empty && this.sendNow(peer, s.value, s.fd)) continue;
+        if (peer.backlog.empty && this.sendNow(peer, s.value, s.fd, step)) continue;
       } catch (e) {
         failed.set(s.to, `send failed: ${(e as Error).message}`);
         continue;
       }
       peer.backlog.push(s);
-      if (this.config.verbose) this.log(`famez: -> peer ${s.to}: ${s.value} waits for room (${peer.backlog.waiting} waiting)`);
+      this.log.debug({ event: 'wait', peer: s.to, value: s.value }, `${describeSend(s, step)} for peer ${s.to} waits for room in its socket (${peer.backlog.waiting} waiting)`);
       const slow = peer.backlog.tooSlow(now, this.config.maxQueued, this.config.stallMs);
       if (slow !== null) failed.set(s.to, slow);
     }
@@ -392,11 +442,11 @@ export class Server extends EventEmitter<ServerEvents> {
   /** Sends one message if the socket has room: false when it has none.
    * A message whose fd's owner has left is dropped (true). Throws when the
    * socket is broken. */
-  private sendNow(peer: Peer, value: number, ref: FdRef | null): boolean {
+  private sendNow(peer: Peer, value: number, ref: FdRef | null, step = -1): boolean {
     const fd = ref === null ? -1 : this.fdOf(ref);
     if (ref !== null && fd < 0) return true;
     if (!peer.stream.trySend(value, fd < 0 ? undefined : fd)) return false;
-    if (this.config.verbose) this.log(`famez: -> peer ${peer.id}: ${value}${fd < 0 ? '' : ' + fd'}`);
+    this.log.debug({ event: 'send', peer: peer.id, value, fd: ref !== null }, `sent peer ${peer.id} ${describeSend({ to: peer.id, value, fd: ref }, step)}`);
     return true;
   }
 
@@ -422,7 +472,9 @@ export class Server extends EventEmitter<ServerEvents> {
     const recycle = this.config.recycle && !this.closed;
     if (recycle) this.recycled.set(id, peer.vectors);
     else for (const v of peer.vectors) v.close();
-    this.log(`famez: peer ${id} disconnected: ${reason} (${plural(this.peers.size, 'peer')})`);
+    const normal = reason === 'disconnected' || reason === 'server shutting down';
+    const fields = { event: 'disconnect', peer: id, ...this.describePeer?.(id), reason, peers: this.peers.size };
+    this.log[normal ? 'info' : 'warn'](fields, `peer ${id} disconnected: ${reason} (${plural(this.peers.size, 'peer')})`);
     this.emit('disconnect', { id, peers: this.peers.size, reason });
     if (!this.closed) this.deliver(sends);
   }
@@ -437,7 +489,7 @@ export class Server extends EventEmitter<ServerEvents> {
     if (this.reserveFd !== null) fs.closeSync(this.reserveFd);
     this.reserveFd = null;
     if (!unlinkIfOurs(this.config.socket, this.socketId) && fs.existsSync(this.config.socket)) {
-      this.log(`famez: left ${this.config.socket} alone: it is no longer this server's socket`);
+      this.log.warn({ event: 'left-alone', socket: this.config.socket }, `left ${this.config.socket} alone: it is no longer this server's socket`);
     }
     for (const id of this.peerIds) this.drop(id, 'server shutting down');
     for (const vectors of this.recycled.values()) for (const v of vectors) v.close();
@@ -445,7 +497,7 @@ export class Server extends EventEmitter<ServerEvents> {
     this.members.clearKept();
     if (!this.config.keepShm && this.config.shm.kind !== 'memfd') {
       try {
-        if (!this.shm.unlink()) this.log(`famez: left shared memory ${this.config.shm.name} alone: the name is no longer this server's object`);
+        if (!this.shm.unlink()) this.log.warn({ event: 'left-alone', shm: this.config.shm.name }, `left shared memory ${this.config.shm.name} alone: the name is no longer this server's object`);
       } catch {
         // already gone
       }

@@ -1,0 +1,327 @@
+// What the HTTP API, /metrics, the web view and `famez top` show: one
+// model of the running server and its switch, fed by their events and
+// read from the shared memory on demand (ring fill levels), never by
+// polling the peers. Totals live here; per-peer figures come from the
+// server (connection), the switch (its record of the port) and the fabric
+// (what passed through the switch).
+import { EventEmitter } from 'node:events';
+
+import type { Fabric, SwitchMessage } from '../fabric/fabric.js';
+import { ringOffset } from '../fabric/ring.js';
+import { RING_HEAD, RING_TAIL } from '../layout.generated.js';
+import type { Server } from '../server/server.js';
+
+/** Who a peer is, as far as the server can tell. */
+export type PeerKind = 'switch' | 'qemu' | 'client';
+
+export interface PeerCounters {
+  messagesIn: number;
+  bytesIn: number;
+  messagesOut: number;
+  bytesOut: number;
+  doorbells: number;
+  drops: number;
+  undelivered: number;
+  rejected: number;
+  /** The switch's messages waiting for it now. */
+  queued: number;
+}
+
+/** The ring channels into and out of one peer (docs/ring-channels.md). */
+export interface PeerRings {
+  /** Bytes per ring. */
+  capacity: number;
+  /** Bytes waiting now in the rings others write to it, all senders. */
+  inUsed: number;
+  /** The fullest of those rings, in bytes. */
+  inMax: number;
+  /** Bytes waiting now in the rings it writes to others. */
+  outUsed: number;
+  outMax: number;
+  /** Bytes ever written into its incoming rings / its outgoing rings
+   * (the producers' counters: peer-to-peer traffic the switch never sees). */
+  inBytes: number;
+  outBytes: number;
+}
+
+export interface PeerView {
+  id: number;
+  nodename: string;
+  cclass: string;
+  sid: number | null;
+  cid: number | null;
+  link: 'up' | 'configuring' | 'configured' | null;
+  kind: PeerKind;
+  /** FAME-Z's word for it (qemu, debugger, switch, ...). */
+  hardware: string;
+  process: { pid: number; command: string | null } | null;
+  connectedSince: string;
+  vectors: number;
+  counters: PeerCounters;
+  rings: PeerRings | null;
+}
+
+/** FAME-Z's `GET /system`, for its D3 dashboard. */
+export interface SystemView {
+  nClients: number;
+  server_ivshmsg_id: number | null;
+  nodes: Array<{ ivshmsg_id: number; id: string; cclass: string; hardware: string; group: string }>;
+  links: Array<{ source: string; target: string }>;
+}
+
+export type FabricEventType = 'join' | 'leave' | 'refuse' | 'link' | 'message' | 'drop' | 'undelivered' | 'reject';
+
+export interface FabricEvent {
+  /** Increasing from 1: the SSE event id. */
+  seq: number;
+  time: string;
+  type: FabricEventType;
+  peer?: number;
+  nodename?: string;
+  reason?: string;
+  /** message: in (to the switch) or out (from it), its kind, size, route. */
+  direction?: 'in' | 'out';
+  kind?: string;
+  bytes?: number;
+  route?: 'slot' | 'ring';
+  /** link: the port's state and attributes. */
+  link?: string;
+  cclass?: string;
+  sid?: number | null;
+  cid?: number | null;
+  count?: number;
+  peers?: number;
+}
+
+export interface Totals {
+  connects: number;
+  disconnects: number;
+  refusals: number;
+  /** By reason class: 'disconnected', 'protocol', 'slow', 'shutdown', 'other'. */
+  disconnectsBy: Record<string, number>;
+}
+
+export interface MonitorEvents {
+  event: [FabricEvent, SwitchMessage | null];
+}
+
+/** FAME-Z's cclass_to_hardware_type: the first of its words the C-Class holds. */
+export function fameHardware(cclass: string): string {
+  const lower = cclass.toLowerCase();
+  for (const hw of ['qemu', 'debugger', 'adapter', 'switch']) if (lower.includes(hw)) return hw;
+  return lower;
+}
+
+function reasonClass(reason: string): string {
+  if (reason === 'disconnected') return 'disconnected';
+  if (reason === 'server shutting down') return 'shutdown';
+  if (reason.startsWith('protocol error') || reason.startsWith('sent data')) return 'protocol';
+  if (reason.startsWith('too slow')) return 'slow';
+  return 'other';
+}
+
+const RECENT = 500;
+
+export class Monitor extends EventEmitter<MonitorEvents> {
+  readonly startedAt = Date.now();
+  readonly totals: Totals = { connects: 0, disconnects: 0, refusals: 0, disconnectsBy: {} };
+  private seq = 0;
+  private readonly recentEvents: FabricEvent[] = [];
+  /** Per peer: its pid and command, looked up once at connect. */
+  private readonly processes = new Map<number, { pid: number; command: string | null } | null>();
+
+  constructor(
+    readonly server: Server,
+    readonly fabric: Fabric | null,
+    private readonly lookupProcess: (id: number) => { pid: number; command: string | null } | null = () => null,
+  ) {
+    super();
+    server.on('connect', ({ id, peers }) => {
+      this.totals.connects++;
+      this.processes.set(id, this.lookupProcess(id));
+      this.record({ type: 'join', peer: id, peers }, null);
+    });
+    server.on('disconnect', ({ id, peers, reason }) => {
+      this.totals.disconnects++;
+      const c = reasonClass(reason);
+      this.totals.disconnectsBy[c] = (this.totals.disconnectsBy[c] ?? 0) + 1;
+      this.processes.delete(id);
+      this.record({ type: 'leave', peer: id, reason, peers }, null);
+    });
+    server.on('refuse', ({ reason }) => {
+      this.totals.refusals++;
+      this.record({ type: 'refuse', reason }, null);
+    });
+    fabric?.on('message', (m) => this.record({ type: 'message', peer: m.peer, nodename: m.nodename || undefined, direction: m.direction, kind: m.kind, bytes: m.bytes, route: m.route }, m));
+    fabric?.on('port', (p) => this.record({ type: 'link', peer: p.id, nodename: p.nodename || undefined, link: p.link, cclass: p.cclass, sid: p.SID0, cid: p.CID0 }, null));
+    fabric?.on('drop', ({ peer, count, reason }) => this.record({ type: 'drop', peer, count, reason }, null));
+    fabric?.on('undelivered', ({ peer, reason }) => this.record({ type: 'undelivered', peer, reason }, null));
+    fabric?.on('reject', ({ peer, reason }) => this.record({ type: 'reject', peer, reason }, null));
+  }
+
+  /** The last events (at most 500), oldest first, with seq above `after`. */
+  recent(after = 0): FabricEvent[] {
+    return this.recentEvents.filter((e) => e.seq > after);
+  }
+
+  get lastSeq(): number {
+    return this.seq;
+  }
+
+  private record(e: Omit<FabricEvent, 'seq' | 'time'>, message: SwitchMessage | null): void {
+    const event: FabricEvent = { seq: ++this.seq, time: new Date().toISOString(), ...e };
+    if (event.peer !== undefined && event.nodename === undefined && this.fabric) {
+      const nodename = this.fabric.nodename(event.peer);
+      if (nodename) event.nodename = nodename;
+    }
+    this.recentEvents.push(event);
+    if (this.recentEvents.length > RECENT) this.recentEvents.splice(0, this.recentEvents.length - RECENT);
+    this.emit('event', event, message);
+  }
+
+  /** The connected peers and the switch, by ID. */
+  peers(): PeerView[] {
+    const views: PeerView[] = [];
+    for (const id of this.server.peerIds) {
+      const v = this.peer(id);
+      if (v) views.push(v);
+    }
+    const sw = this.switchView();
+    if (sw) views.push(sw);
+    return views;
+  }
+
+  /** Connected peer `id` (or the switch); null when there is none. */
+  peer(id: number): PeerView | null {
+    const f = this.fabric;
+    if (f && id === f.switch.serverId) return this.switchView();
+    const info = this.server.peerInfo(id);
+    if (!info) return null;
+    const port = f?.switch.port(id);
+    const c = f?.portCounters(id);
+    const d = f?.destination(id);
+    const proc = this.processes.get(id) ?? null;
+    const kind: PeerKind = proc?.command?.startsWith('qemu') ? 'qemu' : 'client';
+    const cclass = port?.cclass ?? '';
+    return {
+      id,
+      nodename: f?.nodename(id) ?? '',
+      cclass,
+      sid: port?.SID0 ?? null,
+      cid: port?.CID0 ?? null,
+      link: port?.link ?? null,
+      kind,
+      hardware: kind === 'qemu' ? 'qemu' : fameHardware(cclass),
+      process: proc,
+      connectedSince: new Date(info.since).toISOString(),
+      vectors: info.vectors,
+      counters: {
+        messagesIn: c?.messagesIn ?? 0,
+        bytesIn: c?.bytesIn ?? 0,
+        messagesOut: c?.messagesOut ?? 0,
+        bytesOut: c?.bytesOut ?? 0,
+        doorbells: c?.doorbells ?? 0,
+        drops: d?.dropped ?? 0,
+        undelivered: d?.undelivered ?? 0,
+        rejected: c?.rejected ?? 0,
+        queued: d?.queued ?? 0,
+      },
+      rings: this.rings(id),
+    };
+  }
+
+  private switchView(): PeerView | null {
+    const f = this.fabric;
+    if (!f) return null;
+    const sw = f.switch;
+    const a = sw.attributes();
+    let messagesIn = 0;
+    let bytesIn = 0;
+    let messagesOut = 0;
+    let bytesOut = 0;
+    let doorbells = 0;
+    let rejected = 0;
+    for (const id of this.server.peerIds) {
+      const c = f.portCounters(id);
+      if (!c) continue;
+      // The switch's own view: what it received is what peers sent it.
+      messagesIn += c.messagesIn;
+      bytesIn += c.bytesIn;
+      messagesOut += c.messagesOut;
+      bytesOut += c.bytesOut;
+      doorbells += c.doorbells;
+      rejected += c.rejected;
+    }
+    const s = f.stats;
+    return {
+      id: sw.serverId,
+      nodename: f.nodename(sw.serverId) || 'Z-switch',
+      cclass: a['C-Class'],
+      sid: sw.config.sid,
+      cid: sw.cid,
+      link: 'configured',
+      kind: 'switch',
+      hardware: 'switch',
+      process: { pid: process.pid, command: 'famez' },
+      connectedSince: new Date(this.startedAt).toISOString(),
+      vectors: f.vectors.length,
+      counters: { messagesIn, bytesIn, messagesOut, bytesOut, doorbells, drops: s.dropped, undelivered: s.undelivered, rejected, queued: s.queued },
+      rings: this.rings(sw.serverId),
+    };
+  }
+
+  /** Fill levels of `id`'s rings, read from the shared memory now. A
+   * peer may have written anything there: values are clamped, never
+   * trusted. */
+  private rings(id: number): PeerRings | null {
+    const f = this.fabric;
+    const layout = f?.ringLayout;
+    const memory = f?.sharedBuffer;
+    if (!f || !layout || !memory) return null;
+    const last = f.switch.serverId;
+    const r: PeerRings = { capacity: layout.capacity, inUsed: 0, inMax: 0, outUsed: 0, outMax: 0, inBytes: 0, outBytes: 0 };
+    const read = (from: number, to: number): [number, number] => {
+      const words = new BigUint64Array(memory, ringOffset(layout, from, to), RING_TAIL / 8 + 1);
+      const head = Atomics.load(words, RING_HEAD / 8);
+      const tail = Atomics.load(words, RING_TAIL / 8);
+      const used = head >= tail && head - tail <= BigInt(layout.capacity) ? Number(head - tail) : layout.capacity;
+      return [used, Number(head)];
+    };
+    for (let other = 1; other <= last; other++) {
+      if (other === id) continue;
+      const [inUsed, inHead] = read(other, id);
+      const [outUsed, outHead] = read(id, other);
+      r.inUsed += inUsed;
+      r.inMax = Math.max(r.inMax, inUsed);
+      r.inBytes += inHead;
+      r.outUsed += outUsed;
+      r.outMax = Math.max(r.outMax, outUsed);
+      r.outBytes += outHead;
+    }
+    return r;
+  }
+
+  /** FAME-Z's shape: every connected peer and the switch as nodes, each
+   * linked to the switch. A node's `id` is its nodename (D3 keys nodes by
+   * it), `peerN` for a peer without one, with `#N` added to a name
+   * another node already has. */
+  system(): SystemView {
+    const f = this.fabric;
+    const views = this.peers();
+    const seen = new Set<string>();
+    const nodes = views.map((v) => {
+      let name = v.nodename || `peer${v.id}`;
+      if (seen.has(name)) name = `${name}#${v.id}`;
+      seen.add(name);
+      return { ivshmsg_id: v.id, id: name, cclass: v.cclass, hardware: v.hardware, group: `port_${v.id}` };
+    });
+    const switchNode = f ? nodes.find((n) => n.ivshmsg_id === f.switch.serverId) : undefined;
+    const links = switchNode ? nodes.filter((n) => n !== switchNode).map((n) => ({ source: n.id, target: switchNode.id })) : [];
+    return {
+      nClients: f ? f.switch.config.nClients : this.server.config.maxPeers,
+      server_ivshmsg_id: f ? f.switch.serverId : null,
+      nodes,
+      links,
+    };
+  }
+}
