@@ -88,9 +88,13 @@ export class Scratch {
   }
 
   /** Spawns `famez <args>` run by `wrapper` (e.g. `['prlimit', '--as=N', '--']`
-   * or `['sh', '-c', 'umask 000 && exec "$0" "$@"']`), which execs node. */
-  famezVia(wrapper: string[], args: string[]): FamezProcess {
-    const child = spawnChild(wrapper[0], [...wrapper.slice(1), process.execPath, ...MAIN, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+   * or `['sh', '-c', 'umask 000 && exec "$0" "$@"']`; [] for none), which
+   * execs node with `nodeArgs` before famez's own; with `stdin`, its stdin
+   * is a pipe (see type()); with `built`, the built dist/cli/main.js runs
+   * instead of the sources under tsx. */
+  famezVia(wrapper: string[], args: string[], opts: { stdin?: boolean; nodeArgs?: string[]; built?: boolean } = {}): FamezProcess {
+    const cmd = [...wrapper, process.execPath, ...(opts.nodeArgs ?? []), ...(opts.built ? ['dist/cli/main.js'] : MAIN), ...args];
+    const child = spawnChild(cmd[0], cmd.slice(1), { cwd: ROOT, stdio: [opts.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
     const p = new FamezProcess(child, args);
     this.procs.push(p);
     return p;

@@ -42,21 +42,21 @@ export function startConsole(sw: Switch, server: Server, output: Output, quit: (
   const rl = readline.createInterface({ input: process.stdin, output: process.stdout, terminal: tty });
   rl.setPrompt('Z-switch> ');
   let done = false;
+  const hide = () => {
+    readline.clearLine(process.stdout, 0);
+    readline.cursorTo(process.stdout, 0);
+  };
   const end = (why: string) => {
     if (done) return;
     done = true;
+    // The last lines (the stop) take the prompt's place.
+    if (tty && output.isTTY) hide();
     output.setPrompt(null);
     rl.close();
     quit(why);
   };
   if (tty) {
-    output.setPrompt({
-      hide: () => {
-        readline.clearLine(process.stdout, 0);
-        readline.cursorTo(process.stdout, 0);
-      },
-      show: () => rl.prompt(true),
-    });
+    output.setPrompt({ hide, show: () => rl.prompt(true) });
     // In raw mode Ctrl-C reaches readline, not the process: without this
     // listener readline only pauses, and the first press seems to do nothing.
     rl.on('SIGINT', () => end('SIGINT'));

@@ -209,10 +209,14 @@ export async function runServe(argv: string[]): Promise<number> {
   const crash = (e: unknown) => {
     const message = e instanceof Error ? e.message : String(e);
     try {
-      log.fatal({ event: 'crash', err: e }, `internal error: ${message}; removing the socket and shared memory`);
+      // One line on stderr says it; the log (a file, JSON, or -v on a
+      // terminal) gets the event with its stack too.
+      if (o.log.file !== null || o.log.format === 'json' || o.log.level === 'debug' || o.log.level === 'trace') {
+        log.fatal({ event: 'crash', err: e }, `internal error: ${message}; removing the socket and shared memory`);
+      }
       cleanUp();
     } finally {
-      if (!(o.log.file === null && output.alive)) process.stderr.write(`famez serve: internal error: ${message} (socket and shared memory removed)\n`);
+      process.stderr.write(`famez serve: internal error: ${message} (socket and shared memory removed)\n`);
       process.exit(1);
     }
   };

@@ -100,6 +100,13 @@ export function createMetrics(monitor: Monitor, version: string): Metrics {
       ['out', (p) => p.counters.bytesOut],
     ],
   });
+  perPeer('famez_peer_ring_bytes_total', "Bytes written into a peer's ring channels (in) and by it into others' (out): peer-to-peer traffic the switch does not see", () => 0, {
+    label: 'direction',
+    values: [
+      ['in', (p) => p.rings?.inBytes ?? 0],
+      ['out', (p) => p.rings?.outBytes ?? 0],
+    ],
+  });
   perPeer('famez_peer_doorbells_total', 'Times a peer rang the switch', (p) => p.counters.doorbells);
   perPeer('famez_peer_drops_total', "The switch's messages to a peer lost to its full queue", (p) => p.counters.drops);
   perPeer('famez_peer_undelivered_total', "The switch's messages to a peer withdrawn untaken", (p) => p.counters.undelivered);
