@@ -65,7 +65,7 @@ test('famez serve | head -3: the closed pipe (EPIPE) does not stop the server; i
   process.kill(pid, 'SIGTERM');
   t.is(await within(exited, 'the server to exit', WAIT_MS), 0);
   gone(t, f);
-  t.regex(stderr, /WARN  stdout is gone \(EPIPE\): output goes to the next stream/, 'the log moved to stderr');
+  t.regex(stderr, /WARN {2}stdout is gone \(EPIPE\): output goes to the next stream/, 'the log moved to stderr');
   t.notRegex(stderr, /\n\s+at |Uncaught|node:internal/, 'no stack trace');
 });
 
@@ -200,7 +200,7 @@ test('--daemon logs to a file beside its socket (never /dev/null) and says where
   c.close();
   await waitFor(() => fs.readFileSync(log, 'utf8').includes(`peer ${id} disconnected`), 'the disconnect in the daemon log', WAIT_MS);
   const text = fs.readFileSync(log, 'utf8');
-  t.regex(text, /INFO  serving on /);
+  t.regex(text, /INFO {2}serving on /);
   t.regex(text, /QEMU stanza/);
   process.kill(pid, 'SIGTERM');
   await waitFor(() => !pidAlive(pid), 'the daemon to exit', WAIT_MS);
