@@ -146,6 +146,8 @@ test('Ctrl-C at the console (a real terminal) stops the server at the first pres
   // Half a command typed, then a peer connects: its log line clears the
   // prompt line, and the prompt comes back with what was typed.
   p.child.stdin!.write('du');
+  // The terminal escapes readline writes between the prompt and the text.
+  // eslint-disable-next-line no-control-regex
   await waitFor(() => /Z-switch> (\x1b\[\d+G)?du$/.test(p.stdout), 'the typed text echoed', WAIT_MS);
   const c = t.context.track(await FabricClient.connect(f.sock, { nodename: 'tty-peer' }));
   const line = new RegExp(`\\x1b\\[2K\\x1b\\[1G\\S+ \\x1b\\[32mINFO \\x1b\\[0m peer ${c.id} connected \\(1 peer\\)\\r?\\n\\x1b\\[1G\\x1b\\[0JZ-switch> (\\x1b\\[\\d+G)?du`);
