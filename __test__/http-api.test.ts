@@ -350,3 +350,16 @@ test('an SSE client that never reads does not hold the server back: peers keep b
   }
   t.pass();
 });
+
+test('Client and FabricClient log their welcome, joins and close to the logger they are given (the library logs nowhere without one)', async (t) => {
+  const f = await fabric(t);
+  const { functionLogger } = await import('../ts/log.js');
+  const events: Array<{ level: string; message: string; fields: Record<string, unknown> }> = [];
+  const c = await FabricClient.connect(f.sock, { nodename: 'logged', logger: functionLogger((e) => events.push(e), 'debug') });
+  const id = c.id;
+  const other = await join(t, f.sock, 'other');
+  await waitFor(() => events.some((e) => e.fields.event === 'join' && e.fields.peer === other.id), 'the join logged', WAIT_MS);
+  c.close();
+  t.like(events.find((e) => e.fields.event === 'welcome'), { level: 'info', fields: { component: 'client', peer: id } });
+  t.like(events.find((e) => e.fields.event === 'close' && e.fields.component === 'fabric-client'), { level: 'info' });
+});

@@ -161,7 +161,7 @@ function checkMainFiles(t: ExecutionContext, files: string[], which: string): vo
       /^(crates|target|node_modules|npm)\//.test(f),
   );
   t.deepEqual(forbidden, [], `${which}: the main tarball must not ship a .node file or Rust sources`);
-  for (const needed of ['package.json', 'index.js', 'index.d.ts', 'dist/index.js', 'dist/index.d.ts', 'dist/cli/main.js', 'README.md', 'LICENSE']) {
+  for (const needed of ['package.json', 'index.js', 'index.d.ts', 'dist/index.js', 'dist/index.d.ts', 'dist/cli/main.js', 'schemas/peer.json', 'README.md', 'LICENSE']) {
     t.true(files.includes(needed), `${which}: the main tarball lacks ${needed}; files: ${files.join(', ')}`);
   }
 }
@@ -253,7 +253,15 @@ test.after.always(async () => {
     const app = path.join(dir, 'app');
     const npm = path.join(bin, 'npm');
     run(npm, ['init', '-y'], { cwd: app, env: userEnv });
-    run(npm, ['install', '--offline', '--no-audit', '--no-fund', mainPacked.tarball, platformPacked.tarball], { cwd: app, env: userEnv });
+    // famez's own dependencies (pino, prom-client and theirs) come from a
+    // registry for a user; here, offline, as tarballs packed from this
+    // checkout's node_modules: npm places them where famez finds them.
+    const depsOut = path.join(dir, 'deps');
+    fs.mkdirSync(depsOut);
+    const tree = run('npm', ['ls', '--omit=dev', '--all', '--parseable'], { cwd: ROOT, env }).trim().split('\n').slice(1);
+    t.true(tree.some((d) => d.endsWith(`${path.sep}pino`)), `npm ls lists pino: ${tree.join(', ')}`);
+    const deps = [...new Set(tree)].map((d) => pack(d, depsOut, env, ['--ignore-scripts']).tarball);
+    run(npm, ['install', '--offline', '--no-audit', '--no-fund', mainPacked.tarball, platformPacked.tarball, ...deps], { cwd: app, env: userEnv });
 
     const installed = path.join(app, 'node_modules', PKG.name);
     const strayAddons = walk(installed).filter((f) => f.endsWith('.node'));

@@ -264,7 +264,7 @@ async function serve(args: string[]): Promise<{ sock: string; server: Child }> {
   scratch ||= fs.mkdtempSync(path.join(os.tmpdir(), 'famez-bench-'));
   const sock = path.join(scratch, `s${++serial}`);
   const server = new Child(process.execPath, [...TSX, 'ts/cli/main.ts', 'serve', '-S', sock, '--memfd', ...args]);
-  await server.waitFor(/famez: serving on /, 30_000, `famez serve ${args.join(' ')}`, true);
+  await server.waitFor(/serving on /, 30_000, `famez serve ${args.join(' ')}`, true);
   return { sock, server };
 }
 

@@ -21,6 +21,8 @@ export { openFam, type FamRegion } from './guest/fam.js';
 export { createFam, FamError, type FamFile } from './fam/create.js';
 export type { PeerTransport, TransportEvents } from './transport.js';
 export { FamezError } from './errors.js';
+export { functionLogger, lineLogger, silentLogger, type LogEvent, type LogFields, type LogLevel, type Logger } from './log.js';
+export { Monitor, type FabricEvent, type PeerView as MonitorPeerView, type SystemView } from './observe/monitor.js';
 export * as protocol from './protocol.js';
 export { qemuArgs, libvirtXml, stanzaText, plainQemuArgs, plainStanzaText, libvirtDoorbellShmem, libvirtPlainShmem } from './stanza.js';
 export * as native from './native.js';

@@ -13,7 +13,7 @@ import { stanzaText } from '../stanza.js';
 import type { HttpService } from '../http/api.js';
 import { Monitor } from '../observe/monitor.js';
 import { famezVersion } from '../version.js';
-import { createCliLogger, type CliLogger } from './logging.js';
+import type { CliLogger } from './logging.js';
 import { Output } from './output.js';
 import type { Logger as PinoLogger } from 'pino';
 
@@ -158,6 +158,8 @@ export async function runServe(argv: string[]): Promise<number> {
   let logger: PinoLogger | null = null;
   const output = new Output([process.stdout, process.stderr], (what) => logger?.warn({ event: 'output' }, what));
   let cli: CliLogger;
+  // pino is loaded once the command line is known good: a refusal costs nothing.
+  const { createCliLogger } = await import('./logging.js');
   try {
     cli = createCliLogger(o.log, output);
   } catch (e) {

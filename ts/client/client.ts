@@ -5,6 +5,7 @@ import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { FamezError } from '../errors.js';
+import { silentLogger, type Logger } from '../log.js';
 import { EventFd, SharedMemory, UnixStream, closeFd, signalFd } from '../native.js';
 import type { PeerTransport, TransportEvents } from '../transport.js';
 import { initialClientState, receive, welcomeProgress, type ClientState } from '../protocol.js';
@@ -35,6 +36,9 @@ export interface ConnectOptions {
    * SO_BUSY_POLL): lower latency for request/answer traffic, for one CPU
    * kept busy during the window. */
   busyPollUs?: number;
+  /** Where the client's events go (default: nowhere): its welcome and
+   * departure at info, other peers' joins and leaves at debug. */
+  logger?: Logger;
 }
 
 export class ClientError extends FamezError<'ECONNECT' | 'EREFUSED' | 'EPROTO' | 'ETIMEDOUT' | 'ECLOSED'> {
@@ -90,7 +94,13 @@ export class Client extends EventEmitter<ClientEvents> implements PeerTransport 
     const client = new Client(socketPath, stream);
     client.groupSize = options.vectors ?? null;
     client.busyPoll = busyPollUs;
-    return client.welcome(deadline);
+    await client.welcome(deadline);
+    const log = (options.logger ?? silentLogger).child({ component: 'client' });
+    log.info({ event: 'welcome', peer: client.id, vectors: client.vectors, peers: client.peerIds().length }, `joined ${socketPath} as peer ${client.id} (${client.vectors} vectors)`);
+    client.on('join', ({ id }) => log.debug({ event: 'join', peer: id }, `peer ${id} joined`));
+    client.on('leave', ({ id }) => log.debug({ event: 'leave', peer: id }, `peer ${id} left`));
+    client.on('close', ({ reason }) => log.info({ event: 'close', peer: client.id, reason }, `left ${socketPath}: ${reason}`));
+    return client;
   }
 
   private welcome(deadline: number): Promise<Client> {

@@ -21,6 +21,7 @@
 import { EventEmitter } from 'node:events';
 
 import { Client } from '../client/client.js';
+import { silentLogger } from '../log.js';
 import type { PeerTransport } from '../transport.js';
 import type { TextMessage } from '../genz/text.js';
 import { Inbox } from './inbox.js';
@@ -177,7 +178,12 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
   static attach(transport: PeerTransport, options: FabricClientOptions = {}): FabricClient {
     const { mailbox, nClients } = openFabricMailbox(transport);
     try {
-      return new FabricClient(transport, mailbox, nClients, options);
+      const client = new FabricClient(transport, mailbox, nClients, options);
+      const log = (options.logger ?? silentLogger).child({ component: 'fabric-client' });
+      client.on('join', ({ id }) => log.debug({ event: 'join', peer: id, nodename: client.nodenameOf(id) }, `peer ${id} joined the fabric`));
+      client.on('leave', ({ id }) => log.debug({ event: 'leave', peer: id }, `peer ${id} left the fabric`));
+      client.on('close', ({ reason }) => log.info({ event: 'close', reason }, `left the fabric: ${reason}`));
+      return client;
     } catch (e) {
       mailbox.close();
       throw e;
