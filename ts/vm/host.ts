@@ -67,7 +67,9 @@ export function thisFamez(script = process.argv[1], execArgv = process.execArgv)
   return [process.execPath, ...execArgv, script];
 }
 
-function newerThanSources(file: string, dir: string): boolean {
+/** Whether `file` is newer than every .ts file under `dir` (a build that
+ * is current). */
+export function newerThanSources(file: string, dir: string): boolean {
   try {
     const built = fs.statSync(file).mtimeMs;
     const entries = fs.readdirSync(dir, { recursive: true, encoding: 'utf8' });
