@@ -7,7 +7,7 @@
 import cytoscape from 'cytoscape';
 
 import { RING_HEADER, SLOT_SIZE } from '../ts/layout.generated.js';
-import { describeEvent, fillPercent, formatAddress, formatBytes, formatClock, formatCount, formatDuration } from '../ts/observe/format.js';
+import { describeEvent, fillPercent, formatAddress, formatBytes, formatClock, formatCount, formatDuration, peerCategory, Nodenames, type PeerCategory } from '../ts/observe/format.js';
 import type { ApiEvent, ApiPeer, ApiPeers } from './api.js';
 
 const POLL_MS = 1000;
@@ -18,15 +18,8 @@ const ENTER_MS = 450;
 const LEAVE_MS = 600;
 const EVENT_TYPES = ['join', 'leave', 'refuse', 'link', 'message', 'drop', 'undelivered', 'reject', 'skipped'];
 
-type Category = 'switch' | 'qemu' | 'client';
-
-/** What the page draws a peer as: the server's kind, and QEMU for a
- * peer whose C-Class says so (a QEMU that has not told its C-Class). */
-function category(p: ApiPeer): Category {
-  if (p.kind === 'switch') return 'switch';
-  if (p.kind === 'qemu' || p.hardware === 'qemu') return 'qemu';
-  return 'client';
-}
+type Category = PeerCategory;
+const category = peerCategory;
 
 const CATEGORY_TEXT: Record<Category, string> = { switch: 'switch', qemu: 'QEMU guest', client: 'host client' };
 const CATEGORY_SHORT: Record<Category, string> = { switch: 'switch', qemu: 'QEMU', client: 'client' };
@@ -67,6 +60,7 @@ let streamState: 'connecting' | 'live' | 'reconnecting' = 'connecting';
 let pollFailing = false;
 let reconnectDelay = 1000;
 let reconnectTimer: number | undefined;
+const names = new Nodenames();
 
 // ---- the graph ---------------------------------------------------------------
 
@@ -465,6 +459,7 @@ async function refresh(): Promise<void> {
       }
       startedAt = answer.server.startedAt;
       latest = answer;
+      for (const p of answer.peers) names.note(p.id, p.nodename);
       render(answer);
     }
   } finally {
@@ -539,7 +534,7 @@ function onEvent(m: MessageEvent<string>): void {
   }
   if (e.type !== 'skipped' && e.seq <= lastSeq) return;
   lastSeq = Math.max(lastSeq, e.seq);
-  logLine(e);
+  logLine(names.fill(e));
   if (e.type === 'message') pulse(e.peer);
   soon();
 }

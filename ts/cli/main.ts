@@ -1,10 +1,11 @@
 #!/usr/bin/env node
-// famez command line: `famez serve | client | guest | vm | stanza | fam`.
+// famez command line: `famez serve | client | guest | vm | stanza | fam | top`.
 import { runClient } from './client.js';
 import { runFam } from './fam.js';
 import { runGuest } from './guest.js';
 import { runServe } from './serve.js';
 import { runStanza } from './stanza.js';
+import { runTop } from './top.js';
 import { runVm } from './vm.js';
 
 const HELP = `Usage: famez <command> [options]
@@ -16,6 +17,7 @@ Commands:
   vm        boot test VMs on a fabric, each running one command (famez guest by default)
   stanza    print the QEMU and libvirt arguments for a server (or --plain FILE)
   fam       create FAME's fabric-attached memory file (famez fam create PATH --size 32G)
+  top       a live text view of a server's peers and events over its HTTP API (famez top [URL])
   bench     run the benchmarks (a source checkout only: npm run bench)
 
 Run 'famez <command> --help' for a command's options.
@@ -54,6 +56,8 @@ async function main(argv: string[]): Promise<number> {
       return runFam(rest);
     case 'vm':
       return runVm(rest);
+    case 'top':
+      return runTop(rest);
     case 'bench':
       return runBench(rest);
     case undefined:

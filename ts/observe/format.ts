@@ -25,6 +25,17 @@ export interface EventText {
   text?: string;
 }
 
+/** What a peer is drawn and listed as: the server's kind, and QEMU for a
+ * peer whose C-Class says so (a QEMU that has not told its C-Class is a
+ * 'Driverless QEMU' to the switch). */
+export type PeerCategory = 'switch' | 'qemu' | 'client';
+
+export function peerCategory(p: { kind: string; hardware: string }): PeerCategory {
+  if (p.kind === 'switch') return 'switch';
+  if (p.kind === 'qemu' || p.hardware === 'qemu') return 'qemu';
+  return 'client';
+}
+
 /** 1536 -> "1.5 KiB"; exact below 1 KiB. */
 export function formatBytes(n: number): string {
   if (!Number.isFinite(n)) return String(n);
@@ -103,10 +114,35 @@ export function describeEvent(e: EventText): string {
       return e.reason ? `for ${who}: ${e.reason}` : `a message for ${who} was withdrawn untaken`;
     case 'reject':
       return `${who}'s message was rejected${e.reason ? `: ${e.reason}` : ''}`;
+    case 'note':
+      // Not the server's: a viewer's own remark (the server restarted).
+      return e.reason ?? '';
     case 'skipped':
       return `${e.count ?? 0} event${e.count === 1 ? '' : 's'} not shown (too many at once, or read too slowly)`;
     default:
       return `${who}${e.reason ? `: ${e.reason}` : ''}`;
+  }
+}
+
+/** Nodenames by peer ID, from the events and the peers seen, so that a
+ * leave event (recorded once the name has gone with the peer's slot) can
+ * still say who left. */
+export class Nodenames {
+  private readonly names = new Map<number, string>();
+
+  note(id: number, nodename: string): void {
+    if (nodename) this.names.set(id, nodename);
+  }
+
+  /** `e` with the departed peer's name added when it has none. */
+  fill<T extends EventText>(e: T): T {
+    if (e.peer === undefined) return e;
+    if (e.nodename) {
+      this.names.set(e.peer, e.nodename);
+      return e;
+    }
+    const known = e.type === 'leave' ? this.names.get(e.peer) : undefined;
+    return known ? { ...e, nodename: known } : e;
   }
 }
 
