@@ -161,7 +161,7 @@ function checkMainFiles(t: ExecutionContext, files: string[], which: string): vo
       /^(crates|target|node_modules|npm)\//.test(f),
   );
   t.deepEqual(forbidden, [], `${which}: the main tarball must not ship a .node file or Rust sources`);
-  for (const needed of ['package.json', 'index.js', 'index.d.ts', 'dist/index.js', 'dist/index.d.ts', 'dist/cli/main.js', 'schemas/peer.json', 'README.md', 'LICENSE']) {
+  for (const needed of ['package.json', 'index.js', 'index.d.ts', 'dist/index.js', 'dist/index.d.ts', 'dist/cli/main.js', 'dist/web/index.html', 'dist/web/app.js', 'dist/web/app.css', 'schemas/peer.json', 'README.md', 'LICENSE']) {
     t.true(files.includes(needed), `${which}: the main tarball lacks ${needed}; files: ${files.join(', ')}`);
   }
 }
@@ -297,5 +297,22 @@ test.after.always(async () => {
     const serverExit = await server.wait();
     t.deepEqual(serverExit, { code: 0, signal: null }, server.transcript);
     t.false(fs.existsSync(sock), 'the server removes its socket on SIGTERM');
+
+    // (e) The installed package's web view: a fabric server serves it from
+    // its own dist/web, cytoscape bundled in (nothing fetched elsewhere).
+    const fabricSock = path.join(dir, 'fabric-sock');
+    const fabric = start(famez, ['serve', '-S', fabricSock, '--memfd', '--max-peers', '2', '--http', '0'], app, userEnv);
+    fabric.child.stdin?.end();
+    const web = (await fabric.waitFor(/web view and API at (http:\/\/[^\s;]+\/)/))[1];
+    for (const [file, type] of [['', /^text\/html/], ['app.js', /^text\/javascript/], ['app.css', /^text\/css/]] as const) {
+      const res = await fetch(new URL(file, web), { signal: AbortSignal.timeout(COMMAND_MS) });
+      t.is(res.status, 200, `GET /${file} from the installed package`);
+      t.regex(res.headers.get('content-type') ?? '', type, file);
+      const body = await res.text();
+      if (file === 'app.js') t.true(body.includes('cytoscape'), 'app.js bundles cytoscape');
+      if (file === '') t.false(/https?:\/\//.test(body), 'index.html loads nothing from elsewhere');
+    }
+    fabric.kill('SIGTERM');
+    t.deepEqual(await fabric.wait(), { code: 0, signal: null }, fabric.transcript);
   },
 );

@@ -12,7 +12,7 @@ import { FabricClient } from '../ts/fabric/client.js';
 import { SseParser, normalizeUrl, parseTopArgs, peerTable, renderView } from '../ts/cli/top.js';
 import type { PeerView } from '../ts/observe/monitor.js';
 import { LineProcess, waitFor, which } from './helpers/wait.js';
-import { ROOT, Scratch } from './helpers/serve.js';
+import { ROOT, Scratch, type FamezProcess } from './helpers/serve.js';
 
 const test = anyTest as TestFn<Scratch>;
 const WAIT_MS = 20_000;
@@ -24,11 +24,11 @@ test.afterEach.always(async (t) => {
   await t.context.cleanup();
 });
 
-async function serve(t: { context: Scratch }): Promise<{ sock: string; url: string }> {
+async function serve(t: { context: Scratch }): Promise<{ sock: string; url: string; server: FamezProcess }> {
   const sock = path.join(t.context.dir(), 'sock');
   const server = await t.context.serve(['-S', sock, '--memfd', '--max-peers', '4', '--http', '0']);
   const m = await server.waitFor(/web view and API at (http:\/\/[^\s;]+\/)/);
-  return { sock, url: m[1] };
+  return { sock, url: m[1], server };
 }
 
 /** A port nothing listens on: one the kernel just gave out and took back. */
@@ -44,11 +44,14 @@ function freePort(): Promise<number> {
 }
 
 test('famez top --once shows a real peer in the table, the switch, and the recent events', async (t) => {
-  const { sock, url } = await serve(t);
+  const { sock, url, server } = await serve(t);
   const client = t.context.client(['-S', sock, '-N', 'topnode']);
   await client.waitFor(/fabric of 4 peers: this is peer 1 'topnode'/, WAIT_MS);
   const c = t.context.track(await FabricClient.connect(sock, { nodename: 'second' }));
   await c.request('switch', 'ping');
+  // Both have told the switch their C-Class.
+  await server.waitFor(/switch: peer 1: C-Class=Debugger/, WAIT_MS);
+  await server.waitFor(/switch: peer 2: C-Class=Debugger/, WAIT_MS);
 
   const p = await t.context.run(['top', '--once', url]);
   t.deepEqual(p.exitInfo, { code: 0, signal: null }, p.stderr);

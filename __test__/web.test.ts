@@ -145,7 +145,10 @@ test('the web view shows a peer joining (graph and table, with its nodename), it
   await waitText(page, 'tr[data-peer-id="1"]', /webpeer/, 'the new peer in the table');
   t.false(await page.locator('#no-peers').isVisible(), 'no more "no peer"');
   await waitText(page, '#log li[data-type="join"][data-peer="1"]', /joined/, 'the join in the log');
-  t.regex(await text(page, 'tr[data-peer-id="1"] [data-col="kind"]'), /client/);
+  // Until it answers the switch's Peer-Attribute its C-Class is the
+  // switch's default, 'Driverless QEMU'; then it is a host client.
+  await waitText(page, 'tr[data-peer-id="1"] [data-col="cclass"]', /^Debugger$/, 'its C-Class');
+  await waitText(page, 'tr[data-peer-id="1"] [data-col="kind"]', /^client$/, 'its kind');
   t.regex(await text(page, '[data-graph-node="1"]'), /ID 1/);
 
   // It pings the switch: the ping and the pong show in the log, text and all.
