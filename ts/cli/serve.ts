@@ -10,6 +10,7 @@ import { Server, ServerError } from '../server/server.js';
 import { MAX_GID, MAX_PEERS, MAX_SOCKET_PATH, SERVE_HELP, UsageError, formatSize, parseServeArgs, type ServeOptions } from '../server/options.js';
 import { FabricSetupError, startServe } from './start.js';
 import { stanzaText } from '../stanza.js';
+import { notifyReady, notifyStopping } from './systemd.js';
 
 const DAEMON_ENV = 'FAMEZ_DAEMON_CHILD';
 
@@ -170,6 +171,7 @@ export async function runServe(argv: string[]): Promise<number> {
     throw e;
   }
   const stop = (signal: string) => {
+    notifyStopping(`${signal}: closing ${server.peerIds.length} peer(s)`); // systemd, when it started us
     console.log(`famez: ${signal}: closing ${server.peerIds.length} peer(s) and exiting`);
     server.close();
     // Removed only if the path still is our (locked) pid file.
@@ -192,6 +194,7 @@ export async function runServe(argv: string[]): Promise<number> {
   }
   process.stdout.write(stanzaText({ socket: server.socketPath, vectors: o.vectors }));
   report(`ready ${process.pid}`);
+  if (!daemonChild) notifyReady(`serving on ${server.socketPath}`); // systemd (--daemon: the parent tells it)
   if (daemonChild) {
     try {
       fs.closeSync(3);
@@ -225,6 +228,7 @@ function detach(): Promise<number> {
       const error = /^error (\d) (.*)/.exec(line);
       child.unref();
       if (ready) {
+        notifyReady(`serving (pid ${ready[1]})`, Number(ready[1])); // under systemd, the detached server is the service now
         console.log(`famez: server running in the background (pid ${ready[1]})`);
         resolve(0);
       } else if (error) {
