@@ -2,7 +2,8 @@
 // server is started with NOTIFY_SOCKET naming a datagram socket that a
 // python3 receiver binds (as systemd's is, with SO_PASSCRED so that each
 // datagram comes with its sender's pid, which is what systemd's
-// NotifyAccess=main checks).
+// NotifyAccess=main checks), and contrib/famez.service is checked by
+// systemd-analyze verify where it is installed.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
@@ -10,8 +11,9 @@ import anyTest, { type TestFn } from 'ava';
 
 import { Client } from '../ts/client/client.js';
 import { socketState } from '../ts/native.js';
-import { Scratch, pidAlive, uniqueName } from './helpers/serve.js';
-import { LineProcess, waitFor } from './helpers/wait.js';
+import { parseServeArgs } from '../ts/server/options.js';
+import { ROOT, Scratch, pidAlive, uniqueName } from './helpers/serve.js';
+import { LineProcess, waitFor, which } from './helpers/wait.js';
 
 const test = anyTest as TestFn<Scratch>;
 
@@ -217,4 +219,57 @@ test('without NOTIFY_SOCKET nothing is sent and nothing said', async (t) => {
   serve.kill('SIGTERM');
   t.deepEqual(await serve.wait(20_000), { code: 0, signal: null });
   t.is(serve.stderr, '');
+});
+
+// ---- contrib/famez.service ---------------------------------------------------
+
+const UNIT = path.join(ROOT, 'contrib', 'famez.service');
+
+/** The unit's [Service] settings, each key with every value it is given. */
+function unitSettings(): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  for (const raw of fs.readFileSync(UNIT, 'utf8').split('\n')) {
+    const line = raw.trim();
+    if (line === '' || line.startsWith('#') || line.startsWith('[')) continue;
+    const eq = line.indexOf('=');
+    out.set(line.slice(0, eq), [...(out.get(line.slice(0, eq)) ?? []), line.slice(eq + 1)]);
+  }
+  return out;
+}
+
+test('contrib/famez.service: a notify service whose ExecStart famez serve accepts, its socket in its RuntimeDirectory', (t) => {
+  const u = unitSettings();
+  t.deepEqual(u.get('Type'), ['notify']);
+  t.deepEqual(u.get('KillSignal'), ['SIGTERM']);
+  t.deepEqual(u.get('Restart'), ['on-failure']);
+  const exec = u.get('ExecStart')?.[0] ?? '';
+  const m = /^\/usr\/bin\/env famez serve (.*) \$FAMEZ_OPTS$/.exec(exec);
+  t.truthy(m, exec);
+  const o = parseServeArgs(m![1].split(/\s+/));
+  t.is(o.socket, '/run/famez/famez.sock');
+  t.is(path.dirname(o.socket), `/run/${u.get('RuntimeDirectory')?.[0]}`, 'the socket is in the runtime directory systemd creates');
+  t.deepEqual(o.shm, { kind: 'posix', name: 'famez' });
+  t.is(o.mode, 0o660);
+  t.is(o.group, u.get('SupplementaryGroups')?.[0] ?? null, 'the service is a member of the group it gives the socket');
+  t.not(o.fabric, null, 'a fabric by default');
+  for (const forbidden of ['MemoryDenyWriteExecute', 'ProtectProc', 'ProcSubset', 'PrivateUsers']) t.false(u.has(forbidden), `${forbidden} would break famez (see the unit)`);
+});
+
+test('contrib/famez.service passes systemd-analyze verify with nothing to say', async (t) => {
+  const analyze = which('systemd-analyze');
+  if (!analyze) {
+    t.log('systemd-analyze is not installed here (Debian: apt-get install systemd; .ci/run installs it): the unit was not verified');
+    t.pass();
+    return;
+  }
+  // A copy, so that no drop-in or installed famez.service is read with
+  // it. verify warns (exit 0) about unknown keys and bad values, and
+  // fails when ExecStart's program is missing (/usr/bin/env is there).
+  const dir = t.context.dir();
+  fs.copyFileSync(UNIT, path.join(dir, 'famez.service'));
+  const p = LineProcess.spawn(analyze, ['verify', path.join(dir, 'famez.service')], { stdio: ['ignore', 'pipe', 'pipe'] });
+  t.context.procs.push(p);
+  t.deepEqual(await p.wait(60_000), { code: 0, signal: null }, p.transcript);
+  t.is(p.stderr, '', 'no warnings');
+  t.is(p.stdout, '');
 });
