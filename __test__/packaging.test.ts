@@ -161,7 +161,7 @@ function checkMainFiles(t: ExecutionContext, files: string[], which: string): vo
       /^(crates|target|node_modules|npm)\//.test(f),
   );
   t.deepEqual(forbidden, [], `${which}: the main tarball must not ship a .node file or Rust sources`);
-  for (const needed of ['package.json', 'index.js', 'index.d.ts', 'dist/index.js', 'dist/index.d.ts', 'dist/cli/main.js', 'dist/web/index.html', 'dist/web/app.js', 'dist/web/app.css', 'schemas/peer.json', 'README.md', 'LICENSE']) {
+  for (const needed of ['package.json', 'index.js', 'index.d.ts', 'dist/index.js', 'dist/index.d.ts', 'dist/cli/main.js', 'dist/web/index.html', 'dist/web/app.js', 'dist/web/app.css', 'schemas/peer.json', 'contrib/famez.service', 'README.md', 'LICENSE']) {
     t.true(files.includes(needed), `${which}: the main tarball lacks ${needed}; files: ${files.join(', ')}`);
   }
 }

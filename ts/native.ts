@@ -6,7 +6,7 @@ import type * as Binding from '../index.js';
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const binding: typeof Binding = require('../index.js');
 
-export const { EventFd, GuestDevice, Mailbox, PidFile, Ring, SharedMemory, preallocate, UnixListener, UnixStream, closeFd, fdLimit, fdSize, groupId, raiseFdLimit, ringLayout, socketState } = binding;
+export const { EventFd, GuestDevice, Mailbox, PidFile, Ring, SharedMemory, preallocate, UnixListener, UnixStream, closeFd, fdLimit, fdSize, groupId, raiseFdLimit, ringLayout, sdNotify, socketState } = binding;
 /** Rings the open EventFd whose number is `fd` (EBADF otherwise): the hot
  * path's EventFd.signal, a plain Node-API function without the class
  * method's unwrapping. */

@@ -84,9 +84,11 @@ export class Scratch {
   }
 
   /** Spawns `famez <args>` from the package root; with `stdin`, its stdin
-   * is a pipe for commands (see type()). */
-  famez(args: string[], opts: { stdin?: boolean } = {}): FamezProcess {
-    const child = spawnChild(process.execPath, [...MAIN, ...args], { cwd: ROOT, stdio: [opts.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
+   * is a pipe for commands (see type()); `env` is added to this process's
+   * environment (an undefined value removes a variable). */
+  famez(args: string[], opts: { stdin?: boolean; env?: NodeJS.ProcessEnv } = {}): FamezProcess {
+    const env = opts.env ? { ...process.env, ...opts.env } : undefined;
+    const child = spawnChild(process.execPath, [...MAIN, ...args], { cwd: ROOT, env, stdio: [opts.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
     const p = new FamezProcess(child, args);
     this.procs.push(p);
     return p;

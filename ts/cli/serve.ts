@@ -16,6 +16,8 @@ import { famezVersion } from '../version.js';
 import type { CliLogger } from './logging.js';
 import { Output } from './output.js';
 import type { Logger as PinoLogger } from 'pino';
+import { notifyReady, notifyStopping } from './systemd.js';
+import { peerProcess } from '../server/peer-process.js';
 
 const DAEMON_ENV = 'FAMEZ_DAEMON_CHILD';
 
@@ -189,7 +191,10 @@ export async function runServe(argv: string[]): Promise<number> {
     if (e instanceof ServerError || e instanceof FabricSetupError) return refuse(e instanceof FabricSetupError || e.usage ? 2 : 1, e.message);
     throw e;
   }
-  const monitor = new Monitor(server, fabric);
+  const monitor = new Monitor(server, fabric, (id) => {
+    const pid = server.peerPid(id);
+    return pid === null ? null : { pid, command: peerProcess(pid).command };
+  });
   let http: HttpService | null = null;
   let stopping = false;
   /** Removes what the server made (socket, shm, pid file). Idempotent. */
@@ -202,6 +207,7 @@ export async function runServe(argv: string[]): Promise<number> {
   const stop = (why: string) => {
     if (stopping) return;
     stopping = true;
+    notifyStopping(`${why}: closing ${server.peerIds.length} peer(s)`); // systemd, when it started us
     log.info({ event: 'stop', signal: why, peers: server.peerIds.length }, `${why}: closing ${server.peerIds.length} peer(s) and exiting`);
     cleanUp();
     cli.close();
@@ -273,6 +279,7 @@ export async function runServe(argv: string[]): Promise<number> {
   if (o.log.format === 'json' || o.log.file !== null) log.info({ event: 'stanza', stanza }, 'QEMU stanza');
   if (o.log.format !== 'json') output.write(stanza);
   report(`ready ${process.pid}${http ? ` ${http.url}` : ''}`);
+  if (!daemonChild) notifyReady(`serving on ${server.socketPath}`); // systemd (--daemon: the parent tells it)
   if (daemonChild) {
     try {
       fs.closeSync(3);
@@ -327,6 +334,7 @@ function detach(o: ServeOptions): Promise<number> {
       child.unref();
       if (ready) {
         const url = /^ready \d+ (\S+)/.exec(line)?.[1];
+        notifyReady(`serving (pid ${ready[1]})`, Number(ready[1])); // under systemd, the detached server is the service now
         console.log(`famez: server running in the background (pid ${ready[1]}); log in ${path.resolve(o.log.file ?? '')}${url ? `; web view at ${url}` : ''}`);
         resolve(0);
       } else if (error) {

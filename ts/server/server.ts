@@ -292,6 +292,11 @@ export class Server extends EventEmitter<ServerEvents> {
     return true;
   }
 
+  /** The pid of the process on connected peer `id`'s socket (SO_PEERCRED); null when unknown. */
+  peerPid(id: number): number | null {
+    return this.peers.get(id)?.stream.peerPid ?? null;
+  }
+
   /** What the server knows of connected peer `id`; null when none. */
   peerInfo(id: number): PeerInfo | null {
     const p = this.peers.get(id);

@@ -5,12 +5,14 @@
 //! and at most one fd per `sendmsg`, and the shared-memory object with its
 //! mapping. Everything is nonblocking and close-on-exec; nothing here knows
 //! about Node.js. Over the mapping: the FAME-Z mailbox (`mailbox`) and
-//! famez's ring channels (`ring`), with their byte layout in `layout`.
+//! famez's ring channels (`ring`), with their byte layout in `layout`. And
+//! systemd's readiness notification (`notify`), which Node cannot send.
 
 pub mod eventfd;
 pub mod layout;
 pub mod lock;
 pub mod mailbox;
+pub mod notify;
 pub mod ring;
 pub mod shm;
 pub mod socket;

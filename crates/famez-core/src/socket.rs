@@ -388,6 +388,17 @@ impl UnixStream {
         Ok(Some(Message { value: i64::from_le_bytes(self.partial), fd: self.partial_fd.take() }))
     }
 
+    /// The pid of the process at the other end, as the kernel recorded it
+    /// when the connection was made (SO_PEERCRED: the connecting process
+    /// for an accepted socket, the listener for a connected one, the
+    /// creator for a pair). `None` when the kernel cannot tell: a pid 0
+    /// (the peer is in a pid namespace this process cannot see) or the
+    /// option failing. The process may have exited, and the pid be reused,
+    /// since.
+    pub fn peer_pid(&self) -> Option<u32> {
+        getsockopt(&self.fd, sockopt::PeerCredentials).ok().map(|c| c.pid()).filter(|p| *p > 0).map(|p| p as u32)
+    }
+
     /// Bytes of a message received so far but not yet whole (0 between
     /// messages).
     pub fn partial_len(&self) -> usize {

@@ -15,6 +15,7 @@ mod eventfd;
 mod group;
 mod guest;
 mod mailbox;
+mod notify;
 mod pidfile;
 mod poll;
 mod resource;

@@ -306,6 +306,16 @@ impl UnixStream {
         self.state.borrow().sock.is_none()
     }
 
+    /// The pid of the process at the other end when the connection was
+    /// made (SO_PEERCRED; for an accepted stream, the process that
+    /// connected): null when the kernel cannot tell (the peer is in a pid
+    /// namespace this process cannot see) or the socket is closed. The
+    /// process may have exited since, and its pid been reused.
+    #[napi(getter)]
+    pub fn peer_pid(&self) -> Option<u32> {
+        self.state.borrow().sock.as_ref().and_then(|s| s.peer_pid())
+    }
+
     /// Messages waiting for the peer's socket buffer to drain.
     #[napi(getter)]
     pub fn queued(&self) -> u32 {
