@@ -192,7 +192,7 @@ test('a NOTIFY_SOCKET that cannot be reached is one line on stderr per kind of m
   const missing = path.join(dir, 'no-such-socket');
   const { sock, args } = serveArgs(t.context, dir);
   const serve = t.context.famez(args, { env: { NOTIFY_SOCKET: missing, WATCHDOG_USEC: '200000', WATCHDOG_PID: undefined } });
-  await serve.waitFor(/famez: serving on /);
+  await serve.waitFor(/serving on /);
   const line = (kind: string) => `famez serve: cannot notify systemd (${kind}): sd_notify to NOTIFY_SOCKET=${missing}: No such file or directory (os error 2)`;
   await waitFor(() => serve.stderr.includes(line('WATCHDOG')), 'the failed keep-alive line', 30_000);
   const client = t.context.track(await Client.connect(sock, { timeoutMs: 20_000 }));
@@ -206,7 +206,7 @@ test('a NOTIFY_SOCKET that is not an AF_UNIX address (systemd\'s vsock: form) is
   const dir = t.context.dir();
   const { args } = serveArgs(t.context, dir);
   const serve = t.context.famez(args, { env: { NOTIFY_SOCKET: 'vsock:2:9999', WATCHDOG_USEC: undefined } });
-  await serve.waitFor(/famez: serving on /);
+  await serve.waitFor(/serving on /);
   await waitFor(() => serve.stderr.includes('\n'), 'the line on stderr');
   t.is(serve.stderr, 'famez serve: cannot notify systemd (READY): sd_notify to NOTIFY_SOCKET=vsock:2:9999: not an AF_UNIX address (an absolute path, or \'@\' and an abstract name)\n');
 });
@@ -215,7 +215,7 @@ test('without NOTIFY_SOCKET nothing is sent and nothing said', async (t) => {
   const dir = t.context.dir();
   const { args } = serveArgs(t.context, dir);
   const serve = t.context.famez(args, { env: { NOTIFY_SOCKET: undefined, WATCHDOG_USEC: '200000' } });
-  await serve.waitFor(/famez: serving on /);
+  await serve.waitFor(/serving on /);
   serve.kill('SIGTERM');
   t.deepEqual(await serve.wait(20_000), { code: 0, signal: null });
   t.is(serve.stderr, '');
