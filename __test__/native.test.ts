@@ -5,7 +5,7 @@ import * as path from 'node:path';
 
 import anyTest, { type ExecutionContext, type TestFn } from 'ava';
 
-import { EventFd, SharedMemory, UnixListener, UnixStream, closeFd, errorCode, errorText, fdSize, groupId, signalFd, socketState } from '../ts/native.js';
+import { EventFd, PidFile, SharedMemory, UnixListener, UnixStream, closeFd, errorCode, errorText, fdSize, groupId, signalFd, socketState } from '../ts/native.js';
 import { LineProcess, removeDir, tempDir, waitFor, within } from './helpers/wait.js';
 
 interface Context {
@@ -268,6 +268,35 @@ test('binding errors carry their code in err.code; errorCode and errorText read 
   t.is(err?.message, 'EBADF: eventfd is closed', 'the message keeps the code in front, as Node\'s fs errors do');
   t.is(errorCode(new Error('EBADF: not from the binding')), '');
   t.is(errorText(new Error('plain')), 'plain');
+});
+
+test("native errors read as sentences: the OS's words without Rust's '(os error N)'", (t) => {
+  const missing = path.join(t.context.dir, 'no-such-dir');
+  const cases: Array<[string, () => unknown, string, RegExp]> = [
+    ['connect', () => UnixStream.connect(path.join(missing, 'sock')), 'ENOENT', /^ENOENT: connect .*no-such-dir\/sock: No such file or directory$/],
+    ['listen', () => UnixListener.listen(path.join(missing, 'sock')), 'ENOENT', /^ENOENT: listen on .*: No such file or directory$/],
+    ['shared memory', () => SharedMemory.create({ kind: 'file', name: path.join(missing, 'shm'), size: 4096 }), 'ENOENT', /^ENOENT: .*No such file or directory$/],
+    ['pid file', () => PidFile.create(path.join(missing, 'pid')), 'ENOENT', /^ENOENT: .*No such file or directory$/],
+    ['bad fd', () => EventFd.adopt(999_999), 'EBADF', /^EBADF: .*Bad file descriptor$/],
+  ];
+  for (const [what, call, code, text] of cases) {
+    const err = t.throws(call, undefined, what);
+    t.is(errorCode(err), code, what);
+    t.regex(err?.message ?? '', text, what);
+    t.notRegex(err?.message ?? '', /os error/, what);
+  }
+  // A send on a socket whose other end is gone.
+  const sock = path.join(t.context.dir, 'sock');
+  const listener = own(t, UnixListener.listen(sock));
+  const a = own(t, UnixStream.connect(sock));
+  const b = listener.accept();
+  t.truthy(b);
+  b?.close();
+  const err = t.throws(() => {
+    for (let i = 0; i < 100; i++) a.trySend(i);
+  });
+  t.is(errorCode(err), 'EPIPE');
+  t.is(err?.message, 'EPIPE: send: Broken pipe');
 });
 
 test('EventFd.watch: a throwing callback surfaces as uncaughtException and the watch keeps working', async (t) => {

@@ -60,6 +60,12 @@ export type ServerErrorCode =
   | 'EGROUP'
   | 'EUNKNOWN';
 
+/** Why a peer whose socket broke is dropped: "send failed: Broken pipe"
+ * (the binding's "EPIPE: send: Broken pipe" in words). */
+function sendFailure(e: unknown): string {
+  return `send failed: ${errorText(e).replace(/^send: /, '')}`;
+}
+
 export class ServerError extends FamezError<ServerErrorCode> {
   override name = 'ServerError';
 
@@ -433,7 +439,7 @@ export class Server extends EventEmitter<ServerEvents> {
       try {
         if (peer.backlog.empty && this.sendNow(peer, s.value, s.fd, step)) continue;
       } catch (e) {
-        failed.set(s.to, `send failed: ${(e as Error).message}`);
+        failed.set(s.to, sendFailure(e));
         continue;
       }
       peer.backlog.push(s);
@@ -464,7 +470,7 @@ export class Server extends EventEmitter<ServerEvents> {
         peer.backlog.shift(Date.now());
       }
     } catch (e) {
-      this.drop(peer.id, `send failed: ${(e as Error).message}`);
+      this.drop(peer.id, sendFailure(e));
     }
   }
 

@@ -154,7 +154,7 @@ impl PidFile {
                 Err(e) => {
                     return Err(refused(
                         io::Error::from(e).kind(),
-                        format!("cannot create pid file {shown}: {}", io::Error::from(e)),
+                        format!("cannot create pid file {shown}: {}", crate::error_text(&io::Error::from(e))),
                     ))
                 }
             }
@@ -168,7 +168,7 @@ impl PidFile {
                         format!("pid file {shown} is a symbolic link; famez does not follow it (remove it or choose another path with -p)"),
                     ))
                 }
-                Err(e) => return Err(refused(io::Error::from(e).kind(), format!("pid file {shown} exists and cannot be opened: {}", io::Error::from(e)))),
+                Err(e) => return Err(refused(io::Error::from(e).kind(), format!("pid file {shown} exists and cannot be opened: {}", crate::error_text(&io::Error::from(e))))),
             };
             let st = fstat(&fd)?;
             if SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) != SFlag::S_IFREG {

@@ -279,10 +279,10 @@ fn remove_stale(backing: &ShmBacking) -> io::Result<()> {
         Err(e @ (Errno::EACCES | Errno::EPERM)) => {
             return Err(refusal(
                 io::ErrorKind::PermissionDenied,
-                format!("{what} exists and this user cannot open it to tell whether it is in use ({e}): remove it or choose another name"),
+                format!("{what} exists and this user cannot open it to tell whether it is in use ({}): remove it or choose another name", crate::error_text(&io::Error::from(e))),
             ))
         }
-        Err(e) => return Err(refusal(io::Error::from(e).kind(), format!("{what} exists and cannot be opened: {}", io::Error::from(e)))),
+        Err(e) => return Err(refusal(io::Error::from(e).kind(), format!("{what} exists and cannot be opened: {}", crate::error_text(&io::Error::from(e))))),
     };
     let st = fstat(&fd)?;
     if SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) != SFlag::S_IFREG {

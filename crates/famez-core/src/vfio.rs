@@ -105,7 +105,7 @@ pub enum VfioError {
     Permission(String),
     #[error("{0}")]
     BadDevice(String),
-    #[error("{what}: {source}")]
+    #[error("{what}: {}", crate::error_text(.source))]
     Os { what: String, source: io::Error },
 }
 

@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use std::fmt::Display;
 
 use famez_core::ring::{LayoutError, PopError, PushError};
-use famez_core::MailboxError;
+use famez_core::{error_text, MailboxError};
 use napi::{sys, Status};
 
 /// `err.code` of a thrown error: an errno-style name, or, for a failed napi
@@ -37,7 +37,7 @@ pub fn coded(code: impl Into<Cow<'static, str>>, what: impl Display) -> Error {
 /// when it has none).
 pub fn io_error(what: &str, e: std::io::Error) -> Error {
     match e.raw_os_error() {
-        Some(c) => coded(errno_name(c), format_args!("{what}: {e}")),
+        Some(c) => coded(errno_name(c), format_args!("{what}: {}", error_text(&e))),
         None => coded("EIO", format_args!("{what}: {e}")),
     }
 }

@@ -31,7 +31,7 @@ impl PidFile {
                 std::io::ErrorKind::NotFound => "ENOENT".to_string(),
                 _ => e.raw_os_error().map_or_else(|| "EIO".into(), errno_name),
             };
-            coded(code, e)
+            coded(code, famez_core::error_text(&e))
         })?;
         let took_over = f.took_over;
         Ok(PidFile { file: Some(f), took_over })

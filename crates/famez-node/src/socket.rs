@@ -17,7 +17,7 @@ use std::path::Path;
 use std::rc::Rc;
 
 use famez_core::socket::{socket_path_state, SocketPathState};
-use famez_core::{UnixListener as CoreListener, UnixStream as CoreStream};
+use famez_core::{error_text, UnixListener as CoreListener, UnixStream as CoreStream};
 use napi::bindgen_prelude::{Env, This, Unknown, ValueType};
 use napi::{sys, JsValue};
 use napi_derive::napi;
@@ -210,7 +210,7 @@ fn on_stream_ready(state: &Rc<RefCell<StreamState>>, ctx: &Ctx, events: i32) {
                     Ok(None) => break,
                     Err(e) => {
                         failure =
-                            Some(if e.kind() == ErrorKind::UnexpectedEof { "closed".into() } else { e.to_string() });
+                            Some(if e.kind() == ErrorKind::UnexpectedEof { "closed".into() } else { error_text(&e) });
                         break;
                     }
                 }
@@ -259,12 +259,12 @@ fn read_one_way(sock: &mut CoreStream) -> Option<String> {
             // Nothing written: an ordinary end (EOF, or a reset when it
             // left its welcome unread), reported as without oneWay.
             Err(e) if e.kind() != ErrorKind::InvalidData && messages == 0 && sock.partial_len() == 0 => {
-                return Some(if e.kind() == ErrorKind::UnexpectedEof { "closed".into() } else { e.to_string() })
+                return Some(if e.kind() == ErrorKind::UnexpectedEof { "closed".into() } else { error_text(&e) })
             }
             Err(e) if e.kind() == ErrorKind::UnexpectedEof => {
                 return Some(format!("{WHY} ({}, then closed)", said(messages, fds, sock.partial_len())))
             }
-            Err(e) => return Some(format!("{WHY} ({}; {e})", said(messages, fds, sock.partial_len()))),
+            Err(e) => return Some(format!("{WHY} ({}; {})", said(messages, fds, sock.partial_len()), error_text(&e))),
         }
     }
 }
