@@ -13,6 +13,16 @@ export class UsageError extends FamezError<'EUSAGE'> {
   }
 }
 
+/** `--version` on a command's line: not an error, but the end of parsing
+ * all the same. The CLI's entry point catches it, prints famez's version
+ * and exits 0, so every command has the flag without declaring it. */
+export class VersionRequest extends Error {
+  override name = 'VersionRequest';
+  constructor() {
+    super('--version');
+  }
+}
+
 /** The flags a command takes, as util.parseArgs spells them. */
 export type FlagSpecs = Record<string, { type: 'string' | 'boolean'; short?: string }>;
 
@@ -25,7 +35,8 @@ export type Flag<S extends FlagSpecs> = {
 /** The flags of `argv` in the order given, repeats included, in getopt's
  * forms: `-S x`, `-Sx`, `-vF`, `--size x`, `--size=x`. Unknown flags, a
  * missing value, a value given to a boolean flag and stray arguments are
- * UsageErrors.
+ * UsageErrors. `--version`, unless the command declares its own, throws
+ * VersionRequest.
  *
  * util.parseArgs reads the command line (its tokens keep the order); the
  * checks strict mode makes are made here over the tokens, all but one:
@@ -37,6 +48,7 @@ export function parseFlags<const S extends FlagSpecs>(argv: readonly string[], s
   for (const token of tokens) {
     if (token.kind === 'positional') throw new UsageError(`unexpected argument '${token.value}' (see --help)`);
     if (token.kind === 'option-terminator') throw new UsageError(`unknown option '--' (see --help)`);
+    if (token.rawName === '--version' && !Object.hasOwn(specs, 'version')) throw new VersionRequest();
     const spec = Object.hasOwn(specs, token.name) ? specs[token.name] : undefined;
     // parseArgs names an unknown -x 'x': known only by its own spelling.
     if (!spec || (token.rawName !== `--${token.name}` && token.rawName !== `-${spec.short}`)) {

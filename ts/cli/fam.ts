@@ -1,6 +1,6 @@
 // `famez fam`: FAME's plain setup, the fabric-attached memory file that
 // VMs map through ivshmem-plain (no server, no doorbell).
-import { UsageError, parseFlags } from '../args.js';
+import { UsageError, VersionRequest, parseFlags } from '../args.js';
 import { FamError, createFam } from '../fam/create.js';
 import { formatSize, parseSize } from '../server/options.js';
 import { plainStanzaText } from '../stanza.js';
@@ -16,6 +16,7 @@ prints the QEMU and libvirt arguments that give a VM that memory
                       taken as VMs write); on hugetlbfs the file is made as is
       --mode MODE     octal permissions (default 0600; QEMU must open it)
   -h, --help          show this help
+      --version       famez's version
 
 'famez stanza --plain PATH' prints the arguments for an existing file;
 'famez vm --fam PATH' boots test VMs with it.
@@ -27,6 +28,7 @@ export function runFam(argv: string[]): number {
     process.stdout.write(HELP);
     return sub === undefined ? 2 : 0;
   }
+  if (sub === '--version') throw new VersionRequest();
   try {
     if (sub !== 'create') throw new UsageError(`unknown subcommand '${sub}' (famez fam create PATH --size SIZE)`);
     const positional = rest.filter((a, i) => !a.startsWith('-') && !(i > 0 && ['-l', '--size', '--mode'].includes(rest[i - 1])));

@@ -29,6 +29,7 @@ and says so.
                       joins later (the demo 'famez vm' runs)
   -v, --verbose       say more (what is sent)
   -h, --help          show this help
+      --version       famez's version
 
 Commands (stdin, a terminal or a pipe; end of input quits):
 ${FABRIC_COMMANDS.replace(/^commands:\n/, '')}

@@ -1,5 +1,7 @@
 #!/usr/bin/env node
 // famez command line: `famez serve | client | guest | vm | stanza | fam | top`.
+import { VersionRequest } from '../args.js';
+import { famezVersion } from '../version.js';
 import { runClient } from './client.js';
 import { runFam } from './fam.js';
 import { runGuest } from './guest.js';
@@ -20,7 +22,8 @@ Commands:
   top       a live text view of a server's peers and events over its HTTP API (famez top [URL])
   bench     run the benchmarks (a source checkout only: npm run bench)
 
-Run 'famez <command> --help' for a command's options.
+Run 'famez <command> --help' for a command's options. 'famez --version',
+or --version after any command, prints famez's version.
 `;
 
 /** `famez bench`: the runner lives in bench/, which only a source checkout
@@ -68,9 +71,7 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     case '--version':
     case '-V':
-      // eslint-disable-next-line @typescript-eslint/no-require-imports
-      process.stdout.write(`famez ${require('../../package.json').version}\n`);
-      return 0;
+      throw new VersionRequest();
     default:
       process.stderr.write(`famez: unknown command '${command}'\n${HELP}`);
       return 2;
@@ -82,6 +83,11 @@ main(process.argv.slice(2)).then(
     if (code !== undefined && code >= 0) process.exitCode = code;
   },
   (err: unknown) => {
+    if (err instanceof VersionRequest) {
+      process.stdout.write(`famez ${famezVersion()}\n`);
+      process.exitCode = 0;
+      return;
+    }
     process.stderr.write(`famez: ${err instanceof Error ? err.message : String(err)}\n`);
     process.exitCode = 1;
   },

@@ -19,6 +19,8 @@ With --plain: FAME's fabric-attached memory, the file PATH shared as an
 ivshmem-plain device (-object memory-backend-file,...,share=on -device
 ivshmem-plain,memdev=...). SIZE defaults to the file's size ('famez fam
 create' makes the file).
+
+--help shows this text; --version prints famez's version.
 `;
 
 function integer(flag: string, v: string, max: number): number {

@@ -22,6 +22,7 @@ prints it: "web view and API at ..."): a URL, HOST:PORT or a PORT.
 
   --once       print one snapshot (the peers and the recent events) and exit
   -h, --help   this text
+  --version    famez's version
 `;
 
 /** GET /api/v1/peers (schemas/peers.json). */

@@ -435,6 +435,7 @@ Stock ivshmem-server options:
   -F, --foreground       stay in the foreground (the default; accepted for
                          compatibility)
   -h, --help             show this help
+      --version          famez's version
 
 famez options:
       --daemon           detach into the background and write the pid file;

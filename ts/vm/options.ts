@@ -203,6 +203,7 @@ Output:
   -v, --verbose          print them at start too, the server's log, QEMU's
                          stderr, firmware lines and boot times
   -h, --help             show this help
+      --version          famez's version
 
 Signals: SIGINT and SIGTERM power every VM off, stop the server famez vm
 started and remove its temporary files.
