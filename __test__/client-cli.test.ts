@@ -1,10 +1,12 @@
-// `famez client` as a process: it waits for a server, reconnects with
-// --reconnect, and takes the stock ivshmem-client's stdin commands.
+// `famez client` as a process: it waits for a server, reconnects unless
+// --no-reconnect, takes the stock ivshmem-client's stdin commands, and on
+// a terminal (a real pty) shows a `cmd> ` prompt that Ctrl-C leaves.
 import * as path from 'node:path';
 
 import anyTest, { type TestFn } from 'ava';
 
 import { Scratch, type } from './helpers/serve.js';
+import { waitFor } from './helpers/wait.js';
 
 const test = anyTest as TestFn<Scratch>;
 
@@ -30,25 +32,64 @@ test('a client started before the server waits, then connects when the server ap
   await s.waitFor(/peer 0 disconnected/);
 });
 
-test('with --reconnect a client rejoins a restarted server; without it the client exits 1', async (t) => {
+test('a client rejoins a restarted server by default (--reconnect too); with --no-reconnect it exits 1', async (t) => {
   const dir = t.context.dir();
   const sock = path.join(dir, 'sock');
   const s = await t.context.serve(['--silent', '-S', sock, '--memfd']);
-  const keeper = t.context.client(['-S', sock, '--reconnect']);
-  const quitter = t.context.client(['-S', sock]);
-  await keeper.waitFor(/connected to/);
-  await quitter.waitFor(/connected to/);
+  const keeper = t.context.client(['-S', sock]);
+  const asked = t.context.client(['-S', sock, '--reconnect']);
+  const quitter = t.context.client(['-S', sock, '--no-reconnect']);
+  for (const c of [keeper, asked, quitter]) await c.waitFor(/connected to/);
   await s.stop('SIGTERM');
   t.is(s.exitInfo?.code, 0);
   t.is((await quitter.wait()).code, 1);
   t.regex(quitter.stdout, /disconnected: server closed the connection/);
-  await keeper.waitFor(/disconnected: server closed the connection/);
+  t.notRegex(quitter.stdout, /waiting for the server/);
+  for (const c of [keeper, asked]) await c.waitFor(/disconnected: server closed the connection\n.*waiting for the server on .* to come back; retrying every second/);
   await t.context.serve(['--silent', '-S', sock, '--memfd']);
-  await keeper.waitFor(/connected to [^\n]*\n(?:.*\n)*?.*connected to/);
-  type(keeper, 'dump');
-  await keeper.waitFor(/peer 0: 1 vector\(s\)/);
-  type(keeper, 'quit');
-  t.is((await keeper.wait()).code, 0);
+  for (const c of [keeper, asked]) await c.waitFor(/connected to [^\n]*\n(?:.*\n)*?.*connected to/);
+  // Each sees the other: at its welcome, or as a join.
+  for (const c of [keeper, asked]) {
+    const sinceRejoin = () => c.stdout.slice(c.stdout.lastIndexOf('connected to'));
+    await waitFor(() => /peers: \d|peer \d joined/.test(sinceRejoin()), 'the other client in its peers', 20_000);
+  }
+  for (const c of [keeper, asked]) {
+    type(c, 'dump');
+    await c.waitFor(/peer \d: 1 vector\(s\)/);
+    type(c, 'dump --json');
+    const json = JSON.parse((await c.waitFor(/^\{"id":\d.*\}$/m))[0]) as { id: number; vectors: number; memory: number; peers: unknown[] };
+    t.like(json, { vectors: 1, memory: 4194304 });
+    t.is(json.peers.length, 1);
+  }
+  for (const c of [keeper, asked]) {
+    type(c, 'quit');
+    t.is((await c.wait()).code, 0);
+  }
+});
+
+test("on a terminal (a pty) famez client shows a 'cmd> ' prompt, keeps it under what it prints, and Ctrl-C leaves at the first press", async (t) => {
+  const dir = t.context.dir();
+  const sock = path.join(dir, 'sock');
+  await t.context.serve(['--silent', '-S', sock, '--memfd', '-n', '2']);
+  const c = t.context.famezVia(['python3', path.join(__dirname, 'helpers', 'pty-run.py')], ['client', '-S', sock], { stdin: true });
+  await c.waitFor(/connected to .* as peer 0/);
+  // eslint-disable-next-line no-control-regex
+  await waitFor(() => /cmd> (\x1b\[\d+G)?$/.test(c.stdout), () => `the prompt in ${JSON.stringify(c.stdout.slice(-200))}`, 20_000);
+  c.child.stdin!.write('dump\r');
+  await c.waitFor(/peer 0: 2 vector\(s\), shared memory 4194304 bytes/);
+  // Half a line typed, then another peer joins: the line about it clears
+  // the prompt, and the prompt comes back with what was typed.
+  c.child.stdin!.write('du');
+  // eslint-disable-next-line no-control-regex
+  await waitFor(() => /cmd> (\x1b\[\d+G)?du$/.test(c.stdout), 'the typed text echoed', 20_000);
+  const other = t.context.client(['-S', sock]);
+  await other.waitFor(/as peer 1/);
+  // eslint-disable-next-line no-control-regex
+  await waitFor(() => /\x1b\[2K\x1b\[1Gpeer 1 joined \(2 vector\(s\)\)\r?\n(\x1b\[1G)?(\x1b\[0J)?cmd> (\x1b\[\d+G)?du/.test(c.stdout), () => `the join line and the redrawn prompt in ${JSON.stringify(c.stdout.slice(-300))}`, 20_000);
+  c.child.stdin!.write('\x03');
+  const exit = await c.wait(20_000);
+  t.is(exit.code, 0, c.transcript);
+  await other.waitFor(/peer 0 left/);
 });
 
 test('int PEER VECTOR, int PEER all and int all ring the other client; bad commands get usage', async (t) => {
@@ -83,7 +124,7 @@ test('int PEER VECTOR, int PEER all and int all ring the other client; bad comma
   type(a, 'frobnicate');
   await a.waitFor(/unknown command 'frobnicate'/);
   type(a, 'help');
-  await a.waitFor(/commands: dump, int PEER VECTOR/);
+  await a.waitFor(/commands: dump \[--json\], int PEER VECTOR/);
 
   b.child.stdin!.end();
   t.is((await b.wait()).code, 0, 'end of input quits');
@@ -94,6 +135,7 @@ test('famez client --help prints usage; an unknown flag exits 2', async (t) => {
   const help = await t.context.run(['client', '--help']);
   t.is(help.exitInfo.code, 0);
   t.regex(help.stdout, /Usage: famez client/);
+  t.regex(help.stdout, /--no-reconnect/);
   const bad = await t.context.run(['client', '--bogus']);
   t.is(bad.exitInfo.code, 2);
   t.regex(bad.stderr, /unknown option '--bogus'/);

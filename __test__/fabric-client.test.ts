@@ -467,6 +467,35 @@ test('famez client speaks FAME-Z to a fabric: who, ping, send, int, rfc, link, d
   await c.waitFor(/peer 5 'Z-switch' \(switch\): C-Class=FabricSwitch,SID0=27,CID0=500/);
   await c.waitFor(/peer 2 'libZ': attributes unknown/);
 
+  // The JSON forms, one line each, for scripts.
+  type(c, 'who --json');
+  const who = JSON.parse((await c.waitFor(/^\{"id":1,.*\}$/m))[0]) as unknown;
+  t.deepEqual(who, {
+    id: 1,
+    nodename: 'cliZ',
+    peers: [
+      { id: 2, nodename: 'libZ', switch: false },
+      { id: 5, nodename: 'Z-switch', switch: true },
+    ],
+  });
+  type(c, 'dump --json');
+  const dump = JSON.parse((await c.waitFor(/^\{"id":1,"nodename":"cliZ","attributes".*\}$/m))[0]) as {
+    attributes: unknown;
+    fabric: unknown;
+    peers: Array<{ id: number; attributes: Record<string, string> | null }>;
+  };
+  t.like(dump.attributes, { cclass: 'Debugger', SID0: 27, CID0: 100, link: 'configured', PFMSID: 27, PFMCID: 500 });
+  t.like(dump.fabric, { nClients: 4, switch: 5, vectors: 6 });
+  t.deepEqual(
+    dump.peers.map((p) => [p.id, p.attributes]),
+    [
+      [2, null],
+      [5, { 'C-Class': 'FabricSwitch', SID0: '27', CID0: '500' }],
+    ],
+  );
+  type(c, 'who --yaml');
+  await c.waitFor(/usage: who \[--json\]/);
+
   type(c, 'send nobody hi');
   await c.waitFor(/error: no connected peer is named 'nobody'/);
   type(c, 'int 2');

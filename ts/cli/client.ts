@@ -1,6 +1,7 @@
 // `famez client`: the stock ivshmem-client's behaviour on a famez Client —
-// retry until the server appears, print interrupts and peer changes, and
-// take `dump`, `int PEER VECTOR`, `int PEER all`, `int all` on stdin.
+// retry until the server appears (and again when it goes away), print
+// interrupts and peer changes, and take `dump`, `int PEER VECTOR`,
+// `int PEER all`, `int all` on stdin, at a `cmd> ` prompt on a terminal.
 import * as readline from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -8,23 +9,28 @@ import { Client, ClientError } from '../client/client.js';
 import { FABRIC_COMMANDS, FabricSession } from './fabric-client.js';
 import { UsageError, parseFlags } from '../args.js';
 import { DEFAULTS } from '../server/options.js';
+import { Output } from './output.js';
 
-const HELP = `Usage: famez client [-S SOCKET] [-N NODENAME] [-v] [--reconnect]
+const HELP = `Usage: famez client [-S SOCKET] [-N NODENAME] [-v] [--no-reconnect]
 
 Joins an ivshmem server (famez serve, or QEMU's ivshmem-server) as a peer.
-Retries every second until the server is there.
+Retries every second until the server is there, and when it goes away
+waits for it to come back. On a terminal, commands are typed at a 'cmd> '
+prompt; Ctrl-C or Ctrl-D leaves. From a pipe, the end of input leaves
+once the commands given have run.
 
   -S, --socket PATH   server socket (default ${DEFAULTS.socket})
   -N, --nodename NAME this peer's nodename in a fabric (default <host>-<ID>)
   -v, --verbose       say more
-      --reconnect     when the server goes away, wait for it to come back
+      --no-reconnect  when the server goes away, exit 1 instead of waiting
   -h, --help          show this help
+      --version       famez's version
 
 Fabric commands (stdin, when the server is a FAME-Z fabric: famez serve):
 ${FABRIC_COMMANDS.replace(/^commands:\n/, '')}
 
 Stock commands (stdin, against famez serve --silent or QEMU's server):
-  dump                this peer's ID, vectors, the other peers, memory size
+  dump [--json]       this peer's ID, vectors, the other peers, memory size
   int PEER VECTOR     ring PEER's VECTOR
   int PEER all        ring all of PEER's vectors
   int all             ring every vector of every peer
@@ -32,14 +38,10 @@ Stock commands (stdin, against famez serve --silent or QEMU's server):
   quit                leave
 `;
 
-const COMMANDS = 'commands: dump, int PEER VECTOR, int PEER all, int all, help, quit';
-
-function say(line: string): void {
-  process.stdout.write(`${line}\n`);
-}
+const COMMANDS = 'commands: dump [--json], int PEER VECTOR, int PEER all, int all, help, quit';
 
 /** Runs one command line against a connected client; returns false on quit. */
-export function command(client: Client, line: string): boolean {
+export function command(client: Client, line: string, say: (line: string) => void): boolean {
   const words = line.trim().split(/\s+/).filter(Boolean);
   if (words.length === 0) return true;
   const [cmd, a, b] = words;
@@ -53,6 +55,15 @@ export function command(client: Client, line: string): boolean {
       case 'exit':
         return false;
       case 'dump': {
+        if (a === '--json' && words.length === 2) {
+          const peers = [...client.peers.values()].map((p) => ({ id: p.id, vectors: p.vectors }));
+          say(JSON.stringify({ id: client.id, vectors: client.vectors, memory: client.memory.byteLength, peers }));
+          return true;
+        }
+        if (words.length > 1) {
+          say('usage: dump [--json]');
+          return true;
+        }
         say(`peer ${client.id}: ${client.vectors} vector(s), shared memory ${client.memory.byteLength} bytes`);
         if (client.peers.size === 0) say('no other peers');
         for (const p of client.peers.values()) say(`peer ${p.id}: ${p.vectors} vector(s)`);
@@ -85,13 +96,14 @@ export function command(client: Client, line: string): boolean {
 export async function runClient(argv: string[]): Promise<number> {
   let socket: string = DEFAULTS.socket;
   let verbose = false;
-  let reconnect = false;
+  let reconnect = true;
   let nodename: string | undefined;
   try {
     for (const flag of parseFlags(argv, {
       socket: { type: 'string', short: 'S' },
       verbose: { type: 'boolean', short: 'v' },
       reconnect: { type: 'boolean' },
+      'no-reconnect': { type: 'boolean' },
       nodename: { type: 'string', short: 'N' },
       help: { type: 'boolean', short: 'h' },
     })) {
@@ -102,6 +114,7 @@ export async function runClient(argv: string[]): Promise<number> {
       if (flag.name === 'socket') socket = flag.value;
       if (flag.name === 'verbose') verbose = true;
       if (flag.name === 'reconnect') reconnect = true;
+      if (flag.name === 'no-reconnect') reconnect = false;
       if (flag.name === 'nodename') nodename = flag.value;
     }
   } catch (e) {
@@ -112,6 +125,9 @@ export async function runClient(argv: string[]): Promise<number> {
     throw e;
   }
 
+  // stdout, then stderr, then nowhere: a closed pipe never crashes the client.
+  const output = new Output();
+  const say = (line: string) => output.write(`${line}\n`);
   let client: Client | null = null;
   // Set while connected to a fabric server: its commands replace the stock ones.
   let fabric: FabricSession | null = null;
@@ -132,22 +148,45 @@ export async function runClient(argv: string[]): Promise<number> {
       });
       return;
     }
-    if (!command(client, line)) stop();
+    if (!command(client, line, say)) stop();
   };
   // At the end of input, quit once the commands given so far have run.
   const finish = () => {
     if (fabric) void fabric.idle().then(stop);
     else stop();
   };
-  const rl = readline.createInterface({ input: process.stdin, terminal: false });
-  rl.on('line', run);
-  // End of input is a quit, once the queued commands have run.
+  // On a terminal, the stock client's `cmd> ` prompt, redrawn under every
+  // line printed so that output never lands in what is being typed.
+  const tty = process.stdin.isTTY === true && process.stdout.isTTY === true;
+  const rl = readline.createInterface({ input: process.stdin, output: tty ? process.stdout : undefined, terminal: tty });
+  if (tty) {
+    rl.setPrompt('cmd> ');
+    const hide = () => {
+      readline.clearLine(process.stdout, 0);
+      readline.cursorTo(process.stdout, 0);
+    };
+    output.setPrompt({ hide, show: () => rl.prompt(true) });
+    // In raw mode Ctrl-C reaches readline, not the process.
+    rl.on('SIGINT', () => stop());
+    rl.prompt();
+  }
+  rl.on('line', (line) => {
+    run(line);
+    if (tty && !quitting) rl.prompt();
+  });
+  // End of input (Ctrl-D) is a quit, once the queued commands have run.
   rl.on('close', () => {
     stdinDone = true;
     if (client && !client.closed && pending.length === 0) finish();
+    else if (tty && (!client || client.closed)) stop();
   });
   const stop = () => {
+    if (tty && output.isTTY && !quitting) {
+      readline.clearLine(process.stdout, 0);
+      readline.cursorTo(process.stdout, 0);
+    }
     quitting = true;
+    output.setPrompt(null);
     sleeper?.abort();
     client?.close();
     rl.close();
@@ -163,6 +202,7 @@ export async function runClient(argv: string[]): Promise<number> {
       client = await Client.connect(socket, { retry: false });
     } catch (e) {
       if (e instanceof ClientError && (e.code === 'EREFUSED' || e.code === 'EPROTO')) {
+        output.setPrompt(null);
         process.stderr.write(`famez client: ${e.message}\n`);
         rl.close();
         return 1;
@@ -175,7 +215,6 @@ export async function runClient(argv: string[]): Promise<number> {
       await sleep(1000, undefined, { signal: sleeper.signal }).catch(() => undefined);
       continue;
     }
-    announcedWait = false;
     const c = client;
     const peers = [...c.peers.keys()];
     say(`connected to ${socket} as peer ${c.id} (${c.vectors} vector(s)); peers: ${peers.length ? peers.join(', ') : 'none'}`);
@@ -193,10 +232,12 @@ export async function runClient(argv: string[]): Promise<number> {
     if (quitting) break;
     say(`disconnected: ${reason}`);
     if (!reconnect) {
+      output.setPrompt(null);
       rl.close();
       return 1;
     }
-    if (verbose) say('reconnecting');
+    say(`waiting for the server on ${socket} to come back; retrying every second (--no-reconnect to exit instead)`);
+    announcedWait = true;
   }
   rl.close();
   return 0;

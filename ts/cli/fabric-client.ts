@@ -8,13 +8,13 @@ import { FabricClient, FabricClientError, type FabricMessage } from '../fabric/c
 
 export const FABRIC_COMMANDS = `commands:
   help                 this list
-  who                  the peers: ID and nodename
+  who [--json]         the peers: ID and nodename (--json: one JSON line)
   ping DEST            send ping and wait for the pong (up to 5 s)
   send DEST TEXT       send TEXT
   int DEST SRC TEXT    send TEXT as peer SRC (written into SRC's slot, DEST's vector SRC rung)
   link WORDS...        send 'Link WORDS...' to the switch
   rfc                  send 'Link RFC TTC=27us' to the switch (asks to be configured)
-  dump                 own ID, nodename, SID0/CID0, link state; peers and their attributes
+  dump [--json]        own ID, nodename, SID0/CID0, link state; peers and their attributes
   quit                 leave
 DEST: an ID, a nodename, server or switch, all (every other peer), others (every other peer but the switch)`;
 
@@ -116,6 +116,11 @@ export class FabricSession {
         case 'exit':
           return false;
         case 'who':
+          if (!this.jsonFlag('who', args)) return true;
+          if (args.length === 1) {
+            this.say(JSON.stringify(this.whoJson()));
+            return true;
+          }
           this.say(`${f.id} ${f.nodename} (me)`);
           for (const p of f.peers) this.say(`${p.id} ${p.nodename || '(no name)'}${p.isSwitch ? ' (switch)' : ''}`);
           return true;
@@ -156,7 +161,9 @@ export class FabricSession {
           await this.send('switch', 'Link RFC TTC=27us');
           return true;
         case 'dump':
-          this.dump();
+          if (!this.jsonFlag('dump', args)) return true;
+          if (args.length === 1) this.say(JSON.stringify(this.dumpJson()));
+          else this.dump();
           return true;
         default:
           this.say(`unknown command '${cmd}'; type help`);
@@ -224,6 +231,32 @@ export class FabricSession {
     }
     await this.fabric.send(dest, text);
     this.say(`sent to ${ids.map((id) => this.who(id)).join(', ')}: ${text}`);
+  }
+
+  /** Whether `args` is nothing or `--json`; says the usage otherwise. */
+  private jsonFlag(cmd: string, args: string[]): boolean {
+    if (args.length === 0 || (args.length === 1 && args[0] === '--json')) return true;
+    this.say(`usage: ${cmd} [--json]`);
+    return false;
+  }
+
+  /** `who --json`: this peer and every other, in ID order. */
+  private whoJson(): { id: number; nodename: string; peers: Array<{ id: number; nodename: string; switch: boolean }> } {
+    const f = this.fabric;
+    return { id: f.id, nodename: f.nodename, peers: f.peers.map((p) => ({ id: p.id, nodename: p.nodename, switch: p.isSwitch })) };
+  }
+
+  /** `dump --json`: what dump says, for scripts. */
+  private dumpJson(): object {
+    const f = this.fabric;
+    return {
+      id: f.id,
+      nodename: f.nodename,
+      attributes: f.attributes,
+      fabric: { nClients: f.nClients, switch: f.serverId, vectors: f.transport.vectors, memory: f.transport.memory.byteLength },
+      rings: f.rings ? { count: f.rings.count, capacity: f.rings.capacity, maxMessage: f.rings.maxMessage } : null,
+      peers: f.peers.map((p) => ({ id: p.id, nodename: p.nodename, switch: p.isSwitch, attributes: p.attributes?.all ?? null })),
+    };
   }
 
   private dump(): void {
