@@ -44,14 +44,21 @@ s.on('error', (e) => { console.error(e.message); process.exit(1); });
 process.stdin.on('end', () => process.exit(0)).resume();
 `;
 
-test('an accepted UnixStream reports the pid of the process that connected (a child), and peerProcess names it', async (t) => {
+/** A child process connected to a listener of this process, and the
+ * accepted end. */
+async function childConnection(t: { context: Context }): Promise<{ c: LineProcess; accepted: UnixStream }> {
   const sock = path.join(t.context.dir, 'sock');
   const listener = UnixListener.listen(sock);
   t.context.closers.push(listener);
   const c = child(t, process.execPath, ['-e', CONNECTOR, sock]);
   await c.waitFor(/connected/, 15_000);
-  const accepted: UnixStream = await waitFor(() => listener.accept(), 'the child\'s connection');
+  const accepted: UnixStream = await waitFor(() => listener.accept(), "the child's connection");
   t.context.closers.push(accepted);
+  return { c, accepted };
+}
+
+test('an accepted UnixStream reports the pid of the process that connected (a child), and peerProcess names it', async (t) => {
+  const { c, accepted } = await childConnection(t);
   t.not(c.pid, process.pid);
   t.is(accepted.peerPid, c.pid, 'the connecting process, not this one');
   const who = peerProcess(accepted.peerPid!);
@@ -63,13 +70,7 @@ test('an accepted UnixStream reports the pid of the process that connected (a ch
 });
 
 test('the pid stays the connecting process\'s after it exits (SO_PEERCRED is taken at connect); /proc then knows nothing', async (t) => {
-  const sock = path.join(t.context.dir, 'sock');
-  const listener = UnixListener.listen(sock);
-  t.context.closers.push(listener);
-  const c = child(t, process.execPath, ['-e', CONNECTOR, sock]);
-  await c.waitFor(/connected/, 15_000);
-  const accepted: UnixStream = await waitFor(() => listener.accept(), 'the child\'s connection');
-  t.context.closers.push(accepted);
+  const { c, accepted } = await childConnection(t);
   const pid = c.pid;
   c.child.stdin!.end();
   await c.wait(15_000);

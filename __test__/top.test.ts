@@ -189,7 +189,7 @@ test('top: the table lines up its columns, puts the switch last, and the view fi
       [' 5', 'Z-switch', 'switch', 'FabricSwitch', '27/500', 'configured', '0', '0', '0', '0', '0', '0', '0', '0%', '0%'],
     ],
   );
-  const events = Array.from({ length: 50 }, (_, i) => ({ seq: i + 1, time: new Date(0).toISOString(), type: 'join', peer: 1, peers: 1 }));
+  const events = Array.from({ length: 50 }, (_, i) => ({ seq: i + 1, time: new Date(0).toISOString(), type: 'join' as const, peer: 1, peers: 1 }));
   const answer = { peers, totals: { connects: 3, disconnects: 0, refusals: 0 }, server: { socket: '/tmp/s', version: '0.1.0', startedAt: new Date().toISOString(), fabric: true, sharedMemory: 4 << 20 } };
   const view = renderView({ url: 'http://127.0.0.1:1991/', peers: answer, events, problem: '', stream: 'live' }, 60, 20);
   t.is(view.length, 20);

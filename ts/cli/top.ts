@@ -4,7 +4,7 @@
 // top; `--once` prints one snapshot and exits. Node's fetch, no
 // dependencies.
 import { UsageError, parseFlags } from '../args.js';
-import type { PeerView } from '../observe/monitor.js';
+import type { PeersAnswer, PeerView } from '../observe/api-types.js';
 import { describeEvent, fillPercent, formatBytes, formatClock, formatDuration, peerCategory, Nodenames, type EventText } from '../observe/format.js';
 
 export const DEFAULT_URL = 'http://127.0.0.1:1991/';
@@ -25,12 +25,6 @@ prints it: "web view and API at ..."): a URL, HOST:PORT or a PORT.
   --version    famez's version
 `;
 
-/** GET /api/v1/peers (schemas/peers.json). */
-export interface PeersAnswer {
-  peers: PeerView[];
-  totals: { connects: number; disconnects: number; refusals: number };
-  server: { socket: string; version: string; startedAt: string; fabric: boolean; sharedMemory: number };
-}
 
 /** Request timeout: a server that accepts but never answers is reported. */
 const REQUEST_MS = 5000;

@@ -1,29 +1,11 @@
 // How the web view (web/app.ts) and `famez top` (ts/cli/top.ts) put the
 // API's numbers and events into words. Pure and free of Node and of the
-// DOM, so that both can use it (esbuild bundles it into the page). The
-// shapes are the API's (schemas/event.json), written out structurally here
-// for that reason.
+// DOM, so that both can use it (esbuild bundles it into the page); the
+// shapes are the API's, from ./api-types.ts.
+import type { ApiEvent } from './api-types.js';
 
-/** An event of GET /api/v1/events, as far as these functions read it. */
-export interface EventText {
-  seq: number;
-  time: string;
-  type: string;
-  peer?: number;
-  nodename?: string;
-  reason?: string;
-  direction?: 'in' | 'out';
-  kind?: string;
-  bytes?: number;
-  route?: 'slot' | 'ring';
-  link?: string;
-  cclass?: string;
-  sid?: number | null;
-  cid?: number | null;
-  count?: number;
-  peers?: number;
-  text?: string;
-}
+/** An event of GET /api/v1/events. */
+export type EventText = ApiEvent;
 
 /** What a peer is drawn and listed as: the server's kind, and QEMU for a
  * peer whose C-Class says so (a QEMU that has not told its C-Class is a
