@@ -5,6 +5,7 @@
 // to answer) and the Delivery's (what goes out when, through which door);
 // this module waits on doorbells, reads and writes the shared memory, rings
 // peers and keeps one timer.
+import '../dispose.js';
 import { EventEmitter } from 'node:events';
 
 import { silentLogger, type Logger } from '../log.js';
@@ -533,5 +534,10 @@ export class Fabric extends EventEmitter<FabricEvents> {
     this.globals = null;
     for (const v of this.vectors) v.close();
     this.mailbox?.close();
+  }
+
+  /** close(), for `using`. */
+  [Symbol.dispose](): void {
+    this.close();
   }
 }

@@ -3,6 +3,7 @@
 // missed), its deadline counts from the post, and one timer, armed for the
 // earliest deadline, serves every waiter: a request answered in time costs
 // no timer of its own.
+import { whenAborted } from '../abort.js';
 import { FabricClientError, type FabricMessage, type RequestOptions } from './peer-types.js';
 import { Replies } from './replies.js';
 import type { TextMessage } from '../genz/text.js';
@@ -28,15 +29,30 @@ export class Requests {
   private timer: NodeJS.Timeout | null = null;
   private timerAt = Infinity;
 
-  /** `post(to)` sends the request and resolves once it is posted. */
+  /** `post(to)` sends the request and resolves once it is posted. An
+   * abort of `options.signal` stops the wait for the reply (and `post`
+   * is given the same signal by the caller). */
   wait(to: number, post: () => Promise<void>, options: RequestOptions, defaultTimeoutMs: number): Promise<FabricMessage> {
     const replyTimeoutMs = options.replyTimeoutMs ?? defaultTimeoutMs;
+    const signal = options.signal;
+    if (signal?.aborted) return Promise.reject(signal.reason);
     return new Promise<FabricMessage>((resolve, reject) => {
+      const stop = whenAborted(signal, (reason) => {
+        if (!this.replies.has(waiter)) return;
+        this.drop(waiter);
+        reject(reason);
+      });
       const waiter: Waiter = {
         from: to,
         match: options.match ?? defaultMatch,
-        resolve,
-        reject,
+        resolve: (m) => {
+          stop();
+          resolve(m);
+        },
+        reject: (e) => {
+          stop();
+          reject(e);
+        },
         deadline: Infinity,
         late: `no reply from peer ${to} within ${replyTimeoutMs} ms`,
       };
@@ -49,7 +65,7 @@ export class Requests {
         },
         (e: Error) => {
           this.drop(waiter);
-          reject(e);
+          waiter.reject(e);
         },
       );
     });
