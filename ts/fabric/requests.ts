@@ -37,25 +37,29 @@ export class Requests {
     const signal = options.signal;
     if (signal?.aborted) return Promise.reject(signal.reason);
     return new Promise<FabricMessage>((resolve, reject) => {
-      const stop = whenAborted(signal, (reason) => {
-        if (!this.replies.has(waiter)) return;
-        this.drop(waiter);
-        reject(reason);
-      });
       const waiter: Waiter = {
         from: to,
         match: options.match ?? defaultMatch,
-        resolve: (m) => {
-          stop();
-          resolve(m);
-        },
-        reject: (e) => {
-          stop();
-          reject(e);
-        },
+        resolve,
+        reject,
         deadline: Infinity,
         late: `no reply from peer ${to} within ${replyTimeoutMs} ms`,
       };
+      if (signal) {
+        const stop = whenAborted(signal, (reason) => {
+          if (!this.replies.has(waiter)) return;
+          this.drop(waiter);
+          reject(reason);
+        });
+        waiter.resolve = (m) => {
+          stop();
+          resolve(m);
+        };
+        waiter.reject = (e) => {
+          stop();
+          reject(e);
+        };
+      }
       this.replies.add(waiter);
       post().then(
         () => {
