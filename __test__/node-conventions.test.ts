@@ -335,6 +335,32 @@ test.serial('FabricClient.connect passes its signal to the connect: an already-a
   t.is(fdDiff(before, fdTargets()), '(no difference by kind)');
 });
 
+test('a signal that never aborts is let go when each call succeeds: connect, send, request, linkUp and sendRing leave no listener on it', async (t) => {
+  const { sock } = await fabric(t, 4);
+  // One controller for every call, as a caller with one "stop everything" switch has.
+  const ac = new AbortController();
+  const { signal } = ac;
+  const a = t.context.track(await FabricClient.connect(sock, { nodename: 'a', signal }));
+  const b = t.context.track(await FabricClient.connect(sock, { nodename: 'b', signal }));
+  t.is(abortListeners(signal), 0, 'after the connects');
+  const atB = inbox(b, a.id);
+  for (let i = 0; i < 20; i++) await a.send(b.id, `m${i}`, { signal });
+  t.is(abortListeners(signal), 0, 'after the sends');
+  const pong = await a.request(b.id, 'ping', { signal });
+  t.deepEqual(pong.message, { kind: 'pong' });
+  t.is(abortListeners(signal), 0, 'after the request');
+  await a.linkUp({ signal });
+  t.is(abortListeners(signal), 0, 'after the link-up');
+  await a.sendRing(b.id, [new Uint8Array([1]), new Uint8Array([2])], { signal });
+  t.is(abortListeners(signal), 0, 'after the sendRing');
+  await waitFor(() => atB.length === 21, 'b to get every message');
+  t.deepEqual(atB, [...Array.from({ length: 20 }, (_, i) => `m${i}`), 'ping']);
+  // The calls are over: aborting now changes nothing.
+  ac.abort();
+  t.false(a.closed);
+  await within(a.request(b.id, 'ping'), 'a ping after the abort');
+});
+
 // ------------------------------------------------------------ using
 
 test('Symbol.dispose and Symbol.asyncDispose exist, as Node defines them', (t) => {

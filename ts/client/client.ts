@@ -30,7 +30,8 @@ export interface ConnectOptions {
   /** Keep retrying (every `retryMs`) while the server is not there yet. */
   retry?: boolean;
   retryMs?: number;
-  /** Give up after this long (default 10 s). */
+  /** Give up after this long (default 10 s): retries, the welcome and
+   * the wait for this process's other clients together. */
   timeoutMs?: number;
   /** Gives up when it aborts: connect rejects with the signal's reason
    * (an AbortError unless it was given another) and closes what it had
