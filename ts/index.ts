@@ -15,6 +15,7 @@ export {
   type OwnAttributes,
   type PeerAttributes,
 } from './fabric/client.js';
+export type { LinkUpOptions, RequestOptions, SendOptions } from './fabric/client.js';
 export { GuestTransport, type GuestTransportOptions } from './guest/transport.js';
 export { GuestError, listIvshmem, type IvshmemDevice } from './guest/pci.js';
 export { openFam, type FamRegion } from './guest/fam.js';

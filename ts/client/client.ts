@@ -1,9 +1,11 @@
 // The host client: joins an ivshmem server as a peer. It folds the server's
 // messages with `protocol.receive`, owns the fds it is given, rings other
 // peers' eventfds and reports its own as 'interrupt' events.
+import '../dispose.js';
 import { EventEmitter } from 'node:events';
-import { setTimeout as sleep } from 'node:timers/promises';
+import * as fs from 'node:fs';
 
+import { checkSignal, sleep, whenAborted } from '../abort.js';
 import { FamezError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import { EventFd, SharedMemory, UnixStream, closeFd, signalFd } from '../native.js';
@@ -28,8 +30,13 @@ export interface ConnectOptions {
   /** Keep retrying (every `retryMs`) while the server is not there yet. */
   retry?: boolean;
   retryMs?: number;
-  /** Give up after this long (default 10 s). */
+  /** Give up after this long (default 10 s): retries, the welcome and
+   * the wait for this process's other clients together. */
   timeoutMs?: number;
+  /** Gives up when it aborts: connect rejects with the signal's reason
+   * (an AbortError unless it was given another) and closes what it had
+   * opened; an already-aborted signal rejects at once. */
+  signal?: AbortSignal;
   /** Busy-poll window, in microseconds (default 0: off). After this peer
    * rings another or is rung, the event loop keeps polling for this long
    * instead of sleeping, so an answer is seen without a wake-up (like
@@ -40,6 +47,11 @@ export interface ConnectOptions {
    * departure at info, other peers' joins and leaves at debug. */
   logger?: Logger;
 }
+
+/** The connected Clients of this process, by shared object (its device
+ * and inode): a newcomer's connect waits until it and every other Client
+ * here on the same server see each other (see Client.connect). */
+const neighbours = new Map<string, Set<Client>>();
 
 export class ClientError extends FamezError<'ECONNECT' | 'EREFUSED' | 'EPROTO' | 'ETIMEDOUT' | 'ECLOSED'> {
   override name = 'ClientError';
@@ -62,6 +74,10 @@ export class Client extends EventEmitter<ClientEvents> implements PeerTransport 
   private busyPollMs = 0;
   private busyUntil = 0;
   private busy: NodeJS.Immediate | null = null;
+  /** The shared object's identity (dev:ino), the key of `neighbours`. */
+  private shmKey: string | null = null;
+  /** Called after every change of who this client knows, and at close. */
+  private readonly watchers = new Set<() => void>();
 
   private constructor(
     readonly socketPath: string,
@@ -71,10 +87,16 @@ export class Client extends EventEmitter<ClientEvents> implements PeerTransport 
   }
 
   /** Connects and resolves once the server's welcome (ID, shared memory,
-   * the other peers and this peer's own vectors) has arrived. */
+   * the other peers and this peer's own vectors) has arrived, and every
+   * other Client of this process on the same server has this peer among
+   * its peers (and this one them): right after `await Client.connect()`,
+   * the clients of one process can ring each other. (A peer in another
+   * process learns of it when it reads its socket: wait for its `join`.) */
   static async connect(socketPath: string, options: ConnectOptions = {}): Promise<Client> {
+    const signal = checkSignal(options.signal);
     const busyPollUs = options.busyPollUs ?? 0;
     if (!(busyPollUs >= 0 && busyPollUs <= 1_000_000)) throw new RangeError(`busyPollUs is 0..1000000 microseconds, not ${busyPollUs}`);
+    signal?.throwIfAborted();
     const timeoutMs = options.timeoutMs ?? 10_000;
     const retryMs = options.retryMs ?? 1000;
     const deadline = Date.now() + timeoutMs;
@@ -88,13 +110,14 @@ export class Client extends EventEmitter<ClientEvents> implements PeerTransport 
         if (!options.retry || Date.now() + retryMs > deadline) {
           throw new ClientError('ECONNECT', `cannot connect to ${socketPath}: ${msg}`);
         }
-        await sleep(retryMs);
+        await sleep(retryMs, signal);
       }
     }
     const client = new Client(socketPath, stream);
     client.groupSize = options.vectors ?? null;
     client.busyPoll = busyPollUs;
-    await client.welcome(deadline);
+    await client.welcome(deadline, signal);
+    await client.meetNeighbours(deadline, signal);
     const log = (options.logger ?? silentLogger).child({ component: 'client' });
     log.info({ event: 'welcome', peer: client.id, vectors: client.vectors, peers: client.peerIds().length }, `joined ${socketPath} as peer ${client.id} (${client.vectors} vectors)`);
     client.on('join', ({ id }) => log.debug({ event: 'join', peer: id }, `peer ${id} joined`));
@@ -103,25 +126,78 @@ export class Client extends EventEmitter<ClientEvents> implements PeerTransport 
     return client;
   }
 
-  private welcome(deadline: number): Promise<Client> {
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        const { stage } = welcomeProgress(this.state, this.groupSize);
-        this.shutdown('no welcome from the server');
-        reject(new ClientError('ETIMEDOUT', `${this.socketPath}: the server stopped in the middle of its welcome, ${stage}`));
-      }, Math.max(0, deadline - Date.now()));
-      const fail = (err: ClientError) => {
+  /** Whether this client holds all of `other`'s vectors. */
+  private knows(other: Client): boolean {
+    return (this.peerFds.get(other.id)?.length ?? 0) >= other.vectors;
+  }
+
+  /** After the welcome: joins `neighbours` and waits until this client and
+   * every other open Client of this process on the same shared object know
+   * each other (the server has announced each to the other, and both have
+   * read it: they read on this same loop), or one of them closed. */
+  private meetNeighbours(deadline: number, signal: AbortSignal | undefined): Promise<void> {
+    const key = this.shmKey;
+    if (key === null) return Promise.resolve();
+    let group = neighbours.get(key);
+    if (!group) neighbours.set(key, (group = new Set()));
+    const others = [...group].filter((c) => !c.closed);
+    group.add(this);
+    const pending = () => others.filter((c) => !c.closed && !(c.knows(this) && this.knows(c)));
+    if (pending().length === 0) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      const watched = [this, ...others];
+      const done = (err: unknown) => {
         clearTimeout(timer);
-        if (endOfRead) clearImmediate(endOfRead);
-        this.shutdown(err.message);
-        reject(err);
+        stopAbort();
+        for (const c of watched) c.watchers.delete(check);
+        if (err === null) resolve();
+        else {
+          this.shutdown(`connect failed: ${err instanceof Error ? err.message : String(err)}`);
+          reject(err);
+        }
       };
+      const check = () => {
+        if (this.closed) done(new ClientError('ECLOSED', `${this.socketPath}: the connection closed right after the welcome (${this.closedReason})`));
+        else if (pending().length === 0) done(null);
+      };
+      const timer = setTimeout(() => {
+        const late = pending().map((c) => c.id);
+        done(new ClientError('ETIMEDOUT', `${this.socketPath}: peer ${this.id} and this process's peer(s) ${late.join(', ')} did not learn of each other in time`));
+      }, Math.max(0, deadline - Date.now()));
+      const stopAbort = whenAborted(signal, (reason) => done(reason));
+      for (const c of watched) c.watchers.add(check);
+    });
+  }
+
+  private notifyWatchers(): void {
+    for (const w of [...this.watchers]) w();
+  }
+
+  private welcome(deadline: number, signal: AbortSignal | undefined): Promise<Client> {
+    return new Promise((resolve, reject) => {
       let settled = false;
       let endOfRead: NodeJS.Immediate | null = null;
+      const fail = (err: unknown, why: string) => {
+        settled = true;
+        clearTimeout(timer);
+        stopAbort();
+        if (endOfRead) clearImmediate(endOfRead);
+        this.shutdown(why);
+        reject(err);
+      };
+      const timer = setTimeout(() => {
+        const { stage } = welcomeProgress(this.state, this.groupSize);
+        fail(new ClientError('ETIMEDOUT', `${this.socketPath}: the server stopped in the middle of its welcome, ${stage}`), 'no welcome from the server');
+      }, Math.max(0, deadline - Date.now()));
+      // An abort closes the half-open connection: the server sees it leave.
+      const stopAbort = whenAborted(signal, (reason) => {
+        if (!settled) fail(reason, 'connect aborted');
+      });
       const settle = () => {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
+        stopAbort();
         // Known from the option or the others' groups; a lone peer of a
         // server nobody described learns it when the next peer's comes.
         this.groupSize ??= this.peerBells.size > 0 ? Math.max(...[...this.peerBells.values()].map((b) => b.length)) : null;
@@ -130,8 +206,8 @@ export class Client extends EventEmitter<ClientEvents> implements PeerTransport 
       this.stream.watch((value, fd, reason) => {
         if (value === null) {
           if (!settled) {
-            settled = true;
-            fail(new ClientError('ECLOSED', `${this.socketPath}: the server closed the connection during the welcome`));
+            const err = new ClientError('ECLOSED', `${this.socketPath}: the server closed the connection during the welcome`);
+            fail(err, err.message);
           } else this.shutdown(reason === 'closed' ? 'server closed the connection' : reason ?? 'closed');
           return;
         }
@@ -139,6 +215,7 @@ export class Client extends EventEmitter<ClientEvents> implements PeerTransport 
           switch (ev.type) {
             case 'welcome':
               this.shm = SharedMemory.fromFd(ev.shm);
+              this.shmKey = shmIdentity(this.shm.fd);
               break;
             case 'own-vector': {
               const bell = EventFd.adopt(ev.fd);
@@ -149,6 +226,7 @@ export class Client extends EventEmitter<ClientEvents> implements PeerTransport 
               });
               this.ownBells.push(bell);
               this.ownFds.push(bell.fd);
+              this.notifyWatchers();
               // The own group ends the welcome (protocol.welcomeProgress).
               // A lone peer whose group size nobody knows takes the rest of
               // this read first (the server sends the group in one go).
@@ -171,6 +249,7 @@ export class Client extends EventEmitter<ClientEvents> implements PeerTransport 
               // A lone peer's own group was all sent before any newcomer's.
               if (settled && this.groupSize === null) this.groupSize = this.ownBells.length;
               if (settled && bells.length === this.groupSize) this.emit('join', { id: ev.peer, vectors: bells.length });
+              this.notifyWatchers();
               break;
             }
             case 'peer-left':
@@ -178,20 +257,21 @@ export class Client extends EventEmitter<ClientEvents> implements PeerTransport 
               this.peerBells.delete(ev.peer);
               this.peerFds.delete(ev.peer);
               if (settled) this.emit('leave', { id: ev.peer });
+              this.notifyWatchers();
               break;
             case 'discard':
               closeFd(ev.fd);
               break;
             case 'refused':
               if (!settled) {
-                settled = true;
-                fail(new ClientError('EREFUSED', `${this.socketPath}: the server refused this peer (version ${ev.version}; it may be full)`));
+                const err = new ClientError('EREFUSED', `${this.socketPath}: the server refused this peer (version ${ev.version}; it may be full)`);
+                fail(err, err.message);
               }
               return;
             case 'error':
               if (!settled) {
-                settled = true;
-                fail(new ClientError('EPROTO', `${this.socketPath}: ${ev.message}`));
+                const err = new ClientError('EPROTO', `${this.socketPath}: ${ev.message}`);
+                fail(err, err.message);
               } else this.shutdown(`protocol error: ${ev.message}`);
               return;
           }
@@ -293,11 +373,32 @@ export class Client extends EventEmitter<ClientEvents> implements PeerTransport 
     this.peerFds.clear();
     this.ownFds.length = 0;
     this.shm?.close();
+    if (this.shmKey !== null) {
+      const group = neighbours.get(this.shmKey);
+      group?.delete(this);
+      if (group?.size === 0) neighbours.delete(this.shmKey);
+    }
+    this.notifyWatchers();
     this.emit('close', { reason });
   }
 
   /** Leaves the fabric: closes the socket, every fd and the mapping. */
   close(): void {
     this.shutdown('closed by the client');
+  }
+
+  /** close(), for `using client = await Client.connect(...)`. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+/** Which shared object `fd` is (the same for every peer of one server). */
+function shmIdentity(fd: number): string | null {
+  try {
+    const st = fs.fstatSync(fd);
+    return `${st.dev}:${st.ino}`;
+  } catch {
+    return null;
   }
 }

@@ -6,6 +6,7 @@
 // told through the ring's error word), and the switch's ring to this peer
 // handed to the message path like a slot.
 import type { RingLayoutInfo } from '../native.js';
+import { raceAbort } from '../abort.js';
 import { Ring, errorCode } from '../native.js';
 import type { FabricClientEvents } from './peer-types.js';
 import { FabricClientError, type RingErrorInfo } from './peer-types.js';
@@ -30,7 +31,7 @@ export interface ChannelHost {
   /** Messages from the switch's ring: the message path's. */
   dispatch(from: number, messages: Buffer[]): void;
   /** Waits a loop turn (or a millisecond, past a few ms of waiting). */
-  nextTurn(since: number): Promise<void>;
+  nextTurn(since: number, signal?: AbortSignal): Promise<void>;
 }
 
 export class RingChannels {
@@ -80,10 +81,14 @@ export class RingChannels {
   /** Pushes `messages` into the ring channel to `dest`, in order, ringing
    * dest's vector (this peer's ID) whenever a push found the ring empty.
    * While the ring is full it waits (backpressure; `timeoutMs` without
-   * progress, then EBUSY). Calls to one dest run one after the other. */
-  send(to: number, list: Uint8Array[], timeoutMs: number): Promise<void> {
+   * progress, then EBUSY). Calls to one dest run one after the other. An
+   * abort of `signal` rejects at once with its reason, whether this call
+   * is pushing or still waiting for an earlier one: what was pushed stays,
+   * the rest is never pushed. */
+  send(to: number, list: Uint8Array[], timeoutMs: number, signal?: AbortSignal): Promise<void> {
     let ring: TxRing;
     try {
+      signal?.throwIfAborted();
       ring = this.txRing(to);
     } catch (e) {
       return Promise.reject(e);
@@ -92,6 +97,7 @@ export class RingChannels {
       let off = 0;
       let stalled: number | null = null;
       while (off < list.length) {
+        signal?.throwIfAborted();
         this.host.check();
         let n: number;
         try {
@@ -110,12 +116,13 @@ export class RingChannels {
         if (Date.now() - stalled > timeoutMs) {
           throw new FabricClientError('EBUSY', `the ring to peer ${to} stayed full for ${timeoutMs} ms (${off} of ${list.length} message(s) pushed)`);
         }
-        await this.host.nextTurn(stalled);
+        await this.host.nextTurn(stalled, signal);
       }
     };
     const prev = this.chains.get(to) ?? Promise.resolve();
-    const mine = prev.then(run, run);
-    const tail = mine.then(
+    const ran = prev.then(run, run);
+    const mine = raceAbort(ran, signal);
+    const tail = ran.then(
       () => undefined,
       () => undefined,
     );

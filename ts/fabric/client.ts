@@ -18,8 +18,10 @@
 // An interrupt on vector S means peer S has something: its ring to this
 // peer is drained, then its slot. It runs to about 430 lines because the
 // public API's documentation lives here, on the methods users call.
+import '../dispose.js';
 import { EventEmitter } from 'node:events';
 
+import { checkSignal } from '../abort.js';
 import { Client } from '../client/client.js';
 import { silentLogger } from '../log.js';
 import type { PeerTransport } from '../transport.js';
@@ -49,6 +51,7 @@ import {
   type LinkInfo,
   type OwnAttributes,
   type PeerAttributes,
+  type LinkUpOptions,
   type RequestOptions,
   type SendOptions,
 } from './peer-types.js';
@@ -161,7 +164,8 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
 
   /** Joins the fabric server at `socketPath` over the host transport (the
    * server's socket). Rejects with ENOTFABRIC (and leaves) when the server
-   * is not a FAME-Z fabric (e.g. `--silent`). */
+   * is not a FAME-Z fabric (e.g. `--silent`). `signal` aborts the connect
+   * (Client.connect); it has no say once connected. */
   static async connect(socketPath: string, options: FabricClientOptions = {}): Promise<FabricClient> {
     const client = await Client.connect(socketPath, options);
     try {
@@ -255,19 +259,23 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
    * slot, ringing each receiver's vector = this peer's ID. Resolves when
    * posted. While the slot still holds the previous message it waits (for
    * `timeoutMs`, default the client's sendTimeoutMs) and then rejects with
-   * EBUSY: a message is never overwritten. */
+   * EBUSY: a message is never overwritten. `signal` stops the waiting
+   * (see SendOptions): to several receivers, those not posted yet are
+   * withdrawn. */
   send(dest: Dest, message: string | TextMessage | Uint8Array, options: SendOptions = {}): Promise<void> {
     let ids: number[];
     let bytes: Uint8Array;
+    let signal: AbortSignal | undefined;
     try {
+      signal = checkSignal(options.signal);
       ids = this.resolve(dest);
       bytes = this.checkSize(encodeMessage(message));
     } catch (e) {
       return Promise.reject(e);
     }
     const timeoutMs = options.timeoutMs ?? this.sendTimeoutMs;
-    if (ids.length === 1) return this.sender.enqueue(ids[0], bytes, timeoutMs);
-    return Promise.all(ids.map((to) => this.sender.enqueue(to, bytes, timeoutMs))).then(() => undefined);
+    if (ids.length === 1) return this.sender.enqueue(ids[0], bytes, timeoutMs, signal);
+    return Promise.all(ids.map((to) => this.sender.enqueue(to, bytes, timeoutMs, signal))).then(() => undefined);
   }
 
   /** Posts `message` from `src`'s slot to `dest` and rings dest's vector
@@ -275,20 +283,23 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
    * testing drivers; waits (bounded) while src's slot is busy. */
   async spoof(dest: Dest, src: number, message: string | TextMessage | Uint8Array, options: SendOptions = {}): Promise<void> {
     this.check();
+    const signal = checkSignal(options.signal);
     if (!Number.isSafeInteger(src) || src < 1 || src > this.serverId) {
       throw new FabricClientError('ENOPEER', `sender ${src} is outside the fabric's IDs 1..${this.serverId}`);
     }
     const bytes = this.checkSize(encodeMessage(message));
     const timeoutMs = options.timeoutMs ?? this.sendTimeoutMs;
     const sender = this.senderFor(src);
-    for (const to of this.resolve(dest)) await sender.enqueue(to, bytes, timeoutMs);
+    for (const to of this.resolve(dest)) await sender.enqueue(to, bytes, timeoutMs, signal);
   }
 
   /** Sends `message` to one peer and resolves with its reply: the next
-   * message from it that `match` accepts (see RequestOptions). */
+   * message from it that `match` accepts (see RequestOptions). `signal`
+   * stops both waits: for the slot and for the reply. */
   request(dest: Dest, message: string | TextMessage | Uint8Array, options: RequestOptions = {}): Promise<FabricMessage> {
     let to: number;
     try {
+      checkSignal(options.signal);
       to = this.resolveOne(dest);
     } catch (e) {
       return Promise.reject(e);
@@ -299,9 +310,16 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
   /** FAME-Z's link-up: sends `Link RFC TTC=27us` to the switch and resolves
    * once its CTL-Write configured this peer and the Standalone
    * Acknowledgment was posted. ENAK when the switch refuses (no fabric
-   * manager), ETIMEDOUT when nothing comes. */
-  linkUp(options: { timeoutMs?: number; TTC?: string } = {}): Promise<LinkInfo> {
-    return linkUp(this, options.timeoutMs ?? this.requestTimeoutMs, options.TTC ?? '27us');
+   * manager), ETIMEDOUT when nothing comes, the signal's reason when
+   * `signal` aborts. */
+  linkUp(options: LinkUpOptions = {}): Promise<LinkInfo> {
+    let signal: AbortSignal | undefined;
+    try {
+      signal = checkSignal(options.signal);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return linkUp(this, options.timeoutMs ?? this.requestTimeoutMs, options.TTC ?? '27us', signal);
   }
 
   /** Withdraws the message still unread in this peer's slot (its receiver
@@ -319,15 +337,19 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
   /** Pushes `messages` into the ring channel to `dest`, in order, ringing
    * dest's vector (this peer's ID) whenever a push found the ring empty.
    * While the ring is full it waits (backpressure; `timeoutMs` without
-   * progress, then EBUSY). Calls to one dest run one after the other. */
+   * progress, then EBUSY). Calls to one dest run one after the other.
+   * `signal` stops the waiting (see SendOptions): the messages pushed
+   * before the abort stay in the ring. */
   sendRing(dest: Dest, messages: Uint8Array | Uint8Array[], options: SendOptions = {}): Promise<void> {
     let to: number;
+    let signal: AbortSignal | undefined;
     try {
+      signal = checkSignal(options.signal);
       to = this.resolveOne(dest);
     } catch (e) {
       return Promise.reject(e);
     }
-    return this.channels.send(to, Array.isArray(messages) ? messages : [messages], options.timeoutMs ?? this.sendTimeoutMs);
+    return this.channels.send(to, Array.isArray(messages) ? messages : [messages], options.timeoutMs ?? this.sendTimeoutMs, signal);
   }
 
   /** The producing end of the ring to `dest`, for writing messages in
@@ -351,6 +373,11 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
   /** Leaves the fabric. Pending sends and requests reject with ECLOSED. */
   close(): void {
     this.shutdown('closed by the client');
+  }
+
+  /** close(), for `using peer = await FabricClient.connect(...)`. */
+  [Symbol.dispose](): void {
+    this.close();
   }
 
   // ---------------------------------------------------------------- inside

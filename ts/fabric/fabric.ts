@@ -5,6 +5,7 @@
 // to answer) and the Delivery's (what goes out when, through which door);
 // this module waits on doorbells, reads and writes the shared memory, rings
 // peers and keeps one timer.
+import '../dispose.js';
 import { EventEmitter } from 'node:events';
 
 import { silentLogger, type Logger } from '../log.js';
@@ -125,6 +126,8 @@ export class Fabric extends EventEmitter<FabricEvents> {
   private timerAt = Infinity;
   private globalsTimer: NodeJS.Timeout | null = null;
   private server: Server | null = null;
+  /** Removes the listeners attach() put on the server. */
+  private detach: (() => void) | null = null;
   private mailbox: MailboxPort | null = null;
   /** The shared object as an ArrayBuffer (null past Node's limit: then
    * everything goes through the slot and the globals are not watched). */
@@ -144,7 +147,7 @@ export class Fabric extends EventEmitter<FabricEvents> {
   private readonly mismatchLoggedAt = new Map<number, number>();
   /** The last connection number written into a present word. */
   private connections = 0n;
-  private closed = false;
+  private isClosed = false;
 
   /** Creates the switch's eventfds, so the server can advertise them. */
   constructor(readonly config: FabricConfig) {
@@ -237,14 +240,14 @@ export class Fabric extends EventEmitter<FabricEvents> {
       return nodename ? { nodename } : {};
     };
     this.announce(this.switch.serverId, true);
-    server.on('connect', ({ id }) => {
+    const onConnect = ({ id }: { id: number }) => {
       this.counters.set(id, newCounters());
       this.checkGlobals(`peer ${id} connecting`);
       this.announce(id, true);
       this.delivery.connect(id);
       this.apply(this.switch.connect(id));
-    });
-    server.on('disconnect', ({ id }) => {
+    };
+    const onDisconnect = ({ id }: { id: number }) => {
       this.counters.delete(id);
       this.switch.disconnect(id);
       this.delivery.leave(id);
@@ -259,8 +262,20 @@ export class Fabric extends EventEmitter<FabricEvents> {
       this.emptyRingsTo(id);
       this.announce(id, false);
       this.pump();
-    });
-    server.on('close', () => this.close());
+    };
+    const onClose = () => this.close();
+    server.on('connect', onConnect);
+    server.on('disconnect', onDisconnect);
+    server.on('close', onClose);
+    // Closed before its server (a `using` block closes in reverse order),
+    // it lets go of the server: the server's later departures and close
+    // find nothing of the closed switch to update.
+    this.detach = () => {
+      server.off('connect', onConnect);
+      server.off('disconnect', onDisconnect);
+      server.off('close', onClose);
+      server.describePeer = null;
+    };
   }
 
   /** A departed peer's incoming rings are emptied (it was their only
@@ -523,9 +538,16 @@ export class Fabric extends EventEmitter<FabricEvents> {
     return ring;
   }
 
+  /** Whether close() ran (itself, or the server's close). */
+  get closed(): boolean {
+    return this.isClosed;
+  }
+
   close(): void {
-    if (this.closed) return;
-    this.closed = true;
+    if (this.isClosed) return;
+    this.isClosed = true;
+    this.detach?.();
+    this.detach = null;
     if (this.timer) clearTimeout(this.timer);
     if (this.globalsTimer) clearInterval(this.globalsTimer);
     this.timer = this.globalsTimer = null;
@@ -533,5 +555,10 @@ export class Fabric extends EventEmitter<FabricEvents> {
     this.globals = null;
     for (const v of this.vectors) v.close();
     this.mailbox?.close();
+  }
+
+  /** close(), for `using`. */
+  [Symbol.dispose](): void {
+    this.close();
   }
 }

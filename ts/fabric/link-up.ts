@@ -5,6 +5,7 @@
 // close (ECLOSED) or the timeout (ETIMEDOUT), whichever comes first.
 import type { EventEmitter } from 'node:events';
 
+import { whenAborted } from '../abort.js';
 import type { TextMessage } from '../genz/text.js';
 import { FabricClientError, type FabricClientEvents, type LinkInfo } from './peer-types.js';
 
@@ -12,13 +13,20 @@ export interface LinkUpPeer {
   readonly serverId: number;
   on: EventEmitter<FabricClientEvents>['on'];
   off: EventEmitter<FabricClientEvents>['off'];
-  send(dest: number, message: TextMessage): Promise<void>;
+  send(dest: number, message: TextMessage, options?: { signal?: AbortSignal }): Promise<void>;
 }
 
-export function linkUp(peer: LinkUpPeer, timeoutMs: number, TTC: string): Promise<LinkInfo> {
+/** An abort of `signal` rejects with its reason (an already-aborted one
+ * before anything is sent); every listener and the timer go either way. */
+export function linkUp(peer: LinkUpPeer, timeoutMs: number, TTC: string, signal?: AbortSignal): Promise<LinkInfo> {
+  if (signal?.aborted) return Promise.reject(signal.reason);
   return new Promise<LinkInfo>((resolve, reject) => {
+    let done = false;
     const finish = (outcome: () => void) => {
+      if (done) return;
+      done = true;
       clearTimeout(timer);
+      stopAbort();
       peer.off('configured', onConfigured);
       peer.off('message', onMessage);
       peer.off('close', onClose);
@@ -35,9 +43,10 @@ export function linkUp(peer: LinkUpPeer, timeoutMs: number, TTC: string): Promis
       () => finish(() => reject(new FabricClientError('ETIMEDOUT', `the switch did not configure this peer within ${timeoutMs} ms`))),
       timeoutMs,
     );
+    const stopAbort = whenAborted(signal, (reason) => finish(() => reject(reason)));
     peer.on('configured', onConfigured);
     peer.on('message', onMessage);
     peer.on('close', onClose);
-    peer.send(peer.serverId, { kind: 'link-rfc', TTC }).catch((e: Error) => finish(() => reject(e)));
+    peer.send(peer.serverId, { kind: 'link-rfc', TTC }, { signal }).catch((e: Error) => finish(() => reject(e)));
   });
 }

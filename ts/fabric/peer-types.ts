@@ -149,8 +149,26 @@ export interface FabricClientOptions extends ConnectOptions {
 export interface SendOptions {
   /** How long to wait for the own slot (or the ring) to be free. */
   timeoutMs?: number;
+  /** Gives up waiting when it aborts: the call rejects with the signal's
+   * reason and what was not posted yet is withdrawn from the queue (never
+   * posted later); what was posted stays posted. An already-aborted
+   * signal rejects at once, posting nothing. */
+  signal?: AbortSignal;
 }
 
+export interface LinkUpOptions {
+  /** How long to wait for the switch's CTL-Write (default the client's requestTimeoutMs). */
+  timeoutMs?: number;
+  /** The Link RFC's TTC (default 27us). */
+  TTC?: string;
+  /** Gives up waiting when it aborts (rejects with the signal's reason);
+   * an already-aborted signal rejects at once and sends nothing. */
+  signal?: AbortSignal;
+}
+
+/** `signal` (SendOptions) covers the whole request: the wait for the own
+ * slot and the wait for the reply. A reply that comes after the abort is
+ * an ordinary `message`, as one after ETIMEDOUT is. */
 export interface RequestOptions extends SendOptions {
   /** How long to wait for the reply (after the request is posted). */
   replyTimeoutMs?: number;

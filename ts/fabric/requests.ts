@@ -3,6 +3,7 @@
 // missed), its deadline counts from the post, and one timer, armed for the
 // earliest deadline, serves every waiter: a request answered in time costs
 // no timer of its own.
+import { whenAborted } from '../abort.js';
 import { FabricClientError, type FabricMessage, type RequestOptions } from './peer-types.js';
 import { Replies } from './replies.js';
 import type { TextMessage } from '../genz/text.js';
@@ -28,9 +29,13 @@ export class Requests {
   private timer: NodeJS.Timeout | null = null;
   private timerAt = Infinity;
 
-  /** `post(to)` sends the request and resolves once it is posted. */
+  /** `post(to)` sends the request and resolves once it is posted. An
+   * abort of `options.signal` stops the wait for the reply (and `post`
+   * is given the same signal by the caller). */
   wait(to: number, post: () => Promise<void>, options: RequestOptions, defaultTimeoutMs: number): Promise<FabricMessage> {
     const replyTimeoutMs = options.replyTimeoutMs ?? defaultTimeoutMs;
+    const signal = options.signal;
+    if (signal?.aborted) return Promise.reject(signal.reason);
     return new Promise<FabricMessage>((resolve, reject) => {
       const waiter: Waiter = {
         from: to,
@@ -40,6 +45,21 @@ export class Requests {
         deadline: Infinity,
         late: `no reply from peer ${to} within ${replyTimeoutMs} ms`,
       };
+      if (signal) {
+        const stop = whenAborted(signal, (reason) => {
+          if (!this.replies.has(waiter)) return;
+          this.drop(waiter);
+          reject(reason);
+        });
+        waiter.resolve = (m) => {
+          stop();
+          resolve(m);
+        };
+        waiter.reject = (e) => {
+          stop();
+          reject(e);
+        };
+      }
       this.replies.add(waiter);
       post().then(
         () => {
@@ -49,7 +69,7 @@ export class Requests {
         },
         (e: Error) => {
           this.drop(waiter);
-          reject(e);
+          waiter.reject(e);
         },
       );
     });

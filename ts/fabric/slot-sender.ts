@@ -8,6 +8,7 @@
 // switch's sending, whose rules differ — it withdraws what is not taken
 // and holds back silent receivers, since it serves everyone — is
 // delivery.ts.)
+import { whenAborted } from '../abort.js';
 import type { PeerTransport } from '../transport.js';
 import { FabricClientError } from './peer-types.js';
 import type { SlotPort } from './ring-ends.js';
@@ -16,11 +17,22 @@ import type { SlotPort } from './ring-ends.js';
  * long, then every millisecond. */
 const SPIN_MS = 5;
 
-/** Waits a loop turn, or a millisecond once `since` is SPIN_MS ago. */
-export function nextTurn(since: number): Promise<void> {
+/** Waits a loop turn, or a millisecond once `since` is SPIN_MS ago; an
+ * abort of `signal` ends the wait at once (the caller checks the signal). */
+export function nextTurn(since: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
-    if (Date.now() - since < SPIN_MS) setImmediate(resolve);
-    else setTimeout(resolve, 1);
+    if (signal?.aborted) return resolve();
+    const stop = whenAborted(signal, () => {
+      if (immediate) clearImmediate(immediate);
+      if (timer) clearTimeout(timer);
+      resolve();
+    });
+    const done = () => {
+      stop();
+      resolve();
+    };
+    const immediate = Date.now() - since < SPIN_MS ? setImmediate(done) : null;
+    const timer = immediate ? null : setTimeout(done, 1);
   });
 }
 
@@ -53,17 +65,49 @@ export class SlotSender {
 
   constructor(private readonly host: SenderHost) {}
 
-  /** Resolves once `bytes` is posted to `to` (and `to` rung). */
-  enqueue(to: number, bytes: Uint8Array, timeoutMs: number): Promise<void> {
+  /** Resolves once `bytes` is posted to `to` (and `to` rung). An abort of
+   * `signal` takes it out of the queue and rejects with the reason. */
+  enqueue(to: number, bytes: Uint8Array, timeoutMs: number, signal?: AbortSignal): Promise<void> {
     return new Promise((resolve, reject) => {
       const closed = this.host.closedReason();
       if (closed !== null) {
         reject(new FabricClientError('ECLOSED', `the fabric client is closed (${closed})`));
         return;
       }
-      this.queue.push({ to, bytes, timeoutMs, busySince: null, resolve, reject });
+      if (signal?.aborted) {
+        reject(signal.reason);
+        return;
+      }
+      const o: Outgoing = { to, bytes, timeoutMs, busySince: null, resolve, reject };
+      if (signal) {
+        const stop = whenAborted(signal, (reason) => this.withdraw(o, reason));
+        o.resolve = () => {
+          stop();
+          resolve();
+        };
+        o.reject = (e) => {
+          stop();
+          reject(e);
+        };
+      }
+      this.queue.push(o);
       this.pump();
     });
+  }
+
+  /** Takes `o` out of the queue (an abort); the retry goes with the last. */
+  private withdraw(o: Outgoing, reason: unknown): void {
+    const i = this.queue.indexOf(o);
+    if (i < 0) return;
+    this.queue.splice(i, 1);
+    if (this.queue.length === 0) this.stopRetry();
+    o.reject(reason as Error);
+  }
+
+  private stopRetry(): void {
+    if (this.retry?.kind === 'immediate') clearImmediate(this.retry.handle);
+    else if (this.retry?.kind === 'timeout') clearTimeout(this.retry.handle);
+    this.retry = null;
   }
 
   /** Posts queued messages in order through the one slot. */
@@ -120,9 +164,7 @@ export class SlotSender {
 
   /** Rejects everything queued (with `err()`) and stops retrying. */
   close(err: () => Error): void {
-    if (this.retry?.kind === 'immediate') clearImmediate(this.retry.handle);
-    else if (this.retry?.kind === 'timeout') clearTimeout(this.retry.handle);
-    this.retry = null;
+    this.stopRetry();
     for (const o of this.queue.splice(0)) o.reject(err());
   }
 }

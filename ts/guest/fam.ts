@@ -2,6 +2,7 @@
 // (the host's FAM file), mapped through sysfs resource2. Memory only: no
 // doorbell, no interrupts, no server; every VM given the same file sees
 // the same bytes.
+import '../dispose.js';
 import { GuestDevice, type SharedMemory } from '../native.js';
 import { GuestError, listIvshmem, type IvshmemDevice } from './pci.js';
 
@@ -11,6 +12,8 @@ export interface FamRegion {
   /** BAR2 mapped (its `buffer` is the ArrayBuffer when it fits one). */
   sharedMemory: SharedMemory;
   close(): void;
+  /** close(), for `using`. */
+  [Symbol.dispose](): void;
 }
 
 /** The plain device to use: `wanted`, or the only one. */
@@ -40,5 +43,6 @@ export function openFam(options: { device?: string; sysfs?: string } = {}): FamR
   } finally {
     device.close();
   }
-  return { bdf: dev.bdf, size: dev.size, sharedMemory: shm, close: () => shm.close() };
+  const close = () => shm.close();
+  return { bdf: dev.bdf, size: dev.size, sharedMemory: shm, close, [Symbol.dispose]: close };
 }

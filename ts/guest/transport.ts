@@ -17,6 +17,7 @@
 // nothing interrupts, and every pollMs the transport looks at each peer's
 // slot and ring to this peer and reports an interrupt for those that hold
 // something. It is marked as such (`mode`, `where`).
+import '../dispose.js';
 import { EventEmitter } from 'node:events';
 
 import type { PeerTransport, TransportEvents } from '../transport.js';
@@ -206,6 +207,11 @@ export class GuestTransport extends EventEmitter<TransportEvents> implements Pee
 
   close(): void {
     this.shutdown('closed by the client');
+  }
+
+  /** close(), for `using`. */
+  [Symbol.dispose](): void {
+    this.close();
   }
 }
 

@@ -5,6 +5,7 @@
 // 0.4 s of CPU to load, paid by every server start). Every answer has its
 // JSON schema in schemas/ (the tests validate each answer against it);
 // every bad request is a 400 with a sentence.
+import '../dispose.js';
 import { timingSafeEqual } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
@@ -33,6 +34,8 @@ export interface HttpService {
   /** It took another port than the one asked for (that one was in use). */
   readonly movedFrom: number | null;
   close(): Promise<void>;
+  /** close(), for `await using`. */
+  [Symbol.asyncDispose](): Promise<void>;
 }
 
 export class HttpError extends Error {
@@ -157,17 +160,13 @@ export async function startHttp(monitor: Monitor, config: HttpConfig, metrics: P
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;
-  return {
-    url: `http://${host}:${port}/`,
-    port,
-    movedFrom,
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const res of streams) res.destroy();
-        server.close(() => resolve());
-        server.closeAllConnections();
-      }),
-  };
+  const close = () =>
+    new Promise<void>((resolve) => {
+      for (const res of streams) res.destroy();
+      server.close(() => resolve());
+      server.closeAllConnections();
+    });
+  return { url: `http://${host}:${port}/`, port, movedFrom, close, [Symbol.asyncDispose]: close };
 }
 
 function httpFailure(config: HttpConfig, e: NodeJS.ErrnoException): string {

@@ -4,9 +4,10 @@
 // polling the peers. Totals live here; per-peer figures come from the
 // server (connection), the switch (its record of the port) and the fabric
 // (what passed through the switch).
+import '../dispose.js';
 import { EventEmitter } from 'node:events';
 
-import type { Fabric, SwitchMessage } from '../fabric/fabric.js';
+import type { Fabric, FabricEvents, SwitchMessage } from '../fabric/fabric.js';
 import { ringOffset } from '../fabric/ring.js';
 import { RING_HEAD, RING_TAIL } from '../layout.generated.js';
 import type { Server } from '../server/server.js';
@@ -43,6 +44,8 @@ function reasonClass(reason: string): string {
 
 const RECENT = 500;
 
+type FabricEventsOf<E extends keyof FabricEvents> = FabricEvents[E][0];
+
 export class Monitor extends EventEmitter<MonitorEvents> {
   readonly startedAt = Date.now();
   readonly totals: Totals = { connects: 0, disconnects: 0, refusals: 0, disconnectsBy: {} };
@@ -50,6 +53,8 @@ export class Monitor extends EventEmitter<MonitorEvents> {
   private readonly recentEvents: FabricEvent[] = [];
   /** Per peer: its pid and command, looked up once at connect. */
   private readonly processes = new Map<number, { pid: number; command: string | null } | null>();
+  /** What close() undoes: the listeners on the server and the fabric. */
+  private readonly detach: Array<() => void> = [];
 
   constructor(
     readonly server: Server,
@@ -57,27 +62,61 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     private readonly lookupProcess: (id: number) => { pid: number; command: string | null } | null = () => null,
   ) {
     super();
-    server.on('connect', ({ id, peers }) => {
+    const onConnect = ({ id, peers }: { id: number; peers: number }) => {
       this.totals.connects++;
       this.processes.set(id, this.lookupProcess(id));
       this.record({ type: 'join', peer: id, peers }, null);
-    });
-    server.on('disconnect', ({ id, peers, reason }) => {
+    };
+    const onDisconnect = ({ id, peers, reason }: { id: number; peers: number; reason: string }) => {
       this.totals.disconnects++;
       const c = reasonClass(reason);
       this.totals.disconnectsBy[c] = (this.totals.disconnectsBy[c] ?? 0) + 1;
       this.processes.delete(id);
       this.record({ type: 'leave', peer: id, reason, peers }, null);
-    });
-    server.on('refuse', ({ reason }) => {
+    };
+    const onRefuse = ({ reason }: { reason: string }) => {
       this.totals.refusals++;
       this.record({ type: 'refuse', reason }, null);
+    };
+    server.on('connect', onConnect);
+    server.on('disconnect', onDisconnect);
+    server.on('refuse', onRefuse);
+    this.detach.push(() => {
+      server.off('connect', onConnect);
+      server.off('disconnect', onDisconnect);
+      server.off('refuse', onRefuse);
     });
-    fabric?.on('message', (m) => this.record({ type: 'message', peer: m.peer, nodename: m.nodename || undefined, direction: m.direction, kind: m.kind, bytes: m.bytes, route: m.route }, m));
-    fabric?.on('port', (p) => this.record({ type: 'link', peer: p.id, nodename: p.nodename || undefined, link: p.link, cclass: p.cclass, sid: p.SID0, cid: p.CID0 }, null));
-    fabric?.on('drop', ({ peer, count, reason }) => this.record({ type: 'drop', peer, count, reason }, null));
-    fabric?.on('undelivered', ({ peer, reason }) => this.record({ type: 'undelivered', peer, reason }, null));
-    fabric?.on('reject', ({ peer, reason }) => this.record({ type: 'reject', peer, reason }, null));
+    if (fabric) {
+      const onMessage = (m: SwitchMessage) =>
+        this.record({ type: 'message', peer: m.peer, nodename: m.nodename || undefined, direction: m.direction, kind: m.kind, bytes: m.bytes, route: m.route }, m);
+      const onPort = (p: FabricEventsOf<'port'>) => this.record({ type: 'link', peer: p.id, nodename: p.nodename || undefined, link: p.link, cclass: p.cclass, sid: p.SID0, cid: p.CID0 }, null);
+      const onDrop = ({ peer, count, reason }: FabricEventsOf<'drop'>) => this.record({ type: 'drop', peer, count, reason }, null);
+      const onUndelivered = ({ peer, reason }: FabricEventsOf<'undelivered'>) => this.record({ type: 'undelivered', peer, reason }, null);
+      const onReject = ({ peer, reason }: FabricEventsOf<'reject'>) => this.record({ type: 'reject', peer, reason }, null);
+      fabric.on('message', onMessage);
+      fabric.on('port', onPort);
+      fabric.on('drop', onDrop);
+      fabric.on('undelivered', onUndelivered);
+      fabric.on('reject', onReject);
+      this.detach.push(() => {
+        fabric.off('message', onMessage);
+        fabric.off('port', onPort);
+        fabric.off('drop', onDrop);
+        fabric.off('undelivered', onUndelivered);
+        fabric.off('reject', onReject);
+      });
+    }
+  }
+
+  /** Stops watching the server and the fabric (both stay as they are):
+   * no more events are recorded or emitted. Idempotent. */
+  close(): void {
+    for (const d of this.detach.splice(0)) d();
+  }
+
+  /** close(), for `using`. */
+  [Symbol.dispose](): void {
+    this.close();
   }
 
   /** The last events (at most 500), oldest first, with seq above `after`. */

@@ -4,6 +4,7 @@
 // native binding and keeps the peer table.
 // (About 450 lines: start() turns every way setting up can fail into an
 // error a person can act on, and that belongs beside what it sets up.)
+import '../dispose.js';
 import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -515,5 +516,10 @@ export class Server extends EventEmitter<ServerEvents> {
     }
     this.shm.close();
     this.emit('close');
+  }
+
+  /** close(), for `using server = Server.start(...)`. */
+  [Symbol.dispose](): void {
+    this.close();
   }
 }

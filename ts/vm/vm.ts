@@ -2,6 +2,7 @@
 // running one command in a chroot of the host and powering off. Its console
 // is read line by line (see console.ts); `exited` resolves with the
 // command's exit status as /init reported it.
+import '../dispose.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
@@ -239,6 +240,11 @@ export class Vm extends EventEmitter<VmEvents> {
       clearTimeout(timer);
     }
     return this.exit!;
+  }
+
+  /** kill(), for `await using vm = bootVm(...)`. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.kill();
   }
 }
 
