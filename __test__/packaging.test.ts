@@ -231,7 +231,7 @@ async function prepare(t: ExecutionContext): Promise<Setup> {
   const token = ((await user.json()) as { token?: string }).token;
   if (!user.ok || !token) throw new Error(`verdaccio did not register the test user: ${user.status}`);
   const host = registry.replace(/^http:/, '');
-  fs.writeFileSync(path.join(dir, 'npmrc'), `registry=${registry}\n${host}:_authToken=${token}\n`);
+  fs.writeFileSync(path.join(dir, 'npmrc'), `registry=${registry}\n${host}:_authToken=${token}\nnoproxy=127.0.0.1\n`);
 
   // (c) famez's runtime dependencies into it, packed from this checkout's node_modules.
   const tree = runtimeDependencies(JSON.parse(run('npm', ['ls', '--omit=dev', '--all', '--json', '--long'], { cwd: ROOT, env })) as LsNode);
