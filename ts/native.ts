@@ -32,8 +32,8 @@ function firstLine(e: unknown): string {
   return (e instanceof Error ? e.message : String(e)).split('\n')[0]!;
 }
 
-/** What went wrong, in one sentence, once napi's loader has thrown. */
-function bindingError(): NativeBindingError {
+/** What went wrong, in one sentence, once napi's loader threw `thrown`. */
+function bindingError(thrown: unknown): NativeBindingError {
   const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as {
     name: string;
     version: string;
@@ -55,6 +55,8 @@ function bindingError(): NativeBindingError {
     } catch (e) {
       return new NativeBindingError('EBINDING', `the native binding ${found} does not load on this ${suffix} system: ${firstLine(e)}`);
     }
+    // The binary loads by itself: napi's loader failed for another reason (its environment variables, say).
+    return new NativeBindingError('EBINDING', `napi-rs's loader ${path.join(ROOT, 'index.js')} failed although ${found} loads: ${firstLine(thrown)}`);
   }
   const supported = ['linux-x64-gnu', 'linux-arm64-gnu', 'linux-x64-musl', 'linux-arm64-musl'];
   if (!supported.includes(suffix)) {
@@ -83,8 +85,8 @@ function load(): { binding: typeof Binding; error: NativeBindingError | null } {
   try {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     return { binding: require('../index.js') as typeof Binding, error: null };
-  } catch {
-    const error = bindingError();
+  } catch (e) {
+    const error = bindingError(e);
     return { binding: unavailable(error), error };
   }
 }
