@@ -326,7 +326,7 @@ serial('publint and are-the-types-wrong find nothing in the main tarball', (t) =
   t.regex(attw.stdout, /No problems found/);
 });
 
-serial('the registry has the platform package napi pre-publish published and famez listing it', (t) => {
+serial('the registry has the platform packages napi pre-publish published and famez listing them', (t) => {
   const { registry, env, dir } = ready(t);
   const view = (name: string) => JSON.parse(run('npm', ['view', name, '--json', '--registry', registry], { cwd: dir, env })) as Record<string, unknown>;
   const platform = view(PLATFORM_PKG);
@@ -337,11 +337,16 @@ serial('the registry has the platform package napi pre-publish published and fam
   t.deepEqual(platform.libc, [PLATFORM!.endsWith('-musl') ? 'musl' : 'glibc']);
   const main = view(PKG.name);
   t.is(main.version, PKG.version);
-  t.is((main.optionalDependencies as Record<string, string>)[PLATFORM_PKG], PKG.version);
+  const optional = main.optionalDependencies as Record<string, string>;
+  t.is(optional[PLATFORM_PKG], PKG.version);
+  // Every platform package the main one names is there, at its version.
+  for (const [name, version] of Object.entries(optional)) if (name !== PLATFORM_PKG) t.is(view(name).version, version, name);
 });
 
-serial("npm's optionalDependencies resolution installs the platform package, and famez loads its binary", (t) => {
-  const { app, bin, userEnv } = ready(t);
+serial("npm's optionalDependencies resolution installs this platform's package and no other, and famez loads its binary", (t) => {
+  const { app, bin, userEnv, mainManifest } = ready(t);
+  const others = Object.keys(mainManifest.optionalDependencies as Record<string, string>).filter((name) => name !== PLATFORM_PKG);
+  t.deepEqual(others.filter((name) => fs.existsSync(path.join(app, 'node_modules', name))), [], 'npm skips the packages of other platforms (os, cpu, libc)');
   const installed = path.join(app, 'node_modules', PKG.name);
   t.deepEqual(walk(installed).filter((f) => f.endsWith('.node')), [], 'no addon inside node_modules/famez');
   const resolved = require.resolve(PLATFORM_PKG, { paths: [app] });
