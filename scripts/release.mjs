@@ -32,9 +32,12 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const COMMAND_MS = 5 * 60_000;
 const NAPI = path.join(ROOT, 'node_modules', '.bin', 'napi');
 
+/** A step that cannot go on: thrown, so that withTemp's clean-up runs, and
+ * reported as `release: MESSAGE` with exit status 1. */
+class ReleaseError extends Error {}
+
 function fail(message) {
-  process.stderr.write(`release: ${message}\n`);
-  process.exit(1);
+  throw new ReleaseError(message);
 }
 
 function run(cmd, args, cwd) {
@@ -148,6 +151,12 @@ const { positionals, values } = parseArgs({
     tag: { type: 'string' },
   },
 });
-if (positionals[0] === 'pack') pack(values);
-else if (positionals[0] === 'publish') publish(values);
-else fail('usage: release.mjs pack --artifacts DIR --out DIR [--target TRIPLE]... | publish --packages DIR [--tag TAG]');
+try {
+  if (positionals[0] === 'pack') pack(values);
+  else if (positionals[0] === 'publish') publish(values);
+  else fail('usage: release.mjs pack --artifacts DIR --out DIR [--target TRIPLE]... | publish --packages DIR [--tag TAG]');
+} catch (e) {
+  if (!(e instanceof ReleaseError)) throw e;
+  process.stderr.write(`release: ${e.message}\n`);
+  process.exitCode = 1;
+}
