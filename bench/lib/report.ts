@@ -162,12 +162,14 @@ export function svg(runs: Run[], mode: string, peerCurve: number[], sizes: numbe
     parts.push(`<line x1="${bx + scale(1)}" y1="${top}" x2="${bx + scale(1)}" y2="${y}" stroke="black" stroke-dasharray="4 3"/>`);
   }
   parts.push(`<text x="${bx + scale(1) + 3}" y="${y + 12}" font-size="10">1.0 (log scale)</text>`);
-  y += 40;
+  y += 30;
+  parts.push(`<text x="20" y="${y}" font-size="11">curves by peers: solid same-cpu, dashed cross-cpu</text>`);
+  y += 30;
   // 2. curves, two per row
   const curve = (cx: number, title: string, xs: number[], xLabel: (x: number) => string, series: Series[], unit: string, logY: boolean) => {
     const h = 200;
-    const x0 = 80;
-    const cw = W / 2 - 130;
+    const x0 = 70;
+    const cw = W / 2 - 30 - x0 - 80;
     parts.push(`<text x="${cx}" y="${y}" font-size="14" font-weight="bold">${esc(title)}</text>`);
     const all = series.flatMap((s) => s.pts.map((p) => p[1])).filter((v) => v > 0);
     if (all.length === 0) {
@@ -229,7 +231,6 @@ export function svg(runs: Run[], mode: string, peerCurve: number[], sizes: numbe
     'ping/s',
     true,
   );
-  parts.push(`<text x="${W / 2 + 10}" y="${y + 30}" font-size="11">peers and switch curves: solid same-cpu, dashed cross-cpu</text>`);
   y += 270;
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${y}" viewBox="0 0 ${W} ${y}" font-family="sans-serif">\n<rect width="100%" height="100%" fill="white"/>\n${parts.join('\n')}\n</svg>\n`;
 }
