@@ -33,6 +33,7 @@ const EXPECTED: [string, string, Regime][] = [
     CROSS,
   ),
   ...rows(['switch-ping-1', 'switch-ping-4', 'switch-ping-14'], ['c', 'js'], BOTH),
+  ...rows(['switch-ping-1-ring', 'switch-ping-4-ring', 'switch-ping-14-ring'], ['js'], BOTH),
   ...rows(['connect-mesh-256', 'connect-mesh-fabric-62'], ['js'], ['unpinned']),
 ];
 
@@ -44,7 +45,7 @@ const baselineOf = (s: string) =>
       ? 'doorbell-rtt-busy-poll'
       : s === 'mailbox-rtt' || s.startsWith('doorbell-rtt-peers-')
         ? 'doorbell-rtt'
-        : s;
+        : s.replace(/^(switch-ping-\d+)-ring$/, '$1');
 
 interface Row {
   scenario: string;

@@ -196,6 +196,9 @@ function log(s: string): void {
 /** One implementation of a scenario. */
 interface Side {
   impl: Impl;
+  /** The row's scenario, when this side is a variant measured in the same
+   * rounds under a name of its own. */
+  scenario?: string;
   /** Why it cannot run (every row skipped with it), or null. */
   unavailable: string | null;
   /** Before a regime's rounds (pins the JS processes). */
@@ -246,8 +249,8 @@ async function interleave(scenario: string, unit: string, regimes: Pinned[], sid
     }
     for (const s of mine) {
       const got = rounds.get(s);
-      if (got) record(scenario, s.impl, regime, unit, got, s.note?.(regime));
-      else skip(scenario, s.impl, regime, unit, failed.get(s)!);
+      if (got) record(s.scenario ?? scenario, s.impl, regime, unit, got, s.note?.(regime));
+      else skip(s.scenario ?? scenario, s.impl, regime, unit, failed.get(s)!);
     }
   }
 }
@@ -542,18 +545,28 @@ async function groupRing(): Promise<void> {
 const shares = (n: number, procs: number) => Array.from({ length: procs }, (_, i) => Math.floor(n / procs) + (i < n % procs ? 1 : 0));
 
 async function groupSwitch(): Promise<void> {
-  const expected: [string, Impl, Regime, string][] = SWITCH_PEERS.flatMap((n) => LATENCY.flatMap((g) => (['c', 'js'] as const).map((i) => [`switch-ping-${n}`, i, g, 'ping/s'] as [string, Impl, Regime, string])));
+  const expected: [string, Impl, Regime, string][] = SWITCH_PEERS.flatMap((n) =>
+    LATENCY.flatMap((g) => [
+      ...(['c', 'js'] as const).map((i) => [`switch-ping-${n}`, i, g, 'ping/s'] as [string, Impl, Regime, string]),
+      [`switch-ping-${n}-ring`, 'js', g, 'ping/s'] as [string, Impl, Regime, string],
+    ]),
+  );
   const procs: Child[] = [];
   await attempt('switch pings', expected, async () => {
-    let js: { server: Child; peers: Child[] } | null = null;
+    // Two fabrics, one per route of the switch's answers (slot: as C; ring:
+    // famez's default), each famez serve's default fabric (14 peers, the
+    // switch is 15), each with its peer processes.
+    type Fabric = { server: Child; peers: Child[] };
+    const fabrics: Partial<Record<'slot' | 'ring', Fabric>> = {};
     let jsError: string | null = null;
     if (wantedImpl('js')) {
       try {
-        // famez serve's default fabric: 14 peers, the switch is 15.
-        const s = await serve([]);
-        const peers = Array.from({ length: SWITCH_PROCS }, () => new Child(process.execPath, [...TSX, 'bench/js/switch-peer.ts', s.sock]));
-        procs.push(s.server, ...peers);
-        js = { server: s.server, peers };
+        for (const route of ['slot', 'ring'] as const) {
+          const s = await serve([]);
+          const peers = Array.from({ length: SWITCH_PROCS }, () => new Child(process.execPath, [...TSX, 'bench/js/switch-peer.ts', s.sock, route]));
+          procs.push(s.server, ...peers);
+          fabrics[route] = { server: s.server, peers };
+        }
       } catch (e) {
         jsError = why(e);
       }
@@ -561,34 +574,39 @@ async function groupSwitch(): Promise<void> {
     const { warmupMs, windowMs, windows } = SWITCH;
     for (const n of SWITCH_PEERS) {
       const share = shares(n, Math.min(n, SWITCH_PROCS));
-      if (js) {
+      if (!jsError) {
         try {
-          await Promise.all(share.map((k, i) => js!.peers[i].ask(`connect ${k}`, 60_000)));
+          for (const f of Object.values(fabrics)) await Promise.all(share.map((k, i) => f.peers[i].ask(`connect ${k}`, 60_000)));
         } catch (e) {
           jsError = why(e);
         }
       }
       const where = (regime: Pinned) => regimeNote(regime, 'the peers', 'the switch');
-      const jsSide: Side = {
+      const clients = `${n} FabricClient${n > 1 ? 's' : ''} in ${share.length} Node process${share.length > 1 ? 'es' : ''} (bench/js/switch-peer.ts), each awaiting request('switch', 'ping') back to back, through famez serve's switch (default fabric, 14 peers)`;
+      const jsSide = (route: 'slot' | 'ring'): Side => ({
         impl: 'js',
+        scenario: route === 'ring' ? `switch-ping-${n}-ring` : undefined,
         unavailable: jsError,
         enter: async ([a, b]) => {
-          const j = js!;
-          pinAll([[j.server, b, 'famez serve (the switch)'], ...j.peers.map((p, i) => [p, a, `JS switch peers ${i}`] as [Child, number, string])]);
+          const f = fabrics[route]!;
+          pinAll([[f.server, b, 'famez serve (the switch)'], ...f.peers.map((p, i) => [p, a, `JS switch peers ${i}`] as [Child, number, string])]);
         },
         round: async () => {
-          const j = js!;
+          const f = fabrics[route]!;
           const window = BigInt(windowMs) * 1_000_000n;
           const start = process.hrtime.bigint() + BigInt(warmupMs) * 1_000_000n;
-          const answers = await Promise.all(share.map((_, i) => j.peers[i].ask<{ counts: number[] }>(`sping ${start} ${window} ${windows}`, warmupMs + windowMs * windows + 30_000)));
+          const answers = await Promise.all(share.map((_, i) => f.peers[i].ask<{ counts: number[] }>(`sping ${start} ${window} ${windows}`, warmupMs + windowMs * windows + 30_000)));
           return Array.from({ length: windows }, (_, w) => answers.reduce((sum, x) => sum + x.counts[w], 0) / (windowMs / 1000));
         },
         note: (regime) =>
-          `${n} FabricClient${n > 1 ? 's' : ''} in ${share.length} Node process${share.length > 1 ? 'es' : ''} (bench/js/switch-peer.ts), each awaiting request('switch', 'ping') back to back, through famez serve's switch (default fabric, 14 peers); switchRing false: the answers take the switch's one slot, as in C; ${where(regime)}`,
-      };
+          route === 'slot'
+            ? `${clients}; switchRing false: the answers take the switch's one slot, as in C; ${where(regime)}`
+            : `${clients}; switchRing true (FabricClient's default): the answers come through the switch's ring channel to each client, never waiting for its slot; ratio against the C switch-ping-${n} (its slot); ${where(regime)}`,
+      });
       await interleave(`switch-ping-${n}`, 'ping/s', LATENCY, [
         cSide('switch', () => [String(n), String(windowMs), String(windows), '--warmup-ms', String(warmupMs)], (regime) => `a C switch and ${n} C peer process${n > 1 ? 'es' : ''} over a memfd laid out as the FAME-Z mailbox (14 clients), eventfds, epoll; the switch's one slot serialises the answers (bench/baseline/switch.c); ${where(regime)}`),
-        jsSide,
+        jsSide('slot'),
+        jsSide('ring'),
       ]);
     }
   });

@@ -2,13 +2,15 @@
 // asking the switch `ping` back to back; driven by the runner (bench/run.ts)
 // through stdin lines, one JSON line per command.
 //
-//   node --import=tsx bench/js/switch-peer.ts SOCKET
+//   node --import=tsx bench/js/switch-peer.ts SOCKET slot|ring
+//
+// slot: the clients set switchRing false, so the switch answers through its
+// one FAME-Z slot (the handshake bench/baseline/switch.c does); ring: the
+// default, the switch answers through its ring channel to each client.
 //
 // Commands:
 //   connect K                  have K FabricClients (connects the missing
-//                              ones; switchRing false: the switch answers
-//                              through its one FAME-Z slot, the handshake
-//                              bench/baseline/switch.c does) -> {"clients":K}
+//                              ones) -> {"clients":K}
 //   sping START WINDOW BATCHES every client loops `await
 //                              request('switch', 'ping')` from now until
 //                              START + WINDOW x BATCHES (ns, process.hrtime:
@@ -22,7 +24,8 @@ import * as readline from 'node:readline';
 
 import { FabricClient } from '../../ts/fabric/client.js';
 
-const [sock] = process.argv.slice(2);
+const [sock, route] = process.argv.slice(2);
+if (route !== 'slot' && route !== 'ring') throw new Error(`switch-peer.ts SOCKET slot|ring, not '${route}'`);
 const out = (o: unknown) => process.stdout.write(`${JSON.stringify(o)}\n`);
 const fail = (msg: string): never => {
   process.stderr.write(`bench switch peer: ${msg}\n`);
@@ -56,7 +59,7 @@ async function main(): Promise<void> {
     switch (cmd) {
       case 'connect': {
         const k = Number(a[0]);
-        while (clients.length < k) clients.push(await FabricClient.connect(sock, { switchRing: false, nodename: `sping-${process.pid}-${clients.length}`.slice(0, 31), timeoutMs: 30_000 }));
+        while (clients.length < k) clients.push(await FabricClient.connect(sock, { switchRing: route === 'ring', nodename: `sping-${process.pid}-${clients.length}`.slice(0, 31), timeoutMs: 30_000 }));
         out({ clients: clients.length });
         break;
       }

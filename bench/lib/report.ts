@@ -70,12 +70,15 @@ export function skippedRun(scenario: string, impl: Impl, regime: Regime, unit: s
   return { scenario, impl, regime, unit, median: null, p99: null, samples: [], rounds: [], spread: null, baselineRatio: null, skipped: reason };
 }
 
-/** The C row a row is compared with: the same scenario, or for the
- * mailbox and the peer curve the C doorbell round trip, in the same regime. */
+/** The C row a row is compared with, in the same regime: the same
+ * scenario, or for the mailbox and the peer curve the C doorbell round
+ * trip, for switch-ping-N-ring the C switch-ping-N. */
 export function baselineOf(scenario: string): string {
   if (scenario.startsWith('guest-mailbox-rtt')) return 'guest-doorbell-rtt-host';
   if (scenario === 'mailbox-rtt-busy-poll') return 'doorbell-rtt-busy-poll';
   if (scenario === 'mailbox-rtt' || scenario.startsWith('doorbell-rtt-peers-')) return 'doorbell-rtt';
+  const ring = /^(switch-ping-\d+)-ring$/.exec(scenario);
+  if (ring) return ring[1];
   return scenario;
 }
 
@@ -115,7 +118,7 @@ export function table(runs: Run[]): string {
 }
 
 const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;');
-const COLORS: Record<string, string> = { c: '#555555', rust: '#d9622b', js: '#2b7bd9' };
+const COLORS: Record<string, string> = { c: '#555555', rust: '#d9622b', js: '#2b7bd9', jsring: '#2bb37b' };
 const REGIME_TITLE: Record<Regime, string> = {
   'same-cpu': 'same-cpu: both sides on one CPU (a wake-up is a context switch: software cost)',
   'cross-cpu': 'cross-cpu: the sides on two CPUs (a wake-up crosses CPUs: the hypervisor in a VM)',
@@ -227,7 +230,10 @@ export function svg(runs: Run[], mode: string, peerCurve: number[], sizes: numbe
     'switch ping round trips by peers asking',
     switchPeers,
     (n) => `${n}`,
-    both.flatMap((regime) => ['c', 'js'].map((impl) => ({ label: label(impl, regime), impl, dashed: regime === 'cross-cpu', pts: switchPeers.map((n) => [n, get(`switch-ping-${n}`, impl, regime)] as [number, number]) }))),
+    both.flatMap((regime) => [
+      ...['c', 'js'].map((impl) => ({ label: label(impl, regime), impl, dashed: regime === 'cross-cpu', pts: switchPeers.map((n) => [n, get(`switch-ping-${n}`, impl, regime)] as [number, number]) })),
+      { label: `${label('js', regime)} ring`, impl: 'jsring', dashed: regime === 'cross-cpu', pts: switchPeers.map((n) => [n, get(`switch-ping-${n}-ring`, 'js', regime)] as [number, number]) },
+    ]),
     'ping/s',
     true,
   );
