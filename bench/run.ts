@@ -203,8 +203,8 @@ interface Side {
   unavailable: string | null;
   /** Before a regime's rounds (pins the JS processes). */
   enter?: (cpus: [number, number]) => Promise<void>;
-  /** One round: its samples. `index` counts this side's rounds over every
-   * regime (the JS warm-up is in its first). */
+  /** One round: its samples. `index` counts this side's rounds in this
+   * scenario over every regime (the JS warm-up is in its first). */
   round: (cpus: [number, number], index: number) => Promise<number[]>;
   note?: (regime: Pinned) => string;
 }
