@@ -83,7 +83,7 @@ test('npm run bench -- --smoke: every scenario, implementation and regime has a 
 
     const doc = JSON.parse(fs.readFileSync(out, 'utf8')) as {
       machine: { cpus: number; allowedCpus: number[]; node: string; rustc: string | null; kernel: string };
-      rounds: number;
+      roundsPerRegime: number;
       runs: Row[];
     };
     t.true(Number.isInteger(doc.machine.cpus) && doc.machine.cpus > 0);
@@ -91,7 +91,7 @@ test('npm run bench -- --smoke: every scenario, implementation and regime has a 
     t.is(typeof doc.machine.node, 'string');
     t.true(doc.machine.rustc === null || typeof doc.machine.rustc === 'string');
     t.is(typeof doc.machine.kernel, 'string');
-    t.true(Number.isInteger(doc.rounds) && doc.rounds >= 2, `${doc.rounds} rounds`);
+    t.true(Number.isInteger(doc.roundsPerRegime) && doc.roundsPerRegime >= 2, `${doc.roundsPerRegime} rounds`);
     t.true(Array.isArray(doc.runs));
     const oneCpu = doc.machine.allowedCpus.length < 2;
     for (const r of doc.runs) {
@@ -119,7 +119,7 @@ test('npm run bench -- --smoke: every scenario, implementation and regime has a 
       t.true(r.samples.length > 0 && r.samples.every((x) => Number.isFinite(x)), what);
       // The spread: one median per round, its lowest and highest.
       t.true(r.rounds.length > 0 && r.rounds.every((x) => Number.isFinite(x) && x > 0), `${what}: rounds ${JSON.stringify(r.rounds)}`);
-      if (r.regime !== 'unpinned') t.is(r.rounds.length, doc.rounds, `${what}: one median per round`);
+      if (r.regime !== 'unpinned') t.is(r.rounds.length, doc.roundsPerRegime, `${what}: one median per round`);
       t.truthy(r.spread, what);
       t.is(r.spread!.min, Math.min(...r.rounds), what);
       t.is(r.spread!.max, Math.max(...r.rounds), what);

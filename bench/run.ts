@@ -907,7 +907,7 @@ async function main(): Promise<void> {
   if (wantedGroup('mesh-fabric')) await benchMesh('connect-mesh-fabric-62', 'fabric', MESH_FABRIC);
   if (wantedGroup('guest')) await benchGuest();
   ratios(runs);
-  const out = { machine: { ...machine(), loadavgAtStart: load }, mode, rounds: ROUNDS, seconds: Math.round((Date.now() - started) / 100) / 10, runs };
+  const out = { machine: { ...machine(), loadavgAtStart: load }, mode, roundsPerRegime: ROUNDS, seconds: Math.round((Date.now() - started) / 100) / 10, runs };
   fs.mkdirSync(path.dirname(JSON_OUT), { recursive: true });
   fs.writeFileSync(JSON_OUT, `${JSON.stringify(out, null, 2)}\n`);
   const svgPath = JSON_OUT.replace(/(\.json)?$/, '.svg');
