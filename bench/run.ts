@@ -148,7 +148,7 @@ const MB_RTT = { rounds: pick(50, 500, 1000), batches: pick(2, 4, 6) };
 const RTT_WARMUP = pick(20, 3000, 5000);
 const RTT_REWARM = pick(10, 300, 500);
 /** Messages per ring rep for a size: a byte budget, at least a floor. */
-const cCount = (size: number) => Math.max(pick(2000, 20_000, 50_000), Math.floor(pick(8e6, 256e6, 1e9) / size));
+const cCount = (size: number) => Math.max(pick(2000, 20_000, 50_000), Math.floor(pick(8e6, 1e9, 4e9) / size));
 const jsCount = (size: number) => Math.max(pick(200, 2000, 5000), Math.floor(pick(256e3, 128e6, 512e6) / size));
 /** The -busy-poll rows: Client's busyPollUs, and the same window in C and Rust. */
 const BUSY_POLL_US = 200;
@@ -181,11 +181,13 @@ const why = (e: unknown) => `failed: ${((e as Error).message ?? String(e)).split
 /** Runs one scenario group; a failure skips the rows it did not record. */
 async function attempt(what: string, expected: [string, Impl, Regime, string][], body: () => Promise<void>): Promise<void> {
   log(`${what}...`);
+  const t0 = Date.now();
   try {
     await body();
   } catch (e) {
     for (const [s, i, g, u] of expected) if (!has(s, i, g)) skip(s, i, g, u, why(e));
   }
+  log(`  (${what}: ${((Date.now() - t0) / 1000).toFixed(1)} s)`);
 }
 function log(s: string): void {
   process.stderr.write(`${s}\n`);
