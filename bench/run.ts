@@ -79,6 +79,7 @@ function parseBenchArgs(argv: string[]): { mode: Mode; json: string; only: Set<s
             '  --json FILE  the JSON to FILE (default bench/results/latest.json), the chart beside it (.svg)',
             `  --only LIST  a comma-separated list of ${ONLY_HELP};`,
             '               each kind given restricts that kind: --only doorbell,switch,same-cpu',
+            '               (a regime named leaves out the unpinned groups: mesh, mesh-fabric, guest)',
             '',
             'Latency scenarios run in two regimes, cross-cpu (the two sides pinned to two CPUs) and',
             'same-cpu (both pinned to one CPU); throughput and busy polling run cross-cpu only.',
@@ -98,7 +99,10 @@ function parseBenchArgs(argv: string[]): { mode: Mode; json: string; only: Set<s
 
 const { mode, json: JSON_OUT, only: ONLY } = parseBenchArgs(process.argv.slice(2));
 const restricts = (words: readonly string[]) => words.some((w) => ONLY.has(w));
-const wantedGroup = (g: Group) => !restricts(GROUPS) || ONLY.has(g);
+/** The groups whose rows are `unpinned`: naming a regime leaves them out
+ * unless they are named too. */
+const UNPINNED_GROUPS: readonly Group[] = ['mesh', 'mesh-fabric', 'guest'];
+const wantedGroup = (g: Group) => ONLY.has(g) || (!restricts(GROUPS) && !(UNPINNED_GROUPS.includes(g) && restricts(PINNED)));
 const wantedImpl = (i: Impl) => !restricts(IMPLS) || ONLY.has(i);
 const wantedRegime = (r: Pinned) => !restricts(PINNED) || ONLY.has(r);
 const pick = <T>(smoke: T, quick: T, full: T): T => (mode === 'smoke' ? smoke : mode === 'quick' ? quick : full);
@@ -180,6 +184,8 @@ const has = (scenario: string, impl: Impl, regime: Regime) => runs.some((r) => r
 const why = (e: unknown) => `failed: ${((e as Error).message ?? String(e)).split('\n')[0].slice(0, 300)}`;
 /** Runs one scenario group; a failure skips the rows it did not record. */
 async function attempt(what: string, expected: [string, Impl, Regime, string][], body: () => Promise<void>): Promise<void> {
+  // Nothing of it is wanted (--only): not even its set-up runs.
+  if (!expected.some(([, i, g]) => wantedImpl(i) && (g === 'unpinned' || wantedRegime(g)))) return;
   log(`${what}...`);
   const t0 = Date.now();
   try {
