@@ -143,6 +143,8 @@ export function svg(runs: Run[], mode: string, peerCurve: number[], sizes: numbe
   // 1. ratios, one block per regime
   const withRatio = runs.filter((r) => r.baselineRatio !== null && r.impl !== 'c');
   parts.push(`<text x="20" y="${y}" font-size="14" font-weight="bold">impl / C baseline, same regime, same run (times: lower is better; throughput: higher is better)</text>`);
+  parts.push(`<text x="20" y="${y + 14}" font-size="11">bar: median / C median; whisker: the lowest and highest round median / C median</text>`);
+  y += 14;
   y += 10;
   const maxR = Math.max(2, ...withRatio.map((r) => r.baselineRatio!));
   const bx = 300;
@@ -159,7 +161,16 @@ export function svg(runs: Run[], mode: string, peerCurve: number[], sizes: numbe
       const v = Math.max(0.001, r.baselineRatio!);
       parts.push(`<text x="${bx - 6}" y="${y + 12}" font-size="11" text-anchor="end">${esc(`${r.scenario} ${r.impl}`)}</text>`);
       parts.push(`<rect x="${bx}" y="${y + 2}" width="${scale(v).toFixed(1)}" height="13" fill="${COLORS[r.impl]}"/>`);
-      parts.push(`<text x="${bx + scale(v) + 4}" y="${y + 12}" font-size="11">${r.baselineRatio!.toPrecision(3)}</text>`);
+      // The rounds' spread against the C median: a whisker.
+      const c = runs.find((x) => x.scenario === baselineOf(r.scenario) && x.regime === r.regime && x.impl === 'c' && x.median !== null);
+      let end = scale(v);
+      if (c && r.spread) {
+        const lo = scale(Math.max(0.001, r.spread.min / c.median!));
+        const hi = scale(Math.max(0.001, r.spread.max / c.median!));
+        parts.push(`<line x1="${(bx + lo).toFixed(1)}" y1="${y + 8.5}" x2="${(bx + hi).toFixed(1)}" y2="${y + 8.5}" stroke="black" stroke-width="1.5"/>`);
+        end = Math.max(end, hi);
+      }
+      parts.push(`<text x="${bx + end + 4}" y="${y + 12}" font-size="11">${r.baselineRatio!.toPrecision(3)}</text>`);
       y += 17;
     }
     parts.push(`<line x1="${bx + scale(1)}" y1="${top}" x2="${bx + scale(1)}" y2="${y}" stroke="black" stroke-dasharray="4 3"/>`);
