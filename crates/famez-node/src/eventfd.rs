@@ -3,7 +3,6 @@
 //! of rings is one call).
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashSet;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::rc::Rc;
 
@@ -18,11 +17,39 @@ use crate::poll::{Poll, ERROR, READABLE};
 
 type Shared = Rc<RefCell<Option<CoreEventFd>>>;
 
+/// A set of fd numbers as a bitmap: fds are small, dense integers, and
+/// `signalFd` asks on every doorbell (no hashing on that path).
+#[derive(Default)]
+struct FdSet(Vec<u64>);
+
+impl FdSet {
+    fn insert(&mut self, fd: i32) {
+        let Ok(i) = usize::try_from(fd) else { return };
+        if self.0.len() <= i / 64 {
+            self.0.resize(i / 64 + 1, 0);
+        }
+        self.0[i / 64] |= 1 << (i % 64);
+    }
+
+    fn remove(&mut self, fd: i32) {
+        if let Ok(i) = usize::try_from(fd) {
+            if let Some(w) = self.0.get_mut(i / 64) {
+                *w &= !(1 << (i % 64));
+            }
+        }
+    }
+
+    fn contains(&self, fd: i32) -> bool {
+        let Ok(i) = usize::try_from(fd) else { return false };
+        self.0.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+}
+
 thread_local! {
     /// The fd numbers of this thread's open EventFds: `signalFd` writes only
     /// to these, so a stale number (closed, maybe reused for a file) is
     /// refused instead of written to.
-    static LIVE: RefCell<HashSet<i32>> = RefCell::new(HashSet::new());
+    static LIVE: RefCell<FdSet> = RefCell::new(FdSet::default());
 }
 
 fn live(e: CoreEventFd) -> Shared {
@@ -71,7 +98,7 @@ fn signal_fd(env: sys::napi_env, info: sys::napi_callback_info) -> Result<()> {
             }
         }
     }
-    if !LIVE.with(|l| l.borrow().contains(&fd)) {
+    if !LIVE.with(|l| l.borrow().contains(fd)) {
         return Err(coded("EBADF", format_args!("{fd} is not an open EventFd")));
     }
     // SAFETY: fd belongs to an open EventFd of this thread (LIVE), which
@@ -259,7 +286,7 @@ impl EventFd {
         self.unwatch();
         if let Some(e) = self.inner.borrow_mut().take() {
             // Before the fd is closed (and its number free for reuse).
-            LIVE.with(|l| l.borrow_mut().remove(&e.as_raw_fd()));
+            LIVE.with(|l| l.borrow_mut().remove(e.as_raw_fd()));
         }
     }
 }
@@ -267,5 +294,27 @@ impl EventFd {
 impl Drop for EventFd {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FdSet;
+
+    #[test]
+    fn fd_set_holds_what_was_inserted_and_nothing_else() {
+        let mut s = FdSet::default();
+        for fd in [0, 3, 63, 64, 1000] {
+            assert!(!s.contains(fd));
+            s.insert(fd);
+            assert!(s.contains(fd));
+        }
+        assert!(!s.contains(4) && !s.contains(65) && !s.contains(-1) && !s.contains(100_000));
+        s.remove(64);
+        assert!(!s.contains(64) && s.contains(63) && s.contains(1000));
+        s.remove(-1);
+        s.remove(100_000);
+        s.insert(-1);
+        assert!(!s.contains(-1));
     }
 }
