@@ -13,6 +13,7 @@ pub mod layout;
 pub mod lock;
 pub mod mailbox;
 pub mod notify;
+pub mod ofi;
 pub mod ring;
 pub mod shm;
 pub mod socket;
