@@ -1,0 +1,130 @@
+// libfabric links from Node (ts/link/ofi.ts) over the real tcp provider on
+// 127.0.0.1: two processes exchange 10,000 messages each way, woken only by
+// the link's wait fds; RMA on a window; ECONNREFUSED; and a missing
+// libfabric (FAMEZ_LIBFABRIC=/nonexistent.so) is one line naming the fix.
+// The link tests skip, saying why, where libfabric is not installed, except
+// in CI (which installs it: .ci/run), where they run or fail.
+import * as path from 'node:path';
+
+import test from 'ava';
+
+import { Link, LinkError, LinkListener, libfabricAvailable } from '../ts/link/ofi.js';
+import { LineProcess, spawnChild, within } from './helpers/wait.js';
+
+const PEER = path.join(__dirname, 'helpers', 'ofi-peer.ts');
+const probe = libfabricAvailable();
+const linkTest = probe.available || process.env.CI ? test.serial : test.skip;
+const skipped = probe.available ? '' : ` (skipped: ${probe.error ?? 'libfabric is not available'})`;
+
+function peer(args: string[], env: NodeJS.ProcessEnv = process.env): LineProcess {
+  return new LineProcess(spawnChild(process.execPath, ['--import=tsx', PEER, ...args], { env, pdeathsig: true }), `ofi-peer ${args[0]}`);
+}
+
+test('without libfabric famez runs, and opening a link is one line naming the fix', async (t) => {
+  const p = libfabricAvailable('/nonexistent.so');
+  t.false(p.available);
+  t.is(p.code, 'ELIBACC');
+  const child = peer(['missing'], { ...process.env, FAMEZ_LIBFABRIC: '/nonexistent.so' });
+  const exit = await within(child.exited, 'the missing-library child', 30_000);
+  t.is(exit.code, 0, child.stderr);
+  const out = JSON.parse(child.lines.at(-1) ?? '{}') as { drained: number; isLinkError: boolean; code: string; message: string };
+  t.is(out.drained, 1, 'an eventfd works without libfabric');
+  t.true(out.isLinkError);
+  t.is(out.code, 'ELIBACC');
+  t.regex(out.message, /^libfabric is not installed: apt-get install libfabric1 \(\/nonexistent\.so: /);
+  t.false(out.message.includes('\n'));
+  t.notRegex(out.message, /os error/);
+});
+
+linkTest(`two processes exchange 10,000 messages each way in order, woken by the link's fds${skipped}`, async (t) => {
+  const count = 10_000;
+  using listener = LinkListener.listen('127.0.0.1:0');
+  const child = peer(['exchange', listener.address, String(count)]);
+  t.teardown(() => child.kill('SIGKILL'));
+  const link = await within(new Promise<Link>((resolve) => listener.once('link', resolve)), 'the connection', 20_000);
+  t.teardown(() => link.close());
+  let expected = 0;
+  let outOfOrder = 0;
+  let bad = 0;
+  const all = new Promise<void>((resolve) => {
+    link.on('message', (m) => {
+      if (m.readUInt32LE(0) !== expected) outOfOrder++;
+      if (m.length !== (expected % 10 === 9 ? 4096 : 64) || m[m.length - 1] !== (expected & 0xff)) bad++;
+      expected++;
+      if (expected === count) resolve();
+    });
+  });
+  await within(link.ready(), 'connected', 20_000);
+  t.is(link.provider, 'tcp');
+  for (let i = 0; i < count; i++) {
+    const m = Buffer.alloc(i % 10 === 9 ? 4096 : 64, i & 0xff);
+    m.writeUInt32LE(i, 0);
+    link.send(m);
+  }
+  await within(all, () => `10,000 messages (got ${expected})`, 60_000);
+  t.is(expected, count);
+  t.is(outOfOrder, 0, 'in order');
+  t.is(bad, 0, 'intact');
+  const line = await within(
+    (async () => {
+      for (;;) {
+        const l = child.lines.find((x) => x.startsWith('{'));
+        if (l) return l;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    })(),
+    () => `the peer's report (stderr: ${child.stderr})`,
+    60_000,
+  );
+  const theirs = JSON.parse(line) as { received: number; outOfOrder: number; resources: string[]; idleCpuMs: number };
+  t.is(theirs.received, count, 'the peer got every message');
+  t.is(theirs.outOfOrder, 0);
+  // The peer set no timer while it exchanged (this side's bounded waits
+  // have theirs): only the link's fds woke it.
+  t.false(theirs.resources.includes('Timeout'), theirs.resources.join(', '));
+  t.true(theirs.idleCpuMs < 100, `an idle link spins nothing (${theirs.idleCpuMs} ms of CPU in 500 ms)`);
+  // Closing tells the peer, which closes and exits.
+  link.close();
+  const exit = await within(child.exited, 'the peer to exit after close', 20_000);
+  t.is(exit.code, 0, child.stderr);
+});
+
+linkTest(`RMA: a write then a read of the peer's window, as promises${skipped}`, async (t) => {
+  using listener = LinkListener.listen('127.0.0.1:0');
+  const accepted = new Promise<Link>((resolve) => listener.once('link', resolve));
+  using a = Link.connect(listener.address);
+  using b = await within(accepted, 'the connection', 20_000);
+  await within(Promise.all([a.ready(), b.ready()]), 'connected', 20_000);
+  t.true(a.rma);
+  const window = b.createWindow(1 << 16);
+  t.teardown(() => window.close());
+  const remote = window.remote;
+  t.is(typeof remote.key, 'bigint');
+  const data = Buffer.from(Array.from({ length: 8192 }, (_, i) => (i * 7) & 0xff));
+  await within(a.write(remote, 1000, data), 'the write', 20_000);
+  t.deepEqual(window.read(1000, data.length), data, 'the owner sees the bytes');
+  window.write(0, Buffer.from('famez'));
+  const [back, head] = await within(Promise.all([a.read(remote, 1000, data.length), a.read(remote, 0, 5)]), 'the reads', 20_000);
+  t.deepEqual(back, data);
+  t.is(head.toString(), 'famez');
+  const e = await t.throwsAsync(a.read(remote, remote.size - 1, 2), { instanceOf: LinkError });
+  t.is(e?.code, 'ERANGE');
+  const tooLong = t.throws(() => a.send(Buffer.alloc(65537)), { instanceOf: LinkError });
+  t.is(tooLong?.code, 'EMSGSIZE');
+  b.close();
+  await within(new Promise((resolve) => a.once('down', resolve)), "the peer's close", 20_000);
+  t.is(a.state, 'down');
+  t.is(t.throws<LinkError>(() => a.send(Buffer.from('x')))?.code, 'ENOTCONN');
+});
+
+linkTest(`a connect to a port nobody listens on rejects with ECONNREFUSED${skipped}`, async (t) => {
+  // A port that was just free: bound, read and released.
+  const l = LinkListener.listen('127.0.0.1:0');
+  const addr = l.address;
+  l.close();
+  using link = Link.connect(addr);
+  const e = await t.throwsAsync(within(link.ready(), 'the refusal', 20_000), { instanceOf: LinkError });
+  t.is(e?.code, 'ECONNREFUSED');
+  t.false(e?.message.includes('\n'));
+  t.is(link.state, 'down');
+});
