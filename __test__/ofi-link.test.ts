@@ -111,9 +111,30 @@ linkTest(`RMA: a write then a read of the peer's window, as promises${skipped}`,
   t.is(e?.code, 'ERANGE');
   const tooLong = t.throws(() => a.send(Buffer.alloc(65537)), { instanceOf: LinkError });
   t.is(tooLong?.code, 'EMSGSIZE');
-  b.close();
-  await within(new Promise((resolve) => a.once('down', resolve)), "the peer's close", 20_000);
+  // A key the peer never registered: the read fails, and the tcp provider
+  // treats it as a protocol error that ends the connection (docs/multi-host.md:
+  // a switch checks a remote access before it issues RMA).
+  const aDown = new Promise((resolve) => a.once('down', resolve));
+  const forged = await t.throwsAsync(within(a.read({ ...remote, key: remote.key + 1000n }, 0, 8), 'the forged read', 20_000), { instanceOf: LinkError });
+  t.log(`forged key: ${forged?.code}: ${forged?.message}`);
+  await within(aDown, 'the link to go down', 20_000);
   t.is(a.state, 'down');
+  t.is(t.throws<LinkError>(() => a.send(Buffer.from('x')))?.code, 'ENOTCONN');
+});
+
+
+linkTest(`close tells the peer, whose link goes down; a closed link throws EBADF${skipped}`, async (t) => {
+  using listener = LinkListener.listen('127.0.0.1:0');
+  const accepted = new Promise<Link>((resolve) => listener.once('link', resolve));
+  using a = Link.connect(listener.address);
+  using b = await within(accepted, 'the connection', 20_000);
+  await within(Promise.all([a.ready(), b.ready()]), 'connected', 20_000);
+  const down = new Promise<LinkError | null>((resolve) => a.once('down', resolve));
+  b.close();
+  t.is(await within(down, "the peer's close", 20_000), null, 'a clean shutdown carries no error');
+  t.is(a.state, 'down');
+  t.is(b.state, 'closed');
+  t.is(t.throws<LinkError>(() => b.send(Buffer.from('x')))?.code, 'EBADF');
   t.is(t.throws<LinkError>(() => a.send(Buffer.from('x')))?.code, 'ENOTCONN');
 });
 
@@ -127,4 +148,27 @@ linkTest(`a connect to a port nobody listens on rejects with ECONNREFUSED${skipp
   t.is(e?.code, 'ECONNREFUSED');
   t.false(e?.message.includes('\n'));
   t.is(link.state, 'down');
+});
+
+linkTest(`a peer killed mid-link: the link goes down within a second${skipped}`, async (t) => {
+  using listener = LinkListener.listen('127.0.0.1:0');
+  const child = peer(['exchange', listener.address, '1000']);
+  t.teardown(() => child.kill('SIGKILL'));
+  using link = await within(new Promise<Link>((resolve) => listener.once('link', resolve)), 'the connection', 20_000);
+  await within(link.ready(), 'connected', 20_000);
+  let received = 0;
+  link.on('message', () => received++);
+  await within(
+    new Promise<void>((resolve) => link.on('message', () => received === 1000 && resolve())),
+    () => `the peer's messages (got ${received})`,
+    30_000,
+  );
+  const down = new Promise<LinkError | null>((resolve) => link.once('down', resolve));
+  const started = Date.now();
+  child.kill('SIGKILL');
+  await within(down, 'the link to go down after the peer was killed', 10_000);
+  t.log(`down ${Date.now() - started} ms after SIGKILL`);
+  t.true(Date.now() - started < 1000);
+  t.is(link.state, 'down');
+  t.is(t.throws<LinkError>(() => link.send(Buffer.from('x')))?.code, 'ENOTCONN');
 });

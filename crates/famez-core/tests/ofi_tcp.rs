@@ -327,6 +327,7 @@ fn a_connect_to_a_port_nobody_listens_on_fails_with_econnrefused() {
     assert_eq!(ep.state(), State::Down);
     let e = events.iter().find_map(|e| if let LinkEvent::Error(e) = e { Some(e) } else { None }).expect("an error");
     assert_eq!(e.code(), "ECONNREFUSED", "{e}");
+    eprintln!("refused: {e}");
     assert!(!e.to_string().contains('\n'));
     assert_eq!(ep.send(b"x").unwrap_err().code(), "ENOTCONN");
 }
@@ -346,4 +347,14 @@ fn an_unknown_provider_or_a_missing_library_is_one_clear_error() {
         .err()
         .expect("no provider");
     assert_eq!(e.code(), "ENODATA", "{e}");
+    // shm has no connected endpoints (FI_EP_RDM only): the same clear error.
+    let e = Listener::bind(&Options { provider: "shm".into(), ..Options::default() }, "127.0.0.1:0")
+        .err()
+        .expect("no FI_EP_MSG in shm");
+    assert_eq!(e.code(), "ENODATA", "{e}");
+    eprintln!("shm: {e}");
+    // A library that is not libfabric.
+    let e = ofi::available(Some("libc.so.6")).unwrap_err();
+    assert_eq!(e.code(), "ELIBBAD", "{e}");
+    eprintln!("libc: {e}");
 }

@@ -1029,6 +1029,10 @@ impl Conn {
     /// queued, until fi_trywait says it is safe to sleep on the CQ's fd.
     pub fn progress(&mut self, out: &mut Vec<Completion>) -> Result<(), OfiError> {
         let lib = self.domain.lib();
+        // fi_trywait refusing again and again with nothing to read would be
+        // a provider's bug; after this many empty rounds return (the fd
+        // stays readable, so the loop comes back) rather than hang here.
+        let mut empty_rounds = 0;
         loop {
             let mut entries = [sys::fi_cq_msg_entry::default(); 16];
             // SAFETY: cq is live; entries has room for 16 FI_CQ_FORMAT_MSG entries.
@@ -1037,11 +1041,13 @@ impl Conn {
             };
             if n == -(libc::EAGAIN as isize) {
                 self.pump()?;
-                if self.cq.domain.fabric.trywait(self.cq.h.fid()) {
+                empty_rounds += 1;
+                if self.cq.domain.fabric.trywait(self.cq.h.fid()) || empty_rounds > 64 {
                     return Ok(());
                 }
                 continue;
             }
+            empty_rounds = 0;
             if n == -(sys::FI_EAVAIL as isize) {
                 let mut err = sys::fi_cq_err_entry::default();
                 // SAFETY: cq is live; a zeroed err entry (err_data_size 0) is valid.
@@ -1107,6 +1113,7 @@ impl Conn {
 
     /// Reads the endpoint's connection events until it is safe to sleep on the EQ's fd.
     pub fn events(&mut self, out: &mut Vec<LinkEvent>) -> Result<(), OfiError> {
+        let mut empty_rounds = 0;
         loop {
             match self.eq.read()? {
                 Some(EqEvent::Connected) => {
@@ -1121,7 +1128,8 @@ impl Conn {
                 Some(EqEvent::Error(e)) => out.push(LinkEvent::Error(e)),
                 Some(EqEvent::ConnReq(_)) => {}
                 None => {
-                    if self.eq.trywait() {
+                    empty_rounds += 1;
+                    if self.eq.trywait() || empty_rounds > 64 {
                         return Ok(());
                     }
                 }

@@ -145,6 +145,10 @@ pub fn code_name(code: i32) -> String {
 impl fmt::Display for OfiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            // dlerror's text usually starts with the name already.
+            OfiError::Missing { library, reason } if reason.starts_with(library.as_str()) => {
+                write!(f, "libfabric is not installed: apt-get install libfabric1 ({reason})")
+            }
             OfiError::Missing { library, reason } => {
                 write!(f, "libfabric is not installed: apt-get install libfabric1 ({library}: {reason})")
             }
@@ -260,6 +264,7 @@ impl Listener {
     /// endpoint reports `LinkEvent::Connected` on its own EQ. None when
     /// nothing is waiting and it is safe to sleep on `eq_fd`.
     pub fn accept(&mut self) -> Result<Option<Endpoint>> {
+        let mut empty_rounds = 0;
         loop {
             match self.eq.read()? {
                 Some(ffi::EqEvent::ConnReq(req)) => {
@@ -272,12 +277,14 @@ impl Listener {
                         }
                     };
                     conn.accept()?;
-                    return Ok(Some(Endpoint { conn, state: State::Connecting }));
+                    return Ok(Some(Endpoint { conn, state: State::Connecting, peer: String::new() }));
                 }
                 Some(ffi::EqEvent::Error(e)) => return Err(e),
                 Some(_) => {}
                 None => {
-                    if self.eq.trywait() {
+                    empty_rounds += 1;
+                    // As in Conn::progress: never hang on a refusing fi_trywait.
+                    if self.eq.trywait() || empty_rounds > 64 {
                         return Ok(None);
                     }
                 }
@@ -315,6 +322,8 @@ impl Window {
 pub struct Endpoint {
     conn: ffi::Conn,
     state: State,
+    /// Who it connects to ("127.0.0.1:5000"), or "" for an accepted one: for messages.
+    peer: String,
 }
 
 impl Endpoint {
@@ -329,7 +338,7 @@ impl Endpoint {
         let domain = ffi::Domain::open(&fabric, &info)?;
         let conn = ffi::Conn::open(&domain, &info, opts)?;
         conn.connect(&info)?;
-        Ok(Endpoint { conn, state: State::Connecting })
+        Ok(Endpoint { conn, state: State::Connecting, peer: addr.to_owned() })
     }
 
     pub fn state(&self) -> State {
@@ -423,11 +432,21 @@ impl Endpoint {
         }
         let from = out.len();
         self.conn.events(out)?;
-        for e in &out[from..] {
+        for e in &mut out[from..] {
+            let was = self.state;
             self.state = match e {
                 LinkEvent::Connected => State::Connected,
                 LinkEvent::Shutdown | LinkEvent::Error(_) => State::Down,
             };
+            // Name what failed: "connect to 127.0.0.1:5000: Connection refused".
+            if let LinkEvent::Error(OfiError::Call { op, .. }) = e {
+                *op = match (was, self.peer.as_str()) {
+                    (State::Connecting, "") => "accepting a link".into(),
+                    (State::Connecting, peer) => format!("connect to {peer}"),
+                    (_, "") => "the link".into(),
+                    (_, peer) => format!("the link to {peer}"),
+                };
+            }
         }
         Ok(())
     }
