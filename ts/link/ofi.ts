@@ -82,7 +82,9 @@ export interface LinkEvents {
   message: [data: Buffer];
   connected: [];
   /** The link went down: the peer shut it down (error null), or connecting
-   * or the link failed. Pending reads and writes have been rejected. */
+   * or the link failed. Pending reads and writes have been rejected; a link
+   * never comes back up: close() it (until then it keeps the process alive)
+   * and connect anew. */
   down: [error: LinkError | null];
   /** A send failed (the link is failing; 'down' usually follows). */
   error: [error: LinkError];

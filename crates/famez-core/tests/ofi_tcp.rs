@@ -358,3 +358,48 @@ fn an_unknown_provider_or_a_missing_library_is_one_clear_error() {
     assert_eq!(e.code(), "ELIBBAD", "{e}");
     eprintln!("libc: {e}");
 }
+
+#[test]
+fn operations_beyond_the_depth_wait_in_the_queue_and_all_complete() {
+    if !libfabric() {
+        return;
+    }
+    // Four slots: 200 RMA writes, 200 reads and 500 sends of 16 KiB must queue.
+    let opts = Options { depth: 4, max_message: 16 * 1024, ..Options::default() };
+    let mut net = Net::new(&opts);
+    let window = net.sides[1].ep().window(200 * 64).unwrap();
+    let remote = window.remote();
+    let mut writes = Vec::new();
+    for i in 0..200u64 {
+        writes.push(net.sides[0].ep().write(&remote, i * 64, &pattern(64, i as u32)).unwrap());
+    }
+    let mut reads = Vec::new();
+    for i in 0..200u64 {
+        reads.push(net.sides[0].ep().read(&remote, i * 64, 64).unwrap());
+    }
+    for n in 0..500u32 {
+        let mut m = pattern(16 * 1024, n);
+        m[..4].copy_from_slice(&n.to_le_bytes());
+        net.sides[0].ep().send(&m).unwrap();
+    }
+    assert!(net.sides[0].ep().queued() > 0, "more than the depth waits in the queue");
+    assert!(net.sides[0].ep().in_flight() <= 8, "at most depth sends and depth RMA in flight");
+    net.run_until("everything", |n| n.sides[0].done.len() == 400 && n.sides[1].messages.len() == 500);
+    for (k, m) in net.sides[1].messages.iter().enumerate() {
+        assert_eq!(u32::from_le_bytes(m[..4].try_into().unwrap()), k as u32, "in order");
+    }
+    let mut read_back = 0;
+    for c in &net.sides[0].done {
+        match c {
+            Completion::Written { id } => assert!(writes.contains(id)),
+            Completion::Read { id, data } => {
+                let i = reads.iter().position(|r| r == id).expect("a read of ours");
+                assert!(data == &pattern(64, i as u32), "read {i} sees write {i} (FI_ORDER_RAW)");
+                read_back += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(read_back, 200);
+    assert_eq!(net.sides[0].ep().queued(), 0);
+}

@@ -738,6 +738,8 @@ pub struct Conn {
     recv_desc: *mut c_void,
     send_desc: *mut c_void,
     slot: usize,
+    /// Receives posted, send slots, and RMA operations in flight at most.
+    depth: usize,
     free_send: Vec<usize>,
     queue: VecDeque<TxOp>,
     pub granted: Granted,
@@ -755,7 +757,9 @@ impl Conn {
     pub fn open(domain: &Rc<Domain>, info: &Info, opts: &Options) -> Result<Conn, OfiError> {
         let lib = domain.lib();
         let granted = info.granted();
-        let depth = opts.depth.clamp(1, granted.rx_size.max(1)).min(granted.tx_size.max(1));
+        // A queue size of 0 is a provider saying nothing: no limit of its own.
+        let limit = |n: usize| if n == 0 { usize::MAX } else { n };
+        let depth = opts.depth.max(1).min(limit(granted.rx_size)).min(limit(granted.tx_size));
         let slot = opts.max_message;
         if granted.max_msg_size < slot {
             return Err(OfiError::Usage(format!(
@@ -764,7 +768,9 @@ impl Conn {
             )));
         }
         let eq = Eq::open(&domain.fabric)?;
-        let cq = Cq::open(domain, depth * 2 + 64)?;
+        // Room for every completion that can be pending at once: depth
+        // receives, depth sends and depth RMA operations (pump's bounds).
+        let cq = Cq::open(domain, depth * 3 + 16)?;
         let recv_pool = Mem::new(depth * slot);
         let send_pool = Mem::new(depth * slot);
         let mut conn = Conn {
@@ -779,6 +785,7 @@ impl Conn {
             recv_desc: ptr::null_mut(),
             send_desc: ptr::null_mut(),
             slot,
+            depth,
             free_send: (0..depth).rev().collect(),
             queue: VecDeque::new(),
             granted: granted.clone(),
@@ -914,7 +921,7 @@ impl Conn {
 
     /// Operations posted and not yet completed (sends and RMA).
     pub fn in_flight(&self) -> usize {
-        (self.send_pool.len / self.slot - self.free_send.len()) + self.rma.len()
+        (self.depth - self.free_send.len()) + self.rma.len()
     }
 
     /// Posts queued operations until the queue is empty, the send slots
@@ -948,6 +955,7 @@ impl Conn {
                     }
                     ret
                 }
+                TxOp::Read { .. } | TxOp::Write { .. } if self.rma.len() >= self.depth => break,
                 TxOp::Read { id, addr, key, len } => {
                     let (id, addr, key, len) = (*id, *addr, *key, *len);
                     let op = self.rma_buffer(len, true)?;
