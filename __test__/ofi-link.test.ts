@@ -5,11 +5,12 @@
 // The link tests skip, saying why, where libfabric is not installed, except
 // in CI (which installs it: .ci/run), where they run or fail.
 import * as path from 'node:path';
+import { Worker } from 'node:worker_threads';
 
 import test from 'ava';
 
 import { Link, LinkError, LinkListener, libfabricAvailable } from '../ts/link/ofi.js';
-import { LineProcess, spawnChild, within } from './helpers/wait.js';
+import { LineProcess, fdDiff, fdTargets, spawnChild, within } from './helpers/wait.js';
 
 const PEER = path.join(__dirname, 'helpers', 'ofi-peer.ts');
 const probe = libfabricAvailable();
@@ -129,6 +130,11 @@ linkTest(`close tells the peer, whose link goes down; a closed link throws EBADF
   using a = Link.connect(listener.address);
   using b = await within(accepted, 'the connection', 20_000);
   await within(Promise.all([a.ready(), b.ready()]), 'connected', 20_000);
+  // The listener closed: the link it accepted goes on.
+  listener.close();
+  const got = new Promise<Buffer>((resolve) => b.once('message', resolve));
+  a.send(Buffer.from('after the listener'));
+  t.is((await within(got, 'a message', 20_000)).toString(), 'after the listener');
   const down = new Promise<LinkError | null>((resolve) => a.once('down', resolve));
   b.close();
   t.is(await within(down, "the peer's close", 20_000), null, 'a clean shutdown carries no error');
@@ -136,6 +142,50 @@ linkTest(`close tells the peer, whose link goes down; a closed link throws EBADF
   t.is(b.state, 'closed');
   t.is(t.throws<LinkError>(() => b.send(Buffer.from('x')))?.code, 'EBADF');
   t.is(t.throws<LinkError>(() => a.send(Buffer.from('x')))?.code, 'ENOTCONN');
+});
+
+linkTest(`links opened and closed leave no fd behind${skipped}`, async (t) => {
+  const once = async (): Promise<void> => {
+    using listener = LinkListener.listen('127.0.0.1:0');
+    const accepted = new Promise<Link>((resolve) => listener.once('link', resolve));
+    using a = Link.connect(listener.address, { depth: 4, maxMessage: 4096 });
+    using b = await within(accepted, 'the connection', 20_000);
+    await within(Promise.all([a.ready(), b.ready()]), 'connected', 20_000);
+    const got = new Promise<Buffer>((resolve) => b.once('message', resolve));
+    a.send(Buffer.from('ping'));
+    await within(got, 'a ping', 20_000);
+  };
+  await once(); // libfabric opens a few fds of its own, once per process
+  const before = fdTargets();
+  for (let i = 0; i < 20; i++) await once();
+  const after = fdTargets();
+  t.true(after.length <= before.length, fdDiff(before, after));
+});
+
+linkTest(`a worker that exits with its link open: the env's teardown closes it${skipped}`, async (t) => {
+  using listener = LinkListener.listen('127.0.0.1:0');
+  const accepted = new Promise<Link>((resolve) => listener.once('link', resolve));
+  // The raw binding (a worker does not get tsx's loader): connect, send on
+  // LINK_CONNECTED (5), exit without closing.
+  const worker = new Worker(
+    `
+      const b = require(${JSON.stringify(path.join(__dirname, '..', 'index.js'))});
+      const link = b.OfiLink.connect(require('node:worker_threads').workerData);
+      link.watch((kind) => {
+        if (kind !== 5) return;
+        link.send(Buffer.from('from a worker'));
+        setTimeout(() => process.exit(0), 100);
+      });
+    `,
+    { eval: true, workerData: listener.address },
+  );
+  const exited = new Promise<number>((resolve) => worker.once('exit', resolve));
+  using link = await within(accepted, 'the connection', 20_000);
+  const got = new Promise<Buffer>((resolve) => link.once('message', resolve));
+  const down = new Promise<LinkError | null>((resolve) => link.once('down', resolve));
+  t.is((await within(got, "the worker's message", 20_000)).toString(), 'from a worker');
+  t.is(await within(exited, 'the worker to exit', 20_000), 0);
+  t.is(await within(down, 'a clean shutdown', 20_000), null);
 });
 
 linkTest(`a connect to a port nobody listens on rejects with ECONNREFUSED${skipped}`, async (t) => {
