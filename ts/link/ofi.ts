@@ -76,6 +76,7 @@ const SEND_FAILED = 4;
 const CONNECTED = 5;
 const SHUTDOWN = 6;
 const ERROR = 7;
+const RECEIVE_FAILED = 8;
 
 export interface LinkEvents {
   /** A message, in the order the peer sent them. */
@@ -86,7 +87,10 @@ export interface LinkEvents {
    * never comes back up: close() it (until then it keeps the process alive)
    * and connect anew. */
   down: [error: LinkError | null];
-  /** A send failed (the link is failing; 'down' usually follows). */
+  /** A send failed (the link is failing; 'down' usually follows), or a
+   * message longer than this side's maxMessage arrived (FI_ETRUNC: the
+   * peers disagree on it; the message is dropped, and the tcp provider then
+   * ends the connection: 'down' follows). */
   error: [error: LinkError];
 }
 
@@ -136,6 +140,7 @@ export class Link extends EventEmitter<LinkEvents> {
         return;
       }
       case SEND_FAILED:
+      case RECEIVE_FAILED:
         this.emit('error', err());
         return;
       case CONNECTED:

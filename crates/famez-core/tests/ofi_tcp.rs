@@ -403,3 +403,28 @@ fn operations_beyond_the_depth_wait_in_the_queue_and_all_complete() {
     assert_eq!(read_back, 200);
     assert_eq!(net.sides[0].ep().queued(), 0);
 }
+
+#[test]
+fn a_message_longer_than_the_receivers_max_is_reported_never_delivered_and_ends_the_link() {
+    if !libfabric() {
+        return;
+    }
+    let small = Options { max_message: 4096, ..Options::default() };
+    let listener = Listener::bind(&small, "127.0.0.1:0").expect("listen");
+    let port = listener.local_addr().unwrap().port();
+    let mut net = Net { listener: Some(listener), sides: [Side::default(), Side::default()] };
+    net.sides[0].ep = Some(Endpoint::connect(&Options::default(), &format!("127.0.0.1:{port}")).unwrap());
+    net.run_until("connected", |n| {
+        n.sides.iter().all(|s| s.ep.as_ref().is_some_and(|e| e.state() == State::Connected))
+    });
+    net.sides[0].ep().send(&[7u8; 8192]).unwrap();
+    net.run_until("the failure", |n| !n.sides[1].done.is_empty());
+    assert!(net.sides[1].messages.is_empty(), "never delivered, not even truncated");
+    match &net.sides[1].done[..] {
+        [Completion::ReceiveFailed(e)] => assert_eq!(e.code(), "FI_ETRUNC", "{e}"),
+        other => panic!("expected one FI_ETRUNC, got {other:?}"),
+    }
+    // The tcp provider then ends the connection: both sides see it go down.
+    net.run_until("the link's end", |n| n.sides.iter().all(|s| s.ep.as_ref().unwrap().state() == State::Down));
+    assert!(net.sides[1].messages.is_empty());
+}

@@ -38,6 +38,8 @@ pub const LINK_CONNECTED: u32 = 5;
 pub const LINK_SHUTDOWN: u32 = 6;
 /// Connecting failed, or the link did: `code`, `message`.
 pub const LINK_ERROR: u32 = 7;
+/// A message could not be received (longer than maxMessage: FI_ETRUNC): `code`, `message`.
+pub const LINK_RECEIVE_FAILED: u32 = 8;
 
 fn ofi_error(e: OfiError) -> Error {
     coded(e.code(), e)
@@ -305,6 +307,7 @@ fn deliver_completions(ep: &Shared, ctx: &Ctx) {
                 .call(|c| Ok([c.number(LINK_WRITTEN as f64)?, c.number(id as f64)?, c.null()?, c.null()?, c.null()?])),
             Completion::RmaFailed { id, error } => call_error(ctx, LINK_RMA_FAILED, id, &error),
             Completion::SendFailed(error) => call_error(ctx, LINK_SEND_FAILED, 0, &error),
+            Completion::ReceiveFailed(error) => call_error(ctx, LINK_RECEIVE_FAILED, 0, &error),
         };
         if !ok {
             // The callback threw: the rest of the batch is lost with it, as

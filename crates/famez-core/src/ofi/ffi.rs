@@ -1063,7 +1063,7 @@ impl Conn {
                 if r < 0 {
                     return Err(lib.error("fi_cq_readerr", r));
                 }
-                self.failed(err.op_context as u64, err.err, out);
+                self.failed(err.op_context as u64, err.err, out)?;
                 continue;
             }
             if n < 0 {
@@ -1098,13 +1098,21 @@ impl Conn {
         Ok(())
     }
 
-    fn failed(&mut self, tag: u64, err: c_int, out: &mut Vec<Completion>) {
+    fn failed(&mut self, tag: u64, err: c_int, out: &mut Vec<Completion>) -> Result<(), OfiError> {
         let lib = self.domain.lib();
         let i = (tag & 0xffff_ffff) as usize;
         let error = |op: &str| OfiError::Call { op: op.into(), code: err, text: lib.strerror(err) };
         match tag & TAG_KIND {
-            // A receive flushed by a closing connection is no failure of its own.
-            TAG_RECV => self.posted -= 1,
+            TAG_RECV => {
+                self.posted -= 1;
+                // A receive flushed by a closing connection is no failure of
+                // its own; any other (a truncated message) is reported, and
+                // the buffer posted again while the link is up.
+                if err != libc::ECANCELED && self.connected {
+                    out.push(Completion::ReceiveFailed(error("fi_recv")));
+                    self.post_recv(i)?;
+                }
+            }
             TAG_SEND => {
                 self.free_send.push(i);
                 out.push(Completion::SendFailed(error("fi_send")));
@@ -1117,6 +1125,7 @@ impl Conn {
             }
             _ => {}
         }
+        Ok(())
     }
 
     /// Reads the endpoint's connection events until it is safe to sleep on the EQ's fd.

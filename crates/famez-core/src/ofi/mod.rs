@@ -193,6 +193,10 @@ pub enum Completion {
         error: OfiError,
     },
     SendFailed(OfiError),
+    /// A message could not be received: longer than this side's
+    /// `max_message` (FI_ETRUNC), the peer disagreeing on it. Never
+    /// delivered, not even in part; the tcp provider then ends the link.
+    ReceiveFailed(OfiError),
 }
 
 /// A connection event, from `Endpoint::events`.
