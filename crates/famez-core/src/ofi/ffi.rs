@@ -569,6 +569,7 @@ impl Pep {
 /// # Safety
 /// `fid` and `cm` must be a live endpoint's (or pep's) fid and cm table.
 unsafe fn getname(lib: &Lib, fid: *mut sys::fid, cm: *mut sys::fi_ops_cm) -> Result<std::net::SocketAddr, OfiError> {
+    // SAFETY: sockaddr_storage is plain integers, for which all zeroes is valid.
     let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of_val(&ss);
     // SAFETY: guaranteed by the caller; ss has room for len bytes.

@@ -17,6 +17,7 @@ version=$(pkg-config --modversion libfabric 2>/dev/null || echo unknown)
     --allowlist-type '(fi|fid)_.*' --allowlist-var '(FI|FID)_.*' \
     --no-prepend-enum-name --no-doc-comments --no-derive-debug --with-derive-default \
     --blocklist-function '.*' \
+    --blocklist-type 'fi_mutex_cond|pthread_.*|__pthread_.*|__atomic_wide_counter.*' \
     -- -I/usr/include
 } > sys.rs
 rm -f /tmp/famez-ofi-wrapper.h
