@@ -1,6 +1,8 @@
-// `npm run bench -- --smoke`: every scenario produced a number (or, for a
-// Rust scenario whose example does not exist or failed, an explicit skip
-// reason), and the JSON has the documented shape. No timing thresholds.
+// `npm run bench -- --smoke`: every scenario x implementation x regime has
+// a row with a number (a cross-cpu row may instead be skipped, with the
+// reason, on a machine that lets the run use only one CPU), with its
+// regime and its rounds' spread, and the JSON has the documented shape. No
+// timing thresholds.
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -11,26 +13,55 @@ import { LineProcess } from './helpers/wait.js';
 
 const ROOT = path.resolve(__dirname, '..');
 
-const SCENARIOS: [string, string][] = [
-  ['doorbell-rtt', 'c'],
-  ['doorbell-rtt', 'rust'],
-  ['doorbell-rtt', 'js'],
-  ['doorbell-rtt-busy-poll', 'js'],
-  ['doorbell-rtt-peers-16', 'js'],
-  ['doorbell-rtt-peers-64', 'js'],
-  ['mailbox-rtt', 'rust'],
-  ['mailbox-rtt', 'js'],
-  ['mailbox-rtt-busy-poll', 'js'],
-  ['connect-mesh-256', 'js'],
-  ['connect-mesh-fabric-62', 'js'],
-  ...[64, 256, 1024, 4096, 16384, 65536].flatMap((s) => [
-    [`ring-throughput-${s}`, 'c'] as [string, string],
-    [`ring-throughput-${s}`, 'js'] as [string, string],
-    [`ring-throughput-${s}`, 'rust'] as [string, string],
-  ]),
+type Regime = 'cross-cpu' | 'same-cpu' | 'unpinned';
+const BOTH: Regime[] = ['cross-cpu', 'same-cpu'];
+const CROSS: Regime[] = ['cross-cpu'];
+const rows = (scenarios: string[], impls: string[], regimes: Regime[]): [string, string, Regime][] =>
+  scenarios.flatMap((s) => impls.flatMap((i) => regimes.map((g) => [s, i, g] as [string, string, Regime])));
+
+/** Every row the smoke run must have (the guest group's rows are checked
+ * for shape only: they are skipped where QEMU is missing). */
+const EXPECTED: [string, string, Regime][] = [
+  ...rows(['doorbell-rtt'], ['c', 'rust', 'js'], BOTH),
+  ...rows(['doorbell-rtt-busy-poll'], ['c', 'rust', 'js'], CROSS),
+  ...rows(['doorbell-rtt-peers-16', 'doorbell-rtt-peers-64'], ['rust', 'js'], BOTH),
+  ...rows(['mailbox-rtt'], ['rust', 'js'], BOTH),
+  ...rows(['mailbox-rtt-busy-poll'], ['rust', 'js'], CROSS),
+  ...rows(
+    [64, 256, 1024, 4096, 16384, 65536].map((s) => `ring-throughput-${s}`),
+    ['c', 'rust', 'js'],
+    CROSS,
+  ),
+  ...rows(['switch-ping-1', 'switch-ping-4', 'switch-ping-14'], ['c', 'js'], BOTH),
+  ...rows(['switch-ping-1-ring', 'switch-ping-4-ring', 'switch-ping-14-ring'], ['js'], BOTH),
+  ...rows(['connect-mesh-256', 'connect-mesh-fabric-62'], ['js'], ['unpinned']),
 ];
 
-test('npm run bench -- --smoke: every scenario has a number and the JSON is well formed', async (t) => {
+/** The C row a row's ratio is against (bench/lib/report.ts baselineOf). */
+const baselineOf = (s: string) =>
+  s.startsWith('guest-mailbox-rtt')
+    ? 'guest-doorbell-rtt-host'
+    : s === 'mailbox-rtt-busy-poll'
+      ? 'doorbell-rtt-busy-poll'
+      : s === 'mailbox-rtt' || s.startsWith('doorbell-rtt-peers-')
+        ? 'doorbell-rtt'
+        : s.replace(/^(switch-ping-\d+)-ring$/, '$1');
+
+interface Row {
+  scenario: string;
+  impl: string;
+  regime: Regime;
+  unit: string;
+  median: number | null;
+  p99: number | null;
+  samples: number[];
+  rounds: number[];
+  spread: { min: number; max: number } | null;
+  baselineRatio: number | null;
+  skipped?: string;
+}
+
+test('npm run bench -- --smoke: every scenario, implementation and regime has a row, and the JSON is well formed', async (t) => {
   // Bounds, not timings: the smoke run boots two VMs for its guest group.
   t.timeout(250_000);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'famez-bench-test-'));
@@ -48,44 +79,71 @@ test('npm run bench -- --smoke: every scenario has a number and the JSON is well
     );
     const { stdout, stderr } = bench;
     t.is(code, 0, `bench exited ${code}\n${stderr.slice(-2000)}`);
-    t.regex(stdout, /\| scenario +\| impl/);
+    t.regex(stdout, /\| scenario +\| impl +\| regime/);
 
     const doc = JSON.parse(fs.readFileSync(out, 'utf8')) as {
-      machine: { cpus: number; node: string; rustc: string | null; kernel: string };
-      runs: { scenario: string; impl: string; unit: string; median: number | null; p99: number | null; samples: number[]; baselineRatio: number | null; skipped?: string }[];
+      machine: { cpus: number; allowedCpus: number[]; node: string; rustc: string | null; kernel: string };
+      roundsPerRegime: number;
+      runs: Row[];
     };
     t.true(Number.isInteger(doc.machine.cpus) && doc.machine.cpus > 0);
+    t.true(Array.isArray(doc.machine.allowedCpus) && doc.machine.allowedCpus.length > 0);
     t.is(typeof doc.machine.node, 'string');
     t.true(doc.machine.rustc === null || typeof doc.machine.rustc === 'string');
     t.is(typeof doc.machine.kernel, 'string');
+    t.true(Number.isInteger(doc.roundsPerRegime) && doc.roundsPerRegime >= 2, `${doc.roundsPerRegime} rounds`);
     t.true(Array.isArray(doc.runs));
+    const oneCpu = doc.machine.allowedCpus.length < 2;
     for (const r of doc.runs) {
-      t.deepEqual(Object.keys(r).filter((k) => ['scenario', 'impl', 'unit', 'median', 'p99', 'samples', 'baselineRatio'].includes(k)).sort(), ['baselineRatio', 'impl', 'median', 'p99', 'samples', 'scenario', 'unit']);
-      t.true(['c', 'rust', 'js'].includes(r.impl), r.impl);
-      t.true(Array.isArray(r.samples));
+      const what = `${r.scenario} ${r.impl} ${r.regime}`;
+      t.deepEqual(
+        Object.keys(r)
+          .filter((k) => ['scenario', 'impl', 'regime', 'unit', 'median', 'p99', 'samples', 'rounds', 'spread', 'baselineRatio'].includes(k))
+          .sort(),
+        ['baselineRatio', 'impl', 'median', 'p99', 'regime', 'rounds', 'samples', 'scenario', 'spread', 'unit'],
+        what,
+      );
+      t.true(['c', 'rust', 'js'].includes(r.impl), what);
+      t.true(['cross-cpu', 'same-cpu', 'unpinned'].includes(r.regime), what);
+      t.true(Array.isArray(r.samples) && Array.isArray(r.rounds), what);
+      t.is(doc.runs.filter((x) => x.scenario === r.scenario && x.impl === r.impl && x.regime === r.regime).length, 1, `one row for ${what}`);
       if (r.skipped !== undefined) {
-        t.is(r.median, null);
-        t.is(typeof r.skipped, 'string');
-        t.true(r.skipped.length > 0);
+        t.is(r.median, null, what);
+        t.is(r.spread, null, what);
+        t.is(typeof r.skipped, 'string', what);
+        t.true(r.skipped.length > 0, what);
         continue;
       }
-      t.true(typeof r.median === 'number' && Number.isFinite(r.median) && r.median > 0, `${r.scenario} ${r.impl}: median ${r.median}`);
-      t.true(typeof r.p99 === 'number' && Number.isFinite(r.p99));
-      t.true(r.samples.length > 0 && r.samples.every((x) => Number.isFinite(x)));
-      t.true(r.baselineRatio === null || (Number.isFinite(r.baselineRatio) && r.baselineRatio > 0));
+      t.true(typeof r.median === 'number' && Number.isFinite(r.median) && r.median > 0, `${what}: median ${r.median}`);
+      t.true(typeof r.p99 === 'number' && Number.isFinite(r.p99), what);
+      t.true(r.samples.length > 0 && r.samples.every((x) => Number.isFinite(x)), what);
+      // The spread: one median per round, its lowest and highest.
+      t.true(r.rounds.length > 0 && r.rounds.every((x) => Number.isFinite(x) && x > 0), `${what}: rounds ${JSON.stringify(r.rounds)}`);
+      if (r.regime !== 'unpinned') t.is(r.rounds.length, doc.roundsPerRegime, `${what}: one median per round`);
+      t.truthy(r.spread, what);
+      t.is(r.spread!.min, Math.min(...r.rounds), what);
+      t.is(r.spread!.max, Math.max(...r.rounds), what);
+      t.true(r.baselineRatio === null || (Number.isFinite(r.baselineRatio) && r.baselineRatio > 0), what);
+      if (r.impl === 'c') t.is(r.baselineRatio, 1, `${what}: a C row's ratio`);
+      const base = doc.runs.find((x) => x.impl === 'c' && x.median !== null && x.regime === r.regime && x.scenario === baselineOf(r.scenario));
+      if (base) t.is(typeof r.baselineRatio, 'number', `${what} has no ratio against C`);
     }
-    for (const [scenario, impl] of SCENARIOS) {
-      const r = doc.runs.find((x) => x.scenario === scenario && x.impl === impl);
-      t.truthy(r, `no run for ${scenario} ${impl}`);
+    for (const [scenario, impl, regime] of EXPECTED) {
+      const what = `${scenario} ${impl} ${regime}`;
+      const r = doc.runs.find((x) => x.scenario === scenario && x.impl === impl && x.regime === regime);
+      t.truthy(r, `no row for ${what}`);
       if (!r) continue;
-      // Only Rust scenarios may be skipped (their examples come separately).
-      if (impl === 'rust' && r.skipped) continue;
-      t.is(r.skipped, undefined, `${scenario} ${impl} skipped: ${r.skipped}`);
-      t.true(typeof r.median === 'number', `${scenario} ${impl} has no number`);
-      if (impl === 'c') t.is(r.baselineRatio, 1);
-      else if (doc.runs.some((x) => x.impl === 'c' && x.median !== null && x.scenario === (scenario.startsWith('mailbox-rtt') || scenario.startsWith('doorbell-rtt') ? 'doorbell-rtt' : scenario))) t.is(typeof r.baselineRatio, 'number', `${scenario} ${impl} has no ratio`);
+      if (regime === 'cross-cpu' && oneCpu) {
+        t.regex(r.skipped ?? '', /two CPUs/, `${what} on one CPU: skipped with the reason`);
+        continue;
+      }
+      t.is(r.skipped, undefined, `${what} skipped: ${r.skipped}`);
+      t.true(typeof r.median === 'number', `${what} has no number`);
     }
-    t.true(fs.readFileSync(out.replace(/\.json$/, '.svg'), 'utf8').startsWith('<svg'));
+    const chart = fs.readFileSync(out.replace(/\.json$/, '.svg'), 'utf8');
+    t.true(chart.startsWith('<svg'));
+    t.regex(chart, /same-cpu/);
+    t.regex(chart, /cross-cpu/);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
@@ -102,7 +160,7 @@ test('famez bench --help goes to the runner', async (t) => {
   t.regex(help.stdout, /npm run bench -- \[--quick \| --smoke\] \[--json FILE\]/);
 });
 
-test('npm run bench -- --only picks scenario groups; an unknown group is exit 2 with the list', async (t) => {
+test('npm run bench -- --only picks groups, implementations and regimes; an unknown word is exit 2 with the list', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'famez-bench-only-'));
   try {
     const out = path.join(dir, 'only.json');
@@ -115,14 +173,16 @@ test('npm run bench -- --only picks scenario groups; an unknown group is exit 2 
       );
       return { code, stderr: p.stderr };
     };
-    const ok = await run(['--smoke', '--only', 'c', '--json', out]);
+    const ok = await run(['--smoke', '--only', 'doorbell,c,same-cpu', '--json', out]);
     t.is(ok.code, 0, ok.stderr);
-    const doc = JSON.parse(fs.readFileSync(out, 'utf8')) as { runs: { impl: string }[] };
-    t.true(doc.runs.length > 0);
-    t.deepEqual([...new Set(doc.runs.map((r) => r.impl))], ['c']);
+    const doc = JSON.parse(fs.readFileSync(out, 'utf8')) as { runs: { scenario: string; impl: string; regime: string }[] };
+    t.deepEqual(
+      doc.runs.map((r) => `${r.scenario} ${r.impl} ${r.regime}`),
+      ['doorbell-rtt c same-cpu'],
+    );
     const bad = await run(['--only', 'c,bogus']);
     t.is(bad.code, 2);
-    t.regex(bad.stderr, /--only takes .*c, rust, js-doorbell, js-fabric, mesh, mesh-fabric, guest; not 'bogus'/);
+    t.regex(bad.stderr, /--only takes .*doorbell, mailbox, ring, switch, mesh, mesh-fabric, guest.*c, rust, js.*cross-cpu, same-cpu.*; not 'bogus'/);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

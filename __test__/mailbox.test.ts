@@ -166,6 +166,15 @@ test('TypeScript slots and the native mailbox are one handshake: either side pos
   t.is(js.nodename(15), 'Z-switch');
   native.setNodename(15, 'n'.repeat(31));
   t.is(js.nodename(15), 'n'.repeat(31));
+  // Read on every message, decoded only when its bytes change: a name
+  // rewritten in place, even one byte of it, is seen at once.
+  for (const name of ['n'.repeat(30) + 'm', 'z', 'zé', '']) {
+    native.setNodename(15, name);
+    t.is(js.nodename(15), name);
+    t.is(js.nodename(15), name, 'and again, from what it remembered');
+  }
+  new Uint8Array(a.buffer as ArrayBuffer, 15 * 512, 1)[0] = 0x41;
+  t.is(js.nodename(15), 'A', 'a byte written straight into the shared memory');
   t.throws(() => new Slots(new ArrayBuffer(4096), 15), { instanceOf: RangeError });
 });
 

@@ -183,6 +183,56 @@ test('EventFd: closing inside its own callback stops further callbacks', async (
   t.deepEqual(got, [1]);
 });
 
+test('EventFd.spin: a ring that comes within the window is delivered before the loop goes on; without spin, after', async (t) => {
+  const order = async (spinUs: number): Promise<string[]> => {
+    const e = own(t, new EventFd());
+    e.spin(spinUs);
+    const seen: string[] = [];
+    e.watch(() => {
+      seen.push(`ring ${seen.filter((x) => x.startsWith('ring')).length + 1}`);
+      if (seen.length === 1) {
+        // What the loop runs next (the check phase), and a second ring: an
+        // answer that comes while the first is handled.
+        setImmediate(() => seen.push('immediate'));
+        e.signal();
+      }
+    });
+    e.signal();
+    await waitFor(() => seen.length === 3, 'both rings and the immediate');
+    e.close();
+    return seen;
+  };
+  t.deepEqual(await order(0), ['ring 1', 'immediate', 'ring 2'], 'without spin the loop turns between the rings');
+  t.deepEqual(await order(1_000_000), ['ring 1', 'ring 2', 'immediate'], 'spinning, the second ring is read at once');
+});
+
+test('EventFd.spin: a doorbell that never stops ringing still lets the loop run (the spin is bounded), and unwatch inside the callback ends it', async (t) => {
+  const e = own(t, new EventFd());
+  e.spin(1_000_000);
+  let rings = 0;
+  let immediates = 0;
+  let timer = false;
+  setTimeout(() => (timer = true), 1);
+  e.watch(() => {
+    rings++;
+    if (rings === 1) setImmediate(() => immediates++);
+    // Ring itself again, for ever, until the loop has run a timer.
+    if (!timer && rings < 50_000_000) e.signal();
+    else e.unwatch();
+  });
+  e.signal();
+  await waitFor(() => timer, 'the timer, while the doorbell keeps ringing');
+  const atStop = rings;
+  const sentinel = own(t, new EventFd());
+  let s = 0;
+  sentinel.watch(() => s++);
+  sentinel.signal();
+  await waitFor(() => s === 1, 'a later loop turn');
+  t.true(immediates === 1, 'the immediate ran too');
+  t.true(rings <= atStop + 1, `no ring delivered after unwatch (${rings} after ${atStop})`);
+  t.true(rings < 50_000_000, 'the loop got its turn long before the ring count ran out');
+});
+
 test('EventFd.watch: a watched eventfd nobody references is not collected (the watch keeps it alive)', async (t) => {
   // Without a strong reference from the watch, gc() would finalize the
   // object, close the fd and end the watch silently mid-stream.

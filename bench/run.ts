@@ -1,62 +1,58 @@
 // famez benchmark runner: `npm run bench` / `famez bench`.
 //
-//   node --import=tsx bench/run.ts [--quick | --smoke] [--json FILE]
+//   node --import=tsx bench/run.ts [--quick | --smoke] [--json FILE] [--only LIST]
 //
-// Runs the C baseline (bench/baseline/, compiled here with the system cc),
-// the Rust examples (crates/famez-core/examples/bench_*.rs, when they exist)
-// the JavaScript scenarios (bench/js/, famez's own API, each peer in
-// its own Node process) and the guest group (two TCG VMs on an in-process
-// fabric server, famez's JS API against bench/baseline/guest.c inside
-// them), then prints a table and writes
-// bench/results/latest.json (or FILE) and bench/results/latest.svg.
-// Every child is bounded in time and killed on the way out.
-// (About 900 lines: each scenario's parameters, its children and its table
-// row sit together here; what runs inside the children is in bench/js,
-// bench/guest and bench/baseline.)
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+// Every scenario is measured by its implementations in interleaved rounds
+// (C, Rust, JS, C, Rust, JS, ...) so that a change of conditions on the
+// shared machine hits all of them alike, and every latency scenario in two
+// regimes: cross-cpu (the two sides pinned to two CPUs) and same-cpu (both
+// pinned to one CPU). The C baselines (bench/baseline/, compiled here with
+// the system cc) and the Rust examples (crates/famez-core/examples/bench_*,
+// built once, run from target/release/examples) pin themselves
+// (`--cpus A,B`, sched_setaffinity); famez's JS peers (bench/js/, each in
+// its own Node process, kept across rounds) are pinned with `taskset -a`.
+// The guest group boots two TCG VMs on an in-process fabric server
+// (famez's JS API against bench/baseline/guest.c inside them). Prints a
+// table and writes bench/results/latest.json (or FILE) and
+// bench/results/latest.svg. Every child is bounded in time and killed on
+// the way out. (bench/lib: the children, the rows, the table and chart.)
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import * as readline from 'node:readline';
 
 import { UsageError, parseFlags } from '../ts/args.js';
 import { startServe } from '../ts/cli/start.js';
 import { lineLogger } from '../ts/log.js';
-import { Client } from '../ts/client/client.js';
 import { parseServeArgs } from '../ts/server/options.js';
 import { guestFiles } from '../ts/vm/cache.js';
 import { findKernel, findQemu, findStaticBusybox } from '../ts/vm/host.js';
 import { bootVm, type Vm } from '../ts/vm/vm.js';
+import { Child, ROOT, killAll, runBounded, vms } from './lib/child.js';
+import { fmt, makeRun, ratios, skippedRun, svg, table, type Impl, type Regime, type Run } from './lib/report.js';
 
-const ROOT = path.resolve(__dirname, '..');
+export type { Run } from './lib/report.js';
+
 const RESULTS = path.join(ROOT, 'bench', 'results');
 const BUILD = path.join(RESULTS, '.build');
 const TSX = ['--import=tsx'];
 
 type Mode = 'smoke' | 'quick' | 'full';
 
-export interface Run {
-  scenario: string;
-  impl: 'c' | 'rust' | 'js';
-  unit: string;
-  median: number | null;
-  p99: number | null;
-  samples: number[];
-  baselineRatio: number | null;
-  /** Why there is no number (a Rust example that does not exist yet...). */
-  skipped?: string;
-  note?: string;
-}
-
 // ---------------------------------------------------------------- options
 
-const GROUPS = ['c', 'rust', 'js-doorbell', 'js-fabric', 'mesh', 'mesh-fabric', 'guest'] as const;
+const GROUPS = ['doorbell', 'mailbox', 'ring', 'switch', 'mesh', 'mesh-fabric', 'guest'] as const;
 type Group = (typeof GROUPS)[number];
+const IMPLS = ['c', 'rust', 'js'] as const;
+const PINNED = ['cross-cpu', 'same-cpu'] as const;
+type Pinned = (typeof PINNED)[number];
+const ONLY_WORDS: readonly string[] = [...GROUPS, ...IMPLS, ...PINNED];
+const ONLY_HELP = `groups (${GROUPS.join(', ')}), implementations (${IMPLS.join(', ')}) and regimes (${PINNED.join(', ')})`;
 
-function parseBenchArgs(argv: string[]): { mode: Mode; json: string; only: Set<Group> } {
+function parseBenchArgs(argv: string[]): { mode: Mode; json: string; only: Set<string> } {
   let mode: Mode = 'full';
   let json = path.join(RESULTS, 'latest.json');
-  const only = new Set<Group>();
+  const only = new Set<string>();
   try {
     for (const flag of parseFlags(argv, {
       quick: { type: 'boolean' },
@@ -70,11 +66,26 @@ function parseBenchArgs(argv: string[]): { mode: Mode; json: string; only: Set<G
       else if (flag.name === 'json') json = path.resolve(flag.value);
       else if (flag.name === 'only') {
         for (const g of flag.value.split(',')) {
-          if (!(GROUPS as readonly string[]).includes(g)) throw new UsageError(`--only takes a comma-separated list of ${GROUPS.join(', ')}; not '${g}'`);
-          only.add(g as Group);
+          if (!ONLY_WORDS.includes(g)) throw new UsageError(`--only takes a comma-separated list of ${ONLY_HELP}; not '${g}'`);
+          only.add(g);
         }
       } else {
-        process.stdout.write(`Usage: npm run bench -- [--quick | --smoke] [--json FILE] [--only ${GROUPS.join(',')}]\n`);
+        process.stdout.write(
+          [
+            `Usage: npm run bench -- [--quick | --smoke] [--json FILE] [--only LIST]`,
+            '',
+            '  --quick      short counts: about two minutes, plus the guest VMs',
+            '  --smoke      tiny counts, seconds (npm test runs it)',
+            '  --json FILE  the JSON to FILE (default bench/results/latest.json), the chart beside it (.svg)',
+            `  --only LIST  a comma-separated list of ${ONLY_HELP};`,
+            '               each kind given restricts that kind: --only doorbell,switch,same-cpu',
+            '               (a regime named leaves out the unpinned groups: mesh, mesh-fabric, guest)',
+            '',
+            'Latency scenarios run in two regimes, cross-cpu (the two sides pinned to two CPUs) and',
+            'same-cpu (both pinned to one CPU); throughput and busy polling run cross-cpu only.',
+            '',
+          ].join('\n'),
+        );
         process.exit(0);
       }
     }
@@ -87,175 +98,233 @@ function parseBenchArgs(argv: string[]): { mode: Mode; json: string; only: Set<G
 }
 
 const { mode, json: JSON_OUT, only: ONLY } = parseBenchArgs(process.argv.slice(2));
-const wanted = (g: Group) => ONLY.size === 0 || ONLY.has(g);
+const restricts = (words: readonly string[]) => words.some((w) => ONLY.has(w));
+/** The groups whose rows are `unpinned`: naming a regime leaves them out
+ * unless they are named too. */
+const UNPINNED_GROUPS: readonly Group[] = ['mesh', 'mesh-fabric', 'guest'];
+const wantedGroup = (g: Group) => ONLY.has(g) || (!restricts(GROUPS) && !(UNPINNED_GROUPS.includes(g) && restricts(PINNED)));
+const wantedImpl = (i: Impl) => !restricts(IMPLS) || ONLY.has(i);
+const wantedRegime = (r: Pinned) => !restricts(PINNED) || ONLY.has(r);
 const pick = <T>(smoke: T, quick: T, full: T): T => (mode === 'smoke' ? smoke : mode === 'quick' ? quick : full);
 
+// ---------------------------------------------------------------- CPUs
+
+/** The CPUs this process may run on (its affinity), lowest first. */
+function allowedCpus(): number[] {
+  try {
+    const m = fs.readFileSync('/proc/self/status', 'utf8').match(/^Cpus_allowed_list:\s*(\S+)/m);
+    if (m) {
+      const cpus = m[1].split(',').flatMap((part) => {
+        const [a, b] = part.split('-').map(Number);
+        return Array.from({ length: (b ?? a) - a + 1 }, (_, i) => a + i);
+      });
+      if (cpus.length > 0 && cpus.every(Number.isInteger)) return cpus;
+    }
+  } catch {
+    // not Linux's /proc: every CPU os knows
+  }
+  return os.cpus().map((_, i) => i);
+}
+const CPUS = allowedCpus();
+const CPU_A = CPUS[0] ?? 0;
+/** Each regime's CPUs for the two sides: [A, B]. */
+const PIN: Record<Pinned, [number, number] | null> = {
+  'cross-cpu': CPUS.length >= 2 ? [CPU_A, CPUS[1]] : null,
+  'same-cpu': [CPU_A, CPU_A],
+};
+const NO_CROSS = `cross-cpu needs two CPUs; this process may use only CPU ${CPUS.join(',')}`;
+const LATENCY: Pinned[] = ['cross-cpu', 'same-cpu'];
+const CROSS: Pinned[] = ['cross-cpu'];
+
+// ---------------------------------------------------------------- sizes
+
+/** Interleaved rounds per scenario and regime. */
+const ROUNDS = pick(2, 3, 5);
 const SIZES = [64, 256, 1024, 4096, 16384, 65536];
 const PEER_CURVE = [2, 16, 64];
-const C_RTT = { rounds: pick(200, 2000, 5000), batches: pick(3, 10, 20) };
-const JS_RTT = { rounds: pick(100, 1000, 3000), batches: pick(3, 10, 20) };
-const MB_RTT = { rounds: pick(50, 1000, 2000), batches: pick(3, 10, 20) };
-/** Untimed JS round trips first: the JIT settles over a few thousand. */
+const SWITCH_PEERS = [1, 4, 14];
+/** Per round: batches of round trips (one sample per batch). */
+const C_RTT = { rounds: pick(200, 1000, 2500), batches: pick(2, 4, 6) };
+const JS_RTT = { rounds: pick(100, 1000, 2500), batches: pick(2, 4, 6) };
+const MB_RTT = { rounds: pick(50, 500, 1000), batches: pick(2, 4, 6) };
+/** Untimed JS round trips before the first round (the JIT settles over a
+ * few thousand) and before each later one. */
 const RTT_WARMUP = pick(20, 3000, 5000);
-/** Messages per rep for a size: a byte budget, at least a floor. */
-const cCount = (size: number) => Math.max(pick(2000, 20_000, 50_000), Math.floor(pick(8e6, 256e6, 1e9) / size));
+const RTT_REWARM = pick(10, 300, 500);
+/** Messages per ring rep for a size: a byte budget, at least a floor. */
+const cCount = (size: number) => Math.max(pick(2000, 20_000, 50_000), Math.floor(pick(8e6, 1e9, 4e9) / size));
 const jsCount = (size: number) => Math.max(pick(200, 2000, 5000), Math.floor(pick(256e3, 128e6, 512e6) / size));
-const REPS = pick(1, 3, 5);
-/** The -busy-poll rows: the JS round trips again with this busy-poll
- * window (Client's busyPollUs). */
+/** The -busy-poll rows: Client's busyPollUs, and the same window in C and Rust. */
 const BUSY_POLL_US = 200;
 /** Every ring's data area: the C baseline's CAP (bench/baseline/ring.c),
  * so that C, Rust and JS stream through rings of one size. */
 const RING_CAPACITY = 4 << 20;
+/** switch-ping: per round a warm-up, then windows (one sample each). */
+const SWITCH = { warmupMs: pick(100, 300, 500), windowMs: pick(50, 100, 200), windows: pick(2, 4, 5) };
+/** The JS switch peers: FabricClients spread over at most this many processes. */
+const SWITCH_PROCS = 4;
 const MESH = { peers: pick(16, 256, 256), procs: pick(2, 4, 4), reps: pick(1, 3, 5) };
 // A fabric peer holds every other peer's 64 eventfds (~4,000 fds): 4 per process.
 const MESH_FABRIC = { peers: pick(8, 62, 62), procs: pick(2, 16, 16), reps: pick(1, 3, 5) };
+const RUN_MS = pick(30_000, 120_000, 300_000);
 
-// ---------------------------------------------------------------- children
+// ---------------------------------------------------------------- rows
 
-const children = new Set<ChildProcess>();
-/** The guest group's VMs (QEMU also dies with this process through
- * setpriv's parent-death signal, where util-linux has it). */
-const vms = new Set<Vm>();
-function killAll(): void {
-  for (const vm of vms) {
-    if (!vm.exit && vm.pid !== undefined) {
-      try {
-        process.kill(vm.pid, 'SIGKILL');
-      } catch {
-        // gone
+const runs: Run[] = [];
+function record(scenario: string, impl: Impl, regime: Regime, unit: string, rounds: number[][], note?: string): void {
+  const r = makeRun(scenario, impl, regime, unit, rounds, note);
+  runs.push(r);
+  log(`  ${scenario} ${impl} ${regime}: ${fmt(r.median)} ${unit}${r.spread ? ` (rounds ${fmt(r.spread.min)}-${fmt(r.spread.max)})` : ''}`);
+}
+function skip(scenario: string, impl: Impl, regime: Regime, unit: string, reason: string): void {
+  runs.push(skippedRun(scenario, impl, regime, unit, reason));
+  log(`  ${scenario} ${impl} ${regime}: skipped (${reason})`);
+}
+const has = (scenario: string, impl: Impl, regime: Regime) => runs.some((r) => r.scenario === scenario && r.impl === impl && r.regime === regime);
+const why = (e: unknown) => `failed: ${((e as Error).message ?? String(e)).split('\n')[0].slice(0, 300)}`;
+/** Runs one scenario group; a failure skips the rows it did not record. */
+async function attempt(what: string, expected: [string, Impl, Regime, string][], body: () => Promise<void>): Promise<void> {
+  // Nothing of it is wanted (--only): not even its set-up runs.
+  if (!expected.some(([, i, g]) => wantedImpl(i) && (g === 'unpinned' || wantedRegime(g)))) return;
+  log(`${what}...`);
+  const t0 = Date.now();
+  try {
+    await body();
+  } catch (e) {
+    for (const [s, i, g, u] of expected) if (!has(s, i, g)) skip(s, i, g, u, why(e));
+  }
+  log(`  (${what}: ${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+}
+function log(s: string): void {
+  process.stderr.write(`${s}\n`);
+}
+
+// ---------------------------------------------------------------- rounds
+
+/** One implementation of a scenario. */
+interface Side {
+  impl: Impl;
+  /** The row's scenario, when this side is a variant measured in the same
+   * rounds under a name of its own. */
+  scenario?: string;
+  /** Why it cannot run (every row skipped with it), or null. */
+  unavailable: string | null;
+  /** Before a regime's rounds (pins the JS processes). */
+  enter?: (cpus: [number, number]) => Promise<void>;
+  /** One round: its samples. `index` counts this side's rounds in this
+   * scenario over every regime (the JS warm-up is in its first). */
+  round: (cpus: [number, number], index: number) => Promise<number[]>;
+  note?: (regime: Pinned) => string;
+}
+
+/** Runs a scenario in each regime: ROUNDS rounds, each side once per round
+ * in turn; one row per side and regime. A side that fails is skipped (with
+ * why) for the rest of the regime. */
+async function interleave(scenario: string, unit: string, regimes: Pinned[], sides: Side[]): Promise<void> {
+  const mine = sides.filter((s) => wantedImpl(s.impl));
+  const count = new Map<Side, number>();
+  for (const regime of regimes.filter(wantedRegime)) {
+    const cpus = PIN[regime];
+    const rounds = new Map<Side, number[][]>();
+    const failed = new Map<Side, string>();
+    for (const s of mine) {
+      if (!cpus) failed.set(s, NO_CROSS);
+      else if (s.unavailable !== null) failed.set(s, s.unavailable);
+      else {
+        try {
+          await s.enter?.(cpus);
+          rounds.set(s, []);
+        } catch (e) {
+          failed.set(s, why(e));
+        }
       }
     }
-  }
-  for (const c of children) {
-    if (c.exitCode === null && c.signalCode === null) {
-      try {
-        c.kill('SIGKILL');
-      } catch {
-        // gone
+    if (cpus) {
+      for (let r = 0; r < ROUNDS; r++) {
+        for (const s of mine) {
+          const got = rounds.get(s);
+          if (!got) continue;
+          try {
+            const n = count.get(s) ?? 0;
+            count.set(s, n + 1);
+            got.push(await s.round(cpus, n));
+          } catch (e) {
+            failed.set(s, why(e));
+            rounds.delete(s);
+          }
+        }
       }
     }
-  }
-}
-process.on('exit', killAll);
-for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(sig, () => {
-    killAll();
-    process.exit(130);
-  });
-}
-
-/** A child speaking JSON lines on stdout. */
-class Child {
-  readonly proc: ChildProcess;
-  private lines: string[] = [];
-  private waiters: (() => void)[] = [];
-  stderr = '';
-  stdout = '';
-  readonly exited: Promise<number | null>;
-
-  constructor(cmd: string, args: string[], opts: { cwd?: string } = {}) {
-    this.proc = spawn(cmd, args, { cwd: opts.cwd ?? ROOT, stdio: ['pipe', 'pipe', 'pipe'] });
-    children.add(this.proc);
-    this.proc.stderr!.setEncoding('utf8').on('data', (c: string) => {
-      this.stderr += c;
-      this.wake();
-    });
-    this.proc.stdout!.setEncoding('utf8');
-    readline.createInterface({ input: this.proc.stdout! }).on('line', (l) => {
-      this.stdout += `${l}\n`;
-      this.lines.push(l);
-      this.wake();
-    });
-    this.exited = new Promise((r) =>
-      this.proc.on('close', (code) => {
-        children.delete(this.proc);
-        r(code);
-        this.wake();
-      }),
-    );
-    this.proc.stdin!.on('error', () => {});
-  }
-
-  private wake(): void {
-    for (const w of this.waiters.splice(0)) w();
-  }
-
-  get running(): boolean {
-    return this.proc.exitCode === null && this.proc.signalCode === null;
-  }
-
-  /** Waits (at most ms) for an output line (stdout, or stderr too) matching re. */
-  async waitFor(re: RegExp, ms: number, what: string, stderrToo = false): Promise<string> {
-    const deadline = Date.now() + ms;
-    for (;;) {
-      const hay = stderrToo ? this.stdout + this.stderr : this.stdout;
-      const m = hay.match(re);
-      if (m) return m[0];
-      if (!this.running) throw new Error(`${what}: the process exited (${this.proc.exitCode ?? this.proc.signalCode}): ${this.stderr.trim().slice(-400)}`);
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`${what}: timed out after ${ms} ms ${this.stderr.trim().slice(-300)}`);
-      await new Promise<void>((r) => {
-        const t = setTimeout(r, Math.min(left, 250));
-        this.waiters.push(() => {
-          clearTimeout(t);
-          r();
-        });
-      });
+    for (const s of mine) {
+      const got = rounds.get(s);
+      if (got) record(s.scenario ?? scenario, s.impl, regime, unit, got, s.note?.(regime));
+      else skip(s.scenario ?? scenario, s.impl, regime, unit, failed.get(s)!);
     }
   }
+}
 
-  /** The next JSON line on stdout (at most ms). */
-  async next<T = Record<string, unknown>>(ms: number, what: string): Promise<T> {
-    const deadline = Date.now() + ms;
-    for (;;) {
-      const l = this.lines.shift();
-      if (l !== undefined) {
-        if (l.startsWith('{')) return JSON.parse(l) as T;
-        continue;
+const cpuArg = (cpus: [number, number]) => ['--cpus', `${cpus[0]},${cpus[1]}`];
+const regimeNote = (regime: Pinned, a: string, b: string) => (regime === 'same-cpu' ? `${a} and ${b} both on CPU ${CPU_A}` : `${a} on CPU ${PIN[regime]![0]}, ${b} on CPU ${PIN[regime]![1]}`);
+
+/** Runs a benchmark program; the samples of its JSON line. */
+async function samplesOf(cmd: string, args: string[], what: string): Promise<number[]> {
+  const stdout = await runBounded(cmd, args, RUN_MS, what);
+  for (const l of stdout.trim().split('\n').reverse()) {
+    if (!l.startsWith('{')) continue;
+    const o = JSON.parse(l) as { samples?: unknown };
+    if (Array.isArray(o.samples) && o.samples.length > 0 && o.samples.every((x) => typeof x === 'number' && Number.isFinite(x))) return o.samples as number[];
+  }
+  throw new Error(`${what}: no samples in its output: ${stdout.trim().slice(-200)}`);
+}
+
+// ---------------------------------------------------------------- builds
+
+/** The C baselines, compiled once: why not, or null. */
+let cError: string | null = 'not built';
+function buildC(): void {
+  try {
+    fs.mkdirSync(BUILD, { recursive: true });
+    for (const name of ['doorbell', 'ring', 'switch']) {
+      // Built aside and renamed into place: another run may be using the
+      // binary right now.
+      const tmp = path.join(BUILD, `${name}.${process.pid}.tmp`);
+      const cc = spawnSync('cc', ['-O2', '-o', tmp, path.join(ROOT, 'bench', 'baseline', `${name}.c`)], { encoding: 'utf8', timeout: 60_000 });
+      if (cc.error || cc.status !== 0) {
+        fs.rmSync(tmp, { force: true });
+        throw new Error(`cc ${name}.c: ${cc.error?.message ?? cc.stderr.trim()}`);
       }
-      if (!this.running) throw new Error(`${what}: the process exited (${this.proc.exitCode ?? this.proc.signalCode}): ${this.stderr.trim().slice(-400)}`);
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`${what}: timed out after ${ms} ms`);
-      await new Promise<void>((r) => {
-        const t = setTimeout(r, Math.min(left, 250));
-        this.waiters.push(() => {
-          clearTimeout(t);
-          r();
-        });
-      });
+      fs.renameSync(tmp, path.join(BUILD, name));
     }
-  }
-
-  send(line: string): void {
-    this.proc.stdin!.write(`${line}\n`);
-  }
-
-  async ask<T = Record<string, unknown>>(line: string, ms: number): Promise<T> {
-    this.send(line);
-    return this.next<T>(ms, line);
-  }
-
-  async stop(): Promise<void> {
-    if (!this.running) return;
-    this.proc.stdin!.end();
-    this.proc.kill('SIGTERM');
-    const t = setTimeout(() => this.proc.kill('SIGKILL'), 3000);
-    await this.exited;
-    clearTimeout(t);
+    cError = null;
+  } catch (e) {
+    cError = why(e);
   }
 }
+const cBin = (name: string) => path.join(BUILD, name);
 
-/** Runs a command to completion, bounded; resolves with its stdout. */
-async function runBounded(cmd: string, args: string[], ms: number, what: string): Promise<string> {
-  const c = new Child(cmd, args);
-  c.proc.stdin!.end();
-  const t = setTimeout(() => c.proc.kill('SIGKILL'), ms);
-  const code = await c.exited;
-  clearTimeout(t);
-  if (code !== 0) throw new Error(`${what} ${code === null ? `killed after ${ms} ms` : `exited ${code}`}: ${c.stderr.trim().slice(-400)}`);
-  return c.stdout;
+/** The Rust examples, built once: why not, or null. */
+let rustError: string | null = 'not built';
+const EXAMPLES = path.join(process.env.CARGO_TARGET_DIR ? path.resolve(ROOT, process.env.CARGO_TARGET_DIR) : path.join(ROOT, 'target'), 'release', 'examples');
+async function buildRust(): Promise<void> {
+  log('cargo build --release -p famez-core --examples...');
+  try {
+    await runBounded('cargo', ['build', '--release', '-q', '-p', 'famez-core', '--examples'], pick(120_000, 600_000, 600_000), 'cargo build --examples');
+    rustError = null;
+  } catch (e) {
+    rustError = why(e);
+  }
 }
+/** Why example `name` cannot run, or null. */
+const rustWhy = (name: string) => rustError ?? (fs.existsSync(path.join(EXAMPLES, name)) ? null : `no Rust example ${name} in ${EXAMPLES}`);
+
+function cSide(name: string, args: (cpus: [number, number]) => string[], note?: (regime: Pinned) => string): Side {
+  return { impl: 'c', unavailable: cError, round: (cpus) => samplesOf(cBin(name), [...args(cpus), ...cpuArg(cpus)], `C ${name}`), note };
+}
+function rustSide(name: string, args: string[], note?: (regime: Pinned) => string): Side {
+  return { impl: 'rust', unavailable: rustWhy(name), round: (cpus) => samplesOf(path.join(EXAMPLES, name), [...args, ...cpuArg(cpus)], `example ${name}`), note };
+}
+
+// ---------------------------------------------------------------- JS processes
 
 let scratch = '';
 let serial = 0;
@@ -270,236 +339,290 @@ async function serve(args: string[]): Promise<{ sock: string; server: Child }> {
 
 const peer = (kind: 'client' | 'fabric', sock: string) => new Child(process.execPath, [...TSX, 'bench/js/peer.ts', kind, sock]);
 
-// ---------------------------------------------------------------- stats
-
-function quantile(xs: number[], q: number): number | null {
-  if (xs.length === 0) return null;
-  const s = [...xs].sort((a, b) => a - b);
-  if (q === 0.5) {
-    const m = s.length >> 1;
-    return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-  }
-  return s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)];
+/** Pins JS processes: each to its CPU. */
+function pinAll(pins: [Child, number, string][]): void {
+  for (const [c, cpu, what] of pins) c.pin(cpu, what);
 }
 
-// Throughput "p99" is the sample that 99% of samples reach or exceed
-// (the slow tail); for times it is the 99th percentile.
-const higherIsBetter = (unit: string) => unit.endsWith('/s');
+// ---------------------------------------------------------------- doorbell
 
-const runs: Run[] = [];
-function record(scenario: string, impl: Run['impl'], unit: string, samples: number[], note?: string): void {
-  const r: Run = {
-    scenario,
-    impl,
-    unit,
-    median: quantile(samples, 0.5),
-    p99: quantile(samples, higherIsBetter(unit) ? 0.01 : 0.99),
-    samples: samples.map((x) => +x.toPrecision(6)),
-    baselineRatio: null,
-  };
-  if (note) r.note = note;
-  runs.push(r);
-  log(`  ${scenario} ${impl}: ${fmt(r.median)} ${unit}`);
-}
-function skip(scenario: string, impl: Run['impl'], unit: string, reason: string): void {
-  runs.push({ scenario, impl, unit, median: null, p99: null, samples: [], baselineRatio: null, skipped: reason });
-  log(`  ${scenario} ${impl}: skipped (${reason})`);
-}
-/** Runs one scenario group; a failure skips what it did not record. */
-async function attempt(what: string, expected: [string, Run['impl'], string][], body: () => Promise<void>): Promise<void> {
-  log(`${what}...`);
-  try {
-    await body();
-  } catch (e) {
-    const reason = `failed: ${(e as Error).message.split('\n')[0].slice(0, 300)}`;
-    for (const [s, i, u] of expected) if (!runs.some((r) => r.scenario === s && r.impl === i)) skip(s, i, u, reason);
-  }
-}
+const DOORBELL_C = 'two eventfds, epoll, fork (bench/baseline/doorbell.c)';
+const DOORBELL_RUST = "famez-core's EventFd, epoll (bench_doorbell_rtt)";
+const DOORBELL_JS = 'two Node processes (bench/js/peer.ts), each a Client of famez serve --silent: ring, interrupt event, ring back';
 
-function fmt(x: number | null): string {
-  if (x === null) return '-';
-  if (x >= 1e6) return `${(x / 1e6).toFixed(2)}M`;
-  if (x >= 1e4) return `${(x / 1e3).toFixed(1)}k`;
-  return x >= 100 ? x.toFixed(0) : x.toPrecision(3);
-}
-function log(s: string): void {
-  process.stderr.write(`${s}\n`);
-}
-
-// ---------------------------------------------------------------- C
-
-async function benchC(): Promise<void> {
-  const expected: [string, Run['impl'], string][] = [['doorbell-rtt', 'c', 'us'], ...SIZES.map((s) => [`ring-throughput-${s}`, 'c', 'msg/s'] as [string, Run['impl'], string])];
-  await attempt('C baseline', expected, async () => {
-    fs.mkdirSync(BUILD, { recursive: true });
-    for (const name of ['doorbell', 'ring']) {
-      // Built aside and renamed into place: another run may be using the
-      // binary right now.
-      const tmp = path.join(BUILD, `${name}.${process.pid}.tmp`);
-      const cc = spawnSync('cc', ['-O2', '-o', tmp, path.join(ROOT, 'bench', 'baseline', `${name}.c`)], { encoding: 'utf8', timeout: 60_000 });
-      if (cc.error || cc.status !== 0) {
-        fs.rmSync(tmp, { force: true });
-        throw new Error(`cc ${name}.c: ${cc.error?.message ?? cc.stderr.trim()}`);
-      }
-      fs.renameSync(tmp, path.join(BUILD, name));
-    }
-    const take = (stdout: string) => JSON.parse(stdout.trim().split('\n').pop()!) as { scenario: string; unit: string; samples: number[] };
-    const d = take(await runBounded(path.join(BUILD, 'doorbell'), [String(C_RTT.rounds), String(C_RTT.batches)], 60_000, 'C doorbell'));
-    record(d.scenario, 'c', d.unit, d.samples);
-    for (const size of SIZES) {
-      const r = take(await runBounded(path.join(BUILD, 'ring'), [String(size), String(cCount(size)), String(REPS)], 60_000, `C ring ${size}`));
-      record(r.scenario, 'c', r.unit, r.samples);
-    }
-  });
-}
-
-// ---------------------------------------------------------------- Rust
-
-const RUST_SCENARIOS: [string, string][] = [
-  ['doorbell-rtt', 'us'],
-  ['mailbox-rtt', 'us'],
-  ['ring-throughput-64', 'msg/s'],
-  ['ring-throughput-4096', 'msg/s'],
-];
-
-async function benchRust(): Promise<void> {
-  log('Rust examples...');
-  const dir = path.join(ROOT, 'crates', 'famez-core', 'examples');
-  const examples = fs.existsSync(dir) ? fs.readdirSync(dir).filter((f) => /^bench_.*\.rs$/.test(f)).map((f) => f.slice(0, -3)).sort() : [];
-  const failures: string[] = [];
-  if (examples.length > 0) {
-    try {
-      await runBounded('cargo', ['build', '--release', '-q', '-p', 'famez-core', '--examples'], pick(120_000, 600_000, 600_000), 'cargo build --examples');
-    } catch (e) {
-      failures.push((e as Error).message.split('\n')[0].slice(0, 200));
-    }
-  }
-  if (failures.length === 0) {
-    // Known examples get arguments sized for the mode; any other bench_*
-    // example runs with none (not in --smoke: its cost is unknown). Each
-    // prints JSON lines {scenario, impl:"rust", unit, samples}.
-    const jobs: { ex: string; args: string[] }[] = [];
-    for (const ex of examples) {
-      if (ex === 'bench_doorbell_rtt') {
-        const base = ['--count', String(C_RTT.rounds * C_RTT.batches), '--batches', String(C_RTT.batches)];
-        jobs.push({ ex, args: base });
-        for (const p of PEER_CURVE.slice(1)) jobs.push({ ex, args: [...base, '--peers', String(p)] });
-      } else if (ex === 'bench_ring_throughput') {
-        for (const size of SIZES) jobs.push({ ex, args: ['--size', String(size), '--count', String(cCount(size) * REPS), '--batches', String(Math.max(2, REPS)), '--capacity', String(RING_CAPACITY)] });
-      } else if (mode !== 'smoke') {
-        jobs.push({ ex, args: [] });
-      } else {
-        failures.push(`${ex}: arguments unknown to the runner, not run with --smoke`);
-      }
-    }
-    for (const { ex, args } of jobs) {
+async function groupDoorbell(): Promise<void> {
+  const busyScenario = 'doorbell-rtt-busy-poll';
+  const expected: [string, Impl, Regime, string][] = [];
+  for (const g of LATENCY) for (const i of IMPLS) expected.push(['doorbell-rtt', i, g, 'us']);
+  for (const i of IMPLS) expected.push([busyScenario, i, 'cross-cpu', 'us']);
+  for (const p of PEER_CURVE.slice(1)) for (const g of LATENCY) for (const i of ['rust', 'js'] as const) expected.push([`doorbell-rtt-peers-${p}`, i, g, 'us']);
+  const procs: Child[] = [];
+  await attempt('doorbell round trips', expected, async () => {
+    // JS: the pair, and the idle peers in a process of their own that
+    // only sleeps.
+    let js: { echo: Child; ping: Child; idle: Child; server: Child; echoId: number } | null = null;
+    let jsError: string | null = null;
+    if (wantedImpl('js')) {
       try {
-        const stdout = await runBounded('cargo', ['run', '--release', '-q', '-p', 'famez-core', '--example', ex, '--', ...args], pick(30_000, 180_000, 600_000), `example ${ex} ${args.join(' ')}`);
-        for (const l of stdout.split('\n')) {
-          if (!l.startsWith('{')) continue;
-          const o = JSON.parse(l) as { scenario?: string; impl?: string; unit?: string; samples?: number[] };
-          if (typeof o.scenario !== 'string' || !Array.isArray(o.samples) || o.samples.length === 0 || typeof o.unit !== 'string') continue;
-          if (runs.some((r) => r.scenario === o.scenario && r.impl === 'rust')) continue;
-          record(o.scenario, 'rust', o.unit, o.samples.map(Number));
-        }
+        const s = await serve(['--silent', '-n', '1', '--max-peers', String(Math.max(...PEER_CURVE) + 2)]);
+        const echo = peer('client', s.sock);
+        const ping = peer('client', s.sock);
+        const idle = new Child(process.execPath, [...TSX, 'bench/js/idle.ts', s.sock]);
+        procs.push(s.server, echo, ping, idle);
+        const { id: echoId } = await echo.ask<{ id: number }>('id', 30_000);
+        await ping.ask('id', 30_000);
+        await echo.ask('echo', 10_000);
+        js = { echo, ping, idle, server: s.server, echoId };
       } catch (e) {
-        failures.push(`${ex}: ${(e as Error).message.split('\n')[0].slice(0, 200)}`);
+        jsError = why(e);
       }
     }
-  }
-  for (const [s, u] of RUST_SCENARIOS) {
-    if (runs.some((r) => r.scenario === s && r.impl === 'rust')) continue;
-    skip(
-      s,
-      'rust',
-      u,
-      examples.length === 0
-        ? 'no Rust benchmark example yet (crates/famez-core/examples/bench_*.rs)'
-        : failures.length > 0
-          ? `no Rust example produced it (${failures.join('; ')})`
-          : `no Rust example produced it (examples: ${examples.join(', ')})`,
-    );
-  }
-}
-
-// ---------------------------------------------------------------- JS
-
-async function benchDoorbellJs(): Promise<void> {
-  const expected: [string, Run['impl'], string][] = [['doorbell-rtt', 'js', 'us'], ['doorbell-rtt-busy-poll', 'js', 'us'], ...PEER_CURVE.slice(1).map((p) => [`doorbell-rtt-peers-${p}`, 'js', 'us'] as [string, Run['impl'], string])];
-  const idle: Client[] = [];
-  let server: Child | null = null;
-  const pair: Child[] = [];
-  await attempt('JS doorbell round trip', expected, async () => {
-    const s = await serve(['--silent', '-n', '1', '--max-peers', String(Math.max(...PEER_CURVE) + 2)]);
-    server = s.server;
-    const echo = peer('client', s.sock);
-    const ping = peer('client', s.sock);
-    pair.push(echo, ping);
-    const { id: echoId } = await echo.ask<{ id: number }>('id', 30_000);
-    await ping.ask('id', 30_000);
-    await echo.ask('echo', 10_000);
-    const rtt = async (pollUs: number) => {
-      for (const p of [echo, ping]) await p.ask(`poll ${pollUs}`, 10_000);
-      return (await ping.ask<{ samples: number[] }>(`ping ${echoId} ${JS_RTT.rounds} ${JS_RTT.batches} ${RTT_WARMUP}`, 120_000)).samples;
-    };
-    for (const peers of PEER_CURVE) {
-      // Idle peers, connected from this process: every pair peer now holds
-      // and watches their fds, and every join/leave goes through its loop.
-      while (idle.length + 2 < peers) idle.push(await Client.connect(s.sock, { vectors: 1, timeoutMs: 10_000 }));
-      await new Promise((r) => setTimeout(r, pick(100, 300, 500)));
-      record(peers === 2 ? 'doorbell-rtt' : `doorbell-rtt-peers-${peers}`, 'js', 'us', await rtt(0), `${peers} peers connected; both sides sleep in epoll between doorbells, as the C baseline does`);
-      if (peers === 2) {
-        record('doorbell-rtt-busy-poll', 'js', 'us', await rtt(BUSY_POLL_US), `busyPollUs ${BUSY_POLL_US}: each side keeps polling after a doorbell instead of sleeping`);
+    const jsSide = (pollUs: number, note: (regime: Pinned) => string): Side => ({
+      impl: 'js',
+      unavailable: jsError,
+      enter: async ([a, b]) => {
+        const j = js!;
+        pinAll([
+          [j.ping, a, 'JS ping peer'],
+          [j.server, a, 'famez serve'],
+          [j.idle, a, 'JS idle peers'],
+          [j.echo, b, 'JS echo peer'],
+        ]);
+        for (const p of [j.echo, j.ping]) await p.ask(`poll ${pollUs}`, 10_000);
+      },
+      round: async (_cpus, n) => {
+        const j = js!;
+        const warm = n === 0 ? RTT_WARMUP : RTT_REWARM;
+        return (await j.ping.ask<{ samples: number[] }>(`ping ${j.echoId} ${JS_RTT.rounds} ${JS_RTT.batches} ${warm}`, RUN_MS)).samples;
+      },
+      note,
+    });
+    const cArgs = () => [String(C_RTT.rounds), String(C_RTT.batches)];
+    const rustArgs = ['--count', String(C_RTT.rounds * C_RTT.batches), '--batches', String(C_RTT.batches)];
+    const sleeping = (what: string) => (regime: Pinned) => `${what}; both sides sleep in epoll between doorbells; ${regimeNote(regime, 'pinger', 'echo')}`;
+    await interleave('doorbell-rtt', 'us', LATENCY, [cSide('doorbell', cArgs, sleeping(DOORBELL_C)), rustSide('bench_doorbell_rtt', rustArgs, sleeping(DOORBELL_RUST)), jsSide(0, sleeping(DOORBELL_JS))]);
+    // Busy polling keeps a CPU spinning: on one CPU it would starve the
+    // other side, so cross-cpu only.
+    const polling = (what: string) => (regime: Pinned) =>
+      `${what}; busy polling ${BUSY_POLL_US} us (Client's busyPollUs: after a doorbell each side reads its nonblocking eventfd that long before it sleeps); cross-cpu only: a spinning side on one CPU would starve the other; ${regimeNote(regime, 'pinger', 'echo')}`;
+    await interleave(busyScenario, 'us', CROSS, [
+      cSide('doorbell', () => [...cArgs(), '--busy-poll', String(BUSY_POLL_US)], polling(DOORBELL_C)),
+      rustSide('bench_doorbell_rtt', [...rustArgs, '--busy-poll', String(BUSY_POLL_US)], polling(DOORBELL_RUST)),
+      jsSide(BUSY_POLL_US, polling(DOORBELL_JS)),
+    ]);
+    for (const peers of PEER_CURVE.slice(1)) {
+      if (js) {
+        try {
+          await js.idle.ask(`peers ${peers - 2}`, 60_000);
+          // Let the joins' messages settle in every peer.
+          await new Promise((r) => setTimeout(r, pick(100, 300, 500)));
+        } catch (e) {
+          jsError = why(e);
+        }
       }
+      const curve = (what: string) => (regime: Pinned) => `${peers} peers connected (${what}); ${regimeNote(regime, 'pinger', 'echo')}`;
+      await interleave(`doorbell-rtt-peers-${peers}`, 'us', LATENCY, [
+        rustSide('bench_doorbell_rtt', [...rustArgs, '--peers', String(peers)], curve(`${peers - 2} idle eventfds in each epoll set`)),
+        jsSide(0, curve(`${peers - 2} idle Clients in a separate Node process that only sleeps`)),
+      ]);
     }
   });
-  for (const c of idle) c.close();
-  await Promise.all(pair.map((p) => p.stop()));
-  await (server as Child | null)?.stop();
+  await Promise.all(procs.map((p) => p.stop()));
 }
 
-async function benchFabricJs(): Promise<void> {
-  const expected: [string, Run['impl'], string][] = [['mailbox-rtt', 'js', 'us'], ['mailbox-rtt-busy-poll', 'js', 'us'], ...SIZES.map((s) => [`ring-throughput-${s}`, 'js', 'msg/s'] as [string, Run['impl'], string])];
-  let server: Child | null = null;
-  const pair: Child[] = [];
-  await attempt('JS fabric (mailbox round trip, ring throughput)', expected, async () => {
+// ---------------------------------------------------------------- mailbox and ring
+
+/** Two FabricClient processes of one fabric server with rings, for the
+ * mailbox and ring groups: a answers mailbox requests and produces ring
+ * messages, b asks and consumes. */
+interface FabricPair {
+  server: Child;
+  a: Child;
+  b: Child;
+  aId: number;
+  bId: number;
+}
+let fabricPair: Promise<FabricPair> | null = null;
+const fabricProcs: Child[] = [];
+function jsFabric(): Promise<FabricPair> {
+  fabricPair ??= (async () => {
     // 2 peers and the switch: 6 rings of RING_CAPACITY in 32 MiB.
     const s = await serve(['--max-peers', '2', '-l', '32M', '--ring-capacity', String(RING_CAPACITY)]);
-    server = s.server;
     const a = peer('fabric', s.sock);
     const b = peer('fabric', s.sock);
-    pair.push(a, b);
+    fabricProcs.push(s.server, a, b);
     const { id: aId } = await a.ask<{ id: number }>('id', 30_000);
     const { id: bId } = await b.ask<{ id: number }>('id', 30_000);
     await a.ask('mecho', 10_000);
-    const mrtt = async (pollUs: number) => {
-      for (const p of [a, b]) await p.ask(`poll ${pollUs}`, 10_000);
-      return (await b.ask<{ samples: number[] }>(`mping ${aId} ${MB_RTT.rounds} ${MB_RTT.batches} ${RTT_WARMUP}`, 120_000)).samples;
-    };
-    record('mailbox-rtt', 'js', 'us', await mrtt(0), '64-byte request and answer through the slots; ratio against the C doorbell round trip');
-    record('mailbox-rtt-busy-poll', 'js', 'us', await mrtt(BUSY_POLL_US), `the same with busyPollUs ${BUSY_POLL_US}`);
-    for (const p of [a, b]) await p.ask('poll 0', 10_000);
-    for (const size of SIZES) {
-      const count = jsCount(size);
-      const rates: number[] = [];
-      // Rep -1 warms the JIT up and is not recorded.
-      for (let r = -1; r < REPS; r++) {
-        await b.ask(`rrecv ${count}`, 10_000);
-        a.send(`rsend ${bId} ${size} ${count}`);
-        const got = await b.next<{ end: string; count: number }>(90_000, `ring ${size}`);
-        const sent = await a.next<{ start: string }>(30_000, 'rsend done');
-        // Both stamps are process.hrtime (CLOCK_MONOTONIC, one clock for
-        // every process of the machine): first push to last message taken.
-        if (r >= 0) rates.push(got.count / (Number(BigInt(got.end) - BigInt(sent.start)) / 1e9));
-      }
-      record(`ring-throughput-${size}`, 'js', 'msg/s', rates);
-    }
-  });
-  await Promise.all(pair.map((p) => p.stop()));
-  await (server as Child | null)?.stop();
+    return { server: s.server, a, b, aId, bId };
+  })();
+  return fabricPair;
+}
+async function jsFabricOr(): Promise<{ pair: FabricPair | null; error: string | null }> {
+  if (!wantedImpl('js')) return { pair: null, error: 'not wanted' };
+  try {
+    return { pair: await jsFabric(), error: null };
+  } catch (e) {
+    return { pair: null, error: why(e) };
+  }
 }
 
-/** Raises the soft open-file limit of this process tree, if it can. */
+async function groupMailbox(): Promise<void> {
+  const expected: [string, Impl, Regime, string][] = [];
+  for (const g of LATENCY) for (const i of ['rust', 'js'] as const) expected.push(['mailbox-rtt', i, g, 'us']);
+  for (const i of ['rust', 'js'] as const) expected.push(['mailbox-rtt-busy-poll', i, 'cross-cpu', 'us']);
+  await attempt('mailbox round trips', expected, async () => {
+    const { pair, error } = await jsFabricOr();
+    const jsSide = (pollUs: number, note: (regime: Pinned) => string): Side => ({
+      impl: 'js',
+      unavailable: error,
+      enter: async ([a, b]) => {
+        const p = pair!;
+        pinAll([
+          [p.b, a, 'JS requesting peer'],
+          [p.server, a, 'famez serve'],
+          [p.a, b, 'JS answering peer'],
+        ]);
+        for (const c of [p.a, p.b]) await c.ask(`poll ${pollUs}`, 10_000);
+      },
+      round: async (_cpus, n) => {
+        const p = pair!;
+        const warm = n === 0 ? RTT_WARMUP : RTT_REWARM;
+        return (await p.b.ask<{ samples: number[] }>(`mping ${p.aId} ${MB_RTT.rounds} ${MB_RTT.batches} ${warm}`, RUN_MS)).samples;
+      },
+      note,
+    });
+    const rustArgs = ['--count', String(MB_RTT.rounds * MB_RTT.batches), '--batches', String(MB_RTT.batches)];
+    const JS = "two FabricClients of famez serve: send() / 'message' and send() back";
+    const RUST = "famez-core's Mailbox post / take_into, EventFd doorbells (bench_mailbox_rtt)";
+    const note = (what: string, extra = '') => (regime: Pinned) => `64-byte request and answer through the FAME-Z slots, ${what}${extra}; ratio against the C ${extra ? 'doorbell-rtt-busy-poll' : 'doorbell-rtt'} of the regime; ${regimeNote(regime, 'requester', 'answerer')}`;
+    await interleave('mailbox-rtt', 'us', LATENCY, [rustSide('bench_mailbox_rtt', rustArgs, note(RUST)), jsSide(0, note(JS))]);
+    const busy = `; busy polling ${BUSY_POLL_US} us, cross-cpu only`;
+    await interleave('mailbox-rtt-busy-poll', 'us', CROSS, [rustSide('bench_mailbox_rtt', [...rustArgs, '--busy-poll', String(BUSY_POLL_US)], note(RUST, busy)), jsSide(BUSY_POLL_US, note(JS, busy))]);
+    if (pair) for (const c of [pair.a, pair.b]) await c.ask('poll 0', 10_000);
+  });
+}
+
+async function groupRing(): Promise<void> {
+  const expected: [string, Impl, Regime, string][] = SIZES.flatMap((s) => IMPLS.map((i) => [`ring-throughput-${s}`, i, 'cross-cpu', 'msg/s'] as [string, Impl, Regime, string]));
+  await attempt('ring throughput (cross-cpu)', expected, async () => {
+    const { pair, error } = await jsFabricOr();
+    for (const size of SIZES) {
+      const where = (regime: Pinned) => regimeNote(regime, 'consumer', 'producer');
+      const js: Side = {
+        impl: 'js',
+        unavailable: error,
+        enter: async ([a, b]) => {
+          const p = pair!;
+          pinAll([
+            [p.b, a, 'JS consumer'],
+            [p.server, a, 'famez serve'],
+            [p.a, b, 'JS producer'],
+          ]);
+        },
+        round: async (_cpus, n) => {
+          const p = pair!;
+          const count = jsCount(size);
+          const rep = async () => {
+            await p.b.ask(`rrecv ${count}`, 10_000);
+            p.a.send(`rsend ${p.bId} ${size} ${count}`);
+            const got = await p.b.next<{ end: string; count: number }>(90_000, `ring ${size}`);
+            const sent = await p.a.next<{ start: string }>(30_000, 'rsend done');
+            // Both stamps are process.hrtime (CLOCK_MONOTONIC, one clock for
+            // every process of the machine): first push to last message taken.
+            return got.count / (Number(BigInt(got.end) - BigInt(sent.start)) / 1e9);
+          };
+          // The first rep of a size warms the JIT and the ring's pages up.
+          if (n === 0) await rep();
+          return [await rep()];
+        },
+        note: (regime) => `FabricClient.ringWriter() (reserve, copy in, stamp, commit) -> onRing() (sequence checked in place), ${jsCount(size)} messages a rep; ${where(regime)}`,
+      };
+      await interleave(`ring-throughput-${size}`, 'msg/s', CROSS, [
+        cSide('ring', () => [String(size), String(cCount(size)), '1'], (regime) => `SPSC byte ring in a memfd, copy in, copy out, no doorbells (bench/baseline/ring.c), ${cCount(size)} messages a rep; ${where(regime)}`),
+        rustSide('bench_ring_throughput', ['--size', String(size), '--count', String(cCount(size)), '--batches', '1', '--capacity', String(RING_CAPACITY)], (regime) => `famez-core Ring push_batch / read_batch in place, doorbell when empty, ${cCount(size)} messages a rep; ${where(regime)}`),
+        js,
+      ]);
+    }
+  });
+}
+
+// ---------------------------------------------------------------- switch
+
+/** `n` split into `procs` near-equal shares, larger first. */
+const shares = (n: number, procs: number) => Array.from({ length: procs }, (_, i) => Math.floor(n / procs) + (i < n % procs ? 1 : 0));
+
+async function groupSwitch(): Promise<void> {
+  const expected: [string, Impl, Regime, string][] = SWITCH_PEERS.flatMap((n) =>
+    LATENCY.flatMap((g) => [
+      ...(['c', 'js'] as const).map((i) => [`switch-ping-${n}`, i, g, 'ping/s'] as [string, Impl, Regime, string]),
+      [`switch-ping-${n}-ring`, 'js', g, 'ping/s'] as [string, Impl, Regime, string],
+    ]),
+  );
+  const procs: Child[] = [];
+  await attempt('switch pings', expected, async () => {
+    // Two fabrics, one per route of the switch's answers (slot: as C; ring:
+    // famez's default), each famez serve's default fabric (14 peers, the
+    // switch is 15), each with its peer processes.
+    type Fabric = { server: Child; peers: Child[] };
+    const fabrics: Partial<Record<'slot' | 'ring', Fabric>> = {};
+    let jsError: string | null = null;
+    if (wantedImpl('js')) {
+      try {
+        for (const route of ['slot', 'ring'] as const) {
+          const s = await serve([]);
+          const peers = Array.from({ length: SWITCH_PROCS }, () => new Child(process.execPath, [...TSX, 'bench/js/switch-peer.ts', s.sock, route]));
+          procs.push(s.server, ...peers);
+          fabrics[route] = { server: s.server, peers };
+        }
+      } catch (e) {
+        jsError = why(e);
+      }
+    }
+    const { warmupMs, windowMs, windows } = SWITCH;
+    for (const n of SWITCH_PEERS) {
+      const share = shares(n, Math.min(n, SWITCH_PROCS));
+      if (!jsError) {
+        try {
+          for (const f of Object.values(fabrics)) await Promise.all(share.map((k, i) => f.peers[i].ask(`connect ${k}`, 60_000)));
+        } catch (e) {
+          jsError = why(e);
+        }
+      }
+      const where = (regime: Pinned) => regimeNote(regime, 'the peers', 'the switch');
+      const clients = `${n} FabricClient${n > 1 ? 's' : ''} in ${share.length} Node process${share.length > 1 ? 'es' : ''} (bench/js/switch-peer.ts), each awaiting request('switch', 'ping') back to back, through famez serve's switch (default fabric, 14 peers)`;
+      const jsSide = (route: 'slot' | 'ring'): Side => ({
+        impl: 'js',
+        scenario: route === 'ring' ? `switch-ping-${n}-ring` : undefined,
+        unavailable: jsError,
+        enter: async ([a, b]) => {
+          const f = fabrics[route]!;
+          pinAll([[f.server, b, 'famez serve (the switch)'], ...f.peers.map((p, i) => [p, a, `JS switch peers ${i}`] as [Child, number, string])]);
+        },
+        round: async () => {
+          const f = fabrics[route]!;
+          const window = BigInt(windowMs) * 1_000_000n;
+          const start = process.hrtime.bigint() + BigInt(warmupMs) * 1_000_000n;
+          const answers = await Promise.all(share.map((_, i) => f.peers[i].ask<{ counts: number[] }>(`sping ${start} ${window} ${windows}`, warmupMs + windowMs * windows + 30_000)));
+          return Array.from({ length: windows }, (_, w) => answers.reduce((sum, x) => sum + x.counts[w], 0) / (windowMs / 1000));
+        },
+        note: (regime) =>
+          route === 'slot'
+            ? `${clients}; switchRing false: the answers take the switch's one slot, as in C; ${where(regime)}`
+            : `${clients}; switchRing true (FabricClient's default): the answers come through the switch's ring channel to each client, never waiting for its slot; ratio against the C switch-ping-${n} (its slot); ${where(regime)}`,
+      });
+      await interleave(`switch-ping-${n}`, 'ping/s', LATENCY, [
+        cSide('switch', () => [String(n), String(windowMs), String(windows), '--warmup-ms', String(warmupMs)], (regime) => `a C switch and ${n} C peer process${n > 1 ? 'es' : ''} over a memfd laid out as the FAME-Z mailbox (14 clients), eventfds, epoll; the switch's one slot serialises the answers (bench/baseline/switch.c); ${where(regime)}`),
+        jsSide('slot'),
+        jsSide('ring'),
+      ]);
+    }
+  });
+  await Promise.all(procs.map((p) => p.stop()));
+}
+
+// ---------------------------------------------------------------- mesh
+
 function openFileLimit(): string {
   const r = spawnSync('sh', ['-c', 'ulimit -n; ulimit -Hn'], { encoding: 'utf8' });
   const [soft, hard] = r.stdout.trim().split('\n');
@@ -507,31 +630,31 @@ function openFileLimit(): string {
 }
 
 async function benchMesh(scenario: string, kind: 'client' | 'fabric', cfg: { peers: number; procs: number; reps: number }): Promise<void> {
+  if (!wantedImpl('js')) return;
   let server: Child | null = null;
-  const note = `${cfg.peers} peers in ${cfg.procs} processes; ${openFileLimit()}`;
-  await attempt(`${scenario} (${cfg.peers} peers)`, [[scenario, 'js', 'ms']], async () => {
+  const note = `${cfg.peers} peers in ${cfg.procs} processes, unpinned; ${openFileLimit()}`;
+  await attempt(`${scenario} (${cfg.peers} peers)`, [[scenario, 'js', 'unpinned', 'ms']], async () => {
     const args = kind === 'client' ? ['--silent', '-n', '1', '--max-peers', String(cfg.peers)] : ['--max-peers', String(cfg.peers)];
     // A fabric's switch is a peer too: each client also knows the server.
     const expect = kind === 'client' ? cfg.peers - 1 : cfg.peers;
-    const samples: number[] = [];
+    const reps: number[][] = [];
     for (let r = 0; r < cfg.reps; r++) {
       // A fresh server per rep: no rep waits on the last one's leaves.
       await (server as Child | null)?.stop();
       const s = await serve(args);
       server = s.server;
-      const share = Array.from({ length: cfg.procs }, (_, i) => Math.floor(cfg.peers / cfg.procs) + (i < cfg.peers % cfg.procs ? 1 : 0));
-      const procs = share.map((n) => new Child(process.execPath, [...TSX, 'bench/js/mesh.ts', kind, s.sock, String(n), String(expect)]));
+      const procs = shares(cfg.peers, cfg.procs).map((n) => new Child(process.execPath, [...TSX, 'bench/js/mesh.ts', kind, s.sock, String(n), String(expect)]));
       try {
         await Promise.all(procs.map((p) => p.next(30_000, 'mesh process start')));
         const t0 = Date.now();
         for (const p of procs) p.send('go');
         const done = await Promise.all(procs.map((p) => p.next<{ done: number }>(90_000, 'mesh')));
-        samples.push(Math.max(...done.map((d) => d.done)) - t0);
+        reps.push([Math.max(...done.map((d) => d.done)) - t0]);
       } finally {
         await Promise.all(procs.map((p) => p.stop()));
       }
     }
-    record(scenario, 'js', 'ms', samples, note);
+    record(scenario, 'js', 'unpinned', 'ms', reps, note);
   });
   await (server as Child | null)?.stop();
 }
@@ -547,6 +670,8 @@ const GUEST_STEP_MS = pick(60_000, 180_000, 300_000);
 /** Alternating js / c phases. */
 const GUEST_PHASES = pick(1, 2, 3);
 const GUEST_WAKE = pick(2000, 20_000, 50_000);
+/** Ring reps per phase. */
+const REPS = pick(1, 3, 5);
 
 /** A VM's console as a stream of lines: what it printed since the last
  * expected line. A {"error":...} line or a powered-off VM fails the wait. */
@@ -588,39 +713,45 @@ class GuestConsole {
 }
 
 async function benchGuest(): Promise<void> {
-  const rows: [string, Run['impl'], string][] = [
-    ['guest-doorbell-rtt-host', 'c', 'us'],
-    ['guest-doorbell-rtt-host', 'js', 'us'],
-    ['guest-doorbell-rtt-guest', 'c', 'us'],
-    ['guest-doorbell-rtt-guest', 'js', 'us'],
-    ['guest-mailbox-rtt-switch', 'js', 'us'],
-    ['guest-loop-wakeup', 'c', 'us'],
-    ['guest-loop-wakeup', 'js', 'us'],
-    ['guest-doorbell-write', 'c', 'us'],
-    ['guest-doorbell-write', 'js', 'us'],
-    ['guest-copy-4096', 'c', 'us'],
-    ['guest-copy-4096', 'js', 'us'],
-    ...GUEST_SIZES.flatMap((s) => (['c', 'js'] as const).map((i) => [`guest-ring-throughput-${s}`, i, 'msg/s'] as [string, Run['impl'], string])),
-  ];
-  let why: string | null = null;
+  const impls = (['js', 'c'] as const).filter(wantedImpl);
+  if (impls.length === 0) return;
+  const rows = (
+    [
+      ['guest-doorbell-rtt-host', 'c', 'us'],
+      ['guest-doorbell-rtt-host', 'js', 'us'],
+      ['guest-doorbell-rtt-guest', 'c', 'us'],
+      ['guest-doorbell-rtt-guest', 'js', 'us'],
+      ['guest-mailbox-rtt-switch', 'js', 'us'],
+      ['guest-loop-wakeup', 'c', 'us'],
+      ['guest-loop-wakeup', 'js', 'us'],
+      ['guest-doorbell-write', 'c', 'us'],
+      ['guest-doorbell-write', 'js', 'us'],
+      ['guest-copy-4096', 'c', 'us'],
+      ['guest-copy-4096', 'js', 'us'],
+      ...GUEST_SIZES.flatMap((s) => (['c', 'js'] as const).map((i) => [`guest-ring-throughput-${s}`, i, 'msg/s'] as [string, Impl, string])),
+    ] as [string, Impl, string][]
+  )
+    .filter(([, i]) => wantedImpl(i))
+    .map(([s, i, u]) => [s, i, 'unpinned', u] as [string, Impl, Regime, string]);
+  let missing: string | null = null;
   try {
     findQemu();
     findKernel();
     findStaticBusybox();
   } catch (e) {
-    why = (e as Error).message;
+    missing = (e as Error).message;
   }
   const esbuild = path.join(ROOT, 'node_modules', '.bin', 'esbuild');
-  if (!why && !fs.existsSync(path.join(ROOT, 'dist', 'index.js'))) why = 'dist/ is not built (npm run build): the guests run the compiled famez';
-  if (!why && !fs.existsSync(esbuild)) why = 'no esbuild in node_modules (npm install) to compile bench/guest/agent.ts';
-  if (why) {
+  if (!missing && !fs.existsSync(path.join(ROOT, 'dist', 'index.js'))) missing = 'dist/ is not built (npm run build): the guests run the compiled famez';
+  if (!missing && !fs.existsSync(esbuild)) missing = 'no esbuild in node_modules (npm install) to compile bench/guest/agent.ts';
+  if (missing) {
     log('guest VMs...');
-    for (const [s, i, u] of rows) skip(s, i, u, `no VMs here: ${why}`);
+    for (const [s, i, g, u] of rows) skip(s, i, g, u, `no VMs here: ${missing}`);
     return;
   }
   const accel = 'tcg' as const;
   const note = (what: string) =>
-    `${what}; accel ${accel} (this machine's nested KVM cannot boot stock kernels), 1 vCPU and 512M per VM, 2-core host shared with other work; host peer: famez's JS Client (bench/js/peer.ts vping)`;
+    `${what}; unpinned; accel ${accel} (this machine's nested KVM cannot boot stock kernels), 1 vCPU and 512M per VM, 2-core host shared with other work; host peer: famez's JS Client (bench/js/peer.ts vping)`;
   let served: ReturnType<typeof startServe> | null = null;
   let hostPeer: Child | null = null;
   const booted: Vm[] = [];
@@ -678,14 +809,15 @@ async function benchGuest(): Promise<void> {
     // Phases alternate (js, c, js, c...) so that a change in the shared
     // machine's load hits both; each phase is one agent process per VM
     // (the device is one process's at a time).
-    const acc = new Map<string, { scenario: string; impl: Run['impl']; unit: string; samples: number[]; note: string }>();
-    const add = (scenario: string, impl: Run['impl'], unit: string, samples: number[], what: string) => {
+    // Each phase is a round of the row.
+    const acc = new Map<string, { scenario: string; impl: Impl; unit: string; rounds: number[][]; note: string }>();
+    const add = (scenario: string, impl: Impl, unit: string, samples: number[], what: string) => {
       const k = `${scenario} ${impl}`;
-      if (!acc.has(k)) acc.set(k, { scenario, impl, unit, samples: [], note: note(what) });
-      acc.get(k)!.samples.push(...samples);
+      if (!acc.has(k)) acc.set(k, { scenario, impl, unit, rounds: [], note: note(what) });
+      acc.get(k)!.rounds.push(samples);
     };
     for (let phase = 0; phase < GUEST_PHASES; phase++) {
-      for (const impl of ['js', 'c'] as const) {
+      for (const impl of impls) {
         log(`  phase ${phase + 1}/${GUEST_PHASES}: ${impl}`);
         const start = impl === 'js' ? `${process.execPath} ${agentJs} ${ROOT}` : cBin;
         for (const g of [A, B]) g.say(start);
@@ -738,7 +870,7 @@ async function benchGuest(): Promise<void> {
         await Promise.all([A, B].map((c) => c.expect(/^famez-bench: done/, GUEST_STEP_MS, `the ${impl} agent to quit`)));
       }
     }
-    for (const impl of ['c', 'js'] as const) for (const r of acc.values()) if (r.impl === impl) record(r.scenario, r.impl, r.unit, r.samples, r.note);
+    for (const impl of ['c', 'js'] as const) for (const r of acc.values()) if (r.impl === impl) record(r.scenario, r.impl, 'unpinned', r.unit, r.rounds, r.note);
     for (const c of [A, B]) c.say('exit 0');
     await Promise.race([Promise.all(booted.map((vm) => vm.exited)), new Promise((r) => setTimeout(r, 20_000))]);
   }
@@ -749,121 +881,19 @@ async function benchGuest(): Promise<void> {
   s?.fabric?.close();
 }
 
+
 // ---------------------------------------------------------------- output
 
-function ratios(): void {
-  for (const r of runs) {
-    if (r.median === null) continue;
-    const base = r.scenario.startsWith('guest-mailbox-rtt')
-      ? 'guest-doorbell-rtt-host'
-      : r.scenario.startsWith('mailbox-rtt') || r.scenario.startsWith('doorbell-rtt')
-        ? 'doorbell-rtt'
-        : r.scenario;
-    const c = runs.find((x) => x.scenario === base && x.impl === 'c' && x.median !== null);
-    r.baselineRatio = c && r !== c ? +(r.median / c.median!).toPrecision(4) : r === c ? 1 : null;
-  }
-}
-
-function table(): string {
-  const rows = [['scenario', 'impl', 'unit', 'median', 'p99', 'ratio (impl/c)']];
-  for (const r of runs) rows.push([r.scenario, r.impl, r.unit, r.skipped ? 'skipped' : fmt(r.median), fmt(r.p99), r.baselineRatio === null ? '-' : r.baselineRatio.toFixed(3)]);
-  const w = rows[0].map((_, i) => Math.max(...rows.map((row) => row[i].length)));
-  const line = (row: string[]) => `| ${row.map((c, i) => c.padEnd(w[i])).join(' | ')} |`;
-  return [line(rows[0]), `|${w.map((n) => '-'.repeat(n + 2)).join('|')}|`, ...rows.slice(1).map(line)].join('\n');
-}
-
-const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;');
-const COLORS: Record<string, string> = { c: '#555555', rust: '#d9622b', js: '#2b7bd9' };
-
-function svg(): string {
-  const W = 900;
-  const parts: string[] = [];
-  let y = 20;
-  parts.push(`<text x="20" y="${y + 10}" font-size="16" font-weight="bold">famez bench (${mode}) — ${esc(os.cpus()[0]?.model ?? '')}, ${os.cpus().length} CPUs</text>`);
-  y += 40;
-  // 1. ratios
-  const withRatio = runs.filter((r) => r.baselineRatio !== null && r.impl !== 'c');
-  parts.push(`<text x="20" y="${y}" font-size="14" font-weight="bold">impl / C baseline (same run; times: lower is better, throughput: higher is better)</text>`);
-  y += 15;
-  const maxR = Math.max(2, ...withRatio.map((r) => r.baselineRatio!));
-  const bx = 260;
-  const bw = W - bx - 80;
-  const scale = (v: number) => (Math.log10(v * 1000) / Math.log10(maxR * 1000)) * bw; // log scale, 0.001 at the left
-  for (const r of withRatio) {
-    const v = Math.max(0.001, r.baselineRatio!);
-    parts.push(`<text x="${bx - 6}" y="${y + 12}" font-size="11" text-anchor="end">${esc(`${r.scenario} ${r.impl}`)}</text>`);
-    parts.push(`<rect x="${bx}" y="${y + 2}" width="${scale(v).toFixed(1)}" height="13" fill="${COLORS[r.impl]}"/>`);
-    parts.push(`<text x="${bx + scale(v) + 4}" y="${y + 12}" font-size="11">${r.baselineRatio!.toPrecision(3)}</text>`);
-    y += 17;
-  }
-  parts.push(`<line x1="${bx + scale(1)}" y1="${y - withRatio.length * 17}" x2="${bx + scale(1)}" y2="${y}" stroke="black" stroke-dasharray="4 3"/>`);
-  parts.push(`<text x="${bx + scale(1) + 3}" y="${y + 12}" font-size="10">1.0 (log scale)</text>`);
-  y += 40;
-  // 2 and 3: curves
-  const curve = (title: string, xs: number[], xLabel: (x: number) => string, series: { impl: string; pts: [number, number][] }[], unit: string, logY: boolean) => {
-    const h = 220;
-    const x0 = 80;
-    const cw = W / 2 - 120;
-    parts.push(`<text x="${cx}" y="${y}" font-size="14" font-weight="bold">${esc(title)}</text>`);
-    const all = series.flatMap((s) => s.pts.map((p) => p[1])).filter((v) => v > 0);
-    if (all.length === 0) {
-      parts.push(`<text x="${cx}" y="${y + 30}" font-size="12">no data</text>`);
-      return;
-    }
-    let lo = Math.min(...all);
-    let hi = Math.max(...all);
-    if (!logY) lo = 0;
-    if (hi === lo) hi = lo * 2 || 1;
-    const fy = (v: number) => (logY ? y + 20 + h - ((Math.log10(v) - Math.log10(lo)) / (Math.log10(hi) - Math.log10(lo))) * h : y + 20 + h - ((v - lo) / (hi - lo)) * h);
-    const fx = (i: number) => cx + x0 + (xs.length === 1 ? 0 : (i / (xs.length - 1)) * cw);
-    parts.push(`<line x1="${cx + x0}" y1="${y + 20 + h}" x2="${cx + x0 + cw}" y2="${y + 20 + h}" stroke="black"/>`);
-    parts.push(`<line x1="${cx + x0}" y1="${y + 20}" x2="${cx + x0}" y2="${y + 20 + h}" stroke="black"/>`);
-    for (const v of [lo, hi]) parts.push(`<text x="${cx + x0 - 4}" y="${fy(v) + 4}" font-size="10" text-anchor="end">${fmt(v)} ${esc(unit)}</text>`);
-    xs.forEach((x, i) => parts.push(`<text x="${fx(i)}" y="${y + 36 + h}" font-size="10" text-anchor="middle">${esc(xLabel(x))}</text>`));
-    series.forEach((s, k) => {
-      const pts = s.pts.filter((p) => p[1] > 0).map(([x, v]) => `${fx(xs.indexOf(x)).toFixed(1)},${fy(v).toFixed(1)}`);
-      if (pts.length === 0) return;
-      parts.push(`<polyline points="${pts.join(' ')}" fill="none" stroke="${COLORS[s.impl]}" stroke-width="2"/>`);
-      for (const p of pts) parts.push(`<circle cx="${p.split(',')[0]}" cy="${p.split(',')[1]}" r="3" fill="${COLORS[s.impl]}"/>`);
-      parts.push(`<text x="${cx + x0 + cw - 30}" y="${y + 30 + k * 14}" font-size="11" fill="${COLORS[s.impl]}">${s.impl}</text>`);
-    });
-  };
-  let cx = 20;
-  const get = (scenario: string, impl: string) => runs.find((r) => r.scenario === scenario && r.impl === impl)?.median ?? 0;
-  curve(
-    'ring throughput by message size',
-    SIZES,
-    (s) => (s >= 1024 ? `${s / 1024}K` : `${s}`),
-    ['c', 'rust', 'js'].map((impl) => ({ impl, pts: SIZES.map((s) => [s, get(`ring-throughput-${s}`, impl)] as [number, number]) })),
-    'msg/s',
-    true,
-  );
-  cx = W / 2 + 10;
-  const peersScenario = (p: number) => (p === 2 ? 'doorbell-rtt' : `doorbell-rtt-peers-${p}`);
-  curve(
-    'doorbell round trip by peers connected',
-    PEER_CURVE,
-    (p) => `${p} peers`,
-    [
-      { impl: 'c', pts: PEER_CURVE.map((p) => [p, get('doorbell-rtt', 'c')] as [number, number]) },
-      { impl: 'rust', pts: PEER_CURVE.map((p) => [p, get(peersScenario(p), 'rust')] as [number, number]) },
-      { impl: 'js', pts: PEER_CURVE.map((p) => [p, get(peersScenario(p), 'js')] as [number, number]) },
-    ],
-    'us',
-    false,
-  );
-  y += 280;
-  return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${y}" viewBox="0 0 ${W} ${y}" font-family="sans-serif">\n<rect width="100%" height="100%" fill="white"/>\n${parts.join('\n')}\n</svg>\n`;
-}
-
-function machine(): { cpus: number; node: string; rustc: string | null; kernel: string; cpuModel: string } {
+function machine(): { cpus: number; allowedCpus: number[]; node: string; rustc: string | null; kernel: string; cpuModel: string; loadavg: number[] } {
   const rustc = spawnSync('rustc', ['--version'], { encoding: 'utf8', timeout: 10_000 });
   return {
     cpus: os.cpus().length,
+    allowedCpus: CPUS,
     node: process.version,
     rustc: rustc.status === 0 ? rustc.stdout.trim() : null,
     kernel: `${os.type()} ${os.release()}`,
     cpuModel: os.cpus()[0]?.model ?? 'unknown',
+    loadavg: os.loadavg().map((x) => +x.toFixed(2)),
   };
 }
 
@@ -871,21 +901,26 @@ function machine(): { cpus: number; node: string; rustc: string | null; kernel: 
 
 async function main(): Promise<void> {
   const started = Date.now();
-  log(`famez bench (${mode}); ${openFileLimit()}`);
-  if (wanted('c')) await benchC();
-  if (wanted('rust')) await benchRust();
-  if (wanted('js-doorbell')) await benchDoorbellJs();
-  if (wanted('js-fabric')) await benchFabricJs();
-  if (wanted('mesh')) await benchMesh('connect-mesh-256', 'client', MESH);
-  if (wanted('mesh-fabric')) await benchMesh('connect-mesh-fabric-62', 'fabric', MESH_FABRIC);
-  if (wanted('guest')) await benchGuest();
-  ratios();
-  const out = { machine: machine(), mode, seconds: Math.round((Date.now() - started) / 100) / 10, runs };
+  const load = os.loadavg().map((x) => +x.toFixed(2));
+  log(`famez bench (${mode}); CPUs ${CPUS.join(',')}; load ${load.join(' ')}; ${ROUNDS} rounds; ${openFileLimit()}`);
+  const pinnedGroups = (['doorbell', 'mailbox', 'ring', 'switch'] as const).filter(wantedGroup);
+  if (pinnedGroups.length > 0 && wantedImpl('c') && pinnedGroups.some((g) => g !== 'mailbox')) buildC();
+  if (pinnedGroups.length > 0 && wantedImpl('rust') && pinnedGroups.some((g) => g !== 'switch')) await buildRust();
+  if (wantedGroup('doorbell')) await groupDoorbell();
+  if (wantedGroup('mailbox')) await groupMailbox();
+  if (wantedGroup('ring')) await groupRing();
+  await Promise.all(fabricProcs.map((p) => p.stop()));
+  if (wantedGroup('switch')) await groupSwitch();
+  if (wantedGroup('mesh')) await benchMesh('connect-mesh-256', 'client', MESH);
+  if (wantedGroup('mesh-fabric')) await benchMesh('connect-mesh-fabric-62', 'fabric', MESH_FABRIC);
+  if (wantedGroup('guest')) await benchGuest();
+  ratios(runs);
+  const out = { machine: { ...machine(), loadavgAtStart: load }, mode, roundsPerRegime: ROUNDS, seconds: Math.round((Date.now() - started) / 100) / 10, runs };
   fs.mkdirSync(path.dirname(JSON_OUT), { recursive: true });
   fs.writeFileSync(JSON_OUT, `${JSON.stringify(out, null, 2)}\n`);
   const svgPath = JSON_OUT.replace(/(\.json)?$/, '.svg');
-  fs.writeFileSync(svgPath, svg());
-  process.stdout.write(`${table()}\n\nmachine: ${JSON.stringify(out.machine)}\nwrote ${JSON_OUT} and ${svgPath} in ${out.seconds} s\n`);
+  fs.writeFileSync(svgPath, svg(runs, mode, PEER_CURVE, SIZES, SWITCH_PEERS));
+  process.stdout.write(`${table(runs)}\n\nmachine: ${JSON.stringify(out.machine)}\nwrote ${JSON_OUT} and ${svgPath} in ${out.seconds} s\n`);
   if (scratch) fs.rmSync(scratch, { recursive: true, force: true });
 }
 

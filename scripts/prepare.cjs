@@ -1,6 +1,7 @@
 // `npm install` in a checkout: build the native addon with cargo and compile
-// the TypeScript. Skipped when the package is installed from a tarball
-// (no Cargo.toml), so users of the published package never need Rust.
+// the TypeScript. The published manifest has no scripts at all (scripts/
+// release.mjs drops them), so users of the package never run this nor need
+// Rust; the Cargo.toml check covers a tarball packed straight from a checkout.
 const { existsSync } = require('node:fs');
 const { execSync } = require('node:child_process');
 const { join } = require('node:path');

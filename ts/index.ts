@@ -1,5 +1,6 @@
 // famez's library API: the server, the host client, the guest transport,
-// the pure protocol and the stanza helpers. The native classes are exported for advanced use.
+// the switch (Fabric), the pure protocol and the stanza helpers, and every
+// error class they throw. The native classes are exported for advanced use.
 export { Server, ServerError, type ServerConfig, type ServerEvents, type PeerEvent } from './server/server.js';
 export { parseServeArgs, parseSize, UsageError, type ServeOptions } from './server/options.js';
 export { Client, ClientError, type ClientEvents, type ConnectOptions, type PeerView } from './client/client.js';
@@ -16,12 +17,18 @@ export {
   type PeerAttributes,
 } from './fabric/client.js';
 export type { LinkUpOptions, RequestOptions, SendOptions } from './fabric/client.js';
+export { Fabric, type FabricConfig, type FabricEvents, type MailboxPort, type PortCounters, type SwitchMessage } from './fabric/fabric.js';
+export { RingCorrupt, RingReader, RingWriter, type RingVisitor } from './fabric/ring.js';
+export { RingsDoNotFit } from './fabric/rings.js';
+export { SlotCorrupt } from './fabric/slots.js';
+export { GenZCodecError } from './fabric/genz-codec.js';
 export { GuestTransport, type GuestTransportOptions } from './guest/transport.js';
 export { GuestError, listIvshmem, type IvshmemDevice } from './guest/pci.js';
 export { openFam, type FamRegion } from './guest/fam.js';
 export { createFam, FamError, type FamFile } from './fam/create.js';
 export type { PeerTransport, TransportEvents } from './transport.js';
 export { FamezError } from './errors.js';
+export { NativeBindingError } from './native.js';
 export { functionLogger, lineLogger, silentLogger, type LogEvent, type LogFields, type LogLevel, type Logger } from './log.js';
 export { Monitor, type FabricEvent, type PeerView as MonitorPeerView, type SystemView } from './observe/monitor.js';
 export * as protocol from './protocol.js';

@@ -1,18 +1,31 @@
 /* C baseline: doorbell round trip between two processes.
  *
- *   doorbell ROUNDS BATCHES
+ *   doorbell ROUNDS BATCHES [--busy-poll US] [--cpus A,B] [--warmup N]
  *
  * Two eventfds, a fork: the parent signals "ping" and waits (epoll) for
  * "pong"; the child waits (epoll) for "ping" and signals "pong". Prints one
  * JSON line; each sample is the mean round trip (microseconds) of a batch
- * of ROUNDS round trips. */
+ * of ROUNDS round trips.
+ *
+ * --busy-poll US: famez Client's busyPollUs. After a doorbell (rung or
+ * ringing) a side keeps reading its nonblocking eventfd for up to US
+ * microseconds before it sleeps in epoll; the scenario is then
+ * doorbell-rtt-busy-poll.
+ *
+ * --cpus A,B: the parent pins itself to CPU A and the child to CPU B
+ * (sched_setaffinity); A == B puts both on one CPU. */
 #define _GNU_SOURCE
+#include <errno.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
+#include <signal.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -22,15 +35,48 @@ static double now_us(void) {
   return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
 }
 
+static long busy_us = 0;
+/* When this side last rang or was rung (busy polling's window start). */
+static double last_bell = 0;
+
+static void pin(int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  if (sched_setaffinity(0, sizeof set, &set) != 0) {
+    fprintf(stderr, "doorbell: sched_setaffinity(CPU %d): %s\n", cpu, strerror(errno));
+    exit(1);
+  }
+}
+
 static void wait_on(int ep, int fd) {
+  uint64_t v;
+  if (busy_us > 0) {
+    /* Busy polling: the nonblocking eventfd, read until the window ends. */
+    double until = last_bell + busy_us;
+    do {
+      if (read(fd, &v, 8) == 8) {
+        last_bell = now_us();
+        return;
+      }
+    } while (now_us() < until);
+  }
   struct epoll_event ev;
   for (;;) {
     int n = epoll_wait(ep, &ev, 1, 10000);
     if (n < 0) continue;
     if (n == 0) { fprintf(stderr, "doorbell: no answer in 10 s\n"); exit(1); }
-    uint64_t v;
-    if (read(fd, &v, 8) == 8) return;
+    if (read(fd, &v, 8) == 8) {
+      if (busy_us > 0) last_bell = now_us();
+      return;
+    }
   }
+}
+
+static void ring(int fd) {
+  uint64_t one = 1;
+  if (write(fd, &one, 8) != 8) { perror("doorbell: write"); exit(1); }
+  if (busy_us > 0) last_bell = now_us();
 }
 
 static int watcher(int fd) {
@@ -41,38 +87,53 @@ static int watcher(int fd) {
 }
 
 int main(int argc, char **argv) {
-  long rounds = argc > 1 ? atol(argv[1]) : 10000;
-  long batches = argc > 2 ? atol(argv[2]) : 10;
+  long pos[2] = { 10000, 10 };
+  int npos = 0, cpu_a = -1, cpu_b = -1;
+  long warmup = -1;
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--busy-poll") && i + 1 < argc) busy_us = atol(argv[++i]);
+    else if (!strcmp(argv[i], "--warmup") && i + 1 < argc) warmup = atol(argv[++i]);
+    else if (!strcmp(argv[i], "--cpus") && i + 1 < argc) {
+      if (sscanf(argv[++i], "%d,%d", &cpu_a, &cpu_b) != 2) { fprintf(stderr, "doorbell: --cpus A,B\n"); return 2; }
+    } else if (npos < 2 && argv[i][0] != '-') pos[npos++] = atol(argv[i]);
+    else { fprintf(stderr, "usage: doorbell ROUNDS BATCHES [--busy-poll US] [--cpus A,B] [--warmup N]\n"); return 2; }
+  }
+  long rounds = pos[0], batches = pos[1];
+  if (warmup < 0) warmup = rounds / 10 + 1;
   int ping = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   int pong = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  uint64_t one = 1;
-  long total = rounds * batches + rounds / 10 + 1;
+  long total = rounds * batches + warmup;
+  pid_t parent = getpid();
+  if (cpu_a >= 0) pin(cpu_a);
   pid_t pid = fork();
   if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(1);
+    if (cpu_b >= 0) pin(cpu_b);
     int ep = watcher(ping);
     for (long i = 0; i < total; i++) {
       wait_on(ep, ping);
-      if (write(pong, &one, 8) != 8) _exit(1);
+      ring(pong);
     }
     _exit(0);
   }
   int ep = watcher(pong);
-  /* warm-up */
-  for (long i = 0; i < rounds / 10 + 1; i++) {
-    if (write(ping, &one, 8) != 8) return 1;
+  for (long i = 0; i < warmup; i++) {
+    ring(ping);
     wait_on(ep, pong);
   }
-  printf("{\"scenario\":\"doorbell-rtt\",\"impl\":\"c\",\"unit\":\"us\",\"samples\":[");
+  printf("{\"scenario\":\"doorbell-rtt%s\",\"impl\":\"c\",\"unit\":\"us\",\"samples\":[", busy_us > 0 ? "-busy-poll" : "");
   for (long b = 0; b < batches; b++) {
     double t0 = now_us();
     for (long i = 0; i < rounds; i++) {
-      if (write(ping, &one, 8) != 8) return 1;
+      ring(ping);
       wait_on(ep, pong);
     }
     printf("%s%.3f", b ? "," : "", (now_us() - t0) / rounds);
   }
   printf("]}\n");
   fflush(stdout);
-  waitpid(pid, NULL, 0);
-  return 0;
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : 1;
 }

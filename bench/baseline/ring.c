@@ -1,20 +1,24 @@
 /* C baseline: one-way message throughput through a single-producer /
  * single-consumer ring in a shared memfd mapping, between two processes.
  *
- *   ring SIZE COUNT REPS
+ *   ring SIZE COUNT REPS [--cpus A,B]
  *
  * Fixed-size records (a u32 length + payload, padded to 8 bytes) in a
  * 4 MiB byte ring; head and tail are 64-bit counters on their own cache
  * lines, published with release stores and read with acquire loads. The
  * producer copies each message in, the consumer copies each one out. A full
  * or empty ring makes a side yield (no doorbells: the ring's own cost).
- * Prints one JSON line; each sample is messages per second of one rep. */
+ * Prints one JSON line; each sample is messages per second of one rep.
+ * --cpus A,B pins the parent (the consumer) to CPU A and the child (the
+ * producer) to CPU B with sched_setaffinity. */
 #define _GNU_SOURCE
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sched.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -34,7 +38,19 @@ static double now_s(void) {
   return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+static void pin(int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  if (sched_setaffinity(0, sizeof set, &set) != 0) { perror("ring: sched_setaffinity"); exit(1); }
+}
+
 int main(int argc, char **argv) {
+  int cpu_a = -1, cpu_b = -1;
+  if (argc >= 3 && !strcmp(argv[argc - 2], "--cpus")) {
+    if (sscanf(argv[argc - 1], "%d,%d", &cpu_a, &cpu_b) != 2) { fprintf(stderr, "ring: --cpus A,B\n"); return 2; }
+    argc -= 2;
+  }
   size_t size = argc > 1 ? strtoul(argv[1], 0, 10) : 64;
   long count = argc > 2 ? atol(argv[2]) : 1000000;
   long reps = argc > 3 ? atol(argv[3]) : 5;
@@ -47,8 +63,13 @@ int main(int argc, char **argv) {
   uint8_t *data = base + 4096;
   uint8_t *msg = malloc(size), *out = malloc(size);
   memset(msg, 0x5a, size);
+  pid_t parent = getpid();
+  if (cpu_a >= 0) pin(cpu_a);
   pid_t pid = fork();
   if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(1);
+    if (cpu_b >= 0) pin(cpu_b);
     uint64_t head = 0;
     for (long r = 1; r <= reps; r++) {
       while (__atomic_load_n(&h->go, __ATOMIC_ACQUIRE) < (uint64_t)r) sched_yield();

@@ -10,6 +10,7 @@ import { FABRIC_COMMANDS, FabricSession } from './fabric-client.js';
 import { UsageError, parseFlags } from '../args.js';
 import { DEFAULTS } from '../server/options.js';
 import { Output } from './output.js';
+import { bindingLoadError } from '../native.js';
 
 const HELP = `Usage: famez client [-S SOCKET] [-N NODENAME] [-v] [--no-reconnect]
 
@@ -196,6 +197,13 @@ export async function runClient(argv: string[]): Promise<number> {
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);
 
+  // Retrying cannot bring a missing native binding: say so once, as one line.
+  if (bindingLoadError !== null) {
+    output.setPrompt(null);
+    process.stderr.write(`famez client: ${bindingLoadError.message}\n`);
+    rl.close();
+    return 1;
+  }
   let announcedWait = false;
   while (!quitting) {
     try {

@@ -41,7 +41,9 @@ export interface ConnectOptions {
    * rings another or is rung, the event loop keeps polling for this long
    * instead of sleeping, so an answer is seen without a wake-up (like
    * SO_BUSY_POLL): lower latency for request/answer traffic, for one CPU
-   * kept busy during the window. */
+   * kept busy during the window. Each own doorbell also spins natively
+   * after a wake-up (EventFd.spin: at most 2 ms before the loop gets its
+   * turn), so the answer to a ring is read without going back to sleep. */
   busyPollUs?: number;
   /** Where the client's events go (default: nowhere): its welcome and
    * departure at info, other peers' joins and leaves at debug. */
@@ -224,6 +226,7 @@ export class Client extends EventEmitter<ClientEvents> implements PeerTransport 
                 if (this.busyPollMs > 0) this.keepPolling();
                 this.emit('interrupt', { vector, count });
               });
+              bell.spin(Math.round(this.busyPollMs * 1000));
               this.ownBells.push(bell);
               this.ownFds.push(bell.fd);
               this.notifyWatchers();
@@ -332,6 +335,10 @@ export class Client extends EventEmitter<ClientEvents> implements PeerTransport 
   set busyPoll(us: number) {
     if (!(us >= 0 && us <= 1_000_000)) throw new RangeError(`busyPollUs is 0..1000000 microseconds, not ${us}`);
     this.busyPollMs = us / 1000;
+    // Each of its own doorbells also spins natively after a wake-up (the
+    // answer to a ring is then read without a sleep in between); the
+    // immediates below keep the rest of the loop polling too.
+    for (const b of this.ownBells) b.spin(Math.round(us));
   }
 
   /** Keeps the loop polling (a chain of immediates: libuv then polls with

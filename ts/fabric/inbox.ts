@@ -79,7 +79,9 @@ export class Inbox {
         }
       }
     }
-    const m: FabricMessage = { from, nodename: this.host.slots.nodename(from), text: binary ? '' : textOf(bytes), message, bytes };
+    // A plain text's payload is the message's text (decoded once).
+    const text = binary ? '' : message !== null && message.kind === 'text' && message.tracker === undefined ? message.text : textOf(bytes);
+    const m: FabricMessage = { from, nodename: this.host.slots.nodename(from), text, message, bytes };
     this.host.emit('message', m);
     this.react(m, binary);
     this.host.answer(m);

@@ -43,9 +43,14 @@ export class SlotCorrupt extends FamezError<'EBADMSG'> {
   }
 }
 
+/** The nodename field as 32-bit words, to tell whether it changed. */
+const NAME_WORDS = NODENAME_SIZE >>> 2;
+
 export class Slots {
   private readonly words: Uint32Array;
   private readonly bytes: Buffer;
+  /** Per slot: the nodename's bytes (as words) when last decoded, and it. */
+  private readonly names: Array<{ words: Uint32Array; name: string } | undefined> = [];
 
   /** The slots 1..lastSlot of the mailbox at the start of `memory`. */
   constructor(
@@ -77,12 +82,28 @@ export class Slots {
     return this.words[w] + this.words[w + 1] * 2 ** 32;
   }
 
-  /** The slot's nodename, up to its NUL (invalid UTF-8 replaced). */
+  /** The slot's nodename, up to its NUL (invalid UTF-8 replaced). Read
+   * on every message: decoded again only when its bytes changed. */
   nodename(slot: number): string {
     const b = this.base(slot) + SLOT_NODENAME;
+    const w = this.words;
+    const at = b >>> 2;
+    const seen = this.names[slot];
+    if (seen !== undefined) {
+      let same = true;
+      for (let i = 0; i < NAME_WORDS; i++) {
+        if (w[at + i] !== seen.words[i]) {
+          same = false;
+          break;
+        }
+      }
+      if (same) return seen.name;
+    }
     let end = b;
     while (end < b + NODENAME_SIZE - 1 && this.bytes[end] !== 0) end++;
-    return this.bytes.toString('utf8', b, end);
+    const name = this.bytes.toString('utf8', b, end);
+    this.names[slot] = { words: w.slice(at, at + NAME_WORDS), name };
+    return name;
   }
 
   /** Posts `msg` (1..383 bytes) from `sender`'s slot to `receiver`: false

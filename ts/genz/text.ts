@@ -172,6 +172,9 @@ const COMMANDS: readonly Command[] = [
 
 /** Longest first, so the first match is the longest known prefix. */
 const BY_LENGTH = [...COMMANDS].sort((a, b) => b.words.length - a.words.length);
+/** The first words of the commands, and how to find a payload's. */
+const COMMAND_STARTS = new Set(COMMANDS.map((c) => c.words[0]));
+const FIRST_WORD = /\S+/;
 
 function noArgs<K extends 'ping' | 'pong' | 'dump' | 'link-ctl-peer-attribute'>(kind: K, rest: string, name: string = kind): { kind: K } {
   if (rest) throw new GenZTextError('EARGS', `${name} takes no arguments, not "${rest}"`);
@@ -222,6 +225,37 @@ function decimal(value: string, what: string): number {
 const NOT_TEXT = /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 const UTF8 = new TextDecoder('utf-8', { fatal: true });
 
+/** Printable ASCII, tab, LF and CR: what almost every message is made of.
+ * The bytes [start, end) as text when they are only that (one pass, no
+ * decoder, no regex), else null for the full check. */
+function asciiText(input: Uint8Array, end: number): string | null {
+  for (let i = 0; i < end; i++) {
+    const b = input[i];
+    if (b >= 0x7f || (b < 0x20 && b !== 0x09 && b !== 0x0a && b !== 0x0d)) return null;
+  }
+  return LATIN1.call(input, 0, end);
+}
+// Buffer's latin1Slice takes any Uint8Array: no Buffer view per message.
+const LATIN1 = Buffer.prototype.latin1Slice as (this: Uint8Array, start: number, end: number) => string;
+
+/** The payload's first word (what /\S+/ finds), without a regex for the
+ * ASCII whitespace every FAME-Z message uses; null when it has none. */
+function firstWord(payload: string): string | null {
+  const n = payload.length;
+  let i = 0;
+  while (i < n && isSpace(payload.charCodeAt(i))) i++;
+  if (i === n) return null;
+  let j = i;
+  while (j < n && !isSpace(payload.charCodeAt(j))) j++;
+  // Other Unicode whitespace: the regex decides.
+  for (let k = i; k < j; k++) if (payload.charCodeAt(k) > 0x7f) return FIRST_WORD.exec(payload)?.[0] ?? null;
+  return payload.slice(i, j);
+}
+
+function isSpace(c: number): boolean {
+  return c === 0x20 || (c >= 0x09 && c <= 0x0d);
+}
+
 function toText(input: string | Uint8Array): string {
   let text: string;
   if (typeof input === 'string') {
@@ -230,6 +264,8 @@ function toText(input: string | Uint8Array): string {
     // A C string: the NUL terminator and anything that pads it may follow.
     let end = input.length;
     while (end > 0 && input[end - 1] === 0) end--;
+    const ascii = asciiText(input, end);
+    if (ascii !== null) return ascii;
     try {
       text = UTF8.decode(input.subarray(0, end));
     } catch {
@@ -286,8 +322,12 @@ export function parse(input: string | Uint8Array): TextMessage {
     }
     payload = text.slice(0, at);
   }
+  // Most traffic is no command: when the first word starts no command, the
+  // words need not be split out.
+  const first = firstWord(payload);
+  if (first === null) throw new GenZTextError('EEMPTY', 'empty message');
+  if (!COMMAND_STARTS.has(first)) return tracker === undefined ? { kind: 'text', text: payload } : { kind: 'text', text: payload, tracker };
   const { words, starts } = wordsOf(payload);
-  if (words.length === 0) throw new GenZTextError('EEMPTY', 'empty message');
 
   const command = matchCommand(words);
   const body: TextMessage = command

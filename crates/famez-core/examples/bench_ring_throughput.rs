@@ -4,7 +4,7 @@
 //!
 //!   cargo run --release -p famez-core --example bench_ring_throughput -- \
 //!       [--size 64] [--count 2000000] [--batches 20] [--batch 64 or 64 KiB]
-//!       [--capacity BYTES] [--warmup N] [--spin-us 50]
+//!       [--capacity BYTES] [--warmup N] [--spin-us 50] [--cpus A,B]
 //!
 //! The parent formats a FAME-Z mailbox for one client, publishes a ring
 //! layout in it (capacity max(256 KiB, 4 x size) rounded up to a power of
@@ -18,7 +18,8 @@
 //! seeing the ring empty, spins up to --spin-us before it blocks in epoll on
 //! its eventfd. Every message carries a sequence number the consumer checks.
 //! Samples: messages per second, one per batch of count / batches messages,
-//! timed at the consumer.
+//! timed at the consumer. `--cpus A,B` pins the parent (the consumer) to
+//! CPU A and the child (the producer) to B.
 
 mod common;
 
@@ -30,13 +31,14 @@ use famez_core::ring::PushError;
 use famez_core::{EventFd, Mailbox, RingLayout, SharedMemory, ShmBacking};
 
 const USAGE: &str =
-    "bench_ring_throughput [--size S] [--count N] [--batches B] [--batch M] [--capacity C] [--warmup N] [--spin-us U]";
+    "bench_ring_throughput [--size S] [--count N] [--batches B] [--batch M] [--capacity C] [--warmup N] [--spin-us U] [--cpus A,B]";
 
 const PRODUCER: u64 = 1;
 const CONSUMER: u64 = 2; // the switch's ID with one client
 
 fn main() {
-    let args = Args::parse(&["size", "count", "batches", "batch", "capacity", "warmup", "spin-us"], USAGE);
+    let args = Args::parse(&["size", "count", "batches", "batch", "capacity", "warmup", "spin-us", "cpus"], USAGE);
+    let cpus = Cpus::parse(&args);
     let size = args.u64("size", 64) as usize;
     if size < 8 {
         eprintln!("--size: at least 8 (the sequence number)");
@@ -76,7 +78,7 @@ fn main() {
             layout.publish(&mb).map_err(err("publish"))?;
         }
 
-        let (child, mut sock) = spawn(|mut sock| {
+        let (child, mut sock) = spawn(cpus, |mut sock| {
             // The child: the producer.
             let shm =
                 SharedMemory::from_fd(expect(&mut sock, 1, "memfd")?.fd.ok_or("no memfd")?).map_err(io_err("memfd"))?;

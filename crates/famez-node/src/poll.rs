@@ -53,9 +53,18 @@ pub struct Ctx {
     env: sys::napi_env,
     callback: sys::napi_ref,
     async_ctx: sys::napi_async_context,
+    state: *const PollState,
 }
 
 impl Ctx {
+    /// Whether the poll is still open: JavaScript may have closed it (or
+    /// replaced the watch) from the callback a handler just called.
+    pub fn is_open(&self) -> bool {
+        // SAFETY: the state is freed only in on_close, which libuv never
+        // runs before the poll callback that made this Ctx returns.
+        unsafe { !(*self.state).closing }
+    }
+
     pub fn number(&self, v: f64) -> Result<sys::napi_value> {
         let mut out = ptr::null_mut();
         // SAFETY: called on the loop thread inside an open handle scope.
@@ -424,7 +433,7 @@ extern "C" fn on_poll(handle: *mut c_void, status: c_int, events: c_int) {
             warn(&e);
             return;
         }
-        let ctx = Ctx { env, callback: (*state).callback, async_ctx: (*state).async_ctx };
+        let ctx = Ctx { env, callback: (*state).callback, async_ctx: (*state).async_ctx, state };
         if let Some(mut handler) = (*state).handler.take() {
             handler(&ctx, if status < 0 { ERROR } else { events });
             (*state).handler = Some(handler);

@@ -1,6 +1,7 @@
 //! Shared pieces of the two-process benchmark examples (bench_*.rs):
-//! argument parsing, forking a child that never outlives the parent and
-//! never waits more than 30 s, an epoll/poll waiter and the JSON line.
+//! argument parsing, pinning to CPUs (`--cpus A,B`), forking a child that
+//! never outlives the parent and never waits more than 30 s, an epoll/poll
+//! waiter with optional busy polling and the JSON line.
 //!
 //! This is a directory module (examples/common/mod.rs) so that cargo does
 //! not take it for an example of its own.
@@ -10,8 +11,10 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
+use famez_core::EventFd;
 use famez_core::UnixStream;
 use nix::errno::Errno;
+use nix::sched::{sched_setaffinity, CpuSet};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -90,6 +93,43 @@ fn parse_num(v: &str) -> Option<u64> {
     digits.parse::<u64>().ok()?.checked_mul(mult)
 }
 
+// ---- CPUs ----
+
+/// `--cpus A,B`: the parent runs on CPU A, the forked child on CPU B
+/// (sched_setaffinity; A == B puts both on one CPU). Without it neither is
+/// pinned.
+#[derive(Clone, Copy, Debug)]
+pub struct Cpus(Option<(usize, usize)>);
+
+impl Cpus {
+    pub fn parse(args: &Args) -> Cpus {
+        let Some(v) = args.str("cpus") else { return Cpus(None) };
+        let parsed = v.split_once(',').and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)));
+        match parsed {
+            Some(ab) => Cpus(Some(ab)),
+            None => {
+                eprintln!("--cpus: A,B (two CPU numbers), not {v}");
+                std::process::exit(2);
+            }
+        }
+    }
+
+    fn parent(&self) -> Res<()> {
+        self.0.map_or(Ok(()), |(a, _)| pin(a))
+    }
+
+    fn child(&self) -> Res<()> {
+        self.0.map_or(Ok(()), |(_, b)| pin(b))
+    }
+}
+
+/// Pins the calling process (its one thread) to `cpu`.
+pub fn pin(cpu: usize) -> Res<()> {
+    let mut set = CpuSet::new();
+    set.set(cpu).map_err(err("CPU number"))?;
+    sched_setaffinity(Pid::from_raw(0), &set).map_err(|e| format!("sched_setaffinity(CPU {cpu}): {e}"))
+}
+
 /// Splits `count` operations into `batches` equal batches (at least one
 /// operation each): (per_batch, batches).
 pub fn split(count: u64, batches: u64) -> (u64, u64) {
@@ -107,11 +147,14 @@ pub struct Child {
 
 /// Forks; the child runs `body` with its end of a socketpair and exits (0
 /// on Ok, 1 with the message on stderr on Err). The child gets SIGKILL when
-/// the parent dies (PR_SET_PDEATHSIG), so it never outlives it.
+/// the parent dies (PR_SET_PDEATHSIG), so it never outlives it. With
+/// `--cpus A,B` the parent pins itself to A before the fork and the child
+/// itself to B after it.
 ///
 /// Call this before creating threads (these benchmarks have none).
-pub fn spawn<F: FnOnce(UnixStream) -> Res<()>>(body: F) -> Res<(Child, UnixStream)> {
+pub fn spawn<F: FnOnce(UnixStream) -> Res<()>>(cpus: Cpus, body: F) -> Res<(Child, UnixStream)> {
     let (ours, theirs) = UnixStream::pair().map_err(err("socketpair"))?;
+    cpus.parent()?;
     let parent = getpid();
     // SAFETY: the process is single-threaded here, so the child may run
     // arbitrary code after fork.
@@ -125,7 +168,7 @@ pub fn spawn<F: FnOnce(UnixStream) -> Res<()>>(body: F) -> Res<(Child, UnixStrea
                 }
                 // The parent may have died before prctl: then we are orphaned.
                 Ok(()) if getppid() != parent => 1,
-                Ok(()) => match body(theirs) {
+                Ok(()) => match cpus.child().and_then(|()| body(theirs)) {
                     Ok(()) => 0,
                     Err(e) => {
                         eprintln!("child: {e}");
@@ -257,6 +300,54 @@ impl<'a> Waiter<'a> {
                 Ok(_) => return Ok(()),
                 Err(Errno::EINTR) => continue,
                 Err(e) => return Err(format!("wait: {e}")),
+            }
+        }
+    }
+}
+
+/// A process's own doorbell: waits for it (a [`Waiter`]) and drains it,
+/// busy polling first when a window is set (famez Client's `busyPollUs`):
+/// after this side rang or was rung it keeps reading its nonblocking
+/// eventfd until the window has passed, then sleeps in the waiter.
+pub struct Bell<'a> {
+    waiter: Waiter<'a>,
+    window: Duration,
+    last: Instant,
+}
+
+impl<'a> Bell<'a> {
+    pub fn new(waiter: Waiter<'a>, busy_poll_us: u64) -> Bell<'a> {
+        Bell { waiter, window: Duration::from_micros(busy_poll_us), last: Instant::now() }
+    }
+
+    /// This side just rang another: the busy-poll window starts again.
+    pub fn rang(&mut self) {
+        if !self.window.is_zero() {
+            self.last = Instant::now();
+        }
+    }
+
+    /// Waits until `mine` has been rung; the count drained (at least 1).
+    pub fn wait(&mut self, mine: &EventFd) -> Res<u64> {
+        if !self.window.is_zero() {
+            let until = self.last + self.window;
+            loop {
+                let n = mine.drain().map_err(io_err("drain"))?;
+                if n > 0 {
+                    self.last = Instant::now();
+                    return Ok(n);
+                }
+                if Instant::now() >= until {
+                    break;
+                }
+            }
+        }
+        loop {
+            self.waiter.wait()?;
+            let n = mine.drain().map_err(io_err("drain"))?;
+            if n > 0 {
+                self.rang();
+                return Ok(n);
             }
         }
     }
