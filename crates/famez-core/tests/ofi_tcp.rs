@@ -447,3 +447,23 @@ fn a_message_longer_than_the_receivers_max_is_reported_never_delivered_and_ends_
     net.run_until("the link's end", |n| n.sides.iter().all(|s| s.ep.as_ref().unwrap().state() == State::Down));
     assert!(net.sides[1].messages.is_empty());
 }
+
+#[test]
+fn messages_sent_while_connecting_go_out_once_connected_in_order() {
+    if !libfabric() {
+        return;
+    }
+    let opts = Options::default();
+    let listener = Listener::bind(&opts, "127.0.0.1:0").expect("listen");
+    let port = listener.local_addr().unwrap().port();
+    let mut ep = Endpoint::connect(&opts, &format!("127.0.0.1:{port}")).unwrap();
+    assert_eq!(ep.state(), State::Connecting);
+    for m in [&b"one"[..], b"two", b"three"] {
+        ep.send(m).unwrap();
+    }
+    assert_eq!(ep.queued(), 3, "held until connected");
+    let mut net = Net { listener: Some(listener), sides: [Side::default(), Side::default()] };
+    net.sides[0].ep = Some(ep);
+    net.run_until("three messages", |n| n.sides[1].messages.len() == 3);
+    assert_eq!(net.sides[1].messages, [&b"one"[..], b"two", b"three"]);
+}
