@@ -1,6 +1,7 @@
 // famez's library API: the server, the host client, the guest transport,
-// the switch (Fabric), the pure protocol and the stanza helpers, and every
-// error class they throw. The native classes are exported for advanced use.
+// the switch (Fabric), libfabric links between switches (Link: libfabric is
+// loaded only when one is opened), the pure protocol and the stanza helpers,
+// and every error class they throw. The native classes are exported for advanced use.
 export { Server, ServerError, type ServerConfig, type ServerEvents, type PeerEvent } from './server/server.js';
 export { parseServeArgs, parseSize, UsageError, type ServeOptions } from './server/options.js';
 export { Client, ClientError, type ClientEvents, type ConnectOptions, type PeerView } from './client/client.js';
@@ -27,6 +28,7 @@ export { GuestError, listIvshmem, type IvshmemDevice } from './guest/pci.js';
 export { openFam, type FamRegion } from './guest/fam.js';
 export { createFam, FamError, type FamFile } from './fam/create.js';
 export type { PeerTransport, TransportEvents } from './transport.js';
+export { Link, LinkError, LinkListener, libfabricAvailable, type LinkEvents, type LinkListenerEvents, type LinkOptions, type LinkState } from './link/ofi.js';
 export { FamezError } from './errors.js';
 export { NativeBindingError } from './native.js';
 export { functionLogger, lineLogger, silentLogger, type LogEvent, type LogFields, type LogLevel, type Logger } from './log.js';

@@ -98,6 +98,8 @@ const binding = loaded.binding;
 export const bindingLoadError: NativeBindingError | null = loaded.error;
 
 export const { EventFd, GuestDevice, Mailbox, PidFile, Ring, SharedMemory, preallocate, UnixListener, UnixStream, closeFd, fdLimit, fdSize, groupId, raiseFdLimit, ringLayout, sdNotify, socketState } = binding;
+/** libfabric links (ts/link/ofi.ts wraps them): libfabric is loaded only when one is opened. */
+export const { OfiLink, OfiListener, OfiWindow, libfabricAvailable } = binding;
 /** Rings the open EventFd whose number is `fd` (EBADF otherwise): the hot
  * path's EventFd.signal, a plain Node-API function without the class
  * method's unwrapping. */
@@ -112,7 +114,10 @@ export type ShmOptions = Binding.ShmOptions;
 export type Mailbox = Binding.Mailbox;
 export type Ring = Binding.Ring;
 export type FdLimit = Binding.FdLimit;
-export type { MailboxGlobals, MailboxSlot, PathState, ReceivedMessage, RingLayoutInfo, RingLayoutOptions } from '../index.js';
+export type OfiLink = Binding.OfiLink;
+export type OfiListener = Binding.OfiListener;
+export type OfiWindow = Binding.OfiWindow;
+export type { LibfabricProbe, LinkOptions, MailboxGlobals, MailboxSlot, PathState, ReceivedMessage, RemoteWindowInfo, RingLayoutInfo, RingLayoutOptions } from '../index.js';
 
 /** What the binding throws: an Error whose `code` names what went wrong
  * ('EBADMSG', 'ENOENT', 'EMSGSIZE', 'EBADF', ...; napi's own status name,

@@ -6,13 +6,16 @@
 //! mapping. Everything is nonblocking and close-on-exec; nothing here knows
 //! about Node.js. Over the mapping: the FAME-Z mailbox (`mailbox`) and
 //! famez's ring channels (`ring`), with their byte layout in `layout`. And
-//! systemd's readiness notification (`notify`), which Node cannot send.
+//! systemd's readiness notification (`notify`), which Node cannot send. And
+//! links between switches on libfabric (`ofi`), which is loaded with dlopen
+//! only when a link is opened.
 
 pub mod eventfd;
 pub mod layout;
 pub mod lock;
 pub mod mailbox;
 pub mod notify;
+pub mod ofi;
 pub mod ring;
 pub mod shm;
 pub mod socket;

@@ -16,6 +16,7 @@ mod group;
 mod guest;
 mod mailbox;
 mod notify;
+mod ofi;
 mod pidfile;
 mod poll;
 mod resource;

@@ -87,6 +87,16 @@ impl Ctx {
         Ok(out)
     }
 
+    /// A Node Buffer holding a copy of `data`.
+    pub fn buffer(&self, data: &[u8]) -> Result<sys::napi_value> {
+        let (mut out, mut at) = (ptr::null_mut(), ptr::null_mut());
+        // SAFETY: as above; Node copies len bytes from data into a Buffer it owns.
+        let status =
+            unsafe { sys::napi_create_buffer_copy(self.env, data.len(), data.as_ptr().cast(), &mut at, &mut out) };
+        check(status, "napi_create_buffer_copy")?;
+        Ok(out)
+    }
+
     /// Calls the JavaScript callback with the arguments `args` makes. An
     /// exception it throws goes to `process.on('uncaughtException')` like
     /// one from any other callback, and so does a failure to make the
