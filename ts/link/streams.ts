@@ -431,8 +431,10 @@ export class LinkEnd {
       this.helloSeen = true;
       this.events.push({ kind: 'up', instance });
     }
-    if (seen) this.helloConfirmed = true;
-    else this.helloDue = now; // answer: we saw it
+    if (seen) {
+      this.helloConfirmed = true;
+      this.helloDue = Infinity;
+    } else this.helloDue = now; // answer: we saw it
   }
 
   /** The peer lost its state: every stream starts again from 0. */
