@@ -64,6 +64,8 @@ type Action =
   | { t: 'submit'; s: number; n: number }
   | { t: 'consume'; s: number; n: number }
   | { t: 'drop' }
+  /** One end alone sees its transport go and a new one come (the other end never noticed). */
+  | { t: 'bounce'; end: 0 | 1 }
   | { t: 'connect' };
 
 class Sim {
@@ -241,6 +243,14 @@ class Sim {
       case 'connect':
         this.connect();
         break;
+      case 'bounce':
+        if (this.connected) {
+          this.wires[0].length = 0;
+          this.wires[1].length = 0;
+          this.ends[a.end].linkDown();
+          this.ends[a.end].linkUp(this.now);
+        }
+        break;
     }
     this.events();
     this.checkBounds();
@@ -292,6 +302,7 @@ const actionArb: fc.Arbitrary<Action> = fc.oneof(
   { weight: 4, arbitrary: fc.record({ t: fc.constant('submit' as const), s: fc.nat({ max: STREAMS.length - 1 }), n: fc.integer({ min: 1, max: 6 }) }) },
   { weight: 4, arbitrary: fc.record({ t: fc.constant('consume' as const), s: fc.nat({ max: STREAMS.length - 1 }), n: fc.integer({ min: 1, max: 6 }) }) },
   { weight: 1, arbitrary: fc.constant({ t: 'drop' as const }) },
+  { weight: 1, arbitrary: fc.record({ t: fc.constant('bounce' as const), end: fc.constantFrom(0 as const, 1 as const) }) },
   { weight: 2, arbitrary: fc.constant({ t: 'connect' as const }) },
 );
 
@@ -352,7 +363,7 @@ test('property: a link that never drops (no reconnect to resend or re-grant): lo
   const steady = (c: Partial<LinkEndConfig>) => ({ ...c, missedHeartbeats: 1e9 });
   fc.assert(
     fc.property(scenarioArb, (sc) => {
-      const sim = simulate({ ...sc, configs: [steady(sc.configs[0]), steady(sc.configs[1])], actions: sc.actions.filter((a) => a.t !== 'drop') });
+      const sim = simulate({ ...sc, configs: [steady(sc.configs[0]), steady(sc.configs[1])], actions: sc.actions.filter((a) => a.t !== 'drop' && a.t !== 'bounce') });
       for (const [s, st] of sim.st.entries()) if (!st.stuck) t.is(st.delivered, st.total, `stream ${s}`);
     }),
     { numRuns: 1000 },
@@ -500,8 +511,26 @@ test('frames before the peer hello on this connection are rejected; so are acks 
   t.is(a2.stats.rejectedFrames, 1);
   t.is(a2.sendBuffered(S), 1);
   t.is(a2.credit(S), 63); // the bogus credit was not taken either
+  a2.receive(encode({ type: 'ack', ...S, ack: 0, credit: 65 }), 1); // more than b2's window beyond the ack
+  t.is(a2.stats.rejectedFrames, 2);
+  a2.receive(encode({ type: 'ack', ...S, ack: 1, credit: 0 }), 1); // credit behind the ack
+  t.is(a2.stats.rejectedFrames, 3);
+  t.is(a2.sendBuffered(S), 1);
+  a2.receive(encode({ type: 'ack', ...S, ack: 1, credit: 65 }), 1);
+  t.is(a2.sendBuffered(S), 0);
+  t.is(a2.credit(S), 64);
   b2.receive(encode({ type: 'ack', ...T, ack: 0, credit: 9 }), 1); // a stream b2 does not send
   t.is(b2.stats.rejectedFrames, 1);
+});
+
+test('a peer opens at most maxStreams streams toward an end', (t) => {
+  const [a, b] = connected({}, { maxStreams: 2 });
+  for (let src = 1; src <= 3; src++) a.submit({ source: src, destination: 9 }, P(0));
+  exchange(a, b, 1);
+  t.deepEqual(delivered(b), ['1:0', '2:0']);
+  t.true(b.stats.rejectedFrames >= 1);
+  b.receive(encode({ type: 'probe', source: 4, destination: 9, seq: 0 }), 2);
+  t.is(b.pollTransmit(2), null); // no ack for a stream it does not keep
 });
 
 test('data beyond the credit granted is discarded (and acked); a duplicate is discarded; frames after a gap wait for it', (t) => {

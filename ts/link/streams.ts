@@ -51,6 +51,8 @@ export interface LinkEndConfig {
   rtoMs?: number;
   /** The timeout doubles up to this (default 1600 ms). */
   maxRtoMs?: number;
+  /** Streams the peer may open toward this end; frames of more are rejected (default 65536). */
+  maxStreams?: number;
 }
 
 export type LinkEvent =
@@ -147,6 +149,7 @@ export class LinkEnd {
   private readonly deadMs: number;
   private readonly rtoMs: number;
   private readonly maxRtoMs: number;
+  private readonly maxStreams: number;
 
   private up = false;
   /** The peer's hello arrived on this connection. */
@@ -186,6 +189,7 @@ export class LinkEnd {
     this.deadMs = this.heartbeatMs * (config.missedHeartbeats ?? 3);
     this.rtoMs = config.rtoMs ?? 200;
     this.maxRtoMs = config.maxRtoMs ?? 1600;
+    this.maxStreams = config.maxStreams ?? 65536;
     if (!Number.isInteger(this.instance) || this.instance < 0 || this.instance >= SEQ) throw new RangeError('instance must be a u32');
     if (!Number.isInteger(this.window) || this.window < 1 || this.window >= 2 ** 30) throw new RangeError('window must be 1..2^30-1');
     if (!(this.heartbeatMs > 0) || !(this.deadMs > this.heartbeatMs)) throw new RangeError('heartbeatMs > 0 and missedHeartbeats > 1');
@@ -263,8 +267,8 @@ export class LinkEnd {
     }
     if (f.type === 'data') return this.onData({ source: f.source, destination: f.destination }, f.seq, f.packet);
     if (f.type === 'probe') {
-      this.rxOf({ source: f.source, destination: f.destination });
-      this.ackOwed.add(keyOf(f));
+      if (this.rxOf({ source: f.source, destination: f.destination })) this.ackOwed.add(keyOf(f));
+      else this.counts.rejectedFrames++;
       return;
     }
     this.onAck(f, now);
@@ -390,10 +394,11 @@ export class LinkEnd {
     return t;
   }
 
-  private rxOf(stream: Stream): Rx {
+  private rxOf(stream: Stream): Rx | null {
     const key = keyOf(stream);
     let r = this.rx.get(key);
     if (!r) {
+      if (this.rx.size >= this.maxStreams) return null;
       r = { stream: { source: stream.source, destination: stream.destination }, expected: 0, held: new Map(), handed: 0, consumed: 0, granted: this.window };
       this.rx.set(key, r);
     }
@@ -463,6 +468,10 @@ export class LinkEnd {
 
   private onData(stream: Stream, wire: number, packet: Uint8Array): void {
     const r = this.rxOf(stream);
+    if (!r) {
+      this.counts.rejectedFrames++;
+      return;
+    }
     const key = keyOf(stream);
     this.ackOwed.add(key);
     const seq = unwrapSeq(r.expected, wire);
@@ -494,8 +503,11 @@ export class LinkEnd {
       return;
     }
     const ack = unwrapSeq(t.acked, f.ack);
+    const credit = unwrapSeq(ack, f.credit);
     const next = t.acked + t.buf.length;
-    if (ack > next) {
+    // An honest receiver never acks what was not sent, and grants at most
+    // its window beyond what it acks (consumed + window, consumed <= ack).
+    if (ack > next || credit < ack || credit - ack > this.peerWindow) {
       this.counts.rejectedFrames++;
       return;
     }
@@ -506,7 +518,7 @@ export class LinkEnd {
       t.rto = this.rtoMs;
       t.rtoAt = now + t.rto;
     }
-    this.setCredit(t, unwrapSeq(Math.max(t.limit, t.acked), f.credit));
+    this.setCredit(t, credit);
   }
 
   /** Wants to send (a refused submit or unsent packets) but may not, and has nothing in flight. */
