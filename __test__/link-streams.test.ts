@@ -28,6 +28,11 @@ const STREAMS: { from: 0 | 1; stream: Stream }[] = [
 ];
 
 const packets = new Map<string, Uint8Array>();
+/** The `i` of a packet made by packet(s, i). */
+function indexOf(p: Uint8Array): number {
+  return p[p.length - 7]! | (p[p.length - 6]! << 8);
+}
+
 /** Packet `i` of stream `s`: a real Core64 Write whose payload names both. */
 function packet(s: number, i: number): Uint8Array {
   const key = `${s}/${i}`;
@@ -55,6 +60,8 @@ interface StreamState {
   consumed: number;
   /** Its destination never consumes. */
   stuck: boolean;
+  /** Its receiving end restarted: the next delivery may repeat packets the old one delivered. */
+  rebase: boolean;
 }
 
 type Action =
@@ -64,6 +71,8 @@ type Action =
   | { t: 'submit'; s: number; n: number }
   | { t: 'consume'; s: number; n: number }
   | { t: 'drop' }
+  /** End 1 restarts (only where the scenario allows it). */
+  | { t: 'restart' }
   /** One end alone sees its transport go and a new one come (the other end never noticed). */
   | { t: 'bounce'; end: 0 | 1 }
   | { t: 'connect' };
@@ -71,6 +80,10 @@ type Action =
 class Sim {
   now = 0;
   readonly ends: [LinkEnd, LinkEnd];
+  readonly config: [Partial<LinkEndConfig>, Partial<LinkEndConfig>];
+  /** Restarts of end 1 allowed (the 'restart' action), and seen. */
+  restarts = 0;
+  restartsSeen = 0;
   readonly wires: [Flight[], Flight[]] = [[], []];
   connected = false;
   readonly st: StreamState[];
@@ -84,9 +97,10 @@ class Sim {
     totals: number[],
     stuck: boolean[],
   ) {
+    this.config = config;
     this.ends = [new LinkEnd({ instance: 0xa, ...config[0] }), new LinkEnd({ instance: 0xb, ...config[1] })];
     this.windows = [config[0].window ?? 64, config[1].window ?? 64];
-    this.st = STREAMS.map((_, s) => ({ total: totals[s] ?? 0, submitted: 0, waiting: false, delivered: 0, consumed: 0, stuck: stuck[s] ?? false }));
+    this.st = STREAMS.map((_, s) => ({ total: totals[s] ?? 0, submitted: 0, waiting: false, delivered: 0, consumed: 0, stuck: stuck[s] ?? false, rebase: false }));
   }
 
   fail(why: string): never {
@@ -150,6 +164,13 @@ class Sim {
       const s = STREAMS.findIndex((x) => x.stream.source === d!.stream.source && x.stream.destination === d!.stream.destination);
       if (s < 0 || STREAMS[s]!.from === e) this.fail(`end ${e} delivered a packet of an unknown stream`);
       const st = this.st[s]!;
+      if (st.rebase) {
+        // At least once across a restart: the new end starts at a packet the old one had, or the next; never after a gap.
+        const k = indexOf(d.packet);
+        if (k > st.delivered) this.fail(`stream ${s}: after the restart delivery starts at ${k}, but only ${st.delivered} were delivered (lost)`);
+        st.delivered = st.consumed = k;
+        st.rebase = false;
+      }
       if (st.delivered >= st.submitted) this.fail(`stream ${s}: packet ${st.delivered} delivered but only ${st.submitted} submitted (a duplicate)`);
       const want = packet(s, st.delivered);
       if (Buffer.compare(Buffer.from(d.packet), Buffer.from(want)) !== 0) this.fail(`stream ${s}: delivery ${st.delivered} is not packet ${st.delivered} (lost, duplicated or reordered)`);
@@ -202,7 +223,10 @@ class Sim {
             if (!st.waiting) this.fail(`stream ${s}: ready but it was not stalled`);
             st.waiting = false;
           }
-        } else if (ev.kind === 'restarted') this.fail('no end restarts in this simulation');
+        } else if (ev.kind === 'restarted') {
+          if (e !== 0 || this.restartsSeen >= this.restarts) this.fail('a restart nobody made');
+          this.restartsSeen++;
+        }
       }
     }
   }
@@ -242,6 +266,20 @@ class Sim {
         break;
       case 'connect':
         this.connect();
+        break;
+      case 'restart':
+        // End 1's process dies and starts again: a new instance, no state; its destinations' packets went with it.
+        if (this.restarts < 3) {
+          this.drop();
+          this.restarts++;
+          this.ends[1] = new LinkEnd({ ...this.config[1], instance: 0xb + this.restarts });
+          for (const [i, x] of STREAMS.entries()) {
+            if (x.from !== 0) continue;
+            const st = this.st[i]!;
+            st.consumed = st.delivered;
+            st.rebase = true;
+          }
+        }
         break;
       case 'bounce':
         if (this.connected) {
@@ -367,6 +405,21 @@ test('property: a link that never drops (no reconnect to resend or re-grant): lo
       for (const [s, st] of sim.st.entries()) if (!st.stuck) t.is(st.delivered, st.total, `stream ${s}`);
     }),
     { numRuns: 1000 },
+  );
+});
+
+test('property: an end that restarts (a new instance, its state gone) gets every stream again in order, at least once: nothing lost, repeats only of what the old instance had', (t) => {
+  const restartArb = fc.oneof({ weight: 20, arbitrary: actionArb }, { weight: 1, arbitrary: fc.constant({ t: 'restart' as const }) });
+  fc.assert(
+    fc.property(scenarioArb, fc.array(restartArb, { minLength: 10, maxLength: 200, size: 'max' }), (sc, actions) => {
+      // Only streams into the end that restarts: the one from it would start over with new packets.
+      const totals = sc.totals.map((n, s) => (STREAMS[s]!.from === 0 ? n : 0));
+      const sim = simulate({ ...sc, totals, stuck: sc.stuck.map(() => false), actions });
+      t.true(sim.restartsSeen <= sim.restarts);
+      if (process.env['SIM_STATS']) console.log(JSON.stringify({ restarts: sim.restarts, seen: sim.restartsSeen }));
+      for (const [s, st] of sim.st.entries()) t.is(st.delivered, st.total, `stream ${s}`);
+    }),
+    { numRuns: 500 },
   );
 });
 
