@@ -726,3 +726,27 @@ test('before the first hello a new stream has no credit: refused, then ready whe
   t.deepEqual(events(a), ['ready 1001', 'up']);
   t.is(a.credit(S), 4);
 });
+
+test('a sender that restarted: its new packets are delivered from its 0 again, and what the destination still holds of the old ones can still be consumed', (t) => {
+  const U: Stream = { source: 0x2001, destination: 0x1001 };
+  const [a, b] = connected({ window: 2 });
+  t.true(b.submit(U, P(0)));
+  t.true(b.submit(U, P(1)));
+  exchange(a, b, 1);
+  t.deepEqual(delivered(a), ['2001:0', '2001:1']);
+  a.consumed(U, 1); // one still held by the destination
+  const b2 = new LinkEnd({ instance: 9 });
+  a.linkDown();
+  a.linkUp(10);
+  b2.linkUp(10);
+  exchange(a, b2, 10);
+  t.deepEqual(events(a), ['up', 'restarted 9 0', 'up']);
+  t.true(b2.submit(U, P(5)));
+  exchange(a, b2, 11);
+  t.deepEqual(delivered(a), ['2001:5']);
+  a.consumed(U, 2); // the old one and the new one
+  t.throws(() => a.consumed(U, 1), { instanceOf: RangeError });
+  exchange(a, b2, 12);
+  // Granted: 1 consumed of the new numbering + the window of 2 = 3; 1 acked: 2 to go.
+  t.is(b2.credit(U), 2);
+});
