@@ -314,7 +314,8 @@ export class LinkEnd {
     return encode(f);
   }
 
-  /** When to call handleTimeout / pollTransmit next, or null (down). */
+  /** When to call handleTimeout(t) next (then pollTransmit(t) until null),
+   * or null while down. `now` when there is something to send already. */
   pollTimeout(now: number): number | null {
     if (!this.up) return null;
     let at = Math.min(this.lastRx + this.deadMs, this.lastTx + this.heartbeatMs, this.helloDue);
