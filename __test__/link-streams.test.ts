@@ -750,3 +750,20 @@ test('a sender that restarted: its new packets are delivered from its 0 again, a
   // Granted: 1 consumed of the new numbering + the window of 2 = 3; 1 acked: 2 to go.
   t.is(b2.credit(U), 2);
 });
+
+test('a data frame corrupted on the way is dropped, counted, never delivered, and arrives whole when resent', (t) => {
+  const [a, b] = connected({ rtoMs: 10 });
+  a.submit(S, P(0));
+  const f = a.pollTransmit(1)!;
+  const bad = f.slice();
+  bad[40] ^= 0x04; // inside the packet: its ECRC no longer matches
+  b.receive(bad, 1);
+  t.is(b.stats.badFrames, 1);
+  t.regex(b.stats.lastBadFrame!, /ECRC/);
+  t.is(b.pollDeliver(), null);
+  t.is(b.pollTransmit(1), null); // nothing to ack
+  a.handleTimeout(11);
+  exchange(a, b, 11);
+  t.deepEqual(delivered(b), ['1001:0']);
+  t.is(a.sendBuffered(S), 0);
+});
