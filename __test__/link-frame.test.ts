@@ -120,6 +120,14 @@ test('decode refuses, with its code, every way a frame can be wrong', (t) => {
   t.is(code(() => decode(concat(header(4, 0, PACKET.length, 1, 2, 0, 0, 0), PACKET))), 'EFIELD'); // an ack with a payload
 });
 
+test('a decoded packet is a copy, a plain Uint8Array, even from a Buffer', (t) => {
+  const buf = Buffer.from(encode({ type: 'data', source: 1, destination: 2, seq: 0, packet: PACKET }));
+  const f = decode(buf) as { packet: Uint8Array };
+  t.false(Buffer.isBuffer(f.packet));
+  buf.fill(0);
+  t.is(hex(f.packet), hex(PACKET));
+});
+
 test('encode refuses fields out of range and unsound packets', (t) => {
   t.is(code(() => encode(null as unknown as Frame)), 'EINPUT');
   t.is(code(() => encode({ type: 'nope' } as unknown as Frame)), 'EINPUT');

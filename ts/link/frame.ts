@@ -177,7 +177,8 @@ export function decode(bytes: Uint8Array): Frame {
     case 'data': {
       zero({ flags, ack, credit });
       key();
-      const packet = bytes.slice(HEADER_BYTES);
+      // A copy, and a plain Uint8Array even from a Buffer (whose slice is a view).
+      const packet = new Uint8Array(bytes.subarray(HEADER_BYTES));
       const fault = packetFault(packet);
       if (fault !== null) throw bad('EPACKET', `data frame ${seq} of ${source}->${destination}: ${fault}`);
       return { type, source, destination, seq, packet };
