@@ -48,6 +48,11 @@ const VECTORS: [string, Frame, Uint8Array][] = [
     { type: 'data', source: 0x0001005, destination: 0x0002003, seq: 0xfffffffe, packet: PACKET },
     concat(header(3, 0, PACKET.length, 0x0001005, 0x0002003, 0xfffffffe, 0, 0), PACKET),
   ],
+  [
+    'data with the reverse stream ack',
+    { type: 'data', source: 0x0001005, destination: 0x0002003, seq: 1, packet: PACKET, reverse: { ack: 17, credit: 81 } },
+    concat(header(3, 1, PACKET.length, 0x0001005, 0x0002003, 1, 17, 81), PACKET),
+  ],
   ['ack', { type: 'ack', source: 0xfffffff, destination: 0, ack: 12, credit: 76 }, header(4, 0, 0, 0xfffffff, 0, 0, 12, 76)],
   ['probe', { type: 'probe', source: 1, destination: 2, seq: 99 }, header(5, 0, 0, 1, 2, 99, 0, 0)],
 ];
@@ -113,6 +118,8 @@ test('decode refuses, with its code, every way a frame can be wrong', (t) => {
   t.is(code(() => decode(header(1, 0, 0, 0, 0, 1, 0, 2 ** 31))), 'EFIELD');
   t.is(code(() => decode(header(2, 0, 0, 0, 0, 1, 0, 0))), 'EFIELD'); // heartbeat with a seq
   t.is(code(() => decode(header(3, 0, 0, 1, 2, 0, 0, 0))), 'EPACKET'); // data without a packet
+  t.is(code(() => decode(concat(header(3, 2, PACKET.length, 1, 2, 0, 0, 0), PACKET))), 'EFIELD'); // unknown data flag
+  t.is(code(() => decode(concat(header(3, 0, PACKET.length, 1, 2, 0, 5, 0), PACKET))), 'EFIELD'); // an ack without the flag
   const badPacket = PACKET.slice();
   badPacket[10] ^= 1; // ECRC no longer matches
   t.is(code(() => decode(concat(header(3, 0, badPacket.length, 1, 2, 0, 0, 0), badPacket))), 'EPACKET');
@@ -171,6 +178,7 @@ const frameArb: fc.Arbitrary<Frame> = fc.oneof(
   fc.record({ type: fc.constant('hello' as const), instance: u32, window: fc.integer({ min: 1, max: 2 ** 31 - 1 }), seen: fc.boolean() }),
   fc.constant({ type: 'heartbeat' as const }),
   fc.record({ type: fc.constant('data' as const), source: gcid, destination: gcid, seq: u32, packet: packetArb }),
+  fc.record({ type: fc.constant('data' as const), source: gcid, destination: gcid, seq: u32, packet: packetArb, reverse: fc.record({ ack: u32, credit: u32 }) }),
   fc.record({ type: fc.constant('ack' as const), source: gcid, destination: gcid, ack: u32, credit: u32 }),
   fc.record({ type: fc.constant('probe' as const), source: gcid, destination: gcid, seq: u32 }),
 );

@@ -767,3 +767,31 @@ test('a data frame corrupted on the way is dropped, counted, never delivered, an
   t.deepEqual(delivered(b), ['1001:0']);
   t.is(a.sendBuffered(S), 0);
 });
+
+test('request and response: the ack of each stream rides on the data of its reverse, no ack frames of their own', (t) => {
+  const R: Stream = { source: S.destination, destination: S.source };
+  const [a, b] = connected();
+  const frames: string[] = [];
+  for (let i = 0; i < 5; i++) {
+    a.submit(S, P(i));
+    const req = a.pollTransmit(1 + i)!;
+    const q = decode(req);
+    frames.push(q.type);
+    if (i > 0) t.like(q, { reverse: { ack: i, credit: 64 + i } });
+    b.receive(req, 1 + i);
+    t.deepEqual(delivered(b), [`1001:${i}`]);
+    b.consumed(S, 1);
+    b.submit(R, P(i));
+    const res = b.pollTransmit(1 + i)!;
+    const d = decode(res);
+    t.like(d, { type: 'data', reverse: { ack: i + 1, credit: 64 + i + 1 } });
+    t.is(b.pollTransmit(1 + i), null);
+    a.receive(res, 1 + i);
+    t.deepEqual(delivered(a), [`2001:${i}`]);
+    a.consumed(R, 1);
+  }
+  t.is(a.sendBuffered(S), 0); // every request acked by a response
+  t.is(b.sendBuffered(R), 1); // each request acked the response before it; the last one's ack is still owed
+  t.deepEqual(decode(a.pollTransmit(6)!), { type: 'ack', ...R, ack: 5, credit: 69 });
+  t.deepEqual(frames, ['data', 'data', 'data', 'data', 'data']);
+});

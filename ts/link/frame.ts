@@ -49,6 +49,8 @@ const TYPE_NAME = new Map<number, FrameTypeName>(Object.entries(FrameType).map((
 
 /** Flag bit of a hello: its sender has seen the receiver's hello on this connection. */
 const FLAG_SEEN = 0x01;
+/** Flag bit of a data frame: ack and credit carry the reverse stream's ack. */
+const FLAG_ACK = 0x01;
 
 /** "I am `instance`; each new stream to me may start with `window` packets." */
 export interface Hello {
@@ -74,6 +76,9 @@ export interface Data {
   seq: number;
   /** One explicit Gen-Z packet, as the codec encodes it. */
   packet: Uint8Array;
+  /** The ack of the reverse stream (destination -> source) riding along
+   * (flag ACK): as an ack frame of that stream would say. */
+  reverse?: { ack: number; credit: number };
 }
 
 /** The receiver of stream (source, destination): every packet before `ack`
@@ -175,13 +180,14 @@ export function decode(bytes: Uint8Array): Frame {
       zero({ flags, length, source, destination, seq, ack, credit });
       return { type };
     case 'data': {
-      zero({ flags, ack, credit });
+      if ((flags & ~FLAG_ACK) !== 0) throw bad('EFIELD', `unknown data flags 0x${flags.toString(16)}`);
+      if (!(flags & FLAG_ACK)) zero({ ack, credit });
       key();
       // A copy, and a plain Uint8Array even from a Buffer (whose slice is a view).
       const packet = new Uint8Array(bytes.subarray(HEADER_BYTES));
       const fault = packetFault(packet);
       if (fault !== null) throw bad('EPACKET', `data frame ${seq} of ${source}->${destination}: ${fault}`);
-      return { type, source, destination, seq, packet };
+      return flags & FLAG_ACK ? { type, source, destination, seq, packet, reverse: { ack, credit } } : { type, source, destination, seq, packet };
     }
     case 'ack':
       zero({ flags, length, seq });
@@ -232,6 +238,11 @@ export function encode(frame: Frame): Uint8Array {
         if (fault !== null) throw bad('EPACKET', `data: ${fault}`);
       }
       payload = frame.packet;
+      if (frame.reverse !== undefined) {
+        flags = FLAG_ACK;
+        ack = checkU32(t, 'reverse.ack', frame.reverse.ack);
+        credit = checkU32(t, 'reverse.credit', frame.reverse.credit);
+      }
       break;
     case 'ack':
       ack = checkU32(t, 'ack', frame.ack);

@@ -29,7 +29,7 @@
 //   again — at least once across a peer's restart, exactly once otherwise.
 // - Heartbeats: a frame at least every heartbeatMs; nothing received for
 //   missedHeartbeats × heartbeatMs: the link is dead (event, then down).
-import { decode, encode, FrameError, GCID_LIMIT, packetFault, type Frame } from './frame.js';
+import { decode, encode, FrameError, GCID_LIMIT, packetFault, type Data, type Frame } from './frame.js';
 
 export interface Stream {
   /** Source GCID. */
@@ -265,7 +265,10 @@ export class LinkEnd {
       this.counts.rejectedFrames++;
       return;
     }
-    if (f.type === 'data') return this.onData({ source: f.source, destination: f.destination }, f.seq, f.packet);
+    if (f.type === 'data') {
+      if (f.reverse) this.onAck({ source: f.destination, destination: f.source, ...f.reverse }, now);
+      return this.onData({ source: f.source, destination: f.destination }, f.seq, f.packet);
+    }
     if (f.type === 'probe') {
       if (this.rxOf({ source: f.source, destination: f.destination })) this.ackOwed.add(keyOf(f));
       else this.counts.rejectedFrames++;
@@ -531,6 +534,10 @@ export class LinkEnd {
     return t.sent < t.acked + t.buf.length && t.sent < t.limit;
   }
 
+  private ackOf(r: Rx): { ack: number; credit: number } {
+    return { ack: r.expected % SEQ, credit: r.granted % SEQ };
+  }
+
   private nextFrame(now: number): Frame | null {
     if (!this.up) return null;
     if (now >= this.helloDue) {
@@ -538,16 +545,7 @@ export class LinkEnd {
       return { type: 'hello', instance: this.instance, window: this.window, seen: this.helloSeen };
     }
     if (this.helloSeen) {
-      for (const key of this.ackOwed) {
-        this.ackOwed.delete(key);
-        const r = this.rx.get(key)!;
-        return { type: 'ack', ...r.stream, ack: r.expected % SEQ, credit: r.granted % SEQ };
-      }
-      for (const key of this.probeOwed) {
-        this.probeOwed.delete(key);
-        const t = this.tx.get(key)!;
-        return { type: 'probe', ...t.stream, seq: (t.acked + t.buf.length) % SEQ };
-      }
+      // Data first: an ack owed for its reverse stream rides along.
       const n = this.txOrder.length;
       for (let i = 0; i < n; i++) {
         const t = this.txOrder[(this.rr + i) % n]!;
@@ -555,7 +553,20 @@ export class LinkEnd {
         this.rr = (this.rr + i + 1) % n;
         if (t.sent === t.acked) t.rtoAt = now + t.rto;
         const seq = t.sent++;
-        return { type: 'data', ...t.stream, seq: seq % SEQ, packet: t.buf[seq - t.acked]! };
+        const data: Data = { type: 'data', ...t.stream, seq: seq % SEQ, packet: t.buf[seq - t.acked]! };
+        const reverse = keyOf({ source: t.stream.destination, destination: t.stream.source });
+        if (this.ackOwed.delete(reverse)) data.reverse = this.ackOf(this.rx.get(reverse)!);
+        return data;
+      }
+      for (const key of this.ackOwed) {
+        this.ackOwed.delete(key);
+        const r = this.rx.get(key)!;
+        return { type: 'ack', ...r.stream, ...this.ackOf(r) };
+      }
+      for (const key of this.probeOwed) {
+        this.probeOwed.delete(key);
+        const t = this.tx.get(key)!;
+        return { type: 'probe', ...t.stream, seq: (t.acked + t.buf.length) % SEQ };
       }
     }
     if (now - this.lastTx >= this.heartbeatMs) return { type: 'heartbeat' };
