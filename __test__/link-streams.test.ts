@@ -1,0 +1,797 @@
+// The link end's state machine (ts/link/streams.ts) driven through a
+// simulated link: two real LinkEnds joined by an in-memory wire that loses,
+// duplicates, reorders, delays and corrupts frames, and drops and
+// reconnects the link, every choice made by fast-check (seeded, shrinkable).
+// The wire and the destinations are the test's environment; the state
+// machine is the real one. Properties, for thousands of runs: every
+// submitted packet is delivered exactly once and in order per stream; a
+// stream whose destination never consumes holds back only itself; nothing
+// is dropped; both ends' buffers per stream stay within the window; time is
+// only the `now` argument (the same inputs give the same frames).
+import test from 'ava';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import fc from 'fast-check';
+
+import * as genz from '../ts/genz/index.js';
+import { decode, encode, FrameError } from '../ts/link/frame.js';
+import { LinkEnd, unwrapSeq, type LinkEndConfig, type Stream } from '../ts/link/streams.js';
+
+// ---- the environment -----------------------------------------------------------
+
+/** The streams of a run: three from end 0 (A) to end 1 (B), one back. */
+const STREAMS: { from: 0 | 1; stream: Stream }[] = [
+  { from: 0, stream: { source: 0x1001, destination: 0x2001 } },
+  { from: 0, stream: { source: 0x1002, destination: 0x2001 } },
+  { from: 0, stream: { source: 0x1001, destination: 0x2002 } },
+  { from: 1, stream: { source: 0x2001, destination: 0x1001 } },
+];
+
+const packets = new Map<string, Uint8Array>();
+/** The `i` of a packet made by packet(s, i). */
+function indexOf(p: Uint8Array): number {
+  return p[p.length - 7]! | (p[p.length - 6]! << 8);
+}
+
+/** Packet `i` of stream `s`: a real Core64 Write whose payload names both. */
+function packet(s: number, i: number): Uint8Array {
+  const key = `${s}/${i}`;
+  let p = packets.get(key);
+  if (!p) {
+    p = genz.encode({ class: 'Core64.Write', DCID: 1, SCID: 2, Tag: i & 0xfff, payload: new Uint8Array([s, i & 0xff, i >> 8, 0xee]) });
+    packets.set(key, p);
+  }
+  return p;
+}
+
+interface Flight {
+  bytes: Uint8Array;
+}
+
+interface StreamState {
+  /** Packets to send in all. */
+  total: number;
+  /** Submitted (accepted) so far. */
+  submitted: number;
+  /** A submit was refused: wait for 'ready'. */
+  waiting: boolean;
+  /** Delivered at the receiver (in order, checked as they come). */
+  delivered: number;
+  consumed: number;
+  /** Its destination never consumes. */
+  stuck: boolean;
+  /** Its receiving end restarted: the next delivery may repeat packets the old one delivered. */
+  rebase: boolean;
+}
+
+type Action =
+  | { t: 'tick'; ms: number }
+  | { t: 'pump'; end: 0 | 1; max: number }
+  | { t: 'deliver'; dir: 0 | 1; pick: number; fate: 'ok' | 'lose' | 'dup' | 'corrupt'; bit: number }
+  | { t: 'submit'; s: number; n: number }
+  | { t: 'consume'; s: number; n: number }
+  | { t: 'drop' }
+  /** End 1 restarts (only where the scenario allows it). */
+  | { t: 'restart' }
+  /** One end alone sees its transport go and a new one come (the other end never noticed). */
+  | { t: 'bounce'; end: 0 | 1 }
+  | { t: 'connect' };
+
+class Sim {
+  now = 0;
+  readonly ends: [LinkEnd, LinkEnd];
+  readonly config: [Partial<LinkEndConfig>, Partial<LinkEndConfig>];
+  /** Restarts of end 1 allowed (the 'restart' action), and seen. */
+  restarts = 0;
+  restartsSeen = 0;
+  readonly wires: [Flight[], Flight[]] = [[], []];
+  connected = false;
+  readonly st: StreamState[];
+  /** Every frame either end sent, in order, as hex (the determinism check). */
+  readonly trace: string[] = [];
+  readonly windows: [number, number];
+  failures: string[] = [];
+
+  constructor(
+    config: [Partial<LinkEndConfig>, Partial<LinkEndConfig>],
+    totals: number[],
+    stuck: boolean[],
+  ) {
+    this.config = config;
+    this.ends = [new LinkEnd({ instance: 0xa, ...config[0] }), new LinkEnd({ instance: 0xb, ...config[1] })];
+    this.windows = [config[0].window ?? 64, config[1].window ?? 64];
+    this.st = STREAMS.map((_, s) => ({ total: totals[s] ?? 0, submitted: 0, waiting: false, delivered: 0, consumed: 0, stuck: stuck[s] ?? false, rebase: false }));
+  }
+
+  fail(why: string): never {
+    throw new Error(`t=${this.now}: ${why}`);
+  }
+
+  connect(): void {
+    if (this.connected) return;
+    this.connected = true;
+    for (const e of this.ends) e.linkUp(this.now);
+  }
+
+  /** The transport broke (or was closed after a 'dead'): both ends see it, what was in flight is gone. */
+  drop(): void {
+    this.connected = false;
+    for (const e of this.ends) e.linkDown();
+    this.wires[0].length = 0;
+    this.wires[1].length = 0;
+  }
+
+  pump(end: 0 | 1, max: number): number {
+    let n = 0;
+    if (!this.connected) {
+      if (this.ends[end].pollTransmit(this.now) !== null) this.fail(`end ${end} transmits while down`);
+      return 0;
+    }
+    for (; n < max; n++) {
+      const b = this.ends[end].pollTransmit(this.now);
+      if (!b) break;
+      this.trace.push(`${end}@${this.now}:${Buffer.from(b).toString('hex')}`);
+      this.wires[end].push({ bytes: b });
+    }
+    return n;
+  }
+
+  /** Frame `pick` of the wire from `dir` arrives (reordering: not only the first). */
+  deliver(dir: 0 | 1, pick: number, fate: 'ok' | 'lose' | 'dup' | 'corrupt', bit: number): boolean {
+    const w = this.wires[dir];
+    if (w.length === 0) return false;
+    const i = pick % w.length;
+    const f = w[i]!;
+    if (fate !== 'dup') w.splice(i, 1);
+    if (fate === 'lose') return true;
+    let bytes = f.bytes;
+    if (fate === 'corrupt') {
+      bytes = bytes.slice();
+      bytes[(bit >> 3) % bytes.length] ^= 1 << (bit & 7);
+    }
+    const to = dir === 0 ? 1 : 0;
+    const before = this.ends[to].stats.badFrames;
+    this.ends[to].receive(bytes, this.now);
+    // A single flipped bit is always caught (the header's CRC-24 or the packet's ECRC).
+    if (fate === 'corrupt' && this.ends[to].stats.badFrames !== before + 1) this.fail('a corrupted frame was accepted');
+    this.collect(to);
+    return true;
+  }
+
+  /** What end `e` delivers: each packet must be the next of its stream. */
+  collect(e: 0 | 1): void {
+    for (let d = this.ends[e].pollDeliver(); d; d = this.ends[e].pollDeliver()) {
+      const s = STREAMS.findIndex((x) => x.stream.source === d!.stream.source && x.stream.destination === d!.stream.destination);
+      if (s < 0 || STREAMS[s]!.from === e) this.fail(`end ${e} delivered a packet of an unknown stream`);
+      const st = this.st[s]!;
+      if (st.rebase) {
+        // At least once across a restart: the new end starts at a packet the old one had, or the next; never after a gap.
+        const k = indexOf(d.packet);
+        if (k > st.delivered) this.fail(`stream ${s}: after the restart delivery starts at ${k}, but only ${st.delivered} were delivered (lost)`);
+        st.delivered = st.consumed = k;
+        st.rebase = false;
+      }
+      if (st.delivered >= st.submitted) this.fail(`stream ${s}: packet ${st.delivered} delivered but only ${st.submitted} submitted (a duplicate)`);
+      const want = packet(s, st.delivered);
+      if (Buffer.compare(Buffer.from(d.packet), Buffer.from(want)) !== 0) this.fail(`stream ${s}: delivery ${st.delivered} is not packet ${st.delivered} (lost, duplicated or reordered)`);
+      st.delivered++;
+    }
+  }
+
+  submit(s: number, n: number): number {
+    const st = this.st[s]!;
+    const end = this.ends[STREAMS[s]!.from];
+    let k = 0;
+    while (k < n && !st.waiting && st.submitted < st.total) {
+      if (end.submit(STREAMS[s]!.stream, packet(s, st.submitted))) {
+        st.submitted++;
+        k++;
+      } else st.waiting = true;
+    }
+    this.events();
+    return k;
+  }
+
+  consume(s: number, n: number): number {
+    const st = this.st[s]!;
+    if (st.stuck) return 0;
+    const k = Math.min(n, st.delivered - st.consumed);
+    if (k > 0) {
+      this.ends[1 - STREAMS[s]!.from]!.consumed(STREAMS[s]!.stream, k);
+      st.consumed += k;
+    }
+    return k;
+  }
+
+  tick(ms: number): void {
+    this.now += ms;
+    for (const e of this.ends) e.handleTimeout(this.now);
+    this.events();
+  }
+
+  events(): void {
+    for (const e of [0, 1] as const) {
+      for (let ev = this.ends[e].pollEvent(); ev; ev = this.ends[e].pollEvent()) {
+        if (ev.kind === 'dead') this.drop(); // the I/O layer closes the transport
+        else if (ev.kind === 'ready' || ev.kind === 'stalled') {
+          const stream = ev.stream;
+          const s = STREAMS.findIndex((x) => x.from === e && x.stream.source === stream.source && x.stream.destination === stream.destination);
+          if (s < 0) this.fail(`end ${e}: ${ev.kind} for a stream it does not send`);
+          const st = this.st[s]!;
+          if (ev.kind === 'stalled' && !st.waiting) this.fail(`stream ${s}: stalled but no submit was refused`);
+          if (ev.kind === 'ready') {
+            if (!st.waiting) this.fail(`stream ${s}: ready but it was not stalled`);
+            st.waiting = false;
+          }
+        } else if (ev.kind === 'restarted') {
+          if (e !== 0 || this.restartsSeen >= this.restarts) this.fail('a restart nobody made');
+          this.restartsSeen++;
+        }
+      }
+    }
+  }
+
+  /** Bounded memory: per stream, neither end holds more than the receiver's window. */
+  checkBounds(): void {
+    for (const [s, { from, stream }] of STREAMS.entries()) {
+      const w = this.windows[1 - from]!;
+      const sent = this.ends[from].sendBuffered(stream);
+      const held = this.ends[1 - from]!.receiveBuffered(stream);
+      if (sent > w) this.fail(`stream ${s}: the sender holds ${sent} packets, over the window ${w}`);
+      if (held > w) this.fail(`stream ${s}: the receiver holds ${held} packets, over the window ${w}`);
+      const st = this.st[s]!;
+      if (st.delivered - st.consumed > w) this.fail(`stream ${s}: ${st.delivered - st.consumed} delivered and not consumed, over the window ${w}`);
+    }
+  }
+
+  run(a: Action): void {
+    switch (a.t) {
+      case 'tick':
+        this.tick(a.ms);
+        break;
+      case 'pump':
+        this.pump(a.end, a.max);
+        break;
+      case 'deliver':
+        this.deliver(a.dir, a.pick, a.fate, a.bit);
+        break;
+      case 'submit':
+        this.submit(a.s, a.n);
+        break;
+      case 'consume':
+        this.consume(a.s, a.n);
+        break;
+      case 'drop':
+        this.drop();
+        break;
+      case 'connect':
+        this.connect();
+        break;
+      case 'restart':
+        // End 1's process dies and starts again: a new instance, no state; its destinations' packets went with it.
+        if (this.restarts < 3) {
+          this.drop();
+          this.restarts++;
+          this.ends[1] = new LinkEnd({ ...this.config[1], instance: 0xb + this.restarts });
+          for (const [i, x] of STREAMS.entries()) {
+            if (x.from !== 0) continue;
+            const st = this.st[i]!;
+            st.consumed = st.delivered;
+            st.rebase = true;
+          }
+        }
+        break;
+      case 'bounce':
+        if (this.connected) {
+          this.wires[0].length = 0;
+          this.wires[1].length = 0;
+          this.ends[a.end].linkDown();
+          this.ends[a.end].linkUp(this.now);
+        }
+        break;
+    }
+    this.events();
+    this.checkBounds();
+  }
+
+  /** A clean link from now on: run until every stream with a consuming
+   * destination has delivered everything (bounded in steps). */
+  heal(maxSteps = 3000): void {
+    for (let step = 0; step < maxSteps; step++) {
+      this.connect();
+      let moved = 0;
+      for (let s = 0; s < STREAMS.length; s++) moved += this.submit(s, Infinity) + this.consume(s, Infinity);
+      for (const e of [0, 1] as const) {
+        this.ends[e].handleTimeout(this.now);
+        this.events();
+        moved += this.pump(e, Infinity);
+      }
+      for (const dir of [0, 1] as const) while (this.deliver(dir, 0, 'ok', 0)) moved++;
+      this.events();
+      this.checkBounds();
+      if (this.done()) return;
+      if (moved === 0) {
+        const next = Math.min(...this.ends.map((e) => e.pollTimeout(this.now) ?? Infinity));
+        if (!(next > this.now) || next === Infinity) this.fail(`nothing to do and no timeout (${next})`);
+        this.tick(next - this.now);
+      }
+    }
+    this.fail(`not done after ${maxSteps} steps: ${JSON.stringify(this.st)}`);
+  }
+
+  done(): boolean {
+    return this.st.every((st, s) => (st.stuck ? st.delivered === Math.min(st.total, this.windows[1 - STREAMS[s]!.from]!) : st.consumed === st.total));
+  }
+}
+
+const actionArb: fc.Arbitrary<Action> = fc.oneof(
+  { weight: 3, arbitrary: fc.record({ t: fc.constant('tick' as const), ms: fc.oneof(fc.integer({ min: 0, max: 20 }), fc.integer({ min: 0, max: 400 })) }) },
+  { weight: 6, arbitrary: fc.record({ t: fc.constant('pump' as const), end: fc.constantFrom(0 as const, 1 as const), max: fc.integer({ min: 1, max: 8 }) }) },
+  {
+    weight: 10,
+    arbitrary: fc.record({
+      t: fc.constant('deliver' as const),
+      dir: fc.constantFrom(0 as const, 1 as const),
+      pick: fc.oneof(fc.constant(0), fc.nat({ max: 20 })),
+      fate: fc.oneof({ weight: 12, arbitrary: fc.constant('ok' as const) }, { weight: 2, arbitrary: fc.constant('lose' as const) }, { weight: 2, arbitrary: fc.constant('dup' as const) }, { weight: 1, arbitrary: fc.constant('corrupt' as const) }),
+      bit: fc.nat({ max: 8 * 600 }),
+    }),
+  },
+  { weight: 4, arbitrary: fc.record({ t: fc.constant('submit' as const), s: fc.nat({ max: STREAMS.length - 1 }), n: fc.integer({ min: 1, max: 6 }) }) },
+  { weight: 4, arbitrary: fc.record({ t: fc.constant('consume' as const), s: fc.nat({ max: STREAMS.length - 1 }), n: fc.integer({ min: 1, max: 6 }) }) },
+  { weight: 1, arbitrary: fc.constant({ t: 'drop' as const }) },
+  { weight: 1, arbitrary: fc.record({ t: fc.constant('bounce' as const), end: fc.constantFrom(0 as const, 1 as const) }) },
+  { weight: 2, arbitrary: fc.constant({ t: 'connect' as const }) },
+);
+
+const configArb = fc.record({
+  window: fc.integer({ min: 1, max: 6 }),
+  heartbeatMs: fc.constantFrom(20, 100),
+  rtoMs: fc.constantFrom(10, 50, 200),
+});
+
+const scenarioArb: fc.Arbitrary<Scenario> = fc.record({
+  configs: fc.tuple(configArb, configArb),
+  totals: fc.array(fc.nat({ max: 30 }), { minLength: STREAMS.length, maxLength: STREAMS.length }),
+  stuck: fc.array(fc.boolean(), { minLength: STREAMS.length, maxLength: STREAMS.length }),
+  actions: fc.array(actionArb, { minLength: 10, maxLength: 200, size: 'max' }),
+});
+
+interface Scenario {
+  configs: [Partial<LinkEndConfig>, Partial<LinkEndConfig>];
+  totals: number[];
+  stuck: boolean[];
+  actions: Action[];
+}
+
+function simulate(sc: Scenario): Sim {
+  const sim = new Sim(sc.configs, sc.totals, sc.stuck);
+  for (const a of sc.actions) sim.run(a);
+  sim.heal();
+  return sim;
+}
+
+// ---- the properties ---------------------------------------------------------------
+
+test('property: over a link that loses, duplicates, reorders, corrupts and drops, every packet is delivered exactly once and in order, a stuck destination holds back only its own stream, and buffers stay within the window', (t) => {
+  fc.assert(
+    fc.property(scenarioArb, (sc) => {
+      const sim = simulate(sc);
+      if (process.env['SIM_STATS']) {
+        const x = sim.ends.map((e) => e.stats);
+        console.log(JSON.stringify({ now: sim.now, frames: sim.trace.length, delivered: sim.st.map((s) => s.delivered), a: x[0], b: x[1] }));
+      }
+      for (const [s, st] of sim.st.entries()) {
+        const w = sim.windows[1 - STREAMS[s]!.from]!;
+        if (st.stuck) {
+          // It got what its window allows and no more, and it waits, refused, holding nothing back.
+          t.is(st.delivered, Math.min(st.total, w), `stream ${s}`);
+          if (st.total > w) t.true(st.waiting || st.submitted < st.total);
+        } else {
+          t.is(st.delivered, st.total, `stream ${s}`);
+          t.is(st.submitted, st.total);
+        }
+      }
+    }),
+    { numRuns: 1500 },
+  );
+});
+
+test('property: a link that never drops (no reconnect to resend or re-grant): losses are repaired by retransmission and lost grants by probes alone', (t) => {
+  const steady = (c: Partial<LinkEndConfig>) => ({ ...c, missedHeartbeats: 1e9 });
+  fc.assert(
+    fc.property(scenarioArb, (sc) => {
+      const sim = simulate({ ...sc, configs: [steady(sc.configs[0]), steady(sc.configs[1])], actions: sc.actions.filter((a) => a.t !== 'drop' && a.t !== 'bounce') });
+      for (const [s, st] of sim.st.entries()) if (!st.stuck) t.is(st.delivered, st.total, `stream ${s}`);
+    }),
+    { numRuns: 1000 },
+  );
+});
+
+test('property: an end that restarts (a new instance, its state gone) gets every stream again in order, at least once: nothing lost, repeats only of what the old instance had', (t) => {
+  const restartArb = fc.oneof({ weight: 20, arbitrary: actionArb }, { weight: 1, arbitrary: fc.constant({ t: 'restart' as const }) });
+  fc.assert(
+    fc.property(scenarioArb, fc.array(restartArb, { minLength: 10, maxLength: 200, size: 'max' }), (sc, actions) => {
+      // Only streams into the end that restarts: the one from it would start over with new packets.
+      const totals = sc.totals.map((n, s) => (STREAMS[s]!.from === 0 ? n : 0));
+      const sim = simulate({ ...sc, totals, stuck: sc.stuck.map(() => false), actions });
+      t.true(sim.restartsSeen <= sim.restarts);
+      if (process.env['SIM_STATS']) console.log(JSON.stringify({ restarts: sim.restarts, seen: sim.restartsSeen }));
+      for (const [s, st] of sim.st.entries()) t.is(st.delivered, st.total, `stream ${s}`);
+    }),
+    { numRuns: 500 },
+  );
+});
+
+test('property: no stuck destination and a clean heal: everything arrives, the same inputs give the same frames (time is only `now`)', (t) => {
+  fc.assert(
+    fc.property(scenarioArb.map((sc) => ({ ...sc, stuck: sc.stuck.map(() => false) })), (sc) => {
+      const a = simulate(sc);
+      const b = simulate(sc);
+      t.deepEqual(a.trace, b.trace);
+      for (const st of a.st) t.is(st.consumed, st.total);
+    }),
+    { numRuns: 500 },
+  );
+});
+
+// ---- the rules one by one, by hand ------------------------------------------------
+
+const S: Stream = { source: 0x1001, destination: 0x2001 };
+const T: Stream = { source: 0x1002, destination: 0x2002 };
+const P = (i: number) => packet(0, i);
+
+/** Sends everything both ends have to send at `now` over a perfect wire, until both are quiet. */
+function exchange(a: LinkEnd, b: LinkEnd, now: number, drop?: (from: 'a' | 'b', bytes: Uint8Array) => boolean): void {
+  for (let moved = true, rounds = 0; moved && rounds < 1000; rounds++) {
+    moved = false;
+    for (const [from, to, name] of [[a, b, 'a'], [b, a, 'b']] as const) {
+      for (let f = from.pollTransmit(now); f; f = from.pollTransmit(now)) {
+        moved = true;
+        if (!drop?.(name, f)) to.receive(f, now);
+      }
+    }
+  }
+}
+
+function connected(ca: Partial<LinkEndConfig> = {}, cb: Partial<LinkEndConfig> = {}): [LinkEnd, LinkEnd] {
+  const a = new LinkEnd({ instance: 1, ...ca });
+  const b = new LinkEnd({ instance: 2, ...cb });
+  a.linkUp(0);
+  b.linkUp(0);
+  exchange(a, b, 0);
+  return [a, b];
+}
+
+function events(e: LinkEnd): string[] {
+  const out: string[] = [];
+  for (let ev = e.pollEvent(); ev; ev = e.pollEvent()) out.push(ev.kind === 'ready' || ev.kind === 'stalled' ? `${ev.kind} ${ev.stream.source.toString(16)}` : ev.kind === 'restarted' ? `restarted ${ev.instance} ${ev.resent}` : ev.kind);
+  return out;
+}
+
+function delivered(e: LinkEnd): string[] {
+  const out: string[] = [];
+  for (let d = e.pollDeliver(); d; d = e.pollDeliver()) out.push(`${d.stream.source.toString(16)}:${d.packet[d.packet.length - 7]}`);
+  return out;
+}
+
+test('the module reads no clock and sets no timer: time is only the `now` argument', (t) => {
+  for (const file of ['streams.ts', 'frame.ts']) {
+    const text = fs.readFileSync(path.join(__dirname, '..', 'ts', 'link', file), 'utf8').replace(/\/\/.*$/gm, '');
+    t.notRegex(text, /\b(Date|setTimeout|setInterval|setImmediate|performance|hrtime|Math\.random|queueMicrotask)\b/, file);
+    t.notRegex(text, /from 'node:/, file);
+  }
+});
+
+test('unwrapSeq: the 32-bit wire sequence nearest the expected one', (t) => {
+  t.is(unwrapSeq(0, 0), 0);
+  t.is(unwrapSeq(0, 0xffffffff), -1);
+  t.is(unwrapSeq(2 ** 32 - 2, 1), 2 ** 32 + 1);
+  t.is(unwrapSeq(2 ** 32 + 5, 3), 2 ** 32 + 3);
+  t.is(unwrapSeq(5 * 2 ** 32 + 7, 0x80000007), 5 * 2 ** 32 + 7 - 2 ** 31);
+  t.is(unwrapSeq(5 * 2 ** 32 + 7, 0x80000006), 5 * 2 ** 32 + 7 + 2 ** 31 - 1);
+  t.is(unwrapSeq(10, 10 + 2 ** 31 - 1), 10 + 2 ** 31 - 1);
+});
+
+test('hello both ways, then a heartbeat every 100 ms; nothing received for 300 ms: dead, down, silent', (t) => {
+  const a = new LinkEnd({ instance: 7, window: 5 });
+  const b = new LinkEnd({ instance: 8 });
+  a.linkUp(0);
+  b.linkUp(0);
+  const h = a.pollTransmit(0)!;
+  t.deepEqual(decode(h), { type: 'hello', instance: 7, window: 5, seen: false });
+  t.is(a.pollTransmit(0), null);
+  t.false(b.isUp);
+  b.receive(h, 0);
+  t.true(b.isUp);
+  t.deepEqual(events(b), ['up']);
+  const hb = b.pollTransmit(0)!;
+  t.deepEqual(decode(hb), { type: 'hello', instance: 8, window: 64, seen: true });
+  a.receive(hb, 1);
+  t.true(a.isUp);
+  t.is(a.pollTransmit(1), null); // b showed it saw a's hello: no more hellos
+  t.is(a.credit(S), 64);
+  t.is(a.pollTimeout(1), 100);
+  t.is(a.pollTransmit(99), null);
+  t.deepEqual(decode(a.pollTransmit(100)!), { type: 'heartbeat' });
+  t.is(a.pollTimeout(100), 200);
+  a.handleTimeout(200);
+  t.deepEqual(decode(a.pollTransmit(200)!), { type: 'heartbeat' });
+  a.handleTimeout(300);
+  t.true(a.isUp);
+  t.is(a.pollTimeout(250), 300); // 300 ms after the last frame from b (at 1)
+  a.handleTimeout(301);
+  t.deepEqual(events(a), ['up', 'dead']);
+  t.false(a.isUp);
+  t.is(a.pollTransmit(301), null);
+  t.is(a.pollTimeout(301), null);
+});
+
+test('configurable heartbeat: 10 ms and 5 missed is dead after 50 ms; any frame counts as alive', (t) => {
+  const [a, b] = connected({ heartbeatMs: 10, missedHeartbeats: 5 });
+  events(a);
+  a.handleTimeout(40);
+  b.handleTimeout(40);
+  exchange(a, b, 40); // b's heartbeat (its default is 100 ms: nothing yet) — a sends its own
+  a.handleTimeout(49);
+  t.deepEqual(events(a), []);
+  a.handleTimeout(50);
+  t.deepEqual(events(a), ['dead']);
+});
+
+test('a hello lost is sent again each heartbeat until the peer shows it saw it', (t) => {
+  const a = new LinkEnd({ instance: 1 });
+  const b = new LinkEnd({ instance: 2 });
+  a.linkUp(0);
+  b.linkUp(0);
+  a.pollTransmit(0); // lost
+  b.pollTransmit(0); // lost
+  t.is(a.pollTimeout(0), 100);
+  exchange(a, b, 100);
+  t.true(a.isUp && b.isUp);
+  t.is(a.pollTimeout(100), 200); // a heartbeat, no hello
+});
+
+test('frames before the peer hello on this connection are rejected; so are acks beyond what was sent', (t) => {
+  const b = new LinkEnd({ instance: 2 });
+  b.linkUp(0);
+  b.receive(encode({ type: 'data', ...S, seq: 0, packet: P(0) }), 0);
+  t.is(b.stats.rejectedFrames, 1);
+  t.is(b.pollDeliver(), null);
+  const [a2, b2] = connected();
+  t.true(a2.submit(S, P(0)));
+  a2.receive(encode({ type: 'ack', ...S, ack: 5, credit: 100 }), 1);
+  t.is(a2.stats.rejectedFrames, 1);
+  t.is(a2.sendBuffered(S), 1);
+  t.is(a2.credit(S), 63); // the bogus credit was not taken either
+  a2.receive(encode({ type: 'ack', ...S, ack: 0, credit: 65 }), 1); // more than b2's window beyond the ack
+  t.is(a2.stats.rejectedFrames, 2);
+  a2.receive(encode({ type: 'ack', ...S, ack: 1, credit: 0 }), 1); // credit behind the ack
+  t.is(a2.stats.rejectedFrames, 3);
+  t.is(a2.sendBuffered(S), 1);
+  a2.receive(encode({ type: 'ack', ...S, ack: 1, credit: 65 }), 1);
+  t.is(a2.sendBuffered(S), 0);
+  t.is(a2.credit(S), 64);
+  b2.receive(encode({ type: 'ack', ...T, ack: 0, credit: 9 }), 1); // a stream b2 does not send
+  t.is(b2.stats.rejectedFrames, 1);
+});
+
+test('a peer opens at most maxStreams streams toward an end', (t) => {
+  const [a, b] = connected({}, { maxStreams: 2 });
+  for (let src = 1; src <= 3; src++) a.submit({ source: src, destination: 9 }, P(0));
+  exchange(a, b, 1);
+  t.deepEqual(delivered(b), ['1:0', '2:0']);
+  t.true(b.stats.rejectedFrames >= 1);
+  b.receive(encode({ type: 'probe', source: 4, destination: 9, seq: 0 }), 2);
+  t.is(b.pollTransmit(2), null); // no ack for a stream it does not keep
+});
+
+test('data beyond the credit granted is discarded (and acked); a duplicate is discarded; frames after a gap wait for it', (t) => {
+  const [a, b] = connected({}, { window: 3 });
+  b.receive(encode({ type: 'data', ...S, seq: 3, packet: P(3) }), 1);
+  t.is(b.stats.outOfWindow, 1);
+  b.receive(encode({ type: 'data', ...S, seq: 2, packet: P(2) }), 1);
+  b.receive(encode({ type: 'data', ...S, seq: 1, packet: P(1) }), 1);
+  b.receive(encode({ type: 'data', ...S, seq: 1, packet: P(1) }), 1);
+  t.is(b.stats.duplicates, 1);
+  t.deepEqual(delivered(b), []);
+  t.is(b.receiveBuffered(S), 2);
+  b.receive(encode({ type: 'data', ...S, seq: 0, packet: P(0) }), 1);
+  b.receive(encode({ type: 'data', ...S, seq: 0, packet: P(0) }), 1);
+  t.is(b.stats.duplicates, 2);
+  t.deepEqual(delivered(b), ['1001:0', '1001:1', '1001:2']);
+  t.deepEqual(decode(b.pollTransmit(2)!), { type: 'ack', ...S, ack: 3, credit: 3 });
+  b.consumed(S, 2);
+  t.deepEqual(decode(b.pollTransmit(2)!), { type: 'ack', ...S, ack: 3, credit: 5 });
+  t.is(a.pollTransmit(2), null);
+});
+
+test('a stream without credit is refused and stalled alone: another stream, to the same switch, flows; credit comes back as the destination consumes', (t) => {
+  const [a, b] = connected({}, { window: 2 });
+  t.true(a.submit(S, P(0)));
+  t.true(a.submit(S, P(1)));
+  t.false(a.submit(S, P(2)));
+  t.false(a.submit(S, P(2)));
+  t.deepEqual(events(a), ['up', 'stalled 1001']);
+  t.is(a.credit(S), 0);
+  exchange(a, b, 1);
+  t.deepEqual(delivered(b), ['1001:0', '1001:1']);
+  // S's destination does not consume; T goes on, 20 packets through a window of 2.
+  let sent = 0;
+  const got: string[] = [];
+  for (let step = 0; step < 100 && got.length < 20; step++) {
+    while (sent < 20 && a.submit(T, P(sent))) sent++;
+    exchange(a, b, 2 + step);
+    const d = delivered(b);
+    got.push(...d);
+    if (d.length) b.consumed(T, d.length);
+    events(a);
+  }
+  t.deepEqual(got, Array.from({ length: 20 }, (_, i) => `1002:${i}`));
+  t.is(a.sendBuffered(S), 0);
+  t.deepEqual(events(a), []);
+  b.consumed(S, 1);
+  exchange(a, b, 200);
+  t.deepEqual(events(a), ['ready 1001']);
+  t.true(a.submit(S, P(2)));
+  t.false(a.submit(S, P(3)));
+});
+
+test('a lost grant: the stalled sender probes after its timeout and the answer carries the credit', (t) => {
+  const [a, b] = connected({ rtoMs: 50 }, { window: 1 });
+  events(a);
+  t.true(a.submit(S, P(0)));
+  t.false(a.submit(S, P(1)));
+  exchange(a, b, 1);
+  t.deepEqual(delivered(b), ['1001:0']);
+  b.consumed(S, 1);
+  exchange(a, b, 2, (from) => from === 'b'); // the grant is lost
+  t.deepEqual(events(a), ['stalled 1001']);
+  a.handleTimeout(3);
+  t.is(a.pollTimeout(3), 53);
+  a.handleTimeout(53);
+  t.deepEqual(decode(a.pollTransmit(53)!), { type: 'probe', ...S, seq: 1 });
+  b.receive(encode({ type: 'probe', ...S, seq: 1 }), 53);
+  a.receive(b.pollTransmit(53)!, 53);
+  t.deepEqual(events(a), ['ready 1001']);
+});
+
+test('unacknowledged packets go again after the timeout (doubling) and at reconnect; the receiver discards what it had', (t) => {
+  const [a, b] = connected({ rtoMs: 20 });
+  for (let i = 0; i < 3; i++) a.submit(S, P(i));
+  const lost = [a.pollTransmit(1)!, a.pollTransmit(1)!, a.pollTransmit(1)!];
+  b.receive(lost[0]!, 1); // only the first arrives; its ack is lost
+  b.pollTransmit(1);
+  t.is(a.pollTimeout(1), 21);
+  a.handleTimeout(21);
+  t.is(a.stats.retransmits, 3);
+  t.is(a.pollTimeout(21), 21); // to send now
+  for (let i = 0; i < 3; i++) a.pollTransmit(21); // lost again
+  t.is(a.pollTimeout(21), 61); // the timeout doubled
+  a.handleTimeout(61);
+  t.is(a.stats.retransmits, 6);
+  exchange(a, b, 61, (from, f) => from === 'a' && decode(f).type === 'data' && (decode(f) as { seq: number }).seq === 1);
+  t.deepEqual(delivered(b), ['1001:0']);
+  t.is(b.receiveBuffered(S), 1); // packet 2 waits for 1
+  t.is(b.stats.duplicates, 1);
+  t.is(a.pollTimeout(61), 81); // the ack of 0 was progress: back to 20 ms
+  // The link drops and comes back before that: everything unacknowledged goes at once.
+  a.linkDown();
+  b.linkDown();
+  a.linkUp(70);
+  b.linkUp(70);
+  exchange(a, b, 70);
+  t.deepEqual(delivered(b), ['1001:1', '1001:2']);
+  t.is(a.sendBuffered(S), 0);
+});
+
+test('a peer that restarted (new instance) gets its streams from 0: unacknowledged packets go again, at least once', (t) => {
+  const [a, b] = connected();
+  for (let i = 0; i < 3; i++) a.submit(S, P(i));
+  exchange(a, b, 1, (from, f) => from === 'b' || (decode(f).type === 'data' && (decode(f) as { seq: number }).seq === 2));
+  t.deepEqual(delivered(b), ['1001:0', '1001:1']); // and then b dies before acking
+  a.linkDown();
+  const b2 = new LinkEnd({ instance: 3 });
+  a.linkUp(10);
+  b2.linkUp(10);
+  exchange(a, b2, 10);
+  t.deepEqual(events(a), ['up', 'restarted 3 3', 'up']);
+  t.deepEqual(delivered(b2), ['1001:0', '1001:1', '1001:2']);
+});
+
+test('submit and consumed refuse what cannot be', (t) => {
+  const [a, b] = connected();
+  t.throws(() => a.submit(S, new Uint8Array(16)), { instanceOf: FrameError, code: 'EPACKET' } as never);
+  t.throws(() => a.submit({ source: 2 ** 28, destination: 1 }, P(0)), { instanceOf: FrameError, code: 'EFIELD' } as never);
+  t.throws(() => b.consumed(S, 1), { instanceOf: RangeError });
+  a.submit(S, P(0));
+  exchange(a, b, 1);
+  t.throws(() => b.consumed(S, 1), { instanceOf: RangeError }); // delivered to the end, not yet polled
+  delivered(b);
+  b.consumed(S, 1);
+  t.throws(() => b.consumed(S, 1), { instanceOf: RangeError });
+  t.throws(() => new LinkEnd({ instance: -1 }), { instanceOf: RangeError });
+  t.throws(() => new LinkEnd({ instance: 1, window: 0 }), { instanceOf: RangeError });
+  t.throws(() => new LinkEnd({ instance: 1, missedHeartbeats: 1 }), { instanceOf: RangeError });
+});
+
+test('before the first hello a new stream has no credit: refused, then ready when the peer says its window', (t) => {
+  const a = new LinkEnd({ instance: 1 });
+  const b = new LinkEnd({ instance: 2, window: 4 });
+  t.false(a.submit(S, P(0)));
+  t.deepEqual(events(a), ['stalled 1001']);
+  a.linkUp(0);
+  b.linkUp(0);
+  exchange(a, b, 0);
+  t.deepEqual(events(a), ['ready 1001', 'up']);
+  t.is(a.credit(S), 4);
+});
+
+test('a sender that restarted: its new packets are delivered from its 0 again, and what the destination still holds of the old ones can still be consumed', (t) => {
+  const U: Stream = { source: 0x2001, destination: 0x1001 };
+  const [a, b] = connected({ window: 2 });
+  t.true(b.submit(U, P(0)));
+  t.true(b.submit(U, P(1)));
+  exchange(a, b, 1);
+  t.deepEqual(delivered(a), ['2001:0', '2001:1']);
+  a.consumed(U, 1); // one still held by the destination
+  const b2 = new LinkEnd({ instance: 9 });
+  a.linkDown();
+  a.linkUp(10);
+  b2.linkUp(10);
+  exchange(a, b2, 10);
+  t.deepEqual(events(a), ['up', 'restarted 9 0', 'up']);
+  t.true(b2.submit(U, P(5)));
+  exchange(a, b2, 11);
+  t.deepEqual(delivered(a), ['2001:5']);
+  a.consumed(U, 2); // the old one and the new one
+  t.throws(() => a.consumed(U, 1), { instanceOf: RangeError });
+  exchange(a, b2, 12);
+  // Granted: 1 consumed of the new numbering + the window of 2 = 3; 1 acked: 2 to go.
+  t.is(b2.credit(U), 2);
+});
+
+test('a data frame corrupted on the way is dropped, counted, never delivered, and arrives whole when resent', (t) => {
+  const [a, b] = connected({ rtoMs: 10 });
+  a.submit(S, P(0));
+  const f = a.pollTransmit(1)!;
+  const bad = f.slice();
+  bad[40] ^= 0x04; // inside the packet: its ECRC no longer matches
+  b.receive(bad, 1);
+  t.is(b.stats.badFrames, 1);
+  t.regex(b.stats.lastBadFrame!, /ECRC/);
+  t.is(b.pollDeliver(), null);
+  t.is(b.pollTransmit(1), null); // nothing to ack
+  a.handleTimeout(11);
+  exchange(a, b, 11);
+  t.deepEqual(delivered(b), ['1001:0']);
+  t.is(a.sendBuffered(S), 0);
+});
+
+test('request and response: the ack of each stream rides on the data of its reverse, no ack frames of their own', (t) => {
+  const R: Stream = { source: S.destination, destination: S.source };
+  const [a, b] = connected();
+  const frames: string[] = [];
+  for (let i = 0; i < 5; i++) {
+    a.submit(S, P(i));
+    const req = a.pollTransmit(1 + i)!;
+    const q = decode(req);
+    frames.push(q.type);
+    if (i > 0) t.like(q, { reverse: { ack: i, credit: 64 + i } });
+    b.receive(req, 1 + i);
+    t.deepEqual(delivered(b), [`1001:${i}`]);
+    b.consumed(S, 1);
+    b.submit(R, P(i));
+    const res = b.pollTransmit(1 + i)!;
+    const d = decode(res);
+    t.like(d, { type: 'data', reverse: { ack: i + 1, credit: 64 + i + 1 } });
+    t.is(b.pollTransmit(1 + i), null);
+    a.receive(res, 1 + i);
+    t.deepEqual(delivered(a), [`2001:${i}`]);
+    a.consumed(R, 1);
+  }
+  t.is(a.sendBuffered(S), 0); // every request acked by a response
+  t.is(b.sendBuffered(R), 1); // each request acked the response before it; the last one's ack is still owed
+  t.deepEqual(decode(a.pollTransmit(6)!), { type: 'ack', ...R, ack: 5, credit: 69 });
+  t.deepEqual(frames, ['data', 'data', 'data', 'data', 'data']);
+});

@@ -1,0 +1,279 @@
+// The link frame (docs/multi-host.md, "The link frame"): what one switch
+// sends another over a link, one frame per link message. A 32-byte header
+// (stream key, sequence, acknowledgement, credit, guarded by its own CRC)
+// and, in data frames, one explicit Gen-Z packet from the project's codec,
+// whose PCRC and ECRC are checked here too. Pure: no I/O, no state.
+import { FamezError } from '../errors.js';
+import { ecrc, pcrc } from '../genz/crc.js';
+
+export type FrameErrorCode =
+  /** The argument is not a Uint8Array (decode) or not a frame object (encode). */
+  | 'EINPUT'
+  /** Fewer bytes than a header, or than its payload length says. */
+  | 'ETRUNC'
+  /** More bytes than the header's payload length says. */
+  | 'ETRAILING'
+  /** Not a famez link frame (bytes 0..1 are not "FZ"). */
+  | 'EMAGIC'
+  /** A frame version this famez does not speak. */
+  | 'EVERSION'
+  /** The header CRC does not match the header. */
+  | 'ECRC'
+  /** A frame type this famez does not know. */
+  | 'ETYPE'
+  /** A field out of range, a flag or reserved bit set, or a field that its
+   * frame type does not use not zero. */
+  | 'EFIELD'
+  /** A data frame's payload is not a sound explicit Gen-Z packet (length,
+   * LEN, PCRC or ECRC). */
+  | 'EPACKET';
+
+export class FrameError extends FamezError<FrameErrorCode> {
+  override name = 'FrameError';
+}
+
+/** "FZ" in bytes 0 and 1. */
+export const MAGIC = 0x5a46;
+export const VERSION = 1;
+export const HEADER_BYTES = 32;
+/** The largest explicit Gen-Z packet: LEN is 7 bits of dwords. */
+export const MAX_PACKET_BYTES = 127 * 4;
+/** The smallest: LEN 4. */
+export const MIN_PACKET_BYTES = 16;
+/** GCIDs are SID (16 bits) above CID (12 bits). */
+export const GCID_LIMIT = 2 ** 28;
+
+export const FrameType = { hello: 1, heartbeat: 2, data: 3, ack: 4, probe: 5 } as const;
+export type FrameTypeName = keyof typeof FrameType;
+const TYPE_NAME = new Map<number, FrameTypeName>(Object.entries(FrameType).map(([k, v]) => [v, k as FrameTypeName]));
+
+/** Flag bit of a hello: its sender has seen the receiver's hello on this connection. */
+const FLAG_SEEN = 0x01;
+/** Flag bit of a data frame: ack and credit carry the reverse stream's ack. */
+const FLAG_ACK = 0x01;
+
+/** "I am `instance`; each new stream to me may start with `window` packets." */
+export interface Hello {
+  type: 'hello';
+  /** The sender's incarnation (u32): a new one means it lost its streams' state. */
+  instance: number;
+  /** The credit a new stream toward the sender starts with (1..2^31-1). */
+  window: number;
+  /** The sender has seen the receiver's hello on this connection. */
+  seen: boolean;
+}
+
+export interface Heartbeat {
+  type: 'heartbeat';
+}
+
+/** Packet number `seq` of stream (source, destination). */
+export interface Data {
+  type: 'data';
+  source: number;
+  destination: number;
+  /** u32; the stream's sequence number modulo 2^32. */
+  seq: number;
+  /** One explicit Gen-Z packet, as the codec encodes it. */
+  packet: Uint8Array;
+  /** The ack of the reverse stream (destination -> source) riding along
+   * (flag ACK): as an ack frame of that stream would say. */
+  reverse?: { ack: number; credit: number };
+}
+
+/** The receiver of stream (source, destination): every packet before `ack`
+ * arrived; the sender may send every packet before `credit`. */
+export interface Ack {
+  type: 'ack';
+  source: number;
+  destination: number;
+  /** u32: the next sequence number the receiver expects. */
+  ack: number;
+  /** u32: the first sequence number the sender may not send yet. */
+  credit: number;
+}
+
+/** The sender of stream (source, destination) has no credit and nothing in
+ * flight: it asks for an ack (which carries the credit). */
+export interface Probe {
+  type: 'probe';
+  source: number;
+  destination: number;
+  /** u32: the sender's next sequence number. */
+  seq: number;
+}
+
+export type Frame = Hello | Heartbeat | Data | Ack | Probe;
+
+/** Why `bytes` is not a sound explicit Gen-Z packet, or null when it is:
+ * its length is a whole number of dwords, 16..508, equal to LEN's, and its
+ * PCRC and ECRC match (genz-packets.md, "CRCs"). Cheaper than a decode. */
+export function packetFault(bytes: Uint8Array): string | null {
+  const n = bytes.length;
+  if (n < MIN_PACKET_BYTES || n > MAX_PACKET_BYTES || n % 4 !== 0) return `${n} bytes is not a packet length (16..508, whole dwords)`;
+  const d0 = (bytes[0]! | (bytes[1]! << 8) | (bytes[2]! << 16) | (bytes[3]! << 24)) >>> 0;
+  const LEN = ((d0 >>> 5) & 0x7) | (((d0 >>> 12) & 0xf) << 3);
+  const VC = (d0 >>> 19) & 0x1f;
+  const PCRC = d0 >>> 26;
+  if (PCRC !== pcrc(VC, LEN)) return `PCRC 0x${PCRC.toString(16)} does not match VC ${VC}, LEN ${LEN}`;
+  if (LEN * 4 !== n) return `LEN ${LEN} is ${LEN * 4} bytes, the payload ${n}`;
+  const sum = bytes[n - 3]! | (bytes[n - 2]! << 8) | (bytes[n - 1]! << 16);
+  if (sum !== ecrc(bytes.subarray(0, n - 3))) return `ECRC 0x${sum.toString(16)} does not match the packet`;
+  return null;
+}
+
+function u32(bytes: Uint8Array, at: number): number {
+  return (bytes[at]! | (bytes[at + 1]! << 8) | (bytes[at + 2]! << 16) | (bytes[at + 3]! << 24)) >>> 0;
+}
+
+function put32(bytes: Uint8Array, at: number, v: number): void {
+  bytes[at] = v & 0xff;
+  bytes[at + 1] = (v >>> 8) & 0xff;
+  bytes[at + 2] = (v >>> 16) & 0xff;
+  bytes[at + 3] = (v >>> 24) & 0xff;
+}
+
+/** The header CRC: the Gen-Z ECRC function (reflected CRC-24, polynomial
+ * 0x5bc4f5) over header bytes 0..28, stored in bytes 29..31 (the top three
+ * bytes of the last header dword, as Gen-Z stores a packet's ECRC). */
+function headerCrc(bytes: Uint8Array): number {
+  return ecrc(bytes.subarray(0, HEADER_BYTES - 3));
+}
+
+function bad(code: FrameErrorCode, message: string): FrameError {
+  return new FrameError(code, message);
+}
+
+/** Decodes one frame. Throws only FrameError, reads only `bytes`. */
+export function decode(bytes: Uint8Array): Frame {
+  if (!(bytes instanceof Uint8Array)) throw bad('EINPUT', 'decode takes a Uint8Array');
+  if (bytes.length < HEADER_BYTES) throw bad('ETRUNC', `${bytes.length} bytes: a link frame's header is ${HEADER_BYTES}`);
+  if ((bytes[0]! | (bytes[1]! << 8)) !== MAGIC) throw bad('EMAGIC', 'not a famez link frame (bytes 0..1 are not "FZ")');
+  if (bytes[2] !== VERSION) throw bad('EVERSION', `link frame version ${bytes[2]}; this famez speaks ${VERSION}`);
+  const crc = bytes[29]! | (bytes[30]! << 8) | (bytes[31]! << 16);
+  if (crc !== headerCrc(bytes)) throw bad('ECRC', 'the link frame header CRC does not match the header');
+  const length = bytes[6]! | (bytes[7]! << 8);
+  if (bytes.length < HEADER_BYTES + length) throw bad('ETRUNC', `the header says ${length} payload bytes, ${bytes.length - HEADER_BYTES} came`);
+  if (bytes.length > HEADER_BYTES + length) throw bad('ETRAILING', `${bytes.length - HEADER_BYTES - length} bytes after the ${length} payload bytes`);
+  const type = TYPE_NAME.get(bytes[3]!);
+  if (!type) throw bad('ETYPE', `link frame type ${bytes[3]} is unknown`);
+  const flags = bytes[4]!;
+  if (bytes[5] !== 0 || bytes[28] !== 0) throw bad('EFIELD', 'a reserved header byte is not zero');
+  const source = u32(bytes, 8);
+  const destination = u32(bytes, 12);
+  const seq = u32(bytes, 16);
+  const ack = u32(bytes, 20);
+  const credit = u32(bytes, 24);
+  const zero = (names: Record<string, number>): void => {
+    for (const [name, v] of Object.entries(names)) if (v !== 0) throw bad('EFIELD', `a ${type} frame's ${name} must be 0, not ${v}`);
+  };
+  const key = (): void => {
+    if (source >= GCID_LIMIT || destination >= GCID_LIMIT) throw bad('EFIELD', `GCIDs are 28 bits: source 0x${source.toString(16)}, destination 0x${destination.toString(16)}`);
+  };
+  switch (type) {
+    case 'hello':
+      if ((flags & ~FLAG_SEEN) !== 0) throw bad('EFIELD', `unknown hello flags 0x${flags.toString(16)}`);
+      zero({ length, source, destination, ack });
+      if (credit === 0 || credit >= 2 ** 31) throw bad('EFIELD', `a hello's window must be 1..2^31-1, not ${credit}`);
+      return { type, instance: seq, window: credit, seen: (flags & FLAG_SEEN) !== 0 };
+    case 'heartbeat':
+      zero({ flags, length, source, destination, seq, ack, credit });
+      return { type };
+    case 'data': {
+      if ((flags & ~FLAG_ACK) !== 0) throw bad('EFIELD', `unknown data flags 0x${flags.toString(16)}`);
+      if (!(flags & FLAG_ACK)) zero({ ack, credit });
+      key();
+      // A copy, and a plain Uint8Array even from a Buffer (whose slice is a view).
+      const packet = new Uint8Array(bytes.subarray(HEADER_BYTES));
+      const fault = packetFault(packet);
+      if (fault !== null) throw bad('EPACKET', `data frame ${seq} of ${source}->${destination}: ${fault}`);
+      return flags & FLAG_ACK ? { type, source, destination, seq, packet, reverse: { ack, credit } } : { type, source, destination, seq, packet };
+    }
+    case 'ack':
+      zero({ flags, length, seq });
+      key();
+      return { type, source, destination, ack, credit };
+    case 'probe':
+      zero({ flags, length, ack, credit });
+      key();
+      return { type, source, destination, seq };
+  }
+}
+
+function checkU32(frame: string, name: string, v: unknown, limit = 2 ** 32): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v >= limit) {
+    throw bad('EFIELD', `${frame}: ${name} must be an integer in 0..${limit - 1}, not ${String(v)}`);
+  }
+  return v;
+}
+
+/** Encodes one frame; throws FrameError for a field out of range or a data
+ * frame whose packet is not sound (the codec's bytes always are). */
+export function encode(frame: Frame): Uint8Array {
+  if (typeof frame !== 'object' || frame === null || !TYPE_NAME.has(FrameType[frame.type as FrameTypeName])) {
+    throw bad('EINPUT', 'encode takes a frame object with a known type');
+  }
+  const t = frame.type;
+  let flags = 0;
+  let source = 0;
+  let destination = 0;
+  let seq = 0;
+  let ack = 0;
+  let credit = 0;
+  let payload: Uint8Array | null = null;
+  switch (frame.type) {
+    case 'hello':
+      seq = checkU32(t, 'instance', frame.instance);
+      credit = checkU32(t, 'window', frame.window, 2 ** 31);
+      if (credit === 0) throw bad('EFIELD', 'hello: window must be at least 1');
+      flags = frame.seen ? FLAG_SEEN : 0;
+      break;
+    case 'heartbeat':
+      break;
+    case 'data':
+      seq = checkU32(t, 'seq', frame.seq);
+      if (!(frame.packet instanceof Uint8Array)) throw bad('EINPUT', 'data: packet must be a Uint8Array');
+      {
+        const fault = packetFault(frame.packet);
+        if (fault !== null) throw bad('EPACKET', `data: ${fault}`);
+      }
+      payload = frame.packet;
+      if (frame.reverse !== undefined) {
+        flags = FLAG_ACK;
+        ack = checkU32(t, 'reverse.ack', frame.reverse.ack);
+        credit = checkU32(t, 'reverse.credit', frame.reverse.credit);
+      }
+      break;
+    case 'ack':
+      ack = checkU32(t, 'ack', frame.ack);
+      credit = checkU32(t, 'credit', frame.credit);
+      break;
+    case 'probe':
+      seq = checkU32(t, 'seq', frame.seq);
+      break;
+  }
+  if (frame.type === 'data' || frame.type === 'ack' || frame.type === 'probe') {
+    source = checkU32(t, 'source', frame.source, GCID_LIMIT);
+    destination = checkU32(t, 'destination', frame.destination, GCID_LIMIT);
+  }
+  const length = payload?.length ?? 0;
+  const bytes = new Uint8Array(HEADER_BYTES + length);
+  bytes[0] = MAGIC & 0xff;
+  bytes[1] = MAGIC >>> 8;
+  bytes[2] = VERSION;
+  bytes[3] = FrameType[t];
+  bytes[4] = flags;
+  bytes[6] = length & 0xff;
+  bytes[7] = length >>> 8;
+  put32(bytes, 8, source);
+  put32(bytes, 12, destination);
+  put32(bytes, 16, seq);
+  put32(bytes, 20, ack);
+  put32(bytes, 24, credit);
+  const crc = headerCrc(bytes);
+  bytes[29] = crc & 0xff;
+  bytes[30] = (crc >>> 8) & 0xff;
+  bytes[31] = crc >>> 16;
+  if (payload) bytes.set(payload, HEADER_BYTES);
+  return bytes;
+}

@@ -1,0 +1,575 @@
+// One end of a link as a pure state machine (sans-I/O, in the shape of
+// quinn-proto's handle_timeout(now) / poll_transmit(now), like
+// ts/fabric/delivery.ts): fed the packets to send, the frames that arrived,
+// what the destinations consumed and the current time, it says which frames
+// to send and which packets to deliver. No fds, no clock, no timer: time is
+// only ever the `now` argument (ms). docs/multi-host.md, "The link frame".
+//
+// The rules:
+// - A stream is (source GCID, destination GCID), one direction. Its sender
+//   numbers its packets 0, 1, 2, ... and keeps each until it is
+//   acknowledged; its receiver delivers them exactly once and in order.
+// - Credits per stream: the receiver grants `consumed + window` (the first
+//   sequence number the sender may not send yet); submit() refuses a
+//   packet beyond it (a 'stalled' event; 'ready' when credit comes). That
+//   stream waits, no other one, and nothing is dropped: the refused packet
+//   stays with the caller. So a stream's buffered packets never exceed its
+//   window, on either end.
+// - Cumulative acks; duplicates and out-of-window frames are discarded (and
+//   acked again); frames after a gap are kept (within the credit) until it
+//   fills. Unacknowledged packets are resent, all of them, when the oldest
+//   has waited rtoMs (doubling up to maxRtoMs) and at every reconnect.
+// - A sender without credit and nothing in flight probes, so a lost grant
+//   never stalls a stream for good.
+// - linkUp: each end sends a hello (its instance and window) until the
+//   peer shows it saw it; nothing else is sent or accepted before the
+//   peer's hello on this connection. Stream state survives linkDown /
+//   linkUp. A peer whose instance changed lost its state (it restarted):
+//   the streams start again from 0 and its unacknowledged packets are sent
+//   again — at least once across a peer's restart, exactly once otherwise.
+// - Heartbeats: a frame at least every heartbeatMs; nothing received for
+//   missedHeartbeats × heartbeatMs: the link is dead (event, then down).
+import { decode, encode, FrameError, GCID_LIMIT, packetFault, type Data, type Frame } from './frame.js';
+
+export interface Stream {
+  /** Source GCID. */
+  source: number;
+  /** Destination GCID. */
+  destination: number;
+}
+
+export interface LinkEndConfig {
+  /** This end's incarnation (u32): a new value at each start of the process. */
+  instance: number;
+  /** Packets of one stream this end buffers as a receiver: the credit it grants (default 64). */
+  window?: number;
+  /** A frame at least this often (default 100 ms). */
+  heartbeatMs?: number;
+  /** Dead after this many heartbeat intervals with nothing received (default 3). */
+  missedHeartbeats?: number;
+  /** First retransmission timeout (default 200 ms). */
+  rtoMs?: number;
+  /** The timeout doubles up to this (default 1600 ms). */
+  maxRtoMs?: number;
+  /** Streams the peer may open toward this end; frames of more are rejected (default 65536). */
+  maxStreams?: number;
+}
+
+export type LinkEvent =
+  /** The peer's hello arrived on this connection. */
+  | { kind: 'up'; instance: number }
+  /** Nothing arrived for missedHeartbeats intervals: this end is down now;
+   * close the transport, connect anew, then linkUp. */
+  | { kind: 'dead' }
+  /** The peer restarted (new instance): its streams start over; `resent`
+   * unacknowledged packets are sent again and may arrive twice. */
+  | { kind: 'restarted'; instance: number; resent: number }
+  /** submit() refused a packet of this stream: no credit. */
+  | { kind: 'stalled'; stream: Stream }
+  /** A stalled stream has credit again: submit. */
+  | { kind: 'ready'; stream: Stream };
+
+export interface Delivered {
+  stream: Stream;
+  packet: Uint8Array;
+}
+
+export interface LinkEndStats {
+  framesSent: number;
+  framesReceived: number;
+  /** Frames that did not decode (FrameError): dropped. */
+  badFrames: number;
+  /** Decoded but not acceptable here (an ack beyond what was sent, a frame before the hello). */
+  rejectedFrames: number;
+  /** Data frames already received. */
+  duplicates: number;
+  /** Data frames beyond the credit granted. */
+  outOfWindow: number;
+  /** Data frames sent again. */
+  retransmits: number;
+  /** The last bad frame's error, for a log line. */
+  lastBadFrame: string | null;
+}
+
+const SEQ = 2 ** 32;
+
+/** The sequence number congruent to `wire` (mod 2^32) nearest `near`. */
+export function unwrapSeq(near: number, wire: number): number {
+  let d = (wire - (near % SEQ)) % SEQ;
+  if (d < 0) d += SEQ;
+  if (d >= SEQ / 2) d -= SEQ;
+  return near + d;
+}
+
+interface Tx {
+  stream: Stream;
+  /** Every packet before `acked` is acknowledged. */
+  acked: number;
+  /** Packets acked..next-1, for sending and resending. */
+  buf: Uint8Array[];
+  /** Every packet before `sent` went out at least once on this connection. */
+  sent: number;
+  /** The first sequence number that may not be sent; -1 until the peer's window is known. */
+  limit: number;
+  stalled: boolean;
+  rto: number;
+  /** When the oldest frame in flight times out. */
+  rtoAt: number;
+  /** A stalled stream with nothing in flight probes at this time (NaN: not scheduled). */
+  probeAt: number;
+}
+
+interface Rx {
+  stream: Stream;
+  /** The next sequence number to deliver. */
+  expected: number;
+  /** Frames after a gap, by sequence number. */
+  held: Map<number, Uint8Array>;
+  /** Delivered to the caller by pollDeliver (relative to the same numbering). */
+  handed: number;
+  consumed: number;
+  /** The credit granted so far (never shrinks). */
+  granted: number;
+}
+
+function keyOf(s: Stream): number {
+  return s.source * GCID_LIMIT + s.destination;
+}
+
+function checkStream(s: Stream): void {
+  for (const v of [s.source, s.destination]) {
+    if (!Number.isInteger(v) || v < 0 || v >= GCID_LIMIT) throw new FrameError('EFIELD', `a GCID is 28 bits, not ${String(v)}`);
+  }
+}
+
+export class LinkEnd {
+  private readonly instance: number;
+  private readonly window: number;
+  private readonly heartbeatMs: number;
+  private readonly deadMs: number;
+  private readonly rtoMs: number;
+  private readonly maxRtoMs: number;
+  private readonly maxStreams: number;
+
+  private up = false;
+  /** The peer's hello arrived on this connection. */
+  private helloSeen = false;
+  /** The peer showed it saw ours. */
+  private helloConfirmed = false;
+  private helloDue = Infinity;
+  private lastRx = 0;
+  private lastTx = -Infinity;
+  private peerInstance: number | null = null;
+  private peerWindow = -1;
+
+  private readonly tx = new Map<number, Tx>();
+  private readonly txOrder: Tx[] = [];
+  private rr = 0;
+  private readonly rx = new Map<number, Rx>();
+  private readonly ackOwed = new Set<number>();
+  private readonly probeOwed = new Set<number>();
+  private readonly deliveries: Delivered[] = [];
+  private deliverHead = 0;
+  private readonly events: LinkEvent[] = [];
+  private readonly counts: LinkEndStats = {
+    framesSent: 0,
+    framesReceived: 0,
+    badFrames: 0,
+    rejectedFrames: 0,
+    duplicates: 0,
+    outOfWindow: 0,
+    retransmits: 0,
+    lastBadFrame: null,
+  };
+
+  constructor(config: LinkEndConfig) {
+    this.instance = config.instance;
+    this.window = config.window ?? 64;
+    this.heartbeatMs = config.heartbeatMs ?? 100;
+    this.deadMs = this.heartbeatMs * (config.missedHeartbeats ?? 3);
+    this.rtoMs = config.rtoMs ?? 200;
+    this.maxRtoMs = config.maxRtoMs ?? 1600;
+    this.maxStreams = config.maxStreams ?? 65536;
+    if (!Number.isInteger(this.instance) || this.instance < 0 || this.instance >= SEQ) throw new RangeError('instance must be a u32');
+    if (!Number.isInteger(this.window) || this.window < 1 || this.window >= 2 ** 30) throw new RangeError('window must be 1..2^30-1');
+    if (!(this.heartbeatMs > 0) || !(this.deadMs > this.heartbeatMs)) throw new RangeError('heartbeatMs > 0 and missedHeartbeats > 1');
+    if (!(this.rtoMs > 0) || !(this.maxRtoMs >= this.rtoMs)) throw new RangeError('0 < rtoMs <= maxRtoMs');
+  }
+
+  // ---- inputs ---------------------------------------------------------------
+
+  /** Queues one Gen-Z packet on `stream`. False when the stream has no
+   * credit: the packet was not taken (keep it; a 'ready' event follows). */
+  submit(stream: Stream, packet: Uint8Array): boolean {
+    checkStream(stream);
+    const fault = packetFault(packet);
+    if (fault !== null) throw new FrameError('EPACKET', `submit: ${fault}`);
+    const t = this.txOf(stream);
+    if (t.acked + t.buf.length >= t.limit) {
+      if (!t.stalled) {
+        t.stalled = true;
+        t.probeAt = NaN;
+        this.events.push({ kind: 'stalled', stream: t.stream });
+      }
+      return false;
+    }
+    t.buf.push(packet);
+    return true;
+  }
+
+  /** The destination of `stream` took `n` more of the packets pollDeliver gave. */
+  consumed(stream: Stream, n: number): void {
+    const r = this.rx.get(keyOf(stream));
+    if (!Number.isInteger(n) || n < 0 || !r || r.consumed + n > r.handed) {
+      throw new RangeError(`consumed(${stream.source}->${stream.destination}, ${n}): more than was delivered`);
+    }
+    r.consumed += n;
+    this.grant(r);
+  }
+
+  /** The transport is connected (again). */
+  linkUp(now: number): void {
+    this.up = true;
+    this.helloSeen = false;
+    this.helloConfirmed = false;
+    this.helloDue = now;
+    this.lastRx = now;
+    this.lastTx = -Infinity;
+    // What was in flight died with the old connection.
+    for (const t of this.txOrder) this.rewind(t, now);
+    for (const key of this.rx.keys()) this.ackOwed.add(key);
+  }
+
+  /** The transport went down (closed, shut down by the peer, failed). */
+  linkDown(): void {
+    this.up = false;
+  }
+
+  /** One link message arrived. */
+  receive(bytes: Uint8Array, now: number): void {
+    if (!this.up) return;
+    let f: Frame;
+    try {
+      f = decode(bytes);
+    } catch (e) {
+      if (!(e instanceof FrameError)) throw e;
+      this.counts.badFrames++;
+      this.counts.lastBadFrame = e.message;
+      return;
+    }
+    this.counts.framesReceived++;
+    this.lastRx = now;
+    if (f.type === 'hello') return this.onHello(f.instance, f.window, f.seen, now);
+    if (f.type === 'heartbeat') return;
+    if (!this.helloSeen) {
+      this.counts.rejectedFrames++;
+      return;
+    }
+    if (f.type === 'data') {
+      if (f.reverse) this.onAck({ source: f.destination, destination: f.source, ...f.reverse }, now);
+      return this.onData({ source: f.source, destination: f.destination }, f.seq, f.packet);
+    }
+    if (f.type === 'probe') {
+      if (this.rxOf({ source: f.source, destination: f.destination })) this.ackOwed.add(keyOf(f));
+      else this.counts.rejectedFrames++;
+      return;
+    }
+    this.onAck(f, now);
+  }
+
+  /** Deadlines: a dead link, retransmissions, probes. */
+  handleTimeout(now: number): void {
+    if (!this.up) return;
+    if (now - this.lastRx >= this.deadMs) {
+      this.up = false;
+      this.events.push({ kind: 'dead' });
+      return;
+    }
+    if (!this.helloSeen) return;
+    for (const t of this.txOrder) {
+      if (t.sent > t.acked) {
+        if (now >= t.rtoAt) {
+          this.counts.retransmits += t.sent - t.acked;
+          t.sent = t.acked;
+          t.rto = Math.min(this.maxRtoMs, t.rto * 2);
+          t.rtoAt = now + t.rto;
+        }
+      } else if (this.needsProbe(t)) {
+        // No credit, nothing in flight: the grant may have been lost.
+        if (Number.isNaN(t.probeAt)) t.probeAt = now + t.rto;
+        else if (now >= t.probeAt) {
+          this.probeOwed.add(keyOf(t.stream));
+          t.rto = Math.min(this.maxRtoMs, t.rto * 2);
+          t.probeAt = now + t.rto;
+        }
+      }
+    }
+  }
+
+  // ---- outputs --------------------------------------------------------------
+
+  /** The next frame to send now, or null. */
+  pollTransmit(now: number): Uint8Array | null {
+    const f = this.nextFrame(now);
+    if (!f) return null;
+    this.lastTx = now;
+    this.counts.framesSent++;
+    return encode(f);
+  }
+
+  /** When to call handleTimeout(t) next (then pollTransmit(t) until null),
+   * or null while down. `now` when there is something to send already. */
+  pollTimeout(now: number): number | null {
+    if (!this.up) return null;
+    let at = Math.min(this.lastRx + this.deadMs, this.lastTx + this.heartbeatMs, this.helloDue);
+    if (this.helloSeen) {
+      if (this.ackOwed.size > 0 || this.probeOwed.size > 0) return now;
+      for (const t of this.txOrder) {
+        if (this.sendable(t)) return now;
+        if (t.sent > t.acked) at = Math.min(at, t.rtoAt);
+        else if (this.needsProbe(t)) at = Math.min(at, Number.isNaN(t.probeAt) ? now : t.probeAt);
+      }
+    }
+    return Math.max(now, at);
+  }
+
+  /** The next packet for a local destination, in order per stream, or null. */
+  pollDeliver(): Delivered | null {
+    if (this.deliverHead === this.deliveries.length) return null;
+    const d = this.deliveries[this.deliverHead++]!;
+    if (this.deliverHead === this.deliveries.length) {
+      this.deliveries.length = 0;
+      this.deliverHead = 0;
+    }
+    this.rx.get(keyOf(d.stream))!.handed++;
+    return d;
+  }
+
+  pollEvent(): LinkEvent | null {
+    return this.events.shift() ?? null;
+  }
+
+  get isUp(): boolean {
+    return this.up && this.helloSeen;
+  }
+
+  get stats(): LinkEndStats {
+    return { ...this.counts };
+  }
+
+  /** Packets of `stream` this end holds as its sender (unacknowledged or unsent). */
+  sendBuffered(stream: Stream): number {
+    return this.tx.get(keyOf(stream))?.buf.length ?? 0;
+  }
+
+  /** Packets of `stream` this end holds as its receiver (after a gap, or not yet polled). */
+  receiveBuffered(stream: Stream): number {
+    const r = this.rx.get(keyOf(stream));
+    return r ? r.held.size + (r.expected - r.handed) : 0;
+  }
+
+  /** Packets `stream` may still submit now. */
+  credit(stream: Stream): number {
+    const t = this.tx.get(keyOf(stream));
+    if (!t) return this.peerWindow < 0 ? 0 : this.peerWindow;
+    return Math.max(0, t.limit - t.acked - t.buf.length);
+  }
+
+  // ---- inside -----------------------------------------------------------------
+
+  private txOf(stream: Stream): Tx {
+    const key = keyOf(stream);
+    let t = this.tx.get(key);
+    if (!t) {
+      t = {
+        stream: { source: stream.source, destination: stream.destination },
+        acked: 0,
+        buf: [],
+        sent: 0,
+        limit: this.peerWindow,
+        stalled: false,
+        rto: this.rtoMs,
+        rtoAt: Infinity,
+        probeAt: NaN,
+      };
+      this.tx.set(key, t);
+      this.txOrder.push(t);
+    }
+    return t;
+  }
+
+  private rxOf(stream: Stream): Rx | null {
+    const key = keyOf(stream);
+    let r = this.rx.get(key);
+    if (!r) {
+      if (this.rx.size >= this.maxStreams) return null;
+      r = { stream: { source: stream.source, destination: stream.destination }, expected: 0, held: new Map(), handed: 0, consumed: 0, granted: this.window };
+      this.rx.set(key, r);
+    }
+    return r;
+  }
+
+  private rewind(t: Tx, now: number): void {
+    t.sent = t.acked;
+    t.rto = this.rtoMs;
+    t.rtoAt = now + t.rto;
+  }
+
+  private grant(r: Rx): void {
+    const g = r.consumed + this.window;
+    if (g > r.granted) r.granted = g;
+    this.ackOwed.add(keyOf(r.stream));
+  }
+
+  private setCredit(t: Tx, limit: number): void {
+    if (limit > t.limit) t.limit = limit;
+    if (t.stalled && t.acked + t.buf.length < t.limit) {
+      t.stalled = false;
+      t.probeAt = NaN;
+      t.rto = this.rtoMs;
+      this.events.push({ kind: 'ready', stream: t.stream });
+    }
+  }
+
+  private onHello(instance: number, window: number, seen: boolean, now: number): void {
+    if (this.peerInstance !== null && this.peerInstance !== instance) this.restart(instance, window, now);
+    this.peerInstance = instance;
+    this.peerWindow = window;
+    for (const t of this.txOrder) if (t.limit < 0) this.setCredit(t, window);
+    if (!this.helloSeen) {
+      this.helloSeen = true;
+      this.events.push({ kind: 'up', instance });
+    }
+    if (seen) {
+      this.helloConfirmed = true;
+      this.helloDue = Infinity;
+    } else this.helloDue = now; // answer: we saw it
+  }
+
+  /** The peer lost its state: every stream starts again from 0. */
+  private restart(instance: number, window: number, now: number): void {
+    let resent = 0;
+    for (const t of this.txOrder) {
+      resent += t.buf.length;
+      t.acked = 0;
+      t.limit = window;
+      this.rewind(t, now);
+      this.setCredit(t, window);
+    }
+    for (const r of this.rx.values()) {
+      // Packets delivered but not consumed yet still count against the credit.
+      const e = r.expected;
+      r.expected = 0;
+      r.handed -= e;
+      r.consumed -= e;
+      r.held.clear();
+      r.granted = this.window;
+      this.grant(r);
+    }
+    // Deliveries not polled yet keep their place (they arrived in order).
+    this.events.push({ kind: 'restarted', instance, resent });
+  }
+
+  private onData(stream: Stream, wire: number, packet: Uint8Array): void {
+    const r = this.rxOf(stream);
+    if (!r) {
+      this.counts.rejectedFrames++;
+      return;
+    }
+    const key = keyOf(stream);
+    this.ackOwed.add(key);
+    const seq = unwrapSeq(r.expected, wire);
+    if (seq < r.expected || r.held.has(seq)) {
+      this.counts.duplicates++;
+      return;
+    }
+    if (seq >= r.granted) {
+      this.counts.outOfWindow++;
+      return;
+    }
+    if (seq > r.expected) {
+      r.held.set(seq, packet);
+      return;
+    }
+    this.deliveries.push({ stream: r.stream, packet });
+    r.expected++;
+    for (let p = r.held.get(r.expected); p !== undefined; p = r.held.get(r.expected)) {
+      r.held.delete(r.expected);
+      this.deliveries.push({ stream: r.stream, packet: p });
+      r.expected++;
+    }
+  }
+
+  private onAck(f: { source: number; destination: number; ack: number; credit: number }, now: number): void {
+    const t = this.tx.get(keyOf(f));
+    if (!t) {
+      this.counts.rejectedFrames++;
+      return;
+    }
+    const ack = unwrapSeq(t.acked, f.ack);
+    const credit = unwrapSeq(ack, f.credit);
+    const next = t.acked + t.buf.length;
+    // An honest receiver never acks what was not sent, and grants at most
+    // its window beyond what it acks (consumed + window, consumed <= ack).
+    if (ack > next || credit < ack || credit - ack > this.peerWindow) {
+      this.counts.rejectedFrames++;
+      return;
+    }
+    if (ack > t.acked) {
+      t.buf.splice(0, ack - t.acked);
+      if (t.sent < ack) t.sent = ack;
+      t.acked = ack;
+      t.rto = this.rtoMs;
+      t.rtoAt = now + t.rto;
+    }
+    this.setCredit(t, credit);
+  }
+
+  /** Wants to send (a refused submit or unsent packets) but may not, and has nothing in flight. */
+  private needsProbe(t: Tx): boolean {
+    return t.sent === t.acked && t.limit >= 0 && !this.sendable(t) && (t.stalled || t.buf.length > 0);
+  }
+
+  private sendable(t: Tx): boolean {
+    return t.sent < t.acked + t.buf.length && t.sent < t.limit;
+  }
+
+  private ackOf(r: Rx): { ack: number; credit: number } {
+    return { ack: r.expected % SEQ, credit: r.granted % SEQ };
+  }
+
+  private nextFrame(now: number): Frame | null {
+    if (!this.up) return null;
+    if (now >= this.helloDue) {
+      this.helloDue = this.helloConfirmed ? Infinity : now + this.heartbeatMs;
+      return { type: 'hello', instance: this.instance, window: this.window, seen: this.helloSeen };
+    }
+    if (this.helloSeen) {
+      // Data first: an ack owed for its reverse stream rides along.
+      const n = this.txOrder.length;
+      for (let i = 0; i < n; i++) {
+        const t = this.txOrder[(this.rr + i) % n]!;
+        if (!this.sendable(t)) continue;
+        this.rr = (this.rr + i + 1) % n;
+        if (t.sent === t.acked) t.rtoAt = now + t.rto;
+        const seq = t.sent++;
+        const data: Data = { type: 'data', ...t.stream, seq: seq % SEQ, packet: t.buf[seq - t.acked]! };
+        const reverse = keyOf({ source: t.stream.destination, destination: t.stream.source });
+        if (this.ackOwed.delete(reverse)) data.reverse = this.ackOf(this.rx.get(reverse)!);
+        return data;
+      }
+      for (const key of this.ackOwed) {
+        this.ackOwed.delete(key);
+        const r = this.rx.get(key)!;
+        return { type: 'ack', ...r.stream, ...this.ackOf(r) };
+      }
+      for (const key of this.probeOwed) {
+        this.probeOwed.delete(key);
+        const t = this.tx.get(key)!;
+        return { type: 'probe', ...t.stream, seq: (t.acked + t.buf.length) % SEQ };
+      }
+    }
+    if (now - this.lastTx >= this.heartbeatMs) return { type: 'heartbeat' };
+    return null;
+  }
+}
