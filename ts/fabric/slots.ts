@@ -76,6 +76,13 @@ export class Slots {
     return (Atomics.load(this.words, w) | Atomics.load(this.words, w + 1)) !== 0;
   }
 
+  /** The slot's buflen: 0 when free (a length no message has, over 383,
+   * as it is: take() frees such a slot). */
+  length(slot: number): number {
+    const w = (this.base(slot) + BUFLEN) >>> 2;
+    return Atomics.load(this.words, w) + Atomics.load(this.words, w + 1) * 2 ** 32;
+  }
+
   /** Whom the slot's last message was for. */
   lastResponder(slot: number): number {
     const w = (this.base(slot) + LAST_RESPONDER) >>> 2;
@@ -137,7 +144,7 @@ export class Slots {
     if (hi !== 0 || lo > MAX_SLOT_PAYLOAD) {
       Atomics.store(w, len + 1, 0);
       Atomics.store(w, len, 0);
-      throw new SlotCorrupt(`slot ${slot} holds a bad length (${hi * 2 ** 32 + lo}); freed`);
+      throw new SlotCorrupt(`slot ${slot} has buflen ${hi * 2 ** 32 + lo}, over the limit of ${MAX_SLOT_PAYLOAD}; freed`);
     }
     const out = Buffer.allocUnsafe(lo);
     this.bytes.copy(out, 0, b + BUF, b + BUF + lo);
