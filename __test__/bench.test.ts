@@ -9,11 +9,12 @@ import * as path from 'node:path';
 
 import test from 'ava';
 
+import type { Regime, Run as Row } from '../bench/lib/report.js';
+
 import { LineProcess } from './helpers/wait.js';
 
 const ROOT = path.resolve(__dirname, '..');
 
-type Regime = 'cross-cpu' | 'same-cpu' | 'unpinned';
 const BOTH: Regime[] = ['cross-cpu', 'same-cpu'];
 const CROSS: Regime[] = ['cross-cpu'];
 const rows = (scenarios: string[], impls: string[], regimes: Regime[]): [string, string, Regime][] =>
@@ -47,19 +48,6 @@ const baselineOf = (s: string) =>
         ? 'doorbell-rtt'
         : s.replace(/^(switch-ping-\d+)-ring$/, '$1');
 
-interface Row {
-  scenario: string;
-  impl: string;
-  regime: Regime;
-  unit: string;
-  median: number | null;
-  p99: number | null;
-  samples: number[];
-  rounds: number[];
-  spread: { min: number; max: number } | null;
-  baselineRatio: number | null;
-  skipped?: string;
-}
 
 test('npm run bench -- --smoke: every scenario, implementation and regime has a row, and the JSON is well formed', async (t) => {
   // Bounds, not timings: the smoke run boots two VMs for its guest group.
