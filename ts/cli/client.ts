@@ -9,7 +9,7 @@ import { Client, ClientError } from '../client/client.js';
 import { FABRIC_COMMANDS, FabricSession } from './fabric-client.js';
 import { UsageError, parseFlags } from '../args.js';
 import { DEFAULTS } from '../server/options.js';
-import { Output } from './output.js';
+import { Output, keepPrompt } from './output.js';
 import { bindingLoadError } from '../native.js';
 
 const HELP = `Usage: famez client [-S SOCKET] [-N NODENAME] [-v] [--no-reconnect]
@@ -160,16 +160,12 @@ export async function runClient(argv: string[]): Promise<number> {
   // line printed so that output never lands in what is being typed.
   const tty = process.stdin.isTTY === true && process.stdout.isTTY === true;
   const rl = readline.createInterface({ input: process.stdin, output: tty ? process.stdout : undefined, terminal: tty });
+  let release = () => {};
   if (tty) {
     rl.setPrompt('cmd> ');
-    const hide = () => {
-      readline.clearLine(process.stdout, 0);
-      readline.cursorTo(process.stdout, 0);
-    };
-    output.setPrompt({ hide, show: () => rl.prompt(true) });
+    release = keepPrompt(rl, output);
     // In raw mode Ctrl-C reaches readline, not the process.
     rl.on('SIGINT', () => stop());
-    rl.prompt();
   }
   rl.on('line', (line) => {
     run(line);
@@ -182,12 +178,8 @@ export async function runClient(argv: string[]): Promise<number> {
     else if (tty && (!client || client.closed)) stop();
   });
   const stop = () => {
-    if (tty && output.isTTY && !quitting) {
-      readline.clearLine(process.stdout, 0);
-      readline.cursorTo(process.stdout, 0);
-    }
     quitting = true;
-    output.setPrompt(null);
+    release();
     sleeper?.abort();
     client?.close();
     rl.close();
@@ -199,7 +191,7 @@ export async function runClient(argv: string[]): Promise<number> {
 
   // Retrying cannot bring a missing native binding: say so once, as one line.
   if (bindingLoadError !== null) {
-    output.setPrompt(null);
+    release();
     process.stderr.write(`famez client: ${bindingLoadError.message}\n`);
     rl.close();
     return 1;
@@ -210,7 +202,7 @@ export async function runClient(argv: string[]): Promise<number> {
       client = await Client.connect(socket, { retry: false });
     } catch (e) {
       if (e instanceof ClientError && (e.code === 'EREFUSED' || e.code === 'EPROTO')) {
-        output.setPrompt(null);
+        release();
         process.stderr.write(`famez client: ${e.message}\n`);
         rl.close();
         return 1;
@@ -240,7 +232,7 @@ export async function runClient(argv: string[]): Promise<number> {
     if (quitting) break;
     say(`disconnected: ${reason}`);
     if (!reconnect) {
-      output.setPrompt(null);
+      release();
       rl.close();
       return 1;
     }

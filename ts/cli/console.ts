@@ -4,7 +4,7 @@ import * as readline from 'node:readline';
 
 import type { Switch } from '../fabric/switch.js';
 import type { Server } from '../server/server.js';
-import type { Output } from './output.js';
+import { keepPrompt, type Output } from './output.js';
 
 const HELP = 'commands: help, dump (the switch and its ports), quit (disconnect every peer and exit)';
 
@@ -42,26 +42,21 @@ export function startConsole(sw: Switch, server: Server, output: Output, quit: (
   const rl = readline.createInterface({ input: process.stdin, output: process.stdout, terminal: tty });
   rl.setPrompt('Z-switch> ');
   let done = false;
-  const hide = () => {
-    readline.clearLine(process.stdout, 0);
-    readline.cursorTo(process.stdout, 0);
-  };
+  let release = () => {};
   const end = (why: string) => {
     if (done) return;
     done = true;
     // The last lines (the stop) take the prompt's place.
-    if (tty && output.isTTY) hide();
-    output.setPrompt(null);
+    release();
     rl.close();
     quit(why);
   };
   if (tty) {
-    output.setPrompt({ hide, show: () => rl.prompt(true) });
+    release = keepPrompt(rl, output);
     // In raw mode Ctrl-C reaches readline, not the process: without this
     // listener readline only pauses, and the first press seems to do nothing.
     rl.on('SIGINT', () => end('SIGINT'));
     rl.on('close', () => end('quit'));
-    rl.prompt();
   }
   rl.on('line', (line) => {
     if (!consoleCommand(line, sw, server, (text) => output.write(`${text}\n`))) {

@@ -5,6 +5,7 @@
 // prompt on the terminal is redrawn under every line written, so log lines
 // never land in the middle of what the operator is typing.
 import * as fs from 'node:fs';
+import * as readline from 'node:readline';
 
 /** What the console registers so that output keeps its prompt intact. */
 export interface PromptLine {
@@ -80,6 +81,25 @@ export class Output {
     const name = s === process.stdout ? 'stdout' : s === process.stderr ? 'stderr' : "a stream";
     this.onDeath(`${name} is gone (${e.code ?? e.message}): output goes ${this.current() ? 'to the next stream' : 'nowhere'}`);
   }
+}
+
+/** Keeps `rl`'s prompt (on the terminal at stdout) under every line
+ * `output` writes, and shows it. Returns what ends that: the prompt line
+ * cleared, for the last lines to take its place; idempotent. */
+export function keepPrompt(rl: readline.Interface, output: Output): () => void {
+  const hide = () => {
+    readline.clearLine(process.stdout, 0);
+    readline.cursorTo(process.stdout, 0);
+  };
+  output.setPrompt({ hide, show: () => rl.prompt(true) });
+  rl.prompt();
+  let kept = true;
+  return () => {
+    if (!kept) return;
+    kept = false;
+    if (output.isTTY) hide();
+    output.setPrompt(null);
+  };
 }
 
 /** A file the log is appended to, reopened on demand (SIGHUP, after
