@@ -1,0 +1,138 @@
+// Messages as Gen-Z packets (ts/link/carry.ts): pieces() cuts a message into
+// Core64 Writes with global addressing into famez's message window, the
+// Reassembler puts them back together; everything out of shape is refused.
+import test from 'ava';
+import fc from 'fast-check';
+
+import * as genz from '../ts/genz/index.js';
+import { CarryError, PIECE_BYTES, Reassembler, pieces, type Carried } from '../ts/link/carry.js';
+import { packetFault } from '../ts/link/frame.js';
+
+const A = 0x1b064; // SID 27, CID 100
+const B = 0x1c0c8; // SID 28, CID 200
+
+function deliverAll(r: Reassembler, packets: Uint8Array[]): Carried[] {
+  const out: Carried[] = [];
+  for (const p of packets) {
+    const m = r.push(p);
+    if (m) out.push(m);
+  }
+  return out;
+}
+
+test('a message travels as Core64 Writes with SSID:SCID and DSID:DCID, and comes back whole', (t) => {
+  const message = Buffer.from('hello from SID 27');
+  const ps = pieces('mailbox', A, B, message, 5);
+  t.is(ps.length, 1);
+  const p = genz.decode(ps[0]) as genz.Core64Write;
+  t.is(p.class, 'Core64.Write');
+  t.is(p.GC, 1);
+  t.deepEqual([p.SSID, p.SCID, p.DSID, p.DCID, p.Tag], [27, 100, 28, 200, 5]);
+  t.is(p.Addr >> 48n, 0xfa3en);
+  t.is(packetFault(ps[0]), null, 'each piece is a packet the link frame accepts');
+  const got = deliverAll(new Reassembler(), ps);
+  t.deepEqual(got.map((m) => ({ ...m, message: Buffer.from(m.message).toString() })), [{ kind: 'mailbox', source: A, destination: B, message: 'hello from SID 27' }]);
+});
+
+test('messages of any size round-trip, cut into pieces of at most PIECE_BYTES', (t) => {
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: PIECE_BYTES * 5 + 3 }), fc.constantFrom('mailbox', 'ring', 'control' as const), fc.nat(10_000), (bytes, kind, n) => {
+      const ps = pieces(kind, A, B, bytes, n);
+      t.is(ps.length, Math.max(1, Math.ceil(bytes.length / PIECE_BYTES)));
+      for (const p of ps) t.true(p.length <= 508);
+      const got = deliverAll(new Reassembler(), ps);
+      t.is(got.length, 1);
+      t.is(got[0].kind, kind);
+      t.deepEqual(Buffer.from(got[0].message), Buffer.from(bytes));
+    }),
+    { numRuns: 200 },
+  );
+});
+
+test('streams reassemble independently when their pieces interleave', (t) => {
+  const m1 = new Uint8Array(PIECE_BYTES * 2 + 1).fill(1);
+  const m2 = new Uint8Array(PIECE_BYTES + 7).fill(2);
+  const p1 = pieces('ring', A, B, m1, 0);
+  const p2 = pieces('ring', B, A, m2, 0);
+  const r = new Reassembler();
+  const got = deliverAll(r, [p1[0], p2[0], p1[1], p2[1], p1[2]]);
+  t.deepEqual(got.map((m) => [m.source, m.message.length]), [[B, m2.length], [A, m1.length]]);
+  t.is(r.pending, 0);
+});
+
+test('a piece that continues no message, or another tag mid-message, is refused and the partial one dropped', (t) => {
+  const long = new Uint8Array(PIECE_BYTES * 3).fill(7);
+  const ps = pieces('mailbox', A, B, long, 1);
+  const r = new Reassembler();
+  t.is(r.push(ps[0]), null);
+  t.is(r.heldBytes, PIECE_BYTES);
+  t.throws(() => r.push(ps[2]), { instanceOf: CarryError, code: 'EORDER' });
+  t.is(r.pending, 0, 'the partial message is gone');
+  t.throws(() => r.push(ps[1]), { instanceOf: CarryError, code: 'EORDER' });
+  // Another message's second piece after this one's first.
+  const other = pieces('mailbox', A, B, long, 2);
+  r.push(ps[0]);
+  t.throws(() => r.push(other[1]), { instanceOf: CarryError, code: 'EORDER' });
+  // A fresh message at offset 0 after an unfinished one: the old one counted as abandoned.
+  r.push(ps[0]);
+  const got = deliverAll(r, other);
+  t.is(got.length, 1);
+  t.is(r.abandoned, 1);
+});
+
+test('packets that are no piece are refused: other classes, no GC, outside the window, bad CRC', (t) => {
+  const r = new Reassembler();
+  const read = genz.encode({ class: 'Core64.Read', GC: 1, DSID: 1, SSID: 2, Addr: 0n, RDSize: 8 });
+  t.throws(() => r.push(read), { instanceOf: CarryError, code: 'EPACKET' });
+  const local = genz.encode({ class: 'Core64.Write', Addr: 0xfa3e_0000_0000_0000n | (1n << 39n), payload: new Uint8Array(4) });
+  t.throws(() => r.push(local), { instanceOf: CarryError, code: 'EPACKET' });
+  const elsewhere = genz.encode({ class: 'Core64.Write', GC: 1, DSID: 1, SSID: 2, Addr: 0x1000n, payload: new Uint8Array(4) });
+  t.throws(() => r.push(elsewhere), { instanceOf: CarryError, code: 'EWINDOW' });
+  const kind9 = genz.encode({ class: 'Core64.Write', GC: 1, DSID: 1, SSID: 2, Addr: (0xfa3en << 48n) | (9n << 40n) | (1n << 39n), payload: new Uint8Array(4) });
+  t.throws(() => r.push(kind9), { instanceOf: CarryError, code: 'EWINDOW' });
+  const good = pieces('mailbox', A, B, Buffer.from('x'), 0)[0];
+  const bad = good.slice();
+  bad[bad.length - 8] ^= 1;
+  t.throws(() => r.push(bad), { instanceOf: CarryError, code: 'EPACKET' });
+  t.throws(() => r.push(new Uint8Array(3)), { instanceOf: CarryError, code: 'EPACKET' });
+});
+
+test('a message over the receiver limit is refused, piece by piece, holding at most the limit', (t) => {
+  const r = new Reassembler(1000);
+  const ps = pieces('ring', A, B, new Uint8Array(3000), 0);
+  let refused = 0;
+  for (const p of ps) {
+    try {
+      r.push(p);
+    } catch (e) {
+      t.true(e instanceof CarryError);
+      refused++;
+    }
+    t.true(r.heldBytes <= 1000);
+  }
+  t.true(refused >= 1);
+  t.is(r.pending, 0);
+  t.throws(() => pieces('ring', 2 ** 28, B, new Uint8Array(1), 0), { instanceOf: CarryError, code: 'EFIELD' });
+});
+
+test('arbitrary bytes and mutated pieces never make push throw anything but CarryError', (t) => {
+  const base = pieces('ring', A, B, new Uint8Array(PIECE_BYTES + 10).fill(3), 0);
+  fc.assert(
+    fc.property(fc.array(fc.oneof(fc.uint8Array({ maxLength: 600 }), fc.tuple(fc.constantFrom(...base), fc.nat(599), fc.nat(255)).map(([p, i, b]) => {
+      const c = p.slice();
+      c[i % c.length] = b;
+      return c;
+    })), { maxLength: 20 }), (inputs) => {
+      const r = new Reassembler(4096);
+      for (const i of inputs) {
+        try {
+          r.push(i);
+        } catch (e) {
+          if (!(e instanceof CarryError)) throw e;
+        }
+      }
+      t.true(r.heldBytes <= 4096);
+    }),
+    { numRuns: 300 },
+  );
+});

@@ -1,0 +1,184 @@
+// Whole messages over a link as Gen-Z packets (docs/multi-host.md, "Messages
+// as packets"). A message (a mailbox message, a ring message, or a switch's
+// own control message to the switch at the other end) travels as one or
+// more Core64 Write packets with global addressing (GC = 1: DSID:DCID is the
+// destination's GCID, SSID:SCID the source's), each writing the next piece
+// of the message into a famez message window at the destination:
+//
+//   Addr bits 63..48  0xfa3e, the window
+//   Addr bits 47..40  the kind: 0 mailbox, 1 ring, 2 control
+//   Addr bit  39      last piece
+//   Addr bits 31..0   byte offset of this piece in the message
+//   Tag               the message's number in its stream, mod 4096
+//
+// The link's streams are exactly once and in order per (source, destination),
+// so a receiver rebuilds a message by appending pieces; anything out of
+// shape (a piece whose offset is not the length so far, another tag or kind
+// in the middle of a message, a message over the limit, a packet that is not
+// such a write) is refused with CarryError, and the partial message dropped:
+// the next piece at offset 0 starts afresh. Pure: no I/O, no state beyond
+// the reassembly buffers.
+import { FamezError } from '../errors.js';
+import { decode, encode, GenZPacketError, MAX_LEN, type Core64Write } from '../genz/packets.js';
+
+export type CarryErrorCode = 'EPACKET' | 'EWINDOW' | 'EORDER' | 'ETOOBIG' | 'EFIELD';
+
+export class CarryError extends FamezError<CarryErrorCode> {
+  override name = 'CarryError';
+}
+
+export const MessageKind = { mailbox: 0, ring: 1, control: 2 } as const;
+export type MessageKindName = keyof typeof MessageKind;
+const KIND_NAME: readonly MessageKindName[] = ['mailbox', 'ring', 'control'];
+
+const WINDOW = 0xfa3en;
+const LAST = 1n << 39n;
+/** GCID 0 names "the switch at the other end of this link" (control messages); never routed. */
+export const LINK_LOCAL = 0;
+const GCID_LIMIT = 2 ** 28;
+
+/** Payload bytes one piece carries: what LEN leaves of a Core64 Write with GC = 1. */
+export const PIECE_BYTES = (() => {
+  const fixed = encode({ class: 'Core64.Write', GC: 1, DSID: 0, SSID: 0, Addr: 0n, payload: new Uint8Array(0) }).length / 4;
+  return (MAX_LEN - fixed) * 4;
+})();
+
+/** The largest message a stream carries, unless the receiver says less. */
+export const MAX_CARRIED = 2 ** 31;
+
+export interface Carried {
+  kind: MessageKindName;
+  /** GCIDs: SID << 12 | CID. */
+  source: number;
+  destination: number;
+  message: Uint8Array;
+}
+
+function checkGcid(name: string, v: number): void {
+  if (!Number.isInteger(v) || v < 0 || v >= GCID_LIMIT) throw new CarryError('EFIELD', `${name} ${String(v)} is not a GCID (0..2^28-1)`);
+}
+
+/** The packets that carry `message` from `source` to `destination` as
+ * message number `number` of its stream (its Tag is that mod 4096). An empty
+ * message is one empty piece. */
+export function pieces(kind: MessageKindName, source: number, destination: number, message: Uint8Array, number: number): Uint8Array[] {
+  checkGcid('source', source);
+  checkGcid('destination', destination);
+  if (!(kind in MessageKind)) throw new CarryError('EFIELD', `unknown message kind ${String(kind)}`);
+  if (message.length > MAX_CARRIED) throw new CarryError('ETOOBIG', `a message of ${message.length} bytes is over the ${MAX_CARRIED}-byte limit`);
+  const base = (WINDOW << 48n) | (BigInt(MessageKind[kind]) << 40n);
+  const out: Uint8Array[] = [];
+  const head = {
+    class: 'Core64.Write' as const,
+    GC: 1,
+    DSID: Math.floor(destination / 0x1000),
+    DCID: destination % 0x1000,
+    SSID: Math.floor(source / 0x1000),
+    SCID: source % 0x1000,
+    Tag: number % 4096,
+  };
+  for (let at = 0; ; at += PIECE_BYTES) {
+    const end = Math.min(message.length, at + PIECE_BYTES);
+    const last = end === message.length;
+    out.push(encode({ ...head, Addr: base | BigInt(at) | (last ? LAST : 0n), payload: message.subarray(at, end) }));
+    if (last) return out;
+  }
+}
+
+interface Partial {
+  kind: number;
+  tag: number;
+  parts: Uint8Array[];
+  length: number;
+}
+
+/** Rebuilds the messages of any number of streams from their pieces, in
+ * the order the link delivers them. */
+export class Reassembler {
+  private readonly partial = new Map<number, Partial>();
+
+  /** Partial messages dropped because a new one began in their stream. */
+  abandoned = 0;
+
+  constructor(private readonly maxMessage = MAX_CARRIED) {}
+
+  /** Messages begun and not finished (streams with a partial message). */
+  get pending(): number {
+    return this.partial.size;
+  }
+
+  /** Bytes held in partial messages. */
+  get heldBytes(): number {
+    let n = 0;
+    for (const p of this.partial.values()) n += p.length;
+    return n;
+  }
+
+  /** One piece: the whole message when it was the last, else null. Throws
+   * CarryError for a packet that is not a sound piece (the stream's partial
+   * message is dropped then). */
+  push(packet: Uint8Array): Carried | null {
+    let p;
+    try {
+      p = decode(packet);
+    } catch (e) {
+      if (e instanceof GenZPacketError) throw new CarryError('EPACKET', `not a Gen-Z packet: ${e.message}`);
+      throw e;
+    }
+    if (p.class !== 'Core64.Write' || p.GC !== 1) throw new CarryError('EPACKET', `a ${p.class}${p.GC === 1 ? '' : ' without global addressing'} carries no message`);
+    const w = p as Core64Write;
+    const source = w.SSID! * 0x1000 + w.SCID;
+    const destination = w.DSID! * 0x1000 + w.DCID;
+    const key = source * GCID_LIMIT + destination;
+    const addr = w.Addr;
+    if (addr >> 48n !== WINDOW || (addr & 0x7f_0000_0000n) !== 0n) {
+      this.partial.delete(key);
+      throw new CarryError('EWINDOW', `a write to 0x${addr.toString(16)} is outside famez's message window`);
+    }
+    const kind = Number((addr >> 40n) & 0xffn);
+    if (kind >= KIND_NAME.length) {
+      this.partial.delete(key);
+      throw new CarryError('EWINDOW', `message kind ${kind} is unknown`);
+    }
+    const offset = Number(addr & 0xffff_ffffn);
+    const last = (addr & LAST) !== 0n;
+    let cur = this.partial.get(key);
+    if (offset === 0) {
+      // A new message. One left unfinished is dropped and counted: a sound
+      // sender never leaves one (its stream is exactly once, in order).
+      if (cur) this.abandoned++;
+      cur = { kind, tag: w.Tag, parts: [], length: 0 };
+      this.partial.set(key, cur);
+    } else if (!cur || cur.length !== offset || cur.kind !== kind || cur.tag !== w.Tag) {
+      this.partial.delete(key);
+      throw new CarryError('EORDER', `a piece at offset ${offset} from ${fmt(source)} to ${fmt(destination)} continues no message${cur ? ` (${cur.length} bytes so far, tag ${cur.tag})` : ''}`);
+    }
+    this.append(key, cur, w.payload);
+    return last ? this.finish(key, cur, source, destination) : null;
+  }
+
+  private append(key: number, cur: Partial, payload: Uint8Array): void {
+    if (cur.length + payload.length > this.maxMessage) {
+      this.partial.delete(key);
+      throw new CarryError('ETOOBIG', `a message over ${this.maxMessage} bytes; dropped`);
+    }
+    cur.parts.push(payload);
+    cur.length += payload.length;
+  }
+
+  private finish(key: number, cur: Partial, source: number, destination: number): Carried {
+    this.partial.delete(key);
+    const message = cur.parts.length === 1 ? cur.parts[0] : Buffer.concat(cur.parts, cur.length);
+    return { kind: KIND_NAME[cur.kind], source, destination, message: new Uint8Array(message.buffer, message.byteOffset, message.length) };
+  }
+
+  /** Forgets the partial messages of every stream (a peer restarted). */
+  reset(): void {
+    this.partial.clear();
+  }
+}
+
+/** A GCID as SID:CID. */
+export function fmt(g: number): string {
+  return `${Math.floor(g / 0x1000)}:${g % 0x1000}`;
+}
