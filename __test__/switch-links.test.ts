@@ -1,0 +1,81 @@
+// Switches joined by real libfabric links (tcp on 127.0.0.1), in one
+// process: SwitchLinks (ts/link/switch-links.ts) with the frame protocol,
+// the advertisements as Gen-Z packets and the routing. A line of three,
+// the middle one gone and back (the outgoing links reconnect with
+// backoff), two switches with one SID refused. Skips, saying why, where
+// libfabric is not installed.
+import test from 'ava';
+
+import { libfabricAvailable } from '../ts/link/ofi.js';
+import { SwitchLinks, type SwitchLinksConfig } from '../ts/link/switch-links.js';
+
+const probe = libfabricAvailable();
+const linkTest = probe.available ? test.serial : test.skip;
+const skipped = probe.available ? '' : ` (skipped: ${probe.error ?? 'libfabric is not available'})`;
+
+const open: SwitchLinks[] = [];
+test.afterEach.always(() => {
+  for (const s of open.splice(0)) s.close();
+});
+
+function sw(sid: number, extra: Partial<SwitchLinksConfig> = {}): SwitchLinks {
+  const s = new SwitchLinks({ sid, cid: 1500, listen: ['127.0.0.1:0'], heartbeatMs: 50, backoffMs: 20, maxBackoffMs: 200, ...extra });
+  s.start();
+  s.setNodes([{ cid: 100, nodename: `node-${sid}`, cclass: 'Driverless QEMU' }, { cid: 1500, nodename: 'Z-switch', cclass: 'FabricSwitch' }]);
+  open.push(s);
+  return s;
+}
+
+async function until(what: string, ok: () => boolean, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!ok()) {
+    if (Date.now() > end) throw new Error(`not within ${ms} ms: ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+const names = (s: SwitchLinks) => s.remoteNodes().map((n) => `${n.sid}:${n.cid}=${n.nodename}`);
+
+linkTest(`a line of three switches: each end sees the other's peers through the middle${skipped}`, async (t) => {
+  // b dials a, c dials b.
+  const a = sw(1);
+  const b = sw(2, { connect: [a.listening[0]] });
+  const c2 = sw(3, { listen: [], connect: [b.listening[0]] });
+  await until('a sees node-3', () => names(a).includes('3:100=node-3'));
+  await until('c sees node-1', () => names(c2).includes('1:100=node-1'));
+  t.deepEqual(names(a), ['2:100=node-2', '2:1500=Z-switch', '3:100=node-3', '3:1500=Z-switch']);
+  t.deepEqual(a.routes(), [{ sid: 2, via: 2, hops: 1 }, { sid: 3, via: 2, hops: 2 }]);
+  t.deepEqual(c2.routes(), [{ sid: 1, via: 2, hops: 2 }, { sid: 2, via: 2, hops: 1 }]);
+  const out = c2.links();
+  t.is(out.length, 1);
+  t.like(out[0], { direction: 'out', state: 'up', neighbour: 2, badFrames: 0 });
+  t.true(out[0].framesReceived > 0);
+  // A peer joins at a: c hears of it.
+  a.setNodes([{ cid: 100, nodename: 'node-1', cclass: 'Driverless QEMU' }, { cid: 200, nodename: 'late', cclass: 'Driverless QEMU' }]);
+  await until('c sees the newcomer', () => names(c2).includes('1:200=late'));
+  t.pass();
+});
+
+linkTest(`an outgoing link comes back by itself when the other switch returns${skipped}`, async (t) => {
+  const a = sw(1);
+  const port = a.listening[0];
+  const b = sw(2, { listen: [], connect: [port] });
+  await until('b sees a', () => names(b).includes('1:100=node-1'));
+  a.close();
+  await until('b lost a', () => b.remoteNodes().length === 0);
+  t.like(b.links()[0], { state: 'connecting' });
+  const again = sw(1, { listen: [port] });
+  await until('b sees a again', () => names(b).includes('1:100=node-1'));
+  t.true(b.links()[0].downs >= 1);
+  t.deepEqual(names(again), ['2:100=node-2', '2:1500=Z-switch']);
+});
+
+linkTest(`two switches with one SID carry nothing to each other${skipped}`, async (t) => {
+  const a = sw(5);
+  const b = sw(5, { listen: [], connect: [a.listening[0]] });
+  await until('the link is up', () => b.links()[0]?.state === 'up' && a.links()[0]?.state === 'up');
+  await new Promise((r) => setTimeout(r, 200));
+  t.deepEqual(a.remoteNodes(), []);
+  t.deepEqual(b.remoteNodes(), []);
+  t.is(a.links()[0].neighbour, null);
+});

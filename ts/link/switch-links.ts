@@ -1,0 +1,368 @@
+// A switch's links to other switches, as I/O (docs/multi-host.md, "Links
+// in famez serve"): libfabric connections (ts/link/ofi.ts) made with
+// `--link HOST:PORT` (reconnected with backoff) and accepted on
+// `--link-listen ADDR:PORT`, each driven by a LinkEnd (the frame protocol:
+// hello, heartbeats, sequence, acks, credits), the switch's advertisements
+// carried over them as control messages (ts/link/carry.ts) and fed to the
+// Topology (ts/link/topology.ts), which says who is where. This module
+// owns the fds, the timers and the backoff; the decisions are the pure
+// modules'.
+import { randomBytes } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+
+import { silentLogger, type Logger } from '../log.js';
+import { CarryError, LINK_LOCAL, Reassembler, fmt, pieces } from './carry.js';
+import { Link, LinkListener, type LinkError } from './ofi.js';
+import { LinkEnd, type Stream } from './streams.js';
+import { Topology, type NodeEntry, type RemoteNode, type Route } from './topology.js';
+
+export interface SwitchLinksConfig {
+  /** This switch's SID. */
+  sid: number;
+  /** The switch's own CID (FAME-Z: its ID x 100). */
+  cid: number;
+  /** Addresses to listen on for other switches' links (ADDR:PORT). */
+  listen?: readonly string[];
+  /** Switches to connect to (HOST:PORT), each kept up. */
+  connect?: readonly string[];
+  /** libfabric provider (default tcp). */
+  provider?: string;
+  logger?: Logger;
+  /** LinkEnd heartbeat interval (default 100 ms). */
+  heartbeatMs?: number;
+  /** First reconnect delay (default 100 ms), doubling up to maxBackoffMs (default 5 s). */
+  backoffMs?: number;
+  maxBackoffMs?: number;
+  /** This switch's incarnation for routing, larger at each start (default: seconds since the epoch). */
+  instance?: number;
+}
+
+export interface LinkStatus {
+  /** The link's name: `out:HOST:PORT` or `in:N`. */
+  name: string;
+  direction: 'out' | 'in';
+  /** The peer's address (for `out`, the one configured). */
+  address: string;
+  state: 'connecting' | 'hello' | 'up' | 'down';
+  /** The SID at the other end, once known. */
+  neighbour: number | null;
+  framesSent: number;
+  framesReceived: number;
+  badFrames: number;
+  retransmits: number;
+  /** Times the link went down. */
+  downs: number;
+}
+
+export interface SwitchLinksEvents {
+  /** Something in the links or the remote nodes changed. */
+  change: [];
+}
+
+interface Conn {
+  name: string;
+  direction: 'out' | 'in';
+  address: string;
+  link: Link | null;
+  end: LinkEnd;
+  reasm: Reassembler;
+  /** The control stream to the switch at the other end. */
+  control: Stream;
+  /** Control messages sent on it so far (their tag). */
+  messages: number;
+  /** Pieces waiting for credit, in order. */
+  waiting: Uint8Array[];
+  timer: NodeJS.Timeout | null;
+  timerAt: number;
+  retry: NodeJS.Timeout | null;
+  backoff: number;
+  downs: number;
+  closed: boolean;
+  /** The link connected() last ran for (it runs once per link). */
+  upFor: Link | null;
+}
+
+const instanceNow = () => Math.floor(Date.now() / 1000) >>> 0;
+
+export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
+  readonly topology: Topology;
+  private readonly log: Logger;
+  private readonly conns = new Map<string, Conn>();
+  private readonly linkListeners: LinkListener[] = [];
+  private readonly instance: number;
+  /** The link ends' incarnation: random, so that a restart within the same second is still seen as one. */
+  private readonly endInstance = randomBytes(4).readUInt32LE(0);
+  private accepted = 0;
+  private isClosed = false;
+
+  constructor(readonly config: SwitchLinksConfig) {
+    super();
+    this.log = (config.logger ?? silentLogger).child({ component: 'links' });
+    this.instance = config.instance ?? instanceNow();
+    this.topology = new Topology({ sid: config.sid, instance: this.instance });
+  }
+
+  /** The switch's GCID. */
+  get gcid(): number {
+    return this.config.sid * 0x1000 + this.config.cid;
+  }
+
+  /** Opens the listeners and starts the outgoing links. Throws LinkError
+   * (ELIBACC without libfabric, EADDRINUSE, ...) before anything is kept. */
+  start(): void {
+    try {
+      for (const addr of this.config.listen ?? []) {
+        const l = LinkListener.listen(addr, { provider: this.config.provider });
+        l.on('link', (link) => this.adopt(link));
+        l.on('error', (e) => this.log.warn({ event: 'link-listen-error', address: addr, reason: e.message }, `link listener on ${addr}: ${e.message}`));
+        this.linkListeners.push(l);
+        this.log.info({ event: 'link-listen', address: l.address }, `listening for links on ${l.address}`);
+      }
+    } catch (e) {
+      this.close();
+      throw e;
+    }
+    for (const addr of this.config.connect ?? []) this.dial(this.conn(`out:${addr}`, 'out', addr));
+  }
+
+  /** The addresses the listeners are bound to (port 0 picks one). */
+  get listening(): string[] {
+    return this.linkListeners.map((l) => l.address);
+  }
+
+  /** The switch's own peers now (the switch among them). */
+  setNodes(nodes: readonly NodeEntry[]): void {
+    this.topology.setNodes(nodes);
+    this.flush();
+  }
+
+  links(): LinkStatus[] {
+    return [...this.conns.values()].map((c) => {
+      const s = c.end.stats;
+      const state = c.link === null || c.link.state === 'down' || c.link.state === 'closed' ? (c.direction === 'out' && !c.closed ? 'connecting' : 'down') : c.link.state === 'connecting' ? 'connecting' : c.end.isUp ? 'up' : 'hello';
+      return {
+        name: c.name,
+        direction: c.direction,
+        address: c.address,
+        state,
+        neighbour: this.topology.neighbour(c.name),
+        framesSent: s.framesSent,
+        framesReceived: s.framesReceived,
+        badFrames: s.badFrames,
+        retransmits: s.retransmits,
+        downs: c.downs,
+      };
+    });
+  }
+
+  remoteNodes(): RemoteNode[] {
+    return this.topology.remoteNodes();
+  }
+
+  routes(): Route[] {
+    return [...this.topology.routes().values()].sort((a, b) => a.sid - b.sid);
+  }
+
+  private conn(name: string, direction: 'out' | 'in', address: string): Conn {
+    const c: Conn = {
+      name,
+      direction,
+      address,
+      link: null,
+      end: new LinkEnd({ instance: this.endInstance, heartbeatMs: this.config.heartbeatMs }),
+      reasm: new Reassembler(1 << 20),
+      control: { source: this.gcid, destination: LINK_LOCAL },
+      messages: 0,
+      waiting: [],
+      timer: null,
+      timerAt: Infinity,
+      retry: null,
+      backoff: this.config.backoffMs ?? 100,
+      downs: 0,
+      closed: false,
+      upFor: null,
+    };
+    this.conns.set(name, c);
+    return c;
+  }
+
+  private dial(c: Conn): void {
+    c.retry = null;
+    if (this.isClosed || c.closed) return;
+    let link: Link;
+    try {
+      link = Link.connect(c.address, { provider: this.config.provider });
+    } catch (e) {
+      this.log.warn({ event: 'link-error', link: c.name, reason: (e as Error).message }, `link ${c.name}: ${(e as Error).message}`);
+      this.redial(c);
+      return;
+    }
+    this.attach(c, link);
+  }
+
+  private redial(c: Conn): void {
+    if (this.isClosed || c.closed || c.retry) return;
+    const delay = c.backoff;
+    c.backoff = Math.min(c.backoff * 2, this.config.maxBackoffMs ?? 5000);
+    c.retry = setTimeout(() => this.dial(c), delay);
+  }
+
+  private adopt(link: Link): void {
+    if (this.isClosed) return link.close();
+    const c = this.conn(`in:${++this.accepted}`, 'in', link.address);
+    this.attach(c, link);
+    if (link.state === 'connected') this.connected(c);
+  }
+
+  private attach(c: Conn, link: Link): void {
+    c.link = link;
+    link.on('connected', () => this.connected(c));
+    link.on('message', (m) => {
+      c.end.receive(m, Date.now());
+      this.pump(c);
+    });
+    link.on('error', (e) => this.log.debug({ event: 'link-error', link: c.name, reason: e.message }, `link ${c.name}: ${e.message}`));
+    link.on('down', (e) => this.down(c, link, e));
+  }
+
+  private connected(c: Conn): void {
+    if (c.upFor === c.link || c.link === null) return;
+    c.upFor = c.link;
+    this.log.info({ event: 'link-connected', link: c.name, address: c.address }, `link ${c.name} connected (${c.address})`);
+    c.end.linkUp(Date.now());
+    this.pump(c);
+  }
+
+  private down(c: Conn, link: Link, e: LinkError | null): void {
+    if (c.link !== link) return;
+    c.link = null;
+    link.close();
+    const wasUp = c.end.isUp;
+    c.end.linkDown();
+    c.waiting.length = 0;
+    this.topology.linkDown(c.name);
+    if (c.timer) clearTimeout(c.timer);
+    c.timer = null;
+    c.timerAt = Infinity;
+    if (wasUp) c.downs++;
+    const why = e ? e.message : 'closed by the other end';
+    if (wasUp || c.direction === 'in') this.log.warn({ event: 'link-down', link: c.name, reason: why }, `link ${c.name} down: ${why}`);
+    else this.log.debug({ event: 'link-down', link: c.name, reason: why }, `link ${c.name}: ${why}`);
+    if (c.direction === 'in') {
+      c.closed = true;
+      this.conns.delete(c.name);
+    } else this.redial(c);
+    this.flush();
+    this.emit('change');
+  }
+
+  /** Sends what the topology has queued on every link. */
+  private flush(): void {
+    for (let m = this.topology.pollSend(); m; m = this.topology.pollSend()) {
+      const c = this.conns.get(m.link);
+      if (!c) continue;
+      c.waiting.push(...pieces('control', this.gcid, LINK_LOCAL, m.bytes, c.messages++));
+    }
+    for (let ev = this.topology.pollEvent(); ev; ev = this.topology.pollEvent()) {
+      this.log.error({ event: 'link-conflict', link: ev.link }, ev.text);
+    }
+    for (const c of this.conns.values()) this.pump(c);
+  }
+
+  private pump(c: Conn): void {
+    if (this.isClosed || c.closed) return;
+    const now = Date.now();
+    const end = c.end;
+    end.handleTimeout(now);
+    let changed = false;
+    for (let ev = end.pollEvent(); ev; ev = end.pollEvent()) {
+      switch (ev.kind) {
+        case 'up':
+          c.backoff = this.config.backoffMs ?? 100;
+          this.log.info({ event: 'link-up', link: c.name }, `link ${c.name} up`);
+          this.topology.linkUp(c.name);
+          changed = true;
+          break;
+        case 'dead':
+          this.log.warn({ event: 'link-dead', link: c.name }, `link ${c.name}: nothing heard for ${3 * (this.config.heartbeatMs ?? 100)} ms; reconnecting`);
+          if (c.link) this.down(c, c.link, null);
+          return;
+        case 'restarted':
+          c.reasm.reset();
+          break;
+        case 'stalled':
+        case 'ready':
+          break;
+      }
+    }
+    if (changed) {
+      for (let m = this.topology.pollSend(); m; m = this.topology.pollSend()) {
+        const to = this.conns.get(m.link);
+        if (to) to.waiting.push(...pieces('control', this.gcid, LINK_LOCAL, m.bytes, to.messages++));
+      }
+    }
+    if (end.isUp) {
+      while (c.waiting.length && end.submit(c.control, c.waiting[0])) c.waiting.shift();
+    }
+    let learned = false;
+    for (let d = end.pollDeliver(); d; d = end.pollDeliver()) {
+      end.consumed(d.stream, 1);
+      let m;
+      try {
+        m = c.reasm.push(d.packet);
+      } catch (e) {
+        if (!(e instanceof CarryError)) throw e;
+        this.log.warn({ event: 'link-reject', link: c.name, reason: e.message }, `link ${c.name}: ${e.message}`);
+        continue;
+      }
+      if (!m) continue;
+      if (m.kind === 'control' && m.destination === LINK_LOCAL) {
+        this.topology.receive(c.name, Math.floor(m.source / 0x1000), m.message);
+        learned = true;
+      } else {
+        this.log.warn({ event: 'link-reject', link: c.name }, `link ${c.name}: a ${m.kind} message from ${fmt(m.source)} to ${fmt(m.destination)}; forwarding messages is not there yet, dropped`);
+      }
+    }
+    const link = c.link;
+    if (link && link.state === 'connected') {
+      for (let f = end.pollTransmit(now); f; f = end.pollTransmit(now)) link.send(f);
+    }
+    const at = end.pollTimeout(now);
+    if (at !== null && (c.timer === null || at < c.timerAt)) {
+      if (c.timer) clearTimeout(c.timer);
+      c.timerAt = at;
+      c.timer = setTimeout(() => {
+        c.timer = null;
+        c.timerAt = Infinity;
+        this.pump(c);
+      }, Math.max(0, at - now));
+    }
+    if (learned || changed) {
+      this.flush();
+      this.emit('change');
+    }
+  }
+
+  get closed(): boolean {
+    return this.isClosed;
+  }
+
+  close(): void {
+    if (this.isClosed) return;
+    this.isClosed = true;
+    for (const l of this.linkListeners) l.close();
+    this.linkListeners.length = 0;
+    for (const c of this.conns.values()) {
+      c.closed = true;
+      if (c.timer) clearTimeout(c.timer);
+      if (c.retry) clearTimeout(c.retry);
+      c.link?.close();
+      c.link = null;
+    }
+    this.conns.clear();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
