@@ -4,6 +4,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import type { Fabric } from '../fabric/fabric.js';
+import { LinkError } from '../link/ofi.js';
+import type { SwitchLinks } from '../link/switch-links.js';
 import { startConsole } from './console.js';
 import { PidFile, errorCode, errorText, groupId, raiseFdLimit, type FdLimit } from '../native.js';
 import { Server, ServerError } from '../server/server.js';
@@ -179,22 +181,29 @@ export async function runServe(argv: string[]): Promise<number> {
   }
   let server: Server;
   let fabric: Fabric | null;
+  let links: SwitchLinks | null = null;
   // The pid file first: a server already running with it is refused before
   // anything else is created. It is locked for this process's life.
   let pidfile: PidFile | null = null;
   try {
     if (o.pidfile !== null) pidfile = createPidFile(o.pidfile);
     if (pidfile?.tookOver) log.warn({ event: 'replaced-stale', pidfile: o.pidfile }, `took over stale pid file ${o.pidfile}`);
-    ({ server, fabric } = startServe(o, { gid, logger: log }));
+    ({ server, fabric, links } = startServe(o, { gid, logger: log }));
   } catch (e) {
     pidfile?.remove();
+    if (e instanceof LinkError) return refuse(1, `${o.fabric?.links?.listen.length ? '--link-listen' : '--link'}: ${e.message}`);
     if (e instanceof ServerError || e instanceof FabricSetupError) return refuse(e instanceof FabricSetupError || e.usage ? 2 : 1, e.message);
     throw e;
   }
-  const monitor = new Monitor(server, fabric, (id) => {
-    const pid = server.peerPid(id);
-    return pid === null ? null : { pid, command: peerProcess(pid).command };
-  });
+  const monitor = new Monitor(
+    server,
+    fabric,
+    (id) => {
+      const pid = server.peerPid(id);
+      return pid === null ? null : { pid, command: peerProcess(pid).command };
+    },
+    links,
+  );
   let http: HttpService | null = null;
   let stopping = false;
   /** Removes what the server made (socket, shm, pid file). Idempotent. */
@@ -270,6 +279,11 @@ export async function runServe(argv: string[]): Promise<number> {
       { event: 'fabric', nClients: f.nClients, switch: f.nClients + 1, sid: f.sid, pfm: f.pfm, recycle: f.recycle, codec: f.codec },
       `fabric of ${f.nClients} peers (IDs 1..${f.nClients}); the switch is peer ${f.nClients + 1}${f.pfm ? `, the fabric manager (SID ${f.sid})` : ''}; recycle ${f.recycle ? 'on' : 'off'}${f.codec === 'genz' ? '; codec genz' : ''}`,
     );
+  }
+  if (links && o.fabric?.links) {
+    const l = o.fabric.links;
+    const parts = [...(links.listening.length ? [`listening on ${links.listening.join(', ')}`] : []), ...(l.connect.length ? [`linking to ${l.connect.join(', ')}`] : [])];
+    log.info({ event: 'links', sid: o.fabric.sid, listen: links.listening, connect: l.connect, provider: l.provider }, `links (${l.provider}): SID ${o.fabric.sid}, ${parts.join('; ')}`);
   }
   if (http) {
     const moved = http.movedFrom === null ? '' : ` (port ${http.movedFrom} is in use)`;

@@ -8,11 +8,15 @@ import { genzFabricHooks } from '../fabric/genz-codec.js';
 import { openMailbox } from '../fabric/mailbox.js';
 import type { ServeOptions } from '../server/options.js';
 import { DEFAULT_MAX_QUEUED, Server, type ServerConfig } from '../server/server.js';
+import { SwitchLinks } from '../link/switch-links.js';
+import type { NodeEntry } from '../link/topology.js';
 
 export interface Served {
   server: Server;
   /** The switch, unless --silent. */
   fabric: Fabric | null;
+  /** The switch's links to other switches (--link, --link-listen). */
+  links: SwitchLinks | null;
 }
 
 /** The fabric's mailbox does not fit what the options ask (-l, --ring-capacity). */
@@ -66,5 +70,50 @@ export function startServe(
       throw new FabricSetupError((e as Error).message, { cause: e });
     }
   }
-  return { server, fabric };
+  let links: SwitchLinks | null = null;
+  if (fabric && o.fabric?.links) {
+    const l = o.fabric.links;
+    links = new SwitchLinks({ sid: o.fabric.sid, cid: fabric.switch.serverId * 100, listen: l.listen, connect: l.connect, provider: l.provider, logger });
+    try {
+      links.start();
+    } catch (e) {
+      // LinkError: no libfabric (ELIBACC), an address in use, ...
+      server.close();
+      fabric.close();
+      throw e;
+    }
+    follow(fabric, server, links);
+  }
+  return { server, fabric, links };
+}
+
+/** The switch's peers as its advertisement lists them: the switch and
+ * every connected peer, by the CID FAME-Z gives it (ID x 100). */
+export function localNodes(fabric: Fabric): NodeEntry[] {
+  return fabric.switch.portList
+    .filter((p) => p.id * 100 <= 0xfff)
+    .map((p) => ({ cid: p.id * 100, nodename: fabric.nodename(p.id), cclass: p.cclass }))
+    .concat([{ cid: fabric.switch.serverId * 100, nodename: fabric.nodename(fabric.switch.serverId) || 'Z-switch', cclass: 'FabricSwitch' }]);
+}
+
+/** Keeps the links' advertisement current: on every join, leave and port
+ * change, and each second for nodenames (a peer writes its slot's name
+ * without telling). Closes the links with the server. */
+function follow(fabric: Fabric, server: Server, links: SwitchLinks): void {
+  const update = () => {
+    if (!links.closed && !fabric.closed) links.setNodes(localNodes(fabric));
+  };
+  update();
+  const timer = setInterval(update, 1000).unref();
+  const later = () => setImmediate(update);
+  server.on('connect', later);
+  server.on('disconnect', later);
+  fabric.on('port', later);
+  server.on('close', () => {
+    clearInterval(timer);
+    server.off('connect', later);
+    server.off('disconnect', later);
+    fabric.off('port', later);
+    links.close();
+  });
 }

@@ -11,8 +11,9 @@ import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 
 import { silentLogger, type Logger } from '../log.js';
+import type { SwitchLinkView } from '../observe/api-types.js';
 import { CarryError, LINK_LOCAL, Reassembler, fmt, pieces } from './carry.js';
-import { Link, LinkListener, type LinkError } from './ofi.js';
+import { Link, LinkError, LinkListener, libfabricAvailable } from './ofi.js';
 import { LinkEnd, type Stream } from './streams.js';
 import { Topology, type NodeEntry, type RemoteNode, type Route } from './topology.js';
 
@@ -37,22 +38,8 @@ export interface SwitchLinksConfig {
   instance?: number;
 }
 
-export interface LinkStatus {
-  /** The link's name: `out:HOST:PORT` or `in:N`. */
-  name: string;
-  direction: 'out' | 'in';
-  /** The peer's address (for `out`, the one configured). */
-  address: string;
-  state: 'connecting' | 'hello' | 'up' | 'down';
-  /** The SID at the other end, once known. */
-  neighbour: number | null;
-  framesSent: number;
-  framesReceived: number;
-  badFrames: number;
-  retransmits: number;
-  /** Times the link went down. */
-  downs: number;
-}
+/** One link as `/system` shows it. */
+export type LinkStatus = SwitchLinkView;
 
 export interface SwitchLinksEvents {
   /** Something in the links or the remote nodes changed. */
@@ -110,6 +97,9 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
   /** Opens the listeners and starts the outgoing links. Throws LinkError
    * (ELIBACC without libfabric, EADDRINUSE, ...) before anything is kept. */
   start(): void {
+    // Only a link made later would find it missing: say it now, once.
+    const probe = libfabricAvailable();
+    if (!probe.available) throw new LinkError(probe.code ?? 'ELIBACC', probe.error ?? 'libfabric is not available');
     try {
       for (const addr of this.config.listen ?? []) {
         const l = LinkListener.listen(addr, { provider: this.config.provider });

@@ -54,11 +54,35 @@ export interface PeerView {
 }
 
 /** FAME-Z's `GET /system`, for its D3 dashboard. */
+/** One of the switch's links to another switch (GET /system). */
+export interface SwitchLinkView {
+  /** The link's name: `out:HOST:PORT` or `in:N`. */
+  name: string;
+  direction: 'out' | 'in';
+  /** The peer's address (for `out`, the one configured). */
+  address: string;
+  state: 'connecting' | 'hello' | 'up' | 'down';
+  /** The SID at the other end, once known. */
+  neighbour: number | null;
+  framesSent: number;
+  framesReceived: number;
+  badFrames: number;
+  retransmits: number;
+  /** Times the link went down. */
+  downs: number;
+}
+
 export interface SystemView {
   nClients: number;
   server_ivshmsg_id: number | null;
   nodes: Array<{ ivshmsg_id: number; id: string; cclass: string; hardware: string; group: string }>;
   links: Array<{ source: string; target: string }>;
+  /** With links to other switches (--link, --link-listen): this switch's SID. */
+  sid?: number;
+  /** Its links: state, the SID at the other end, frame counts. */
+  switchLinks?: SwitchLinkView[];
+  /** The nodes of the other switches it reaches, by GCID (SID:CID). */
+  remoteNodes?: Array<{ gcid: string; sid: number; cid: number; nodename: string; cclass: string; hops: number; via: number | null }>;
 }
 
 export type FabricEventType = 'join' | 'leave' | 'refuse' | 'link' | 'message' | 'drop' | 'undelivered' | 'reject';

@@ -10,6 +10,7 @@ import { EventEmitter } from 'node:events';
 import type { Fabric, FabricEvents, SwitchMessage } from '../fabric/fabric.js';
 import { ringOffset } from '../fabric/ring.js';
 import { RING_HEAD, RING_TAIL } from '../layout.generated.js';
+import type { SwitchLinks } from '../link/switch-links.js';
 import type { Server } from '../server/server.js';
 import type { FabricEvent, PeerKind, PeerRings, PeerView, SystemView } from './api-types.js';
 
@@ -60,6 +61,8 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     readonly server: Server,
     readonly fabric: Fabric | null,
     private readonly lookupProcess: (id: number) => { pid: number; command: string | null } | null = () => null,
+    /** The switch's links to other switches, when it has them. */
+    readonly links: SwitchLinks | null = null,
   ) {
     super();
     const onConnect = ({ id, peers }: { id: number; peers: number }) => {
@@ -277,11 +280,19 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     });
     const switchNode = f ? nodes.find((n) => n.ivshmsg_id === f.switch.serverId) : undefined;
     const links = switchNode ? nodes.filter((n) => n !== switchNode).map((n) => ({ source: n.id, target: switchNode.id })) : [];
-    return {
+    const view: SystemView = {
       nClients: f ? f.switch.config.nClients : this.server.config.maxPeers,
       server_ivshmsg_id: f ? f.switch.serverId : null,
       nodes,
       links,
     };
+    const l = this.links;
+    if (f && l) {
+      const routes = new Map(l.routes().map((r) => [r.sid, r]));
+      view.sid = f.switch.config.sid;
+      view.switchLinks = l.links();
+      view.remoteNodes = l.remoteNodes().map((n) => ({ gcid: `${n.sid}:${n.cid}`, sid: n.sid, cid: n.cid, nodename: n.nodename, cclass: n.cclass, hops: n.hops, via: routes.get(n.sid)?.via ?? null }));
+    }
+    return view;
   }
 }

@@ -41,6 +41,17 @@ export interface FabricOptions {
   /** Bytes per ring channel (a power of two); null: the largest up to
    * 16 KiB that fits the shared memory. */
   ringCapacity: number | null;
+  /** Links to other switches (docs/multi-host.md); null: none. */
+  links: SwitchLinkOptions | null;
+}
+
+export interface SwitchLinkOptions {
+  /** --link-listen ADDR:PORT, each. */
+  listen: string[];
+  /** --link HOST:PORT, each. */
+  connect: string[];
+  /** --link-provider (default tcp). */
+  provider: string;
 }
 
 export type ShmKind = 'posix' | 'file' | 'memfd';
@@ -127,6 +138,14 @@ export function parseHostPort(text: string): { host: string; port: number } {
   return { host, port };
 }
 
+/** A link's HOST:PORT (an IPv6 host in brackets): the host is required. */
+function parseLinkAddress(flag: string, text: string, minPort: number): string {
+  const m = /^(\[[0-9a-fA-F:.]+\]|[^:[\]\s]+):(\d+)$/.exec(text.trim());
+  if (!m) throw new UsageError(`${flag} needs HOST:PORT, like 192.0.2.7:7000 or [::1]:7000, got '${text}'`);
+  parseInteger(`${flag} port`, m[2], minPort, 65535);
+  return `${m[1]}:${m[2]}`;
+}
+
 function parseMode(text: string): number {
   if (!/^0?[0-7]{3,4}$/.test(text)) throw new UsageError(`--mode needs octal permission bits like 0660, got '${text}'`);
   const mode = parseInt(text, 8);
@@ -203,6 +222,9 @@ const FLAGS = {
   codec: { type: 'string' },
   console: { type: 'boolean' },
   'ring-capacity': { type: 'string' },
+  link: { type: 'string' },
+  'link-listen': { type: 'string' },
+  'link-provider': { type: 'string' },
 } as const satisfies FlagSpecs;
 
 export function parseServeArgs(argv: readonly string[]): ServeOptions {
@@ -224,7 +246,9 @@ export function parseServeArgs(argv: readonly string[]): ServeOptions {
     help: false,
     fabric: null,
   };
-  const fabric: FabricOptions = { nClients: DEFAULT_FABRIC_PEERS, recycle: true, pfm: true, sid: 27, codec: 'text', console: null, ringCapacity: null };
+  const fabric: FabricOptions = { nClients: DEFAULT_FABRIC_PEERS, recycle: true, pfm: true, sid: 27, codec: 'text', console: null, ringCapacity: null, links: null };
+  const links: SwitchLinkOptions = { listen: [], connect: [], provider: 'tcp' };
+  let linkProvider = false;
   let silent = false;
   let idPolicy: IdPolicy | null = null;
   let maxPeers: string | null = null;
@@ -340,6 +364,20 @@ export function parseServeArgs(argv: readonly string[]): ServeOptions {
         fabricOnly.push('--ring-capacity');
         break;
       }
+      case 'link':
+        links.connect.push(parseLinkAddress('--link', v, 1));
+        fabricOnly.push('--link');
+        break;
+      case 'link-listen':
+        links.listen.push(parseLinkAddress('--link-listen', v, 0));
+        fabricOnly.push('--link-listen');
+        break;
+      case 'link-provider':
+        if (!/^[a-z][a-z0-9_;]*$/.test(v)) throw new UsageError(`--link-provider needs a libfabric provider name such as tcp or verbs, got '${v}'`);
+        links.provider = v;
+        linkProvider = true;
+        fabricOnly.push('--link-provider');
+        break;
       case 'max-queued':
         o.maxQueued = parseInteger('--max-queued', v, 0, 1_000_000);
         break;
@@ -404,6 +442,12 @@ export function parseServeArgs(argv: readonly string[]): ServeOptions {
   if (o.size < needed * SLOT_SIZE) {
     throw new UsageError(`size ${formatSize(o.size)} cannot hold the mailbox of ${fabric.nClients} peers (${needed} slots of ${SLOT_SIZE} bytes)`);
   }
+  if (links.listen.length || links.connect.length) {
+    if ((fabric.nClients + 1) * 100 > 0xfff) {
+      throw new UsageError(`--link needs Gen-Z CIDs for every peer: at most ${MAX_GENZ_PEERS} peers (FAME-Z's CID is ID x 100, 12 bits), got ${fabric.nClients}`);
+    }
+    fabric.links = links;
+  } else if (linkProvider) throw new UsageError('--link-provider applies to links: add --link HOST:PORT or --link-listen ADDR:PORT');
   o.vectors = needed;
   o.maxPeers = fabric.nClients;
   o.idPolicy = idPolicy ?? 'lowest';
@@ -491,6 +535,15 @@ Fabric (the default; FAME-Z compatible):
       --console          a console on stdin (default when stdin is a terminal)
       --ring-capacity C  bytes per ring channel, a power of two (messages up
                          to C/2 - 8 bytes); default: up to 16K as -l allows
+
+Links to switches on other hosts (docs/multi-host.md; needs libfabric:
+apt-get install libfabric1). Each famez is one subnet, its SID (--sid)
+unique in the fabric; a peer's global ID is SID:CID:
+      --link-listen ADDR:PORT  accept other switches' links there (repeatable;
+                         port 0 picks one)
+      --link HOST:PORT   keep a link to the switch listening there, reconnecting
+                         with backoff (repeatable)
+      --link-provider P  libfabric provider: tcp (the default) or verbs
 
 Files: the shared memory (-M, -m) and the pid file are created new, never
 through a symlink, and locked while the server runs; one held by a running

@@ -1,0 +1,114 @@
+// `famez serve --link-listen / --link`: real famez processes joined by
+// libfabric (tcp, 127.0.0.1), real peers on each; GET /system on one shows
+// the link and the other switch's peers by GCID, checked against
+// schemas/system.json. Without libfabric, --link is one line naming the
+// fix; bad addresses are usage errors. The link tests skip, saying why,
+// where libfabric is not installed.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+import anyTest, { type TestFn } from 'ava';
+import { Ajv } from 'ajv';
+
+import { FabricClient } from '../ts/fabric/client.js';
+import { libfabricAvailable } from '../ts/link/ofi.js';
+import type { SystemView } from '../ts/observe/api-types.js';
+import { Scratch, type FamezProcess } from './helpers/serve.js';
+import { waitFor } from './helpers/wait.js';
+
+const test = anyTest as TestFn<Scratch>;
+const WAIT_MS = 20_000;
+const probe = libfabricAvailable();
+const linkTest = probe.available ? test : test.skip;
+const skipped = probe.available ? '' : ` (skipped: ${probe.error ?? 'libfabric is not available'})`;
+
+test.beforeEach((t) => {
+  t.context = new Scratch();
+});
+test.afterEach.always(async (t) => {
+  await t.context.cleanup();
+});
+
+const ajv = new Ajv({ allErrors: true, strict: true, validateFormats: false });
+const SCHEMA_DIR = path.join(__dirname, '..', 'schemas');
+for (const f of fs.readdirSync(SCHEMA_DIR)) ajv.addSchema(JSON.parse(fs.readFileSync(path.join(SCHEMA_DIR, f), 'utf8')) as object);
+
+interface Switch {
+  sock: string;
+  url: string;
+  proc: FamezProcess;
+  /** The --link-listen address it bound, when it listens. */
+  linkAddress: string | null;
+}
+
+async function serve(t: { context: Scratch }, args: string[]): Promise<Switch> {
+  const sock = path.join(t.context.dir(), 'sock');
+  const proc = await t.context.serve(['-S', sock, '--memfd', '--max-peers', '4', '--http', '127.0.0.1:0', ...args]);
+  const url = (await proc.waitFor(/web view and API at (http:\/\/127\.0\.0\.1:\d+\/)/, WAIT_MS))[1];
+  const listening = args.includes('--link-listen') ? (await proc.waitFor(/listening on (127\.0\.0\.1:\d+)/, WAIT_MS))[1] : null;
+  return { sock, url, proc, linkAddress: listening };
+}
+
+async function system(s: Switch): Promise<SystemView> {
+  const res = await fetch(`${s.url}system`, { signal: AbortSignal.timeout(WAIT_MS) });
+  return (await res.json()) as SystemView;
+}
+
+linkTest(`two famez serve joined by a link: /system on each lists the link and the other's peers by GCID${skipped}`, async (t) => {
+  const a = await serve(t, ['--sid', '1', '--link-listen', '127.0.0.1:0']);
+  const b = await serve(t, ['--sid', '2', '--link', a.linkAddress!]);
+  const alpha = t.context.track(await FabricClient.connect(a.sock, { nodename: 'alpha' }));
+  t.context.track(await FabricClient.connect(b.sock, { nodename: 'beta' }));
+  const seen = await waitFor(async () => {
+    const s = await system(b);
+    return s.remoteNodes?.some((n) => n.nodename === 'alpha') ? s : null;
+  }, 'b lists alpha', WAIT_MS);
+  const v = ajv.getSchema('system.json')!;
+  t.true(v(seen), ajv.errorsText(v.errors));
+  t.is(seen.sid, 2);
+  t.deepEqual(
+    seen.remoteNodes!.map((n) => [n.gcid, n.nodename, n.cclass, n.hops, n.via]),
+    [
+      [`1:${alpha.id * 100}`, 'alpha', 'Debugger', 1, 1],
+      ['1:500', 'Z-switch', 'FabricSwitch', 1, 1],
+    ],
+  );
+  t.like(seen.switchLinks![0], { name: `out:${a.linkAddress!}`, direction: 'out', state: 'up', neighbour: 1, badFrames: 0 });
+  const other = await waitFor(async () => {
+    const s = await system(a);
+    return s.remoteNodes?.some((n) => n.nodename === 'beta') ? s : null;
+  }, 'a lists beta', WAIT_MS);
+  t.like(other.switchLinks![0], { direction: 'in', state: 'up', neighbour: 2 });
+  t.true(v(other), ajv.errorsText(v.errors));
+  // alpha leaves: b hears of it.
+  alpha.close();
+  await waitFor(async () => !(await system(b)).remoteNodes?.some((n) => n.nodename === 'alpha'), 'alpha gone from b', WAIT_MS);
+  t.pass();
+});
+
+test('--link without libfabric: exit 1, one line naming the fix, nothing left behind', async (t) => {
+  const dir = t.context.dir();
+  const sock = path.join(dir, 'sock');
+  const p = t.context.famez(['serve', '-S', sock, '--memfd', '--no-http', '--link', '127.0.0.1:7000'], { env: { FAMEZ_LIBFABRIC: '/nonexistent.so' } });
+  const exit = await p.wait(60_000);
+  t.is(exit.code, 1);
+  const lines = p.stderr.trim().split('\n');
+  t.is(lines.length, 1, p.stderr);
+  t.regex(lines[0], /^famez serve: --link: libfabric is not installed: apt-get install libfabric1 /);
+  t.false(fs.existsSync(sock), 'the socket is removed');
+});
+
+test('bad link addresses and link flags without links are usage errors (exit 2)', async (t) => {
+  for (const [args, re] of [
+    [['--link', '7000'], /--link needs HOST:PORT/],
+    [['--link', '127.0.0.1:0'], /--link port must be between 1 and 65535/],
+    [['--link-listen', 'x:99999'], /--link-listen port must be between 0 and 65535/],
+    [['--link-provider', 'verbs'], /--link-provider applies to links/],
+    [['--silent', '--link', 'h:1'], /--link applies to the fabric/],
+    [['--max-peers', '41', '--link', 'h:1'], /--link needs Gen-Z CIDs/],
+  ] as const) {
+    const p = await t.context.run(['serve', '-S', path.join(t.context.dir(), 's'), '--memfd', ...args]);
+    t.is(p.exitInfo.code, 2, `${args.join(' ')}: ${p.stderr}`);
+    t.regex(p.stderr, re);
+  }
+});
