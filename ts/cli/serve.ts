@@ -181,7 +181,7 @@ export async function runServe(argv: string[]): Promise<number> {
   }
   let server: Server;
   let fabric: Fabric | null;
-  let links: SwitchLinks | null = null;
+  let links: SwitchLinks | null;
   // The pid file first: a server already running with it is refused before
   // anything else is created. It is locked for this process's life.
   let pidfile: PidFile | null = null;
