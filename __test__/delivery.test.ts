@@ -262,3 +262,49 @@ test('a message handed back by a full ring after its peer was rerouted to the sl
   d.ringFull(1, (push as { bytes: Uint8Array }).bytes, 0);
   t.deepEqual(all(d, 0), ['post:1:a']);
 });
+
+test('a kept message (forwarded from another switch) is never dropped by a full queue; the others around it are', (t) => {
+  const d = new Delivery({ perPeerLimit: 3 });
+  d.connect(1);
+  d.setRoute(1, 'ring');
+  const kept = msg('remote');
+  d.enqueue(1, kept, 0, true);
+  for (let i = 0; i < 5; i++) d.enqueue(1, msg(`own${i}`), 0);
+  t.is(d.stats.dropped, 3);
+  t.deepEqual(all(d, 0), ['push:1:remote', 'push:1:own3', 'push:1:own4']);
+  // All kept: the bound gives way rather than lose one.
+  for (let i = 0; i < 5; i++) d.enqueue(1, msg(`r${i}`), 0, true);
+  t.is(d.queued(1), 5);
+  t.is(d.stats.dropped, 3);
+});
+
+test('a kept message withdrawn untaken is offered again, and slotTaken hands it back once taken', (t) => {
+  const d = new Delivery({ takeTimeoutMs: 100, probeTimeoutMs: 50, probeBackoffMs: 200 });
+  d.connect(1);
+  const kept = msg('remote');
+  d.enqueue(1, kept, 0, true);
+  t.deepEqual(all(d, 0), ['post:1:remote']);
+  d.handleTimeout(100);
+  t.deepEqual(all(d, 100), ['withdraw:1']);
+  t.is(d.queued(1), 1, 'back in its queue');
+  // Its silent receiver is probed later with it, and takes it.
+  t.deepEqual(all(d, 300), ['post:1:remote']);
+  t.is(d.slotTaken(), kept);
+  t.is(d.queued(1), 0);
+  d.enqueue(1, msg('own'), 400);
+  t.deepEqual(all(d, 400), ['post:1:own']);
+  t.is(d.slotTaken(), null, 'an own message is not handed back');
+});
+
+test('leave hands back the kept messages that go with the peer, the one in the slot too', (t) => {
+  const d = new Delivery();
+  d.connect(1);
+  const a = msg('a');
+  const b = msg('b');
+  d.enqueue(1, a, 0, true);
+  d.enqueue(1, msg('own'), 0);
+  d.enqueue(1, b, 0, true);
+  t.deepEqual(all(d, 0), ['post:1:a']);
+  t.deepEqual(d.leave(1), [a, b]);
+  t.deepEqual(d.leave(1), []);
+});

@@ -5,7 +5,7 @@ import test from 'ava';
 import fc from 'fast-check';
 
 import * as genz from '../ts/genz/index.js';
-import { CarryError, PIECE_BYTES, Reassembler, pieces, type Carried } from '../ts/link/carry.js';
+import { CarryError, HEADER_BYTES, PIECE_BYTES, Reassembler, looksCarried, pieces, splitPackets, type Carried } from '../ts/link/carry.js';
 import { packetFault } from '../ts/link/frame.js';
 
 const A = 0x1b064; // SID 27, CID 100
@@ -135,4 +135,19 @@ test('arbitrary bytes and mutated pieces never make push throw anything but Carr
     }),
     { numRuns: 300 },
   );
+});
+
+test('pieces can be cut smaller (a slot holds 383 bytes), laid end to end and split apart again', (t) => {
+  const m = new Uint8Array(1000).map((_, i) => i);
+  const ps = pieces('mailbox', A, B, m, 3, 383);
+  for (const p of ps) t.true(p.length <= 383);
+  t.true(looksCarried(ps[0]));
+  t.false(looksCarried(Buffer.from('ping')));
+  t.false(looksCarried(genz.encode({ class: 'Core64.Write', GC: 1, DSID: 1, SSID: 2, Addr: 0x1000n, payload: new Uint8Array(4) })));
+  const joined = Buffer.concat(ps);
+  const split = splitPackets(joined)!;
+  t.is(split.length, ps.length);
+  t.deepEqual(Buffer.from(deliverAll(new Reassembler(), split)[0].message), Buffer.from(m));
+  t.is(splitPackets(joined.subarray(0, joined.length - 1)), null);
+  t.throws(() => pieces('mailbox', A, B, m, 0, HEADER_BYTES + 3), { instanceOf: CarryError, code: 'EFIELD' });
 });

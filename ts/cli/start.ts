@@ -73,7 +73,17 @@ export function startServe(
   let links: SwitchLinks | null = null;
   if (fabric && o.fabric?.links) {
     const l = o.fabric.links;
-    links = new SwitchLinks({ sid: o.fabric.sid, cid: fabric.switch.serverId * 100, listen: l.listen, connect: l.connect, provider: l.provider, logger });
+    const f = fabric;
+    links = new SwitchLinks({
+      sid: o.fabric.sid,
+      cid: fabric.switch.serverId * 100,
+      listen: l.listen,
+      connect: l.connect,
+      provider: l.provider,
+      logger,
+      deliver: (peer, messages, taken) => f.deliverRemote(peer, messages, taken),
+      resume: (peer) => f.resume(peer),
+    });
     try {
       links.start();
     } catch (e) {
@@ -82,6 +92,7 @@ export function startServe(
       fabric.close();
       throw e;
     }
+    fabric.forwarder = links;
     follow(fabric, server, links);
   }
   return { server, fabric, links };

@@ -40,6 +40,7 @@ import { FEATURE_SWITCH_RING, writeFeatures } from './features.js';
 import { Slots } from './slots.js';
 import { nativeSlots, type SlotPort } from './ring-ends.js';
 import { defaultNodename, encodeMessage, fitNodename, textOf } from './peer-text.js';
+import { formatGcid, outgoing, parseGcid, type Gcid } from './remote.js';
 import {
   FabricClientError,
   MAX_SLOT_MESSAGE,
@@ -84,6 +85,8 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
   private readonly sendTimeoutMs: number;
   private readonly requestTimeoutMs: number;
   private closedReason: string | null = null;
+  /** Messages sent to peers of other switches (their Tag). */
+  private afar = 0;
   private sweepHandle: NodeJS.Immediate | null = null;
   private readonly onInterrupt = ({ vector }: { vector: number }) => this.drain(vector, true);
   private readonly onJoin = ({ id }: { id: number }) => {
@@ -266,14 +269,17 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
     let ids: number[];
     let bytes: Uint8Array;
     let signal: AbortSignal | undefined;
+    let afar: Gcid | null;
     try {
       signal = checkSignal(options.signal);
-      ids = this.resolve(dest);
       bytes = this.checkSize(encodeMessage(message));
+      afar = parseGcid(dest);
+      ids = afar ? [] : this.resolve(dest);
     } catch (e) {
       return Promise.reject(e);
     }
     const timeoutMs = options.timeoutMs ?? this.sendTimeoutMs;
+    if (afar) return this.sendAfar('mailbox', afar, [bytes], timeoutMs, signal);
     if (ids.length === 1) return this.sender.enqueue(ids[0], bytes, timeoutMs, signal);
     return Promise.all(ids.map((to) => this.sender.enqueue(to, bytes, timeoutMs, signal))).then(() => undefined);
   }
@@ -300,7 +306,9 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
     let to: number;
     try {
       checkSignal(options.signal);
-      to = this.resolveOne(dest);
+      const afar = parseGcid(dest);
+      if (afar && afar.sid !== this.localSid()) return this.requests.wait(this.serverId, () => this.send(dest, message, options), options, this.requestTimeoutMs, afar.gcid);
+      to = afar ? this.localId(afar) : this.resolveOne(dest);
     } catch (e) {
       return Promise.reject(e);
     }
@@ -345,6 +353,8 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
     let signal: AbortSignal | undefined;
     try {
       signal = checkSignal(options.signal);
+      const afar = parseGcid(dest);
+      if (afar) return this.sendAfar('ring', afar, Array.isArray(messages) ? messages : [messages], options.timeoutMs ?? this.sendTimeoutMs, signal);
       to = this.resolveOne(dest);
     } catch (e) {
       return Promise.reject(e);
@@ -368,6 +378,13 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
    * during the call (copy what must outlive it). null goes back to `data`. */
   onRing(handler: ((from: number, bytes: Buffer, start: number, length: number) => void) | null): void {
     this.channels.handler = handler;
+  }
+
+  /** This peer's global ID (SID << 12 | CID): the SID the switch
+   * configured (or, before that, the one its slot shows), the CID FAME-Z
+   * gives it (ID x 100). */
+  get gcid(): number {
+    return this.localSid() * 0x1000 + this.id * 100;
   }
 
   /** Leaves the fabric. Pending sends and requests reject with ECLOSED. */
@@ -402,6 +419,44 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
       if (!own) this.spoofers.set(slot, sender);
     }
     return sender;
+  }
+
+  /** The fabric's SID: as configured, else as the switch's slot says. */
+  private localSid(): number {
+    return this.own.SID0 || (this.closed ? 0 : this.mailbox.slot(this.serverId).peerSid);
+  }
+
+  /** The local peer a GCID of this subnet names (CID = ID x 100). */
+  private localId(g: Gcid): number {
+    const id = g.cid / 100;
+    if (!Number.isInteger(id) || id < 1 || id > this.serverId) throw new FabricClientError('ENOPEER', `${g.sid}:${g.cid} names no peer of this fabric (CIDs are ID x 100)`);
+    return this.resolve(id)[0];
+  }
+
+  /** Messages to `to` (a GCID): to a peer of another switch they go to the
+   * local switch as the packets that carry them (its ring when there is
+   * one, else its slot, one piece each), which forwards them; to this
+   * subnet, straight to the peer. */
+  private sendAfar(kind: 'mailbox' | 'ring', to: Gcid, messages: Uint8Array[], timeoutMs: number, signal: AbortSignal | undefined): Promise<void> {
+    try {
+      this.check();
+      if (to.sid === this.localSid()) {
+        const id = this.localId(to);
+        return kind === 'ring' ? this.channels.send(id, messages, timeoutMs, signal) : this.sender.enqueue(id, messages[0], timeoutMs, signal);
+      }
+      if (!this.connected.has(this.serverId)) throw new FabricClientError('ENOPEER', `the switch (peer ${this.serverId}) is not connected: no way to ${formatGcid(to.gcid)}`);
+      const from = this.gcid;
+      const viaRing = this.layout !== null && this.memoryOrNull() !== null;
+      let chain = Promise.resolve();
+      for (const m of messages) {
+        const parts = outgoing(kind, from, to.gcid, m, this.afar++, viaRing ? undefined : MAX_SLOT_MESSAGE);
+        if (viaRing) chain = chain.then(() => this.channels.send(this.serverId, [Buffer.concat(parts)], timeoutMs, signal));
+        else for (const p of parts) chain = chain.then(() => this.sender.enqueue(this.serverId, p, timeoutMs, signal));
+      }
+      return chain;
+    } catch (e) {
+      return Promise.reject(e);
+    }
   }
 
   private check(): void {

@@ -21,6 +21,12 @@
 //   Only taking a message makes a silent peer a reader again: ringing the
 //   switch does not (a peer that floods pings and reads nothing rings all
 //   the time).
+// - A message enqueued with `keep` (one forwarded from another switch,
+//   which the link's credits bound and which must not be lost) is never
+//   dropped by the queue bound, and when it is withdrawn untaken it goes
+//   back first in its queue, to be offered again by the same rules.
+//   slotTaken() and leave() hand such messages back, so the caller can
+//   give their credit back.
 
 export type Route = 'slot' | 'ring';
 
@@ -108,6 +114,7 @@ interface Holding {
   to: number;
   deadline: number;
   probe: boolean;
+  bytes: Uint8Array;
 }
 
 const MAX_BACKOFF_MS = 60_000;
@@ -128,6 +135,8 @@ export class Delivery {
   private withdrawal: number | null = null;
   private readonly notes: DeliveryNote[] = [];
   private readonly counts = { sent: 0, dropped: 0, undelivered: 0 };
+  /** Messages enqueued with `keep`. */
+  private readonly kept = new WeakSet<Uint8Array>();
 
   constructor(config: DeliveryConfig = {}) {
     this.limit = config.perPeerLimit ?? 64;
@@ -161,10 +170,12 @@ export class Delivery {
   }
 
   /** A peer left: its queue goes, and a message of its in the slot is
-   * withdrawn. */
-  leave(id: number): void {
+   * withdrawn. Returns the kept messages that went with it. */
+  leave(id: number): Uint8Array[] {
     const d = this.dests.get(id);
-    if (!d) return;
+    if (!d) return [];
+    const gone = d.queue.slice(d.head).filter((b) => this.kept.has(b));
+    if (this.holding?.to === id && this.kept.has(this.holding.bytes)) gone.unshift(this.holding.bytes);
     if (d.dropped > 0) this.note('drop', id, d.dropped, `peer ${id}: ${d.dropped} more message(s) dropped before it left`);
     this.dests.delete(id);
     this.unturn(id);
@@ -172,6 +183,7 @@ export class Delivery {
       this.holding = null;
       this.withdrawal = id;
     }
+    return gone;
   }
 
   /** Where `id`'s messages go from now on. */
@@ -196,12 +208,14 @@ export class Delivery {
     d.probeAt = Math.min(d.probeAt, Math.max(now, d.probedAt + PROBE_EVERY_MS));
   }
 
-  /** Queues `bytes` for `to`; a full queue loses its oldest message. */
-  enqueue(to: number, bytes: Uint8Array, now: number): void {
+  /** Queues `bytes` for `to`; a full queue loses its oldest message that
+   * is not kept. `keep`: never drop this one (see the module comment).
+   * False when `to` is not connected. */
+  enqueue(to: number, bytes: Uint8Array, now: number, keep = false): boolean {
     const d = this.dests.get(to);
-    if (!d) return;
-    if (this.waiting(d) >= this.limit) {
-      d.head++;
+    if (!d) return false;
+    if (keep) this.kept.add(bytes);
+    if (this.waiting(d) >= this.limit && this.dropOldest(d)) {
       d.dropped++;
       d.droppedTotal++;
       this.counts.dropped++;
@@ -214,19 +228,26 @@ export class Delivery {
     d.queue.push(bytes);
     this.compact(d);
     if (d.route === 'slot') this.enturn(to);
+    return true;
   }
 
   /** The I/O layer saw the switch's slot free again: its message was taken,
-   * so its receiver reads. */
-  slotTaken(): void {
+   * so its receiver reads. Returns that message when it was a kept one. */
+  slotTaken(): Uint8Array | null {
     const h = this.holding;
-    if (!h) return;
+    if (!h) return null;
     this.holding = null;
     const d = this.dests.get(h.to);
     if (d) {
       d.liveness = 'responsive';
       d.probeBackoff = this.probeBackoffMs;
     }
+    return this.kept.has(h.bytes) ? h.bytes : null;
+  }
+
+  /** Whether `bytes` was enqueued with `keep`. */
+  isKept(bytes: Uint8Array): boolean {
+    return this.kept.has(bytes);
   }
 
   /** The slot holds what the switch did not write (another peer wrote into
@@ -238,8 +259,11 @@ export class Delivery {
     this.withdrawal = h.to;
     this.counts.undelivered++;
     const d = this.dests.get(h.to);
-    if (d) d.undelivered++;
-    this.note('undelivered', h.to, 1, `the switch's slot was overwritten while it held a message for peer ${h.to} (${detail}); withdrawn`);
+    if (d) {
+      d.undelivered++;
+      this.requeueKept(d, h.bytes);
+    }
+    this.note('undelivered', h.to, 1, `the switch's slot was overwritten while it held a message for peer ${h.to} (${detail}); withdrawn${this.kept.has(h.bytes) ? ' (to be offered again)' : ''}`);
   }
 
   /** A push to `to`'s ring found it full: `bytes` goes back first in line. */
@@ -250,8 +274,7 @@ export class Delivery {
     if (d.head > 0) d.queue[--d.head] = bytes;
     else d.queue.unshift(bytes);
     d.ringRetryAt = now + this.ringRetryMs;
-    if (this.waiting(d) > this.limit) {
-      d.queue.pop();
+    if (this.waiting(d) > this.limit && this.dropNewest(d)) {
       d.dropped++;
       d.droppedTotal++;
       this.counts.dropped++;
@@ -270,6 +293,7 @@ export class Delivery {
     const d = this.dests.get(h.to);
     if (d) {
       d.undelivered++;
+      this.requeueKept(d, h.bytes);
       if (d.liveness !== 'silent') {
         this.note(
           'undelivered',
@@ -306,9 +330,9 @@ export class Delivery {
       d.probedAt = now;
       d.probeAt = now + d.probeBackoff;
     }
-    this.holding = { to: d.id, deadline: now + (probe ? this.probeTimeoutMs : this.takeTimeoutMs), probe };
     this.counts.sent++;
     const bytes = this.shift(d);
+    this.holding = { to: d.id, deadline: now + (probe ? this.probeTimeoutMs : this.takeTimeoutMs), probe, bytes };
     this.unturn(d.id);
     if (this.waiting(d) > 0) this.turn.push(d.id);
     return { kind: 'post', to: d.id, bytes };
@@ -373,6 +397,40 @@ export class Delivery {
 
   private note(event: DeliveryNote['event'], peer: number, count: number, text: string): void {
     this.notes.push({ event, peer, count, text });
+  }
+
+  /** A withdrawn kept message goes back first in line (and into the turn). */
+  private requeueKept(d: Dest, bytes: Uint8Array): void {
+    if (!this.kept.has(bytes)) return;
+    if (d.head > 0) d.queue[--d.head] = bytes;
+    else d.queue.unshift(bytes);
+    if (d.route === 'slot') this.enturn(d.id);
+  }
+
+  /** Drops the oldest message that is not kept; false when all are kept. */
+  private dropOldest(d: Dest): boolean {
+    if (!this.kept.has(d.queue[d.head])) {
+      d.head++;
+      return true;
+    }
+    for (let i = d.head + 1; i < d.queue.length; i++) {
+      if (!this.kept.has(d.queue[i])) {
+        d.queue.splice(i, 1);
+        return true;
+      }
+    }
+    return false;
+  }
+
+  /** Drops the newest message that is not kept; false when all are kept. */
+  private dropNewest(d: Dest): boolean {
+    for (let i = d.queue.length - 1; i >= d.head; i--) {
+      if (!this.kept.has(d.queue[i])) {
+        d.queue.splice(i, 1);
+        return true;
+      }
+    }
+    return false;
   }
 
   private waiting(d: Dest): number {

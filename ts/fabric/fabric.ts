@@ -29,6 +29,7 @@ import {
 import { FEATURE_MEMBERSHIP_BELL, FEATURE_SWITCH_RING, clearFeatures, readFeatures } from './features.js';
 import { bumpMembership, writePresent } from './presence.js';
 import { RingCorrupt, RingReader, RingWriter, ringOffset } from './ring.js';
+import { looksCarried, splitPackets } from '../link/carry.js';
 import { Switch, type PortRecord, type Reaction, type SwitchConfig } from './switch.js';
 
 /** What the fabric needs of a mailbox (the native FAME-Z slot layout). */
@@ -40,9 +41,21 @@ export interface MailboxPort {
   nodename(slot: number): string;
   setNodename(slot: number, name: string): void;
   clear(slot: number): void;
+  /** Writes a slot's peer_SID and peer_CID (the switch's own: where peers read the fabric's SID). */
+  setPeerIds?(slot: number, sid: number, cid: number): void;
   /** The ring channels, when the server set them up. */
   readonly ringLayout?: RingLayoutInfo | null;
   close(): void;
+}
+
+/** Where a switch's messages for other switches go (its links, ts/link/switch-links.ts). */
+export interface Forwarder {
+  /** A message from local peer `sender`, as the packets that carry it
+   * (ts/link/carry.ts), for a peer of another switch: 'accepted', 'wait'
+   * (its stream has no credit now: the switch holds it, reads nothing
+   * more of `sender`'s, and offers it again after resume(sender)), or why
+   * it is refused (one line). */
+  forward(sender: number, packets: Uint8Array[]): 'accepted' | 'wait' | { refused: string };
 }
 
 export interface FabricConfig extends SwitchConfig, DeliveryConfig {
@@ -148,6 +161,12 @@ export class Fabric extends EventEmitter<FabricEvents> {
   /** The last connection number written into a present word. */
   private connections = 0n;
   private isClosed = false;
+  /** The links, when the switch has them. */
+  forwarder: Forwarder | null = null;
+  /** Per local sender: its messages for other switches that wait for credit, in order. */
+  private readonly held = new Map<number, Uint8Array[]>();
+  /** Forwarded messages queued for local peers: called once each is taken (or its peer left). */
+  private readonly onTaken = new WeakMap<Uint8Array, () => void>();
 
   /** Creates the switch's eventfds, so the server can advertise them. */
   constructor(readonly config: FabricConfig) {
@@ -235,6 +254,8 @@ export class Fabric extends EventEmitter<FabricEvents> {
       this.globalsTimer.unref();
     }
     mailbox.setNodename(this.switch.serverId, 'Z-switch');
+    // Peers learn the fabric's SID (their GCIDs' upper part) from here.
+    mailbox.setPeerIds?.(this.switch.serverId, this.config.sid, this.switch.serverId * 100);
     server.describePeer = (id) => {
       const nodename = this.nodename(id);
       return nodename ? { nodename } : {};
@@ -250,7 +271,8 @@ export class Fabric extends EventEmitter<FabricEvents> {
     const onDisconnect = ({ id }: { id: number }) => {
       this.counters.delete(id);
       this.switch.disconnect(id);
-      this.delivery.leave(id);
+      for (const b of this.delivery.leave(id)) this.taken(b);
+      this.held.delete(id);
       this.rings.delete(id);
       this.readers.delete(id);
       this.brokenRings.delete(id);
@@ -312,8 +334,17 @@ export class Fabric extends EventEmitter<FabricEvents> {
     this.log.trace({ event: 'doorbell', peer: sender }, `peer ${sender} rang the switch`);
     this.delivery.rang(sender, Date.now());
     this.route(sender);
+    this.service(sender);
+    this.pump();
+  }
+
+  /** Reads `sender`'s ring and slot, unless some of its messages wait for
+   * credit on a link (then its ring fills and its slot stays busy). */
+  private service(sender: number): void {
+    const mailbox = this.mailbox;
+    if (!mailbox || this.held.has(sender)) return;
     this.readRing(sender);
-    if (mailbox.busy(sender)) {
+    if (!this.held.has(sender) && mailbox.busy(sender)) {
       const target = mailbox.slot(sender).lastResponder;
       const me = this.switch.serverId;
       // A slot says whom its message is for. One for another peer is left
@@ -333,7 +364,6 @@ export class Fabric extends EventEmitter<FabricEvents> {
         if (bytes !== null) this.received(sender, bytes, 'slot');
       }
     }
-    this.pump();
   }
 
   /** The switch's real ring channel from `sender`: each message in it is
@@ -359,7 +389,7 @@ export class Fabric extends EventEmitter<FabricEvents> {
     }
     for (const bytes of got) this.received(sender, bytes, 'ring');
     if (n >= RING_READ_BUDGET) setImmediate(() => {
-      if (!this.closed && this.switch.port(sender)) {
+      if (!this.closed && this.switch.port(sender) && !this.held.has(sender)) {
         this.readRing(sender);
         this.pump();
       }
@@ -405,6 +435,17 @@ export class Fabric extends EventEmitter<FabricEvents> {
   /** A message from `sender` (its slot's or ring's bytes): counted,
    * handed to the switch, its reaction applied. */
   private received(sender: number, bytes: Uint8Array, route: 'slot' | 'ring'): void {
+    if (this.forwarder && looksCarried(bytes)) {
+      const c = this.counters.get(sender);
+      if (c) {
+        c.messagesIn++;
+        c.bytesIn += bytes.length;
+      }
+      const waiting = this.held.get(sender);
+      if (waiting) waiting.push(bytes);
+      else this.forward(sender, bytes);
+      return;
+    }
     const nodename = this.nodename(sender);
     const reaction = this.switch.receive(sender, bytes, nodename);
     const c = this.counters.get(sender);
@@ -419,6 +460,65 @@ export class Fabric extends EventEmitter<FabricEvents> {
     this.emit('message', m);
     if (reaction.rejected !== undefined) this.emit('reject', { peer: sender, reason: reaction.rejected });
     this.apply(reaction, sender);
+  }
+
+  /** Hands one of `sender`'s messages for another switch to the links;
+   * false when it must wait for credit (it is held then). */
+  private forward(sender: number, bytes: Uint8Array): boolean {
+    const packets = splitPackets(bytes);
+    const r = packets ? this.forwarder!.forward(sender, packets) : { refused: 'its packets do not add up to the message (LEN)' };
+    if (r === 'accepted') return true;
+    if (r === 'wait') {
+      const waiting = this.held.get(sender);
+      if (waiting) waiting.unshift(bytes);
+      else this.held.set(sender, [bytes]);
+      return false;
+    }
+    const c = this.counters.get(sender);
+    if (c) c.rejected++;
+    this.log.warn({ event: 'reject', ...this.who(sender), reason: r.refused }, `peer ${sender}: a message for another switch refused: ${r.refused}`);
+    this.emit('reject', { peer: sender, reason: r.refused });
+    return true;
+  }
+
+  /** The links have credit again for `sender`'s held messages: they go, in
+   * order, and its ring and slot are read again once all have. */
+  resume(sender: number): void {
+    const waiting = this.held.get(sender);
+    if (!waiting || this.closed) return;
+    this.held.delete(sender);
+    while (waiting.length) {
+      const bytes = waiting.shift()!;
+      if (!this.forward(sender, bytes)) {
+        // Held again: what followed it stays behind it.
+        this.held.get(sender)!.push(...waiting);
+        return;
+      }
+    }
+    this.service(sender);
+    this.pump();
+  }
+
+  /** A message from another switch for local peer `to` (`messages`: the
+   * pieces to write, each one slot or ring message; ts/link/carry.ts),
+   * queued by the switch's usual rules but never dropped; `taken` is
+   * called once the last piece is taken (or `to` left). False when `to` is
+   * not connected. */
+  deliverRemote(to: number, messages: Uint8Array[], taken: () => void): boolean {
+    if (this.closed || !this.switch.port(to) || messages.length === 0) return false;
+    this.route(to);
+    const now = Date.now();
+    for (const m of messages) this.delivery.enqueue(to, m, now, true);
+    this.onTaken.set(messages[messages.length - 1], taken);
+    this.pump();
+    return true;
+  }
+
+  private taken(bytes: Uint8Array): void {
+    const f = this.onTaken.get(bytes);
+    if (!f) return;
+    this.onTaken.delete(bytes);
+    f();
   }
 
   private apply(reaction: Reaction, from?: number): void {
@@ -464,7 +564,10 @@ export class Fabric extends EventEmitter<FabricEvents> {
     const d = this.delivery;
     if (d.holds()) {
       const s = mailbox.slot(me);
-      if (s.buflen === 0) d.slotTaken();
+      if (s.buflen === 0) {
+        const kept = d.slotTaken();
+        if (kept) this.taken(kept);
+      }
       else if (!d.holds(s.lastResponder) || s.buflen !== this.postedLength) d.slotTampered(`buflen ${s.buflen}, last_responder ${s.lastResponder}`);
     }
     d.handleTimeout(now);
@@ -522,7 +625,10 @@ export class Fabric extends EventEmitter<FabricEvents> {
           return;
         }
         if (pushed < 0) this.delivery.ringFull(t.to, t.bytes, now);
-        else this.sent(t.to, t.bytes, 'ring');
+        else {
+          this.sent(t.to, t.bytes, 'ring');
+          this.taken(t.bytes);
+        }
         return;
       }
     }

@@ -9,6 +9,7 @@ import { GenZCodec } from './genz-codec.js';
 import { textOf } from './peer-text.js';
 import type { FabricClientEvents, FabricMessage, OwnAttributes, PeerAttributes } from './peer-types.js';
 import { reactTo } from './reactions.js';
+import { RemoteInbox, formatGcid } from './remote.js';
 import type { SlotPort } from './ring-ends.js';
 
 export interface InboxHost {
@@ -22,8 +23,8 @@ export interface InboxHost {
   closed(): boolean;
   /** A CTL-Write set this peer's SID0/CID0 (`own` holds them already). */
   configured(): void;
-  /** Posts an answer through this peer's slot. */
-  send(to: number, bytes: Uint8Array): Promise<void>;
+  /** Posts an answer (to a local peer's ID, or a remote peer's SID:CID). */
+  send(to: number | string, bytes: Uint8Array): Promise<void>;
   emit<E extends keyof FabricClientEvents>(event: E, ...args: FabricClientEvents[E]): boolean;
   /** Every message, after its `message` event: a reply someone waits for? */
   answer(m: FabricMessage): void;
@@ -32,6 +33,8 @@ export interface InboxHost {
 export class Inbox {
   /** Remembers the tags and CIDs of binary packets in flight. */
   private readonly codec = new GenZCodec();
+  /** Messages from peers of other switches, rebuilt from the switch's pieces. */
+  private readonly remote = new RemoteInbox();
 
   constructor(private readonly host: InboxHost) {}
 
@@ -64,6 +67,22 @@ export class Inbox {
   }
 
   private dispatch(from: number, bytes: Buffer): void {
+    if (from === this.host.serverId && RemoteInbox.carries(bytes)) return this.fromAfar(bytes);
+    this.deliver(from, bytes, undefined);
+  }
+
+  /** Pieces from the switch: whole messages of other switches' peers. */
+  private fromAfar(bytes: Buffer): void {
+    const { messages, warning } = this.remote.push(bytes);
+    if (warning) this.host.emit('warning', warning);
+    for (const m of messages) {
+      const b = Buffer.from(m.message.buffer, m.message.byteOffset, m.message.length);
+      if (m.kind === 'ring') this.host.emit('data', { from: this.host.serverId, messages: [b], gcid: m.source });
+      else this.deliver(this.host.serverId, b, m.source);
+    }
+  }
+
+  private deliver(from: number, bytes: Buffer, gcid: number | undefined): void {
     let message: TextMessage | null = null;
     let binary = false;
     try {
@@ -81,7 +100,7 @@ export class Inbox {
     }
     // A plain text's payload is the message's text (decoded once).
     const text = binary ? '' : message !== null && message.kind === 'text' && message.tracker === undefined ? message.text : textOf(bytes);
-    const m: FabricMessage = { from, nodename: this.host.slots.nodename(from), text, message, bytes };
+    const m: FabricMessage = gcid === undefined ? { from, nodename: this.host.slots.nodename(from), text, message, bytes } : { from, gcid, nodename: '', text, message, bytes };
     this.host.emit('message', m);
     this.react(m, binary);
     this.host.answer(m);
@@ -90,6 +109,8 @@ export class Inbox {
   private react(m: FabricMessage, binary: boolean): void {
     if (!m.message) return;
     const h = this.host;
+    // A peer of another switch is answered at its GCID; it configures nobody here.
+    if (m.gcid !== undefined && m.message.kind === 'ctl-write') return;
     const r = reactTo(m.from, m.message, h.own);
     if (r.warning) h.emit('warning', r.warning);
     if (r.attributes) h.peerAttrs.set(m.from, r.attributes);
@@ -106,7 +127,7 @@ export class Inbox {
       return;
     }
     const info = r.configure?.info;
-    h.send(m.from, bytes).then(
+    h.send(m.gcid === undefined ? m.from : formatGcid(m.gcid), bytes).then(
       () => {
         if (info) h.emit('configured', info);
       },

@@ -50,6 +50,11 @@ class SwitchMailbox implements MailboxPort {
     this.native.clear(slot);
   }
 
+  setPeerIds(slot: number, sid: number, cid: number): void {
+    this.native.setPeerSid(slot, sid);
+    this.native.setPeerCid(slot, cid);
+  }
+
   get ringLayout(): RingLayoutInfo | null {
     return this.native.ringLayout ?? null;
   }

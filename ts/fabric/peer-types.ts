@@ -46,7 +46,11 @@ export type Dest = number | string;
 
 /** One message taken from a slot. */
 export interface FabricMessage {
+  /** The local peer it came from (the switch, for a peer of another switch). */
   from: number;
+  /** The sender's global ID (SID << 12 | CID) when it is a peer of another
+   * switch (`from` is then the switch that delivered it); see formatGcid. */
+  gcid?: number;
   /** The sender's nodename, as its slot says now. */
   nodename: string;
   /** The message as text (trailing NULs dropped, bad UTF-8 replaced). */
@@ -101,7 +105,8 @@ export interface FabricClientEvents {
   /** A message posted into this client's slot (after its doorbell rang). */
   sent: [{ to: number; text: string }];
   /** Ring-channel messages from `from`, in order, one event per wake-up. */
-  data: [{ from: number; messages: Buffer[] }];
+  /** Ring messages; `gcid` says which peer of another switch sent them (through the switch, `from`). */
+  data: [{ from: number; messages: Buffer[]; gcid?: number }];
   /** A CTL-Write configured this peer and its acknowledgment was posted. */
   configured: [LinkInfo];
   join: [{ id: number }];

@@ -6,13 +6,15 @@
 export interface Waiter<M> {
   /** The peer the reply must come from. */
   from: number;
+  /** The GCID it must come from, for a peer of another switch. */
+  gcid?: number;
   /** Whether a message from it is the reply. */
   match: (m: M) => boolean;
   /** When it is late; Infinity until the request was posted. */
   deadline: number;
 }
 
-export class Replies<M extends { from: number }, W extends Waiter<M> = Waiter<M>> {
+export class Replies<M extends { from: number; gcid?: number }, W extends Waiter<M> = Waiter<M>> {
   private readonly waiting: W[] = [];
 
   get size(): number {
@@ -35,7 +37,7 @@ export class Replies<M extends { from: number }, W extends Waiter<M> = Waiter<M>
 
   /** The oldest waiter that `m` answers, removed; null when none. */
   answer(m: M): W | null {
-    const i = this.waiting.findIndex((w) => w.from === m.from && w.match(m));
+    const i = this.waiting.findIndex((w) => w.from === m.from && w.gcid === m.gcid && w.match(m));
     return i < 0 ? null : this.waiting.splice(i, 1)[0];
   }
 

@@ -10,6 +10,7 @@ import type { TextMessage } from '../genz/text.js';
 
 interface Waiter {
   from: number;
+  gcid?: number;
   match: (m: FabricMessage) => boolean;
   resolve: (m: FabricMessage) => void;
   reject: (e: Error) => void;
@@ -32,18 +33,19 @@ export class Requests {
   /** `post(to)` sends the request and resolves once it is posted. An
    * abort of `options.signal` stops the wait for the reply (and `post`
    * is given the same signal by the caller). */
-  wait(to: number, post: () => Promise<void>, options: RequestOptions, defaultTimeoutMs: number): Promise<FabricMessage> {
+  wait(to: number, post: () => Promise<void>, options: RequestOptions, defaultTimeoutMs: number, gcid?: number): Promise<FabricMessage> {
     const replyTimeoutMs = options.replyTimeoutMs ?? defaultTimeoutMs;
     const signal = options.signal;
     if (signal?.aborted) return Promise.reject(signal.reason);
     return new Promise<FabricMessage>((resolve, reject) => {
       const waiter: Waiter = {
         from: to,
+        gcid,
         match: options.match ?? defaultMatch,
         resolve,
         reject,
         deadline: Infinity,
-        late: `no reply from peer ${to} within ${replyTimeoutMs} ms`,
+        late: `no reply from ${gcid === undefined ? `peer ${to}` : `${Math.floor(gcid / 0x1000)}:${gcid % 0x1000}`} within ${replyTimeoutMs} ms`,
       };
       if (signal) {
         const stop = whenAborted(signal, (reason) => {

@@ -37,11 +37,43 @@ const LAST = 1n << 39n;
 export const LINK_LOCAL = 0;
 const GCID_LIMIT = 2 ** 28;
 
-/** Payload bytes one piece carries: what LEN leaves of a Core64 Write with GC = 1. */
-export const PIECE_BYTES = (() => {
-  const fixed = encode({ class: 'Core64.Write', GC: 1, DSID: 0, SSID: 0, Addr: 0n, payload: new Uint8Array(0) }).length / 4;
-  return (MAX_LEN - fixed) * 4;
-})();
+/** Bytes of a piece's packet besides its payload (a Core64 Write with GC = 1). */
+export const HEADER_BYTES = encode({ class: 'Core64.Write', GC: 1, DSID: 0, SSID: 0, Addr: 0n, payload: new Uint8Array(0) }).length;
+/** Payload bytes one piece carries at most: what LEN leaves. */
+export const PIECE_BYTES = MAX_LEN * 4 - HEADER_BYTES;
+
+/** The length in bytes of the packet at `at` (LEN x 4, from dword 0: LEN[2:0]
+ * in bits 7:5, LEN[6:3] in bits 15:12); 0 past the end. */
+export function packetBytes(bytes: Uint8Array, at: number): number {
+  if (at + 2 > bytes.length) return 0;
+  return ((bytes[at] >>> 5) | ((bytes[at + 1] >>> 4) << 3)) * 4;
+}
+
+/** Packets laid end to end (a message of pieces in one ring message), cut
+ * apart by their LEN; null when they do not tile `bytes` exactly. */
+export function splitPackets(bytes: Uint8Array): Uint8Array[] | null {
+  const out: Uint8Array[] = [];
+  for (let at = 0; at < bytes.length; ) {
+    const n = packetBytes(bytes, at);
+    if (n === 0 || at + n > bytes.length) return null;
+    out.push(bytes.subarray(at, at + n));
+    at += n;
+  }
+  return out;
+}
+
+/** Whether `bytes` starts like a piece: a Core64 Write (OpClass Core64,
+ * OpCode Write) with GC = 1 whose Addr is in the message window. A quick
+ * look for telling pieces from other messages, not a check: push() checks. */
+export function looksCarried(bytes: Uint8Array): boolean {
+  if (bytes.length < HEADER_BYTES) return false;
+  try {
+    const p = decode(bytes.subarray(0, Math.min(bytes.length, packetBytes(bytes, 0))));
+    return p.class === 'Core64.Write' && p.GC === 1 && (p as Core64Write).Addr >> 48n === WINDOW;
+  } catch {
+    return false;
+  }
+}
 
 /** The largest message a stream carries, unless the receiver says less. */
 export const MAX_CARRIED = 2 ** 31;
@@ -59,13 +91,16 @@ function checkGcid(name: string, v: number): void {
 }
 
 /** The packets that carry `message` from `source` to `destination` as
- * message number `number` of its stream (its Tag is that mod 4096). An empty
- * message is one empty piece. */
-export function pieces(kind: MessageKindName, source: number, destination: number, message: Uint8Array, number: number): Uint8Array[] {
+ * message number `number` of its stream (its Tag is that mod 4096), each at
+ * most `maxPacket` bytes (default: the largest packet). An empty message is
+ * one empty piece. */
+export function pieces(kind: MessageKindName, source: number, destination: number, message: Uint8Array, number: number, maxPacket = MAX_LEN * 4): Uint8Array[] {
   checkGcid('source', source);
   checkGcid('destination', destination);
   if (!(kind in MessageKind)) throw new CarryError('EFIELD', `unknown message kind ${String(kind)}`);
   if (message.length > MAX_CARRIED) throw new CarryError('ETOOBIG', `a message of ${message.length} bytes is over the ${MAX_CARRIED}-byte limit`);
+  const room = Math.min(PIECE_BYTES, Math.floor((maxPacket - HEADER_BYTES) / 4) * 4);
+  if (room < 4) throw new CarryError('EFIELD', `a piece of at most ${maxPacket} bytes carries nothing`);
   const base = (WINDOW << 48n) | (BigInt(MessageKind[kind]) << 40n);
   const out: Uint8Array[] = [];
   const head = {
@@ -77,12 +112,30 @@ export function pieces(kind: MessageKindName, source: number, destination: numbe
     SCID: source % 0x1000,
     Tag: number % 4096,
   };
-  for (let at = 0; ; at += PIECE_BYTES) {
-    const end = Math.min(message.length, at + PIECE_BYTES);
+  for (let at = 0; ; at += room) {
+    const end = Math.min(message.length, at + room);
     const last = end === message.length;
     out.push(encode({ ...head, Addr: base | BigInt(at) | (last ? LAST : 0n), payload: message.subarray(at, end) }));
     if (last) return out;
   }
+}
+
+/** Where a piece goes: its source and destination GCIDs, or why it is no
+ * piece (one line). Checks the packet whole (CRCs, LEN) and its window. */
+export function pieceRoute(packet: Uint8Array): { source: number; destination: number } | string {
+  let p;
+  try {
+    p = decode(packet);
+  } catch (e) {
+    if (e instanceof GenZPacketError) return `not a Gen-Z packet: ${e.message}`;
+    throw e;
+  }
+  if (p.class !== 'Core64.Write' || p.GC !== 1) return `a ${p.class}${p.GC === 1 ? '' : ' without global addressing'} carries no message`;
+  const w = p as Core64Write;
+  const kind = Number((w.Addr >> 40n) & 0xffn);
+  if (w.Addr >> 48n !== WINDOW || (w.Addr & 0x7f_0000_0000n) !== 0n || kind >= KIND_NAME.length) return `a write to 0x${w.Addr.toString(16)} is outside famez's message window`;
+  if (kind === MessageKind.control) return 'a control message is the switches\' own';
+  return { source: w.SSID! * 0x1000 + w.SCID, destination: w.DSID! * 0x1000 + w.DCID };
 }
 
 interface Partial {

@@ -12,7 +12,7 @@ import { EventEmitter } from 'node:events';
 
 import { silentLogger, type Logger } from '../log.js';
 import type { SwitchLinkView } from '../observe/api-types.js';
-import { CarryError, LINK_LOCAL, Reassembler, fmt, pieces } from './carry.js';
+import { CarryError, LINK_LOCAL, Reassembler, fmt, pieceRoute, pieces } from './carry.js';
 import { Link, LinkError, LinkListener, libfabricAvailable } from './ofi.js';
 import { LinkEnd, type Stream } from './streams.js';
 import { Topology, type NodeEntry, type RemoteNode, type Route } from './topology.js';
@@ -34,6 +34,12 @@ export interface SwitchLinksConfig {
   /** First reconnect delay (default 100 ms), doubling up to maxBackoffMs (default 5 s). */
   backoffMs?: number;
   maxBackoffMs?: number;
+  /** Delivers a message from another switch to local peer `peer` (the
+   * pieces to write, each one slot or ring message); `taken` once the
+   * last is taken. False when there is no such peer. */
+  deliver?: (peer: number, messages: Uint8Array[], taken: () => void) => boolean;
+  /** Local peer `peer`'s messages held for credit may go now (Fabric.resume). */
+  resume?: (peer: number) => void;
   /** This switch's incarnation for routing, larger at each start (default: seconds since the epoch). */
   instance?: number;
 }
@@ -67,7 +73,17 @@ interface Conn {
   closed: boolean;
   /** The link connected() last ran for (it runs once per link). */
   upFor: Link | null;
+  /** Data packets waiting for credit, per stream, in order; `done` once submitted. */
+  pending: Map<number, { stream: Stream; items: Array<{ packet: Uint8Array; done?: () => void }> }>;
+  /** Local senders to resume when a stream's pending packets are all submitted. */
+  resumers: Map<number, Set<number>>;
+  /** Per incoming stream: packets delivered since its last whole message. */
+  pieceCount: Map<number, number>;
 }
+
+/** The most bytes of one piece written into a slot (MAX_SLOT_MESSAGE). */
+const SLOT_PIECE = 383;
+const streamKey = (s: Stream) => s.source * 2 ** 28 + s.destination;
 
 const instanceNow = () => Math.floor(Date.now() / 1000) >>> 0;
 
@@ -80,6 +96,8 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
   /** The link ends' incarnation: random, so that a restart within the same second is still seen as one. */
   private readonly endInstance = randomBytes(4).readUInt32LE(0);
   private accepted = 0;
+  /** Conns whose pump is running (a consume inside it needs no other turn). */
+  private readonly pumping = new Set<Conn>();
   private isClosed = false;
 
   constructor(readonly config: SwitchLinksConfig) {
@@ -171,6 +189,9 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
       downs: 0,
       closed: false,
       upFor: null,
+      pending: new Map(),
+      resumers: new Map(),
+      pieceCount: new Map(),
     };
     this.conns.set(name, c);
     return c;
@@ -261,6 +282,15 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
 
   private pump(c: Conn): void {
     if (this.isClosed || c.closed) return;
+    this.pumping.add(c);
+    try {
+      this.pumpOnce(c);
+    } finally {
+      this.pumping.delete(c);
+    }
+  }
+
+  private pumpOnce(c: Conn): void {
     const now = Date.now();
     const end = c.end;
     end.handleTimeout(now);
@@ -281,7 +311,9 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
           c.reasm.reset();
           break;
         case 'stalled':
+          break;
         case 'ready':
+          this.drainPending(c, ev.stream);
           break;
       }
     }
@@ -296,21 +328,43 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
     }
     let learned = false;
     for (let d = end.pollDeliver(); d; d = end.pollDeliver()) {
-      end.consumed(d.stream, 1);
+      const dest = d.stream.destination;
+      if (dest !== LINK_LOCAL && Math.floor(dest / 0x1000) !== this.config.sid) {
+        this.transit(c, d.stream, d.packet);
+        continue;
+      }
+      const key = streamKey(d.stream);
+      const count = (c.pieceCount.get(key) ?? 0) + 1;
+      c.pieceCount.set(key, count);
       let m;
       try {
         m = c.reasm.push(d.packet);
       } catch (e) {
         if (!(e instanceof CarryError)) throw e;
+        // The partial message is dropped: its pieces are consumed.
+        c.pieceCount.delete(key);
+        this.consume(c, d.stream, count);
         this.log.warn({ event: 'link-reject', link: c.name, reason: e.message }, `link ${c.name}: ${e.message}`);
         continue;
       }
       if (!m) continue;
-      if (m.kind === 'control' && m.destination === LINK_LOCAL) {
-        this.topology.receive(c.name, Math.floor(m.source / 0x1000), m.message);
-        learned = true;
-      } else {
-        this.log.warn({ event: 'link-reject', link: c.name }, `link ${c.name}: a ${m.kind} message from ${fmt(m.source)} to ${fmt(m.destination)}; forwarding messages is not there yet, dropped`);
+      c.pieceCount.delete(key);
+      if (m.kind === 'control') {
+        this.consume(c, d.stream, count);
+        if (m.destination === LINK_LOCAL) {
+          this.topology.receive(c.name, Math.floor(m.source / 0x1000), m.message);
+          learned = true;
+        }
+        continue;
+      }
+      const cid = m.destination % 0x1000;
+      const peer = cid / 100;
+      const stream = d.stream;
+      const messages = Number.isInteger(peer) && peer >= 1 ? pieces(m.kind, m.source, m.destination, m.message, 0, SLOT_PIECE) : [];
+      const ok = messages.length > 0 && (this.config.deliver?.(peer, messages, () => this.consume(c, stream, count)) ?? false);
+      if (!ok) {
+        this.consume(c, stream, count);
+        this.log.warn({ event: 'undelivered', link: c.name, source: fmt(m.source), destination: fmt(m.destination) }, `a ${m.kind} message from ${fmt(m.source)} to ${fmt(m.destination)}: no such peer here; dropped`);
       }
     }
     const link = c.link;
@@ -331,6 +385,93 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
       this.flush();
       this.emit('change');
     }
+  }
+
+  /** A local peer's message for another switch (Fabric's Forwarder):
+   * every packet checked (a piece, from this peer's own GCID, for a SID
+   * this switch reaches), then queued on the link toward it. */
+  forward(sender: number, packets: Uint8Array[]): 'accepted' | 'wait' | { refused: string } {
+    const own = this.config.sid * 0x1000 + sender * 100;
+    let to: { conn: Conn; stream: Stream } | null = null;
+    for (const packet of packets) {
+      const r = pieceRoute(packet);
+      if (typeof r === 'string') return { refused: r };
+      if (r.source !== own) return { refused: `its source is ${fmt(r.source)}, not its own GCID ${fmt(own)}` };
+      const sid = Math.floor(r.destination / 0x1000);
+      if (sid === this.config.sid) return { refused: `${fmt(r.destination)} is in this switch's own subnet: send to its peer ID` };
+      if (to && to.stream.destination !== r.destination) return { refused: 'one message, one destination' };
+      if (!to) {
+        const link = this.topology.linksTo(sid).map((n) => this.conns.get(n)).find((x) => x && x.end.isUp);
+        if (!link) return { refused: `no route to SID ${sid}` };
+        to = { conn: link, stream: { source: own, destination: r.destination } };
+      }
+    }
+    if (!to) return { refused: 'an empty message' };
+    const key = streamKey(to.stream);
+    if (to.conn.pending.has(key)) {
+      let set = to.conn.resumers.get(key);
+      if (!set) to.conn.resumers.set(key, (set = new Set()));
+      set.add(sender);
+      return 'wait';
+    }
+    for (const packet of packets) this.sendData(to.conn, to.stream, packet);
+    this.pump(to.conn);
+    return 'accepted';
+  }
+
+  /** A packet for a SID beyond this switch: on toward it, consumed here once
+   * the next link took it (credit passes back hop by hop). */
+  private transit(from: Conn, stream: Stream, packet: Uint8Array): void {
+    const sid = Math.floor(stream.destination / 0x1000);
+    const next = this.topology.linksTo(sid).map((n) => this.conns.get(n)).find((x) => x && x !== from && x.end.isUp);
+    if (!next) {
+      this.consume(from, stream, 1);
+      this.log.warn({ event: 'undelivered', link: from.name, destination: fmt(stream.destination) }, `a packet for ${fmt(stream.destination)} arrived on link ${from.name}: no route on to SID ${sid}; dropped`);
+      return;
+    }
+    this.sendData(next, stream, packet, () => this.consume(from, stream, 1));
+    if (next !== from) setImmediate(() => this.pump(next));
+  }
+
+  /** Submits `packet` on `stream` of `c`, or queues it behind the ones already waiting for credit. */
+  private sendData(c: Conn, stream: Stream, packet: Uint8Array, done?: () => void): void {
+    const key = streamKey(stream);
+    const p = c.pending.get(key);
+    if (p) {
+      p.items.push({ packet, done });
+      return;
+    }
+    if (c.end.submit(stream, packet)) {
+      done?.();
+      return;
+    }
+    c.pending.set(key, { stream, items: [{ packet, done }] });
+  }
+
+  private drainPending(c: Conn, stream: Stream): void {
+    const key = streamKey(stream);
+    const p = c.pending.get(key);
+    if (!p) return;
+    while (p.items.length && c.end.submit(stream, p.items[0].packet)) p.items.shift()!.done?.();
+    if (p.items.length) return;
+    c.pending.delete(key);
+    const waiting = c.resumers.get(key);
+    c.resumers.delete(key);
+    if (waiting) setImmediate(() => {
+      for (const peer of waiting) this.config.resume?.(peer);
+    });
+  }
+
+  /** The destination took `n` packets of `stream` (its credit goes back). */
+  private consume(c: Conn, stream: Stream, n: number): void {
+    if (c.closed) return;
+    try {
+      c.end.consumed(stream, n);
+    } catch {
+      // The peer restarted meanwhile: its streams began again.
+      return;
+    }
+    if (!this.pumping.has(c)) setImmediate(() => this.pump(c));
   }
 
   get closed(): boolean {
