@@ -477,6 +477,8 @@ test('famez client speaks FAME-Z to a fabric: who, ping, send, int, rfc, link, d
       { id: 2, nodename: 'libZ', switch: false },
       { id: 5, nodename: 'Z-switch', switch: true },
     ],
+    // The peers of other switches: none, this switch has no links.
+    remote: [],
   });
   type(c, 'dump --json');
   const dump = JSON.parse((await c.waitFor(/^\{"id":1,"nodename":"cliZ","attributes".*\}$/m))[0]) as {

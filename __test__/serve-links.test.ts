@@ -13,7 +13,7 @@ import { Ajv } from 'ajv';
 import { FabricClient } from '../ts/fabric/client.js';
 import { libfabricAvailable } from '../ts/link/ofi.js';
 import type { SystemView } from '../ts/observe/api-types.js';
-import { Scratch, type FamezProcess } from './helpers/serve.js';
+import { Scratch, type, type FamezProcess } from './helpers/serve.js';
 import { waitFor } from './helpers/wait.js';
 
 const test = anyTest as TestFn<Scratch>;
@@ -122,6 +122,31 @@ linkTest(`a peer on one switch pings, messages and streams ring messages to a pe
   await alpha.sendRing(to, msgs, { timeoutMs: WAIT_MS });
   await waitFor(() => seen.length >= N, `${N} ring messages across (${seen.length} so far)`, 60_000);
   t.deepEqual(seen, msgs.map((_, i) => i));
+});
+
+linkTest(`famez client on one switch: who lists the other switch's peers, ping and send reach them by SID:CID and nodename@SID${skipped}`, async (t) => {
+  const a = await serve(t, ['--sid', '1', '--link-listen', '127.0.0.1:0']);
+  const b = await serve(t, ['--sid', '2', '--link', a.linkAddress!]);
+  const alpha = t.context.track(await FabricClient.connect(a.sock, { nodename: 'alpha' }));
+  await waitFor(async () => (await system(b)).remoteNodes?.some((n) => n.nodename === 'alpha'), 'b knows alpha', WAIT_MS);
+  const c = t.context.client(['-S', b.sock, '--nodename', 'cli']);
+  await c.waitFor(/fabric of 4 peers/, WAIT_MS);
+  const heard = new Promise<{ gcid?: number; text: string }>((resolve) => alpha.on('message', (m) => m.text.startsWith('hi') && resolve(m)));
+  type(c, 'who');
+  await c.waitFor(new RegExp(`^1:${alpha.id * 100} alpha \\(Debugger, SID 1, 1 hop\\)$`, 'm'), WAIT_MS);
+  type(c, `ping 1:${alpha.id * 100}`);
+  await c.waitFor(new RegExp(`from 1:${alpha.id * 100}: pong`), WAIT_MS);
+  type(c, 'send alpha@1 hi there');
+  await c.waitFor(/sent to alpha@1: hi there/, WAIT_MS);
+  const m = await heard;
+  t.is(m.text, 'hi there');
+  t.is(m.gcid! >> 12, 2);
+  type(c, 'who --json');
+  const line = await c.waitFor(/^\{"id".*"remote".*$/m, WAIT_MS);
+  const who = JSON.parse(line[0]) as { remote: Array<{ gcid: string; nodename: string }> };
+  t.true(who.remote.some((r) => r.gcid === `1:${alpha.id * 100}` && r.nodename === 'alpha'));
+  type(c, 'ping nobody@1');
+  await c.waitFor(/error: no peer named 'nobody' on SID 1/, WAIT_MS);
 });
 
 test('--link without libfabric: exit 1, one line naming the fix, nothing left behind', async (t) => {

@@ -5,10 +5,12 @@
 // why in one line and keeps the stock commands.
 import type { PeerTransport } from '../transport.js';
 import { FabricClient, FabricClientError, type FabricMessage } from '../fabric/client.js';
+import { formatGcid, isNamedAfar, parseGcid } from '../fabric/remote.js';
 
 export const FABRIC_COMMANDS = `commands:
   help                 this list
-  who [--json]         the peers: ID and nodename (--json: one JSON line)
+  who [--json]         the peers: ID and nodename, then the peers of other
+                       switches (SID:CID) (--json: one JSON line)
   ping DEST            send ping and wait for the pong (up to 5 s)
   send DEST TEXT       send TEXT
   int DEST SRC TEXT    send TEXT as peer SRC (written into SRC's slot, DEST's vector SRC rung)
@@ -16,7 +18,8 @@ export const FABRIC_COMMANDS = `commands:
   rfc                  send 'Link RFC TTC=27us' to the switch (asks to be configured)
   dump [--json]        own ID, nodename, SID0/CID0, link state; peers and their attributes
   quit                 leave
-DEST: an ID, a nodename, server or switch, all (every other peer), others (every other peer but the switch)`;
+DEST: an ID, a nodename, server or switch, all (every other peer), others (every other peer but the switch);
+  a peer of another switch: SID:CID or nodename@SID (ping and send)`;
 
 /** How long `ping` waits for its pongs. */
 const PING_WAIT_MS = 5000;
@@ -38,9 +41,13 @@ export class FabricSession {
     private readonly say: (line: string) => void,
     verbose: boolean,
   ) {
-    fabric.on('message', (m) => say(`from ${this.who(m.from)}: ${this.show(m)}`));
+    fabric.on('message', (m) => {
+      // The switch's answers to `who`'s question are who's to show.
+      if (m.from === fabric.serverId && m.text.startsWith('famez-nodes ')) return;
+      say(`from ${m.gcid === undefined ? this.who(m.from) : formatGcid(m.gcid)}: ${this.show(m)}`);
+    });
     fabric.on('configured', ({ SID0, CID0, from }) => say(`configured by ${this.who(from)}: SID0=${SID0},CID0=${CID0}`));
-    fabric.on('data', ({ from, messages }) => say(`ring from ${this.who(from)}: ${messages.length} message(s)`));
+    fabric.on('data', ({ from, messages, gcid }) => say(`ring from ${gcid === undefined ? this.who(from) : formatGcid(gcid)}: ${messages.length} message(s)`));
     fabric.on('join', ({ id }) => say(`peer ${id} joined`));
     fabric.on('leave', ({ id }) => say(`peer ${id} left`));
     fabric.on('warning', (w) => say(`warning: ${w}`));
@@ -118,11 +125,12 @@ export class FabricSession {
         case 'who':
           if (!this.jsonFlag('who', args)) return true;
           if (args.length === 1) {
-            this.say(JSON.stringify(this.whoJson()));
+            this.say(JSON.stringify({ ...this.whoJson(), remote: await this.remote() }));
             return true;
           }
           this.say(`${f.id} ${f.nodename} (me)`);
           for (const p of f.peers) this.say(`${p.id} ${p.nodename || '(no name)'}${p.isSwitch ? ' (switch)' : ''}`);
+          for (const r of await this.remote()) this.say(`${r.gcid} ${r.nodename || '(no name)'} (${r.cclass}, SID ${r.sid}, ${r.hops} hop${r.hops === 1 ? '' : 's'})`);
           return true;
         case 'ping':
           if (args.length !== 1) {
@@ -203,8 +211,30 @@ export class FabricSession {
     });
   }
 
+  /** The peers of other switches, as `who` lists them ([] when the switch does not say). */
+  private async remote(): Promise<Array<{ gcid: string; nodename: string; cclass: string; sid: number; hops: number }>> {
+    let peers;
+    try {
+      peers = await this.fabric.remotePeers({ timeoutMs: PING_WAIT_MS });
+    } catch (e) {
+      this.say(`no list of the other switches' peers: ${(e as Error).message}`);
+      return [];
+    }
+    return peers.map((p) => ({ gcid: formatGcid(p.gcid), nodename: p.nodename, cclass: p.cclass, sid: p.sid, hops: p.hops }));
+  }
+
   private async ping(dest: string): Promise<void> {
     const f = this.fabric;
+    if (parseGcid(dest) || isNamedAfar(dest)) {
+      try {
+        const pong = await f.request(dest, 'ping', { replyTimeoutMs: PING_WAIT_MS, match: (m) => m.message?.kind === 'pong' });
+        if (pong.gcid === undefined) this.say(`pong from ${this.who(pong.from)}`);
+      } catch (e) {
+        if (!(e instanceof FabricClientError && e.code === 'ETIMEDOUT')) throw e;
+        this.say(`no pong from ${dest} within ${PING_WAIT_MS} ms`);
+      }
+      return;
+    }
     const waiting = new Set(f.resolve(dest));
     let done!: () => void;
     const all = new Promise<void>((resolve) => (done = resolve));
@@ -224,6 +254,11 @@ export class FabricSession {
   }
 
   private async send(dest: string, text: string): Promise<void> {
+    if (parseGcid(dest) || isNamedAfar(dest)) {
+      await this.fabric.send(dest, text);
+      this.say(`sent to ${dest}: ${text}`);
+      return;
+    }
     const ids = this.fabric.resolve(dest);
     if (ids.length === 0) {
       this.say(`${dest}: no peers`);

@@ -8,6 +8,7 @@ import { genzFabricHooks } from '../fabric/genz-codec.js';
 import { openMailbox } from '../fabric/mailbox.js';
 import type { ServeOptions } from '../server/options.js';
 import { DEFAULT_MAX_QUEUED, Server, type ServerConfig } from '../server/server.js';
+import { page } from '../link/directory.js';
 import { SwitchLinks } from '../link/switch-links.js';
 import type { NodeEntry } from '../link/topology.js';
 
@@ -71,6 +72,8 @@ export function startServe(
     }
   }
   let links: SwitchLinks | null = null;
+  // `famez-nodes?` is answered with or without links (an empty list then).
+  if (fabric) fabric.switch.directory = (p) => page(links?.remoteNodes() ?? [], p);
   if (fabric && o.fabric?.links) {
     const l = o.fabric.links;
     const f = fabric;
@@ -93,6 +96,7 @@ export function startServe(
       throw e;
     }
     fabric.forwarder = links;
+
     follow(fabric, server, links);
   }
   return { server, fabric, links };

@@ -40,7 +40,8 @@ import { FEATURE_SWITCH_RING, writeFeatures } from './features.js';
 import { Slots } from './slots.js';
 import { nativeSlots, type SlotPort } from './ring-ends.js';
 import { defaultNodename, encodeMessage, fitNodename, textOf } from './peer-text.js';
-import { formatGcid, outgoing, parseGcid, type Gcid } from './remote.js';
+import { formatGcid, isNamedAfar, outgoing, parseGcid, type Gcid } from './remote.js';
+import { ask as askDirectory, parsePage } from '../link/directory.js';
 import {
   FabricClientError,
   MAX_SLOT_MESSAGE,
@@ -52,6 +53,7 @@ import {
   type LinkInfo,
   type OwnAttributes,
   type PeerAttributes,
+  type RemotePeer,
   type LinkUpOptions,
   type RequestOptions,
   type SendOptions,
@@ -266,6 +268,7 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
    * (see SendOptions): to several receivers, those not posted yet are
    * withdrawn. */
   send(dest: Dest, message: string | TextMessage | Uint8Array, options: SendOptions = {}): Promise<void> {
+    if (isNamedAfar(dest)) return this.lookUp(dest, options).then((g) => this.send(formatGcid(g), message, options));
     let ids: number[];
     let bytes: Uint8Array;
     let signal: AbortSignal | undefined;
@@ -303,6 +306,7 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
    * message from it that `match` accepts (see RequestOptions). `signal`
    * stops both waits: for the slot and for the reply. */
   request(dest: Dest, message: string | TextMessage | Uint8Array, options: RequestOptions = {}): Promise<FabricMessage> {
+    if (isNamedAfar(dest)) return this.lookUp(dest, options).then((g) => this.request(formatGcid(g), message, options));
     let to: number;
     try {
       checkSignal(options.signal);
@@ -349,6 +353,7 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
    * `signal` stops the waiting (see SendOptions): the messages pushed
    * before the abort stay in the ring. */
   sendRing(dest: Dest, messages: Uint8Array | Uint8Array[], options: SendOptions = {}): Promise<void> {
+    if (isNamedAfar(dest)) return this.lookUp(dest, options).then((g) => this.sendRing(formatGcid(g), messages, options));
     let to: number;
     let signal: AbortSignal | undefined;
     try {
@@ -378,6 +383,41 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
    * during the call (copy what must outlive it). null goes back to `data`. */
   onRing(handler: ((from: number, bytes: Buffer, start: number, length: number) => void) | null): void {
     this.channels.handler = handler;
+  }
+
+  /** The peers of the other switches the local switch reaches through its
+   * links, asked of the switch (`famez-nodes?`, page by page). [] when the
+   * switch has no links (it refuses the question). */
+  async remotePeers(options: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<RemotePeer[]> {
+    const out: RemotePeer[] = [];
+    for (let page: number | null = 0, n = 0; page !== null; n++) {
+      if (n >= 10_000) throw new FabricClientError('EBADMSG', 'the switch keeps naming a next page of remote peers');
+      const p: number = page;
+      const reply = await this.request('switch', askDirectory(p), {
+        signal: options.signal,
+        replyTimeoutMs: options.timeoutMs,
+        match: (m) => m.message?.kind === 'link-ctl-nak' || parsePage(m.text, p) !== null,
+      });
+      const parsed = parsePage(reply.text, p);
+      if (!parsed) return [];
+      for (const [g, nodename, cclass, hops] of parsed.entries) {
+        const [sid, cid] = g.split(':').map(Number);
+        out.push({ gcid: sid * 0x1000 + cid, sid, cid, nodename, cclass, hops });
+      }
+      page = parsed.next;
+    }
+    return out;
+  }
+
+  /** The GCID of `name@SID`. */
+  private async lookUp(dest: string, options: { signal?: AbortSignal }): Promise<number> {
+    const at = dest.lastIndexOf('@');
+    const name = dest.slice(0, at).trim();
+    const sid = Number(dest.slice(at + 1));
+    const found = (await this.remotePeers({ signal: options.signal })).filter((p) => p.sid === sid && p.nodename === name);
+    if (found.length === 0) throw new FabricClientError('ENOPEER', `no peer named '${name}' on SID ${sid} is known to the switch`);
+    if (found.length > 1) throw new FabricClientError('EINVAL', `'${name}' names several peers of SID ${sid} (${found.map((p) => formatGcid(p.gcid)).join(', ')}); use SID:CID`);
+    return found[0].gcid;
   }
 
   /** This peer's global ID (SID << 12 | CID): the SID the switch

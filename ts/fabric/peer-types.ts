@@ -60,6 +60,18 @@ export interface FabricMessage {
   bytes: Buffer;
 }
 
+/** A peer of another switch, as the local switch's links know it. */
+export interface RemotePeer {
+  /** SID << 12 | CID. */
+  gcid: number;
+  sid: number;
+  cid: number;
+  nodename: string;
+  cclass: string;
+  /** Switch-to-switch links on the way. */
+  hops: number;
+}
+
 /** What a peer said of itself in a Link CTL ACK. */
 export interface PeerAttributes {
   cclass?: string;

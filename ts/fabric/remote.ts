@@ -28,6 +28,11 @@ export function parseGcid(dest: number | string): Gcid | null {
   return { sid, cid, gcid: sid * 0x1000 + cid };
 }
 
+/** Whether DEST is `nodename@SID` (a peer of another switch by name). */
+export function isNamedAfar(dest: number | string): dest is string {
+  return typeof dest === 'string' && /^.+@\d{1,5}$/.test(dest.trim());
+}
+
 export function formatGcid(gcid: number): string {
   return `${Math.floor(gcid / 0x1000)}:${gcid % 0x1000}`;
 }

@@ -4,6 +4,7 @@
 // For a peer that speaks only FAME-Z's documented mailbox text, the
 // exchange is FAME-Z's: ping -> pong, Peer-Attribute -> ACK, Link RFC ->
 // CTL-Write, Standalone Acknowledgment -> follow-up Peer-Attribute.
+import { asked } from '../link/directory.js';
 import { GenZTextError, parse, peerAttributes, ttcMicroseconds, type TextMessage } from '../genz/text.js';
 
 /** FAME-Z's fabric SID when the switch is the PFM. */
@@ -48,6 +49,8 @@ const nothing = (): Reaction => ({ send: [], log: [] });
 
 export class Switch {
   readonly serverId: number;
+  /** With links to other switches: page N of their peers, for `famez-nodes? N`. */
+  directory: ((page: number) => string) | null = null;
   private readonly ports = new Map<number, PortRecord>();
   /** Outstanding CTL-Write tags, by tag: the peer they configure. */
   private readonly tags = new Map<number, { peer: number; SID: number; CID: number }>();
@@ -153,8 +156,12 @@ export class Switch {
       }
       case 'ctl-write':
         return reply({ kind: 'standalone-ack', Tag: msg.Tag, Reason: 'UNSUPPORTED' });
-      case 'text':
+      case 'text': {
+        // famez's question for the peers of other switches (ts/link/directory.ts).
+        const page = this.directory ? asked(msg.text) : null;
+        if (page !== null) return reply({ kind: 'text', text: this.directory!(page) });
         return reply({ kind: 'link-ctl-nak', details: `Reason=unknown command` });
+      }
     }
   }
 
