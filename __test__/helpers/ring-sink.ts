@@ -1,0 +1,40 @@
+// A fabric peer in its own process that counts ring messages from one
+// peer of another switch, for serve-links.test.ts (which SIGSTOPs it to
+// make a slow consumer):
+//   ring-sink.ts SOCKET NODENAME FROM-GCID COUNT
+// prints {"ready":GCID} once joined, {"got":N} every 10,000, then
+// {"done":N} when COUNT arrived in order (each message's first u32 its
+// number), or {"error":...} at the first message out of order; exits
+// after 120 s in any case.
+import { FabricClient } from '../../ts/fabric/client.js';
+
+const [sock, nodename, fromArg, countArg] = process.argv.slice(2);
+const from = Number(fromArg);
+const count = Number(countArg);
+const out = (o: unknown) => process.stdout.write(`${JSON.stringify(o)}\n`);
+setTimeout(() => {
+  out({ error: 'still running after 120 s' });
+  process.exit(1);
+}, 120_000).unref();
+
+void FabricClient.connect(sock!, { nodename }).then((peer) => {
+  let next = 0;
+  peer.on('data', ({ gcid, messages }) => {
+    if (gcid !== from) return;
+    for (const m of messages) {
+      const n = m.readUInt32LE(0);
+      if (n !== next) {
+        out({ error: `message ${n} where ${next} was due` });
+        process.exit(1);
+      }
+      next++;
+      if (next % 10_000 === 0) out({ got: next });
+      if (next === count) {
+        out({ done: next });
+        peer.close();
+        process.exit(0);
+      }
+    }
+  });
+  out({ ready: peer.gcid });
+});
