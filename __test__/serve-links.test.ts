@@ -11,7 +11,9 @@ import anyTest, { type TestFn } from 'ava';
 import { Ajv } from 'ajv';
 
 import { FabricClient } from '../ts/fabric/client.js';
-import { libfabricAvailable } from '../ts/link/ofi.js';
+import { Link, libfabricAvailable } from '../ts/link/ofi.js';
+import { pieces } from '../ts/link/carry.js';
+import { encode as encodeFrame } from '../ts/link/frame.js';
 import type { SystemView } from '../ts/observe/api-types.js';
 import { Scratch, type, type FamezProcess } from './helpers/serve.js';
 import { LineProcess, spawnChild, waitFor } from './helpers/wait.js';
@@ -216,6 +218,39 @@ linkTest(`100,000 ring messages across to a consumer stopped mid-stream: none lo
   await slow.waitFor(new RegExp(`^\\{"done":${N}\\}$`, 'm'), 120_000);
   const sys = await system(b);
   t.is(sys.switchLinks![0].badFrames, 0);
+});
+
+linkTest(`garbage, corrupted and forged frames on a link are dropped, counted and logged; the switch and its other links go on${skipped}`, async (t) => {
+  const a = await serve(t, ['--sid', '1', '--link-listen', '127.0.0.1:0']);
+  const b = await serve(t, ['--sid', '2', '--link', a.linkAddress!]);
+  const alpha = t.context.track(await FabricClient.connect(a.sock, { nodename: 'alpha' }));
+  const beta = t.context.track(await FabricClient.connect(b.sock, { nodename: 'beta' }));
+  await waitFor(async () => (await system(a)).remoteNodes?.some((n) => n.nodename === 'beta'), 'a knows beta', WAIT_MS);
+  const rogue = t.context.track(Link.connect(a.linkAddress!));
+  await rogue.ready({ signal: AbortSignal.timeout(WAIT_MS) });
+  // Bytes that are no frame; a hello; then a data frame whose packet's ECRC
+  // is wrong (its HCRC made right), and an ack of what was never sent.
+  rogue.send(Buffer.from('not a frame at all, just bytes'));
+  rogue.send(encodeFrame({ type: 'hello', instance: 7, window: 8, seen: false }));
+  const packet = pieces('mailbox', 0x2000 + 100, 0x1000 + alpha.id * 100, Buffer.from('forged'), 0)[0];
+  const data = encodeFrame({ type: 'data', source: 0x2064, destination: 0x1000 + alpha.id * 100, seq: 0, packet });
+  data[data.length - 2] ^= 0x40;
+  rogue.send(data);
+  rogue.send(encodeFrame({ type: 'ack', source: 0x1064, destination: 0x2064, ack: 1000, credit: 1064 }));
+  let heard = false;
+  alpha.on('message', (m) => {
+    if (m.text === 'forged') heard = true;
+  });
+  const line = await a.proc.waitFor(/link in:\d+: \d+ frame\(s\) dropped \(\d+ bad, \d+ refused in all/, WAIT_MS);
+  t.truthy(line);
+  const sys = await waitFor(async () => {
+    const s = await system(a);
+    return s.switchLinks?.find((l) => l.direction === 'in' && l.badFrames >= 2) ? s : null;
+  }, 'the rogue link counts its bad frames', WAIT_MS);
+  t.true(sys.switchLinks!.some((l) => l.neighbour === 2 && l.state === 'up'), 'the real link is still up');
+  const pong = await alpha.request(`2:${beta.id * 100}`, 'ping', { replyTimeoutMs: WAIT_MS });
+  t.is(pong.gcid, beta.gcid);
+  t.false(heard, 'the corrupted packet was never delivered');
 });
 
 test('--link without libfabric: exit 1, one line naming the fix, nothing left behind', async (t) => {

@@ -79,6 +79,9 @@ interface Conn {
   resumers: Map<number, Set<number>>;
   /** Per incoming stream: packets delivered since its last whole message. */
   pieceCount: Map<number, number>;
+  /** Bad and rejected frames already logged, and when last. */
+  badLogged: number;
+  badLoggedAt: number;
 }
 
 /** The most bytes of one piece written into a slot (MAX_SLOT_MESSAGE). */
@@ -192,6 +195,8 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
       pending: new Map(),
       resumers: new Map(),
       pieceCount: new Map(),
+      badLogged: 0,
+      badLoggedAt: -Infinity,
     };
     this.conns.set(name, c);
     return c;
@@ -230,6 +235,7 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
     link.on('connected', () => this.connected(c));
     link.on('message', (m) => {
       c.end.receive(m, Date.now());
+      this.noteBad(c);
       this.pump(c);
     });
     link.on('error', (e) => this.log.debug({ event: 'link-error', link: c.name, reason: e.message }, `link ${c.name}: ${e.message}`));
@@ -265,6 +271,21 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
     } else this.redial(c);
     this.flush();
     this.emit('change');
+  }
+
+  /** Logs frames dropped as bad (CRC, packet) or refused, at most once a second a link. */
+  private noteBad(c: Conn): void {
+    const s = c.end.stats;
+    const bad = s.badFrames + s.rejectedFrames;
+    if (bad === c.badLogged) return;
+    const now = Date.now();
+    if (now - c.badLoggedAt < 1000) return;
+    this.log.warn(
+      { event: 'link-bad-frames', link: c.name, badFrames: s.badFrames, rejectedFrames: s.rejectedFrames, reason: s.lastBadFrame },
+      `link ${c.name}: ${bad - c.badLogged} frame(s) dropped (${s.badFrames} bad, ${s.rejectedFrames} refused in all${s.lastBadFrame ? `; last: ${s.lastBadFrame}` : ''}); never delivered`,
+    );
+    c.badLogged = bad;
+    c.badLoggedAt = now;
   }
 
   /** Sends what the topology has queued on every link. */
