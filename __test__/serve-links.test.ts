@@ -220,6 +220,34 @@ linkTest(`100,000 ring messages across to a consumer stopped mid-stream: none lo
   t.is(sys.switchLinks![0].badFrames, 0);
 });
 
+linkTest(`a switch SIGSTOPped past the heartbeats: the link goes down and comes back, and the stream across resumes exactly once, in order${skipped}`, async (t) => {
+  const a = await serve(t, ['--sid', '1', '--link-listen', '127.0.0.1:0']);
+  const b = await serve(t, ['--sid', '2', '--link', a.linkAddress!]);
+  const alpha = t.context.track(await FabricClient.connect(a.sock, { nodename: 'alpha' }));
+  const N = 50_000;
+  const sink = new LineProcess(spawnChild(process.execPath, ['--import=tsx', SINK, b.sock, 'sink', String(alpha.gcid), String(N)], { pdeathsig: true }), 'ring-sink');
+  t.context.procs.push(sink);
+  const to = Number(JSON.parse((await sink.waitFor(/^\{"ready":\d+\}$/m, WAIT_MS))[0]).ready);
+  await waitFor(async () => (await system(a)).remoteNodes?.some((n) => n.nodename === 'sink'), 'a knows the sink', WAIT_MS);
+  const sending = alpha.sendRing(formatGcid(to), Array.from({ length: N }, (_, i) => {
+    const m = Buffer.alloc(64, i & 0xff);
+    m.writeUInt32LE(i, 0);
+    return m;
+  }), { timeoutMs: 60_000 });
+  await sink.waitFor(/^\{"got":10000\}$/m, 60_000);
+  process.kill(b.proc.child.pid!, 'SIGSTOP');
+  try {
+    // Nothing heard for 3 heartbeats (300 ms): a takes the link down.
+    await a.proc.waitFor(/link in:\d+ down/, WAIT_MS);
+  } finally {
+    process.kill(b.proc.child.pid!, 'SIGCONT');
+  }
+  await a.proc.waitFor(/link in:\d+: its other end is back; its streams go on/, WAIT_MS);
+  await sending;
+  await sink.waitFor(new RegExp(`^\\{"done":${N}\\}$`, 'm'), 120_000);
+  t.true((await system(b)).switchLinks![0].downs >= 1);
+});
+
 linkTest(`garbage, corrupted and forged frames on a link are dropped, counted and logged; the switch and its other links go on${skipped}`, async (t) => {
   const a = await serve(t, ['--sid', '1', '--link-listen', '127.0.0.1:0']);
   const b = await serve(t, ['--sid', '2', '--link', a.linkAddress!]);

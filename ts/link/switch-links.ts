@@ -14,6 +14,7 @@ import { silentLogger, type Logger } from '../log.js';
 import type { SwitchLinkView } from '../observe/api-types.js';
 import { CarryError, LINK_LOCAL, Reassembler, fmt, pieceRoute, pieces } from './carry.js';
 import { Link, LinkError, LinkListener, libfabricAvailable } from './ofi.js';
+import { decode as decodeFrame } from './frame.js';
 import { LinkEnd, type Stream } from './streams.js';
 import { Topology, type NodeEntry, type RemoteNode, type Route } from './topology.js';
 
@@ -82,10 +83,18 @@ interface Conn {
   /** Bad and rejected frames already logged, and when last. */
   badLogged: number;
   badLoggedAt: number;
+  /** The other end's link instance (its hello), once up. */
+  peerInstance: number | null;
+  /** Up (the hellos exchanged) since it last went down. */
+  wasUp: boolean;
+  /** An accepted link that went down waits this long for its other end to connect again. */
+  parkTimer: NodeJS.Timeout | null;
 }
 
 /** The most bytes of one piece written into a slot (MAX_SLOT_MESSAGE). */
 const SLOT_PIECE = 383;
+/** How long an accepted link that went down keeps its streams for its other end. */
+const PARK_MS = 60_000;
 const streamKey = (s: Stream) => s.source * 2 ** 28 + s.destination;
 
 const instanceNow = () => Math.floor(Date.now() / 1000) >>> 0;
@@ -96,8 +105,9 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
   private readonly conns = new Map<string, Conn>();
   private readonly linkListeners: LinkListener[] = [];
   private readonly instance: number;
-  /** The link ends' incarnation: random, so that a restart within the same second is still seen as one. */
-  private readonly endInstance = randomBytes(4).readUInt32LE(0);
+  /** Accepted links that went down, by their other end's instance: the
+   * same other end connecting again resumes their streams exactly once. */
+  private readonly parked = new Map<number, Conn>();
   private accepted = 0;
   /** Conns whose pump is running (a consume inside it needs no other turn). */
   private readonly pumping = new Set<Conn>();
@@ -180,7 +190,9 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
       direction,
       address,
       link: null,
-      end: new LinkEnd({ instance: this.endInstance, heartbeatMs: this.config.heartbeatMs }),
+      // One instance per link end, random: a hello names the link as well as
+      // the process, so an accepted connection can find its old state.
+      end: new LinkEnd({ instance: randomBytes(4).readUInt32LE(0), heartbeatMs: this.config.heartbeatMs }),
       reasm: new Reassembler(1 << 20),
       control: { source: this.gcid, destination: LINK_LOCAL },
       messages: 0,
@@ -197,6 +209,9 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
       pieceCount: new Map(),
       badLogged: 0,
       badLoggedAt: -Infinity,
+      peerInstance: null,
+      wasUp: false,
+      parkTimer: null,
     };
     this.conns.set(name, c);
     return c;
@@ -223,11 +238,39 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
     c.retry = setTimeout(() => this.dial(c), delay);
   }
 
+  /** An accepted connection: its first frame (the other end's hello, with
+   * its instance) says whether it continues a link that went down. */
   private adopt(link: Link): void {
     if (this.isClosed) return link.close();
-    const c = this.conn(`in:${++this.accepted}`, 'in', link.address);
-    this.attach(c, link);
-    if (link.state === 'connected') this.connected(c);
+    const early = () => link.close();
+    const first = (m: Buffer) => {
+      link.off('message', first);
+      link.off('down', early);
+      if (this.isClosed) return link.close();
+      let instance: number | null = null;
+      try {
+        const f = decodeFrame(m);
+        if (f.type === 'hello') instance = f.instance;
+      } catch {
+        // A bad first frame: a fresh link end counts it.
+      }
+      let c = instance === null ? undefined : this.parked.get(instance);
+      if (c) {
+        this.parked.delete(instance!);
+        if (c.parkTimer) clearTimeout(c.parkTimer);
+        c.parkTimer = null;
+        c.address = link.address;
+        this.conns.set(c.name, c);
+        this.log.info({ event: 'link-resumed', link: c.name }, `link ${c.name}: its other end is back; its streams go on`);
+      } else c = this.conn(`in:${++this.accepted}`, 'in', link.address);
+      this.attach(c, link);
+      this.connected(c);
+      c.end.receive(m, Date.now());
+      this.noteBad(c);
+      this.pump(c);
+    };
+    link.on('message', first);
+    link.on('down', early);
   }
 
   private attach(c: Conn, link: Link): void {
@@ -254,7 +297,8 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
     if (c.link !== link) return;
     c.link = null;
     link.close();
-    const wasUp = c.end.isUp;
+    const wasUp = c.wasUp;
+    c.wasUp = false;
     c.end.linkDown();
     c.waiting.length = 0;
     this.topology.linkDown(c.name);
@@ -266,11 +310,35 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
     if (wasUp || c.direction === 'in') this.log.warn({ event: 'link-down', link: c.name, reason: why }, `link ${c.name} down: ${why}`);
     else this.log.debug({ event: 'link-down', link: c.name, reason: why }, `link ${c.name}: ${why}`);
     if (c.direction === 'in') {
-      c.closed = true;
       this.conns.delete(c.name);
+      if (c.peerInstance !== null && !this.isClosed) {
+        // Kept a while for the other end to connect again (it keeps its
+        // half of the streams): then they resume exactly once.
+        this.parked.set(c.peerInstance, c);
+        c.parkTimer = setTimeout(() => this.unpark(c), PARK_MS).unref();
+      } else this.forget(c);
     } else this.redial(c);
     this.flush();
     this.emit('change');
+  }
+
+  /** A parked link whose other end did not come back: gone for good. */
+  private unpark(c: Conn): void {
+    if (c.peerInstance !== null && this.parked.get(c.peerInstance) === c) this.parked.delete(c.peerInstance);
+    c.parkTimer = null;
+    this.forget(c);
+  }
+
+  /** Drops a link for good; local senders waiting on it go on (their held
+   * messages then meet no route). */
+  private forget(c: Conn): void {
+    c.closed = true;
+    const waiting = [...c.resumers.values()].flatMap((s) => [...s]);
+    c.resumers.clear();
+    c.pending.clear();
+    if (waiting.length) setImmediate(() => {
+      for (const peer of waiting) this.config.resume?.(peer);
+    });
   }
 
   /** Logs frames dropped as bad (CRC, packet) or refused, at most once a second a link. */
@@ -319,6 +387,8 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
     for (let ev = end.pollEvent(); ev; ev = end.pollEvent()) {
       switch (ev.kind) {
         case 'up':
+          c.peerInstance = ev.instance;
+          c.wasUp = true;
           c.backoff = this.config.backoffMs ?? 100;
           this.log.info({ event: 'link-up', link: c.name }, `link ${c.name} up`);
           this.topology.linkUp(c.name);
@@ -512,6 +582,8 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
       c.link = null;
     }
     this.conns.clear();
+    for (const c of this.parked.values()) if (c.parkTimer) clearTimeout(c.parkTimer);
+    this.parked.clear();
   }
 
   [Symbol.dispose](): void {
