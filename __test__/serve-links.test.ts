@@ -281,6 +281,36 @@ linkTest(`garbage, corrupted and forged frames on a link are dropped, counted an
   t.false(heard, 'the corrupted packet was never delivered');
 });
 
+linkTest(`a peer reads and writes another switch's fabric-attached memory; out of range and without the R-Key it is refused${skipped}`, async (t) => {
+  const dir = t.context.dir();
+  const file = path.join(dir, 'fam');
+  fs.writeFileSync(file, Buffer.alloc(0));
+  fs.truncateSync(file, 1 << 20);
+  const a = await serve(t, ['--sid', '1', '--link-listen', '127.0.0.1:0', '--fam', file, '--fam-key', '4242']);
+  await a.proc.waitFor(/fabric-attached memory .* \(1M\) at 1:500, R-Key required/, WAIT_MS);
+  const b = await serve(t, ['--sid', '2', '--link', a.linkAddress!]);
+  const beta = t.context.track(await FabricClient.connect(b.sock, { nodename: 'beta' }));
+  await waitFor(async () => (await system(b)).remoteNodes?.some((n) => n.sid === 1), 'b reaches SID 1', WAIT_MS);
+  const data = Buffer.alloc(1000).map((_, i) => (i * 7) & 0xff);
+  await beta.write('1:500', 4096, data, { key: 4242 });
+  t.deepEqual(fs.readFileSync(file).subarray(4096, 5096), data, 'in the owner\'s file');
+  t.deepEqual(await beta.read('1:500', 4096, 1000, { key: 4242 }), data);
+  fs.writeFileSync(file, Buffer.from('written by the owner'), { flag: 'r+' });
+  t.is((await beta.read('1:500', 0, 20, { key: 4242 })).toString(), 'written by the owner');
+  await t.throwsAsync(beta.read('1:500', (1 << 20) - 4, 8, { key: 4242 }), { code: 'EFAM', message: /refused: InvAccPerm/ });
+  await t.throwsAsync(beta.write('1:500', 0, Buffer.from('x')), { code: 'EFAM', message: /refused: InvAccKey/ });
+  await t.throwsAsync(beta.read('2:500', 0, 8), { code: 'EFAM', message: /refused: UnsupportedReq/ }, 'its own switch has no memory');
+  await t.throwsAsync(beta.read('9:500', 0, 8, { timeoutMs: 500 }), { code: 'ETIMEDOUT' }, 'no route: the switch refuses and nothing answers');
+  // The local switch's own memory, from a peer of its own.
+  const alpha = t.context.track(await FabricClient.connect(a.sock, { nodename: 'alpha' }));
+  t.is((await alpha.read('switch', 0, 20, { key: 4242 })).toString(), 'written by the owner');
+  // famez client's read and write.
+  const c = t.context.client(['-S', b.sock]);
+  await c.waitFor(/fabric of 4 peers/, WAIT_MS);
+  type(c, 'write 1:500 100 hi there');
+  await c.waitFor(/error: 1:500 refused: InvAccKey/, WAIT_MS);
+});
+
 test('--link without libfabric: exit 1, one line naming the fix, nothing left behind', async (t) => {
   const dir = t.context.dir();
   const sock = path.join(dir, 'sock');

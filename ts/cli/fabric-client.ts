@@ -16,6 +16,8 @@ export const FABRIC_COMMANDS = `commands:
   int DEST SRC TEXT    send TEXT as peer SRC (written into SRC's slot, DEST's vector SRC rung)
   link WORDS...        send 'Link WORDS...' to the switch
   rfc                  send 'Link RFC TTC=27us' to the switch (asks to be configured)
+  read OWNER OFFSET LENGTH  read fabric-attached memory (OWNER: a switch's SID:CID, or switch)
+  write OWNER OFFSET TEXT   write TEXT there
   dump [--json]        own ID, nodename, SID0/CID0, link state; peers and their attributes
   quit                 leave
 DEST: an ID, a nodename, server or switch, all (every other peer), others (every other peer but the switch);
@@ -168,6 +170,25 @@ export class FabricSession {
         case 'rfc':
           await this.send('switch', 'Link RFC TTC=27us');
           return true;
+        case 'read': {
+          if (args.length !== 3 || !/^\d+$/.test(args[1]) || !/^\d+$/.test(args[2])) {
+            this.say('usage: read OWNER OFFSET LENGTH');
+            return true;
+          }
+          const data = await f.read(args[0], Number(args[1]), Number(args[2]));
+          this.say(`read ${data.length} byte(s) at ${args[1]} of ${args[0]}: ${data.toString('hex')}${/^[\x20-\x7e]*$/.test(data.toString('latin1')) ? ` "${data.toString('latin1')}"` : ''}`);
+          return true;
+        }
+        case 'write': {
+          if (args.length < 3 || !/^\d+$/.test(args[1])) {
+            this.say('usage: write OWNER OFFSET TEXT');
+            return true;
+          }
+          const text = rest(3);
+          await f.write(args[0], Number(args[1]), Buffer.from(text));
+          this.say(`wrote ${Buffer.byteLength(text)} byte(s) at ${args[1]} of ${args[0]}`);
+          return true;
+        }
         case 'dump':
           if (!this.jsonFlag('dump', args)) return true;
           if (args.length === 1) this.say(JSON.stringify(this.dumpJson()));

@@ -280,6 +280,10 @@ export async function runServe(argv: string[]): Promise<number> {
       `fabric of ${f.nClients} peers (IDs 1..${f.nClients}); the switch is peer ${f.nClients + 1}${f.pfm ? `, the fabric manager (SID ${f.sid})` : ''}; recycle ${f.recycle ? 'on' : 'off'}${f.codec === 'genz' ? '; codec genz' : ''}`,
     );
   }
+  if (o.fabric?.fam) {
+    const fam = o.fabric.fam;
+    log.info({ event: 'fam', file: fam.file, key: fam.key !== null }, `fabric-attached memory ${fam.file} (${formatSize(fs.statSync(fam.file).size)}) at ${o.fabric.sid}:${(o.fabric.nClients + 1) * 100}${fam.key !== null ? ', R-Key required' : ''}`);
+  }
   if (links && o.fabric?.links) {
     const l = o.fabric.links;
     const parts = [...(links.listening.length ? [`listening on ${links.listening.join(', ')}`] : []), ...(l.connect.length ? [`linking to ${l.connect.join(', ')}`] : [])];

@@ -1,7 +1,11 @@
 // From parsed `famez serve` options to a running server (and its switch):
 // the one mapping of ServeOptions onto Server and Fabric, used by the CLI
 // and by tests that run the same server in their own process.
+import * as fs from 'node:fs';
+
 import { FamezError } from '../errors.js';
+import { SharedMemory } from '../native.js';
+import type { FamStore } from '../link/fam.js';
 import { silentLogger, type Logger } from '../log.js';
 import { Fabric } from '../fabric/fabric.js';
 import { genzFabricHooks } from '../fabric/genz-codec.js';
@@ -74,8 +78,23 @@ export function startServe(
   let links: SwitchLinks | null = null;
   // `famez-nodes?` is answered with or without links (an empty list then).
   if (fabric) fabric.switch.directory = (p) => page(links?.remoteNodes() ?? [], p);
-  if (fabric && o.fabric?.links) {
-    const l = o.fabric.links;
+  if (fabric && (o.fabric?.links || o.fabric?.fam)) {
+    const l = o.fabric.links ?? { listen: [], connect: [], provider: 'tcp' };
+    let fam: FamStore | null = null;
+    let famShm: SharedMemory | null = null;
+    if (o.fabric.fam) {
+      try {
+        famShm = SharedMemory.fromFd(fs.openSync(o.fabric.fam.file, 'r+'));
+        fam = { bytes: new Uint8Array(famShm.buffer as ArrayBuffer), key: o.fabric.fam.key };
+      } catch (e) {
+        famShm?.close();
+        server.close();
+        fabric.close();
+        throw new FabricSetupError(`--fam ${o.fabric.fam.file}: ${(e as Error).message}`, { cause: e });
+      }
+      const shm = famShm;
+      server.on('close', () => shm.close());
+    }
     const f = fabric;
     links = new SwitchLinks({
       sid: o.fabric.sid,
@@ -85,6 +104,7 @@ export function startServe(
       provider: l.provider,
       logger,
       deliver: (peer, messages, taken) => f.deliverRemote(peer, messages, taken),
+      fam,
       resume: (peer) => f.resume(peer),
     });
     try {
@@ -93,6 +113,7 @@ export function startServe(
       // LinkError: no libfabric (ELIBACC), an address in use, ...
       server.close();
       fabric.close();
+      famShm?.close();
       throw e;
     }
     fabric.forwarder = links;

@@ -21,7 +21,7 @@
 import '../dispose.js';
 import { EventEmitter } from 'node:events';
 
-import { checkSignal } from '../abort.js';
+import { checkSignal, whenAborted } from '../abort.js';
 import { Client } from '../client/client.js';
 import { silentLogger } from '../log.js';
 import type { PeerTransport } from '../transport.js';
@@ -42,6 +42,7 @@ import { nativeSlots, type SlotPort } from './ring-ends.js';
 import { defaultNodename, encodeMessage, fitNodename, textOf } from './peer-text.js';
 import { formatGcid, isNamedAfar, outgoing, parseGcid, type Gcid } from './remote.js';
 import { ask as askDirectory, parsePage } from '../link/directory.js';
+import { MAX_READ, MAX_WRITE, parseResponse, readRequest, reasonName, writeRequest, type FamResponse } from '../link/fam.js';
 import {
   FabricClientError,
   MAX_SLOT_MESSAGE,
@@ -60,6 +61,19 @@ import {
 } from './peer-types.js';
 
 export * from './peer-types.js';
+
+/** Options of FabricClient.read/write. */
+export interface FamOptions {
+  /** The owner's R-Key, when its memory has one (--fam-key). */
+  key?: number;
+  /** Each request's answer within this (default: the client's requestTimeoutMs). */
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}
+
+function checkRange(name: string, v: number): void {
+  if (!Number.isSafeInteger(v) || v < 0) throw new FabricClientError('EINVAL', `${name} must be a whole number >= 0, not ${String(v)}`);
+}
 export { mailboxProblem } from './peer-text.js';
 
 
@@ -89,6 +103,9 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
   private closedReason: string | null = null;
   /** Messages sent to peers of other switches (their Tag). */
   private afar = 0;
+  /** Memory requests waiting for their answers, by owner GCID and tag. */
+  private readonly famPending = new Map<string, { answer: (r: FamResponse & { ok: boolean }) => void; fail: (e: Error) => void }>();
+  private famTag = 0;
   private sweepHandle: NodeJS.Immediate | null = null;
   private readonly onInterrupt = ({ vector }: { vector: number }) => this.drain(vector, true);
   private readonly onJoin = ({ id }: { id: number }) => {
@@ -131,6 +148,7 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
       send: (to, bytes) => this.send(to, bytes),
       emit: (event, ...args) => (this.emit as (e: string, ...a: unknown[]) => boolean)(event, ...args),
       answer: (m) => this.requests.answer(m),
+      famAnswer: (bytes) => this.famAnswer(bytes),
     });
     this.channels = new RingChannels(
       {
@@ -385,6 +403,85 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
     this.channels.handler = handler;
   }
 
+  /** Reads `length` bytes at `offset` of the fabric-attached memory that
+   * `dest` serves (a switch's GCID, `SID:CID`, or 'switch' for the local
+   * one), by Core64 Reads of at most 256 bytes. Rejects with EFAM (the
+   * owner's Gen-Z Reason: InvAccPerm outside the memory, InvAccKey without
+   * its R-Key, UnsupportedReq where there is none) or ETIMEDOUT. */
+  async read(dest: Dest, offset: number, length: number, options: FamOptions = {}): Promise<Buffer> {
+    checkSignal(options.signal);
+    const to = this.famDest(dest);
+    checkRange('offset', offset);
+    checkRange('length', length);
+    const parts: Promise<Buffer>[] = [];
+    for (let at = 0; at < length; at += MAX_READ) {
+      const n = Math.min(MAX_READ, length - at);
+      parts.push(this.famRequest(to, (tag) => readRequest({ from: this.gcid, to, tag, offset: offset + at, length: n, key: options.key }), options).then((d) => Buffer.from(d ?? [])));
+    }
+    return Buffer.concat(await Promise.all(parts));
+  }
+
+  /** Writes `data` at `offset` of the fabric-attached memory `dest` serves
+   * (see read), by Core64 Writes of at most 256 bytes, each acknowledged. */
+  async write(dest: Dest, offset: number, data: Uint8Array, options: FamOptions = {}): Promise<void> {
+    checkSignal(options.signal);
+    const to = this.famDest(dest);
+    checkRange('offset', offset);
+    const parts: Promise<unknown>[] = [];
+    for (let at = 0; at < data.length; at += MAX_WRITE) {
+      const chunk = data.subarray(at, Math.min(data.length, at + MAX_WRITE));
+      parts.push(this.famRequest(to, (tag) => writeRequest({ from: this.gcid, to, tag, offset: offset + at, data: chunk, key: options.key }), options));
+    }
+    await Promise.all(parts);
+  }
+
+  /** The GCID of a memory owner: SID:CID, or 'switch' (the local one). */
+  private famDest(dest: Dest): number {
+    this.check();
+    if (typeof dest === 'string' && ['switch', 'server'].includes(dest.trim().toLowerCase())) return this.localSid() * 0x1000 + this.serverId * 100;
+    const g = parseGcid(dest);
+    if (!g) throw new FabricClientError('EINVAL', `${String(dest)} is no GCID (SID:CID) of a memory owner`);
+    return g.gcid;
+  }
+
+  /** Sends one memory request to the switch and waits for its answer (by tag). */
+  private famRequest(to: number, build: (tag: number) => Uint8Array, options: FamOptions): Promise<Uint8Array | null> {
+    return new Promise<Uint8Array | null>((resolve, reject) => {
+      let tag = this.famTag;
+      for (let i = 0; this.famPending.has(`${to}:${tag}`); i++) {
+        if (i >= 4096) return reject(new FabricClientError('EBUSY', 'all 4096 Gen-Z tags are in flight to this owner'));
+        tag = (tag + 1) % 4096;
+      }
+      this.famTag = (tag + 1) % 4096;
+      const key = `${to}:${tag}`;
+      const ms = options.timeoutMs ?? this.requestTimeoutMs;
+      const done = (f: () => void) => {
+        clearTimeout(timer);
+        this.famPending.delete(key);
+        stop?.();
+        f();
+      };
+      const timer = setTimeout(() => done(() => reject(new FabricClientError('ETIMEDOUT', `no answer from ${formatGcid(to)} within ${ms} ms`))), ms);
+      const stop = options.signal ? whenAborted(options.signal, (reason) => done(() => reject(reason))) : null;
+      this.famPending.set(key, {
+        answer: (r) => done(() => (r.ok ? resolve(r.data) : reject(new FabricClientError('EFAM', `${formatGcid(to)} refused: ${reasonName(r.reason)}`)))),
+        fail: (e) => done(() => reject(e)),
+      });
+      const bytes = build(tag);
+      const viaRing = this.layout !== null && this.memoryOrNull() !== null;
+      const sent = viaRing ? this.channels.send(this.serverId, [bytes], ms, options.signal) : this.sender.enqueue(this.serverId, bytes, ms, options.signal);
+      sent.catch((e: Error) => this.famPending.get(key)?.fail(e));
+    });
+  }
+
+  /** An answer from the switch to a memory request: true when it was one. */
+  private famAnswer(bytes: Uint8Array): boolean {
+    const r = parseResponse(bytes);
+    if (!r) return false;
+    this.famPending.get(`${r.source}:${r.tag}`)?.answer(r);
+    return true;
+  }
+
   /** The peers of the other switches the local switch reaches through its
    * links, asked of the switch (`famez-nodes?`, page by page). [] when the
    * switch has no links (it refuses the question). */
@@ -548,6 +645,7 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
     this.sender.close(err);
     for (const s of this.spoofers.values()) s.close(err);
     this.requests.close(err);
+    for (const p of [...this.famPending.values()]) p.fail(err());
     this.transport.off('interrupt', this.onInterrupt);
     this.transport.off('join', this.onJoin);
     this.transport.off('leave', this.onLeave);

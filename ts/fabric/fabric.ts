@@ -29,7 +29,7 @@ import {
 import { FEATURE_MEMBERSHIP_BELL, FEATURE_SWITCH_RING, clearFeatures, readFeatures } from './features.js';
 import { bumpMembership, writePresent } from './presence.js';
 import { RingCorrupt, RingReader, RingWriter, ringOffset } from './ring.js';
-import { looksCarried, splitPackets } from '../link/carry.js';
+import { looksGlobal, splitPackets } from '../link/carry.js';
 import { Switch, type PortRecord, type Reaction, type SwitchConfig } from './switch.js';
 
 /** What the fabric needs of a mailbox (the native FAME-Z slot layout). */
@@ -435,7 +435,7 @@ export class Fabric extends EventEmitter<FabricEvents> {
   /** A message from `sender` (its slot's or ring's bytes): counted,
    * handed to the switch, its reaction applied. */
   private received(sender: number, bytes: Uint8Array, route: 'slot' | 'ring'): void {
-    if (this.forwarder && looksCarried(bytes)) {
+    if (this.forwarder && looksGlobal(bytes)) {
       const c = this.counters.get(sender);
       if (c) {
         c.messagesIn++;

@@ -28,6 +28,8 @@ export interface InboxHost {
   emit<E extends keyof FabricClientEvents>(event: E, ...args: FabricClientEvents[E]): boolean;
   /** Every message, after its `message` event: a reply someone waits for? */
   answer(m: FabricMessage): void;
+  /** An answer to a fabric-attached memory request (from the switch). */
+  famAnswer(bytes: Uint8Array): boolean;
 }
 
 export class Inbox {
@@ -68,6 +70,7 @@ export class Inbox {
 
   private dispatch(from: number, bytes: Buffer): void {
     if (from === this.host.serverId && RemoteInbox.carries(bytes)) return this.fromAfar(bytes);
+    if (from === this.host.serverId && this.host.famAnswer(bytes)) return;
     this.deliver(from, bytes, undefined);
   }
 

@@ -28,6 +28,8 @@ export type FabricClientErrorCode =
   | 'EMSGSIZE'
   /** The ring's counters make no sense (the other side wrote garbage). */
   | 'EBADMSG'
+  /** The owner of fabric-attached memory refused a read or write (its Gen-Z Reason in the message). */
+  | 'EFAM'
   /** The switch refused (Link CTL NAK) what linkUp asked. */
   | 'ENAK'
   /** The server set up no ring channels. */

@@ -62,6 +62,18 @@ export function splitPackets(bytes: Uint8Array): Uint8Array[] | null {
   return out;
 }
 
+/** Whether `bytes` starts with a sound Gen-Z packet with global addressing
+ * (GC = 1): what a peer hands its switch for another component (a piece
+ * of a message, a fabric-attached memory request). */
+export function looksGlobal(bytes: Uint8Array): boolean {
+  if (bytes.length < 16) return false;
+  try {
+    return decode(bytes.subarray(0, Math.min(bytes.length, packetBytes(bytes, 0)))).GC === 1;
+  } catch {
+    return false;
+  }
+}
+
 /** Whether `bytes` starts like a piece: a Core64 Write (OpClass Core64,
  * OpCode Write) with GC = 1 whose Addr is in the message window. A quick
  * look for telling pieces from other messages, not a check: push() checks. */

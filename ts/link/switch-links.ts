@@ -15,6 +15,8 @@ import type { SwitchLinkView } from '../observe/api-types.js';
 import { CarryError, LINK_LOCAL, Reassembler, fmt, pieceRoute, pieces } from './carry.js';
 import { Link, LinkError, LinkListener, libfabricAvailable } from './ofi.js';
 import { decode as decodeFrame } from './frame.js';
+import { isFamPacket, isFamRequest, serve, type FamStore } from './fam.js';
+import { decode as decodePacket } from '../genz/packets.js';
 import { LinkEnd, type Stream } from './streams.js';
 import { Topology, type NodeEntry, type RemoteNode, type Route } from './topology.js';
 
@@ -41,6 +43,8 @@ export interface SwitchLinksConfig {
   deliver?: (peer: number, messages: Uint8Array[], taken: () => void) => boolean;
   /** Local peer `peer`'s messages held for credit may go now (Fabric.resume). */
   resume?: (peer: number) => void;
+  /** The switch's fabric-attached memory (--fam), served to every peer of the fabric. */
+  fam?: FamStore | null;
   /** This switch's incarnation for routing, larger at each start (default: seconds since the epoch). */
   instance?: number;
 }
@@ -128,6 +132,7 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
   /** Opens the listeners and starts the outgoing links. Throws LinkError
    * (ELIBACC without libfabric, EADDRINUSE, ...) before anything is kept. */
   start(): void {
+    if (!this.config.listen?.length && !this.config.connect?.length) return;
     // Only a link made later would find it missing: say it now, once.
     const probe = libfabricAvailable();
     if (!probe.available) throw new LinkError(probe.code ?? 'ELIBACC', probe.error ?? 'libfabric is not available');
@@ -424,6 +429,7 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
         this.transit(c, d.stream, d.packet);
         continue;
       }
+      if (dest !== LINK_LOCAL && this.famArrived(c, d.stream, d.packet)) continue;
       const key = streamKey(d.stream);
       const count = (c.pieceCount.get(key) ?? 0) + 1;
       c.pieceCount.set(key, count);
@@ -483,6 +489,10 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
    * this switch reaches), then queued on the link toward it. */
   forward(sender: number, packets: Uint8Array[]): 'accepted' | 'wait' | { refused: string } {
     const own = this.config.sid * 0x1000 + sender * 100;
+    if (packets.length === 1) {
+      const fam = this.famFrom(sender, own, packets[0]);
+      if (fam !== null) return fam;
+    }
     let to: { conn: Conn; stream: Stream } | null = null;
     for (const packet of packets) {
       const r = pieceRoute(packet);
@@ -508,6 +518,76 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
     for (const packet of packets) this.sendData(to.conn, to.stream, packet);
     this.pump(to.conn);
     return 'accepted';
+  }
+
+  /** A fabric-attached memory request of local peer `sender`: served
+   * here when it is for this switch, else queued toward its SID; null when
+   * `packet` is no such request. */
+  private famFrom(sender: number, own: number, packet: Uint8Array): 'accepted' | 'wait' | { refused: string } | null {
+    let p;
+    try {
+      p = decodePacket(packet);
+    } catch {
+      return null;
+    }
+    if (!isFamPacket(p)) return null;
+    if (!isFamRequest(p)) return { refused: `a ${p.class} from a peer answers nothing it was asked` };
+    const source = p.SSID! * 0x1000 + p.SCID;
+    if (source !== own) return { refused: `its source is ${fmt(source)}, not its own GCID ${fmt(own)}` };
+    const destination = p.DSID! * 0x1000 + p.DCID;
+    const sid = p.DSID!;
+    if (destination === this.gcid) {
+      const answer = serve(p, this.config.fam ?? null, this.gcid);
+      if (!this.config.deliver?.(sender, [answer], () => undefined)) this.log.warn({ event: 'undelivered', peer: sender }, `the answer to peer ${sender}'s memory request: no such peer; dropped`);
+      return 'accepted';
+    }
+    if (sid === this.config.sid) return { refused: `${fmt(destination)} serves no memory: fabric-attached memory is the switch's (${fmt(this.gcid)})` };
+    const link = this.topology.linksTo(sid).map((n) => this.conns.get(n)).find((x) => x && x.end.isUp);
+    if (!link) return { refused: `no route to SID ${sid}` };
+    const stream = { source: own, destination };
+    const key = streamKey(stream);
+    if (link.pending.has(key)) {
+      let set = link.resumers.get(key);
+      if (!set) link.resumers.set(key, (set = new Set()));
+      set.add(sender);
+      return 'wait';
+    }
+    this.sendData(link, stream, packet);
+    this.pump(link);
+    return 'accepted';
+  }
+
+  /** A memory request for this switch from afar: served, the answer sent
+   * back toward the requester; or a memory answer for a local peer. */
+  private famArrived(c: Conn, stream: Stream, packet: Uint8Array): boolean {
+    let p;
+    try {
+      p = decodePacket(packet);
+    } catch {
+      return false;
+    }
+    if (!isFamPacket(p)) return false;
+    if (isFamRequest(p)) {
+      this.consume(c, stream, 1);
+      if (stream.destination !== this.gcid) {
+        this.log.warn({ event: 'undelivered', link: c.name, destination: fmt(stream.destination) }, `a memory request for ${fmt(stream.destination)}: only the switch (${fmt(this.gcid)}) serves memory here; dropped`);
+        return true;
+      }
+      const answer = serve(p, this.config.fam ?? null, this.gcid);
+      const back = { source: this.gcid, destination: stream.source };
+      const link = this.topology.linksTo(Math.floor(stream.source / 0x1000)).map((n) => this.conns.get(n)).find((x) => x && x.end.isUp);
+      if (!link) {
+        this.log.warn({ event: 'undelivered', destination: fmt(stream.source) }, `the answer to ${fmt(stream.source)}'s memory request: no route back; dropped`);
+        return true;
+      }
+      this.sendData(link, back, answer);
+      if (link !== c) setImmediate(() => this.pump(link));
+      return true;
+    }
+    const peer = (stream.destination % 0x1000) / 100;
+    const ok = Number.isInteger(peer) && peer >= 1 && (this.config.deliver?.(peer, [packet], () => this.consume(c, stream, 1)) ?? false);
+    if (!ok) this.consume(c, stream, 1);
+    return true;
   }
 
   /** A packet for a SID beyond this switch: on toward it, consumed here once

@@ -43,6 +43,8 @@ export interface FabricOptions {
   ringCapacity: number | null;
   /** Links to other switches (docs/multi-host.md); null: none. */
   links: SwitchLinkOptions | null;
+  /** Fabric-attached memory the switch serves (--fam FILE); null: none. */
+  fam: { file: string; key: number | null } | null;
 }
 
 export interface SwitchLinkOptions {
@@ -225,6 +227,8 @@ const FLAGS = {
   link: { type: 'string' },
   'link-listen': { type: 'string' },
   'link-provider': { type: 'string' },
+  fam: { type: 'string' },
+  'fam-key': { type: 'string' },
 } as const satisfies FlagSpecs;
 
 export function parseServeArgs(argv: readonly string[]): ServeOptions {
@@ -246,7 +250,8 @@ export function parseServeArgs(argv: readonly string[]): ServeOptions {
     help: false,
     fabric: null,
   };
-  const fabric: FabricOptions = { nClients: DEFAULT_FABRIC_PEERS, recycle: true, pfm: true, sid: 27, codec: 'text', console: null, ringCapacity: null, links: null };
+  const fabric: FabricOptions = { nClients: DEFAULT_FABRIC_PEERS, recycle: true, pfm: true, sid: 27, codec: 'text', console: null, ringCapacity: null, links: null, fam: null };
+  let famKey: number | null = null;
   const links: SwitchLinkOptions = { listen: [], connect: [], provider: 'tcp' };
   let linkProvider = false;
   let silent = false;
@@ -378,6 +383,15 @@ export function parseServeArgs(argv: readonly string[]): ServeOptions {
         linkProvider = true;
         fabricOnly.push('--link-provider');
         break;
+      case 'fam':
+        if (!v) throw new UsageError('--fam needs a file (famez fam create FILE SIZE makes one)');
+        fabric.fam = { file: v, key: null };
+        fabricOnly.push('--fam');
+        break;
+      case 'fam-key':
+        famKey = parseInteger('--fam-key', v, 0, 0xffff_ffff, ' (a Gen-Z R-Key is 32 bits)');
+        fabricOnly.push('--fam-key');
+        break;
       case 'max-queued':
         o.maxQueued = parseInteger('--max-queued', v, 0, 1_000_000);
         break;
@@ -448,6 +462,10 @@ export function parseServeArgs(argv: readonly string[]): ServeOptions {
     }
     fabric.links = links;
   } else if (linkProvider) throw new UsageError('--link-provider applies to links: add --link HOST:PORT or --link-listen ADDR:PORT');
+  if (famKey !== null) {
+    if (!fabric.fam) throw new UsageError('--fam-key applies to the memory --fam FILE serves');
+    fabric.fam.key = famKey;
+  }
   o.vectors = needed;
   o.maxPeers = fabric.nClients;
   o.idPolicy = idPolicy ?? 'lowest';
@@ -544,6 +562,10 @@ unique in the fabric; a peer's global ID is SID:CID:
       --link HOST:PORT   keep a link to the switch listening there, reconnecting
                          with backoff (repeatable)
       --link-provider P  libfabric provider: tcp (the default) or verbs
+      --fam FILE         serve FILE (made by famez fam create) as the switch's
+                         fabric-attached memory: Core64 Read/Write from any peer
+                         of the fabric, at the switch's GCID
+      --fam-key K        requests must carry R-Key K (32 bits)
 
 Files: the shared memory (-M, -m) and the pid file are created new, never
 through a symlink, and locked while the server runs; one held by a running
