@@ -151,3 +151,23 @@ test('pieces can be cut smaller (a slot holds 383 bytes), laid end to end and sp
   t.is(splitPackets(joined.subarray(0, joined.length - 1)), null);
   t.throws(() => pieces('mailbox', A, B, m, 0, HEADER_BYTES + 3), { instanceOf: CarryError, code: 'EFIELD' });
 });
+
+test('partial messages are bounded in all, not only one by one', (t) => {
+  const r = new Reassembler(10_000, 3000);
+  const streams = [0x1001, 0x1002, 0x1003, 0x1004, 0x1005, 0x1006, 0x1007, 0x1008];
+  let refused = 0;
+  for (const s of streams) {
+    try {
+      r.push(pieces('ring', s, B, new Uint8Array(5000), 0)[0]);
+    } catch (e) {
+      t.true(e instanceof CarryError && e.code === 'ETOOBIG');
+      refused++;
+    }
+    t.true(r.heldBytes <= 3000);
+  }
+  t.true(refused > 0);
+  // A finished message gives its bytes back.
+  const r2 = new Reassembler(10_000, 3000);
+  for (let i = 0; i < 20; i++) deliverAll(r2, pieces('ring', A, B, new Uint8Array(2000), i));
+  t.is(r2.heldBytes, 0);
+});

@@ -311,6 +311,29 @@ linkTest(`a peer reads and writes another switch's fabric-attached memory; out o
   await c.waitFor(/error: 1:500 refused: InvAccKey/, WAIT_MS);
 });
 
+linkTest(`a switch SIGKILLed: requests waiting on its peers fail with EUNREACHABLE, its peers go from the list, and come back with a new switch${skipped}`, async (t) => {
+  const a = await serve(t, ['--sid', '1', '--link-listen', '127.0.0.1:0']);
+  const b = await serve(t, ['--sid', '2', '--link', a.linkAddress!]);
+  const alpha = t.context.track(await FabricClient.connect(a.sock, { nodename: 'alpha' }));
+  t.context.track(await FabricClient.connect(b.sock, { nodename: 'beta' }));
+  await waitFor(async () => (await alpha.remotePeers()).some((p) => p.nodename === 'beta'), 'alpha sees beta', WAIT_MS);
+  // Peer 4 of switch 2 is not there: nothing answers this.
+  const pending = alpha.request('2:400', 'anyone?', { replyTimeoutMs: 60_000 });
+  const reading = alpha.read('2:500', 0, 8, { timeoutMs: 60_000 });
+  const started = Date.now();
+  process.kill(b.proc.child.pid!, 'SIGKILL');
+  await t.throwsAsync(pending, { code: 'EUNREACHABLE', message: /no route to SID 2/ });
+  await t.throwsAsync(reading, { code: 'EUNREACHABLE' });
+  t.log(`failed ${Date.now() - started} ms after the SIGKILL`);
+  t.deepEqual(await alpha.remotePeers(), []);
+  // A new switch 2 (on the same socket path's directory, a new socket).
+  const b2 = await serve(t, ['--sid', '2', '--link', a.linkAddress!]);
+  const beta2 = t.context.track(await FabricClient.connect(b2.sock, { nodename: 'beta2' }));
+  await waitFor(async () => (await alpha.remotePeers()).some((p) => p.nodename === 'beta2'), 'alpha sees beta2', WAIT_MS);
+  const pong = await alpha.request(formatGcid(beta2.gcid), 'ping', { replyTimeoutMs: WAIT_MS });
+  t.is(pong.gcid, beta2.gcid);
+});
+
 test('--link without libfabric: exit 1, one line naming the fix, nothing left behind', async (t) => {
   const dir = t.context.dir();
   const sock = path.join(dir, 'sock');

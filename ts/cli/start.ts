@@ -13,6 +13,7 @@ import { openMailbox } from '../fabric/mailbox.js';
 import type { ServeOptions } from '../server/options.js';
 import { DEFAULT_MAX_QUEUED, Server, type ServerConfig } from '../server/server.js';
 import { page } from '../link/directory.js';
+import { UNREACHABLE } from '../fabric/remote.js';
 import { SwitchLinks } from '../link/switch-links.js';
 import type { NodeEntry } from '../link/topology.js';
 
@@ -117,6 +118,7 @@ export function startServe(
       throw e;
     }
     fabric.forwarder = links;
+    links.on('unreachable', (sids) => f.broadcast(`${UNREACHABLE}${sids.join(',')}`));
 
     follow(fabric, server, links);
   }

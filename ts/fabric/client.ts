@@ -149,6 +149,7 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
       emit: (event, ...args) => (this.emit as (e: string, ...a: unknown[]) => boolean)(event, ...args),
       answer: (m) => this.requests.answer(m),
       famAnswer: (bytes) => this.famAnswer(bytes),
+      unreachable: (sids) => this.unreachable(sids),
     });
     this.channels = new RingChannels(
       {
@@ -472,6 +473,16 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
       const sent = viaRing ? this.channels.send(this.serverId, [bytes], ms, options.signal) : this.sender.enqueue(this.serverId, bytes, ms, options.signal);
       sent.catch((e: Error) => this.famPending.get(key)?.fail(e));
     });
+  }
+
+  /** No route to `sids` any more: what waits for their peers fails now. */
+  private unreachable(sids: number[]): void {
+    for (const sid of sids) {
+      this.requests.unreachable(sid);
+      for (const [key, p] of [...this.famPending]) {
+        if (Math.floor(Number(key.slice(0, key.indexOf(':'))) / 0x1000) === sid) p.fail(new FabricClientError('EUNREACHABLE', `no route to SID ${sid} any more (the switch says so)`));
+      }
+    }
   }
 
   /** An answer from the switch to a memory request: true when it was one. */

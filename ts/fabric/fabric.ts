@@ -229,6 +229,15 @@ export class Fabric extends EventEmitter<FabricEvents> {
     return true;
   }
 
+  /** The switch sends `text` to every connected peer (one log line). */
+  broadcast(text: string): void {
+    if (this.closed) return;
+    const peers = (this.server?.peerIds ?? []).filter((id) => this.switch.port(id));
+    if (peers.length === 0) return;
+    this.log.info({ event: 'say', peers }, `telling ${peers.length} peer(s): ${text}`);
+    this.apply({ send: peers.map((to) => ({ to, message: { kind: 'text', text } })), log: [] });
+  }
+
   /** `{ nodename }` for log events, when it has one. */
   private who(id: number): { peer: number; nodename?: string } {
     const nodename = this.nodename(id);

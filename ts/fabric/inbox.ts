@@ -9,7 +9,7 @@ import { GenZCodec } from './genz-codec.js';
 import { textOf } from './peer-text.js';
 import type { FabricClientEvents, FabricMessage, OwnAttributes, PeerAttributes } from './peer-types.js';
 import { reactTo } from './reactions.js';
-import { RemoteInbox, formatGcid } from './remote.js';
+import { RemoteInbox, UNREACHABLE, formatGcid } from './remote.js';
 import type { SlotPort } from './ring-ends.js';
 
 export interface InboxHost {
@@ -30,6 +30,8 @@ export interface InboxHost {
   answer(m: FabricMessage): void;
   /** An answer to a fabric-attached memory request (from the switch). */
   famAnswer(bytes: Uint8Array): boolean;
+  /** The switch says no route leads to these SIDs any more. */
+  unreachable(sids: number[]): void;
 }
 
 export class Inbox {
@@ -103,6 +105,10 @@ export class Inbox {
     }
     // A plain text's payload is the message's text (decoded once).
     const text = binary ? '' : message !== null && message.kind === 'text' && message.tracker === undefined ? message.text : textOf(bytes);
+    if (from === this.host.serverId && gcid === undefined && text.startsWith(UNREACHABLE)) {
+      const sids = text.slice(UNREACHABLE.length).split(',').map(Number).filter((n) => Number.isInteger(n) && n >= 0 && n <= 0xffff);
+      this.host.unreachable(sids);
+    }
     const m: FabricMessage = gcid === undefined ? { from, nodename: this.host.slots.nodename(from), text, message, bytes } : { from, gcid, nodename: '', text, message, bytes };
     this.host.emit('message', m);
     this.react(m, binary);

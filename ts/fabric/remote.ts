@@ -6,6 +6,9 @@
 import { Reassembler, looksCarried, pieces, splitPackets, type Carried, type MessageKindName } from '../link/carry.js';
 import { FabricClientError } from './peer-types.js';
 
+/** What the switch tells its peers when SIDs lose their route: this, then the SIDs, comma-separated. */
+export const UNREACHABLE = 'famez-unreachable ';
+
 /** A global component ID, SID:CID. */
 export interface Gcid {
   sid: number;

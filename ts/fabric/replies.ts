@@ -51,6 +51,11 @@ export class Replies<M extends { from: number; gcid?: number }, W extends Waiter
     return this.take((w) => w.from === id);
   }
 
+  /** Removes and returns the waiters for replies from peers of SID `sid` (by GCID). */
+  fromSid(sid: number): W[] {
+    return this.take((w) => w.gcid !== undefined && Math.floor(w.gcid / 0x1000) === sid);
+  }
+
   remove(w: W): void {
     const i = this.waiting.indexOf(w);
     if (i >= 0) this.waiting.splice(i, 1);

@@ -92,6 +92,12 @@ export class Requests {
     this.disarmIfIdle();
   }
 
+  /** No route to SID `sid` any more: requests to its peers reject with EUNREACHABLE. */
+  unreachable(sid: number): void {
+    for (const w of this.replies.fromSid(sid)) w.reject(new FabricClientError('EUNREACHABLE', `no route to SID ${sid} any more (the switch says so): ${w.late.replace(/^no reply from /, '').replace(/ within .*$/, '')} cannot answer`));
+    this.disarmIfIdle();
+  }
+
   /** Every request rejects with `err()`. */
   close(err: () => Error): void {
     if (this.timer) clearTimeout(this.timer);

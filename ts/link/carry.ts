@@ -165,7 +165,13 @@ export class Reassembler {
   /** Partial messages dropped because a new one began in their stream. */
   abandoned = 0;
 
-  constructor(private readonly maxMessage = MAX_CARRIED) {}
+  private held = 0;
+
+  /** `maxMessage`: one message's limit; `maxHeld`: all partial messages' together. */
+  constructor(
+    private readonly maxMessage = MAX_CARRIED,
+    private readonly maxHeld = Infinity,
+  ) {}
 
   /** Messages begun and not finished (streams with a partial message). */
   get pending(): number {
@@ -174,9 +180,7 @@ export class Reassembler {
 
   /** Bytes held in partial messages. */
   get heldBytes(): number {
-    let n = 0;
-    for (const p of this.partial.values()) n += p.length;
-    return n;
+    return this.held;
   }
 
   /** One piece: the whole message when it was the last, else null. Throws
@@ -197,12 +201,12 @@ export class Reassembler {
     const key = source * GCID_LIMIT + destination;
     const addr = w.Addr;
     if (addr >> 48n !== WINDOW || (addr & 0x7f_0000_0000n) !== 0n) {
-      this.partial.delete(key);
+      this.drop(key);
       throw new CarryError('EWINDOW', `a write to 0x${addr.toString(16)} is outside famez's message window`);
     }
     const kind = Number((addr >> 40n) & 0xffn);
     if (kind >= KIND_NAME.length) {
-      this.partial.delete(key);
+      this.drop(key);
       throw new CarryError('EWINDOW', `message kind ${kind} is unknown`);
     }
     const offset = Number(addr & 0xffff_ffffn);
@@ -211,11 +215,14 @@ export class Reassembler {
     if (offset === 0) {
       // A new message. One left unfinished is dropped and counted: a sound
       // sender never leaves one (its stream is exactly once, in order).
-      if (cur) this.abandoned++;
+      if (cur) {
+        this.abandoned++;
+        this.drop(key);
+      }
       cur = { kind, tag: w.Tag, parts: [], length: 0 };
       this.partial.set(key, cur);
     } else if (!cur || cur.length !== offset || cur.kind !== kind || cur.tag !== w.Tag) {
-      this.partial.delete(key);
+      this.drop(key);
       throw new CarryError('EORDER', `a piece at offset ${offset} from ${fmt(source)} to ${fmt(destination)} continues no message${cur ? ` (${cur.length} bytes so far, tag ${cur.tag})` : ''}`);
     }
     this.append(key, cur, w.payload);
@@ -224,15 +231,27 @@ export class Reassembler {
 
   private append(key: number, cur: Partial, payload: Uint8Array): void {
     if (cur.length + payload.length > this.maxMessage) {
-      this.partial.delete(key);
+      this.drop(key);
       throw new CarryError('ETOOBIG', `a message over ${this.maxMessage} bytes; dropped`);
+    }
+    if (this.held + payload.length > this.maxHeld) {
+      this.drop(key);
+      throw new CarryError('ETOOBIG', `partial messages over ${this.maxHeld} bytes in all; this one dropped`);
     }
     cur.parts.push(payload);
     cur.length += payload.length;
+    this.held += payload.length;
+  }
+
+  private drop(key: number): void {
+    const p = this.partial.get(key);
+    if (!p) return;
+    this.held -= p.length;
+    this.partial.delete(key);
   }
 
   private finish(key: number, cur: Partial, source: number, destination: number): Carried {
-    this.partial.delete(key);
+    this.drop(key);
     const message = cur.parts.length === 1 ? cur.parts[0] : Buffer.concat(cur.parts, cur.length);
     return { kind: KIND_NAME[cur.kind], source, destination, message: new Uint8Array(message.buffer, message.byteOffset, message.length) };
   }
@@ -240,6 +259,7 @@ export class Reassembler {
   /** Forgets the partial messages of every stream (a peer restarted). */
   reset(): void {
     this.partial.clear();
+    this.held = 0;
   }
 }
 

@@ -55,6 +55,8 @@ export type LinkStatus = SwitchLinkView;
 export interface SwitchLinksEvents {
   /** Something in the links or the remote nodes changed. */
   change: [];
+  /** SIDs no route leads to any more (a link down, a switch gone). */
+  unreachable: [sids: number[]];
 }
 
 interface Conn {
@@ -113,6 +115,8 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
    * same other end connecting again resumes their streams exactly once. */
   private readonly parked = new Map<number, Conn>();
   private accepted = 0;
+  /** The SIDs routes led to at the last change. */
+  private reachable = new Set<number>();
   /** Conns whose pump is running (a consume inside it needs no other turn). */
   private readonly pumping = new Set<Conn>();
   private isClosed = false;
@@ -198,7 +202,8 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
       // One instance per link end, random: a hello names the link as well as
       // the process, so an accepted connection can find its old state.
       end: new LinkEnd({ instance: randomBytes(4).readUInt32LE(0), heartbeatMs: this.config.heartbeatMs }),
-      reasm: new Reassembler(1 << 20),
+      // A message across is at most 1 MiB; a link holds at most 64 MiB of partial ones.
+      reasm: new Reassembler(1 << 20, 64 << 20),
       control: { source: this.gcid, destination: LINK_LOCAL },
       messages: 0,
       waiting: [],
@@ -324,7 +329,7 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
       } else this.forget(c);
     } else this.redial(c);
     this.flush();
-    this.emit('change');
+    this.changed();
   }
 
   /** A parked link whose other end did not come back: gone for good. */
@@ -344,6 +349,18 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
     if (waiting.length) setImmediate(() => {
       for (const peer of waiting) this.config.resume?.(peer);
     });
+  }
+
+  /** 'change', and 'unreachable' for the SIDs that lost their route. */
+  private changed(): void {
+    const now = new Set(this.topology.routes().keys());
+    const lost = [...this.reachable].filter((sid) => !now.has(sid));
+    this.reachable = now;
+    this.emit('change');
+    if (lost.length) {
+      this.log.warn({ event: 'unreachable', sids: lost }, `no route to SID ${lost.join(', ')} any more`);
+      this.emit('unreachable', lost);
+    }
   }
 
   /** Logs frames dropped as bad (CRC, packet) or refused, at most once a second a link. */
@@ -480,7 +497,7 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
     }
     if (learned || changed) {
       this.flush();
-      this.emit('change');
+      this.changed();
     }
   }
 
