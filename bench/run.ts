@@ -41,7 +41,7 @@ type Mode = 'smoke' | 'quick' | 'full';
 
 // ---------------------------------------------------------------- options
 
-const GROUPS = ['doorbell', 'mailbox', 'ring', 'switch', 'mesh', 'mesh-fabric', 'guest'] as const;
+const GROUPS = ['doorbell', 'mailbox', 'ring', 'switch', 'links', 'mesh', 'mesh-fabric', 'guest'] as const;
 type Group = (typeof GROUPS)[number];
 const IMPLS = ['c', 'rust', 'js'] as const;
 const PINNED = ['cross-cpu', 'same-cpu'] as const;
@@ -167,6 +167,9 @@ const MESH = { peers: pick(16, 256, 256), procs: pick(2, 4, 4), reps: pick(1, 3,
 // A fabric peer holds every other peer's 64 eventfds (~4,000 fds): 4 per process.
 const MESH_FABRIC = { peers: pick(8, 62, 62), procs: pick(2, 16, 16), reps: pick(1, 3, 5) };
 const RUN_MS = pick(30_000, 120_000, 300_000);
+/** links: round trips per batch, batches per round, untimed ones first; stream counts. */
+const LINK_RTT = { rounds: pick(30, 300, 1000), batches: pick(2, 4, 6), warmup: pick(20, 300, 1000) };
+const LINK_STREAM = { c: pick(5000, 100_000, 400_000), js: pick(1000, 20_000, 100_000) };
 
 // ---------------------------------------------------------------- rows
 
@@ -284,7 +287,7 @@ let cError: string | null = 'not built';
 function buildC(): void {
   try {
     fs.mkdirSync(BUILD, { recursive: true });
-    for (const name of ['doorbell', 'ring', 'switch']) {
+    for (const name of ['doorbell', 'ring', 'switch', 'tcp']) {
       // Built aside and renamed into place: another run may be using the
       // binary right now.
       const tmp = path.join(BUILD, `${name}.${process.pid}.tmp`);
@@ -621,6 +624,125 @@ async function groupSwitch(): Promise<void> {
   await Promise.all(procs.map((p) => p.stop()));
 }
 
+// ---------------------------------------------------------------- links
+
+/** The links group (issue 13, item 8): two famez serve joined by a
+ * libfabric link (tcp, 127.0.0.1), a JS peer on each, against plain TCP
+ * between two C processes and libfabric's own fi_pingpong. */
+async function groupLinks(): Promise<void> {
+  const rtt = 'link-rtt-64';
+  const busy = 'link-rtt-64-busy-poll';
+  const expected: [string, Impl, Regime, string][] = [
+    ...LATENCY.flatMap((g) => [[rtt, 'c', g, 'us'], [rtt, 'js', g, 'us'], ['link-rtt-64-fi_pingpong', 'c', g, 'us'], ['link-read-64', 'js', g, 'us']] as [string, Impl, Regime, string][]),
+    [busy, 'c', 'cross-cpu', 'us'],
+    [busy, 'js', 'cross-cpu', 'us'],
+    ['link-read-64-busy-poll', 'js', 'cross-cpu', 'us'],
+    ['link-stream-4096', 'c', 'cross-cpu', 'msg/s'],
+    ['link-stream-4096', 'js', 'cross-cpu', 'msg/s'],
+  ];
+  const procs: Child[] = [];
+  await attempt('links', expected, async () => {
+    const { libfabricAvailable } = await import('../ts/link/ofi.js');
+    const probe = libfabricAvailable();
+    let jsError: string | null = probe.available ? null : `libfabric is not available: ${probe.error ?? ''}`;
+    type Side2 = { sw: Child; peer: Child; busy: Child };
+    let a: Side2 | null = null;
+    let b: Side2 | null = null;
+    let gcids = { pb: 0, pbBusy: 0, owner: 0x1000 + 500 };
+    if (!jsError && wantedImpl('js')) {
+      try {
+        const fam = path.join((scratch ||= fs.mkdtempSync(path.join(os.tmpdir(), 'famez-bench-'))), 'fam');
+        fs.writeFileSync(fam, Buffer.alloc(1 << 16));
+        const sa = await serve(['--sid', '1', '--max-peers', '4', '--no-http', '--link-listen', '127.0.0.1:0', '--fam', fam]);
+        const addr = /listening on (127\.0\.0\.1:\d+)/.exec(await sa.server.waitFor(/listening on 127\.0\.0\.1:\d+/, 30_000, 'the link listener', true))![1];
+        const sb = await serve(['--sid', '2', '--max-peers', '4', '--no-http', '--link', addr]);
+        const linkPeer = (sock: string, name: string, busyUs: number) => new Child(process.execPath, [...TSX, 'bench/js/link-peer.ts', sock, name, String(busyUs)]);
+        a = { sw: sa.server, peer: linkPeer(sa.sock, 'la', 0), busy: linkPeer(sa.sock, 'la-busy', BUSY_POLL_US) };
+        b = { sw: sb.server, peer: linkPeer(sb.sock, 'lb', 0), busy: linkPeer(sb.sock, 'lb-busy', BUSY_POLL_US) };
+        procs.push(a.sw, a.peer, a.busy, b.sw, b.peer, b.busy);
+        const g = async (c: Child) => (await c.ask<{ gcid: number }>('gcid', 30_000)).gcid;
+        gcids = { pb: await g(b.peer), pbBusy: await g(b.busy), owner: 0x1000 + 500 };
+        await a.peer.ask(`wait ${gcids.pb}`, 40_000);
+        await a.busy.ask(`wait ${gcids.pb}`, 40_000);
+        await b.peer.ask(`wait ${gcids.owner}`, 40_000);
+        await b.peer.ask('echo', 10_000);
+        await b.busy.ask('echo', 10_000);
+      } catch (e) {
+        jsError = why(e);
+      }
+    }
+    const pinSides = ([x, y]: [number, number]) => {
+      pinAll([[a!.sw, x, 'switch A'], [a!.peer, x, 'peer on A'], [a!.busy, x, 'busy peer on A'], [b!.sw, y, 'switch B'], [b!.peer, y, 'peer on B'], [b!.busy, y, 'busy peer on B']]);
+    };
+    const where = (regime: Pinned) => regimeNote(regime, 'switch A and its peer', 'switch B and its peer');
+    /** A JS row: `by` (the peer that times it) asks `ask()`. */
+    const js = (scenario: string | undefined, by: () => Child, ask: () => string, what: string): Side => ({
+      impl: 'js',
+      scenario,
+      unavailable: jsError,
+      enter: async (cpus) => pinSides(cpus),
+      round: async (_cpus, index) => {
+        const line = ask().replace('WARMUP', String(index === 0 ? LINK_RTT.warmup : Math.ceil(LINK_RTT.warmup / 10)));
+        return (await by().ask<{ samples: number[] }>(line, RUN_MS)).samples;
+      },
+      note: (regime) => `${what}; ${where(regime)}`,
+    });
+    const { rounds, batches } = LINK_RTT;
+    const FI = '/usr/bin/fi_pingpong';
+    const fiSide: Side = {
+      impl: 'c',
+      scenario: 'link-rtt-64-fi_pingpong',
+      unavailable: fs.existsSync(FI) ? null : 'fi_pingpong is not installed (apt-get install libfabric-bin)',
+      round: async ([x, y]) => {
+        const port = String(40000 + ((process.pid + serial++) % 20000));
+        const server = new Child('taskset', ['-c', String(y), FI, '-p', 'tcp', '-e', 'msg', '-B', port, '-I', String(rounds * batches), '-S', '64']);
+        procs.push(server);
+        await new Promise((r) => setTimeout(r, 300));
+        const stdout = await runBounded('taskset', ['-c', String(x), FI, '-p', 'tcp', '-e', 'msg', '-P', port, '-I', String(rounds * batches), '-S', '64', '127.0.0.1'], RUN_MS, 'fi_pingpong');
+        await server.exited;
+        const m = /^64\s+\S+\s+\S+\s+\S+\s+\S+\s+\S+\s+([\d.]+)/m.exec(stdout);
+        if (!m) throw new Error(`fi_pingpong: no result in ${stdout.trim().slice(-200)}`);
+        // usec/xfer is one way (each round trip is two transfers).
+        return [2 * Number(m[1])];
+      },
+      note: (regime) => `libfabric's fi_pingpong -p tcp -e msg -S 64, ${rounds * batches} iterations, one sample: 2 x its usec/xfer; ${regimeNote(regime, 'the client', 'the server')}`,
+    };
+    const tcpNote = (regime: Pinned, extra = '') => `two C processes, TCP over 127.0.0.1, TCP_NODELAY, 64 B each way${extra} (bench/baseline/tcp.c); ${regimeNote(regime, 'the parent', 'the child')}`;
+    await interleave(rtt, 'us', LATENCY, [
+      cSide('tcp', () => ['pingpong', '64', String(rounds), String(batches)], (regime) => tcpNote(regime)),
+      fiSide,
+      js(undefined, () => a!.peer, () => `rtt ${gcids.pb} 64 ${rounds} ${batches} WARMUP`, 'a 64-byte ring message from a FabricClient on switch A to one on switch B (SID:CID) and back: peer -> switch A -> link (libfabric tcp) -> switch B -> peer and back'),
+      js('link-read-64', () => b!.peer, () => `read ${gcids.owner} 64 ${rounds} ${batches} WARMUP`, 'FabricClient.read of 64 bytes of switch A\'s --fam memory from a peer on switch B: Core64 Read -> ReadResponse across the link; ratio against the C link-rtt-64'),
+    ]);
+    await interleave(busy, 'us', CROSS, [
+      cSide('tcp', () => ['pingpong', '64', String(rounds), String(batches), '--busy-poll', String(BUSY_POLL_US)], (regime) => tcpNote(regime, `, each side reading its nonblocking socket for up to ${BUSY_POLL_US} us before it sleeps`)),
+      js(undefined, () => a!.busy, () => `rtt ${gcids.pbBusy} 64 ${rounds} ${batches} WARMUP`, `as link-rtt-64, both peers with busyPollUs ${BUSY_POLL_US} (the switches sleep)`),
+      js('link-read-64-busy-poll', () => b!.busy, () => `read ${gcids.owner} 64 ${rounds} ${batches} WARMUP`, `as link-read-64 from a peer on B with busyPollUs ${BUSY_POLL_US}; ratio against the C link-rtt-64-busy-poll`),
+    ]);
+    await interleave('link-stream-4096', 'msg/s', CROSS, [
+      cSide('tcp', () => ['stream', '4096', String(LINK_STREAM.c), '1'], (regime) => `${LINK_STREAM.c} messages of 4 KiB one way over TCP on 127.0.0.1 (bench/baseline/tcp.c stream), first send to last byte; ${regimeNote(regime, 'the sender', 'the receiver')}`),
+      {
+        impl: 'js',
+        unavailable: jsError,
+        enter: async (cpus) => pinSides(cpus),
+        round: async () => {
+          const count = LINK_STREAM.js;
+          const from = (await a!.peer.ask<{ gcid: number }>('gcid', 10_000)).gcid;
+          // The echo is off for the stream: the sink takes the messages.
+          b!.peer.send(`sink ${from} ${count}`);
+          const { start } = await a!.peer.ask<{ start: string }>(`send ${gcids.pb} 4096 ${count}`, RUN_MS);
+          await a!.peer.next(RUN_MS, 'send');
+          const { end } = await b!.peer.next<{ end: string }>(RUN_MS, 'sink');
+          await b!.peer.ask('echo', 10_000);
+          return [count / (Number(BigInt(end) - BigInt(start)) / 1e9)];
+        },
+        note: (regime) => `${LINK_STREAM.js} ring messages of 4 KiB from a FabricClient on switch A to one on switch B (sendRing to SID:CID), first push to last message, every one checked in order; ${where(regime)}`,
+      },
+    ]);
+  });
+  await Promise.all(procs.map((p) => p.stop()));
+}
+
 // ---------------------------------------------------------------- mesh
 
 function openFileLimit(): string {
@@ -911,6 +1033,10 @@ async function main(): Promise<void> {
   if (wantedGroup('ring')) await groupRing();
   await Promise.all(fabricProcs.map((p) => p.stop()));
   if (wantedGroup('switch')) await groupSwitch();
+  if (wantedGroup('links')) {
+    if (cError === 'not built' && wantedImpl('c')) buildC();
+    await groupLinks();
+  }
   if (wantedGroup('mesh')) await benchMesh('connect-mesh-256', 'client', MESH);
   if (wantedGroup('mesh-fabric')) await benchMesh('connect-mesh-fabric-62', 'fabric', MESH_FABRIC);
   if (wantedGroup('guest')) await benchGuest();

@@ -77,6 +77,8 @@ export function baselineOf(scenario: string): string {
   if (scenario.startsWith('guest-mailbox-rtt')) return 'guest-doorbell-rtt-host';
   if (scenario === 'mailbox-rtt-busy-poll') return 'doorbell-rtt-busy-poll';
   if (scenario === 'mailbox-rtt' || scenario.startsWith('doorbell-rtt-peers-')) return 'doorbell-rtt';
+  if (scenario === 'link-read-64') return 'link-rtt-64';
+  if (scenario === 'link-read-64-busy-poll') return 'link-rtt-64-busy-poll';
   const ring = /^(switch-ping-\d+)-ring$/.exec(scenario);
   if (ring) return ring[1];
   return scenario;

@@ -101,6 +101,9 @@ interface Conn {
 const SLOT_PIECE = 383;
 /** How long an accepted link that went down keeps its streams for its other end. */
 const PARK_MS = 60_000;
+/** How long traffic for a SID that lost its route waits for a route again
+ * (a link reconnecting) before it is refused. */
+export const HOLD_MS = 5000;
 const streamKey = (s: Stream) => s.source * 2 ** 28 + s.destination;
 
 const instanceNow = () => Math.floor(Date.now() / 1000) >>> 0;
@@ -117,6 +120,12 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
   private accepted = 0;
   /** The SIDs routes led to at the last change. */
   private reachable = new Set<number>();
+  /** When each SID last lost its route. */
+  private readonly lostAt = new Map<number, number>();
+  /** Traffic waiting for a route to a SID: local senders to resume, and
+   * packets passing through (not yet consumed on the link they came by). */
+  private readonly waitingRoute = new Map<number, { senders: Set<number>; transit: Array<{ from: Conn; stream: Stream; packet: Uint8Array }> }>();
+  private routeTimer: NodeJS.Timeout | null = null;
   /** Conns whose pump is running (a consume inside it needs no other turn). */
   private readonly pumping = new Set<Conn>();
   private isClosed = false;
@@ -303,7 +312,7 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
     this.pump(c);
   }
 
-  private down(c: Conn, link: Link, e: LinkError | null): void {
+  private down(c: Conn, link: Link, e: LinkError | null, reason?: string): void {
     if (c.link !== link) return;
     c.link = null;
     link.close();
@@ -316,7 +325,7 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
     c.timer = null;
     c.timerAt = Infinity;
     if (wasUp) c.downs++;
-    const why = e ? e.message : 'closed by the other end';
+    const why = reason ?? (e ? e.message : 'closed by the other end');
     if (wasUp || c.direction === 'in') this.log.warn({ event: 'link-down', link: c.name, reason: why }, `link ${c.name} down: ${why}`);
     else this.log.debug({ event: 'link-down', link: c.name, reason: why }, `link ${c.name}: ${why}`);
     if (c.direction === 'in') {
@@ -356,11 +365,62 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
     const now = new Set(this.topology.routes().keys());
     const lost = [...this.reachable].filter((sid) => !now.has(sid));
     this.reachable = now;
+    const t = Date.now();
+    for (const sid of lost) this.lostAt.set(sid, t);
+    this.retryRoutes();
     this.emit('change');
     if (lost.length) {
       this.log.warn({ event: 'unreachable', sids: lost }, `no route to SID ${lost.join(', ')} any more`);
       this.emit('unreachable', lost);
     }
+  }
+
+  /** Whether traffic for `sid`, which has no up link now, should wait for
+   * one: the SID had a route within HOLD_MS (its link is reconnecting). */
+  private holdFor(sid: number): boolean {
+    const at = this.lostAt.get(sid);
+    return !this.isClosed && at !== undefined && Date.now() - at < HOLD_MS;
+  }
+
+  private waitRoute(sid: number): { senders: Set<number>; transit: Array<{ from: Conn; stream: Stream; packet: Uint8Array }> } {
+    let w = this.waitingRoute.get(sid);
+    if (!w) {
+      this.waitingRoute.set(sid, (w = { senders: new Set(), transit: [] }));
+      this.routeTimer ??= setInterval(() => this.retryRoutes(), 100);
+    }
+    return w;
+  }
+
+  /** What waits for a route goes on where one is up again, and is refused
+   * (senders resumed into a refusal, packets dropped) where HOLD_MS passed. */
+  private retryRoutes(): void {
+    for (const [sid, w] of [...this.waitingRoute]) {
+      const up = this.upLinkTo(sid);
+      if (!up && this.holdFor(sid)) continue;
+      this.waitingRoute.delete(sid);
+      for (const item of w.transit) {
+        if (up && up !== item.from) {
+          this.sendData(up, item.stream, item.packet, () => this.consume(item.from, item.stream, 1));
+        } else {
+          this.consume(item.from, item.stream, 1);
+          this.log.warn({ event: 'undelivered', destination: fmt(item.stream.destination) }, `a packet for ${fmt(item.stream.destination)}: no route on to SID ${sid} for ${HOLD_MS} ms; dropped`);
+        }
+      }
+      if (up) setImmediate(() => this.pump(up));
+      const senders = [...w.senders];
+      if (senders.length) setImmediate(() => {
+        for (const peer of senders) this.config.resume?.(peer);
+      });
+    }
+    if (this.waitingRoute.size === 0 && this.routeTimer) {
+      clearInterval(this.routeTimer);
+      this.routeTimer = null;
+    }
+  }
+
+  /** An up link on the way to `sid`, or undefined. */
+  private upLinkTo(sid: number, not?: Conn): Conn | undefined {
+    return this.topology.linksTo(sid).map((n) => this.conns.get(n)).find((x): x is Conn => x !== undefined && x !== not && x.end.isUp);
   }
 
   /** Logs frames dropped as bad (CRC, packet) or refused, at most once a second a link. */
@@ -418,7 +478,7 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
           break;
         case 'dead':
           this.log.warn({ event: 'link-dead', link: c.name }, `link ${c.name}: nothing heard for ${3 * (this.config.heartbeatMs ?? 100)} ms; reconnecting`);
-          if (c.link) this.down(c, c.link, null);
+          if (c.link) this.down(c, c.link, null, `nothing heard for ${3 * (this.config.heartbeatMs ?? 100)} ms`);
           return;
         case 'restarted':
           c.reasm.reset();
@@ -519,8 +579,12 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
       if (sid === this.config.sid) return { refused: `${fmt(r.destination)} is in this switch's own subnet: send to its peer ID` };
       if (to && to.stream.destination !== r.destination) return { refused: 'one message, one destination' };
       if (!to) {
-        const link = this.topology.linksTo(sid).map((n) => this.conns.get(n)).find((x) => x && x.end.isUp);
-        if (!link) return { refused: `no route to SID ${sid}` };
+        const link = this.upLinkTo(sid);
+        if (!link) {
+          if (!this.holdFor(sid)) return { refused: `no route to SID ${sid}` };
+          this.waitRoute(sid).senders.add(sender);
+          return 'wait';
+        }
         to = { conn: link, stream: { source: own, destination: r.destination } };
       }
     }
@@ -559,8 +623,12 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
       return 'accepted';
     }
     if (sid === this.config.sid) return { refused: `${fmt(destination)} serves no memory: fabric-attached memory is the switch's (${fmt(this.gcid)})` };
-    const link = this.topology.linksTo(sid).map((n) => this.conns.get(n)).find((x) => x && x.end.isUp);
-    if (!link) return { refused: `no route to SID ${sid}` };
+    const link = this.upLinkTo(sid);
+    if (!link) {
+      if (!this.holdFor(sid)) return { refused: `no route to SID ${sid}` };
+      this.waitRoute(sid).senders.add(sender);
+      return 'wait';
+    }
     const stream = { source: own, destination };
     const key = streamKey(stream);
     if (link.pending.has(key)) {
@@ -611,7 +679,13 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
    * the next link took it (credit passes back hop by hop). */
   private transit(from: Conn, stream: Stream, packet: Uint8Array): void {
     const sid = Math.floor(stream.destination / 0x1000);
-    const next = this.topology.linksTo(sid).map((n) => this.conns.get(n)).find((x) => x && x !== from && x.end.isUp);
+    const waiting = this.waitingRoute.get(sid);
+    const next = waiting ? undefined : this.upLinkTo(sid, from);
+    if (!next && (waiting || this.holdFor(sid))) {
+      // Its route is coming back: it waits, in order, unconsumed here.
+      this.waitRoute(sid).transit.push({ from, stream, packet });
+      return;
+    }
     if (!next) {
       this.consume(from, stream, 1);
       this.log.warn({ event: 'undelivered', link: from.name, destination: fmt(stream.destination) }, `a packet for ${fmt(stream.destination)} arrived on link ${from.name}: no route on to SID ${sid}; dropped`);
@@ -681,6 +755,9 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
     this.conns.clear();
     for (const c of this.parked.values()) if (c.parkTimer) clearTimeout(c.parkTimer);
     this.parked.clear();
+    if (this.routeTimer) clearInterval(this.routeTimer);
+    this.routeTimer = null;
+    this.waitingRoute.clear();
   }
 
   [Symbol.dispose](): void {
