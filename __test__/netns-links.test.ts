@@ -12,9 +12,9 @@
 // where namespaces are not permitted (not root, `ip netns add` failing) or
 // libfabric is not installed (the QEMU one also without QEMU).
 //
-// Known famez bugs found here are tests marked `failing` (nsBug below): they
-// pass while famez fails them, and ava says so once it no longer does.
-// Times (how soon a cut is seen, how soon traffic resumes) are logged,
+// Three tests began as known bugs (messages refused or dropped while a
+// link was down or just back; a heartbeat-dead link logged as closed by the
+// other end); they hold since the fixes. Times (how soon a cut is seen, how soon traffic resumes) are logged,
 // never asserted.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -51,9 +51,6 @@ const why = !support.ok ? support.reason : fabric.available ? '' : (fabric.error
 // Serial: each test runs several switches and peers on a 2-CPU machine, and
 // the cut test measures times.
 const nsTest = why ? test.serial.skip : test.serial;
-// Known famez bugs, each shown by a test that fails until it is fixed (ava's
-// `failing`: such a test passes while it fails; drop the modifier with the fix).
-const nsBug = why ? test.serial.skip : test.serial.failing;
 const skipped = why ? ` (skipped: ${why})` : '';
 const qemuWhy = why || (process.env.FAMEZ_SKIP_QEMU === '1' ? 'FAMEZ_SKIP_QEMU=1' : qemuBinary() ? '' : 'qemu-system-x86_64 is not installed');
 const qemuTest = qemuWhy ? test.serial.skip : test.serial;
@@ -386,7 +383,7 @@ function holes(got: number[], count: number): string {
   return `${got.length} of ${count} arrived, ${order}; missing: ${missing.length ? `${missing[0]}..${missing[missing.length - 1]} (${missing.length})` : 'none'}`;
 }
 
-nsBug(`messages sent at a steady pace while the only link is cut for 1 s arrive exactly once and in order after it is back (known bug: the source switch refuses them, no route)${skipped}`, async (t) => {
+nsTest(`messages sent at a steady pace while the only link is cut for 1 s arrive exactly once and in order after it is back${skipped}`, async (t) => {
   t.timeout(90_000);
   const { a, b, ea } = await pair(t);
   const alpha = t.context.track(await FabricClient.connect(a.sock, { nodename: 'alpha' }));
@@ -411,7 +408,7 @@ nsBug(`messages sent at a steady pace while the only link is cut for 1 s arrive 
   t.deepEqual(got, Array.from({ length: sent }, (_, i) => i), holes(got, sent));
 });
 
-nsBug(`three switches in a line, messages A -> C at a steady pace while the B-C veth is cut for 1 s: they arrive exactly once and in order after it is back (known bug: the switches refuse them or drop them, no route)${skipped}`, async (t) => {
+nsTest(`three switches in a line, messages A -> C at a steady pace while the B-C veth is cut for 1 s: they arrive exactly once and in order after it is back${skipped}`, async (t) => {
   t.timeout(90_000);
   const net = t.context.net;
   const nsA = net.add('a');
@@ -443,7 +440,7 @@ nsBug(`three switches in a line, messages A -> C at a steady pace while the B-C 
   t.deepEqual(got, Array.from({ length: sent }, (_, i) => i), `${holes(got, sent)}; ${why}`);
 });
 
-nsBug(`a link that misses its heartbeats is logged down for that, not as closed by the other end (known bug: the log says "closed by the other end")${skipped}`, async (t) => {
+nsTest(`a link that misses its heartbeats is logged down for that, not as closed by the other end${skipped}`, async (t) => {
   t.timeout(60_000);
   const { a, b, ea } = await pair(t);
   await a.proc.waitFor(/link in:\d+ up/, WAIT_MS);
