@@ -35,6 +35,12 @@ const EXPECTED: [string, string, Regime][] = [
   ),
   ...rows(['switch-ping-1', 'switch-ping-4', 'switch-ping-14'], ['c', 'js'], BOTH),
   ...rows(['switch-ping-1-ring', 'switch-ping-4-ring', 'switch-ping-14-ring'], ['js'], BOTH),
+  ...rows(['link-rtt-64'], ['c', 'js'], BOTH),
+  ...rows(['link-rtt-64-fi_pingpong'], ['c'], CROSS),
+  ...rows(['link-read-64'], ['js'], BOTH),
+  ...rows(['link-rtt-64-busy-poll'], ['c', 'js'], CROSS),
+  ...rows(['link-read-64-busy-poll'], ['js'], CROSS),
+  ...rows(['link-stream-4096'], ['c', 'js'], CROSS),
   ...rows(['connect-mesh-256', 'connect-mesh-fabric-62'], ['js'], ['unpinned']),
 ];
 
@@ -46,7 +52,11 @@ const baselineOf = (s: string) =>
       ? 'doorbell-rtt-busy-poll'
       : s === 'mailbox-rtt' || s.startsWith('doorbell-rtt-peers-')
         ? 'doorbell-rtt'
-        : s.replace(/^(switch-ping-\d+)-ring$/, '$1');
+        : s === 'link-read-64'
+          ? 'link-rtt-64'
+          : s === 'link-read-64-busy-poll'
+            ? 'link-rtt-64-busy-poll'
+            : s.replace(/^(switch-ping-\d+)-ring$/, '$1');
 
 
 test('npm run bench -- --smoke: every scenario, implementation and regime has a row, and the JSON is well formed', async (t) => {
@@ -174,7 +184,7 @@ test('npm run bench -- --only picks groups, implementations and regimes; an unkn
     );
     const bad = await run(['--only', 'c,bogus']);
     t.is(bad.code, 2);
-    t.regex(bad.stderr, /--only takes .*doorbell, mailbox, ring, switch, mesh, mesh-fabric, guest.*c, rust, js.*cross-cpu, same-cpu.*; not 'bogus'/);
+    t.regex(bad.stderr, /--only takes .*doorbell, mailbox, ring, switch, links, mesh, mesh-fabric, guest.*c, rust, js.*cross-cpu, same-cpu.*; not 'bogus'/);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

@@ -633,7 +633,8 @@ async function groupLinks(): Promise<void> {
   const rtt = 'link-rtt-64';
   const busy = 'link-rtt-64-busy-poll';
   const expected: [string, Impl, Regime, string][] = [
-    ...LATENCY.flatMap((g) => [[rtt, 'c', g, 'us'], [rtt, 'js', g, 'us'], ['link-rtt-64-fi_pingpong', 'c', g, 'us'], ['link-read-64', 'js', g, 'us']] as [string, Impl, Regime, string][]),
+    ...LATENCY.flatMap((g) => [[rtt, 'c', g, 'us'], [rtt, 'js', g, 'us'], ['link-read-64', 'js', g, 'us']] as [string, Impl, Regime, string][]),
+    ['link-rtt-64-fi_pingpong', 'c', 'cross-cpu', 'us'],
     [busy, 'c', 'cross-cpu', 'us'],
     [busy, 'js', 'cross-cpu', 'us'],
     ['link-read-64-busy-poll', 'js', 'cross-cpu', 'us'],
@@ -710,12 +711,13 @@ async function groupLinks(): Promise<void> {
     const tcpNote = (regime: Pinned, extra = '') => `two C processes, TCP over 127.0.0.1, TCP_NODELAY, 64 B each way${extra} (bench/baseline/tcp.c); ${regimeNote(regime, 'the parent', 'the child')}`;
     await interleave(rtt, 'us', LATENCY, [
       cSide('tcp', () => ['pingpong', '64', String(rounds), String(batches)], (regime) => tcpNote(regime)),
-      fiSide,
       js(undefined, () => a!.peer, () => `rtt ${gcids.pb} 64 ${rounds} ${batches} WARMUP`, 'a 64-byte ring message from a FabricClient on switch A to one on switch B (SID:CID) and back: peer -> switch A -> link (libfabric tcp) -> switch B -> peer and back'),
       js('link-read-64', () => b!.peer, () => `read ${gcids.owner} 64 ${rounds} ${batches} WARMUP`, 'FabricClient.read of 64 bytes of switch A\'s --fam memory from a peer on switch B: Core64 Read -> ReadResponse across the link; ratio against the C link-rtt-64'),
     ]);
     await interleave(busy, 'us', CROSS, [
       cSide('tcp', () => ['pingpong', '64', String(rounds), String(batches), '--busy-poll', String(BUSY_POLL_US)], (regime) => tcpNote(regime, `, each side reading its nonblocking socket for up to ${BUSY_POLL_US} us before it sleeps`)),
+      // fi_pingpong spins on its completion queue: cross-cpu only, beside the busy-polling rows.
+      fiSide,
       js(undefined, () => a!.busy, () => `rtt ${gcids.pbBusy} 64 ${rounds} ${batches} WARMUP`, `as link-rtt-64, both peers with busyPollUs ${BUSY_POLL_US} (the switches sleep)`),
       js('link-read-64-busy-poll', () => b!.busy, () => `read ${gcids.owner} 64 ${rounds} ${batches} WARMUP`, `as link-read-64 from a peer on B with busyPollUs ${BUSY_POLL_US}; ratio against the C link-rtt-64-busy-poll`),
     ]);
