@@ -20,6 +20,7 @@
 // the reassembly buffers.
 import { FamezError } from '../errors.js';
 import { decode, encode, GenZPacketError, MAX_LEN, type Core64Write } from '../genz/packets.js';
+import { packetFault } from './frame.js';
 
 export type CarryErrorCode = 'EPACKET' | 'EWINDOW' | 'EORDER' | 'ETOOBIG' | 'EFIELD';
 
@@ -62,29 +63,77 @@ export function splitPackets(bytes: Uint8Array): Uint8Array[] | null {
   return out;
 }
 
+/** The header fields the switches route by, read straight from the packet's
+ * dwords (genz-packets.md, "Explicit header") without checking its CRCs or
+ * decoding it: for telling kinds of packet apart on the hot path. What is
+ * delivered is still decoded (and checked) where it arrives. */
+export interface Peek {
+  /** Bytes (LEN x 4). */
+  length: number;
+  ocl: number;
+  opcode: number;
+  gc: boolean;
+  tag: number;
+  /** GCIDs (only with gc). */
+  source: number;
+  destination: number;
+  /** A Core64 Write into famez's message window (a piece)... */
+  piece: boolean;
+  /** ...its kind (Addr bits 47..40), and whether Addr bits 38..32 are 0 as they must be. */
+  kind: number;
+  windowOk: boolean;
+}
+
+/** Peek at the packet at the start of `bytes`; null when too short for its header. */
+export function peek(bytes: Uint8Array): Peek | null {
+  if (bytes.length < 16) return null;
+  const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
+  const d0 = v.getUint32(0, true);
+  const d1 = v.getUint32(4, true);
+  const d2 = v.getUint32(8, true);
+  const length = (((d0 >>> 5) & 0x7) | (((d0 >>> 12) & 0xf) << 3)) * 4;
+  const dcid = (d0 & 0x1f) | (((d0 >>> 8) & 0xf) << 5) | (((d0 >>> 16) & 0x7) << 9);
+  const opcode = ((d0 >>> 24) & 0x3) | ((d1 & 0x7) << 2);
+  const ocl = (d1 >>> 3) & 0x1f;
+  const tag = (d1 >>> 8) & 0xfff;
+  const scid = d1 >>> 20;
+  const gc = ((d2 >>> 17) & 1) === 1;
+  let source = 0;
+  let destination = 0;
+  let piece = false;
+  let kind = 0;
+  let windowOk = false;
+  if (gc && bytes.length >= 16) {
+    const d3 = v.getUint32(12, true);
+    destination = (d3 & 0xffff) * 0x1000 + dcid;
+    source = (d3 >>> 16) * 0x1000 + scid;
+    // Core64 (OCL 0) Write (OpCode 4) without RK (dword 2 bit 22) or NH (bit 18): Addr's high dword next.
+    if (ocl === 0 && opcode === 4 && ((d2 >>> 22) & 1) === 0 && ((d2 >>> 18) & 1) === 0 && bytes.length >= 24) {
+      const hi = v.getUint32(16, true);
+      piece = hi >>> 16 === 0xfa3e;
+      kind = (hi >>> 8) & 0xff;
+      windowOk = (hi & 0x7f) === 0 && kind < KIND_NAME.length;
+    }
+  }
+  return { length, ocl, opcode, gc, tag, source, destination, piece, kind, windowOk };
+}
+
 /** Whether `bytes` starts with a sound Gen-Z packet with global addressing
  * (GC = 1): what a peer hands its switch for another component (a piece
  * of a message, a fabric-attached memory request). */
 export function looksGlobal(bytes: Uint8Array): boolean {
-  if (bytes.length < 16) return false;
-  try {
-    return decode(bytes.subarray(0, Math.min(bytes.length, packetBytes(bytes, 0)))).GC === 1;
-  } catch {
-    return false;
-  }
+  const p = peek(bytes);
+  // The CRCs tell a packet from text that happens to have the GC bit set.
+  return p !== null && p.gc && p.length >= 16 && p.length <= bytes.length && packetFault(bytes.subarray(0, p.length)) === null;
 }
 
 /** Whether `bytes` starts like a piece: a Core64 Write (OpClass Core64,
  * OpCode Write) with GC = 1 whose Addr is in the message window. A quick
  * look for telling pieces from other messages, not a check: push() checks. */
 export function looksCarried(bytes: Uint8Array): boolean {
-  if (bytes.length < HEADER_BYTES) return false;
-  try {
-    const p = decode(bytes.subarray(0, Math.min(bytes.length, packetBytes(bytes, 0))));
-    return p.class === 'Core64.Write' && p.GC === 1 && (p as Core64Write).Addr >> 48n === WINDOW;
-  } catch {
-    return false;
-  }
+  // The window's magic, the class and GC: no text looks like that; push() checks the rest.
+  const p = peek(bytes);
+  return p !== null && p.piece && p.length >= HEADER_BYTES && p.length <= bytes.length;
 }
 
 /** The largest message a stream carries, unless the receiver says less. */
@@ -135,19 +184,13 @@ export function pieces(kind: MessageKindName, source: number, destination: numbe
 /** Where a piece goes: its source and destination GCIDs, or why it is no
  * piece (one line). Checks the packet whole (CRCs, LEN) and its window. */
 export function pieceRoute(packet: Uint8Array): { source: number; destination: number } | string {
-  let p;
-  try {
-    p = decode(packet);
-  } catch (e) {
-    if (e instanceof GenZPacketError) return `not a Gen-Z packet: ${e.message}`;
-    throw e;
-  }
-  if (p.class !== 'Core64.Write' || p.GC !== 1) return `a ${p.class}${p.GC === 1 ? '' : ' without global addressing'} carries no message`;
-  const w = p as Core64Write;
-  const kind = Number((w.Addr >> 40n) & 0xffn);
-  if (w.Addr >> 48n !== WINDOW || (w.Addr & 0x7f_0000_0000n) !== 0n || kind >= KIND_NAME.length) return `a write to 0x${w.Addr.toString(16)} is outside famez's message window`;
-  if (kind === MessageKind.control) return 'a control message is the switches\' own';
-  return { source: w.SSID! * 0x1000 + w.SCID, destination: w.DSID! * 0x1000 + w.DCID };
+  const fault = packetFault(packet);
+  if (fault !== null) return `not a Gen-Z packet: ${fault}`;
+  const p = peek(packet)!;
+  if (!p.gc) return 'a packet without global addressing carries no message';
+  if (!p.piece || !p.windowOk) return 'a packet outside famez\'s message window carries no message';
+  if (p.kind === MessageKind.control) return 'a control message is the switches\' own';
+  return { source: p.source, destination: p.destination };
 }
 
 interface Partial {

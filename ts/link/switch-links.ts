@@ -12,9 +12,9 @@ import { EventEmitter } from 'node:events';
 
 import { silentLogger, type Logger } from '../log.js';
 import type { SwitchLinkView } from '../observe/api-types.js';
-import { CarryError, LINK_LOCAL, Reassembler, fmt, pieceRoute, pieces } from './carry.js';
+import { CarryError, LINK_LOCAL, Reassembler, fmt, peek, pieceRoute, pieces } from './carry.js';
 import { Link, LinkError, LinkListener, libfabricAvailable } from './ofi.js';
-import { decode as decodeFrame } from './frame.js';
+import { decode as decodeFrame, packetFault } from './frame.js';
 import { isFamPacket, isFamRequest, serve, type FamStore } from './fam.js';
 import { decode as decodePacket } from '../genz/packets.js';
 import { LinkEnd, type Stream } from './streams.js';
@@ -85,7 +85,7 @@ interface Conn {
   /** Local senders to resume when a stream's pending packets are all submitted. */
   resumers: Map<number, Set<number>>;
   /** Per incoming stream: packets delivered since its last whole message. */
-  pieceCount: Map<number, number>;
+  pieceParts: Map<number, Uint8Array[]>;
   /** Bad and rejected frames already logged, and when last. */
   badLogged: number;
   badLoggedAt: number;
@@ -97,6 +97,8 @@ interface Conn {
   parkTimer: NodeJS.Timeout | null;
 }
 
+/** Core64 OpCodes of fabric-attached memory traffic: StandaloneAck, ReadResponse, Write, Read. */
+const FAM_OPCODES = new Set([0x00, 0x01, 0x04, 0x1b]);
 /** The most bytes of one piece written into a slot (MAX_SLOT_MESSAGE). */
 const SLOT_PIECE = 383;
 /** How long an accepted link that went down keeps its streams for its other end. */
@@ -225,7 +227,7 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
       upFor: null,
       pending: new Map(),
       resumers: new Map(),
-      pieceCount: new Map(),
+      pieceParts: new Map(),
       badLogged: 0,
       badLoggedAt: -Infinity,
       peerInstance: null,
@@ -508,21 +510,23 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
       }
       if (dest !== LINK_LOCAL && this.famArrived(c, d.stream, d.packet)) continue;
       const key = streamKey(d.stream);
-      const count = (c.pieceCount.get(key) ?? 0) + 1;
-      c.pieceCount.set(key, count);
+      let parts = c.pieceParts.get(key);
+      if (!parts) c.pieceParts.set(key, (parts = []));
+      parts.push(d.packet);
+      const count = parts.length;
       let m;
       try {
         m = c.reasm.push(d.packet);
       } catch (e) {
         if (!(e instanceof CarryError)) throw e;
         // The partial message is dropped: its pieces are consumed.
-        c.pieceCount.delete(key);
+        c.pieceParts.delete(key);
         this.consume(c, d.stream, count);
         this.log.warn({ event: 'link-reject', link: c.name, reason: e.message }, `link ${c.name}: ${e.message}`);
         continue;
       }
       if (!m) continue;
-      c.pieceCount.delete(key);
+      c.pieceParts.delete(key);
       if (m.kind === 'control') {
         this.consume(c, d.stream, count);
         if (m.destination === LINK_LOCAL) {
@@ -534,7 +538,8 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
       const cid = m.destination % 0x1000;
       const peer = cid / 100;
       const stream = d.stream;
-      const messages = Number.isInteger(peer) && peer >= 1 ? pieces(m.kind, m.source, m.destination, m.message, 0, SLOT_PIECE) : [];
+      // The pieces as they came when each fits a slot, else cut again.
+      const messages = !(Number.isInteger(peer) && peer >= 1) ? [] : parts.every((x) => x.length <= SLOT_PIECE) ? parts : pieces(m.kind, m.source, m.destination, m.message, 0, SLOT_PIECE);
       const ok = messages.length > 0 && (this.config.deliver?.(peer, messages, () => this.consume(c, stream, count)) ?? false);
       if (!ok) {
         this.consume(c, stream, count);
@@ -605,19 +610,21 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
    * here when it is for this switch, else queued toward its SID; null when
    * `packet` is no such request. */
   private famFrom(sender: number, own: number, packet: Uint8Array): 'accepted' | 'wait' | { refused: string } | null {
-    let p;
-    try {
-      p = decodePacket(packet);
-    } catch {
-      return null;
-    }
-    if (!isFamPacket(p)) return null;
-    if (!isFamRequest(p)) return { refused: `a ${p.class} from a peer answers nothing it was asked` };
-    const source = p.SSID! * 0x1000 + p.SCID;
-    if (source !== own) return { refused: `its source is ${fmt(source)}, not its own GCID ${fmt(own)}` };
-    const destination = p.DSID! * 0x1000 + p.DCID;
-    const sid = p.DSID!;
+    const h = peek(packet);
+    if (!h || !h.gc || h.piece || h.ocl !== 0 || !FAM_OPCODES.has(h.opcode)) return null;
+    const fault = packetFault(packet);
+    if (fault !== null) return { refused: `not a Gen-Z packet: ${fault}` };
+    if (h.opcode !== 0x1b && h.opcode !== 0x04) return { refused: 'an answer from a peer answers nothing it was asked' };
+    if (h.source !== own) return { refused: `its source is ${fmt(h.source)}, not its own GCID ${fmt(own)}` };
+    const destination = h.destination;
+    const sid = Math.floor(destination / 0x1000);
     if (destination === this.gcid) {
+      let p;
+      try {
+        p = decodePacket(packet);
+      } catch (e) {
+        return { refused: (e as Error).message };
+      }
       const answer = serve(p, this.config.fam ?? null, this.gcid);
       if (!this.config.deliver?.(sender, [answer], () => undefined)) this.log.warn({ event: 'undelivered', peer: sender }, `the answer to peer ${sender}'s memory request: no such peer; dropped`);
       return 'accepted';
@@ -645,6 +652,8 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
   /** A memory request for this switch from afar: served, the answer sent
    * back toward the requester; or a memory answer for a local peer. */
   private famArrived(c: Conn, stream: Stream, packet: Uint8Array): boolean {
+    const h = peek(packet);
+    if (!h || h.piece || h.ocl !== 0 || !FAM_OPCODES.has(h.opcode)) return false;
     let p;
     try {
       p = decodePacket(packet);
