@@ -163,19 +163,19 @@ test('RingReader.take and read over random ring contents and counters: every mes
   t.pass();
 });
 
-type Mode = 'data' | 'onRing' | 'native';
+type Mode = 'data' | 'onRing' | 'onRingBatch' | 'native' | 'native-batch';
 
 /** A fabric of two FabricClients; A (1) writes one good record and one
  * corrupt record into its ring to B (2) in one publish, then sends 5,000
  * good messages through the ring (over 4 rings' worth) and one through the
- * slot. B reads the ring with `data` events, with onRing(), or through the
- * native fallback. */
+ * slot. B reads the ring with `data` events, with onRing(), with
+ * onRingBatch(), or through the native fallback (`data` or onRingBatch). */
 async function corruptThenFlow(t: ExecutionContext<Scratch>, mode: Mode): Promise<void> {
   const sock = path.join(t.context.dir(), 'sock');
   await t.context.serve(['-S', sock, '--memfd', '--max-peers', '2', '--ring-capacity', '16K']);
   const a = t.context.track(await FabricClient.connect(sock, { nodename: 'producer' }));
   let b: FabricClient;
-  if (mode === 'native') {
+  if (mode === 'native' || mode === 'native-batch') {
     // The fallback for an object too big for an ArrayBuffer (over 4 GiB).
     const raw = await Client.connect(sock);
     Object.defineProperty(raw, 'memory', {
@@ -200,8 +200,15 @@ async function corruptThenFlow(t: ExecutionContext<Scratch>, mode: Mode): Promis
   a.on('ring-rejected', (r) => rejected.push(r));
   const slot: string[] = [];
   b.on('message', (m) => m.from === 1 && slot.push(m.text));
+  const batches: number[] = [];
   if (mode === 'onRing') b.onRing((from, bytes, start, length) => from === 1 && got.push(bytes.toString('utf8', start, start + length)));
-  else b.on('data', ({ from, messages }) => from === 1 && got.push(...messages.map(text)));
+  else if (mode === 'onRingBatch' || mode === 'native-batch') {
+    b.onRingBatch((from, bytes, at, len, count) => {
+      if (from !== 1) return;
+      batches.push(count);
+      for (let i = 0; i < count; i++) got.push(bytes.toString('utf8', at[i], at[i] + len[i]));
+    });
+  } else b.on('data', ({ from, messages }) => from === 1 && got.push(...messages.map(text)));
 
   const w = a.ringWriter(2);
   const put = (s: string) => {
@@ -236,8 +243,11 @@ async function corruptThenFlow(t: ExecutionContext<Scratch>, mode: Mode): Promis
   t.deepEqual(got.slice(1), more.map(text));
   t.deepEqual(slot, ['through the slot']);
   t.is(errors.length, 1, 'nothing else was corrupt');
+  if (batches.length > 0) t.true(batches.every((n) => n >= 1 && n <= 1024), `batches of ${Math.min(...batches)}..${Math.max(...batches)}`);
 }
 
 test('FabricClient (data events): a corrupt ring record after a good one is reported at once, the good one delivered, the producer told, and the ring flows again', (t) => corruptThenFlow(t, 'data'));
 test('FabricClient (onRing): a corrupt ring record after a good one is reported at once, the good one delivered, the producer told, and the ring flows again', (t) => corruptThenFlow(t, 'onRing'));
+test('FabricClient (onRingBatch): a corrupt ring record after a good one is reported at once, the good one delivered, the producer told, and the ring flows again', (t) => corruptThenFlow(t, 'onRingBatch'));
+test('FabricClient (native ring fallback, onRingBatch): a corrupt ring record after a good one is reported at once, the good one delivered, the producer told, and the ring flows again', (t) => corruptThenFlow(t, 'native-batch'));
 test('FabricClient (native ring fallback): a corrupt ring record after a good one is reported at once, the good one delivered, the producer told, and the ring flows again', (t) => corruptThenFlow(t, 'native'));

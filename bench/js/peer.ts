@@ -26,8 +26,9 @@
 //                               64-byte requests to PEER, each sent when
 //                               the last answer arrives
 //                               -> {"samples":[us per round trip, ...]}
-//   rrecv COUNT                 expect COUNT ring messages (read in place,
-//                               sequence-checked) -> {"armed":1},
+//   rrecv COUNT [batch]         expect COUNT ring messages (read in place,
+//                               sequence-checked; onRing, or with `batch`
+//                               onRingBatch) -> {"armed":1},
 //                               then {"end":HRTIME_NS,"count":COUNT}
 //   rsend PEER SIZE COUNT       write COUNT SIZE-byte messages in place into
 //                               the ring channel to PEER
@@ -161,22 +162,37 @@ async function main(): Promise<void> {
         break;
       }
       case 'rrecv': {
-        // In place (onRing): each message's sequence number (its first 4
-        // bytes) is checked where it lies in the ring; nothing is copied.
+        // In place: each message's sequence number (its first 4 bytes) is
+        // checked where it lies in the ring; nothing is copied. `batch`:
+        // onRingBatch (many messages a call), else onRing (a call each).
         const [count] = n;
+        const batch = a[1] === 'batch';
         let got = 0;
         const timer = setTimeout(() => fail(`ring: ${got} of ${count} messages after 60 s`), 60_000);
         let words: Uint32Array | null = null;
-        fabric!.onRing((_from, bytes, start) => {
-          // Records are 8-aligned: the sequence number is one u32 load.
-          words ??= new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.length >>> 2);
-          if (words[start >>> 2] !== got >>> 0) fail(`ring: message ${got} carries sequence ${words[start >>> 2]}`);
-          if (++got === count) {
-            clearTimeout(timer);
-            fabric!.onRing(null);
-            out({ end: String(process.hrtime.bigint()), count: got });
-          }
-        });
+        const done = () => {
+          clearTimeout(timer);
+          fabric!.onRing(null);
+          fabric!.onRingBatch(null);
+          out({ end: String(process.hrtime.bigint()), count: got });
+        };
+        if (batch) {
+          fabric!.onRingBatch((_from, bytes, at, _len, k) => {
+            words ??= new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.length >>> 2);
+            for (let i = 0; i < k; i++) {
+              if (words[at[i] >>> 2] !== got >>> 0) fail(`ring: message ${got} carries sequence ${words[at[i] >>> 2]}`);
+              got++;
+            }
+            if (got >= count) done();
+          });
+        } else {
+          fabric!.onRing((_from, bytes, start) => {
+            // Records are 8-aligned: the sequence number is one u32 load.
+            words ??= new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.length >>> 2);
+            if (words[start >>> 2] !== got >>> 0) fail(`ring: message ${got} carries sequence ${words[start >>> 2]}`);
+            if (++got === count) done();
+          });
+        }
         out({ armed: 1 });
         break;
       }

@@ -56,6 +56,12 @@ const TAIL_LO = RING_TAIL / 4;
  * every 64 KiB.) */
 const PUBLISH_EVERY = 64 * 1024;
 
+/** The first value of the fields that hold counters (Numbers up to 2^53):
+ * not a small integer, so that V8 gives them a double representation at
+ * once instead of changing it, and deoptimising the code that uses them,
+ * when a counter passes 2^31. Never used as a counter. */
+const COUNTER_FIELD = -0.5;
+
 if (endianness() !== 'LE') throw new Error('famez ring channels need a little-endian host');
 
 /** The ring holds something no correct producer writes (or its counters
@@ -94,6 +100,11 @@ abstract class RingView {
   /** The largest message: capacity / 2 - 8 bytes. */
   readonly maxMessage: number;
   protected readonly words: Uint32Array;
+  /** The data area as doubles (8-byte stores of record headers). */
+  protected readonly doubles: Float64Array;
+  /** One record header, as two words and as the double with its bits. */
+  protected readonly header = new Uint32Array(2);
+  protected readonly headerDouble = new Float64Array(this.header.buffer);
   protected readonly counters: BigUint64Array;
   protected readonly mask: number;
   /** Bytes after which a long batch publishes its counter on the way. */
@@ -113,6 +124,7 @@ abstract class RingView {
     this.counters = new BigUint64Array(memory, offset, RING_HEADER / 8);
     this.bytes = Buffer.from(memory, offset + RING_HEADER, capacity);
     this.words = new Uint32Array(memory, offset + RING_HEADER, capacity / 4);
+    this.doubles = new Float64Array(memory, offset + RING_HEADER, capacity / 8);
   }
 
   protected load(index: number): number {
@@ -172,13 +184,13 @@ export class RingWriter extends RingView {
   private published = false;
   private foundEmpty = false;
   /** `head` when the batch began (what the consumer can see). */
-  private start = 0;
+  private start = COUNTER_FIELD;
   /** Bytes reserved since then (records and padding). */
   private off = 0;
   /** Bytes free after them, as of the last look at `tail`. */
   private free = 0;
   /** `tail` as last read. */
-  private tail = 0;
+  private tail = COUNTER_FIELD;
   /** The data position of the next record. */
   private pos = 0;
   /** Bytes after which this batch publishes on the way: publishEvery at
@@ -307,11 +319,16 @@ export class RingWriter extends RingView {
     }
     const k = Math.min(Math.floor(fit / rec), max, Math.max(1, Math.ceil((this.interval - this.off) / rec)));
     if (k === 0) return 0;
-    const step = rec >>> 2;
-    for (let i = 0, p = pos >>> 2; i < k; i++, p += step) {
-      w[p] = len;
-      w[p + 1] = 0;
-    }
+    // One 8-byte store a header: the header's bits as a double (len
+    // below 2^32 and flags 0: a subnormal number, which every engine
+    // stores exactly; only NaNs may change their bits).
+    const hdr = this.header;
+    hdr[0] = len;
+    hdr[1] = 0;
+    const h = this.headerDouble[0];
+    const d = this.doubles;
+    const step = rec >>> 3;
+    for (let i = 0, p = pos >>> 3; i < k; i++, p += step) d[p] = h;
     const bytes = k * rec;
     this.free -= bytes;
     this.off += bytes;
@@ -387,13 +404,20 @@ export class RingWriter extends RingView {
  * The bytes are valid only during the call (copy what must outlive it). */
 export type RingVisitor = (bytes: Buffer, start: number, length: number) => void;
 
+/** FabricClient.onRingBatch's handler: `count` messages from peer `from`
+ * (a take()), message i being `bytes[at[i] .. at[i] + len[i])`; the bytes
+ * and the arrays (reused for the next batch) are valid only during the
+ * call. */
+export type RingBatchHandler = (from: number, bytes: Buffer, at: Int32Array, len: Int32Array, count: number) => void;
+
 /** The consuming end of one ring (only the receiver reads). */
 export class RingReader extends RingView {
   /** head and tail as u32 halves (low half at HEAD_LO, TAIL_LO). */
   private readonly halves = new Uint32Array(this.counters.buffer, this.counters.byteOffset, RING_HEADER / 4);
-  /** The tail past the messages the last take() handed out, not yet given
-   * back (-1: none). */
-  private held = -1;
+  /** Whether the last take() handed out messages not yet given back, and
+   * the tail past them. */
+  private holding = false;
+  private heldTail = COUNTER_FIELD;
 
   /** Nothing published for this reader at some recent instant: equal
    * halves (a stale "empty" is safe: the producer rings whenever it finds
@@ -413,7 +437,7 @@ export class RingReader extends RingView {
    * message whose visit throws counts as consumed. Gives back what a
    * take() handed out first. */
   read(visit: RingVisitor, max = Infinity): number {
-    if (this.held >= 0) this.release();
+    if (this.holding) this.release();
     else if (this.seemsEmpty()) return 0;
     const tail0 = this.load(TAIL);
     let head = this.load(HEAD);
@@ -496,10 +520,11 @@ export class RingReader extends RingView {
    * `discardCorrupt()` then drops it and the rest. */
   take(at: Int32Array, len: Int32Array, max: number = at.length): number {
     if (!(max >= 1 && max <= at.length && max <= len.length)) throw new RangeError(`take: max ${max} is not 1..${Math.min(at.length, len.length)} (the arrays' length)`);
-    let tail = this.held;
-    if (tail >= 0) {
+    let tail: number;
+    if (this.holding) {
       // Give back the last take (the store is also the barrier).
-      this.held = -1;
+      this.holding = false;
+      tail = this.heldTail;
       this.store(TAIL, tail);
     } else {
       if (this.seemsEmpty()) return 0;
@@ -549,7 +574,8 @@ export class RingReader extends RingView {
       if (n > 0) {
         // What came before a bad record is handed out; the next take
         // meets the bad record first and throws.
-        this.held = tail + used;
+        this.holding = true;
+        this.heldTail = tail + used;
         return n;
       }
       if (used > 0) {
@@ -567,10 +593,9 @@ export class RingReader extends RingView {
   /** Gives back the messages the last take() handed out (the next take()
    * does that too). */
   release(): void {
-    const tail = this.held;
-    if (tail < 0) return;
-    this.held = -1;
-    this.store(TAIL, tail);
+    if (!this.holding) return;
+    this.holding = false;
+    this.store(TAIL, this.heldTail);
   }
 
   /** Pops one message as a copy; null when the ring is empty. */
@@ -585,7 +610,7 @@ export class RingReader extends RingView {
   /** Drops everything in the ring (tail = head). Returns the bytes
    * dropped. */
   discard(): number {
-    this.held = -1;
+    this.holding = false;
     const head = Atomics.load(this.counters, HEAD);
     const tail = Atomics.load(this.counters, TAIL);
     Atomics.store(this.counters, TAIL, head);
