@@ -524,7 +524,7 @@ async function groupRing(): Promise<void> {
           const p = pair!;
           const count = jsCount(size);
           const rep = async () => {
-            await p.b.ask(`rrecv ${count}`, 10_000);
+            await p.b.ask(`rrecv ${count} batch`, 10_000);
             p.a.send(`rsend ${p.bId} ${size} ${count}`);
             const got = await p.b.next<{ end: string; count: number }>(90_000, `ring ${size}`);
             const sent = await p.a.next<{ start: string }>(30_000, 'rsend done');
@@ -536,7 +536,7 @@ async function groupRing(): Promise<void> {
           if (n === 0) await rep();
           return [await rep()];
         },
-        note: (regime) => `FabricClient.ringWriter() (reserve, copy in, stamp, commit) -> onRing() (sequence checked in place), ${jsCount(size)} messages a rep; ${where(regime)}`,
+        note: (regime) => `FabricClient.ringWriter() (reserveRun, copy in, stamp, commit) -> onRingBatch() (sequence checked in place), ${jsCount(size)} messages a rep; ${where(regime)}`,
       };
       await interleave(`ring-throughput-${size}`, 'msg/s', CROSS, [
         cSide('ring', () => [String(size), String(cCount(size)), '1'], (regime) => `SPSC byte ring in a memfd, copy in, copy out, no doorbells (bench/baseline/ring.c), ${cCount(size)} messages a rep; ${where(regime)}`),
