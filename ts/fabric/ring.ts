@@ -246,7 +246,8 @@ export class RingWriter extends RingView {
   /** Room for a payload of `len` bytes: its position in `bytes`, or -1
    * when the ring is full (backpressure). The payload is the caller's to
    * write there before the next reserve() or commit(): a long batch is
-   * published on the way (every 64 KiB, or a quarter of the ring). Throws
+   * published on the way (after 64 KiB or a quarter of the ring, then
+   * further apart while the consumer keeps up: see PUBLISH_EVERY). Throws
    * RangeError unless `len` is an integer 0..maxMessage. */
   reserve(len: number): number {
     if (!(len >= 0 && len <= this.maxMessage && (len | 0) === len)) throw new RangeError(`EMSGSIZE: a ring message is 0..${this.maxMessage} bytes, not ${len}`);
