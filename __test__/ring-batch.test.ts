@@ -118,3 +118,24 @@ test('sendRing() -> onRingBatch(): 20,000 messages of mixed sizes through a 16 K
   t.is(bad, null);
   t.is(got, msgs.length);
 });
+
+test('an onRingBatch handler that sets onRing() gets no more batches: the rest of the same doorbell goes to the new handler, in order', async (t) => {
+  const { a, b } = await pair(t, ['-l', '8M', '--ring-capacity', '1M']);
+  const seen: [string, number][] = [];
+  b.onRingBatch((_from, bytes, at, _len, count) => {
+    for (let i = 0; i < count; i++) seen.push(['batch', bytes.readUInt32LE(at[i])]);
+    b.onRing((_f, bytes2, start) => seen.push(['each', bytes2.readUInt32LE(start)]));
+  });
+  const w = a.ringWriter(b.id);
+  for (let i = 0; i < 3000; i++) w.bytes.writeUInt32LE(i, w.reserve(4));
+  w.commit();
+  await waitFor(() => seen.length >= 3000, 'every message', WAIT_MS);
+  t.is(seen.length, 3000);
+  t.deepEqual(
+    seen.map(([, n]) => n),
+    [...Array(3000).keys()],
+  );
+  const batch = seen.filter(([how]) => how === 'batch').length;
+  t.true(batch >= 1 && batch <= 1024, `${batch} through the batch handler`);
+  t.true(seen.slice(batch).every(([how]) => how === 'each'));
+});

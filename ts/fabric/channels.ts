@@ -233,7 +233,9 @@ export class RingChannels {
         if (k === 0) return;
         n += k;
         handler(from, ring.bytes, at, len, k);
-        if (n >= RING_BUDGET) {
+        // A handler that set another one (or none) gets no more: the
+        // rest is read the new way, next turn.
+        if (n >= RING_BUDGET || this.batchHandler !== handler) {
           ring.release();
           this.readAgain(from);
           return;
