@@ -480,8 +480,9 @@ export class RingReader extends RingView {
           pos = 0;
           continue;
         }
-        const rec = len <= maxMessage ? (len + 15) & -8 : Infinity;
-        if (flags !== 0 || rec > left || pos + rec > cap) {
+        // A small integer (an oversized length fails before it is used).
+        const rec = (len + 15) & -8;
+        if (flags !== 0 || len > maxMessage || rec > left || pos + rec > cap) {
           throw new RingCorrupt(flags !== 0 ? `corrupt ring: unknown flags 0x${flags.toString(16)} at ${pos}` : `corrupt ring: record of ${len} bytes at ${pos}, ${left} available`, n);
         }
         const at = pos + RECORD_HEADER;
@@ -560,8 +561,8 @@ export class RingReader extends RingView {
           pos = 0;
           continue;
         }
-        const rec = l <= maxMessage ? (l + 15) & -8 : Infinity;
-        if (flags !== 0 || rec > left || pos + rec > cap) {
+        const rec = (l + 15) & -8;
+        if (flags !== 0 || l > maxMessage || rec > left || pos + rec > cap) {
           bad = flags !== 0 ? `corrupt ring: unknown flags 0x${flags.toString(16)} at ${pos}` : `corrupt ring: record of ${l} bytes at ${pos}, ${left} available`;
           break;
         }
