@@ -156,6 +156,10 @@ const cCount = (size: number) => Math.max(pick(2000, 20_000, 50_000), Math.floor
 const jsCount = (size: number) => Math.max(pick(200, 2000, 5000), Math.floor(pick(256e3, 128e6, 512e6) / size));
 /** The -busy-poll rows: Client's busyPollUs, and the same window in C and Rust. */
 const BUSY_POLL_US = 200;
+/** The ring rows' consumers spin this long after the ring runs dry before
+ * they sleep: the Rust example's --spin-us default, the JS Client's
+ * busy-poll window. */
+const RING_SPIN_US = 50;
 /** Every ring's data area: the C baseline's CAP (bench/baseline/ring.c),
  * so that C, Rust and JS stream through rings of one size. */
 const RING_CAPACITY = 4 << 20;
@@ -522,12 +526,15 @@ async function groupRing(): Promise<void> {
             [p.server, a, 'famez serve'],
             [p.a, b, 'JS producer'],
           ]);
+          // The consumer spins RING_SPIN_US on its doorbell after each
+          // wake-up before it sleeps, as the Rust consumer does on its ring.
+          await p.b.ask(`poll ${RING_SPIN_US}`, 10_000);
         },
         round: async (_cpus, n) => {
           const p = pair!;
           const count = jsCount(size);
           const rep = async () => {
-            await p.b.ask(`rrecv ${count}`, 10_000);
+            await p.b.ask(`rrecv ${count} batch`, 10_000);
             p.a.send(`rsend ${p.bId} ${size} ${count}`);
             const got = await p.b.next<{ end: string; count: number }>(90_000, `ring ${size}`);
             const sent = await p.a.next<{ start: string }>(30_000, 'rsend done');
@@ -539,7 +546,7 @@ async function groupRing(): Promise<void> {
           if (n === 0) await rep();
           return [await rep()];
         },
-        note: (regime) => `FabricClient.ringWriter() (reserve, copy in, stamp, commit) -> onRing() (sequence checked in place), ${jsCount(size)} messages a rep; ${where(regime)}`,
+        note: (regime) => `FabricClient.ringWriter() (reserveRun, copy in, stamp, commit) -> onRingBatch() (sequence checked in place; busy poll ${RING_SPIN_US} us), ${jsCount(size)} messages a rep; ${where(regime)}`,
       };
       await interleave(`ring-throughput-${size}`, 'msg/s', CROSS, [
         cSide('ring', () => [String(size), String(cCount(size)), '1'], (regime) => `SPSC byte ring in a memfd, copy in, copy out, no doorbells (bench/baseline/ring.c), ${cCount(size)} messages a rep; ${where(regime)}`),
@@ -547,6 +554,7 @@ async function groupRing(): Promise<void> {
         js,
       ]);
     }
+    if (pair) await pair.b.ask('poll 0', 10_000);
   });
 }
 

@@ -19,7 +19,7 @@ export {
 } from './fabric/client.js';
 export type { LinkUpOptions, RequestOptions, SendOptions } from './fabric/client.js';
 export { Fabric, type FabricConfig, type FabricEvents, type MailboxPort, type PortCounters, type SwitchMessage } from './fabric/fabric.js';
-export { RingCorrupt, RingReader, RingWriter, type RingVisitor } from './fabric/ring.js';
+export { RingCorrupt, RingReader, RingWriter, type RingBatchHandler, type RingVisitor } from './fabric/ring.js';
 export { RingsDoNotFit } from './fabric/rings.js';
 export { SlotCorrupt } from './fabric/slots.js';
 export { GenZCodecError } from './fabric/genz-codec.js';

@@ -12,7 +12,7 @@ import type { FabricClientEvents } from './peer-types.js';
 import { FabricClientError, type RingErrorInfo } from './peer-types.js';
 import { printable } from './peer-text.js';
 import { RingCorrupt, RingReader, RingWriter, ringOffset } from './ring.js';
-import { RING_BUDGET, nativeRx, nativeTx, readCopies, type RxRing, type TxRing } from './ring-ends.js';
+import { RING_BATCH, RING_BUDGET, nativeRx, nativeTx, readCopies, type RingBatchHandler, type RxRing, type TxRing } from './ring-ends.js';
 import type { PeerTransport } from '../transport.js';
 
 /** What the channels need of the fabric client. */
@@ -37,6 +37,11 @@ export interface ChannelHost {
 export class RingChannels {
   /** The in-place reader (onRing), or null for `data` events. */
   handler: ((from: number, bytes: Buffer, start: number, length: number) => void) | null = null;
+  /** The in-place reader of many messages a call (onRingBatch). */
+  batchHandler: RingBatchHandler | null = null;
+  /** Where a batch's positions and lengths go (RING_BATCH of each). */
+  private readonly at = new Int32Array(RING_BATCH);
+  private readonly len = new Int32Array(RING_BATCH);
   private readonly txRings = new Map<number, TxRing>();
   /** The error count of each ring we produce, as last seen. */
   private readonly txErrors = new Map<number, number>();
@@ -184,6 +189,10 @@ export class RingChannels {
    * only an empty ring, so no doorbell would come), and the loop serves
    * everything else in between. */
   private drainRing(from: number): void {
+    if (this.batchHandler) {
+      this.drainRingBatches(from, this.batchHandler);
+      return;
+    }
     const ring = this.rxRing(from);
     const handler = this.handler;
     let n: number;
@@ -210,6 +219,36 @@ export class RingChannels {
     }
     if (n >= RING_BUDGET) this.readAgain(from);
     if (messages !== null && messages.length > 0) this.host.emit('data', { from, messages });
+  }
+
+  /** drainRing for onRingBatch: take() up to RING_BATCH messages at a
+   * time, each batch handed to `handler` in place, RING_BUDGET a turn. */
+  private drainRingBatches(from: number, handler: RingBatchHandler): void {
+    const ring = this.rxRing(from);
+    const { at, len } = this;
+    let n = 0;
+    try {
+      for (;;) {
+        const k = ring.take(at, len, Math.min(RING_BATCH, RING_BUDGET - n));
+        if (k === 0) return;
+        n += k;
+        handler(from, ring.bytes, at, len, k);
+        // A handler that set another one (or none) gets no more: the
+        // rest is read the new way, next turn.
+        if (n >= RING_BUDGET || this.batchHandler !== handler) {
+          ring.release();
+          this.readAgain(from);
+          return;
+        }
+      }
+    } catch (e) {
+      // A handler that throws consumed its batch; a corrupt record is
+      // reported with the messages handed out before it in this drain.
+      ring.release();
+      this.readAgain(from);
+      if (!(e instanceof RingCorrupt)) throw e;
+      this.ringCorrupt(from, ring, new RingCorrupt(e.message, n), null);
+    }
   }
 
   /** The ring from `from` holds a bad record: drop it and what follows so

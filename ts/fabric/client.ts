@@ -38,7 +38,7 @@ import { RingChannels } from './channels.js';
 import { SlotSender, nextTurn } from './slot-sender.js';
 import { FEATURE_SWITCH_RING, writeFeatures } from './features.js';
 import { Slots } from './slots.js';
-import { nativeSlots, type SlotPort } from './ring-ends.js';
+import { nativeSlots, type RingBatchHandler, type SlotPort } from './ring-ends.js';
 import { defaultNodename, encodeMessage, fitNodename, textOf } from './peer-text.js';
 import { formatGcid, isNamedAfar, outgoing, parseGcid, type Gcid } from './remote.js';
 import { ask as askDirectory, parsePage } from '../link/directory.js';
@@ -402,6 +402,18 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
    * during the call (copy what must outlive it). null goes back to `data`. */
   onRing(handler: ((from: number, bytes: Buffer, start: number, length: number) => void) | null): void {
     this.channels.handler = handler;
+    if (handler) this.channels.batchHandler = null;
+  }
+
+  /** Takes ring-channel messages in place, many a call, instead of `data`
+   * events or onRing(): `handler(from, bytes, at, len, count)` gets
+   * `count` (1..1024) messages from peer `from`, message i being
+   * `bytes[at[i] .. at[i] + len[i])` of the shared memory; the bytes and
+   * the two arrays are valid only during the call (copy what must outlive
+   * it). A handler that throws has consumed its whole batch. null goes
+   * back to `data` (or to the onRing handler set before). */
+  onRingBatch(handler: RingBatchHandler | null): void {
+    this.channels.batchHandler = handler;
   }
 
   /** Reads `length` bytes at `offset` of the fabric-attached memory that

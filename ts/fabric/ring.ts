@@ -3,9 +3,13 @@
 // (docs/ring-channels.md), without a native call per message or per batch.
 //
 // A producer writes records into the data area through typed arrays and
-// publishes `head` once per batch; a consumer walks the records in place,
+// publishes `head` once per batch (reserve() a record at a time, or
+// reserveRun() many of one size); a consumer walks the records in place,
 // handing each payload to a callback as (bytes, start, length) over the
-// mapping, and publishes `tail` once. Nothing is allocated per message.
+// mapping (read()), or their positions and lengths in two Int32Arrays
+// (take()), and publishes `tail` once. Nothing is allocated per message,
+// and the per-record work is small-integer arithmetic (positions and byte
+// counts below 2^31; the 64-bit counters are touched once a batch).
 //
 // Ordering: `head` and `tail` are 64-bit counters read and written with
 // Atomics on a BigUint64Array (sequentially consistent, so each publish is
@@ -46,8 +50,17 @@ const HEAD_LO = RING_HEAD / 4;
 const TAIL_LO = RING_TAIL / 4;
 /** A producer publishes `head`, a consumer `tail`, at least every this many
  * bytes (or a quarter of the ring): the other side never waits for the end
- * of a long batch. */
+ * of a long batch. (A producer whose publish found the ring empty waits
+ * twice as long for the next, up to a quarter of the ring: a consumer
+ * that keeps up is rung O(log) times plus once a quarter ring, not once
+ * every 64 KiB.) */
 const PUBLISH_EVERY = 64 * 1024;
+
+/** The first value of the fields that hold counters (Numbers up to 2^53):
+ * not a small integer, so that V8 gives them a double representation at
+ * once instead of changing it, and deoptimising the code that uses them,
+ * when a counter passes 2^31. Never used as a counter. */
+const COUNTER_FIELD = -0.5;
 
 if (endianness() !== 'LE') throw new Error('famez ring channels need a little-endian host');
 
@@ -87,6 +100,11 @@ abstract class RingView {
   /** The largest message: capacity / 2 - 8 bytes. */
   readonly maxMessage: number;
   protected readonly words: Uint32Array;
+  /** The data area as doubles (8-byte stores of record headers). */
+  protected readonly doubles: Float64Array;
+  /** One record header, as two words and as the double with its bits. */
+  protected readonly header = new Uint32Array(2);
+  protected readonly headerDouble = new Float64Array(this.header.buffer);
   protected readonly counters: BigUint64Array;
   protected readonly mask: number;
   /** Bytes after which a long batch publishes its counter on the way. */
@@ -106,6 +124,7 @@ abstract class RingView {
     this.counters = new BigUint64Array(memory, offset, RING_HEADER / 8);
     this.bytes = Buffer.from(memory, offset + RING_HEADER, capacity);
     this.words = new Uint32Array(memory, offset + RING_HEADER, capacity / 4);
+    this.doubles = new Float64Array(memory, offset + RING_HEADER, capacity / 8);
   }
 
   protected load(index: number): number {
@@ -151,66 +170,172 @@ export class RingWriter extends RingView {
   /** Whether the last batch that pushed anything found the ring empty:
    * then the receiver's doorbell must be rung. */
   wasEmpty = false;
-  // An open batch: head at its start, head so far, tail as last read, and
-  // the data position of `head`.
+  /** Where the payload of the first record of the last reserveRun() is in
+   * `bytes` (-1 after a run of none); the next ones follow every
+   * recordSize(len) bytes. */
+  runAt = -1;
+  // An open batch. The hot paths work on small integers: the bytes
+  // reserved since the batch began and the bytes still free as of the
+  // last look at `tail`; the counters themselves (Numbers up to 2^53) are
+  // touched once a batch.
   private open = false;
   /** Since the last commit(): something was published, and some publish
    * on the way found the ring empty. */
   private published = false;
   private foundEmpty = false;
-  private start = 0;
-  private head = 0;
-  private tail = 0;
+  /** `head` when the batch began (what the consumer can see). */
+  private start = COUNTER_FIELD;
+  /** Bytes reserved since then (records and padding). */
+  private off = 0;
+  /** Bytes free after them, as of the last look at `tail`. */
+  private free = 0;
+  /** `tail` as last read. */
+  private tail = COUNTER_FIELD;
+  /** The data position of the next record. */
   private pos = 0;
+  /** Bytes after which this batch publishes on the way: publishEvery at
+   * first, twice as many after each publish that found the ring empty (a
+   * doorbell), up to a quarter of the ring. */
+  private interval = this.publishEvery;
 
   private begin(): void {
     const head = this.load(HEAD);
-    const tail = this.load(TAIL);
+    this.atTail(head, this.load(TAIL));
+  }
+
+  /** A batch begins at `head` with the consumer at `tail`. */
+  private atTail(head: number, tail: number): void {
     if (head - tail > this.capacity || head < tail) throw new RingCorrupt(`corrupt ring: head ${head}, tail ${tail}`);
     this.open = true;
-    this.start = this.head = head;
+    this.start = head;
+    this.off = 0;
     this.tail = tail;
-    this.pos = head % this.capacity;
+    this.free = this.capacity - (head - tail);
+    // Bitwise: the low 32 bits of the counter, of which C takes fewer.
+    this.pos = head & this.mask;
+  }
+
+  /** Looks at `tail` again: the consumer may have taken some since the
+   * batch began. It can only have moved forward, up to `start`. */
+  private refresh(): void {
+    const tail = this.load(TAIL);
+    if (tail < this.tail || tail > this.start) throw new RingCorrupt(`corrupt ring: tail went from ${this.tail} to ${tail} (head ${this.start})`);
+    this.tail = tail;
+    this.free = this.capacity - (this.start - tail) - this.off;
+  }
+
+  /** A long batch is published as it goes, so the consumer works in
+   * parallel instead of waiting for the end of it. Whether that found the
+   * ring empty is remembered for commit() to report. */
+  private publishOnTheWay(): void {
+    const head = this.start + this.off;
+    this.store(HEAD, head);
+    this.published = true;
+    const tail = this.load(TAIL);
+    if (tail === this.start) {
+      // The consumer had caught up and may sleep: wake it, and let it
+      // wait for more next time (fewer doorbells for a fast consumer).
+      this.foundEmpty = true;
+      this.interval = Math.min(this.interval * 2, this.capacity / 4);
+      this.doorbell?.();
+    }
+    if (tail < this.tail || tail > head) throw new RingCorrupt(`corrupt ring: tail went from ${this.tail} to ${tail} (head ${head})`);
+    this.atTail(head, tail);
   }
 
   /** Room for a payload of `len` bytes: its position in `bytes`, or -1
    * when the ring is full (backpressure). The payload is the caller's to
    * write there before the next reserve() or commit(): a long batch is
-   * published on the way (every 64 KiB, or a quarter of the ring). Throws
-   * RangeError past maxMessage. */
+   * published on the way (after 64 KiB or a quarter of the ring, then
+   * further apart while the consumer keeps up: see PUBLISH_EVERY). Throws
+   * RangeError unless `len` is an integer 0..maxMessage. */
   reserve(len: number): number {
-    if (!(len >= 0 && len <= this.maxMessage)) throw new RangeError(`EMSGSIZE: a ring message is 0..${this.maxMessage} bytes, not ${len}`);
+    if (!(len >= 0 && len <= this.maxMessage && (len | 0) === len)) throw new RangeError(`EMSGSIZE: a ring message is 0..${this.maxMessage} bytes, not ${len}`);
     if (!this.open) this.begin();
-    else if (this.head - this.start >= this.publishEvery) {
-      // A long batch is published as it goes, so the consumer works in
-      // parallel instead of waiting for the end of it. Whether that found
-      // the ring empty is remembered for commit() to report.
-      if (this.publish()) this.foundEmpty = true;
-      this.begin();
-    }
-    const rec = recordSize(len);
+    else if (this.off >= this.interval) this.publishOnTheWay();
+    const rec = (len + 15) & -8;
     let pos = this.pos;
     const room = this.capacity - pos;
     const pad = rec <= room ? 0 : room;
-    if (this.head - this.tail + pad + rec > this.capacity) {
-      // The consumer may have taken some since the batch began.
-      const tail = this.load(TAIL);
-      if (this.start - tail > this.capacity || tail < this.tail) throw new RingCorrupt(`corrupt ring: tail went from ${this.tail} to ${tail}`);
-      this.tail = tail;
-      if (this.head - tail + pad + rec > this.capacity) return -1;
+    const need = pad + rec;
+    if (need > this.free) {
+      this.refresh();
+      if (need > this.free) return -1;
     }
     const w = this.words;
     if (pad !== 0) {
       w[pos >>> 2] = 0;
       w[(pos >>> 2) + 1] = FLAG_WRAP;
-      this.head += pad;
       pos = 0;
     }
     w[pos >>> 2] = len;
     w[(pos >>> 2) + 1] = 0;
-    this.head += rec;
+    this.free -= need;
+    this.off += need;
     this.pos = (pos + rec) & this.mask;
     return pos + RECORD_HEADER;
+  }
+
+  /** Reserves up to `max` records of `len` payload bytes each, one after
+   * the other in `bytes`: the first payload at `runAt`, the next every
+   * recordSize(len) bytes. Returns how many, 0 when the ring is full
+   * (backpressure). A run is the same as that many reserve(len) calls and
+   * the payloads are the caller's to write before the next reserve*() or
+   * commit(); it is shorter than `max` (but at least one record, when
+   * there is room for one) where the data area ends (the next run goes on
+   * at position 0), where the free space ends, and where a long batch is
+   * published on the way. Throws RangeError unless `len` is an integer
+   * 0..maxMessage and `max` one of at least 0 (or Infinity). */
+  reserveRun(len: number, max: number): number {
+    if (!(len >= 0 && len <= this.maxMessage && (len | 0) === len)) throw new RangeError(`EMSGSIZE: a ring message is 0..${this.maxMessage} bytes, not ${len}`);
+    if (!(max >= 0 && Math.floor(max) === max)) throw new RangeError(`reserveRun: max is a count, not ${max}`);
+    this.runAt = -1;
+    if (max === 0) return 0;
+    if (!this.open) this.begin();
+    else if (this.off >= this.interval) this.publishOnTheWay();
+    const rec = (len + 15) & -8;
+    const w = this.words;
+    let pos = this.pos;
+    let room = this.capacity - pos;
+    if (rec > room) {
+      // The first record does not fit before the end: pad to it.
+      if (room + rec > this.free) {
+        this.refresh();
+        if (room + rec > this.free) return 0;
+      }
+      w[pos >>> 2] = 0;
+      w[(pos >>> 2) + 1] = FLAG_WRAP;
+      this.free -= room;
+      this.off += room;
+      pos = 0;
+      room = this.capacity;
+    }
+    // Records up to the end of the data area, of the free space (look at
+    // tail again if that is what stops the run short) and of the publish
+    // interval (at least one).
+    let fit = Math.min(room, this.free);
+    if (fit < rec * max && this.free < room) {
+      this.refresh();
+      fit = Math.min(room, this.free);
+    }
+    const k = Math.min(Math.floor(fit / rec), max, Math.max(1, Math.ceil((this.interval - this.off) / rec)));
+    if (k === 0) return 0;
+    // One 8-byte store a header: the header's bits as a double (len
+    // below 2^32 and flags 0: a subnormal number, which every engine
+    // stores exactly; only NaNs may change their bits).
+    const hdr = this.header;
+    hdr[0] = len;
+    hdr[1] = 0;
+    const h = this.headerDouble[0];
+    const d = this.doubles;
+    const step = rec >>> 3;
+    for (let i = 0, p = pos >>> 3; i < k; i++, p += step) d[p] = h;
+    const bytes = k * rec;
+    this.free -= bytes;
+    this.off += bytes;
+    this.pos = (pos + bytes) & this.mask;
+    this.runAt = pos + RECORD_HEADER;
+    return k;
   }
 
   /** Publishes every record reserved since the last commit (one counter
@@ -221,6 +346,7 @@ export class RingWriter extends RingView {
   commit(): boolean {
     const empty = this.publish() || this.foundEmpty;
     this.foundEmpty = false;
+    this.interval = this.publishEvery;
     if (empty) this.wasEmpty = true;
     else if (this.published) this.wasEmpty = false;
     this.published = false;
@@ -232,8 +358,8 @@ export class RingWriter extends RingView {
   private publish(): boolean {
     if (!this.open) return false;
     this.open = false;
-    if (this.head === this.start) return false;
-    this.store(HEAD, this.head);
+    if (this.off === 0) return false;
+    this.store(HEAD, this.start + this.off);
     this.published = true;
     const empty = this.load(TAIL) === this.start;
     if (empty && this.doorbell) this.doorbell();
@@ -279,10 +405,29 @@ export class RingWriter extends RingView {
  * The bytes are valid only during the call (copy what must outlive it). */
 export type RingVisitor = (bytes: Buffer, start: number, length: number) => void;
 
+/** FabricClient.onRingBatch's handler: `count` messages from peer `from`
+ * (a take()), message i being `bytes[at[i] .. at[i] + len[i])`; the bytes
+ * and the arrays (reused for the next batch) are valid only during the
+ * call. */
+export type RingBatchHandler = (from: number, bytes: Buffer, at: Int32Array, len: Int32Array, count: number) => void;
+
 /** The consuming end of one ring (only the receiver reads). */
 export class RingReader extends RingView {
   /** head and tail as u32 halves (low half at HEAD_LO, TAIL_LO). */
   private readonly halves = new Uint32Array(this.counters.buffer, this.counters.byteOffset, RING_HEADER / 4);
+  /** Whether the last take() handed out messages not yet given back, and
+   * the tail past them. */
+  private holding = false;
+  private heldTail = COUNTER_FIELD;
+
+  /** Nothing published for this reader at some recent instant: equal
+   * halves (a stale "empty" is safe: the producer rings whenever it finds
+   * the ring empty after publishing). The common wake-up for someone
+   * else's message. */
+  private seemsEmpty(): boolean {
+    const c = this.halves;
+    return Atomics.load(c, HEAD_LO) === Atomics.load(c, TAIL_LO) && Atomics.load(c, HEAD_LO + 1) === Atomics.load(c, TAIL_LO + 1);
+  }
 
   /** Hands up to `max` messages to `visit`, in order, in place, then
    * publishes the tail once. Returns how many; fewer than `max` means the
@@ -290,55 +435,66 @@ export class RingReader extends RingView {
    * doorbell. A corrupt record throws RingCorrupt at once, after the good
    * messages before it were visited and their space given back (its
    * `delivered` says how many); `discardCorrupt()` then drops the rest. A
-   * message whose visit throws counts as consumed. */
+   * message whose visit throws counts as consumed. Gives back what a
+   * take() handed out first. */
   read(visit: RingVisitor, max = Infinity): number {
-    // The common wake-up for someone else's message: nothing here. Equal
-    // halves mean empty at some instant (a stale "empty" is safe: the
-    // producer rings whenever it finds the ring empty after publishing).
-    const c = this.halves;
-    if (Atomics.load(c, HEAD_LO) === Atomics.load(c, TAIL_LO) && Atomics.load(c, HEAD_LO + 1) === Atomics.load(c, TAIL_LO + 1)) return 0;
+    if (this.holding) this.release();
+    else if (this.seemsEmpty()) return 0;
     const tail0 = this.load(TAIL);
-    let tail = tail0;
-    let published = tail0;
     let head = this.load(HEAD);
     const cap = this.capacity;
+    const maxMessage = this.maxMessage;
     const w = this.words;
+    const bytes = this.bytes;
+    // Small integers in the loop: `used` bytes consumed since tail0 of the
+    // `avail` published after it; `pos` the data position of tail0 + used.
+    let avail = head - tail0;
+    let used = 0;
+    let published = 0;
+    let pos = tail0 & this.mask;
     let n = 0;
     try {
+      if (avail > cap || avail < 0 || (pos & 7) !== 0) throw new RingCorrupt(`corrupt ring: head ${head}, tail ${tail0}`, 0);
       while (n < max) {
-        const avail = head - tail;
-        if (avail === 0) {
+        const left = avail - used;
+        if (left === 0) {
           // Seen empty: publish, barrier, look again (module doc).
-          if (tail !== published) {
-            this.store(TAIL, tail);
-            published = tail;
+          if (used !== published) {
+            this.store(TAIL, tail0 + used);
+            published = used;
           }
           const fresh = this.load(HEAD);
           if (fresh === head) break;
           head = fresh;
+          avail = head - tail0;
+          if (avail - used > cap || avail < used) throw new RingCorrupt(`corrupt ring: head ${head}, tail ${tail0 + used}`, n);
           continue;
         }
-        const pos = tail % cap;
-        if (avail > cap || avail < RECORD_HEADER || pos % 8 !== 0) throw new RingCorrupt(`corrupt ring: head ${head}, tail ${tail}`, n);
+        if (left < RECORD_HEADER) throw new RingCorrupt(`corrupt ring: head ${head}, tail ${tail0 + used}`, n);
         const len = w[pos >>> 2];
         const flags = w[(pos >>> 2) + 1];
         if (flags === FLAG_WRAP) {
           const skip = cap - pos;
-          if (skip > avail) throw new RingCorrupt(`corrupt ring: wrap at ${pos} passes head`, n);
-          tail += skip;
+          if (skip > left) throw new RingCorrupt(`corrupt ring: wrap at ${pos} passes head`, n);
+          used += skip;
+          pos = 0;
           continue;
         }
-        const rec = len <= this.maxMessage ? recordSize(len) : Infinity;
-        if (flags !== 0 || rec > avail || pos + rec > cap) {
-          throw new RingCorrupt(flags !== 0 ? `corrupt ring: unknown flags 0x${flags.toString(16)} at ${pos}` : `corrupt ring: record of ${len} bytes at ${pos}, ${avail} available`, n);
+        // A small integer (an oversized length fails before it is used).
+        const rec = (len + 15) & -8;
+        if (flags !== 0 || len > maxMessage || rec > left || pos + rec > cap) {
+          throw new RingCorrupt(flags !== 0 ? `corrupt ring: unknown flags 0x${flags.toString(16)} at ${pos}` : `corrupt ring: record of ${len} bytes at ${pos}, ${left} available`, n);
         }
-        tail += rec;
+        const at = pos + RECORD_HEADER;
+        used += rec;
+        pos += rec;
+        if (pos === cap) pos = 0;
         n++;
-        visit(this.bytes, pos + RECORD_HEADER, len);
-        if (tail - published >= this.publishEvery) {
+        visit(bytes, at, len);
+        if (used - published >= this.publishEvery) {
           // Give the space back on the way (module doc: after the visits).
-          this.store(TAIL, tail);
-          published = tail;
+          this.store(TAIL, tail0 + used);
+          published = used;
         }
       }
     } catch (e) {
@@ -348,9 +504,100 @@ export class RingReader extends RingView {
       throw e;
     } finally {
       // Every visit above is over: the producer may reuse the space.
-      if (tail !== published) this.store(TAIL, tail);
+      if (used !== published) this.store(TAIL, tail0 + used);
     }
     return n;
+  }
+
+  /** Takes up to `max` messages (at most the arrays' length) in place,
+   * without a call per message: message i is `bytes[at[i] .. at[i] +
+   * len[i])`, for i below the count returned. They stay the reader's (the
+   * producer does not reuse their space) until the next take(), read(),
+   * release(), pop() or discard*(), which gives their space back first.
+   * Returns how many; 0 means the ring was seen empty (after giving back
+   * and the doorbell rule's barrier): wait for the doorbell. Any other
+   * count, even below `max`, says nothing about what is left: take again.
+   * A corrupt record ends a take before it: the next take() throws
+   * RingCorrupt (with `delivered` 0) when the bad record is the first, and
+   * `discardCorrupt()` then drops it and the rest. */
+  take(at: Int32Array, len: Int32Array, max: number = at.length): number {
+    if (!(max >= 1 && max <= at.length && max <= len.length)) throw new RangeError(`take: max ${max} is not 1..${Math.min(at.length, len.length)} (the arrays' length)`);
+    let tail: number;
+    if (this.holding) {
+      // Give back the last take (the store is also the barrier).
+      this.holding = false;
+      tail = this.heldTail;
+      this.store(TAIL, tail);
+    } else {
+      if (this.seemsEmpty()) return 0;
+      tail = this.load(TAIL);
+    }
+    let head = this.load(HEAD);
+    const cap = this.capacity;
+    const maxMessage = this.maxMessage;
+    const w = this.words;
+    for (;;) {
+      const avail = head - tail;
+      let pos = tail & this.mask;
+      if (avail > cap || avail < 0 || (pos & 7) !== 0) throw new RingCorrupt(`corrupt ring: head ${head}, tail ${tail}`, 0);
+      let used = 0;
+      let n = 0;
+      let bad: string | null = null;
+      while (n < max && used < avail) {
+        const left = avail - used;
+        if (left < RECORD_HEADER) {
+          bad = `corrupt ring: head ${head}, tail ${tail + used}`;
+          break;
+        }
+        const l = w[pos >>> 2];
+        const flags = w[(pos >>> 2) + 1];
+        if (flags === FLAG_WRAP) {
+          const skip = cap - pos;
+          if (skip > left) {
+            bad = `corrupt ring: wrap at ${pos} passes head`;
+            break;
+          }
+          used += skip;
+          pos = 0;
+          continue;
+        }
+        const rec = (l + 15) & -8;
+        if (flags !== 0 || l > maxMessage || rec > left || pos + rec > cap) {
+          bad = flags !== 0 ? `corrupt ring: unknown flags 0x${flags.toString(16)} at ${pos}` : `corrupt ring: record of ${l} bytes at ${pos}, ${left} available`;
+          break;
+        }
+        at[n] = pos + RECORD_HEADER;
+        len[n] = l;
+        n++;
+        used += rec;
+        pos += rec;
+        if (pos === cap) pos = 0;
+      }
+      if (n > 0) {
+        // What came before a bad record is handed out; the next take
+        // meets the bad record first and throws.
+        this.holding = true;
+        this.heldTail = tail + used;
+        return n;
+      }
+      if (used > 0) {
+        // Only padding before a bad record or the head: give it back.
+        tail += used;
+        this.store(TAIL, tail);
+      }
+      if (bad !== null) throw new RingCorrupt(bad, 0);
+      const fresh = this.load(HEAD);
+      if (fresh === head) return 0;
+      head = fresh;
+    }
+  }
+
+  /** Gives back the messages the last take() handed out (the next take()
+   * does that too). */
+  release(): void {
+    if (!this.holding) return;
+    this.holding = false;
+    this.store(TAIL, this.heldTail);
   }
 
   /** Pops one message as a copy; null when the ring is empty. */
@@ -365,6 +612,7 @@ export class RingReader extends RingView {
   /** Drops everything in the ring (tail = head). Returns the bytes
    * dropped. */
   discard(): number {
+    this.holding = false;
     const head = Atomics.load(this.counters, HEAD);
     const tail = Atomics.load(this.counters, TAIL);
     Atomics.store(this.counters, TAIL, head);
