@@ -67,6 +67,7 @@ linkTest(`an outgoing link comes back by itself when the other switch returns${s
   const again = sw(1, { listen: [port] });
   await until('b sees a again', () => names(b).includes('1:100=node-1'));
   t.true(b.links()[0].downs >= 1);
+  await until('the returned switch sees b', () => names(again).length === 2);
   t.deepEqual(names(again), ['2:100=node-2', '2:1500=Z-switch']);
 });
 
