@@ -16,8 +16,10 @@ export {
   type LinkInfo,
   type OwnAttributes,
   type PeerAttributes,
+  type RemotePeer,
 } from './fabric/client.js';
-export type { LinkUpOptions, RequestOptions, SendOptions } from './fabric/client.js';
+export type { FamOptions, LinkUpOptions, RequestOptions, SendOptions } from './fabric/client.js';
+export { formatGcid, parseGcid, type Gcid } from './fabric/remote.js';
 export { Fabric, type FabricConfig, type FabricEvents, type MailboxPort, type PortCounters, type SwitchMessage } from './fabric/fabric.js';
 export { RingCorrupt, RingReader, RingWriter, type RingBatchHandler, type RingVisitor } from './fabric/ring.js';
 export { RingsDoNotFit } from './fabric/rings.js';
@@ -29,6 +31,7 @@ export { openFam, type FamRegion } from './guest/fam.js';
 export { createFam, FamError, type FamFile } from './fam/create.js';
 export type { PeerTransport, TransportEvents } from './transport.js';
 export { Link, LinkError, LinkListener, libfabricAvailable, type LinkEvents, type LinkListenerEvents, type LinkOptions, type LinkState } from './link/ofi.js';
+export { SwitchLinks, type LinkStatus, type SwitchLinksConfig, type SwitchLinksEvents } from './link/switch-links.js';
 export { FamezError } from './errors.js';
 export { NativeBindingError } from './native.js';
 export { functionLogger, lineLogger, silentLogger, type LogEvent, type LogFields, type LogLevel, type Logger } from './log.js';
