@@ -421,7 +421,15 @@ function fabricUsage(t: import('ava').ExecutionContext, argv: string[], message:
 test('with no arguments famez serves the fabric: 14 peers, 16 vectors, recycle and PFM on', (t) => {
   const o = parseServeArgs([]);
   t.like(o, { socket: '/tmp/ivshmem_socket', size: 4 * MiB, vectors: 16, maxPeers: 14 });
-  t.deepEqual(o.fabric, { nClients: 14, recycle: true, pfm: true, sid: 27, codec: 'text', console: null, ringCapacity: null });
+  t.deepEqual(o.fabric, { nClients: 14, recycle: true, pfm: true, sid: 27, codec: 'text', console: null, ringCapacity: null, links: null, fam: null });
+});
+
+test('fabric: --link and --link-listen repeat, --link-provider picks the provider, --fam and --fam-key name the memory', (t) => {
+  const o = parseServeArgs(['--link', 'hosta:7000', '--link', '[::1]:7001', '--link-listen', '0.0.0.0:0', '--link-provider', 'verbs', '--fam', '/tmp/fam', '--fam-key', '42']);
+  t.deepEqual(o.fabric?.links, { listen: ['0.0.0.0:0'], connect: ['hosta:7000', '[::1]:7001'], provider: 'verbs' });
+  t.deepEqual(o.fabric?.fam, { file: '/tmp/fam', key: 42 });
+  fabricUsage(t, ['--fam-key', '1'], /--fam-key applies to the memory --fam FILE serves/);
+  fabricUsage(t, ['--fam-key', 'x', '--fam', 'f'], /--fam-key needs a whole number/);
 });
 
 test('fabric: --max-peers and --nClients set N and the vectors follow as N+2', (t) => {
