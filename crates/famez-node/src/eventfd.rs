@@ -5,6 +5,7 @@
 use std::cell::{Cell, RefCell};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use famez_core::EventFd as CoreEventFd;
 use napi::bindgen_prelude::{Env, FromNapiValue, This, Unknown};
@@ -144,10 +145,12 @@ pub fn signal_fd_function(env: Env) -> Result<Unknown<'static>> {
     unsafe { Unknown::from_napi_value(env.raw(), f) }.coded()
 }
 
-/// The most a watch's handler spins in one wake-up, however busy the
-/// doorbell: then it returns to Node's loop (sockets, timers), which calls
-/// it again at once if the eventfd is still ringing.
-const MAX_SPIN: std::time::Duration = std::time::Duration::from_millis(2);
+/// The longest a watch's handler keeps taking rings in one wake-up (busy
+/// polling, or sleeping for the next ring while the loop has nothing else
+/// to do), however busy the doorbell: then it returns to Node's loop
+/// (sockets, timers, immediates), which calls it again at once if the
+/// eventfd is still ringing.
+const MAX_SPIN: Duration = Duration::from_millis(2);
 
 #[napi]
 pub struct EventFd {
@@ -211,6 +214,12 @@ impl EventFd {
     /// Calls `callback(count)` on Node's loop whenever the eventfd is
     /// signalled; replaces an earlier watch. While watched, the object is
     /// kept alive (like an active Node handle) until unwatch() or close().
+    /// After a callback, while the loop has nothing else to do (no timer
+    /// due, no immediate, no other fd ready), the watch sleeps for the
+    /// next ring itself, in libuv's epoll set, and calls back without a
+    /// turn of the loop (at most 2 ms of rings in one go); whatever else
+    /// wakes it goes to the loop as before. Such a sleep counts as busy,
+    /// not idle, in `performance.eventLoopUtilization()`.
     #[napi(ts_args_type = "callback: (count: number) => void")]
     pub fn watch(&mut self, env: Env, this: This, callback: Unknown) -> Result<()> {
         let fd = self.fd();
@@ -229,24 +238,37 @@ impl EventFd {
             if count == 0 || !ctx.call(|c| Ok([c.number(count as f64)?])) {
                 return;
             }
-            // Busy polling: the answer to what the callback just rang is
-            // read here, without a sleep and a wake-up in between. Each
-            // ring starts the window again; MAX_SPIN bounds the whole.
-            let started = std::time::Instant::now();
+            // Then the next rings are taken here, each calling back at
+            // once, until MAX_SPIN has passed (the loop's turn) or the
+            // watch is closed. Busy polling: for the window after the last
+            // ring (each one starts it again), the eventfd is read without
+            // a sleep, so the answer to what the callback just rang is seen
+            // without a wake-up. Otherwise, when the loop has nothing else
+            // to do, the handler sleeps where libuv would (wait_alone) and
+            // takes the next ring without a turn of the loop.
+            let started = Instant::now();
             let mut last = started;
             loop {
-                let window = std::time::Duration::from_micros(u64::from(spin_us.get()));
-                if window.is_zero() || !ctx.is_open() || last.elapsed() >= window || started.elapsed() >= MAX_SPIN {
+                let now = Instant::now();
+                if now.duration_since(started) >= MAX_SPIN || !ctx.is_open() {
+                    return;
+                }
+                let window = Duration::from_micros(u64::from(spin_us.get()));
+                let spinning = now.duration_since(last) < window;
+                // The loop has work, or this wake-up's time is up: the
+                // ring (if any) stays readable for libuv's own poll.
+                if !spinning && (!ctx.wait_alone(fd) || started.elapsed() >= MAX_SPIN) {
                     return;
                 }
                 match drain() {
                     None => return,
-                    Some(0) => std::hint::spin_loop(),
+                    Some(0) if spinning => std::hint::spin_loop(),
+                    Some(0) => return,
                     Some(n) => {
                         if !ctx.call(|c| Ok([c.number(n as f64)?])) {
                             return;
                         }
-                        last = std::time::Instant::now();
+                        last = Instant::now();
                     }
                 }
             }
@@ -255,10 +277,10 @@ impl EventFd {
         Ok(())
     }
 
-    /// Busy polling: after each wake-up of the watch, keep reading the
+    /// Busy polling: after each callback of the watch, keep reading the
     /// eventfd for up to `us` microseconds (0, the default: off) and call
-    /// the callback at once for what arrives, instead of going back to
-    /// Node's loop to sleep. Never more than 2 ms in one go.
+    /// the callback at once for what arrives, instead of sleeping. Never
+    /// more than 2 ms in one go.
     #[napi]
     pub fn spin(&self, us: u32) {
         self.spin_us.set(us.min(1_000_000));

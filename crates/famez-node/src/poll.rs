@@ -32,6 +32,9 @@ extern "C" {
     fn uv_strerror(err: c_int) -> *const c_char;
     fn uv_ref(handle: *mut c_void);
     fn uv_unref(handle: *mut c_void);
+    fn uv_backend_fd(lp: *const sys::uv_loop_s) -> c_int;
+    fn uv_backend_timeout(lp: *const sys::uv_loop_s) -> c_int;
+    fn uv_update_time(lp: *mut sys::uv_loop_s);
 }
 
 const UV_POLL: c_int = 8;
@@ -50,6 +53,7 @@ fn uv_error(what: &str, code: c_int) -> Error {
 
 /// What a handler gets to call JavaScript with.
 pub struct Ctx {
+    lp: *mut sys::uv_loop_s,
     env: sys::napi_env,
     callback: sys::napi_ref,
     async_ctx: sys::napi_async_context,
@@ -63,6 +67,51 @@ impl Ctx {
         // SAFETY: the state is freed only in on_close, which libuv never
         // runs before the poll callback that made this Ctx returns.
         unsafe { !(*self.state).closing }
+    }
+
+    /// Sleeps where libuv itself would, for as long as libuv would (until
+    /// its next timer; no timer of its own, so no extra clock interrupt),
+    /// provided the loop has nothing else to do, and tells whether what
+    /// woke it was `fd` alone: then the handler can take it at once,
+    /// without the rest of a turn of the loop (its phases, the poll's
+    /// return and dispatch). False, at once, when the loop has work
+    /// (`uv_backend_timeout` is 0: immediates, pending or closing handles,
+    /// watchers to register with epoll, a stop; it is what libuv's own
+    /// poll would not wait for), when a timer is due, when a signal
+    /// interrupts, and when any other fd of the loop is ready: the handler
+    /// returns and libuv runs as usual. libuv's epoll set is level-
+    /// triggered, so what this wait saw and left is still there for
+    /// libuv's own.
+    pub fn wait_alone(&self, fd: i32) -> bool {
+        if !self.is_open() {
+            return false;
+        }
+        // SAFETY: the loop outlives every handle on it, and this runs on
+        // its thread inside one of its callbacks; the three calls are
+        // libuv's API for embedders that poll its backend fd themselves.
+        let (epfd, timeout) = unsafe {
+            uv_update_time(self.lp);
+            (uv_backend_fd(self.lp), uv_backend_timeout(self.lp))
+        };
+        if timeout == 0 || epfd < 0 {
+            return false;
+        }
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 8];
+        // SAFETY: events has room for the 8 entries epoll_wait may fill;
+        // waiting on libuv's epoll fd only reads its ready list (level-
+        // triggered: nothing is consumed).
+        let n = unsafe { libc::epoll_wait(epfd, events.as_mut_ptr(), events.len() as c_int, timeout) };
+        // libuv stores the fd in epoll_data's `fd` member: the first 4
+        // bytes of the union.
+        let fd_of = |e: &libc::epoll_event| {
+            let data = e.u64;
+            if cfg!(target_endian = "little") {
+                data as u32 as i32
+            } else {
+                (data >> 32) as u32 as i32
+            }
+        };
+        n > 0 && events[..n as usize].iter().all(|e| fd_of(e) == fd)
     }
 
     pub fn number(&self, v: f64) -> Result<sys::napi_value> {
@@ -188,6 +237,8 @@ impl Ctx {
 pub type Handler = Box<dyn FnMut(&Ctx, i32)>;
 
 struct PollState {
+    /// The loop the handle is on (a worker's own, not always the default).
+    lp: *mut sys::uv_loop_s,
     handle: *mut c_void,
     env: sys::napi_env,
     callback: sys::napi_ref,
@@ -265,6 +316,7 @@ impl Poll {
             handle
         };
         let state = Box::into_raw(Box::new(PollState {
+            lp,
             handle,
             env: raw_env,
             callback: callback_ref,
@@ -433,7 +485,7 @@ extern "C" fn on_poll(handle: *mut c_void, status: c_int, events: c_int) {
             warn(&e);
             return;
         }
-        let ctx = Ctx { env, callback: (*state).callback, async_ctx: (*state).async_ctx, state };
+        let ctx = Ctx { lp: (*state).lp, env, callback: (*state).callback, async_ctx: (*state).async_ctx, state };
         if let Some(mut handler) = (*state).handler.take() {
             handler(&ctx, if status < 0 { ERROR } else { events });
             (*state).handler = Some(handler);
