@@ -452,6 +452,58 @@ test('EventFd.watch: a throwing callback surfaces as uncaughtException and the w
   );
 });
 
+test('EventFd.spin: a callback that throws while busy polling surfaces as uncaughtException and the watch keeps working', async (t) => {
+  // The second ring is read in the spin (the first callback rings it).
+  const script = `
+    const b = require(${JSON.stringify(INDEX)});
+    const e = new b.EventFd();
+    e.spin(1000000);
+    let caught = 0;
+    process.on('uncaughtException', (err) => {
+      console.log(JSON.stringify({ caught: err.message }));
+      if (++caught === 1) e.signal(5); else e.close();
+    });
+    e.watch((c) => {
+      console.log(JSON.stringify({ count: c }));
+      if (c === 3) e.signal(2);
+      else throw new Error('boom' + c);
+    });
+    e.signal(3);
+  `;
+  const p = LineProcess.spawn(process.execPath, ['-e', script]);
+  t.context.cleanups.push(() => p.stop());
+  await within(p.exited, 'the child to exit');
+  t.deepEqual(p.exit, { code: 0, signal: null }, p.stderr);
+  t.deepEqual(
+    p.lines.map((l) => JSON.parse(l)),
+    [{ count: 3 }, { count: 2 }, { caught: 'boom2' }, { count: 5 }, { caught: 'boom5' }],
+  );
+});
+
+test('EventFd.spin: promise jobs and nextTick callbacks of a callback run before the next ring is delivered, as after any callback, in the same async context', async (t) => {
+  const { executionAsyncId } = await import('node:async_hooks');
+  const e = own(t, new EventFd());
+  e.spin(1_000_000);
+  const seen: string[] = [];
+  const ids: number[] = [];
+  let rings = 0;
+  e.watch(() => {
+    ids.push(executionAsyncId());
+    const n = ++rings;
+    seen.push(`ring ${n}`);
+    void Promise.resolve().then(() => seen.push(`job ${n}`));
+    process.nextTick(() => seen.push(`tick ${n}`));
+    if (n < 3) e.signal();
+  });
+  e.signal();
+  await waitFor(() => seen.length === 9, 'three rings with their jobs and ticks');
+  for (const n of [1, 2]) {
+    const next = seen.indexOf(`ring ${n + 1}`);
+    t.true(seen.indexOf(`job ${n}`) < next && seen.indexOf(`tick ${n}`) < next, seen.join(', '));
+  }
+  t.true(ids[0] > 0 && ids.every((id) => id === ids[0]), `one async context for every call: ${ids.join(', ')}`);
+});
+
 test('EventFd.watch: without a handler a throwing callback exits the process like any uncaught error (no abort)', async (t) => {
   const script = `
     const b = require(${JSON.stringify(INDEX)});

@@ -246,6 +246,7 @@ impl EventFd {
             // without a wake-up. Otherwise, when the loop has nothing else
             // to do, the handler sleeps where libuv would (wait_alone) and
             // takes the next ring without a turn of the loop.
+            let Some(mut batch) = ctx.batch() else { return };
             let started = Instant::now();
             let mut last = started;
             loop {
@@ -265,7 +266,7 @@ impl EventFd {
                     Some(0) if spinning => std::hint::spin_loop(),
                     Some(0) => return,
                     Some(n) => {
-                        if !ctx.call(|c| Ok([c.number(n as f64)?])) {
+                        if !batch.call(|c| Ok([c.number(n as f64)?])) {
                             return;
                         }
                         last = Instant::now();

@@ -4,7 +4,9 @@
 //! socket ready, a Rust handler runs on the loop thread (drains the eventfd,
 //! reads the socket) and calls the JavaScript callback through
 //! `napi_make_callback`, which runs promise jobs and `process.nextTick`
-//! queues afterwards, as any libuv-driven callback in Node does.
+//! queues afterwards, as any libuv-driven callback in Node does (a `Batch`
+//! gives the same for many calls in one wake-up, with each call's callback
+//! scope opened ahead of it).
 //!
 //! Memory contract: the `uv_poll_t` and the handler state live on the heap
 //! and never move; libuv's handle `data` points at the state. `close()` stops
@@ -199,6 +201,31 @@ impl Ctx {
         }
     }
 
+    /// For a handler that calls back many times in one wake-up (a watch's
+    /// busy polling): see `Batch`. None when the scope cannot be opened
+    /// (the env is going away), or there is nothing to call.
+    pub fn batch(&self) -> Option<Batch<'_>> {
+        if self.callback.is_null() {
+            return None;
+        }
+        let (mut func, mut recv) = (ptr::null_mut(), ptr::null_mut());
+        // SAFETY: as in try_call; the values live in the poll callback's
+        // handle scope, which outlives the batch.
+        let got = unsafe {
+            check(sys::napi_get_reference_value(self.env, self.callback, &mut func), "napi_get_reference_value")
+                .and_then(|()| check(sys::napi_get_global(self.env, &mut recv), "napi_get_global"))
+        };
+        if let Err(e) = got {
+            warn(&e);
+            return None;
+        }
+        if func.is_null() {
+            return None;
+        }
+        let mut batch = Batch { ctx: self, func, recv, scope: ptr::null_mut(), handles: ptr::null_mut() };
+        batch.open().then_some(batch)
+    }
+
     /// Delivers a failure on the loop as an uncaught exception: the one the
     /// callback threw (pending), or an Error made from `e`.
     fn raise(&self, e: Error) {
@@ -231,6 +258,93 @@ impl Ctx {
             warn(&failed);
             warn(&e);
         }
+    }
+}
+
+/// Calls back as `Ctx::call` does (the same async context; promise jobs
+/// and `process.nextTick` callbacks run after each call), with the
+/// callback scope opened ahead: each call's scope is closed right after
+/// it, and the next one opened then, so what comes between a ring that
+/// is read and the callback that answers it is only the call itself.
+/// Also a handle scope per call, so a long batch does not pile up values.
+pub struct Batch<'a> {
+    ctx: &'a Ctx,
+    func: sys::napi_value,
+    recv: sys::napi_value,
+    scope: sys::napi_callback_scope,
+    handles: sys::napi_handle_scope,
+}
+
+impl Batch<'_> {
+    fn open(&mut self) -> bool {
+        let env = self.ctx.env;
+        // SAFETY: on the loop thread inside the poll callback's handle
+        // scope; the async context is alive while the poll is open.
+        let opened = unsafe {
+            check(
+                sys::napi_open_callback_scope(env, ptr::null_mut(), self.ctx.async_ctx, &mut self.scope),
+                "napi_open_callback_scope",
+            )
+            .and_then(|()| check(sys::napi_open_handle_scope(env, &mut self.handles), "napi_open_handle_scope"))
+        };
+        if let Err(e) = opened {
+            warn(&e);
+            self.close();
+            return false;
+        }
+        true
+    }
+
+    /// Closes the call's scopes: promise jobs and ticks run now.
+    fn close(&mut self) {
+        let env = self.ctx.env;
+        // SAFETY: each scope is closed once, innermost first, on the
+        // thread that opened it.
+        unsafe {
+            if !self.handles.is_null() {
+                if let Err(e) = check(sys::napi_close_handle_scope(env, self.handles), "napi_close_handle_scope") {
+                    warn(&e);
+                }
+                self.handles = ptr::null_mut();
+            }
+            if !self.scope.is_null() {
+                if let Err(e) = check(sys::napi_close_callback_scope(env, self.scope), "napi_close_callback_scope") {
+                    warn(&e);
+                }
+                self.scope = ptr::null_mut();
+            }
+        }
+    }
+
+    /// As `Ctx::call`: false when the call (or making its arguments)
+    /// failed, the failure then delivered as an uncaught exception, or when
+    /// the next call's scope cannot be opened.
+    pub fn call<const N: usize>(&mut self, args: impl FnOnce(&Ctx) -> Result<[sys::napi_value; N]>) -> bool {
+        let ctx = self.ctx;
+        let called = args(ctx).and_then(|args| {
+            let mut result = ptr::null_mut();
+            // SAFETY: inside the open callback scope, on the loop thread;
+            // func and recv are live values of this env (see Ctx::batch).
+            let status = unsafe {
+                sys::napi_call_function(ctx.env, self.recv, self.func, args.len(), args.as_ptr(), &mut result)
+            };
+            check(status, "napi_call_function")
+        });
+        let ok = match called {
+            Ok(()) => true,
+            Err(e) => {
+                ctx.raise(e);
+                false
+            }
+        };
+        self.close();
+        ok && self.open()
+    }
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 
