@@ -246,7 +246,8 @@ impl EventFd {
             // without a wake-up. Otherwise, when the loop has nothing else
             // to do, the handler sleeps where libuv would (wait_alone) and
             // takes the next ring without a turn of the loop.
-            let Some(mut batch) = ctx.batch() else { return };
+            // Opened when a second call may come (not for a lone ring).
+            let mut batch = None;
             let started = Instant::now();
             let mut last = started;
             loop {
@@ -261,12 +262,16 @@ impl EventFd {
                 if !spinning && (!ctx.wait_alone(fd) || started.elapsed() >= MAX_SPIN) {
                     return;
                 }
+                if batch.is_none() {
+                    batch = ctx.batch();
+                }
+                let Some(b) = batch.as_mut() else { return };
                 match drain() {
                     None => return,
                     Some(0) if spinning => std::hint::spin_loop(),
                     Some(0) => return,
                     Some(n) => {
-                        if !batch.call(|c| Ok([c.number(n as f64)?])) {
+                        if !b.call(|c| Ok([c.number(n as f64)?])) {
                             return;
                         }
                         last = Instant::now();
