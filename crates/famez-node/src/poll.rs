@@ -222,7 +222,7 @@ impl Ctx {
         if func.is_null() {
             return None;
         }
-        let mut batch = Batch { ctx: self, func, recv, scope: ptr::null_mut(), handles: ptr::null_mut() };
+        let mut batch = Batch { ctx: self, func, recv, scope: ptr::null_mut(), handles: ptr::null_mut(), calls: 0 };
         batch.open().then_some(batch)
     }
 
@@ -265,54 +265,71 @@ impl Ctx {
 /// and `process.nextTick` callbacks run after each call), with the
 /// callback scope opened ahead: each call's scope is closed right after
 /// it, and the next one opened then, so what comes between a ring that
-/// is read and the callback that answers it is only the call itself.
-/// Also a handle scope per call, so a long batch does not pile up values.
+/// is read and the callback that answers it is only the call itself. The
+/// values of the calls live in a handle scope of the batch, renewed every
+/// HANDLES_EVERY calls (a long batch does not pile them up).
 pub struct Batch<'a> {
     ctx: &'a Ctx,
     func: sys::napi_value,
     recv: sys::napi_value,
     scope: sys::napi_callback_scope,
     handles: sys::napi_handle_scope,
+    calls: u32,
 }
 
+const HANDLES_EVERY: u32 = 1024;
+
 impl Batch<'_> {
+    /// Opens the next call's scopes (the handle scope when there is none).
     fn open(&mut self) -> bool {
         let env = self.ctx.env;
         // SAFETY: on the loop thread inside the poll callback's handle
-        // scope; the async context is alive while the poll is open.
+        // scope; the async context is alive while the poll is open. The
+        // handle scope is opened outside the callback scope and closed
+        // after it (close_call, then close_handles).
         let opened = unsafe {
-            check(
-                sys::napi_open_callback_scope(env, ptr::null_mut(), self.ctx.async_ctx, &mut self.scope),
-                "napi_open_callback_scope",
-            )
-            .and_then(|()| check(sys::napi_open_handle_scope(env, &mut self.handles), "napi_open_handle_scope"))
+            (if self.handles.is_null() {
+                check(sys::napi_open_handle_scope(env, &mut self.handles), "napi_open_handle_scope")
+            } else {
+                Ok(())
+            })
+            .and_then(|()| {
+                check(
+                    sys::napi_open_callback_scope(env, ptr::null_mut(), self.ctx.async_ctx, &mut self.scope),
+                    "napi_open_callback_scope",
+                )
+            })
         };
         if let Err(e) = opened {
             warn(&e);
-            self.close();
+            self.close_call();
+            self.close_handles();
             return false;
         }
         true
     }
 
-    /// Closes the call's scopes: promise jobs and ticks run now.
-    fn close(&mut self) {
-        let env = self.ctx.env;
-        // SAFETY: each scope is closed once, innermost first, on the
-        // thread that opened it.
-        unsafe {
-            if !self.handles.is_null() {
-                if let Err(e) = check(sys::napi_close_handle_scope(env, self.handles), "napi_close_handle_scope") {
-                    warn(&e);
-                }
-                self.handles = ptr::null_mut();
+    /// Closes the call's callback scope: its promise jobs and ticks run now.
+    fn close_call(&mut self) {
+        if !self.scope.is_null() {
+            // SAFETY: opened by open() on this thread, closed once.
+            let closed = unsafe { sys::napi_close_callback_scope(self.ctx.env, self.scope) };
+            if let Err(e) = check(closed, "napi_close_callback_scope") {
+                warn(&e);
             }
-            if !self.scope.is_null() {
-                if let Err(e) = check(sys::napi_close_callback_scope(env, self.scope), "napi_close_callback_scope") {
-                    warn(&e);
-                }
-                self.scope = ptr::null_mut();
+            self.scope = ptr::null_mut();
+        }
+    }
+
+    fn close_handles(&mut self) {
+        if !self.handles.is_null() {
+            // SAFETY: opened by open() on this thread, closed once, after
+            // the callback scope opened inside it.
+            let closed = unsafe { sys::napi_close_handle_scope(self.ctx.env, self.handles) };
+            if let Err(e) = check(closed, "napi_close_handle_scope") {
+                warn(&e);
             }
+            self.handles = ptr::null_mut();
         }
     }
 
@@ -337,14 +354,19 @@ impl Batch<'_> {
                 false
             }
         };
-        self.close();
+        self.close_call();
+        self.calls = self.calls.wrapping_add(1);
+        if self.calls % HANDLES_EVERY == 0 {
+            self.close_handles();
+        }
         ok && self.open()
     }
 }
 
 impl Drop for Batch<'_> {
     fn drop(&mut self) {
-        self.close();
+        self.close_call();
+        self.close_handles();
     }
 }
 
