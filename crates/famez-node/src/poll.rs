@@ -356,7 +356,7 @@ impl Batch<'_> {
         };
         self.close_call();
         self.calls = self.calls.wrapping_add(1);
-        if self.calls % HANDLES_EVERY == 0 {
+        if self.calls.is_multiple_of(HANDLES_EVERY) {
             self.close_handles();
         }
         ok && self.open()
