@@ -112,8 +112,8 @@ fn signal_fd(env: sys::napi_env, info: sys::napi_callback_info) -> Result<()> {
 
 /// One 8-byte read or write of an eventfd as the bare system call: libc's
 /// `read` and `write` are cancellation points, which costs every call two
-/// more library calls around the system call (measured: about 3 % of a
-/// busy-polled doorbell's round trip); nothing here uses thread
+/// more library calls around the system call (about 3 % of a busy-polled
+/// watch's time per ring, in perf); nothing here uses thread
 /// cancellation. Retries EINTR. The caller guarantees `fd` is an open
 /// eventfd for the duration of the call.
 fn raw_io(call: libc::c_long, fd: i32, mut buf: [u8; 8]) -> std::result::Result<[u8; 8], nix::errno::Errno> {
