@@ -233,6 +233,87 @@ test('EventFd.spin: a doorbell that never stops ringing still lets the loop run 
   t.true(rings < 50_000_000, 'the loop got its turn long before the ring count ran out');
 });
 
+// Serial: with nothing else on the loop, a watch sleeps for its next ring
+// itself after a callback; what the loop has to do must still wake it.
+test.serial('EventFd.watch: a watch sleeping for its next ring still lets the loop run a timer, a watch started in the callback and another fd that becomes ready', async (t) => {
+  const e = own(t, new EventFd());
+  const other = own(t, new EventFd());
+  const started = performance.now();
+  const at: Record<string, number> = {};
+  const mark = (what: string) => (at[what] ??= performance.now() - started);
+  other.watch(() => mark('other fd'));
+  const { Worker } = await import('node:worker_threads');
+  // Rings `other` from another thread 1 s after it is told to, while e's
+  // watch sleeps (nothing rings e again): long after the timer and the new
+  // watch are due, so nothing else wakes the loop for them.
+  const worker = new Worker(
+    `const { parentPort } = require('node:worker_threads');
+     const fs = require('node:fs');
+     parentPort.once('message', (fd) => setTimeout(() => {
+       const one = Buffer.alloc(8); one.writeBigUInt64LE(1n); fs.writeSync(fd, one);
+     }, 1000));`,
+    { eval: true },
+  );
+  t.context.cleanups.push(async () => void (await worker.terminate()));
+  await new Promise((r) => worker.once('online', r));
+  e.watch(() => {
+    mark('ring');
+    setTimeout(() => mark('timer'), 20);
+    // Not yet in libuv's epoll set when the callback returns.
+    const fresh = own(t, new EventFd());
+    fresh.watch(() => mark('new watch'));
+    fresh.signal();
+    worker.postMessage(other.fd);
+  });
+  e.signal();
+  await waitFor(() => Object.keys(at).length === 4, 'the ring, the new watch, the timer and the other fd', 5000);
+  t.log(at);
+  t.true(at['new watch'] - at.ring < 500, `a watch started in the callback runs at once (${at['new watch'] - at.ring} ms)`);
+  t.true(at.timer - at.ring >= 19 && at.timer - at.ring < 500, `the 20 ms timer fires on time (${at.timer - at.ring} ms)`);
+  t.true(at['other fd'] - at.ring >= 990 && at['other fd'] - at.ring < 2000, `a ring from another thread is seen when it comes (${at['other fd'] - at.ring} ms)`);
+});
+
+test.serial('EventFd.watch: round trips with another thread are each delivered, and timers still run meanwhile', async (t) => {
+  // The worker echoes on its own EventFd (its own loop); this thread's
+  // watch takes each answer, mostly while sleeping for it itself.
+  const ping = own(t, new EventFd());
+  const worker = new (await import('node:worker_threads')).Worker(
+    `const { parentPort } = require('node:worker_threads');
+     const fs = require('node:fs');
+     const b = require(${JSON.stringify(INDEX)});
+     const one = Buffer.alloc(8); one.writeBigUInt64LE(1n);
+     const echo = new b.EventFd();
+     parentPort.once('message', (ping) => {
+       echo.watch(() => fs.writeSync(ping, one));
+       parentPort.once('message', () => { echo.close(); parentPort.close(); });
+       parentPort.postMessage(echo.fd);
+     });`,
+    { eval: true },
+  );
+  t.context.cleanups.push(async () => void (await worker.terminate()));
+  worker.postMessage(ping.fd);
+  const echoFd = await new Promise<number>((r) => worker.once('message', r));
+  const one = Buffer.alloc(8);
+  one.writeBigUInt64LE(1n);
+  const N = 2000;
+  let rings = 0;
+  let ticks = 0;
+  const timer = setInterval(() => ticks++, 1);
+  t.context.cleanups.push(() => clearInterval(timer));
+  const done = new Promise<void>((resolve) => {
+    ping.watch(() => {
+      if (++rings < N) fs.writeSync(echoFd, one);
+      else resolve();
+    });
+  });
+  fs.writeSync(echoFd, one);
+  await within(done, 'the round trips', 20_000);
+  clearInterval(timer);
+  worker.postMessage('stop');
+  t.is(rings, N);
+  t.true(ticks > 0, `the 1 ms interval ran meanwhile (${ticks} times)`);
+});
+
 test('EventFd.watch: a watched eventfd nobody references is not collected (the watch keeps it alive)', async (t) => {
   // Without a strong reference from the watch, gc() would finalize the
   // object, close the fd and end the watch silently mid-stream.
@@ -369,6 +450,58 @@ test('EventFd.watch: a throwing callback surfaces as uncaughtException and the w
     p.lines.map((l) => JSON.parse(l)),
     [{ count: 3 }, { caught: 'boom3' }, { count: 2 }, { caught: 'boom2' }],
   );
+});
+
+test('EventFd.spin: a callback that throws while busy polling surfaces as uncaughtException and the watch keeps working', async (t) => {
+  // The second ring is read in the spin (the first callback rings it).
+  const script = `
+    const b = require(${JSON.stringify(INDEX)});
+    const e = new b.EventFd();
+    e.spin(1000000);
+    let caught = 0;
+    process.on('uncaughtException', (err) => {
+      console.log(JSON.stringify({ caught: err.message }));
+      if (++caught === 1) e.signal(5); else e.close();
+    });
+    e.watch((c) => {
+      console.log(JSON.stringify({ count: c }));
+      if (c === 3) e.signal(2);
+      else throw new Error('boom' + c);
+    });
+    e.signal(3);
+  `;
+  const p = LineProcess.spawn(process.execPath, ['-e', script]);
+  t.context.cleanups.push(() => p.stop());
+  await within(p.exited, 'the child to exit');
+  t.deepEqual(p.exit, { code: 0, signal: null }, p.stderr);
+  t.deepEqual(
+    p.lines.map((l) => JSON.parse(l)),
+    [{ count: 3 }, { count: 2 }, { caught: 'boom2' }, { count: 5 }, { caught: 'boom5' }],
+  );
+});
+
+test('EventFd.spin: promise jobs and nextTick callbacks of a callback run before the next ring is delivered, as after any callback, in the same async context', async (t) => {
+  const { executionAsyncId } = await import('node:async_hooks');
+  const e = own(t, new EventFd());
+  e.spin(1_000_000);
+  const seen: string[] = [];
+  const ids: number[] = [];
+  let rings = 0;
+  e.watch(() => {
+    ids.push(executionAsyncId());
+    const n = ++rings;
+    seen.push(`ring ${n}`);
+    void Promise.resolve().then(() => seen.push(`job ${n}`));
+    process.nextTick(() => seen.push(`tick ${n}`));
+    if (n < 3) e.signal();
+  });
+  e.signal();
+  await waitFor(() => seen.length === 9, 'three rings with their jobs and ticks');
+  for (const n of [1, 2]) {
+    const next = seen.indexOf(`ring ${n + 1}`);
+    t.true(seen.indexOf(`job ${n}`) < next && seen.indexOf(`tick ${n}`) < next, seen.join(', '));
+  }
+  t.true(ids[0] > 0 && ids.every((id) => id === ids[0]), `one async context for every call: ${ids.join(', ')}`);
 });
 
 test('EventFd.watch: without a handler a throwing callback exits the process like any uncaught error (no abort)', async (t) => {

@@ -71,10 +71,12 @@ export class Client extends EventEmitter<ClientEvents> implements PeerTransport 
   private closedReason: string | null = null;
   /** Vectors per peer, once known (every peer of a server has the same). */
   private groupSize: number | null = null;
-  /** Busy polling: the window (ms), until when (performance.now()) and the
+  /** Busy polling: the window (ms), until when (performance.now()), whether
+   * a doorbell rang since the chain last looked at the clock, and the
    * immediate that keeps the loop from sleeping. */
   private busyPollMs = 0;
   private busyUntil = 0;
+  private rang = false;
   private busy: NodeJS.Immediate | null = null;
   /** The shared object's identity (dev:ino), the key of `neighbours`. */
   private shmKey: string | null = null;
@@ -223,8 +225,10 @@ export class Client extends EventEmitter<ClientEvents> implements PeerTransport 
               const bell = EventFd.adopt(ev.fd);
               const vector = ev.vector;
               bell.watch((count) => {
-                if (this.busyPollMs > 0) this.keepPolling();
+                // The listeners first: an answer they ring goes out before
+                // the busy-poll bookkeeping.
                 this.emit('interrupt', { vector, count });
+                if (this.busyPollMs > 0) this.keepPolling();
               });
               bell.spin(Math.round(this.busyPollMs * 1000));
               this.ownBells.push(bell);
@@ -342,29 +346,37 @@ export class Client extends EventEmitter<ClientEvents> implements PeerTransport 
   }
 
   /** Keeps the loop polling (a chain of immediates: libuv then polls with
-   * a zero timeout) until the window after now has passed. */
+   * a zero timeout) until the window after this doorbell has passed. No
+   * clock here (a doorbell's hot path): the chain's next turn, at most one
+   * turn of the loop later, starts the window from its own reading. */
   private keepPolling(): void {
-    this.busyUntil = performance.now() + this.busyPollMs;
+    this.rang = true;
     this.busy ??= setImmediate(this.spin);
   }
 
   private readonly spin = (): void => {
-    this.busy = this.closedReason === null && performance.now() < this.busyUntil ? setImmediate(this.spin) : null;
+    const now = performance.now();
+    if (this.rang) {
+      this.rang = false;
+      this.busyUntil = now + this.busyPollMs;
+    }
+    this.busy = this.closedReason === null && now < this.busyUntil ? setImmediate(this.spin) : null;
   };
 
   /** Rings `peer` on `vector`, or on all of its vectors. */
   ring(peer: number, vector: number | 'all' = 0): void {
     if (this.closedReason !== null) throw new ClientError('ECLOSED', `the client is closed (${this.closedReason})`);
-    if (this.busyPollMs > 0) this.keepPolling();
     const fds = this.peerFds.get(peer) ?? (peer === this.id ? this.ownFds : undefined);
     if (!fds) throw new ClientError('EPROTO', `peer ${peer} is not connected (peers: ${[...this.peerBells.keys()].join(', ') || 'none'})`);
     if (vector === 'all') {
-      for (const fd of fds) signalFd(fd, 1);
-      return;
+      for (const fd of fds) signalFd(fd);
+    } else {
+      const fd = fds[vector];
+      if (fd === undefined) throw new ClientError('EPROTO', `peer ${peer} has vectors 0..${fds.length - 1}, not ${vector}`);
+      signalFd(fd);
     }
-    const fd = fds[vector];
-    if (fd === undefined) throw new ClientError('EPROTO', `peer ${peer} has vectors 0..${fds.length - 1}, not ${vector}`);
-    signalFd(fd, 1);
+    // After the ring, not before: the answer's wait starts with it.
+    if (this.busyPollMs > 0) this.keepPolling();
   }
 
   private shutdown(reason: string): void {

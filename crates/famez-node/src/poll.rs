@@ -4,7 +4,9 @@
 //! socket ready, a Rust handler runs on the loop thread (drains the eventfd,
 //! reads the socket) and calls the JavaScript callback through
 //! `napi_make_callback`, which runs promise jobs and `process.nextTick`
-//! queues afterwards, as any libuv-driven callback in Node does.
+//! queues afterwards, as any libuv-driven callback in Node does (a `Batch`
+//! gives the same for many calls in one wake-up, with each call's callback
+//! scope opened ahead of it).
 //!
 //! Memory contract: the `uv_poll_t` and the handler state live on the heap
 //! and never move; libuv's handle `data` points at the state. `close()` stops
@@ -32,6 +34,9 @@ extern "C" {
     fn uv_strerror(err: c_int) -> *const c_char;
     fn uv_ref(handle: *mut c_void);
     fn uv_unref(handle: *mut c_void);
+    fn uv_backend_fd(lp: *const sys::uv_loop_s) -> c_int;
+    fn uv_backend_timeout(lp: *const sys::uv_loop_s) -> c_int;
+    fn uv_update_time(lp: *mut sys::uv_loop_s);
 }
 
 const UV_POLL: c_int = 8;
@@ -50,6 +55,7 @@ fn uv_error(what: &str, code: c_int) -> Error {
 
 /// What a handler gets to call JavaScript with.
 pub struct Ctx {
+    lp: *mut sys::uv_loop_s,
     env: sys::napi_env,
     callback: sys::napi_ref,
     async_ctx: sys::napi_async_context,
@@ -63,6 +69,51 @@ impl Ctx {
         // SAFETY: the state is freed only in on_close, which libuv never
         // runs before the poll callback that made this Ctx returns.
         unsafe { !(*self.state).closing }
+    }
+
+    /// Sleeps where libuv itself would, for as long as libuv would (until
+    /// its next timer; no timer of its own, so no extra clock interrupt),
+    /// provided the loop has nothing else to do, and tells whether what
+    /// woke it was `fd` alone: then the handler can take it at once,
+    /// without the rest of a turn of the loop (its phases, the poll's
+    /// return and dispatch). False, at once, when the loop has work
+    /// (`uv_backend_timeout` is 0: immediates, pending or closing handles,
+    /// watchers to register with epoll, a stop; it is what libuv's own
+    /// poll would not wait for), when a timer is due, when a signal
+    /// interrupts, and when any other fd of the loop is ready: the handler
+    /// returns and libuv runs as usual. libuv's epoll set is level-
+    /// triggered, so what this wait saw and left is still there for
+    /// libuv's own.
+    pub fn wait_alone(&self, fd: i32) -> bool {
+        if !self.is_open() {
+            return false;
+        }
+        // SAFETY: the loop outlives every handle on it, and this runs on
+        // its thread inside one of its callbacks; the three calls are
+        // libuv's API for embedders that poll its backend fd themselves.
+        let (epfd, timeout) = unsafe {
+            uv_update_time(self.lp);
+            (uv_backend_fd(self.lp), uv_backend_timeout(self.lp))
+        };
+        if timeout == 0 || epfd < 0 {
+            return false;
+        }
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 8];
+        // SAFETY: events has room for the 8 entries epoll_wait may fill;
+        // waiting on libuv's epoll fd only reads its ready list (level-
+        // triggered: nothing is consumed).
+        let n = unsafe { libc::epoll_wait(epfd, events.as_mut_ptr(), events.len() as c_int, timeout) };
+        // libuv stores the fd in epoll_data's `fd` member: the first 4
+        // bytes of the union.
+        let fd_of = |e: &libc::epoll_event| {
+            let data = e.u64;
+            if cfg!(target_endian = "little") {
+                data as u32 as i32
+            } else {
+                (data >> 32) as u32 as i32
+            }
+        };
+        n > 0 && events[..n as usize].iter().all(|e| fd_of(e) == fd)
     }
 
     pub fn number(&self, v: f64) -> Result<sys::napi_value> {
@@ -150,6 +201,31 @@ impl Ctx {
         }
     }
 
+    /// For a handler that calls back many times in one wake-up (a watch's
+    /// busy polling): see `Batch`. None when the scope cannot be opened
+    /// (the env is going away), or there is nothing to call.
+    pub fn batch(&self) -> Option<Batch<'_>> {
+        if self.callback.is_null() {
+            return None;
+        }
+        let (mut func, mut recv) = (ptr::null_mut(), ptr::null_mut());
+        // SAFETY: as in try_call; the values live in the poll callback's
+        // handle scope, which outlives the batch.
+        let got = unsafe {
+            check(sys::napi_get_reference_value(self.env, self.callback, &mut func), "napi_get_reference_value")
+                .and_then(|()| check(sys::napi_get_global(self.env, &mut recv), "napi_get_global"))
+        };
+        if let Err(e) = got {
+            warn(&e);
+            return None;
+        }
+        if func.is_null() {
+            return None;
+        }
+        let mut batch = Batch { ctx: self, func, recv, scope: ptr::null_mut(), handles: ptr::null_mut(), calls: 0 };
+        batch.open().then_some(batch)
+    }
+
     /// Delivers a failure on the loop as an uncaught exception: the one the
     /// callback threw (pending), or an Error made from `e`.
     fn raise(&self, e: Error) {
@@ -185,9 +261,120 @@ impl Ctx {
     }
 }
 
+/// Calls back as `Ctx::call` does (the same async context; promise jobs
+/// and `process.nextTick` callbacks run after each call), with the
+/// callback scope opened ahead: each call's scope is closed right after
+/// it, and the next one opened then, so what comes between a ring that
+/// is read and the callback that answers it is only the call itself. The
+/// values of the calls live in a handle scope of the batch, renewed every
+/// HANDLES_EVERY calls (a long batch does not pile them up).
+pub struct Batch<'a> {
+    ctx: &'a Ctx,
+    func: sys::napi_value,
+    recv: sys::napi_value,
+    scope: sys::napi_callback_scope,
+    handles: sys::napi_handle_scope,
+    calls: u32,
+}
+
+const HANDLES_EVERY: u32 = 1024;
+
+impl Batch<'_> {
+    /// Opens the next call's scopes (the handle scope when there is none).
+    fn open(&mut self) -> bool {
+        let env = self.ctx.env;
+        // SAFETY: on the loop thread inside the poll callback's handle
+        // scope; the async context is alive while the poll is open. The
+        // handle scope is opened outside the callback scope and closed
+        // after it (close_call, then close_handles).
+        let opened = unsafe {
+            (if self.handles.is_null() {
+                check(sys::napi_open_handle_scope(env, &mut self.handles), "napi_open_handle_scope")
+            } else {
+                Ok(())
+            })
+            .and_then(|()| {
+                check(
+                    sys::napi_open_callback_scope(env, ptr::null_mut(), self.ctx.async_ctx, &mut self.scope),
+                    "napi_open_callback_scope",
+                )
+            })
+        };
+        if let Err(e) = opened {
+            warn(&e);
+            self.close_call();
+            self.close_handles();
+            return false;
+        }
+        true
+    }
+
+    /// Closes the call's callback scope: its promise jobs and ticks run now.
+    fn close_call(&mut self) {
+        if !self.scope.is_null() {
+            // SAFETY: opened by open() on this thread, closed once.
+            let closed = unsafe { sys::napi_close_callback_scope(self.ctx.env, self.scope) };
+            if let Err(e) = check(closed, "napi_close_callback_scope") {
+                warn(&e);
+            }
+            self.scope = ptr::null_mut();
+        }
+    }
+
+    fn close_handles(&mut self) {
+        if !self.handles.is_null() {
+            // SAFETY: opened by open() on this thread, closed once, after
+            // the callback scope opened inside it.
+            let closed = unsafe { sys::napi_close_handle_scope(self.ctx.env, self.handles) };
+            if let Err(e) = check(closed, "napi_close_handle_scope") {
+                warn(&e);
+            }
+            self.handles = ptr::null_mut();
+        }
+    }
+
+    /// As `Ctx::call`: false when the call (or making its arguments)
+    /// failed, the failure then delivered as an uncaught exception, or when
+    /// the next call's scope cannot be opened.
+    pub fn call<const N: usize>(&mut self, args: impl FnOnce(&Ctx) -> Result<[sys::napi_value; N]>) -> bool {
+        let ctx = self.ctx;
+        let called = args(ctx).and_then(|args| {
+            let mut result = ptr::null_mut();
+            // SAFETY: inside the open callback scope, on the loop thread;
+            // func and recv are live values of this env (see Ctx::batch).
+            let status = unsafe {
+                sys::napi_call_function(ctx.env, self.recv, self.func, args.len(), args.as_ptr(), &mut result)
+            };
+            check(status, "napi_call_function")
+        });
+        let ok = match called {
+            Ok(()) => true,
+            Err(e) => {
+                ctx.raise(e);
+                false
+            }
+        };
+        self.close_call();
+        self.calls = self.calls.wrapping_add(1);
+        if self.calls.is_multiple_of(HANDLES_EVERY) {
+            self.close_handles();
+        }
+        ok && self.open()
+    }
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        self.close_call();
+        self.close_handles();
+    }
+}
+
 pub type Handler = Box<dyn FnMut(&Ctx, i32)>;
 
 struct PollState {
+    /// The loop the handle is on (a worker's own, not always the default).
+    lp: *mut sys::uv_loop_s,
     handle: *mut c_void,
     env: sys::napi_env,
     callback: sys::napi_ref,
@@ -265,6 +452,7 @@ impl Poll {
             handle
         };
         let state = Box::into_raw(Box::new(PollState {
+            lp,
             handle,
             env: raw_env,
             callback: callback_ref,
@@ -433,7 +621,7 @@ extern "C" fn on_poll(handle: *mut c_void, status: c_int, events: c_int) {
             warn(&e);
             return;
         }
-        let ctx = Ctx { env, callback: (*state).callback, async_ctx: (*state).async_ctx, state };
+        let ctx = Ctx { lp: (*state).lp, env, callback: (*state).callback, async_ctx: (*state).async_ctx, state };
         if let Some(mut handler) = (*state).handler.take() {
             handler(&ctx, if status < 0 { ERROR } else { events });
             (*state).handler = Some(handler);
