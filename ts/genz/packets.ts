@@ -134,22 +134,34 @@ interface Shape {
   readonly uuidAt: number;
   readonly uuidLate: boolean;
   readonly keys: readonly Key[];
-  /** A decoded packet of this shape with every key in place (numbers 0, the
-   * rest null), to be copied and filled in. */
-  readonly template: Readonly<Record<string, unknown>>;
+  /** Makes a decoded packet of this shape from its values. */
+  readonly build: Build;
 }
 
-/** An object with `keys` in this order, built so that V8 gives it fast
- * properties: one built key by key through `out[name] = value` turns into a
- * slow dictionary past a dozen keys, for decode and for every reader of the
- * packet; JSON.parse builds it as a literal would, and `{ ...template }`
- * copies that. */
-function templateOf(l: Layout, keys: readonly Key[]): Record<string, unknown> {
-  const entries: [string, number | string | null][] = [['class', l.class]];
+/** A decoded packet from its numeric values (in Shape order), Addr, payload
+ * and MGR-UUID. */
+type Build = (values: readonly number[], Addr: bigint, payload: Uint8Array | undefined, MGRUUID: string | undefined) => Packet;
+
+const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/** A Build that is one object literal with this shape's keys in wire order.
+ * Generated, because a decoded packet has some 30 keys and V8 makes them
+ * slowly one at a time when the name is not in the code (`out[name] = v`, a
+ * megamorphic keyed store each, some 15 ns, and past a dozen such keys the
+ * object turns into a slow dictionary for every reader of the packet too); a
+ * literal makes the whole object, fast, in one go. The names come from
+ * layouts.ts, never from a packet, and are checked to be plain identifiers. */
+function builderOf(l: Layout, keys: readonly Key[]): Build {
+  const props = [`class: ${JSON.stringify(l.class)}`];
   for (const key of keys) {
-    entries.push(key.t === 'field' ? [key.name, 0] : [key.t === 'uuid' ? 'MGRUUID' : key.t, null]);
+    if (key.t === 'field') {
+      if (!IDENTIFIER.test(key.name)) throw new Error(`layouts.ts: field name ${JSON.stringify(key.name)} is not an identifier`);
+      props.push(`${key.name}: values[${key.value.toString()}]`);
+    } else {
+      props.push(key.t === 'Addr' ? 'Addr' : key.t === 'payload' ? 'payload' : 'MGRUUID');
+    }
   }
-  return JSON.parse(JSON.stringify(Object.fromEntries(entries))) as Record<string, unknown>;
+  return new Function('values', 'Addr', 'payload', 'MGRUUID', `'use strict'; return { ${props.join(', ')} };`) as Build;
 }
 
 function compile(l: Layout, GC: boolean, RK: boolean, NH: boolean): Shape {
@@ -224,7 +236,7 @@ function compile(l: Layout, GC: boolean, RK: boolean, NH: boolean): Shape {
     uuidAt,
     uuidLate,
     keys,
-    template: templateOf(l, keys),
+    build: builderOf(l, keys),
   };
 }
 
@@ -474,30 +486,28 @@ export function decode(bytes: Uint8Array): Packet {
     for (const piece of dword.pieces) values[piece.value]! += (((word >>> piece.bit) & piece.mask) >>> 0) * piece.scale;
   }
 
-  const out: Record<string, unknown> = { ...shape.template };
-  for (const key of shape.keys) {
-    if (key.t === 'field') {
-      out[key.name] = values[key.value];
-    } else if (key.t === 'Addr') {
-      ADDR.setUint32(0, values[shape.addrLo]!, true);
-      ADDR.setUint32(4, values[shape.addrHi]!, true);
-      out['Addr'] = ADDR.getBigUint64(0, true);
-    } else if (key.t === 'uuid') {
-      const at = shape.uuidAt + (shape.uuidLate ? payBytes : 0);
-      let h = '';
-      for (let i = 0; i < 16; i++) h += HEX[bytes[at + i]!]!;
-      out['MGRUUID'] = `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
-    }
+  let Addr = 0n;
+  if (l.addrBits) {
+    ADDR.setUint32(0, values[shape.addrLo]!, true);
+    ADDR.setUint32(4, values[shape.addrHi]!, true);
+    Addr = ADDR.getBigUint64(0, true);
   }
+  let MGRUUID: string | undefined;
+  if (l.uuid) {
+    const at = shape.uuidAt + (shape.uuidLate ? payBytes : 0);
+    let h = '';
+    for (let i = 0; i < 16; i++) h += HEX[bytes[at + i]!]!;
+    MGRUUID = `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+  }
+  let payload: Uint8Array | undefined;
   if (l.payload) {
     const PadCNT = values[shape.PadCNT]!;
     const length = payBytes - PadCNT;
     if (length < 0) {
       throw new GenZPacketError('ELEN', `${l.class}: PadCNT ${PadCNT.toString()} is more than the ${payBytes.toString()} payload bytes`);
     }
-    const payload = new Uint8Array(length);
+    payload = new Uint8Array(length);
     payload.set(bytes.subarray(shape.payloadAt, shape.payloadAt + length));
-    out['payload'] = payload;
   }
-  return out as unknown as Packet;
+  return shape.build(values, Addr, payload, MGRUUID);
 }
