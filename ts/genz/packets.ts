@@ -114,6 +114,8 @@ interface Shape {
   /** Numeric fields (Addr aside), in fieldWidths order; value i is names[i]. */
   readonly names: readonly string[];
   readonly widths: readonly number[];
+  /** `2 ** widths[i]`, the bound of each (a variable power is slow). */
+  readonly limits: readonly number[];
   /** Index of each field encode computes or sets, -1 where the shape has none. */
   readonly LEN: number;
   readonly OpCode: number;
@@ -215,11 +217,13 @@ function compile(l: Layout, GC: boolean, RK: boolean, NH: boolean): Shape {
     at += 4;
   }
   const indexOf = (name: string) => index.get(name) ?? -1;
+  const widths = names.map((name) => fieldWidths(parts).get(name)!);
   return {
     layout: l,
     fixed: fixedDwords(parts),
     names,
-    widths: names.map((name) => fieldWidths(parts).get(name)!),
+    widths,
+    limits: widths.map((width) => 2 ** width),
     LEN: indexOf('LEN'),
     OpCode: indexOf('OpCode'),
     OCL: indexOf('OCL'),
@@ -356,14 +360,13 @@ export function encode(packet: PacketInput): Uint8Array {
     throw new GenZPacketError('ELEN', `${name}: ${payload.length.toString()} payload bytes make ${LEN.toString()} dwords; LEN holds at most ${MAX_LEN.toString()}`);
   }
 
-  const { names, widths } = shape;
+  const { names, limits } = shape;
   const values = new Array<number>(names.length + 2);
   for (let i = 0; i < names.length; i++) {
     const field = names[i]!;
     const value = input[field] ?? 0;
-    const width = widths[i]!;
-    if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value >= 2 ** width) {
-      throw fieldError(name, `${field} must be an integer in 0..${(2 ** width - 1).toString()}, not ${String(value)}`);
+    if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value >= limits[i]!) {
+      throw fieldError(name, `${field} must be an integer in 0..${(limits[i]! - 1).toString()}, not ${String(value)}`);
     }
     values[i] = value;
   }
