@@ -6,10 +6,13 @@
 // order), or the same error class, code and message.
 import test from 'ava';
 import * as assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import * as path from 'node:path';
 import fc from 'fast-check';
 
 import * as genz from '../ts/genz/index.js';
 import { LAYOUTS, fieldWidths, partsOf } from '../ts/genz/layouts.js';
+import { describe, genzSamples } from './helpers/genz-describe.js';
 import { referenceDecode, referenceEcrc, referenceEncode, referencePcrc } from './helpers/genz-reference.js';
 
 type Outcome =
@@ -268,4 +271,13 @@ test('decode is the reference decode for made-up byte strings with sound CRCs', 
   sameDecode([0x85, 0, 0, 0x1c] as unknown as Uint8Array);
   sameDecode(new Uint8Array(0));
   t.pass();
+});
+
+test('where code from strings is disallowed, decode makes the same packets (key by key)', (t) => {
+  const out = execFileSync(process.execPath, ['--disallow-code-generation-from-strings', '--import=tsx', path.join(__dirname, 'helpers', 'genz-describe.ts'), 'print'], { encoding: 'utf8' });
+  const here = genzSamples().map((b) => {
+    sameDecode(b);
+    return describe(genz.decode(b));
+  });
+  t.deepEqual(JSON.parse(out) as unknown, here);
 });

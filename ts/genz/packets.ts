@@ -163,7 +163,22 @@ function builderOf(l: Layout, keys: readonly Key[]): Build {
       props.push(key.t === 'Addr' ? 'Addr' : key.t === 'payload' ? 'payload' : 'MGRUUID');
     }
   }
-  return new Function('values', 'Addr', 'payload', 'MGRUUID', `'use strict'; return { ${props.join(', ')} };`) as Build;
+  try {
+    return new Function('values', 'Addr', 'payload', 'MGRUUID', `'use strict'; return { ${props.join(', ')} };`) as Build;
+  } catch {
+    // Code from strings is disallowed (node
+    // --disallow-code-generation-from-strings): the same packet, key by key.
+    return (values, Addr, payload, MGRUUID) => {
+      const out: Record<string, unknown> = { class: l.class };
+      for (const key of keys) {
+        if (key.t === 'field') out[key.name] = values[key.value];
+        else if (key.t === 'Addr') out['Addr'] = Addr;
+        else if (key.t === 'payload') out['payload'] = payload;
+        else out['MGRUUID'] = MGRUUID;
+      }
+      return out as unknown as Packet;
+    };
+  }
 }
 
 function compile(l: Layout, GC: boolean, RK: boolean, NH: boolean): Shape {
