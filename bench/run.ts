@@ -662,9 +662,12 @@ async function groupLinks(): Promise<void> {
       try {
         const fam = path.join((scratch ||= fs.mkdtempSync(path.join(os.tmpdir(), 'famez-bench-'))), 'fam');
         fs.writeFileSync(fam, Buffer.alloc(1 << 16));
-        const sa = await serve(['--sid', '1', '--max-peers', '4', '--no-http', '--link-listen', '127.0.0.1:0', '--fam', fam]);
+        // Rings of 256 KiB (the default is up to 16 KiB): a 4 KiB stream would otherwise
+        // fill the far peer's ring and wait out the switch's 5 ms ring retry.
+        const big = ['-l', '16M', '--ring-capacity', '256K'];
+        const sa = await serve(['--sid', '1', '--max-peers', '4', ...big, '--no-http', '--link-listen', '127.0.0.1:0', '--fam', fam]);
         const addr = /listening on (127\.0\.0\.1:\d+)/.exec(await sa.server.waitFor(/listening on 127\.0\.0\.1:\d+/, 30_000, 'the link listener', true))![1];
-        const sb = await serve(['--sid', '2', '--max-peers', '4', '--no-http', '--link', addr]);
+        const sb = await serve(['--sid', '2', '--max-peers', '4', ...big, '--no-http', '--link', addr]);
         const linkPeer = (sock: string, name: string, busyUs: number) => new Child(process.execPath, [...TSX, 'bench/js/link-peer.ts', sock, name, String(busyUs)]);
         a = { sw: sa.server, peer: linkPeer(sa.sock, 'la', 0), busy: linkPeer(sa.sock, 'la-busy', BUSY_POLL_US) };
         b = { sw: sb.server, peer: linkPeer(sb.sock, 'lb', 0), busy: linkPeer(sb.sock, 'lb-busy', BUSY_POLL_US) };
