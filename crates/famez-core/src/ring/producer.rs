@@ -2,6 +2,7 @@
 //! tells whether the receiver's doorbell must be rung (the protocol is in
 //! the doc of [`super`]).
 
+use std::marker::PhantomData;
 use std::ptr;
 use std::sync::atomic::{fence, Ordering};
 
@@ -18,16 +19,19 @@ pub struct BatchPush {
 }
 
 impl Ring<'_> {
-    /// Writes one record at `*head` if it fits given `tail`; advances the
-    /// local head (not yet published). Lengths are checked by the caller.
-    fn write_record(&self, head: &mut u64, tail: u64, msg: &[u8]) -> bool {
+    /// Reserves one record of `len` payload bytes at `*head` if it fits
+    /// given `tail` (writing the WRAP marker it may need and the record's
+    /// header) and advances the local head (not yet published); returns a
+    /// pointer to the payload. Lengths are checked by the caller.
+    #[inline(always)]
+    fn reserve(&self, head: &mut u64, tail: u64, len: usize) -> Option<*mut u8> {
         let mask = self.capacity - 1;
-        let rec = record_size(msg.len());
+        let rec = record_size(len);
         let pos = *head & mask;
         let room_to_end = self.capacity - pos;
         let pad = if rec <= room_to_end { 0 } else { room_to_end };
         if head.wrapping_sub(tail) + pad + rec > self.capacity {
-            return false;
+            return None;
         }
         if pad != 0 {
             // SAFETY: pos is 8-aligned (records are) and pos + 8 <= capacity;
@@ -37,16 +41,34 @@ impl Ring<'_> {
             *head = head.wrapping_add(pad);
         }
         let pos = *head & mask;
+        let at = self.data(pos);
         // SAFETY: pos + rec <= capacity (the record fits before the end, by
-        // the choice of pad) and the space is free as above; msg is a Rust
-        // slice that cannot overlap the mapping's free space we own.
-        unsafe {
-            let at = self.data(pos);
-            at.cast::<u64>().write((msg.len() as u64).to_le());
-            ptr::copy_nonoverlapping(msg.as_ptr(), at.add(RECORD_HEADER as usize), msg.len());
-        }
+        // the choice of pad), pos is 8-aligned, and the space is free as
+        // above.
+        unsafe { at.cast::<u64>().write((len as u64).to_le()) };
         *head = head.wrapping_add(rec);
+        // SAFETY: the payload follows the 8-byte header inside the record
+        // (pos + 8 <= pos + rec <= capacity).
+        Some(unsafe { at.add(RECORD_HEADER as usize) })
+    }
+
+    /// Writes one record at `*head` if it fits given `tail`; advances the
+    /// local head (not yet published). Lengths are checked by the caller.
+    fn write_record(&self, head: &mut u64, tail: u64, msg: &[u8]) -> bool {
+        let Some(at) = self.reserve(head, tail, msg.len()) else { return false };
+        // SAFETY: reserve gave len bytes of free space of ours at `at`; msg
+        // is a Rust slice that cannot overlap the mapping's free space.
+        unsafe { ptr::copy_nonoverlapping(msg.as_ptr(), at, msg.len()) };
         true
+    }
+
+    /// A fresh tail for a producer that found no room with `tail`: `None`
+    /// when the consumer has freed nothing since, or when its tail is not
+    /// within one capacity behind `old_head` (garbage: then the ring stays
+    /// full for this batch, and the next one reports it corrupt).
+    fn refresh_tail(&self, old_head: u64, tail: u64) -> Option<u64> {
+        let fresh = self.load(TAIL_OFFSET, Ordering::Acquire);
+        (fresh != tail && old_head.wrapping_sub(fresh) <= self.capacity).then_some(fresh)
     }
 
     /// Publishes `head`, then tells whether the ring was empty before it
@@ -98,10 +120,7 @@ impl Ring<'_> {
         for m in msgs {
             if !self.write_record(&mut head, tail, m.as_ref()) {
                 // The consumer may have freed space since the batch began.
-                let fresh = self.load(TAIL_OFFSET, Ordering::Acquire);
-                if fresh == tail || old_head.wrapping_sub(fresh) > self.capacity {
-                    break;
-                }
+                let Some(fresh) = self.refresh_tail(old_head, tail) else { break };
                 tail = fresh;
                 if !self.write_record(&mut head, tail, m.as_ref()) {
                     break;
@@ -113,5 +132,122 @@ impl Ring<'_> {
             return Ok(BatchPush { pushed, was_empty: false });
         }
         Ok(BatchPush { pushed, was_empty: self.publish(old_head, head) })
+    }
+}
+
+/// A batch of records written in place, made by [`Ring::writer`]: each
+/// [`Writer::push_with`] reserves a record and lets the caller fill its
+/// payload where it lies (a header, a sequence number, a copy), and
+/// [`Writer::commit`] publishes them all at once, with one barrier and one
+/// doorbell decision, as [`Ring::push_batch`] does. Nothing is published
+/// before the commit; a writer dropped without one leaves the ring as it
+/// was. One writer at a time (the ring's one producer).
+pub struct Writer<'r, 'a> {
+    ring: &'r Ring<'a>,
+    old_head: u64,
+    head: u64,
+    tail: u64,
+    pushed: usize,
+}
+
+/// The payload of one record being written, `len` bytes in the ring's
+/// free space, handed out by [`Writer::push_with`]. As with
+/// [`super::Record`], no Rust reference to the shared bytes is made: every
+/// access is a bounds-checked raw copy. Bytes left unwritten hold whatever
+/// the ring held there.
+pub struct RecordMut<'w> {
+    ptr: *mut u8,
+    len: usize,
+    _writer: PhantomData<&'w mut ()>,
+}
+
+impl RecordMut<'_> {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Copies `src` to byte `at` of the payload.
+    ///
+    /// # Panics
+    /// When `at + src.len()` is past the payload's end.
+    #[inline]
+    pub fn copy_from(&mut self, at: usize, src: &[u8]) {
+        assert!(at <= self.len && src.len() <= self.len - at, "write past the record's end");
+        // SAFETY: at + src.len() <= len: inside the reserved record, which
+        // is this producer's until head is published; src is a Rust slice
+        // that cannot overlap the ring's free space.
+        unsafe { ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.add(at), src.len()) };
+    }
+
+    /// Writes `value` as a little-endian u64 at byte `at` of the payload.
+    ///
+    /// # Panics
+    /// When `at + 8` is past the payload's end.
+    #[inline]
+    pub fn write_u64_le(&mut self, at: usize, value: u64) {
+        self.copy_from(at, &value.to_le_bytes());
+    }
+}
+
+impl<'a> Ring<'a> {
+    /// A [`Writer`] starting at the ring's head. `Err(Corrupt)` when the
+    /// consumer's tail is garbage.
+    pub fn writer(&self) -> Result<Writer<'_, 'a>, PushError> {
+        let (head, tail) = self.producer_state()?;
+        Ok(Writer { ring: self, old_head: head, head, tail, pushed: 0 })
+    }
+}
+
+impl Writer<'_, '_> {
+    /// Reserves a record of `len` payload bytes and calls `fill` to write
+    /// it. `Err(Full)` when it does not fit (backpressure: commit what is
+    /// there, retry later); `Err(TooLarge)` over the ring's limit. Either
+    /// way nothing was reserved and `fill` was not called.
+    #[inline]
+    pub fn push_with(&mut self, len: usize, fill: impl FnOnce(&mut RecordMut<'_>)) -> Result<(), PushError> {
+        let max = self.ring.max_message();
+        if len > max {
+            return Err(PushError::TooLarge { index: self.pushed, len, max });
+        }
+        let ptr = match self.ring.reserve(&mut self.head, self.tail, len) {
+            Some(ptr) => ptr,
+            None => {
+                // The consumer may have freed space since the batch began.
+                let fresh = self.ring.refresh_tail(self.old_head, self.tail).ok_or(PushError::Full)?;
+                self.tail = fresh;
+                self.ring.reserve(&mut self.head, self.tail, len).ok_or(PushError::Full)?
+            }
+        };
+        fill(&mut RecordMut { ptr, len, _writer: PhantomData });
+        self.pushed += 1;
+        Ok(())
+    }
+
+    /// Reserves and copies one message (see [`Writer::push_with`]).
+    pub fn push(&mut self, msg: &[u8]) -> Result<(), PushError> {
+        self.push_with(msg.len(), |rec| rec.copy_from(0, msg))
+    }
+
+    /// Records written so far.
+    pub fn pushed(&self) -> usize {
+        self.pushed
+    }
+
+    /// Bytes written so far (records and padding).
+    pub fn bytes(&self) -> u64 {
+        self.head.wrapping_sub(self.old_head)
+    }
+
+    /// Publishes the records written: what [`Ring::push_batch`] returns
+    /// (`was_empty`: ring the receiver's doorbell).
+    pub fn commit(self) -> BatchPush {
+        if self.pushed == 0 {
+            return BatchPush { pushed: 0, was_empty: false };
+        }
+        BatchPush { pushed: self.pushed, was_empty: self.ring.publish(self.old_head, self.head) }
     }
 }
