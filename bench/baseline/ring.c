@@ -82,8 +82,6 @@ int main(int argc, char **argv) {
     for (long r = 1; r <= reps; r++) {
       while (__atomic_load_n(&h->go, __ATOMIC_ACQUIRE) < (uint64_t)r) sched_yield();
       for (long i = 0; i < count + (r == 1 ? warmup : 0); i++) {
-        memcpy(msg, &seq, 8);
-        seq++;
         while (head + rec - __atomic_load_n(&h->tail, __ATOMIC_ACQUIRE) > CAP) sched_yield();
         size_t off = head % CAP;
         if (off + rec > CAP) { /* never split a record: pad to the end */
@@ -94,7 +92,12 @@ int main(int argc, char **argv) {
           off = 0;
         }
         *(uint32_t *)(data + off) = (uint32_t)size;
-        memcpy(data + off + 4, msg, size);
+        /* The sequence number, then the rest of the payload (a store into
+         * msg followed by a wide copy out of it would stall on store
+         * forwarding). */
+        memcpy(data + off + 4, &seq, 8);
+        memcpy(data + off + 12, msg + 8, size - 8);
+        seq++;
         head += rec;
         __atomic_store_n(&h->head, head, __ATOMIC_RELEASE);
       }

@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 use std::ptr;
 use std::sync::atomic::{fence, Ordering};
 
-use super::{record_size, PopError, Ring, ERRORS_OFFSET, FLAG_WRAP, HEAD_OFFSET, RECORD_HEADER, TAIL_OFFSET};
+use super::{PopError, Ring, ERRORS_OFFSET, FLAG_WRAP, HEAD_OFFSET, RECORD_HEADER, TAIL_OFFSET};
 
 /// One message read in place by [`Ring::read_batch`]: `len` bytes in the
 /// ring's data area, which the producer leaves alone until the consumer
@@ -93,9 +93,9 @@ impl<'a> Ring<'a> {
     /// per `head`: `head - tail` is at most one capacity and `tail` is on
     /// the 8-byte grid; each step moves `tail` by a multiple of 8 towards
     /// `head`, so both stay true. Per record: the header is inside the
-    /// span, the flags are 0 (or WRAP, whose skip stays inside it), the
-    /// length is at most the limit, and the record is inside the span and
-    /// the data area.
+    /// span, the flags are 0 (or WRAP, whose skip stays inside it), and the
+    /// record is inside the span and the data area and at most half the
+    /// capacity.
     #[inline(always)]
     fn scan<F: FnMut(Record<'_>) -> bool>(
         &self,
@@ -107,13 +107,17 @@ impl<'a> Ring<'a> {
         f: &mut F,
     ) -> Result<Stop, PopError> {
         let cap = self.capacity;
-        let mask = cap - 1;
         let mut t = *tail;
         if head.wrapping_sub(t) > cap || !t.is_multiple_of(8) {
             return Err(corrupt(format!("head {head}, tail {t}")));
         }
+        let data = self.data(0);
+        let mask = cap - 1;
+        let half = cap / 2;
+        let mut left = max.saturating_sub(*n);
+        let mut prev = *last;
         let result = loop {
-            if *n >= max {
+            if left == 0 {
                 break Ok(Stop::Full);
             }
             let avail = head.wrapping_sub(t);
@@ -125,11 +129,20 @@ impl<'a> Ring<'a> {
             }
             let pos = t & mask;
             // SAFETY: pos is 8-aligned (t is) and pos + 8 <= capacity (pos
-            // is a multiple of 8 below a capacity that is one); the bytes
-            // are before head (Acquire-loaded), so the producer wrote them
-            // and will not touch them until tail passes them.
-            let header = u64::from_le(unsafe { self.data(pos).cast::<u64>().read() });
-            if header > u64::from(u32::MAX) {
+            // is a multiple of 8 below a capacity that is one): inside the
+            // data area. The bytes are before head (Acquire-loaded), so
+            // the producer wrote them and will not touch them until tail
+            // passes them.
+            let at = unsafe { data.add(pos as usize) };
+            // SAFETY: as above; 8-aligned.
+            let header = u64::from_le(unsafe { at.cast::<u64>().read() });
+            // The record's size from the whole header: with flags (bits
+            // 32-63) it is 2^32 or more and fails the bound below. One
+            // bound for the rules: inside the span, before the end of the
+            // data area, and at most half the capacity (len <=
+            // max_message, both sides being multiples of 8).
+            let rec = RECORD_HEADER + (header.wrapping_add(7) & !7);
+            if rec > avail.min(cap - pos).min(half) || header > u64::from(u32::MAX) {
                 match self.skip_wrap(header, pos, avail) {
                     Ok(skip) => {
                         t = t.wrapping_add(skip);
@@ -138,41 +151,39 @@ impl<'a> Ring<'a> {
                     Err(e) => break Err(e),
                 }
             }
-            let len = header as usize;
-            let rec = record_size(len);
-            // One bound for the three rules: inside the span, before the
-            // end of the data area, and at most half the capacity (which
-            // is len <= max_message, both sides being multiples of 8).
-            if rec > avail.min(cap - pos).min(cap / 2) {
-                break Err(corrupt(format!("record of {len} bytes at {pos}, {avail} available")));
-            }
-            let next = t.wrapping_add(rec);
             // SAFETY: pos + RECORD_HEADER + len <= pos + rec <= capacity.
-            let ptr = unsafe { self.data(pos).add(RECORD_HEADER as usize) };
-            if !f(Record { ptr, len, _ring: PhantomData }) {
+            let ptr = unsafe { at.add(RECORD_HEADER as usize) };
+            if !f(Record { ptr, len: header as usize, _ring: PhantomData }) {
                 break Ok(Stop::Full);
             }
-            *last = t;
-            t = next;
-            *n += 1;
+            prev = t;
+            t = t.wrapping_add(rec);
+            left -= 1;
         };
+        *n = max - left;
+        *last = prev;
         *tail = t;
         result
     }
 
-    /// A header with flags at `pos`, `avail` bytes before head: the bytes
-    /// a WRAP marker skips, or the corruption.
+    /// The header at `pos` (`avail` bytes before head) that failed the
+    /// hot loop's one bound: the bytes a WRAP marker skips, or the
+    /// corruption.
     #[cold]
+    #[inline(never)]
     fn skip_wrap(&self, header: u64, pos: u64, avail: u64) -> Result<u64, PopError> {
-        let flags = (header >> 32) as u32;
-        if flags != FLAG_WRAP {
-            return Err(corrupt(format!("unknown flags {flags:#x} at {pos}")));
+        let (len, flags) = (header as u32, (header >> 32) as u32);
+        match flags {
+            FLAG_WRAP => {
+                let skip = self.capacity - pos;
+                if skip > avail {
+                    return Err(corrupt(format!("wrap at {pos} passes head")));
+                }
+                Ok(skip)
+            }
+            0 => Err(corrupt(format!("record of {len} bytes at {pos}, {avail} available"))),
+            _ => Err(corrupt(format!("unknown flags {flags:#x} at {pos}"))),
         }
-        let skip = self.capacity - pos;
-        if skip > avail {
-            return Err(corrupt(format!("wrap at {pos} passes head")));
-        }
-        Ok(skip)
     }
 
     /// Reloads head after a full barrier, for a consumer that found the ring
@@ -327,13 +338,16 @@ pub struct Reader<'r, 'a> {
     tail: u64,
     /// What the ring's `tail` says (at most `tail`).
     published: u64,
+    /// The last head read: records up to it are there to take without
+    /// reading head again (a line the producer writes).
+    head: u64,
 }
 
 impl<'a> Ring<'a> {
     /// A [`Reader`] from the ring's current tail.
     pub fn reader(&self) -> Reader<'_, 'a> {
         let tail = self.load(TAIL_OFFSET, Ordering::Relaxed);
-        Reader { ring: self, tail, published: tail }
+        Reader { ring: self, tail, published: tail, head: tail }
     }
 }
 
@@ -373,16 +387,31 @@ impl Reader<'_, '_> {
     /// Like [`Ring::read_batch_while`], without the barrier (see
     /// [`Reader::read_batch`]).
     pub fn read_batch_while(&mut self, max: usize, mut f: impl FnMut(Record<'_>) -> bool) -> Result<usize, PopError> {
-        // Acquire pairs with the producer's head Release: records are whole.
-        let head = self.ring.load(HEAD_OFFSET, Ordering::Acquire);
         let (mut n, mut last) = (0, self.tail);
         let mut tail = self.tail;
-        let stop = self.ring.scan(&mut tail, head, max, &mut n, &mut last, &mut f);
-        self.tail = tail;
-        if let Err(e) = stop {
-            self.publish(tail);
-            return Err(e);
+        let mut head = self.head;
+        loop {
+            if tail == head {
+                // Acquire pairs with the producer's head Release: records
+                // are whole.
+                let fresh = self.ring.load(HEAD_OFFSET, Ordering::Acquire);
+                if fresh == head {
+                    break;
+                }
+                head = fresh;
+                self.head = fresh;
+            }
+            match self.ring.scan(&mut tail, head, max, &mut n, &mut last, &mut f) {
+                Ok(Stop::Caught) if n < max => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    self.tail = tail;
+                    self.publish(tail);
+                    return Err(e);
+                }
+            }
         }
+        self.tail = tail;
         if tail != head {
             self.publish(tail);
         } else if n > 0 {
@@ -401,7 +430,8 @@ impl Reader<'_, '_> {
     pub fn settle(&mut self) -> bool {
         self.publish(self.tail);
         fence(Ordering::SeqCst);
-        self.ring.load(HEAD_OFFSET, Ordering::Acquire) == self.tail
+        self.head = self.ring.load(HEAD_OFFSET, Ordering::Acquire);
+        self.head == self.tail
     }
 
     /// [`Ring::discard_corrupt`] for this reader: drops everything in the
@@ -411,6 +441,7 @@ impl Reader<'_, '_> {
         let dropped = self.ring.discard_corrupt();
         self.tail = self.ring.load(TAIL_OFFSET, Ordering::Relaxed);
         self.published = self.tail;
+        self.head = self.tail;
         dropped
     }
 }

@@ -75,9 +75,16 @@ impl Ring<'_> {
     /// (the tail had caught up with `old_head`), with the full barrier the
     /// doorbell rule needs (module doc).
     fn publish(&self, old_head: u64, head: u64) -> bool {
+        self.publish_tail(old_head, head).0
+    }
+
+    /// [`Ring::publish`], also returning the tail it read (Acquire, so a
+    /// producer may reuse the space it frees).
+    fn publish_tail(&self, old_head: u64, head: u64) -> (bool, u64) {
         self.store(HEAD_OFFSET, head, Ordering::Release);
         fence(Ordering::SeqCst);
-        self.load(TAIL_OFFSET, Ordering::Relaxed) == old_head
+        let tail = self.load(TAIL_OFFSET, Ordering::Acquire);
+        (tail == old_head, tail)
     }
 
     fn producer_state(&self) -> Result<(u64, u64), PushError> {
@@ -135,19 +142,26 @@ impl Ring<'_> {
     }
 }
 
-/// A batch of records written in place, made by [`Ring::writer`]: each
+/// Records written in place, made by [`Ring::writer`]: each
 /// [`Writer::push_with`] reserves a record and lets the caller fill its
 /// payload where it lies (a header, a sequence number, a copy), and
-/// [`Writer::commit`] publishes them all at once, with one barrier and one
-/// doorbell decision, as [`Ring::push_batch`] does. Nothing is published
-/// before the commit; a writer dropped without one leaves the ring as it
-/// was. One writer at a time (the ring's one producer).
+/// [`Writer::publish`] (or [`Writer::commit`]) publishes those written
+/// since the last one at once, with one barrier and one doorbell decision,
+/// as [`Ring::push_batch`] does. Nothing is published before that; a
+/// writer dropped without it leaves the ring as it was. A writer kept
+/// across batches reads the consumer's tail only when it runs out of the
+/// room it knew of (and in each publish, which reads it anyway). One
+/// writer at a time (the ring's one producer): a writer starts at the
+/// published head, so a second one made while the first holds unpublished
+/// records would write over them.
 pub struct Writer<'r, 'a> {
     ring: &'r Ring<'a>,
     old_head: u64,
     head: u64,
     tail: u64,
     pushed: usize,
+    /// A tail a publish found garbage: the next push reports it.
+    bad_tail: Option<u64>,
 }
 
 /// The payload of one record being written, `len` bytes in the ring's
@@ -174,7 +188,7 @@ impl RecordMut<'_> {
     ///
     /// # Panics
     /// When `at + src.len()` is past the payload's end.
-    #[inline]
+    #[inline(always)]
     pub fn copy_from(&mut self, at: usize, src: &[u8]) {
         assert!(at <= self.len && src.len() <= self.len - at, "write past the record's end");
         // SAFETY: at + src.len() <= len: inside the reserved record, which
@@ -187,7 +201,7 @@ impl RecordMut<'_> {
     ///
     /// # Panics
     /// When `at + 8` is past the payload's end.
-    #[inline]
+    #[inline(always)]
     pub fn write_u64_le(&mut self, at: usize, value: u64) {
         self.copy_from(at, &value.to_le_bytes());
     }
@@ -198,7 +212,7 @@ impl<'a> Ring<'a> {
     /// consumer's tail is garbage.
     pub fn writer(&self) -> Result<Writer<'_, 'a>, PushError> {
         let (head, tail) = self.producer_state()?;
-        Ok(Writer { ring: self, old_head: head, head, tail, pushed: 0 })
+        Ok(Writer { ring: self, old_head: head, head, tail, pushed: 0, bad_tail: None })
     }
 }
 
@@ -207,11 +221,14 @@ impl Writer<'_, '_> {
     /// it. `Err(Full)` when it does not fit (backpressure: commit what is
     /// there, retry later); `Err(TooLarge)` over the ring's limit. Either
     /// way nothing was reserved and `fill` was not called.
-    #[inline]
+    #[inline(always)]
     pub fn push_with(&mut self, len: usize, fill: impl FnOnce(&mut RecordMut<'_>)) -> Result<(), PushError> {
         let max = self.ring.max_message();
         if len > max {
             return Err(PushError::TooLarge { index: self.pushed, len, max });
+        }
+        if let Some(tail) = self.bad_tail {
+            return Err(PushError::Corrupt { head: self.head, tail });
         }
         let ptr = match self.ring.reserve(&mut self.head, self.tail, len) {
             Some(ptr) => ptr,
@@ -232,22 +249,39 @@ impl Writer<'_, '_> {
         self.push_with(msg.len(), |rec| rec.copy_from(0, msg))
     }
 
-    /// Records written so far.
+    /// Records written since the last publish.
     pub fn pushed(&self) -> usize {
         self.pushed
     }
 
-    /// Bytes written so far (records and padding).
+    /// Bytes written since the last publish (records and padding).
     pub fn bytes(&self) -> u64 {
         self.head.wrapping_sub(self.old_head)
     }
 
-    /// Publishes the records written: what [`Ring::push_batch`] returns
-    /// (`was_empty`: ring the receiver's doorbell).
-    pub fn commit(self) -> BatchPush {
+    /// Publishes the records written since the last publish: what
+    /// [`Ring::push_batch`] returns (`was_empty`: ring the receiver's
+    /// doorbell). The writer goes on after them.
+    pub fn publish(&mut self) -> BatchPush {
         if self.pushed == 0 {
             return BatchPush { pushed: 0, was_empty: false };
         }
-        BatchPush { pushed: self.pushed, was_empty: self.ring.publish(self.old_head, self.head) }
+        let (was_empty, tail) = self.ring.publish_tail(self.old_head, self.head);
+        let done = BatchPush { pushed: self.pushed, was_empty };
+        // The tail just read is the freshest room there is; garbage (not
+        // within one capacity behind head) is reported by the next push.
+        if self.head.wrapping_sub(tail) <= self.ring.capacity {
+            self.tail = tail;
+        } else {
+            self.bad_tail = Some(tail);
+        }
+        self.old_head = self.head;
+        self.pushed = 0;
+        done
+    }
+
+    /// [`Writer::publish`], and the end of the writer.
+    pub fn commit(mut self) -> BatchPush {
+        self.publish()
     }
 }

@@ -765,8 +765,9 @@ fn two_threads_with_doorbells_writer_and_reader_lose_no_wakeup() {
             let r = view(&map, cap);
             let mut i = 0u64;
             let mut m = Vec::new();
+            // One writer for many batches, a fresh one now and then.
+            let mut w = r.writer().unwrap();
             while i < N {
-                let mut w = r.writer().unwrap();
                 // Batches of 1 to 40 messages, sometimes a pause.
                 let want = 1 + i % 40;
                 while w.pushed() < want as usize && i < N {
@@ -778,7 +779,10 @@ fn two_threads_with_doorbells_writer_and_reader_lose_no_wakeup() {
                         Err(e) => panic!("{e}"),
                     }
                 }
-                let got = w.commit();
+                let got = w.publish();
+                if i.is_multiple_of(7) {
+                    w = r.writer().unwrap();
+                }
                 if got.was_empty {
                     bell.signal(1).unwrap();
                 }
@@ -823,4 +827,36 @@ fn two_threads_with_doorbells_writer_and_reader_lose_no_wakeup() {
         assert!(rd.settle());
         assert!(sleeps > 0, "the consumer slept at least once");
     });
+}
+
+#[test]
+fn a_writer_publishes_batch_after_batch_and_reads_tail_only_when_short_of_room() {
+    let (_s, map) = lone(256);
+    let r = view(&map, 256);
+    let mut w = r.writer().unwrap();
+    w.push(&[1; 56]).unwrap();
+    assert_eq!(w.publish(), BatchPush { pushed: 1, was_empty: true });
+    assert_eq!((w.pushed(), w.bytes()), (0, 0));
+    w.push(&[2; 56]).unwrap();
+    w.push(&[3; 56]).unwrap();
+    assert_eq!(w.publish(), BatchPush { pushed: 2, was_empty: false });
+    assert_eq!(w.publish(), BatchPush { pushed: 0, was_empty: false }, "nothing new");
+    w.push(&[4; 56]).unwrap();
+    assert_eq!(w.push(b"").unwrap_err(), PushError::Full);
+    // The consumer frees room; the writer finds it when it runs short.
+    let mut got = Vec::new();
+    r.pop_batch(2, |m| got.push(m[0])).unwrap();
+    w.push(&[5; 56]).unwrap();
+    assert!(!w.publish().was_empty);
+    r.pop_batch(usize::MAX, |m| got.push(m[0])).unwrap();
+    assert_eq!(got, [1, 2, 3, 4, 5]);
+    w.push(b"x").unwrap();
+    assert!(w.commit().was_empty, "the consumer had caught up");
+    // A garbage tail seen by a publish is reported by the next push.
+    let mut w = r.writer().unwrap();
+    r.pop_vec().unwrap();
+    w.push(b"y").unwrap();
+    set_raw(&map, TAIL_OFFSET, 1 << 40);
+    w.publish();
+    assert!(matches!(w.push(b"z"), Err(PushError::Corrupt { .. })));
 }
