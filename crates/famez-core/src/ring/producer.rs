@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 use std::ptr;
 use std::sync::atomic::{fence, Ordering};
 
-use super::{record_size, PushError, Ring, FLAG_WRAP, HEAD_OFFSET, RECORD_HEADER, TAIL_OFFSET};
+use super::{max_message, record_size, PushError, Ring, FLAG_WRAP, HEAD_OFFSET, RECORD_HEADER, TAIL_OFFSET};
 
 /// What [`Ring::push_batch`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,12 +156,14 @@ impl Ring<'_> {
 /// records would write over them.
 pub struct Writer<'r, 'a> {
     ring: &'r Ring<'a>,
+    /// The data area and its size, copied here: the writer is a local of
+    /// its caller, so they stay in registers across the payload copies.
+    data: *mut u8,
+    capacity: u64,
     old_head: u64,
     head: u64,
     tail: u64,
     pushed: usize,
-    /// A tail a publish found garbage: the next push reports it.
-    bad_tail: Option<u64>,
 }
 
 /// The payload of one record being written, `len` bytes in the ring's
@@ -212,36 +214,75 @@ impl<'a> Ring<'a> {
     /// consumer's tail is garbage.
     pub fn writer(&self) -> Result<Writer<'_, 'a>, PushError> {
         let (head, tail) = self.producer_state()?;
-        Ok(Writer { ring: self, old_head: head, head, tail, pushed: 0, bad_tail: None })
+        Ok(Writer { ring: self, data: self.data(0), capacity: self.capacity, old_head: head, head, tail, pushed: 0 })
     }
 }
 
 impl Writer<'_, '_> {
+    /// Where a record of `rec` bytes goes from `head` given `tail`: the
+    /// WRAP padding before it (0 if none), or `None` when it does not fit.
+    #[inline(always)]
+    fn room(&self, rec: u64) -> Option<u64> {
+        let cap = self.capacity;
+        let room_to_end = cap - (self.head & (cap - 1));
+        let pad = if rec <= room_to_end { 0 } else { room_to_end };
+        (self.head.wrapping_sub(self.tail) + pad + rec <= cap).then_some(pad)
+    }
+
     /// Reserves a record of `len` payload bytes and calls `fill` to write
-    /// it. `Err(Full)` when it does not fit (backpressure: commit what is
-    /// there, retry later); `Err(TooLarge)` over the ring's limit. Either
-    /// way nothing was reserved and `fill` was not called.
+    /// it. `Err(Full)` when it does not fit (backpressure: publish what is
+    /// there, retry later); `Err(TooLarge)` over the ring's limit;
+    /// `Err(Corrupt)` when the consumer's tail turned out garbage. In each
+    /// case nothing was reserved and `fill` was not called.
     #[inline(always)]
     pub fn push_with(&mut self, len: usize, fill: impl FnOnce(&mut RecordMut<'_>)) -> Result<(), PushError> {
-        let max = self.ring.max_message();
+        let cap = self.capacity;
+        let max = max_message(cap);
         if len > max {
             return Err(PushError::TooLarge { index: self.pushed, len, max });
         }
-        if let Some(tail) = self.bad_tail {
-            return Err(PushError::Corrupt { head: self.head, tail });
-        }
-        let ptr = match self.ring.reserve(&mut self.head, self.tail, len) {
-            Some(ptr) => ptr,
-            None => {
-                // The consumer may have freed space since the batch began.
-                let fresh = self.ring.refresh_tail(self.old_head, self.tail).ok_or(PushError::Full)?;
-                self.tail = fresh;
-                self.ring.reserve(&mut self.head, self.tail, len).ok_or(PushError::Full)?
-            }
+        let rec = record_size(len);
+        let pad = match self.room(rec) {
+            Some(pad) => pad,
+            None => self.more_room(rec)?,
         };
+        let mask = cap - 1;
+        if pad != 0 {
+            // SAFETY: head's position is 8-aligned (records are) and 8
+            // bytes before the end; the bytes from it to the end are free
+            // (room checked), so the consumer does not read them until
+            // head is published.
+            unsafe {
+                self.data.add((self.head & mask) as usize).cast::<u64>().write((u64::from(FLAG_WRAP) << 32).to_le())
+            };
+            self.head = self.head.wrapping_add(pad);
+        }
+        // SAFETY: the record fits before the end of the data area (by the
+        // choice of pad) in free space (room checked), at an 8-aligned
+        // position.
+        let at = unsafe { self.data.add((self.head & mask) as usize) };
+        // SAFETY: as above.
+        unsafe { at.cast::<u64>().write((len as u64).to_le()) };
+        // SAFETY: the payload follows the 8-byte header inside the record.
+        let ptr = unsafe { at.add(RECORD_HEADER as usize) };
         fill(&mut RecordMut { ptr, len, _writer: PhantomData });
+        self.head = self.head.wrapping_add(rec);
         self.pushed += 1;
         Ok(())
+    }
+
+    /// No room with the tail the writer knows: reads the consumer's tail
+    /// again (it may have freed space since); the padding to use, or
+    /// `Full`, or `Corrupt` when the tail is not within one capacity behind
+    /// the published head.
+    #[cold]
+    fn more_room(&mut self, rec: u64) -> Result<u64, PushError> {
+        let fresh = self.ring.load(TAIL_OFFSET, Ordering::Acquire);
+        if self.old_head.wrapping_sub(fresh) > self.capacity {
+            return Err(PushError::Corrupt { head: self.old_head, tail: fresh });
+        }
+        self.tail = fresh;
+        self.room(rec).ok_or(PushError::Full)
     }
 
     /// Reserves and copies one message (see [`Writer::push_with`]).
@@ -268,13 +309,11 @@ impl Writer<'_, '_> {
         }
         let (was_empty, tail) = self.ring.publish_tail(self.old_head, self.head);
         let done = BatchPush { pushed: self.pushed, was_empty };
-        // The tail just read is the freshest room there is; garbage (not
-        // within one capacity behind head) is reported by the next push.
-        if self.head.wrapping_sub(tail) <= self.ring.capacity {
-            self.tail = tail;
-        } else {
-            self.bad_tail = Some(tail);
-        }
+        // The tail just read is the freshest room there is. Garbage (not
+        // within one capacity behind head) counts as no room: the next
+        // push reads it again and reports it.
+        self.tail =
+            if self.head.wrapping_sub(tail) <= self.capacity { tail } else { self.head.wrapping_sub(self.capacity) };
         self.old_head = self.head;
         self.pushed = 0;
         done
