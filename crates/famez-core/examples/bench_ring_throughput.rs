@@ -5,6 +5,7 @@
 //!   cargo run --release -p famez-core --example bench_ring_throughput -- \
 //!       [--size 64] [--count 2000000] [--batches 20] [--batch-bytes 64KiB]
 //!       [--capacity BYTES] [--warmup N] [--spin-us 50] [--stats 1] [--cpus A,B]
+//!       [--read-max 256] [--pause 1] [--full-spins 64]
 //!
 //! The parent formats a FAME-Z mailbox for one client, publishes a ring
 //! layout in it (capacity max(256 KiB, 4 x size) rounded up to a power of
@@ -26,7 +27,11 @@
 //! timed, as in the C baseline. Samples: messages per second, one per batch
 //! of count / batches messages, timed at the consumer. `--stats 1` prints
 //! the doorbells, full rings and sleeps to stderr. `--cpus A,B` pins the
-//! parent (the consumer) to CPU A and the child (the producer) to B.
+//! parent (the consumer) to CPU A and the child (the producer) to B. Knobs
+//! for tuning (the defaults measured best): --read-max, the records a read
+//! takes at most (it publishes its tail after them); --pause, spin hints
+//! between the consumer's polls of an empty ring; --full-spins, the
+//! producer's spins on a full ring before it yields instead.
 
 mod common;
 
@@ -37,7 +42,7 @@ use common::*;
 use famez_core::ring::PushError;
 use famez_core::{EventFd, Mailbox, RingLayout, SharedMemory, ShmBacking};
 
-const USAGE: &str = "bench_ring_throughput [--size S] [--count N] [--batches B] [--batch-bytes BYTES] [--capacity C] [--warmup N] [--spin-us U] [--stats 1] [--cpus A,B]";
+const USAGE: &str = "bench_ring_throughput [--size S] [--count N] [--batches B] [--batch-bytes BYTES] [--capacity C] [--warmup N] [--spin-us U] [--stats 1] [--read-max R] [--pause P] [--full-spins F] [--cpus A,B]";
 
 /// Notes the first message that is not what was sent (out of the hot loop).
 #[cold]
@@ -61,6 +66,7 @@ fn main() {
             "stats",
             "pause",
             "read-max",
+            "full-spins",
             "cpus",
         ],
         USAGE,
@@ -83,6 +89,7 @@ fn main() {
     let stats = args.u64("stats", 0) != 0;
     let pause = args.u64("pause", 1);
     let read_max = args.u64("read-max", 256).max(1);
+    let full_spins = args.u64("full-spins", 64) as u32;
     let total = warmup + per_batch * batches;
     let scenario = format!("ring-throughput-{size}");
     main_with(|| {
@@ -155,7 +162,7 @@ fn main() {
                 } else if spins.is_multiple_of(1024) && last_progress.elapsed() > TIMEOUT {
                     return Err("the ring stayed full for 30 s".into());
                 }
-                if spins < 64 {
+                if spins < full_spins {
                     std::hint::spin_loop();
                 } else {
                     std::thread::yield_now();
