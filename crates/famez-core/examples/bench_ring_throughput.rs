@@ -133,11 +133,15 @@ fn main() {
             let mut last_progress = Instant::now();
             let mut spins = 0u32;
             let mut w = ring.writer().map_err(err("push"))?;
+            // Messages a batch: enough records to reach --batch-bytes.
+            let per_publish = batch_bytes.div_ceil(famez_core::ring::record_size(size)).max(1);
+            let payload = &src[8..];
             while seq < total {
-                while seq < total && w.bytes() < batch_bytes {
+                let end = total.min(seq + per_publish);
+                while seq < end {
                     let stamped = w.push_with(size, |rec| {
                         rec.write_u64_le(0, seq);
-                        rec.copy_from(8, &src[8..]);
+                        rec.copy_from(8, payload);
                     });
                     match stamped {
                         Ok(()) => seq += 1,
