@@ -35,7 +35,9 @@ fn main() {
         eprintln!("--peers: at least 2");
         std::process::exit(2);
     }
-    let warmup = args.u64("warmup", (per_batch * batches / 10).clamp(100, 20_000));
+    // The C baseline's warm-up (bench/baseline/doorbell.c): a tenth of a
+    // batch, plus one.
+    let warmup = args.u64("warmup", per_batch / 10 + 1);
     let mode = WaitMode::parse(args.str("wait"));
     let total = warmup + per_batch * batches;
     let busy_us = args.u64("busy-poll", 0);

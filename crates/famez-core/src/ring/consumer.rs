@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 use std::ptr;
 use std::sync::atomic::{fence, Ordering};
 
-use super::{record_size, PopError, Ring, ERRORS_OFFSET, FLAG_WRAP, HEAD_OFFSET, PREFETCH, RECORD_HEADER, TAIL_OFFSET};
+use super::{PopError, Ring, ERRORS_OFFSET, FLAG_WRAP, HEAD_OFFSET, RECORD_HEADER, TAIL_OFFSET};
 
 /// One message read in place by [`Ring::read_batch`]: `len` bytes in the
 /// ring's data area, which the producer leaves alone until the consumer
@@ -55,6 +55,11 @@ impl Record<'_> {
         v
     }
 
+    #[cfg(test)]
+    pub(crate) fn ptr_for_tests(&self) -> *const u8 {
+        self.ptr
+    }
+
     /// The little-endian u64 at byte `at`, if the message holds it.
     pub fn read_u64_le(&self, at: usize) -> Option<u64> {
         if at.checked_add(8)? > self.len {
@@ -65,79 +70,120 @@ impl Record<'_> {
     }
 }
 
-impl Ring<'_> {
-    /// Finds the next message at or after `*tail` (skipping WRAP padding),
-    /// checking everything against `head`: `Ok(Some((pos, len)))` for the
-    /// payload's position, `Ok(None)` when nothing is left before `head`.
-    fn next_record(&self, tail: &mut u64, head: u64) -> Result<Option<(u64, usize)>, PopError> {
-        let mask = self.capacity - 1;
-        loop {
-            let avail = head.wrapping_sub(*tail);
-            if avail == 0 {
-                return Ok(None);
-            }
-            let pos = *tail & mask;
-            if avail > self.capacity || avail < RECORD_HEADER || !pos.is_multiple_of(8) {
-                return Err(PopError::Corrupt(format!("head {head}, tail {tail}")));
-            }
-            // SAFETY: pos is 8-aligned and pos + 8 <= capacity; the bytes
-            // are before head (Acquire-loaded), so the producer wrote them
-            // and will not touch them until tail passes them.
-            let header = u64::from_le(unsafe { self.data(pos).cast::<u64>().read() });
-            let (len, flags) = (header as u32 as usize, (header >> 32) as u32);
-            match flags {
-                FLAG_WRAP => {
-                    let skip = self.capacity - pos;
-                    if skip > avail {
-                        return Err(PopError::Corrupt(format!("wrap at {pos} passes head")));
-                    }
-                    *tail = tail.wrapping_add(skip);
-                }
-                0 => {
-                    let rec = record_size(len);
-                    if len > self.max_message() || rec > avail || pos + rec > self.capacity {
-                        return Err(PopError::Corrupt(format!("record of {len} bytes at {pos}, {avail} available")));
-                    }
-                    return Ok(Some((pos + RECORD_HEADER, len)));
-                }
-                _ => return Err(PopError::Corrupt(format!("unknown flags {flags:#x} at {pos}"))),
-            }
-        }
-    }
+/// Where `Ring::scan` stopped.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// Nothing left before `head`.
+    Caught,
+    /// `max` records taken, or the callback refused one.
+    Full,
+}
 
-    /// Copies the payload at data position `pos` into `out`.
-    fn copy_out(&self, pos: u64, out: *mut u8, len: usize) {
-        // SAFETY: next_record checked pos + len <= capacity; the record is
-        // before head, so the producer leaves it alone until tail passes
-        // it; out is valid for len bytes (the callers' buffers).
-        unsafe { ptr::copy_nonoverlapping(self.data(pos), out, len) };
-    }
+#[cold]
+fn corrupt(why: String) -> PopError {
+    PopError::Corrupt(why)
+}
 
-    /// Asks the CPU to start fetching the published bytes up to PREFETCH
-    /// bytes past `tail` (but not past `head`), from `*done` on, one hint
-    /// per cache line: they were written on another core, and fetching them
-    /// ahead hides that transfer. A hint only, never a fault.
+impl<'a> Ring<'a> {
+    /// The consumer's hot loop: hands the records from `*tail` up to `head`
+    /// to `f` (at most `max - *n` of them), advancing `*tail` past each one
+    /// `f` takes and counting it in `*n`; `*last` is where the last one
+    /// taken started. Everything read from the memory is checked before it
+    /// is followed. The checks that hold for the whole span are made once
+    /// per `head`: `head - tail` is at most one capacity and `tail` is on
+    /// the 8-byte grid; each step moves `tail` by a multiple of 8 towards
+    /// `head`, so both stay true. Per record: the header is inside the
+    /// span, the flags are 0 (or WRAP, whose skip stays inside it), and the
+    /// record is inside the span and the data area and at most half the
+    /// capacity.
     #[inline(always)]
-    fn prefetch(&self, done: &mut u64, tail: u64, head: u64) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let ahead = head.wrapping_sub(tail).min(PREFETCH);
-            let end = tail.wrapping_add(ahead);
-            if done.wrapping_sub(tail) > PREFETCH {
-                *done = tail;
-            }
-            while end.wrapping_sub(*done) as i64 > 0 {
-                let pos = *done & (self.capacity - 1);
-                // SAFETY: a prefetch has no architectural effect; the
-                // address is inside the data area anyway.
-                unsafe {
-                    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-                    _mm_prefetch::<_MM_HINT_T0>(self.data(pos).cast::<i8>());
-                }
-                *done = done.wrapping_add(64);
-            }
+    fn scan<F: FnMut(Record<'_>) -> bool>(
+        &self,
+        tail: &mut u64,
+        head: u64,
+        max: usize,
+        n: &mut usize,
+        last: &mut u64,
+        f: &mut F,
+    ) -> Result<Stop, PopError> {
+        let cap = self.capacity;
+        let mut t = *tail;
+        if head.wrapping_sub(t) > cap || !t.is_multiple_of(8) {
+            return Err(corrupt(format!("head {head}, tail {t}")));
         }
-        let _ = (done, tail, head);
+        let data = self.data(0);
+        let mask = cap - 1;
+        let half = cap / 2;
+        let mut left = max.saturating_sub(*n);
+        let mut prev = *last;
+        let result = loop {
+            if left == 0 {
+                break Ok(Stop::Full);
+            }
+            let avail = head.wrapping_sub(t);
+            if avail < RECORD_HEADER {
+                if avail == 0 {
+                    break Ok(Stop::Caught);
+                }
+                break Err(corrupt(format!("head {head}, tail {t}")));
+            }
+            let pos = t & mask;
+            // SAFETY: pos is 8-aligned (t is) and pos + 8 <= capacity (pos
+            // is a multiple of 8 below a capacity that is one): inside the
+            // data area. The bytes are before head (Acquire-loaded), so
+            // the producer wrote them and will not touch them until tail
+            // passes them.
+            let at = unsafe { data.add(pos as usize) };
+            // SAFETY: as above; 8-aligned.
+            let header = u64::from_le(unsafe { at.cast::<u64>().read() });
+            // The record's size from the whole header: with flags (bits
+            // 32-63) it is 2^32 or more and fails the bound below. One
+            // bound for the rules: inside the span, before the end of the
+            // data area, and at most half the capacity (len <=
+            // max_message, both sides being multiples of 8).
+            let rec = RECORD_HEADER + (header.wrapping_add(7) & !7);
+            if rec > avail.min(cap - pos).min(half) || header > u64::from(u32::MAX) {
+                match self.skip_wrap(header, pos, avail) {
+                    Ok(skip) => {
+                        t = t.wrapping_add(skip);
+                        continue;
+                    }
+                    Err(e) => break Err(e),
+                }
+            }
+            // SAFETY: pos + RECORD_HEADER + len <= pos + rec <= capacity.
+            let ptr = unsafe { at.add(RECORD_HEADER as usize) };
+            if !f(Record { ptr, len: header as usize, _ring: PhantomData }) {
+                break Ok(Stop::Full);
+            }
+            prev = t;
+            t = t.wrapping_add(rec);
+            left -= 1;
+        };
+        *n = max - left;
+        *last = prev;
+        *tail = t;
+        result
+    }
+
+    /// The header at `pos` (`avail` bytes before head) that failed the
+    /// hot loop's one bound: the bytes a WRAP marker skips, or the
+    /// corruption.
+    #[cold]
+    #[inline(never)]
+    fn skip_wrap(&self, header: u64, pos: u64, avail: u64) -> Result<u64, PopError> {
+        let (len, flags) = (header as u32, (header >> 32) as u32);
+        match flags {
+            FLAG_WRAP => {
+                let skip = self.capacity - pos;
+                if skip > avail {
+                    return Err(corrupt(format!("wrap at {pos} passes head")));
+                }
+                Ok(skip)
+            }
+            0 => Err(corrupt(format!("record of {len} bytes at {pos}, {avail} available"))),
+            _ => Err(corrupt(format!("unknown flags {flags:#x} at {pos}"))),
+        }
     }
 
     /// Reloads head after a full barrier, for a consumer that found the ring
@@ -154,26 +200,19 @@ impl Ring<'_> {
     /// Pops one message into `buf`: its length, or `Ok(None)` when the ring
     /// is empty (after which the consumer may wait for the doorbell).
     pub fn pop(&self, buf: &mut [u8]) -> Result<Option<usize>, PopError> {
-        let tail0 = self.load(TAIL_OFFSET, Ordering::Relaxed);
-        let mut tail = tail0;
-        // Acquire pairs with the producer's head Release: records are whole.
-        let mut head = self.load(HEAD_OFFSET, Ordering::Acquire);
-        loop {
-            match self.next_record(&mut tail, head)? {
-                Some((pos, len)) => {
-                    if len > buf.len() {
-                        return Err(PopError::BufferTooSmall { need: len });
-                    }
-                    self.copy_out(pos, buf.as_mut_ptr(), len);
-                    // Release: the copy is done before the producer reuses it.
-                    self.store(TAIL_OFFSET, tail.wrapping_add(record_size(len)), Ordering::Release);
-                    return Ok(Some(len));
-                }
-                None => match self.recheck(tail0, tail, head) {
-                    Some(fresh) => head = fresh,
-                    None => return Ok(None),
-                },
+        let mut too_small = None;
+        let mut got = 0;
+        let n = self.read_batch_while(1, |rec| {
+            if rec.len() > buf.len() {
+                too_small = Some(rec.len());
+                return false;
             }
+            got = rec.copy_to(buf);
+            true
+        })?;
+        match too_small {
+            Some(need) => Err(PopError::BufferTooSmall { need }),
+            None => Ok((n == 1).then_some(got)),
         }
     }
 
@@ -228,23 +267,14 @@ impl Ring<'_> {
         let tail0 = self.load(TAIL_OFFSET, Ordering::Relaxed);
         let mut tail = tail0;
         let mut head = self.load(HEAD_OFFSET, Ordering::Acquire);
-        let mut fetched = tail;
-        let mut n = 0;
-        while n < max {
-            match self.next_record(&mut tail, head) {
-                Ok(Some((pos, len))) => {
-                    let next = tail.wrapping_add(record_size(len));
-                    self.prefetch(&mut fetched, next, head);
-                    if !f(Record { ptr: self.data(pos), len, _ring: PhantomData }) {
-                        break;
-                    }
-                    tail = next;
-                    n += 1;
-                }
-                Ok(None) => match self.recheck(tail0, tail, head) {
+        let (mut n, mut last) = (0, tail);
+        loop {
+            match self.scan(&mut tail, head, max, &mut n, &mut last, &mut f) {
+                Ok(Stop::Caught) => match self.recheck(tail0, tail, head) {
                     Some(fresh) => head = fresh,
                     None => return Ok(n),
                 },
+                Ok(Stop::Full) => break,
                 Err(e) => {
                     // The good records before the bad one are consumed
                     // (f had them); the bad one stays for discard_corrupt.
@@ -284,5 +314,140 @@ impl Ring<'_> {
     /// corrupt (a counter that only grows; compare with an earlier value).
     pub fn errors(&self) -> u64 {
         self.load(ERRORS_OFFSET, Ordering::Acquire)
+    }
+}
+
+/// A consumer that polls its ring instead of sleeping on the doorbell
+/// between reads (a busy-poll window), made by [`Ring::reader`].
+///
+/// Same byte protocol, one difference in what the producer sees: while the
+/// reader is caught up with `head` it keeps the last record it took
+/// counted as in use (it publishes `tail` at that record's start, a record
+/// boundary), so a producer that pushes meanwhile does not find the ring
+/// empty and does not ring a doorbell nobody needs. Before the consumer
+/// sleeps, [`Reader::settle`] gives every record back and tells, after the
+/// full barrier, whether it may. The last record is held only while the
+/// producer could still push any allowed message after it (see
+/// [`Reader::may_hold`]), so holding it never makes a push wait.
+///
+/// The reader keeps its own position, so it must be the ring's only
+/// consumer while it lives; dropping it gives every record it took back.
+pub struct Reader<'r, 'a> {
+    ring: &'r Ring<'a>,
+    /// Past the last record taken.
+    tail: u64,
+    /// What the ring's `tail` says (at most `tail`).
+    published: u64,
+    /// The last head read: records up to it are there to take without
+    /// reading head again (a line the producer writes).
+    head: u64,
+}
+
+impl<'a> Ring<'a> {
+    /// A [`Reader`] from the ring's current tail.
+    pub fn reader(&self) -> Reader<'_, 'a> {
+        let tail = self.load(TAIL_OFFSET, Ordering::Relaxed);
+        Reader { ring: self, tail, published: tail, head: tail }
+    }
+}
+
+impl Reader<'_, '_> {
+    fn publish(&mut self, to: u64) {
+        if to != self.published {
+            // Release: every read of the records before `to` is done.
+            self.ring.store(TAIL_OFFSET, to, Ordering::Release);
+            self.published = to;
+        }
+    }
+
+    /// Whether the record `last..tail`, the last one before `head ==
+    /// tail`, may stay counted as in use: a producer at `tail` must still
+    /// have room for the largest allowed record (half the capacity) and
+    /// the WRAP padding it may need there.
+    fn may_hold(&self, last: u64, tail: u64) -> bool {
+        let cap = self.ring.capacity;
+        let half = cap / 2;
+        let room_to_end = cap - (tail & (cap - 1));
+        let pad = if half <= room_to_end { 0 } else { room_to_end };
+        tail.wrapping_sub(last) + pad + half <= cap
+    }
+
+    /// Like [`Ring::read_batch`], without the barrier: when nothing new is
+    /// there it returns 0 at once (the consumer spins and reads again, or
+    /// calls [`Reader::settle`] before it sleeps). A corrupt record is
+    /// reported as in [`Ring::read_batch`]: after the good ones before it,
+    /// with the tail published past them.
+    pub fn read_batch(&mut self, max: usize, mut f: impl FnMut(Record<'_>)) -> Result<usize, PopError> {
+        self.read_batch_while(max, |rec| {
+            f(rec);
+            true
+        })
+    }
+
+    /// Like [`Ring::read_batch_while`], without the barrier (see
+    /// [`Reader::read_batch`]).
+    pub fn read_batch_while(&mut self, max: usize, mut f: impl FnMut(Record<'_>) -> bool) -> Result<usize, PopError> {
+        let (mut n, mut last) = (0, self.tail);
+        let mut tail = self.tail;
+        let mut head = self.head;
+        loop {
+            if tail == head {
+                // Acquire pairs with the producer's head Release: records
+                // are whole.
+                let fresh = self.ring.load(HEAD_OFFSET, Ordering::Acquire);
+                if fresh == head {
+                    break;
+                }
+                head = fresh;
+                self.head = fresh;
+            }
+            match self.ring.scan(&mut tail, head, max, &mut n, &mut last, &mut f) {
+                Ok(Stop::Caught) if n < max => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    self.tail = tail;
+                    self.publish(tail);
+                    return Err(e);
+                }
+            }
+        }
+        self.tail = tail;
+        if tail != head {
+            self.publish(tail);
+        } else if n > 0 {
+            // Caught up: hold the last record if that is safe.
+            self.publish(if self.may_hold(last, tail) { last } else { tail });
+        }
+        // Caught up without taking anything: whatever is held stays held
+        // (the producer has not published since).
+        Ok(n)
+    }
+
+    /// Gives every record taken back (publishes the tail), then, after the
+    /// full barrier the doorbell rule needs (module doc), looks at `head`
+    /// again: true when the ring is empty and the consumer may sleep until
+    /// the doorbell, false when more has come (read again).
+    pub fn settle(&mut self) -> bool {
+        self.publish(self.tail);
+        fence(Ordering::SeqCst);
+        self.head = self.ring.load(HEAD_OFFSET, Ordering::Acquire);
+        self.head == self.tail
+    }
+
+    /// [`Ring::discard_corrupt`] for this reader: drops everything in the
+    /// ring and goes on from the new tail. Returns the bytes dropped.
+    pub fn discard_corrupt(&mut self) -> u64 {
+        self.publish(self.tail);
+        let dropped = self.ring.discard_corrupt();
+        self.tail = self.ring.load(TAIL_OFFSET, Ordering::Relaxed);
+        self.published = self.tail;
+        self.head = self.tail;
+        dropped
+    }
+}
+
+impl Drop for Reader<'_, '_> {
+    fn drop(&mut self) {
+        self.publish(self.tail);
     }
 }

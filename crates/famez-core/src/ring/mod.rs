@@ -52,18 +52,15 @@ mod producer;
 #[cfg(test)]
 mod tests;
 
-pub use consumer::Record;
+pub use consumer::{Reader, Record};
 pub use errors::{LayoutError, PopError, PushError};
 pub use layout::RingLayout;
-pub use producer::BatchPush;
+pub use producer::{BatchPush, RecordMut, Writer};
 
 pub use crate::layout::ring::{
     ERRORS_OFFSET, FLAG_WRAP, HEAD_OFFSET, MAX_CAPACITY, MIN_CAPACITY, RECORD_HEADER, RING_ALIGN, RING_HEADER,
     RING_MAGIC, TAIL_OFFSET,
 };
-/// How far ahead of its tail a consumer asks the CPU to fetch records
-/// (x86-64 only).
-pub(crate) const PREFETCH: u64 = 1024;
 
 /// Where the ring description lives in slot 0, after FAME-Z's five globals
 /// (see [`crate::layout::global`]).

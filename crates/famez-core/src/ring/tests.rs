@@ -494,3 +494,369 @@ fn two_threads_one_million_messages_none_lost_duplicated_or_reordered() {
 fn crc(m: &[u8]) -> u64 {
     m.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
 }
+
+// ---- Writer (in place) and Reader (polling consumer) ----
+
+#[test]
+fn writer_writes_in_place_and_publishes_on_commit_only() {
+    let (_s, map) = lone(1024);
+    let r = view(&map, 1024);
+    let mut w = r.writer().unwrap();
+    for i in 0..3u64 {
+        w.push_with(20, |rec| {
+            assert_eq!(rec.len(), 20);
+            assert!(!rec.is_empty());
+            rec.write_u64_le(0, i);
+            rec.copy_from(8, &[0xab; 12]);
+        })
+        .unwrap();
+    }
+    w.push(b"plain").unwrap();
+    assert_eq!(w.pushed(), 4);
+    assert_eq!(w.bytes(), 3 * 32 + 16);
+    assert_eq!(raw(&map, HEAD_OFFSET), 0, "nothing published before the commit");
+    assert_eq!(r.pop_vec().unwrap(), None);
+    assert_eq!(w.commit(), BatchPush { pushed: 4, was_empty: true });
+    assert_eq!(raw(&map, HEAD_OFFSET), 3 * 32 + 16);
+    // The same bytes a push would have written: header, payload.
+    assert_eq!(raw(&map, RING_HEADER), 20);
+    let mut got = Vec::new();
+    r.pop_batch(usize::MAX, |m| got.push(m.to_vec())).unwrap();
+    for (i, m) in got[..3].iter().enumerate() {
+        assert_eq!(m[..8], (i as u64).to_le_bytes());
+        assert_eq!(m[8..], [0xab; 12]);
+    }
+    assert_eq!(got[3], b"plain");
+    // A writer dropped without commit leaves the ring as it was.
+    let mut w = r.writer().unwrap();
+    w.push(b"lost").unwrap();
+    let _ = w; // abandoned without a commit
+    assert_eq!(r.pop_vec().unwrap(), None);
+    assert_eq!(r.writer().unwrap().commit(), BatchPush { pushed: 0, was_empty: false });
+    // The next commit finds the ring empty and not, as push does.
+    let mut w = r.writer().unwrap();
+    w.push(b"a").unwrap();
+    assert!(w.commit().was_empty);
+    let mut w = r.writer().unwrap();
+    w.push(b"b").unwrap();
+    assert!(!w.commit().was_empty);
+}
+
+#[test]
+fn writer_refuses_too_large_and_full_without_reserving() {
+    let (_s, map) = lone(256);
+    let r = view(&map, 256);
+    let mut w = r.writer().unwrap();
+    assert_eq!(
+        w.push_with(121, |_| panic!("not called")).unwrap_err(),
+        PushError::TooLarge { index: 0, len: 121, max: 120 }
+    );
+    w.push(&[1; 120]).unwrap();
+    w.push(&[2; 120]).unwrap();
+    assert_eq!(w.push_with(0, |_| panic!("not called")).unwrap_err(), PushError::Full);
+    assert_eq!(w.bytes(), 256);
+    assert_eq!(w.commit().pushed, 2);
+    // Room freed while a batch is being written is found (a fresh tail).
+    let mut w = r.writer().unwrap();
+    assert_eq!(r.pop_vec().unwrap().unwrap(), [1; 120]);
+    w.push(&[3; 120]).unwrap();
+    assert!(!w.commit().was_empty);
+    assert_eq!(r.pop_vec().unwrap().unwrap(), [2; 120]);
+    assert_eq!(r.pop_vec().unwrap().unwrap(), [3; 120]);
+    // A consumer's garbage tail: the writer is refused.
+    set_raw(&map, TAIL_OFFSET, 1 << 40);
+    assert!(matches!(r.writer(), Err(PushError::Corrupt { .. })));
+}
+
+#[test]
+#[should_panic(expected = "past the record's end")]
+fn writer_record_writes_are_bounds_checked() {
+    let (_s, map) = lone(256);
+    let r = view(&map, 256);
+    let mut w = r.writer().unwrap();
+    let _ = w.push_with(10, |rec| rec.write_u64_le(3, 0));
+}
+
+#[test]
+fn writer_wraps_like_push() {
+    let (_s, map) = lone(256);
+    let r = view(&map, 256);
+    for i in 0..100u64 {
+        let len = 8 + (i * 13 % 100) as usize;
+        let mut w = r.writer().unwrap();
+        w.push_with(len, |rec| {
+            rec.write_u64_le(0, i);
+            rec.copy_from(8, &vec![i as u8; len - 8]);
+        })
+        .unwrap();
+        w.commit();
+        let m = r.pop_vec().unwrap().unwrap();
+        assert_eq!(m.len(), len);
+        assert_eq!(m[..8], i.to_le_bytes());
+        assert!(m[8..].iter().all(|&b| b == i as u8));
+    }
+}
+
+#[test]
+fn reader_holds_the_last_record_so_the_producer_rings_no_doorbell() {
+    let (_s, map) = lone(4096);
+    let r = view(&map, 4096);
+    assert!(r.push(b"one").unwrap());
+    let mut rd = r.reader();
+    let mut got = Vec::new();
+    assert_eq!(rd.read_batch(usize::MAX, |m| got.push(m.to_vec())).unwrap(), 1);
+    assert_eq!(raw(&map, TAIL_OFFSET), 0, "the last record is held");
+    assert!(!r.push(b"two").unwrap(), "not empty to the producer: no doorbell");
+    assert!(!r.push(b"three").unwrap());
+    assert_eq!(rd.read_batch(usize::MAX, |m| got.push(m.to_vec())).unwrap(), 2);
+    assert_eq!(raw(&map, TAIL_OFFSET), 32, "past all but the last");
+    // Nothing new: nothing changes, no barrier, no tail store.
+    assert_eq!(rd.read_batch(usize::MAX, |_| panic!()).unwrap(), 0);
+    assert_eq!(raw(&map, TAIL_OFFSET), 32);
+    // Settling gives everything back; then the ring is empty again.
+    assert!(rd.settle());
+    assert_eq!(raw(&map, TAIL_OFFSET), 48);
+    assert!(r.push(b"four").unwrap(), "empty: the doorbell is due");
+    assert!(!rd.settle(), "something came: read before sleeping");
+    assert_eq!(rd.read_batch(1, |m| got.push(m.to_vec())).unwrap(), 1);
+    drop(rd);
+    assert_eq!(raw(&map, TAIL_OFFSET), raw(&map, HEAD_OFFSET), "dropping gives the held record back");
+    assert_eq!(got, [&b"one"[..], b"two", b"three", b"four"]);
+    // max reached before head: everything taken is given back.
+    for m in [b"5", b"6", b"7"] {
+        r.push(m).unwrap();
+    }
+    let mut rd = r.reader();
+    assert_eq!(rd.read_batch(2, |_| ()).unwrap(), 2);
+    assert_eq!(raw(&map, HEAD_OFFSET) - raw(&map, TAIL_OFFSET), 16, "the third is left");
+    assert_eq!(rd.read_batch_while(usize::MAX, |_| false).unwrap(), 0);
+    assert_eq!(rd.read_batch(usize::MAX, |m| assert_eq!(m.to_vec(), b"7")).unwrap(), 1);
+    assert!(rd.settle());
+    assert!(r.is_empty());
+}
+
+#[test]
+fn a_held_record_never_keeps_out_the_largest_message() {
+    // For every position of head, a reader holding what it just read must
+    // leave room for a message of the limit, wherever it has to go.
+    let cap = 1024;
+    let (_s, map) = lone(cap);
+    let r = view(&map, cap);
+    let big = vec![9u8; r.max_message()];
+    for small in [0usize, 8, 40, 200, 400, r.max_message()] {
+        for step in 0..(cap / 8) {
+            r.reset();
+            // Put head at 8 * step, the ring empty.
+            if step > 0 {
+                set_raw(&map, HEAD_OFFSET, 8 * step);
+                set_raw(&map, TAIL_OFFSET, 8 * step);
+            }
+            let mut rd = r.reader();
+            if r.push(&vec![1u8; small]).is_err() {
+                continue;
+            }
+            assert_eq!(rd.read_batch(usize::MAX, |_| ()).unwrap(), 1);
+            let pushed = r.push(&big);
+            assert!(pushed.is_ok(), "small {small} at {}: {pushed:?}", 8 * step);
+            let mut n = 0;
+            rd.read_batch(usize::MAX, |m| {
+                assert_eq!(m.len(), big.len());
+                n += 1;
+            })
+            .unwrap();
+            assert_eq!(n, 1);
+            assert!(rd.settle());
+        }
+    }
+}
+
+#[test]
+fn reader_reports_corruption_after_the_good_records_and_discards() {
+    let (_s, map) = lone(1024);
+    let r = view(&map, 1024);
+    for i in 0..3u8 {
+        r.push(&[i; 5]).unwrap();
+    }
+    r.push(b"bad").unwrap();
+    r.push(b"after").unwrap();
+    set_raw(&map, RING_HEADER + 3 * 16, 5000); // over the limit
+    let mut rd = r.reader();
+    let mut got = Vec::new();
+    let e = rd.read_batch(usize::MAX, |m| got.push(m.to_vec())).unwrap_err();
+    assert!(matches!(e, PopError::Corrupt(_)), "{e}");
+    assert_eq!(got, vec![vec![0u8; 5], vec![1; 5], vec![2; 5]]);
+    assert_eq!(raw(&map, TAIL_OFFSET), 48, "the good records are given back");
+    assert!(rd.read_batch(usize::MAX, |_| panic!()).is_err(), "it stays until discarded");
+    assert_eq!(rd.discard_corrupt(), 32);
+    assert_eq!(r.errors(), 1);
+    assert_eq!(rd.read_batch(usize::MAX, |_| panic!()).unwrap(), 0);
+    r.push(b"again").unwrap();
+    assert_eq!(rd.read_batch(usize::MAX, |m| assert_eq!(m.to_vec(), b"again")).unwrap(), 1);
+    drop(rd);
+    // Garbage counters are refused before anything is read.
+    for (head, tail) in [(5000u64, 0u64), (64, 3), (1 << 63, 0)] {
+        set_raw(&map, HEAD_OFFSET, head);
+        set_raw(&map, TAIL_OFFSET, tail);
+        let mut rd = r.reader();
+        assert!(matches!(rd.read_batch(usize::MAX, |_| panic!()), Err(PopError::Corrupt(_))));
+        std::mem::forget(rd);
+    }
+}
+
+#[test]
+fn hostile_producer_bytes_never_make_the_consumer_read_outside_the_ring() {
+    // Random headers and counters: every read is either a record inside
+    // the data area or an error, through all three readers.
+    let cap = 512u64;
+    let (_s, map) = lone(cap);
+    let r = view(&map, cap);
+    let mut x = 0x1234_5678_9abc_def1u64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let data = map.as_ptr() as usize + RING_HEADER as usize;
+    for _ in 0..20_000 {
+        for w in 0..cap / 8 {
+            let v = match next() % 4 {
+                0 => next() % 600,               // a length, often valid
+                1 => u64::from(FLAG_WRAP) << 32, // a WRAP marker
+                2 => next(),                     // anything
+                _ => (next() % 64) | ((next() % 3) << 32),
+            };
+            set_raw(&map, RING_HEADER + 8 * w, v);
+        }
+        let tail = (next() % (4 * cap)) & if next().is_multiple_of(8) { !0 } else { !7 };
+        let head = tail.wrapping_add(next() % (cap + 64));
+        set_raw(&map, TAIL_OFFSET, tail);
+        set_raw(&map, HEAD_OFFSET, head);
+        let mut check = |m: Record<'_>| {
+            let p = m.ptr_for_tests() as usize;
+            assert!(p >= data + 8 && p + m.len() <= data + cap as usize, "record outside the data area");
+            assert!(m.len() <= r.max_message());
+        };
+        let _ = r.read_batch(usize::MAX, &mut check);
+        set_raw(&map, TAIL_OFFSET, tail);
+        let mut rd = r.reader();
+        let _ = rd.read_batch(usize::MAX, &mut check);
+        std::mem::forget(rd);
+        set_raw(&map, TAIL_OFFSET, tail);
+        let mut buf = [0u8; 256];
+        let _ = r.pop(&mut buf);
+    }
+}
+
+#[test]
+fn two_threads_with_doorbells_writer_and_reader_lose_no_wakeup() {
+    // The consumer sleeps on an eventfd only after settle() said the ring
+    // is empty; the producer rings only when a commit found it empty. A
+    // lost wake-up would leave messages in the ring with the consumer
+    // asleep: the poll's timeout catches that.
+    use crate::EventFd;
+    use std::os::fd::AsFd;
+    const N: u64 = 300_000;
+    let cap = 64 * 1024;
+    let (_s, map) = lone(cap);
+    let bell = EventFd::new().unwrap();
+    std::thread::scope(|sc| {
+        sc.spawn(|| {
+            let r = view(&map, cap);
+            let mut i = 0u64;
+            let mut m = Vec::new();
+            // One writer for many batches, a fresh one now and then.
+            let mut w = r.writer().unwrap();
+            while i < N {
+                // Batches of 1 to 40 messages, sometimes a pause.
+                let want = 1 + i % 40;
+                while w.pushed() < want as usize && i < N {
+                    message(i, &mut m);
+                    let len = m.len().min(r.max_message());
+                    match w.push_with(len, |rec| rec.copy_from(0, &m[..len])) {
+                        Ok(()) => i += 1,
+                        Err(PushError::Full) => break,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                let got = w.publish();
+                if i.is_multiple_of(7) {
+                    w = r.writer().unwrap();
+                }
+                if got.was_empty {
+                    bell.signal(1).unwrap();
+                }
+                if got.pushed == 0 || i.is_multiple_of(997) {
+                    std::thread::yield_now();
+                }
+            }
+        });
+        let r = view(&map, cap);
+        let mut rd = r.reader();
+        let mut expect = 0u64;
+        let mut want = Vec::new();
+        let mut sleeps = 0;
+        let mut idle = 0u32;
+        while expect < N {
+            let n = rd
+                .read_batch(64, |m| {
+                    message(expect, &mut want);
+                    let len = want.len().min(r.max_message());
+                    assert_eq!(m.to_vec(), want[..len], "message {expect}");
+                    expect += 1;
+                })
+                .unwrap();
+            if n > 0 {
+                idle = 0;
+                continue;
+            }
+            idle += 1;
+            if idle < 50 {
+                std::hint::spin_loop();
+                continue;
+            }
+            idle = 0;
+            if rd.settle() {
+                sleeps += 1;
+                let mut fds = [nix::poll::PollFd::new(bell.as_fd(), nix::poll::PollFlags::POLLIN)];
+                let ready = nix::poll::poll(&mut fds, 5000u16).unwrap();
+                assert_eq!(ready, 1, "asleep for 5 s at message {expect}: a lost wake-up");
+                bell.drain().unwrap();
+            }
+        }
+        assert!(rd.settle());
+        assert!(sleeps > 0, "the consumer slept at least once");
+    });
+}
+
+#[test]
+fn a_writer_publishes_batch_after_batch_and_reads_tail_only_when_short_of_room() {
+    let (_s, map) = lone(256);
+    let r = view(&map, 256);
+    let mut w = r.writer().unwrap();
+    w.push(&[1; 56]).unwrap();
+    assert_eq!(w.publish(), BatchPush { pushed: 1, was_empty: true });
+    assert_eq!((w.pushed(), w.bytes()), (0, 0));
+    w.push(&[2; 56]).unwrap();
+    w.push(&[3; 56]).unwrap();
+    assert_eq!(w.publish(), BatchPush { pushed: 2, was_empty: false });
+    assert_eq!(w.publish(), BatchPush { pushed: 0, was_empty: false }, "nothing new");
+    w.push(&[4; 56]).unwrap();
+    assert_eq!(w.push(b"").unwrap_err(), PushError::Full);
+    // The consumer frees room; the writer finds it when it runs short.
+    let mut got = Vec::new();
+    r.pop_batch(2, |m| got.push(m[0])).unwrap();
+    w.push(&[5; 56]).unwrap();
+    assert!(!w.publish().was_empty);
+    r.pop_batch(usize::MAX, |m| got.push(m[0])).unwrap();
+    assert_eq!(got, [1, 2, 3, 4, 5]);
+    w.push(b"x").unwrap();
+    assert!(w.commit().was_empty, "the consumer had caught up");
+    // A garbage tail seen by a publish is reported by the next push.
+    let mut w = r.writer().unwrap();
+    r.pop_vec().unwrap();
+    w.push(b"y").unwrap();
+    set_raw(&map, TAIL_OFFSET, 1 << 40);
+    w.publish();
+    assert!(matches!(w.push(b"z"), Err(PushError::Corrupt { .. })));
+}
