@@ -709,8 +709,17 @@ async function groupLinks(): Promise<void> {
         const port = String(40000 + ((process.pid + serial++) % 20000));
         const server = new Child('taskset', ['-c', String(y), FI, '-p', 'tcp', '-e', 'msg', '-B', port, '-I', String(rounds * batches), '-S', '64']);
         procs.push(server);
-        await new Promise((r) => setTimeout(r, 300));
-        const stdout = await runBounded('taskset', ['-c', String(x), FI, '-p', 'tcp', '-e', 'msg', '-P', port, '-I', String(rounds * batches), '-S', '64', '127.0.0.1'], RUN_MS, 'fi_pingpong');
+        // The client may come before the server listens: it tries again (bounded).
+        let stdout: string;
+        for (let attempt = 0; ; attempt++) {
+          await new Promise((r) => setTimeout(r, 200));
+          try {
+            stdout = await runBounded('taskset', ['-c', String(x), FI, '-p', 'tcp', '-e', 'msg', '-P', port, '-I', String(rounds * batches), '-S', '64', '127.0.0.1'], RUN_MS, 'fi_pingpong');
+            break;
+          } catch (e) {
+            if (attempt >= 25 || !server.running || !/Connection refused/.test((e as Error).message)) throw e;
+          }
+        }
         await server.exited;
         const m = /^64\s+\S+\s+\S+\s+\S+\s+\S+\s+\S+\s+([\d.]+)/m.exec(stdout);
         if (!m) throw new Error(`fi_pingpong: no result in ${stdout.trim().slice(-200)}`);
