@@ -43,7 +43,6 @@ type T = ExecutionContext<NetScratch>;
 const WAIT_MS = 20_000;
 const PORT = 7000;
 const RING_SINK = path.join(__dirname, 'helpers', 'ring-sink.ts');
-const TIMED_SINK = path.join(__dirname, 'helpers', 'timed-sink.ts');
 
 const support = netnsSupport();
 const fabric = libfabricAvailable();
@@ -113,7 +112,7 @@ function message(i: number, size = 64): Buffer {
   return m;
 }
 
-/** A sink helper (ring-sink.ts or timed-sink.ts) run inside namespace `ns`. */
+/** The ring-sink helper run inside namespace `ns`. */
 function sinkIn(t: T, ns: string, script: string, args: string[]): LineProcess {
   const cmd = [...t.context.net.exec(ns), process.execPath, '--import=tsx', script, ...args];
   const p = new LineProcess(spawnChild(cmd[0], cmd.slice(1), { cwd: ROOT }), `${path.basename(script)} in ${ns}`);
@@ -237,7 +236,7 @@ nsTest(`the only link cut mid-stream (ip link set down for 1 s, then up): it goe
   const { a, b, ea } = await pair(t);
   const alpha = t.context.track(await FabricClient.connect(a.sock, { nodename: 'alpha' }));
   const N = 60_000;
-  const sink = sinkIn(t, b.ns, TIMED_SINK, [b.sock, 'sink', String(alpha.gcid), String(N), '150']);
+  const sink = sinkIn(t, b.ns, RING_SINK, [b.sock, 'sink', String(alpha.gcid), String(N), '150']);
   const to = Number(JSON.parse((await sink.waitFor(/^\{"ready":\d+\}$/m, WAIT_MS))[0]).ready);
   await known(alpha, 'sink', 2);
   const sending = alpha.sendRing(formatGcid(to), Array.from({ length: N }, (_, i) => message(i)), { timeoutMs: 60_000 });
