@@ -148,6 +148,23 @@ function warnings(switches: Record<string, Switch>): string {
     .join('\n');
 }
 
+/** Three switches in a line in three namespaces, A-B and B-C veth pairs (B
+ * dials A, C dials B), with a peer on each end: alpha on A, gamma on C. */
+async function lineOfThree(t: T) {
+  const net = t.context.net;
+  const nsA = net.add('a');
+  const nsB = net.add('b');
+  const nsC = net.add('c');
+  const [ab] = net.veth(nsA, nsB, 1);
+  const [bc] = net.veth(nsB, nsC, 2);
+  const a = await serve(t, nsA, ['--sid', '1', '--link-listen', `${ab.ip}:${PORT}`]);
+  const b = await serve(t, nsB, ['--sid', '2', '--link-listen', `${bc.ip}:${PORT}`, '--link', `${ab.ip}:${PORT}`]);
+  const c = await serve(t, nsC, ['--sid', '3', '--link', `${bc.ip}:${PORT}`]);
+  const alpha = t.context.track(await FabricClient.connect(a.sock, { nodename: 'alpha' }));
+  const gamma = t.context.track(await FabricClient.connect(c.sock, { nodename: 'gamma' }));
+  return { net, nsA, nsB, nsC, bc, a, b, c, alpha, gamma };
+}
+
 nsTest(`two switches in two namespaces over a veth: ping by SID:CID and nodename@SID, a message each way, famez client inside a namespace${skipped}`, async (t) => {
   t.timeout(90_000);
   const { a, b, ea } = await pair(t);
@@ -183,17 +200,7 @@ nsTest(`two switches in two namespaces over a veth: ping by SID:CID and nodename
 
 nsTest(`three switches in a line in three namespaces (A-B, B-C, two veth pairs): A's peer pings C's peer through B${skipped}`, async (t) => {
   t.timeout(90_000);
-  const net = t.context.net;
-  const nsA = net.add('a');
-  const nsB = net.add('b');
-  const nsC = net.add('c');
-  const [ab] = net.veth(nsA, nsB, 1);
-  const [bc] = net.veth(nsB, nsC, 2);
-  const a = await serve(t, nsA, ['--sid', '1', '--link-listen', `${ab.ip}:${PORT}`]);
-  await serve(t, nsB, ['--sid', '2', '--link-listen', `${bc.ip}:${PORT}`, '--link', `${ab.ip}:${PORT}`]);
-  const c = await serve(t, nsC, ['--sid', '3', '--link', `${bc.ip}:${PORT}`]);
-  const alpha = t.context.track(await FabricClient.connect(a.sock, { nodename: 'alpha' }));
-  const gamma = t.context.track(await FabricClient.connect(c.sock, { nodename: 'gamma' }));
+  const { alpha, gamma } = await lineOfThree(t);
   t.like(await known(alpha, 'gamma', 3), { gcid: gamma.gcid, hops: 2 });
   t.like(await known(gamma, 'alpha', 1), { gcid: alpha.gcid, hops: 2 });
   for (const dest of ['gamma@3', formatGcid(gamma.gcid)]) {
@@ -304,17 +311,7 @@ for (const side of ['listening', 'linking'] as const) {
 
 nsTest(`three switches in a line, streams both ways through the middle, the B-C veth cut for 1 s: both resume exactly once and in order${skipped}`, async (t) => {
   t.timeout(180_000);
-  const net = t.context.net;
-  const nsA = net.add('a');
-  const nsB = net.add('b');
-  const nsC = net.add('c');
-  const [ab] = net.veth(nsA, nsB, 1);
-  const [bc] = net.veth(nsB, nsC, 2);
-  const a = await serve(t, nsA, ['--sid', '1', '--link-listen', `${ab.ip}:${PORT}`]);
-  const b = await serve(t, nsB, ['--sid', '2', '--link-listen', `${bc.ip}:${PORT}`, '--link', `${ab.ip}:${PORT}`]);
-  const c = await serve(t, nsC, ['--sid', '3', '--link', `${bc.ip}:${PORT}`]);
-  const alpha = t.context.track(await FabricClient.connect(a.sock, { nodename: 'alpha' }));
-  const gamma = t.context.track(await FabricClient.connect(c.sock, { nodename: 'gamma' }));
+  const { net, nsA, nsC, bc, a, b, c, alpha, gamma } = await lineOfThree(t);
   const N = 30_000;
   const toC = sinkIn(t, nsC, RING_SINK, [c.sock, 'sinkc', String(alpha.gcid), String(N)]);
   const toA = sinkIn(t, nsA, RING_SINK, [a.sock, 'sinka', String(gamma.gcid), String(N)]);
@@ -409,17 +406,7 @@ nsTest(`messages sent at a steady pace while the only link is cut for 1 s arrive
 
 nsTest(`three switches in a line, messages A -> C at a steady pace while the B-C veth is cut for 1 s: they arrive exactly once and in order after it is back${skipped}`, async (t) => {
   t.timeout(90_000);
-  const net = t.context.net;
-  const nsA = net.add('a');
-  const nsB = net.add('b');
-  const nsC = net.add('c');
-  const [ab] = net.veth(nsA, nsB, 1);
-  const [bc] = net.veth(nsB, nsC, 2);
-  const a = await serve(t, nsA, ['--sid', '1', '--link-listen', `${ab.ip}:${PORT}`]);
-  const b = await serve(t, nsB, ['--sid', '2', '--link-listen', `${bc.ip}:${PORT}`, '--link', `${ab.ip}:${PORT}`]);
-  const c = await serve(t, nsC, ['--sid', '3', '--link', `${bc.ip}:${PORT}`]);
-  const alpha = t.context.track(await FabricClient.connect(a.sock, { nodename: 'alpha' }));
-  const gamma = t.context.track(await FabricClient.connect(c.sock, { nodename: 'gamma' }));
+  const { net, bc, a, b, c, alpha, gamma } = await lineOfThree(t);
   await known(alpha, 'gamma', 3);
   const got = numbered(gamma, alpha.gcid);
   const sender = steady(alpha, formatGcid(gamma.gcid), 10);
