@@ -481,9 +481,7 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
         fail: (e) => done(() => reject(e)),
       });
       const bytes = build(tag);
-      const viaRing = this.layout !== null && this.memoryOrNull() !== null;
-      const sent = viaRing ? this.channels.send(this.serverId, [bytes], ms, options.signal) : this.sender.enqueue(this.serverId, bytes, ms, options.signal);
-      sent.catch((e: Error) => this.famPending.get(key)?.fail(e));
+      this.toSwitch(bytes, ms, options.signal).catch((e: Error) => this.famPending.get(key)?.fail(e));
     });
   }
 
@@ -606,17 +604,27 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
       }
       if (!this.connected.has(this.serverId)) throw new FabricClientError('ENOPEER', `the switch (peer ${this.serverId}) is not connected: no way to ${formatGcid(to.gcid)}`);
       const from = this.gcid;
-      const viaRing = this.layout !== null && this.memoryOrNull() !== null;
+      const viaRing = this.toSwitchByRing();
       let chain = Promise.resolve();
       for (const m of messages) {
         const parts = outgoing(kind, from, to.gcid, m, this.afar++, viaRing ? undefined : MAX_SLOT_MESSAGE);
-        if (viaRing) chain = chain.then(() => this.channels.send(this.serverId, [Buffer.concat(parts)], timeoutMs, signal));
-        else for (const p of parts) chain = chain.then(() => this.sender.enqueue(this.serverId, p, timeoutMs, signal));
+        // Through the ring all pieces go as one message; through the slot one each.
+        for (const p of viaRing ? [Buffer.concat(parts)] : parts) chain = chain.then(() => this.toSwitch(p, timeoutMs, signal));
       }
       return chain;
     } catch (e) {
       return Promise.reject(e);
     }
+  }
+
+  /** Whether what this peer hands its switch goes through its ring to it (else its slot). */
+  private toSwitchByRing(): boolean {
+    return this.layout !== null && this.memoryOrNull() !== null;
+  }
+
+  /** Hands `bytes` (whole packets) to the local switch, by ring or slot. */
+  private toSwitch(bytes: Uint8Array, timeoutMs: number, signal: AbortSignal | undefined): Promise<void> {
+    return this.toSwitchByRing() ? this.channels.send(this.serverId, [bytes], timeoutMs, signal) : this.sender.enqueue(this.serverId, bytes, timeoutMs, signal);
   }
 
   private check(): void {

@@ -6,6 +6,7 @@
 import { whenAborted } from '../abort.js';
 import { FabricClientError, type FabricMessage, type RequestOptions } from './peer-types.js';
 import { Replies } from './replies.js';
+import { formatGcid } from './remote.js';
 import type { TextMessage } from '../genz/text.js';
 
 interface Waiter {
@@ -45,7 +46,7 @@ export class Requests {
         resolve,
         reject,
         deadline: Infinity,
-        late: `no reply from ${gcid === undefined ? `peer ${to}` : `${Math.floor(gcid / 0x1000)}:${gcid % 0x1000}`} within ${replyTimeoutMs} ms`,
+        late: `no reply from ${gcid === undefined ? `peer ${to}` : formatGcid(gcid)} within ${replyTimeoutMs} ms`,
       };
       if (signal) {
         const stop = whenAborted(signal, (reason) => {
@@ -94,7 +95,7 @@ export class Requests {
 
   /** No route to SID `sid` any more: requests to its peers reject with EUNREACHABLE. */
   unreachable(sid: number): void {
-    for (const w of this.replies.fromSid(sid)) w.reject(new FabricClientError('EUNREACHABLE', `no route to SID ${sid} any more (the switch says so): ${w.late.replace(/^no reply from /, '').replace(/ within .*$/, '')} cannot answer`));
+    for (const w of this.replies.fromSid(sid)) w.reject(new FabricClientError('EUNREACHABLE', `no route to SID ${sid} any more (the switch says so): ${formatGcid(w.gcid!)} cannot answer`));
     this.disarmIfIdle();
   }
 

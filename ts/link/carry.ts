@@ -91,7 +91,7 @@ export function peek(bytes: Uint8Array): Peek | null {
   const d0 = v.getUint32(0, true);
   const d1 = v.getUint32(4, true);
   const d2 = v.getUint32(8, true);
-  const length = (((d0 >>> 5) & 0x7) | (((d0 >>> 12) & 0xf) << 3)) * 4;
+  const length = packetBytes(bytes, 0);
   const dcid = (d0 & 0x1f) | (((d0 >>> 8) & 0xf) << 5) | (((d0 >>> 16) & 0x7) << 9);
   const opcode = ((d0 >>> 24) & 0x3) | ((d1 & 0x7) << 2);
   const ocl = (d1 >>> 3) & 0x1f;

@@ -575,34 +575,39 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
       const fam = this.famFrom(sender, own, packets[0]);
       if (fam !== null) return fam;
     }
-    let to: { conn: Conn; stream: Stream } | null = null;
+    let destination: number | null = null;
     for (const packet of packets) {
       const r = pieceRoute(packet);
       if (typeof r === 'string') return { refused: r };
       if (r.source !== own) return { refused: `its source is ${fmt(r.source)}, not its own GCID ${fmt(own)}` };
-      const sid = Math.floor(r.destination / 0x1000);
-      if (sid === this.config.sid) return { refused: `${fmt(r.destination)} is in this switch's own subnet: send to its peer ID` };
-      if (to && to.stream.destination !== r.destination) return { refused: 'one message, one destination' };
-      if (!to) {
-        const link = this.upLinkTo(sid);
-        if (!link) {
-          if (!this.holdFor(sid)) return { refused: `no route to SID ${sid}` };
-          this.waitRoute(sid).senders.add(sender);
-          return 'wait';
-        }
-        to = { conn: link, stream: { source: own, destination: r.destination } };
-      }
+      if (Math.floor(r.destination / 0x1000) === this.config.sid) return { refused: `${fmt(r.destination)} is in this switch's own subnet: send to its peer ID` };
+      if (destination !== null && destination !== r.destination) return { refused: 'one message, one destination' };
+      destination = r.destination;
     }
-    if (!to) return { refused: 'an empty message' };
-    const key = streamKey(to.stream);
-    if (to.conn.pending.has(key)) {
-      let set = to.conn.resumers.get(key);
-      if (!set) to.conn.resumers.set(key, (set = new Set()));
+    if (destination === null) return { refused: 'an empty message' };
+    return this.sendToward(sender, { source: own, destination }, packets);
+  }
+
+  /** Queues a local sender's packets on the stream toward its destination's
+   * SID: 'wait' while the stream has packets waiting for credit or the SID's
+   * route is coming back (the sender is resumed then), refused without a route. */
+  private sendToward(sender: number, stream: Stream, packets: Uint8Array[]): 'accepted' | 'wait' | { refused: string } {
+    const sid = Math.floor(stream.destination / 0x1000);
+    const link = this.upLinkTo(sid);
+    if (!link) {
+      if (!this.holdFor(sid)) return { refused: `no route to SID ${sid}` };
+      this.waitRoute(sid).senders.add(sender);
+      return 'wait';
+    }
+    const key = streamKey(stream);
+    if (link.pending.has(key)) {
+      let set = link.resumers.get(key);
+      if (!set) link.resumers.set(key, (set = new Set()));
       set.add(sender);
       return 'wait';
     }
-    for (const packet of packets) this.sendData(to.conn, to.stream, packet);
-    this.pump(to.conn);
+    for (const packet of packets) this.sendData(link, stream, packet);
+    this.pump(link);
     return 'accepted';
   }
 
@@ -630,23 +635,7 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
       return 'accepted';
     }
     if (sid === this.config.sid) return { refused: `${fmt(destination)} serves no memory: fabric-attached memory is the switch's (${fmt(this.gcid)})` };
-    const link = this.upLinkTo(sid);
-    if (!link) {
-      if (!this.holdFor(sid)) return { refused: `no route to SID ${sid}` };
-      this.waitRoute(sid).senders.add(sender);
-      return 'wait';
-    }
-    const stream = { source: own, destination };
-    const key = streamKey(stream);
-    if (link.pending.has(key)) {
-      let set = link.resumers.get(key);
-      if (!set) link.resumers.set(key, (set = new Set()));
-      set.add(sender);
-      return 'wait';
-    }
-    this.sendData(link, stream, packet);
-    this.pump(link);
-    return 'accepted';
+    return this.sendToward(sender, { source: own, destination }, [packet]);
   }
 
   /** A memory request for this switch from afar: served, the answer sent
@@ -669,7 +658,7 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
       }
       const answer = serve(p, this.config.fam ?? null, this.gcid);
       const back = { source: this.gcid, destination: stream.source };
-      const link = this.topology.linksTo(Math.floor(stream.source / 0x1000)).map((n) => this.conns.get(n)).find((x) => x && x.end.isUp);
+      const link = this.upLinkTo(Math.floor(stream.source / 0x1000));
       if (!link) {
         this.log.warn({ event: 'undelivered', destination: fmt(stream.source) }, `the answer to ${fmt(stream.source)}'s memory request: no route back; dropped`);
         return true;
