@@ -347,13 +347,20 @@ export class Fabric extends EventEmitter<FabricEvents> {
     this.pump();
   }
 
-  /** Reads `sender`'s ring and slot, unless some of its messages wait for
-   * credit on a link (then its ring fills and its slot stays busy). */
+  /** Whether `sender` has as many messages for other switches held (waiting
+   * for credit or a route) as the switch keeps: then it reads nothing more
+   * of its (its ring fills, its slot stays busy). Below that its messages to
+   * the switch itself are still read and answered. */
+  private holdsFull(sender: number): boolean {
+    return (this.held.get(sender)?.length ?? 0) >= RING_READ_BUDGET;
+  }
+
+  /** Reads `sender`'s ring and slot, unless it holds all it may (holdsFull). */
   private service(sender: number): void {
     const mailbox = this.mailbox;
-    if (!mailbox || this.held.has(sender)) return;
+    if (!mailbox || this.holdsFull(sender)) return;
     this.readRing(sender);
-    if (!this.held.has(sender) && mailbox.busy(sender)) {
+    if (!this.holdsFull(sender) && mailbox.busy(sender)) {
       const target = mailbox.slot(sender).lastResponder;
       const me = this.switch.serverId;
       // A slot says whom its message is for. One for another peer is left
@@ -398,7 +405,7 @@ export class Fabric extends EventEmitter<FabricEvents> {
     }
     for (const bytes of got) this.received(sender, bytes, 'ring');
     if (n >= RING_READ_BUDGET) setImmediate(() => {
-      if (!this.closed && this.switch.port(sender) && !this.held.has(sender)) {
+      if (!this.closed && this.switch.port(sender) && !this.holdsFull(sender)) {
         this.readRing(sender);
         this.pump();
       }
