@@ -177,8 +177,10 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
     this.flush();
   }
 
+  /** Every link, an accepted one that went down too while it waits for its
+   * other end (state 'down'). */
   links(): LinkStatus[] {
-    return [...this.conns.values()].map((c) => {
+    return [...this.conns.values(), ...this.parked.values()].map((c) => {
       const s = c.end.stats;
       const state = c.link === null || c.link.state === 'down' || c.link.state === 'closed' ? (c.direction === 'out' && !c.closed ? 'connecting' : 'down') : c.link.state === 'connecting' ? 'connecting' : c.end.isUp ? 'up' : 'hello';
       return {
