@@ -40,8 +40,8 @@ function header(type: number, flags: number, length: number, source: number, des
 const concat = (a: Uint8Array, b: Uint8Array) => new Uint8Array([...a, ...b]);
 
 const VECTORS: [string, Frame, Uint8Array][] = [
-  ['hello', { type: 'hello', instance: 0xdeadbeef, window: 64, seen: false }, header(1, 0, 0, 0, 0, 0xdeadbeef, 0, 64)],
-  ['hello, seen', { type: 'hello', instance: 7, window: 1, seen: true }, header(1, 1, 0, 0, 0, 7, 0, 1)],
+  ['hello', { type: 'hello', instance: 0xdeadbeef, window: 64, seen: false, source: 0 }, header(1, 0, 0, 0, 0, 0xdeadbeef, 0, 64)],
+  ['hello, seen', { type: 'hello', instance: 7, window: 1, seen: true, source: 0x2064 }, header(1, 1, 0, 0x2064, 0, 7, 0, 1)],
   ['heartbeat', { type: 'heartbeat' }, header(2, 0, 0, 0, 0, 0, 0, 0)],
   [
     'data',
@@ -115,6 +115,8 @@ test('decode refuses, with its code, every way a frame can be wrong', (t) => {
   t.is(code(() => decode(forged(ack, 11, 0x10))), 'EFIELD'); // a 29-bit GCID
   t.is(code(() => decode(header(1, 2, 0, 0, 0, 1, 0, 64))), 'EFIELD'); // unknown hello flag
   t.is(code(() => decode(header(1, 0, 0, 0, 0, 1, 0, 0))), 'EFIELD'); // window 0
+  t.is(code(() => decode(header(1, 0, 0, 0, 5, 1, 0, 64))), 'EFIELD'); // a hello names no destination
+  t.is(code(() => decode(header(1, 0, 0, 2 ** 28, 0, 1, 0, 64))), 'EFIELD'); // a 29-bit source
   t.is(code(() => decode(header(1, 0, 0, 0, 0, 1, 0, 2 ** 31))), 'EFIELD');
   t.is(code(() => decode(header(2, 0, 0, 0, 0, 1, 0, 0))), 'EFIELD'); // heartbeat with a seq
   t.is(code(() => decode(header(3, 0, 0, 1, 2, 0, 0, 0))), 'EPACKET'); // data without a packet
@@ -143,6 +145,7 @@ test('encode refuses fields out of range and unsound packets', (t) => {
   t.is(code(() => encode({ type: 'probe', source: 0, destination: 0, seq: 2 ** 32 })), 'EFIELD');
   t.is(code(() => encode({ type: 'hello', instance: 1.5, window: 1, seen: false })), 'EFIELD');
   t.is(code(() => encode({ type: 'hello', instance: 1, window: 0, seen: false })), 'EFIELD');
+  t.is(code(() => encode({ type: 'hello', instance: 1, window: 1, seen: false, source: 2 ** 28 })), 'EFIELD');
   t.is(code(() => encode({ type: 'data', source: 0, destination: 0, seq: 0, packet: new Uint8Array(16) })), 'EPACKET');
   t.is(code(() => encode({ type: 'data', source: 0, destination: 0, seq: 0, packet: [1] as unknown as Uint8Array })), 'EINPUT');
 });
@@ -175,7 +178,7 @@ const u32 = fc.nat({ max: 2 ** 32 - 1 });
 const gcid = fc.nat({ max: 2 ** 28 - 1 });
 const packetArb = fc.uint8Array({ maxLength: 400 }).map((payload) => genz.encode({ class: 'Core64.Write', DCID: 1, SCID: 2, payload }));
 const frameArb: fc.Arbitrary<Frame> = fc.oneof(
-  fc.record({ type: fc.constant('hello' as const), instance: u32, window: fc.integer({ min: 1, max: 2 ** 31 - 1 }), seen: fc.boolean() }),
+  fc.record({ type: fc.constant('hello' as const), instance: u32, window: fc.integer({ min: 1, max: 2 ** 31 - 1 }), seen: fc.boolean(), source: fc.integer({ min: 0, max: 2 ** 28 - 1 }) }),
   fc.constant({ type: 'heartbeat' as const }),
   fc.record({ type: fc.constant('data' as const), source: gcid, destination: gcid, seq: u32, packet: packetArb }),
   fc.record({ type: fc.constant('data' as const), source: gcid, destination: gcid, seq: u32, packet: packetArb, reverse: fc.record({ ack: u32, credit: u32 }) }),

@@ -66,16 +66,16 @@ interface StreamState {
 
 type Action =
   | { t: 'tick'; ms: number }
-  | { t: 'pump'; end: 0 | 1; max: number }
-  | { t: 'deliver'; dir: 0 | 1; pick: number; fate: 'ok' | 'lose' | 'dup' | 'corrupt'; bit: number }
+  | { t: 'pump'; end: 0 | 1; max: number; path?: number }
+  | { t: 'deliver'; dir: 0 | 1; pick: number; fate: 'ok' | 'lose' | 'dup' | 'corrupt'; bit: number; path?: number }
   | { t: 'submit'; s: number; n: number }
   | { t: 'consume'; s: number; n: number }
-  | { t: 'drop' }
+  | { t: 'drop'; path?: number }
   /** End 1 restarts (only where the scenario allows it). */
   | { t: 'restart' }
   /** One end alone sees its transport go and a new one come (the other end never noticed). */
-  | { t: 'bounce'; end: 0 | 1 }
-  | { t: 'connect' };
+  | { t: 'bounce'; end: 0 | 1; path?: number }
+  | { t: 'connect'; path?: number };
 
 class Sim {
   now = 0;
@@ -84,8 +84,9 @@ class Sim {
   /** Restarts of end 1 allowed (the 'restart' action), and seen. */
   restarts = 0;
   restartsSeen = 0;
-  readonly wires: [Flight[], Flight[]] = [[], []];
-  connected = false;
+  /** Per path (connection), per direction: the frames on the way. */
+  readonly wires: [Flight[], Flight[]][];
+  readonly connected: boolean[];
   readonly st: StreamState[];
   /** Every frame either end sent, in order, as hex (the determinism check). */
   readonly trace: string[] = [];
@@ -96,8 +97,11 @@ class Sim {
     config: [Partial<LinkEndConfig>, Partial<LinkEndConfig>],
     totals: number[],
     stuck: boolean[],
+    readonly paths = 1,
   ) {
     this.config = config;
+    this.wires = Array.from({ length: paths }, (): [Flight[], Flight[]] => [[], []]);
+    this.connected = Array.from({ length: paths }, () => false);
     this.ends = [new LinkEnd({ instance: 0xa, ...config[0] }), new LinkEnd({ instance: 0xb, ...config[1] })];
     this.windows = [config[0].window ?? 64, config[1].window ?? 64];
     this.st = STREAMS.map((_, s) => ({ total: totals[s] ?? 0, submitted: 0, waiting: false, delivered: 0, consumed: 0, stuck: stuck[s] ?? false, rebase: false }));
@@ -107,38 +111,41 @@ class Sim {
     throw new Error(`t=${this.now}: ${why}`);
   }
 
-  connect(): void {
-    if (this.connected) return;
-    this.connected = true;
-    for (const e of this.ends) e.linkUp(this.now);
+  /** Paths gone for good: never connected again. */
+  readonly gone = new Set<number>();
+
+  connect(path = 0): void {
+    if (this.connected[path] || this.gone.has(path)) return;
+    this.connected[path] = true;
+    for (const e of this.ends) e.linkUp(this.now, path);
   }
 
   /** The transport broke (or was closed after a 'dead'): both ends see it, what was in flight is gone. */
-  drop(): void {
-    this.connected = false;
-    for (const e of this.ends) e.linkDown();
-    this.wires[0].length = 0;
-    this.wires[1].length = 0;
+  drop(path = 0): void {
+    this.connected[path] = false;
+    for (const e of this.ends) e.linkDown(path);
+    this.wires[path]![0].length = 0;
+    this.wires[path]![1].length = 0;
   }
 
-  pump(end: 0 | 1, max: number): number {
+  pump(end: 0 | 1, max: number, path = 0): number {
     let n = 0;
-    if (!this.connected) {
-      if (this.ends[end].pollTransmit(this.now) !== null) this.fail(`end ${end} transmits while down`);
+    if (!this.connected[path]) {
+      if (this.ends[end].pollTransmit(this.now, path) !== null) this.fail(`end ${end} transmits on path ${path} while it is down`);
       return 0;
     }
     for (; n < max; n++) {
-      const b = this.ends[end].pollTransmit(this.now);
+      const b = this.ends[end].pollTransmit(this.now, path);
       if (!b) break;
-      this.trace.push(`${end}@${this.now}:${Buffer.from(b).toString('hex')}`);
-      this.wires[end].push({ bytes: b });
+      this.trace.push(`${end}@${this.now}/${path}:${Buffer.from(b).toString('hex')}`);
+      this.wires[path]![end].push({ bytes: b });
     }
     return n;
   }
 
-  /** Frame `pick` of the wire from `dir` arrives (reordering: not only the first). */
-  deliver(dir: 0 | 1, pick: number, fate: 'ok' | 'lose' | 'dup' | 'corrupt', bit: number): boolean {
-    const w = this.wires[dir];
+  /** Frame `pick` of the wire from `dir` on `path` arrives (reordering: not only the first). */
+  deliver(dir: 0 | 1, pick: number, fate: 'ok' | 'lose' | 'dup' | 'corrupt', bit: number, path = 0): boolean {
+    const w = this.wires[path]![dir];
     if (w.length === 0) return false;
     const i = pick % w.length;
     const f = w[i]!;
@@ -151,7 +158,7 @@ class Sim {
     }
     const to = dir === 0 ? 1 : 0;
     const before = this.ends[to].stats.badFrames;
-    this.ends[to].receive(bytes, this.now);
+    this.ends[to].receive(bytes, this.now, path);
     // A single flipped bit is always caught (the header's CRC-24 or the packet's ECRC).
     if (fate === 'corrupt' && this.ends[to].stats.badFrames !== before + 1) this.fail('a corrupted frame was accepted');
     this.collect(to);
@@ -212,7 +219,7 @@ class Sim {
   events(): void {
     for (const e of [0, 1] as const) {
       for (let ev = this.ends[e].pollEvent(); ev; ev = this.ends[e].pollEvent()) {
-        if (ev.kind === 'dead') this.drop(); // the I/O layer closes the transport
+        if (ev.kind === 'dead') this.drop(ev.path); // the I/O layer closes the transport
         else if (ev.kind === 'ready' || ev.kind === 'stalled') {
           const stream = ev.stream;
           const s = STREAMS.findIndex((x) => x.from === e && x.stream.source === stream.source && x.stream.destination === stream.destination);
@@ -250,10 +257,10 @@ class Sim {
         this.tick(a.ms);
         break;
       case 'pump':
-        this.pump(a.end, a.max);
+        this.pump(a.end, a.max, a.path);
         break;
       case 'deliver':
-        this.deliver(a.dir, a.pick, a.fate, a.bit);
+        this.deliver(a.dir, a.pick, a.fate, a.bit, a.path);
         break;
       case 'submit':
         this.submit(a.s, a.n);
@@ -262,15 +269,15 @@ class Sim {
         this.consume(a.s, a.n);
         break;
       case 'drop':
-        this.drop();
+        this.drop(a.path);
         break;
       case 'connect':
-        this.connect();
+        this.connect(a.path);
         break;
       case 'restart':
         // End 1's process dies and starts again: a new instance, no state; its destinations' packets went with it.
         if (this.restarts < 3) {
-          this.drop();
+          for (let p = 0; p < this.paths; p++) this.drop(p);
           this.restarts++;
           this.ends[1] = new LinkEnd({ ...this.config[1], instance: 0xb + this.restarts });
           for (const [i, x] of STREAMS.entries()) {
@@ -281,14 +288,16 @@ class Sim {
           }
         }
         break;
-      case 'bounce':
-        if (this.connected) {
-          this.wires[0].length = 0;
-          this.wires[1].length = 0;
-          this.ends[a.end].linkDown();
-          this.ends[a.end].linkUp(this.now);
+      case 'bounce': {
+        const p = a.path ?? 0;
+        if (this.connected[p]) {
+          this.wires[p]![0].length = 0;
+          this.wires[p]![1].length = 0;
+          this.ends[a.end].linkDown(p);
+          this.ends[a.end].linkUp(this.now, p);
         }
         break;
+      }
     }
     this.events();
     this.checkBounds();
@@ -298,15 +307,15 @@ class Sim {
    * destination has delivered everything (bounded in steps). */
   heal(maxSteps = 3000): void {
     for (let step = 0; step < maxSteps; step++) {
-      this.connect();
+      for (let p = 0; p < this.paths; p++) this.connect(p);
       let moved = 0;
       for (let s = 0; s < STREAMS.length; s++) moved += this.submit(s, Infinity) + this.consume(s, Infinity);
       for (const e of [0, 1] as const) {
         this.ends[e].handleTimeout(this.now);
         this.events();
-        moved += this.pump(e, Infinity);
+        for (let p = 0; p < this.paths; p++) moved += this.pump(e, Infinity, p);
       }
-      for (const dir of [0, 1] as const) while (this.deliver(dir, 0, 'ok', 0)) moved++;
+      for (let p = 0; p < this.paths; p++) for (const dir of [0, 1] as const) while (this.deliver(dir, 0, 'ok', 0, p)) moved++;
       this.events();
       this.checkBounds();
       if (this.done()) return;
@@ -324,25 +333,34 @@ class Sim {
   }
 }
 
-const actionArb: fc.Arbitrary<Action> = fc.oneof(
-  { weight: 3, arbitrary: fc.record({ t: fc.constant('tick' as const), ms: fc.oneof(fc.integer({ min: 0, max: 20 }), fc.integer({ min: 0, max: 400 })) }) },
-  { weight: 6, arbitrary: fc.record({ t: fc.constant('pump' as const), end: fc.constantFrom(0 as const, 1 as const), max: fc.integer({ min: 1, max: 8 }) }) },
-  {
-    weight: 10,
-    arbitrary: fc.record({
-      t: fc.constant('deliver' as const),
-      dir: fc.constantFrom(0 as const, 1 as const),
-      pick: fc.oneof(fc.constant(0), fc.nat({ max: 20 })),
-      fate: fc.oneof({ weight: 12, arbitrary: fc.constant('ok' as const) }, { weight: 2, arbitrary: fc.constant('lose' as const) }, { weight: 2, arbitrary: fc.constant('dup' as const) }, { weight: 1, arbitrary: fc.constant('corrupt' as const) }),
-      bit: fc.nat({ max: 8 * 600 }),
-    }),
-  },
-  { weight: 4, arbitrary: fc.record({ t: fc.constant('submit' as const), s: fc.nat({ max: STREAMS.length - 1 }), n: fc.integer({ min: 1, max: 6 }) }) },
-  { weight: 4, arbitrary: fc.record({ t: fc.constant('consume' as const), s: fc.nat({ max: STREAMS.length - 1 }), n: fc.integer({ min: 1, max: 6 }) }) },
-  { weight: 1, arbitrary: fc.constant({ t: 'drop' as const }) },
-  { weight: 1, arbitrary: fc.record({ t: fc.constant('bounce' as const), end: fc.constantFrom(0 as const, 1 as const) }) },
-  { weight: 2, arbitrary: fc.constant({ t: 'connect' as const }) },
-);
+/** The actions of a run over `paths` connections between the two ends. */
+function actionsOver(paths: number): fc.Arbitrary<Action> {
+  // One path: no path field at all (the default, path 0).
+  const path = paths === 1 ? fc.constant(undefined) : fc.nat({ max: paths - 1 });
+  const withPath = (a: fc.Arbitrary<Action>): fc.Arbitrary<Action> => fc.tuple(a, path).map(([x, p]): Action => (p === undefined ? x : ({ ...x, path: p } as Action)));
+  return fc.oneof(
+    { weight: 3, arbitrary: fc.record({ t: fc.constant('tick' as const), ms: fc.oneof(fc.integer({ min: 0, max: 20 }), fc.integer({ min: 0, max: 400 })) }) },
+    { weight: 6, arbitrary: withPath(fc.record({ t: fc.constant('pump' as const), end: fc.constantFrom(0 as const, 1 as const), max: fc.integer({ min: 1, max: 8 }) })) },
+    {
+      weight: 10,
+      arbitrary: withPath(
+        fc.record({
+          t: fc.constant('deliver' as const),
+          dir: fc.constantFrom(0 as const, 1 as const),
+          pick: fc.oneof(fc.constant(0), fc.nat({ max: 20 })),
+          fate: fc.oneof({ weight: 12, arbitrary: fc.constant('ok' as const) }, { weight: 2, arbitrary: fc.constant('lose' as const) }, { weight: 2, arbitrary: fc.constant('dup' as const) }, { weight: 1, arbitrary: fc.constant('corrupt' as const) }),
+          bit: fc.nat({ max: 8 * 600 }),
+        }),
+      ),
+    },
+    { weight: 4, arbitrary: fc.record({ t: fc.constant('submit' as const), s: fc.nat({ max: STREAMS.length - 1 }), n: fc.integer({ min: 1, max: 6 }) }) },
+    { weight: 4, arbitrary: fc.record({ t: fc.constant('consume' as const), s: fc.nat({ max: STREAMS.length - 1 }), n: fc.integer({ min: 1, max: 6 }) }) },
+    { weight: 1, arbitrary: withPath(fc.record({ t: fc.constant('drop' as const) })) },
+    { weight: 1, arbitrary: withPath(fc.record({ t: fc.constant('bounce' as const), end: fc.constantFrom(0 as const, 1 as const) })) },
+    { weight: 2, arbitrary: withPath(fc.record({ t: fc.constant('connect' as const) })) },
+  );
+}
+const actionArb = actionsOver(1);
 
 const configArb = fc.record({
   window: fc.integer({ min: 1, max: 6 }),
@@ -364,8 +382,8 @@ interface Scenario {
   actions: Action[];
 }
 
-function simulate(sc: Scenario): Sim {
-  const sim = new Sim(sc.configs, sc.totals, sc.stuck);
+function simulate(sc: Scenario, paths = 1): Sim {
+  const sim = new Sim(sc.configs, sc.totals, sc.stuck, paths);
   for (const a of sc.actions) sim.run(a);
   sim.heal();
   return sim;
@@ -395,6 +413,82 @@ test('property: over a link that loses, duplicates, reorders, corrupts and drops
     }),
     { numRuns: 1500 },
   );
+});
+
+test('property: two connections between the same two ends, each losing, duplicating, reordering, corrupting and dropping on its own: every packet is delivered exactly once and in order', (t) => {
+  fc.assert(
+    fc.property(scenarioArb, fc.array(actionsOver(2), { minLength: 10, maxLength: 200, size: 'max' }), (sc, actions) => {
+      const sim = simulate({ ...sc, actions }, 2);
+      for (const [s, st] of sim.st.entries()) {
+        const w = sim.windows[1 - STREAMS[s]!.from]!;
+        t.is(st.delivered, st.stuck ? Math.min(st.total, w) : st.total, `stream ${s}`);
+      }
+    }),
+    { numRuns: 1000 },
+  );
+});
+
+test('property: one of two connections goes for good at any moment: the streams go on over the other, every packet exactly once and in order, and it is never connected again', (t) => {
+  fc.assert(
+    fc.property(scenarioArb, fc.array(actionsOver(2), { minLength: 10, maxLength: 200, size: 'max' }), fc.nat({ max: 200 }), (sc, actions, at) => {
+      const sim = new Sim(sc.configs, sc.totals, sc.stuck, 2);
+      sim.connect(0);
+      sim.connect(1);
+      actions.forEach((a, i) => {
+        if (i === at) {
+          sim.drop(0);
+          sim.gone.add(0);
+        }
+        sim.run(a);
+      });
+      sim.drop(0);
+      sim.gone.add(0);
+      sim.heal();
+      t.false(sim.connected[0]);
+      for (const [s, st] of sim.st.entries()) {
+        const w = sim.windows[1 - STREAMS[s]!.from]!;
+        t.is(st.delivered, st.stuck ? Math.min(st.total, w) : st.total, `stream ${s}`);
+      }
+    }),
+    { numRuns: 1000 },
+  );
+});
+
+test('a connection dies with packets in flight while another is up: they go again on the other at once, none twice, none lost', (t) => {
+  const a = new LinkEnd({ instance: 1, source: 0x1000 });
+  const b = new LinkEnd({ instance: 2, source: 0x2000 });
+  const S1: Stream = { source: 0x1001, destination: 0x2001 };
+  const hop = (from: LinkEnd, to: LinkEnd, path: number, now: number, keep = (_i: number) => true) => {
+    let i = 0;
+    for (let f = from.pollTransmit(now, path); f; f = from.pollTransmit(now, path)) if (keep(i++)) to.receive(f, now, path);
+  };
+  for (const p of [0, 1]) {
+    a.linkUp(0, p);
+    b.linkUp(0, p);
+  }
+  for (let k = 0; k < 3; k++) for (const p of [0, 1]) {
+    hop(a, b, p, 0);
+    hop(b, a, p, 0);
+  }
+  t.true(a.pathUp(0) && a.pathUp(1) && b.pathUp(0) && b.pathUp(1));
+  t.deepEqual(events(a), ['up', 'up']);
+  for (let i = 0; i < 10; i++) t.true(a.submit(S1, packet(0, i)));
+  // Path 0 carries all ten; the first four arrive, the rest die with it, and no ack comes back.
+  hop(a, b, 0, 1, (i) => i < 4);
+  const got: number[] = [];
+  for (let d = b.pollDeliver(); d; d = b.pollDeliver()) got.push(indexOf(d.packet));
+  t.deepEqual(got, [0, 1, 2, 3]);
+  a.linkDown(0);
+  b.linkDown(0);
+  t.true(a.isUp, 'still up over path 1');
+  t.is(a.pollTransmit(1, 0), null, 'nothing on the dead path');
+  hop(a, b, 1, 1);
+  for (let d = b.pollDeliver(); d; d = b.pollDeliver()) got.push(indexOf(d.packet));
+  t.deepEqual(got, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  t.is(b.stats.duplicates, 4, 'the four that had arrived came again and were discarded');
+  hop(b, a, 1, 2);
+  t.is(a.sendBuffered(S1), 0, 'all acknowledged over path 1');
+  t.is(a.pathStats(0).framesSent + a.pathStats(1).framesSent, a.stats.framesSent);
 });
 
 test('property: a link that never drops (no reconnect to resend or re-grant): losses are repaired by retransmission and lost grants by probes alone', (t) => {
@@ -494,19 +588,19 @@ test('unwrapSeq: the 32-bit wire sequence nearest the expected one', (t) => {
 });
 
 test('hello both ways, then a heartbeat every 100 ms; nothing received for 300 ms: dead, down, silent', (t) => {
-  const a = new LinkEnd({ instance: 7, window: 5 });
+  const a = new LinkEnd({ instance: 7, window: 5, source: 0x1aa });
   const b = new LinkEnd({ instance: 8 });
   a.linkUp(0);
   b.linkUp(0);
   const h = a.pollTransmit(0)!;
-  t.deepEqual(decode(h), { type: 'hello', instance: 7, window: 5, seen: false });
+  t.deepEqual(decode(h), { type: 'hello', instance: 7, window: 5, seen: false, source: 0x1aa });
   t.is(a.pollTransmit(0), null);
   t.false(b.isUp);
   b.receive(h, 0);
   t.true(b.isUp);
   t.deepEqual(events(b), ['up']);
   const hb = b.pollTransmit(0)!;
-  t.deepEqual(decode(hb), { type: 'hello', instance: 8, window: 64, seen: true });
+  t.deepEqual(decode(hb), { type: 'hello', instance: 8, window: 64, seen: true, source: 0 });
   a.receive(hb, 1);
   t.true(a.isUp);
   t.is(a.pollTransmit(1), null); // b showed it saw a's hello: no more hellos

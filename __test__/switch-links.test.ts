@@ -6,6 +6,7 @@
 // libfabric is not installed.
 import test from 'ava';
 
+import { Reassembler, pieces } from '../ts/link/carry.js';
 import { libfabricAvailable } from '../ts/link/ofi.js';
 import { SwitchLinks, type SwitchLinksConfig } from '../ts/link/switch-links.js';
 
@@ -79,4 +80,53 @@ linkTest(`two switches with one SID carry nothing to each other${skipped}`, asyn
   t.deepEqual(a.remoteNodes(), []);
   t.deepEqual(b.remoteNodes(), []);
   t.is(a.links()[0].neighbour, null);
+});
+
+linkTest(`two connections between the same two switches: one is cut mid-stream and the stream goes on over the other, every message once and in order, the SID reached throughout${skipped}`, async (t) => {
+  t.timeout(60_000);
+  const N = 3000;
+  const got: number[] = [];
+  const reasm = new Reassembler(1 << 20, 1 << 24);
+  const a = sw(1, {
+    listen: ['127.0.0.1:0', '127.0.0.1:0'],
+    deliver: (peer, messages, taken) => {
+      for (const m of messages) {
+        const whole = reasm.push(m);
+        if (whole) got.push(Number(Buffer.from(whole.message).toString()));
+      }
+      setImmediate(taken);
+      return peer === 1;
+    },
+  });
+  // b's peer 1 sends N messages to a's peer 1, waiting whenever the stream has no credit.
+  let next = 0;
+  const send = () => {
+    while (next < N) {
+      const r = b.forward(1, pieces('mailbox', 0x2000 + 100, 0x1000 + 100, Buffer.from(String(next)), next));
+      if (r === 'wait') return;
+      if (r !== 'accepted') throw new Error(`message ${next} refused: ${r.refused}`);
+      next++;
+    }
+  };
+  const b = sw(2, { listen: [], connect: a.listening, resume: () => send() });
+  const unreachable: number[][] = [];
+  b.on('unreachable', (sids) => unreachable.push(sids));
+  await until('both connections up', () => b.links().filter((l) => l.state === 'up').length === 2 && a.links().filter((l) => l.state === 'up').length === 2);
+  await until('b reaches SID 1', () => b.routes().some((r) => r.sid === 1));
+  t.deepEqual(b.routes(), [{ sid: 1, via: 1, hops: 1 }], 'two connections, one neighbour, one route');
+  send();
+  await until('a third delivered', () => got.length >= N / 3);
+  // Cut the connection that carries the data (b's first, to a's first listener) for good:
+  // that listener closes (b's redials are refused), and b's socket closes under it.
+  (a as unknown as { linkListeners: Array<{ close(): void }> }).linkListeners[0]!.close();
+  const conns = (b as unknown as { conns: Map<string, { link: { close(): void } | null }> }).conns;
+  const first = [...conns.values()][0]!;
+  first.link!.close();
+  await until('every message delivered', () => got.length >= N, 30_000);
+  await new Promise((r) => setTimeout(r, 200));
+  t.is(got.length, N, 'none twice');
+  t.deepEqual(got, Array.from({ length: N }, (_, i) => i), 'once each, in order');
+  t.deepEqual(unreachable, [], 'SID 1 was reached throughout');
+  await until('the cut connection noticed', () => b.links().some((l) => l.downs >= 1 && l.state === 'connecting'));
+  t.is(b.links().filter((l) => l.state === 'up').length, 1, 'the other one carries on');
 });

@@ -61,6 +61,10 @@ export interface Hello {
   window: number;
   /** The sender has seen the receiver's hello on this connection. */
   seen: boolean;
+  /** The sending switch's GCID (SID << 12 | CID): which neighbour this
+   * connection leads to, so that two connections to one switch share its
+   * streams. 0 when omitted. */
+  source?: number;
 }
 
 export interface Heartbeat {
@@ -173,9 +177,10 @@ export function decode(bytes: Uint8Array): Frame {
   switch (type) {
     case 'hello':
       if ((flags & ~FLAG_SEEN) !== 0) throw bad('EFIELD', `unknown hello flags 0x${flags.toString(16)}`);
-      zero({ length, source, destination, ack });
+      zero({ length, destination, ack });
+      key();
       if (credit === 0 || credit >= 2 ** 31) throw bad('EFIELD', `a hello's window must be 1..2^31-1, not ${credit}`);
-      return { type, instance: seq, window: credit, seen: (flags & FLAG_SEEN) !== 0 };
+      return { type, instance: seq, window: credit, seen: (flags & FLAG_SEEN) !== 0, source };
     case 'heartbeat':
       zero({ flags, length, source, destination, seq, ack, credit });
       return { type };
@@ -227,6 +232,7 @@ export function encode(frame: Frame): Uint8Array {
       credit = checkU32(t, 'window', frame.window, 2 ** 31);
       if (credit === 0) throw bad('EFIELD', 'hello: window must be at least 1');
       flags = frame.seen ? FLAG_SEEN : 0;
+      source = checkU32(t, 'source', frame.source ?? 0, GCID_LIMIT);
       break;
     case 'heartbeat':
       break;

@@ -29,6 +29,13 @@
 //   again — at least once across a peer's restart, exactly once otherwise.
 // - Heartbeats: a frame at least every heartbeatMs; nothing received for
 //   missedHeartbeats × heartbeatMs: the link is dead (event, then down).
+// - Paths: one LinkEnd is this switch's end of everything it exchanges with
+//   one neighbour switch, over any number of connections ("paths", numbered
+//   by the caller; 0 when there is one). Each path has its own hello,
+//   heartbeats and death; the streams are shared. Data goes out on whichever
+//   path polls first; when a path goes down while another is up, every
+//   unacknowledged packet is sent again on the others and the receiver
+//   discards what it already had — nothing lost, nothing twice.
 import { decode, encode, FrameError, GCID_LIMIT, packetFault, type Data, type Frame } from './frame.js';
 
 export interface Stream {
@@ -41,6 +48,8 @@ export interface Stream {
 export interface LinkEndConfig {
   /** This end's incarnation (u32): a new value at each start of the process. */
   instance: number;
+  /** This switch's GCID, carried in its hellos (default 0). */
+  source?: number;
   /** Packets of one stream this end buffers as a receiver: the credit it grants (default 64). */
   window?: number;
   /** A frame at least this often (default 100 ms). */
@@ -56,11 +65,11 @@ export interface LinkEndConfig {
 }
 
 export type LinkEvent =
-  /** The peer's hello arrived on this connection. */
-  | { kind: 'up'; instance: number }
-  /** Nothing arrived for missedHeartbeats intervals: this end is down now;
-   * close the transport, connect anew, then linkUp. */
-  | { kind: 'dead' }
+  /** The peer's hello arrived on this connection (path). */
+  | { kind: 'up'; instance: number; path: number }
+  /** Nothing arrived on `path` for missedHeartbeats intervals: it is down
+   * now; close its transport, connect anew, then linkUp. */
+  | { kind: 'dead'; path: number }
   /** The peer restarted (new instance): its streams start over; `resent`
    * unacknowledged packets are sent again and may arrive twice. */
   | { kind: 'restarted'; instance: number; resent: number }
@@ -92,6 +101,22 @@ export interface LinkEndStats {
 }
 
 const SEQ = 2 ** 32;
+
+const newStats = (): LinkEndStats => ({ framesSent: 0, framesReceived: 0, badFrames: 0, rejectedFrames: 0, duplicates: 0, outOfWindow: 0, retransmits: 0, lastBadFrame: null });
+
+/** One connection to the neighbour. */
+interface Path {
+  up: boolean;
+  /** The peer's hello arrived on this connection. */
+  helloSeen: boolean;
+  /** The peer showed it saw ours. */
+  helloConfirmed: boolean;
+  helloDue: number;
+  lastRx: number;
+  lastTx: number;
+  /** Its own frame counts. */
+  stats: LinkEndStats;
+}
 
 /** The sequence number congruent to `wire` (mod 2^32) nearest `near`. */
 export function unwrapSeq(near: number, wire: number): number {
@@ -144,6 +169,7 @@ function checkStream(s: Stream): void {
 
 export class LinkEnd {
   private readonly instance: number;
+  private readonly source: number;
   private readonly window: number;
   private readonly heartbeatMs: number;
   private readonly deadMs: number;
@@ -151,14 +177,7 @@ export class LinkEnd {
   private readonly maxRtoMs: number;
   private readonly maxStreams: number;
 
-  private up = false;
-  /** The peer's hello arrived on this connection. */
-  private helloSeen = false;
-  /** The peer showed it saw ours. */
-  private helloConfirmed = false;
-  private helloDue = Infinity;
-  private lastRx = 0;
-  private lastTx = -Infinity;
+  private readonly paths = new Map<number, Path>();
   private peerInstance: number | null = null;
   private peerWindow = -1;
 
@@ -171,19 +190,11 @@ export class LinkEnd {
   private readonly deliveries: Delivered[] = [];
   private deliverHead = 0;
   private readonly events: LinkEvent[] = [];
-  private readonly counts: LinkEndStats = {
-    framesSent: 0,
-    framesReceived: 0,
-    badFrames: 0,
-    rejectedFrames: 0,
-    duplicates: 0,
-    outOfWindow: 0,
-    retransmits: 0,
-    lastBadFrame: null,
-  };
+  private readonly counts: LinkEndStats = newStats();
 
   constructor(config: LinkEndConfig) {
     this.instance = config.instance;
+    this.source = config.source ?? 0;
     this.window = config.window ?? 64;
     this.heartbeatMs = config.heartbeatMs ?? 100;
     this.deadMs = this.heartbeatMs * (config.missedHeartbeats ?? 3);
@@ -227,27 +238,28 @@ export class LinkEnd {
     this.grant(r);
   }
 
-  /** The transport is connected (again). */
-  linkUp(now: number): void {
-    this.up = true;
-    this.helloSeen = false;
-    this.helloConfirmed = false;
-    this.helloDue = now;
-    this.lastRx = now;
-    this.lastTx = -Infinity;
-    // What was in flight died with the old connection.
-    for (const t of this.txOrder) this.rewind(t, now);
+  /** The transport of `path` is connected (again). */
+  linkUp(now: number, path = 0): void {
+    const old = this.paths.get(path);
+    const others = this.isUp;
+    this.paths.set(path, { up: true, helloSeen: false, helloConfirmed: false, helloDue: now, lastRx: now, lastTx: -Infinity, stats: old?.stats ?? newStats() });
+    // What was in flight died with the old connection (unless another path carries it).
+    if (!others) for (const t of this.txOrder) this.rewind(t, now);
     for (const key of this.rx.keys()) this.ackOwed.add(key);
   }
 
-  /** The transport went down (closed, shut down by the peer, failed). */
-  linkDown(): void {
-    this.up = false;
+  /** The transport of `path` went down (closed, shut down by the peer, failed). */
+  linkDown(path = 0): void {
+    const p = this.paths.get(path);
+    if (!p?.up) return;
+    p.up = false;
+    this.failover();
   }
 
-  /** One link message arrived. */
-  receive(bytes: Uint8Array, now: number): void {
-    if (!this.up) return;
+  /** One link message arrived on `path`. */
+  receive(bytes: Uint8Array, now: number, path = 0): void {
+    const p = this.paths.get(path);
+    if (!p?.up) return;
     let f: Frame;
     try {
       f = decode(bytes);
@@ -255,37 +267,43 @@ export class LinkEnd {
       if (!(e instanceof FrameError)) throw e;
       this.counts.badFrames++;
       this.counts.lastBadFrame = e.message;
+      p.stats.badFrames++;
+      p.stats.lastBadFrame = e.message;
       return;
     }
     this.counts.framesReceived++;
-    this.lastRx = now;
-    if (f.type === 'hello') return this.onHello(f.instance, f.window, f.seen, now);
+    p.stats.framesReceived++;
+    p.lastRx = now;
+    if (f.type === 'hello') return this.onHello(p, path, f.instance, f.window, f.seen, now);
     if (f.type === 'heartbeat') return;
-    if (!this.helloSeen) {
-      this.counts.rejectedFrames++;
+    if (!p.helloSeen) {
+      this.reject(p);
       return;
     }
     if (f.type === 'data') {
-      if (f.reverse) this.onAck({ source: f.destination, destination: f.source, ...f.reverse }, now);
-      return this.onData({ source: f.source, destination: f.destination }, f.seq, f.packet);
+      if (f.reverse) this.onAck(p, { source: f.destination, destination: f.source, ...f.reverse }, now);
+      return this.onData(p, { source: f.source, destination: f.destination }, f.seq, f.packet);
     }
     if (f.type === 'probe') {
       if (this.rxOf({ source: f.source, destination: f.destination })) this.ackOwed.add(keyOf(f));
-      else this.counts.rejectedFrames++;
+      else this.reject(p);
       return;
     }
-    this.onAck(f, now);
+    this.onAck(p, f, now);
   }
 
-  /** Deadlines: a dead link, retransmissions, probes. */
+  /** Deadlines: a dead path, retransmissions, probes. */
   handleTimeout(now: number): void {
-    if (!this.up) return;
-    if (now - this.lastRx >= this.deadMs) {
-      this.up = false;
-      this.events.push({ kind: 'dead' });
-      return;
+    let died = false;
+    for (const [path, p] of this.paths) {
+      if (p.up && now - p.lastRx >= this.deadMs) {
+        p.up = false;
+        died = true;
+        this.events.push({ kind: 'dead', path });
+      }
     }
-    if (!this.helloSeen) return;
+    if (died) this.failover();
+    if (!this.isUp) return;
     for (const t of this.txOrder) {
       if (t.sent > t.acked) {
         if (now >= t.rtoAt) {
@@ -308,21 +326,31 @@ export class LinkEnd {
 
   // ---- outputs --------------------------------------------------------------
 
-  /** The next frame to send now, or null. */
-  pollTransmit(now: number): Uint8Array | null {
-    const f = this.nextFrame(now);
+  /** The next frame to send now on `path`, or null. */
+  pollTransmit(now: number, path = 0): Uint8Array | null {
+    const p = this.paths.get(path);
+    if (!p?.up) return null;
+    const f = this.nextFrame(p, now);
     if (!f) return null;
-    this.lastTx = now;
+    p.lastTx = now;
     this.counts.framesSent++;
+    p.stats.framesSent++;
     return encode(f);
   }
 
-  /** When to call handleTimeout(t) next (then pollTransmit(t) until null),
-   * or null while down. `now` when there is something to send already. */
+  /** When to call handleTimeout(t) next (then pollTransmit(t) on every
+   * path until null), or null while every path is down. `now` when there is
+   * something to send already. */
   pollTimeout(now: number): number | null {
-    if (!this.up) return null;
-    let at = Math.min(this.lastRx + this.deadMs, this.lastTx + this.heartbeatMs, this.helloDue);
-    if (this.helloSeen) {
+    let at = Infinity;
+    let any = false;
+    for (const p of this.paths.values()) {
+      if (!p.up) continue;
+      any = true;
+      at = Math.min(at, p.lastRx + this.deadMs, p.lastTx + this.heartbeatMs, p.helloDue);
+    }
+    if (!any) return null;
+    if (this.isUp) {
       if (this.ackOwed.size > 0 || this.probeOwed.size > 0) return now;
       for (const t of this.txOrder) {
         if (this.sendable(t)) return now;
@@ -349,12 +377,43 @@ export class LinkEnd {
     return this.events.shift() ?? null;
   }
 
+  /** Some path is up and has heard the peer's hello. */
   get isUp(): boolean {
-    return this.up && this.helloSeen;
+    for (const p of this.paths.values()) if (p.up && p.helloSeen) return true;
+    return false;
   }
 
+  /** Whether `path` is up and has heard the peer's hello. */
+  pathUp(path = 0): boolean {
+    const p = this.paths.get(path);
+    return p !== undefined && p.up && p.helloSeen;
+  }
+
+  /** The paths that are up (connected, hello or not), in the order they were first seen. */
+  get upPaths(): number[] {
+    return [...this.paths].filter(([, p]) => p.up).map(([n]) => n);
+  }
+
+  /** Forgets a path that is down for good (its counts go with it). */
+  dropPath(path: number): void {
+    if (!this.paths.get(path)?.up) this.paths.delete(path);
+  }
+
+  /** The peer's instance, once a hello arrived. */
+  get peer(): number | null {
+    return this.peerInstance;
+  }
+
+  /** Every count, over all paths. */
   get stats(): LinkEndStats {
     return { ...this.counts };
+  }
+
+  /** The counts of one path: its frames sent, received, bad and refused
+   * (duplicates, outOfWindow and retransmits are the streams', over all paths). */
+  pathStats(path = 0): LinkEndStats {
+    const p = this.paths.get(path)?.stats ?? newStats();
+    return { ...this.counts, framesSent: p.framesSent, framesReceived: p.framesReceived, badFrames: p.badFrames, rejectedFrames: p.rejectedFrames, lastBadFrame: p.lastBadFrame };
   }
 
   /** Packets of `stream` this end holds as its sender (unacknowledged or unsent). */
@@ -409,6 +468,20 @@ export class LinkEnd {
     return r;
   }
 
+  private reject(p: Path): void {
+    this.counts.rejectedFrames++;
+    p.stats.rejectedFrames++;
+  }
+
+  /** A path went down: while another is up, what was in flight goes again on it. */
+  private failover(): void {
+    if (!this.isUp) return;
+    for (const t of this.txOrder) {
+      if (t.sent > t.acked) this.counts.retransmits += t.sent - t.acked;
+      t.sent = t.acked;
+    }
+  }
+
   private rewind(t: Tx, now: number): void {
     t.sent = t.acked;
     t.rto = this.rtoMs;
@@ -431,19 +504,19 @@ export class LinkEnd {
     }
   }
 
-  private onHello(instance: number, window: number, seen: boolean, now: number): void {
+  private onHello(p: Path, path: number, instance: number, window: number, seen: boolean, now: number): void {
     if (this.peerInstance !== null && this.peerInstance !== instance) this.restart(instance, window, now);
     this.peerInstance = instance;
     this.peerWindow = window;
     for (const t of this.txOrder) if (t.limit < 0) this.setCredit(t, window);
-    if (!this.helloSeen) {
-      this.helloSeen = true;
-      this.events.push({ kind: 'up', instance });
+    if (!p.helloSeen) {
+      p.helloSeen = true;
+      this.events.push({ kind: 'up', instance, path });
     }
     if (seen) {
-      this.helloConfirmed = true;
-      this.helloDue = Infinity;
-    } else this.helloDue = now; // answer: we saw it
+      p.helloConfirmed = true;
+      p.helloDue = Infinity;
+    } else p.helloDue = now; // answer: we saw it
   }
 
   /** The peer lost its state: every stream starts again from 0. */
@@ -470,10 +543,10 @@ export class LinkEnd {
     this.events.push({ kind: 'restarted', instance, resent });
   }
 
-  private onData(stream: Stream, wire: number, packet: Uint8Array): void {
+  private onData(p: Path, stream: Stream, wire: number, packet: Uint8Array): void {
     const r = this.rxOf(stream);
     if (!r) {
-      this.counts.rejectedFrames++;
+      this.reject(p);
       return;
     }
     const key = keyOf(stream);
@@ -500,10 +573,10 @@ export class LinkEnd {
     }
   }
 
-  private onAck(f: { source: number; destination: number; ack: number; credit: number }, now: number): void {
+  private onAck(p: Path, f: { source: number; destination: number; ack: number; credit: number }, now: number): void {
     const t = this.tx.get(keyOf(f));
     if (!t) {
-      this.counts.rejectedFrames++;
+      this.reject(p);
       return;
     }
     const ack = unwrapSeq(t.acked, f.ack);
@@ -512,7 +585,7 @@ export class LinkEnd {
     // An honest receiver never acks what was not sent, and grants at most
     // its window beyond what it acks (consumed + window, consumed <= ack).
     if (ack > next || credit < ack || credit - ack > this.peerWindow) {
-      this.counts.rejectedFrames++;
+      this.reject(p);
       return;
     }
     if (ack > t.acked) {
@@ -538,13 +611,12 @@ export class LinkEnd {
     return { ack: r.expected % SEQ, credit: r.granted % SEQ };
   }
 
-  private nextFrame(now: number): Frame | null {
-    if (!this.up) return null;
-    if (now >= this.helloDue) {
-      this.helloDue = this.helloConfirmed ? Infinity : now + this.heartbeatMs;
-      return { type: 'hello', instance: this.instance, window: this.window, seen: this.helloSeen };
+  private nextFrame(p: Path, now: number): Frame | null {
+    if (now >= p.helloDue) {
+      p.helloDue = p.helloConfirmed ? Infinity : now + this.heartbeatMs;
+      return { type: 'hello', instance: this.instance, window: this.window, seen: p.helloSeen, source: this.source };
     }
-    if (this.helloSeen) {
+    if (p.helloSeen) {
       // Data first: an ack owed for its reverse stream rides along.
       const n = this.txOrder.length;
       for (let i = 0; i < n; i++) {
@@ -569,7 +641,7 @@ export class LinkEnd {
         return { type: 'probe', ...t.stream, seq: (t.acked + t.buf.length) % SEQ };
       }
     }
-    if (now - this.lastTx >= this.heartbeatMs) return { type: 'heartbeat' };
+    if (now - p.lastTx >= this.heartbeatMs) return { type: 'heartbeat' };
     return null;
   }
 }

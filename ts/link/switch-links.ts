@@ -14,7 +14,7 @@ import { silentLogger, type Logger } from '../log.js';
 import type { SwitchLinkView } from '../observe/api-types.js';
 import { CarryError, LINK_LOCAL, Reassembler, fmt, peek, pieceRoute, pieces } from './carry.js';
 import { Link, LinkError, LinkListener, libfabricAvailable } from './ofi.js';
-import { decode as decodeFrame, packetFault } from './frame.js';
+import { decode as decodeFrame, encode as encodeFrame, packetFault } from './frame.js';
 import { isFamPacket, isFamRequest, serve, type FamStore } from './fam.js';
 import { decode as decodePacket } from '../genz/packets.js';
 import { LinkEnd, type Stream } from './streams.js';
@@ -59,14 +59,52 @@ export interface SwitchLinksEvents {
   unreachable: [sids: number[]];
 }
 
+/** One connection to another switch (a path of its Neighbour, once the
+ * other end's hello said which switch it is). */
 interface Conn {
   name: string;
   direction: 'out' | 'in';
   address: string;
   link: Link | null;
+  /** Its path number in its neighbour's LinkEnd (unique in this SwitchLinks). */
+  id: number;
+  /** The neighbour its hello named (kept after it went down, for its counts). */
+  nb: Neighbour | null;
+  /** On its neighbour's paths now. */
+  attached: boolean;
+  /** Frames before its hello: the ones that did not decode, or were no hello. */
+  early: { framesReceived: number; badFrames: number; rejectedFrames: number; lastBadFrame: string | null };
+  /** Closes a connection that says no hello in time. */
+  helloTimer: NodeJS.Timeout | null;
+  retry: NodeJS.Timeout | null;
+  backoff: number;
+  downs: number;
+  closed: boolean;
+  /** The link connected() last ran for (it runs once per link). */
+  upFor: Link | null;
+  /** Up (the hellos exchanged) since it last went down. */
+  wasUp: boolean;
+  /** Bad and rejected frames already logged, and when last. */
+  badLogged: number;
+  badLoggedAt: number;
+  /** An accepted connection that went down is listed (as down) until this timer. */
+  listTimer: NodeJS.Timeout | null;
+}
+
+/** Everything exchanged with one other switch (by its SID), over however
+ * many connections lead to it: one LinkEnd, so its streams go on over any
+ * of them and move to another when one fails. */
+interface Neighbour {
+  sid: number;
+  /** Its name as the Topology knows it: one link of the topology. */
+  name: string;
   end: LinkEnd;
   reasm: Reassembler;
-  /** The control stream to the switch at the other end. */
+  /** Its connections, in the order they were attached: the first that is up carries the data. */
+  paths: Conn[];
+  /** The Topology has it as an up link. */
+  up: boolean;
+  /** The control stream to it. */
   control: Stream;
   /** Control messages sent on it so far (their tag). */
   messages: number;
@@ -74,26 +112,13 @@ interface Conn {
   waiting: Uint8Array[];
   timer: NodeJS.Timeout | null;
   timerAt: number;
-  retry: NodeJS.Timeout | null;
-  backoff: number;
-  downs: number;
-  closed: boolean;
-  /** The link connected() last ran for (it runs once per link). */
-  upFor: Link | null;
   /** Data packets waiting for credit, per stream, in order; `done` once submitted. */
   pending: Map<number, { stream: Stream; items: Array<{ packet: Uint8Array; done?: () => void }> }>;
   /** Local senders to resume when a stream's pending packets are all submitted. */
   resumers: Map<number, Set<number>>;
   /** Per incoming stream: packets delivered since its last whole message. */
   pieceParts: Map<number, Uint8Array[]>;
-  /** Bad and rejected frames already logged, and when last. */
-  badLogged: number;
-  badLoggedAt: number;
-  /** The other end's link instance (its hello), once up. */
-  peerInstance: number | null;
-  /** Up (the hellos exchanged) since it last went down. */
-  wasUp: boolean;
-  /** An accepted link that went down waits this long for its other end to connect again. */
+  /** With no connection up: its packets waiting for credit are given up after PARK_MS. */
   parkTimer: NodeJS.Timeout | null;
 }
 
@@ -101,8 +126,11 @@ interface Conn {
 const FAM_OPCODES = new Set([0x00, 0x01, 0x04, 0x1b]);
 /** The most bytes of one piece written into a slot (MAX_SLOT_MESSAGE). */
 const SLOT_PIECE = 383;
-/** How long an accepted link that went down keeps its streams for its other end. */
+/** How long a neighbour with no connection up keeps the packets waiting
+ * for its credit, and an accepted connection that went down is listed. */
 const PARK_MS = 60_000;
+/** The credit each new stream toward this switch starts with. */
+const WINDOW = 64;
 /** How long traffic for a SID that lost its route waits for a route again
  * (a link reconnecting) before it is refused. */
 export const HOLD_MS = 5000;
@@ -113,23 +141,30 @@ const instanceNow = () => Math.floor(Date.now() / 1000) >>> 0;
 export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
   readonly topology: Topology;
   private readonly log: Logger;
+  /** Every connection that is up or being made (accepted ones only while up). */
   private readonly conns = new Map<string, Conn>();
+  /** Accepted connections that went down, listed a while. */
+  private readonly downIn = new Set<Conn>();
+  /** By SID. */
+  private readonly neighbours = new Map<number, Neighbour>();
+  private readonly byName = new Map<string, Neighbour>();
   private readonly linkListeners: LinkListener[] = [];
   private readonly instance: number;
-  /** Accepted links that went down, by their other end's instance: the
-   * same other end connecting again resumes their streams exactly once. */
-  private readonly parked = new Map<number, Conn>();
+  /** This process's incarnation in every hello: a neighbour that sees a new
+   * one knows this switch lost its streams' state. */
+  private readonly linkInstance = randomBytes(4).readUInt32LE(0);
   private accepted = 0;
+  private nextPath = 0;
   /** The SIDs routes led to at the last change. */
   private reachable = new Set<number>();
   /** When each SID last lost its route. */
   private readonly lostAt = new Map<number, number>();
   /** Traffic waiting for a route to a SID: local senders to resume, and
    * packets passing through (not yet consumed on the link they came by). */
-  private readonly waitingRoute = new Map<number, { senders: Set<number>; transit: Array<{ from: Conn; stream: Stream; packet: Uint8Array }> }>();
+  private readonly waitingRoute = new Map<number, { senders: Set<number>; transit: Array<{ from: Neighbour; stream: Stream; packet: Uint8Array }> }>();
   private routeTimer: NodeJS.Timeout | null = null;
-  /** Conns whose pump is running (a consume inside it needs no other turn). */
-  private readonly pumping = new Set<Conn>();
+  /** Neighbours whose pump is running (a consume inside it needs no other turn). */
+  private readonly pumping = new Set<Neighbour>();
   private isClosed = false;
 
   constructor(readonly config: SwitchLinksConfig) {
@@ -142,6 +177,10 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
   /** The switch's GCID. */
   get gcid(): number {
     return this.config.sid * 0x1000 + this.config.cid;
+  }
+
+  private get heartbeatMs(): number {
+    return this.config.heartbeatMs ?? 100;
   }
 
   /** Opens the listeners and starts the outgoing links. Throws LinkError
@@ -177,22 +216,23 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
     this.flush();
   }
 
-  /** Every link, an accepted one that went down too while it waits for its
-   * other end (state 'down'). */
+  /** Every connection, an accepted one that went down too for a while (state 'down'). */
   links(): LinkStatus[] {
-    return [...this.conns.values(), ...this.parked.values()].map((c) => {
-      const s = c.end.stats;
-      const state = c.link === null || c.link.state === 'down' || c.link.state === 'closed' ? (c.direction === 'out' && !c.closed ? 'connecting' : 'down') : c.link.state === 'connecting' ? 'connecting' : c.end.isUp ? 'up' : 'hello';
+    return [...this.conns.values(), ...this.downIn].map((c) => {
+      const nb = c.nb;
+      const s = nb ? nb.end.pathStats(c.id) : null;
+      const up = c.attached && nb !== null && nb.end.pathUp(c.id);
+      const state = c.link === null || c.link.state === 'down' || c.link.state === 'closed' ? (c.direction === 'out' && !c.closed ? 'connecting' : 'down') : c.link.state === 'connecting' ? 'connecting' : up ? 'up' : 'hello';
       return {
         name: c.name,
         direction: c.direction,
         address: c.address,
         state,
-        neighbour: this.topology.neighbour(c.name),
-        framesSent: s.framesSent,
-        framesReceived: s.framesReceived,
-        badFrames: s.badFrames,
-        retransmits: s.retransmits,
+        neighbour: up ? this.topology.neighbour(nb.name) : null,
+        framesSent: s?.framesSent ?? 0,
+        framesReceived: (s?.framesReceived ?? 0) + c.early.framesReceived,
+        badFrames: (s?.badFrames ?? 0) + c.early.badFrames,
+        retransmits: s?.retransmits ?? 0,
         downs: c.downs,
       };
     });
@@ -212,32 +252,50 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
       direction,
       address,
       link: null,
-      // One instance per link end, random: a hello names the link as well as
-      // the process, so an accepted connection can find its old state.
-      end: new LinkEnd({ instance: randomBytes(4).readUInt32LE(0), heartbeatMs: this.config.heartbeatMs }),
-      // A message across is at most 1 MiB; a link holds at most 64 MiB of partial ones.
-      reasm: new Reassembler(1 << 20, 64 << 20),
-      control: { source: this.gcid, destination: LINK_LOCAL },
-      messages: 0,
-      waiting: [],
-      timer: null,
-      timerAt: Infinity,
+      id: this.nextPath++,
+      nb: null,
+      attached: false,
+      early: { framesReceived: 0, badFrames: 0, rejectedFrames: 0, lastBadFrame: null },
+      helloTimer: null,
       retry: null,
       backoff: this.config.backoffMs ?? 100,
       downs: 0,
       closed: false,
       upFor: null,
-      pending: new Map(),
-      resumers: new Map(),
-      pieceParts: new Map(),
+      wasUp: false,
       badLogged: 0,
       badLoggedAt: -Infinity,
-      peerInstance: null,
-      wasUp: false,
-      parkTimer: null,
+      listTimer: null,
     };
     this.conns.set(name, c);
     return c;
+  }
+
+  private neighbour(sid: number): Neighbour {
+    let nb = this.neighbours.get(sid);
+    if (!nb) {
+      nb = {
+        sid,
+        name: `sid:${sid}`,
+        end: new LinkEnd({ instance: this.linkInstance, source: this.gcid, window: WINDOW, heartbeatMs: this.config.heartbeatMs }),
+        // A message across is at most 1 MiB; a neighbour holds at most 64 MiB of partial ones.
+        reasm: new Reassembler(1 << 20, 64 << 20),
+        paths: [],
+        up: false,
+        control: { source: this.gcid, destination: LINK_LOCAL },
+        messages: 0,
+        waiting: [],
+        timer: null,
+        timerAt: Infinity,
+        pending: new Map(),
+        resumers: new Map(),
+        pieceParts: new Map(),
+        parkTimer: null,
+      };
+      this.neighbours.set(sid, nb);
+      this.byName.set(nb.name, nb);
+    }
+    return nb;
   }
 
   private dial(c: Conn): void {
@@ -261,104 +319,154 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
     c.retry = setTimeout(() => this.dial(c), delay);
   }
 
-  /** An accepted connection: its first frame (the other end's hello, with
-   * its instance) says whether it continues a link that went down. */
+  /** An accepted connection: its hello will say which switch it leads to. */
   private adopt(link: Link): void {
     if (this.isClosed) return link.close();
-    const early = () => link.close();
-    const first = (m: Buffer) => {
-      link.off('message', first);
-      link.off('down', early);
-      if (this.isClosed) return link.close();
-      let instance: number | null = null;
-      try {
-        const f = decodeFrame(m);
-        if (f.type === 'hello') instance = f.instance;
-      } catch {
-        // A bad first frame: a fresh link end counts it.
-      }
-      let c = instance === null ? undefined : this.parked.get(instance);
-      if (c) {
-        this.parked.delete(instance!);
-        if (c.parkTimer) clearTimeout(c.parkTimer);
-        c.parkTimer = null;
-        c.address = link.address;
-        this.conns.set(c.name, c);
-        this.log.info({ event: 'link-resumed', link: c.name }, `link ${c.name}: its other end is back; its streams go on`);
-      } else c = this.conn(`in:${++this.accepted}`, 'in', link.address);
-      this.attach(c, link);
-      this.connected(c);
-      c.end.receive(m, Date.now());
-      this.noteBad(c);
-      this.pump(c);
-    };
-    link.on('message', first);
-    link.on('down', early);
+    const c = this.conn(`in:${++this.accepted}`, 'in', link.address);
+    this.attach(c, link);
+    this.connected(c);
   }
 
   private attach(c: Conn, link: Link): void {
     c.link = link;
     link.on('connected', () => this.connected(c));
-    link.on('message', (m) => {
-      c.end.receive(m, Date.now());
-      this.noteBad(c);
-      this.pump(c);
-    });
+    link.on('message', (m) => this.arrived(c, m));
     link.on('error', (e) => this.log.debug({ event: 'link-error', link: c.name, reason: e.message }, `link ${c.name}: ${e.message}`));
     link.on('down', (e) => this.down(c, link, e));
   }
 
+  /** Connected: this switch says who it is, and waits for the other end's hello. */
   private connected(c: Conn): void {
     if (c.upFor === c.link || c.link === null) return;
     c.upFor = c.link;
     this.log.info({ event: 'link-connected', link: c.name, address: c.address }, `link ${c.name} connected (${c.address})`);
-    c.end.linkUp(Date.now());
-    this.pump(c);
+    c.link.send(encodeFrame({ type: 'hello', instance: this.linkInstance, window: WINDOW, seen: false, source: this.gcid }));
+    const link = c.link;
+    c.helloTimer = setTimeout(() => {
+      c.helloTimer = null;
+      if (c.link === link && !c.attached) this.down(c, link, null, `no hello in ${3 * this.heartbeatMs} ms`);
+    }, 3 * this.heartbeatMs);
+  }
+
+  private arrived(c: Conn, m: Buffer): void {
+    const nb = c.nb;
+    if (c.attached && nb) {
+      nb.end.receive(m, Date.now(), c.id);
+      this.noteBad(c);
+      this.pump(nb);
+      return;
+    }
+    let f;
+    try {
+      f = decodeFrame(m);
+    } catch (e) {
+      c.early.badFrames++;
+      c.early.lastBadFrame = (e as Error).message;
+      this.noteBad(c);
+      return;
+    }
+    c.early.framesReceived++;
+    if (f.type !== 'hello') {
+      // Nothing counts before the hello says who is there.
+      c.early.rejectedFrames++;
+      this.noteBad(c);
+      return;
+    }
+    this.join(c, Math.floor((f.source ?? 0) / 0x1000), f.instance, m);
+  }
+
+  /** The other end's hello named switch `sid`: the connection becomes one
+   * of its paths, unless another switch with that SID is linked already. */
+  private join(c: Conn, sid: number, instance: number, hello: Buffer): void {
+    const link = c.link!;
+    const nb = this.neighbour(sid);
+    if (nb.end.isUp && nb.end.peer !== null && nb.end.peer !== instance) {
+      this.log.error({ event: 'link-conflict', link: c.name, sid }, `link ${c.name}: SID ${sid} is linked already, to another switch (or its older run, still up); this connection is refused`);
+      this.down(c, link, null, `SID ${sid} is linked already to another switch`);
+      return;
+    }
+    if (c.helloTimer) clearTimeout(c.helloTimer);
+    c.helloTimer = null;
+    if (nb.end.peer === instance && !nb.end.isUp) this.log.info({ event: 'link-resumed', link: c.name, sid }, `link ${c.name}: its other end is back; its streams go on (SID ${sid})`);
+    if (c.nb && c.nb !== nb) c.nb.end.dropPath(c.id);
+    c.nb = nb;
+    c.attached = true;
+    nb.paths.push(c);
+    if (nb.parkTimer) clearTimeout(nb.parkTimer);
+    nb.parkTimer = null;
+    const now = Date.now();
+    nb.end.linkUp(now, c.id);
+    nb.end.receive(hello, now, c.id);
+    this.pump(nb);
   }
 
   private down(c: Conn, link: Link, e: LinkError | null, reason?: string): void {
     if (c.link !== link) return;
     c.link = null;
     link.close();
+    if (c.helloTimer) clearTimeout(c.helloTimer);
+    c.helloTimer = null;
     const wasUp = c.wasUp;
     c.wasUp = false;
-    c.end.linkDown();
-    c.waiting.length = 0;
-    this.topology.linkDown(c.name);
-    if (c.timer) clearTimeout(c.timer);
-    c.timer = null;
-    c.timerAt = Infinity;
     if (wasUp) c.downs++;
+    const nb = c.nb;
+    if (c.attached && nb) {
+      c.attached = false;
+      nb.paths.splice(nb.paths.indexOf(c), 1);
+      nb.end.linkDown(c.id);
+    }
     const why = reason ?? (e ? e.message : 'closed by the other end');
-    if (wasUp || c.direction === 'in') this.log.warn({ event: 'link-down', link: c.name, reason: why }, `link ${c.name} down: ${why}`);
+    const others = nb?.end.isUp ? ` (SID ${nb.sid} is still reached by ${nb.paths.filter((p) => nb.end.pathUp(p.id)).map((p) => p.name).join(', ')}: its streams go on there)` : '';
+    if (wasUp || c.direction === 'in') this.log.warn({ event: 'link-down', link: c.name, reason: why }, `link ${c.name} down: ${why}${others}`);
     else this.log.debug({ event: 'link-down', link: c.name, reason: why }, `link ${c.name}: ${why}`);
+    if (nb) this.settle(nb);
     if (c.direction === 'in') {
       this.conns.delete(c.name);
-      if (c.peerInstance !== null && !this.isClosed) {
-        // Kept a while for the other end to connect again (it keeps its
-        // half of the streams): then they resume exactly once.
-        this.parked.set(c.peerInstance, c);
-        c.parkTimer = setTimeout(() => this.unpark(c), PARK_MS).unref();
-      } else this.forget(c);
+      if (!this.isClosed && nb) {
+        this.downIn.add(c);
+        c.listTimer = setTimeout(() => this.unlist(c), PARK_MS).unref();
+      } else nb?.end.dropPath(c.id);
     } else this.redial(c);
+    if (nb?.end.isUp) setImmediate(() => this.pump(nb));
     this.flush();
     this.changed();
   }
 
-  /** A parked link whose other end did not come back: gone for good. */
-  private unpark(c: Conn): void {
-    if (c.peerInstance !== null && this.parked.get(c.peerInstance) === c) this.parked.delete(c.peerInstance);
-    c.parkTimer = null;
-    this.forget(c);
+  /** A neighbour's connections changed: the Topology hears when the first
+   * came up or the last went down. */
+  private settle(nb: Neighbour): void {
+    const up = nb.end.isUp;
+    if (up === nb.up) return;
+    nb.up = up;
+    if (up) {
+      if (nb.parkTimer) clearTimeout(nb.parkTimer);
+      nb.parkTimer = null;
+      this.topology.linkUp(nb.name);
+      return;
+    }
+    this.topology.linkDown(nb.name);
+    nb.waiting.length = 0;
+    if (nb.timer) clearTimeout(nb.timer);
+    nb.timer = null;
+    nb.timerAt = Infinity;
+    if (!this.isClosed) nb.parkTimer = setTimeout(() => this.park(nb), PARK_MS).unref();
   }
 
-  /** Drops a link for good; local senders waiting on it go on (their held
-   * messages then meet no route). */
-  private forget(c: Conn): void {
-    c.closed = true;
-    const waiting = [...c.resumers.values()].flatMap((s) => [...s]);
-    c.resumers.clear();
-    c.pending.clear();
+  /** An accepted connection that went down a while ago: no longer listed. */
+  private unlist(c: Conn): void {
+    c.listTimer = null;
+    this.downIn.delete(c);
+    if (!c.attached) c.nb?.end.dropPath(c.id);
+  }
+
+  /** A neighbour no connection reached for PARK_MS: local senders waiting
+   * for its credit go on (their held messages then meet no route). Its
+   * streams' state is kept, so that it can come back. */
+  private park(nb: Neighbour): void {
+    nb.parkTimer = null;
+    const waiting = [...nb.resumers.values()].flatMap((s) => [...s]);
+    nb.resumers.clear();
+    nb.pending.clear();
     if (waiting.length) setImmediate(() => {
       for (const peer of waiting) this.config.resume?.(peer);
     });
@@ -386,7 +494,7 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
     return !this.isClosed && at !== undefined && Date.now() - at < HOLD_MS;
   }
 
-  private waitRoute(sid: number): { senders: Set<number>; transit: Array<{ from: Conn; stream: Stream; packet: Uint8Array }> } {
+  private waitRoute(sid: number): { senders: Set<number>; transit: Array<{ from: Neighbour; stream: Stream; packet: Uint8Array }> } {
     let w = this.waitingRoute.get(sid);
     if (!w) {
       this.waitingRoute.set(sid, (w = { senders: new Set(), transit: [] }));
@@ -422,117 +530,130 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
     }
   }
 
-  /** An up link on the way to `sid`, or undefined. */
-  private upLinkTo(sid: number, not?: Conn): Conn | undefined {
-    return this.topology.linksTo(sid).map((n) => this.conns.get(n)).find((x): x is Conn => x !== undefined && x !== not && x.end.isUp);
+  /** The neighbour on the way to `sid`, when a connection to it is up; else undefined. */
+  private upLinkTo(sid: number, not?: Neighbour): Neighbour | undefined {
+    return this.topology.linksTo(sid).map((n) => this.byName.get(n)).find((x): x is Neighbour => x !== undefined && x !== not && x.end.isUp);
   }
 
-  /** Logs frames dropped as bad (CRC, packet) or refused, at most once a second a link. */
+  /** Logs frames dropped as bad (CRC, packet) or refused, at most once a second a connection. */
   private noteBad(c: Conn): void {
-    const s = c.end.stats;
-    const bad = s.badFrames + s.rejectedFrames;
+    const s = c.nb ? c.nb.end.pathStats(c.id) : null;
+    const badFrames = (s?.badFrames ?? 0) + c.early.badFrames;
+    const rejectedFrames = (s?.rejectedFrames ?? 0) + c.early.rejectedFrames;
+    const bad = badFrames + rejectedFrames;
     if (bad === c.badLogged) return;
     const now = Date.now();
     if (now - c.badLoggedAt < 1000) return;
+    const last = s?.lastBadFrame ?? c.early.lastBadFrame;
     this.log.warn(
-      { event: 'link-bad-frames', link: c.name, badFrames: s.badFrames, rejectedFrames: s.rejectedFrames, reason: s.lastBadFrame },
-      `link ${c.name}: ${bad - c.badLogged} frame(s) dropped (${s.badFrames} bad, ${s.rejectedFrames} refused in all${s.lastBadFrame ? `; last: ${s.lastBadFrame}` : ''}); never delivered`,
+      { event: 'link-bad-frames', link: c.name, badFrames, rejectedFrames, reason: last },
+      `link ${c.name}: ${bad - c.badLogged} frame(s) dropped (${badFrames} bad, ${rejectedFrames} refused in all${last ? `; last: ${last}` : ''}); never delivered`,
     );
     c.badLogged = bad;
     c.badLoggedAt = now;
   }
 
-  /** Sends what the topology has queued on every link. */
+  /** Queues what the topology has to send on its neighbours, and sends. */
   private flush(): void {
-    for (let m = this.topology.pollSend(); m; m = this.topology.pollSend()) {
-      const c = this.conns.get(m.link);
-      if (!c) continue;
-      c.waiting.push(...pieces('control', this.gcid, LINK_LOCAL, m.bytes, c.messages++));
-    }
+    this.queueAdverts();
     for (let ev = this.topology.pollEvent(); ev; ev = this.topology.pollEvent()) {
       this.log.error({ event: 'link-conflict', link: ev.link }, ev.text);
     }
-    for (const c of this.conns.values()) this.pump(c);
+    for (const nb of this.neighbours.values()) if (nb.end.isUp) this.pump(nb);
   }
 
-  private pump(c: Conn): void {
-    if (this.isClosed || c.closed) return;
-    this.pumping.add(c);
-    try {
-      this.pumpOnce(c);
-    } finally {
-      this.pumping.delete(c);
+  private queueAdverts(): void {
+    for (let m = this.topology.pollSend(); m; m = this.topology.pollSend()) {
+      const nb = this.byName.get(m.link);
+      if (nb) nb.waiting.push(...pieces('control', this.gcid, LINK_LOCAL, m.bytes, nb.messages++));
     }
   }
 
-  private pumpOnce(c: Conn): void {
+  private pump(nb: Neighbour): void {
+    if (this.isClosed) return;
+    this.pumping.add(nb);
+    try {
+      this.pumpOnce(nb);
+    } finally {
+      this.pumping.delete(nb);
+    }
+  }
+
+  private pathConn(nb: Neighbour, id: number): Conn | undefined {
+    return nb.paths.find((c) => c.id === id);
+  }
+
+  private pumpOnce(nb: Neighbour): void {
     const now = Date.now();
-    const end = c.end;
+    const end = nb.end;
     end.handleTimeout(now);
     let changed = false;
     for (let ev = end.pollEvent(); ev; ev = end.pollEvent()) {
       switch (ev.kind) {
-        case 'up':
-          c.peerInstance = ev.instance;
+        case 'up': {
+          const c = this.pathConn(nb, ev.path);
+          if (!c) break;
           c.wasUp = true;
           c.backoff = this.config.backoffMs ?? 100;
-          this.log.info({ event: 'link-up', link: c.name }, `link ${c.name} up`);
-          this.topology.linkUp(c.name);
-          changed = true;
+          const second = nb.up ? ` (another path to SID ${nb.sid})` : '';
+          this.log.info({ event: 'link-up', link: c.name, sid: nb.sid }, `link ${c.name} up${second}`);
+          if (!nb.up) changed = true;
+          this.settle(nb);
           break;
-        case 'dead':
-          this.log.warn({ event: 'link-dead', link: c.name }, `link ${c.name}: nothing heard for ${3 * (this.config.heartbeatMs ?? 100)} ms; reconnecting`);
-          if (c.link) this.down(c, c.link, null, `nothing heard for ${3 * (this.config.heartbeatMs ?? 100)} ms`);
-          return;
+        }
+        case 'dead': {
+          const c = this.pathConn(nb, ev.path);
+          const why = `nothing heard for ${3 * this.heartbeatMs} ms`;
+          if (c?.link) {
+            this.log.warn({ event: 'link-dead', link: c.name }, `link ${c.name}: ${why}; reconnecting`);
+            this.down(c, c.link, null, why);
+          }
+          break;
+        }
         case 'restarted':
-          c.reasm.reset();
+          nb.reasm.reset();
           break;
         case 'stalled':
           break;
         case 'ready':
-          this.drainPending(c, ev.stream);
+          this.drainPending(nb, ev.stream);
           break;
       }
     }
-    if (changed) {
-      for (let m = this.topology.pollSend(); m; m = this.topology.pollSend()) {
-        const to = this.conns.get(m.link);
-        if (to) to.waiting.push(...pieces('control', this.gcid, LINK_LOCAL, m.bytes, to.messages++));
-      }
-    }
+    if (changed) this.queueAdverts();
     if (end.isUp) {
-      while (c.waiting.length && end.submit(c.control, c.waiting[0])) c.waiting.shift();
+      while (nb.waiting.length && end.submit(nb.control, nb.waiting[0])) nb.waiting.shift();
     }
     let learned = false;
     for (let d = end.pollDeliver(); d; d = end.pollDeliver()) {
       const dest = d.stream.destination;
       if (dest !== LINK_LOCAL && Math.floor(dest / 0x1000) !== this.config.sid) {
-        this.transit(c, d.stream, d.packet);
+        this.transit(nb, d.stream, d.packet);
         continue;
       }
-      if (dest !== LINK_LOCAL && this.famArrived(c, d.stream, d.packet)) continue;
+      if (dest !== LINK_LOCAL && this.famArrived(nb, d.stream, d.packet)) continue;
       const key = streamKey(d.stream);
-      let parts = c.pieceParts.get(key);
-      if (!parts) c.pieceParts.set(key, (parts = []));
+      let parts = nb.pieceParts.get(key);
+      if (!parts) nb.pieceParts.set(key, (parts = []));
       parts.push(d.packet);
       const count = parts.length;
       let m;
       try {
-        m = c.reasm.push(d.packet);
+        m = nb.reasm.push(d.packet);
       } catch (e) {
         if (!(e instanceof CarryError)) throw e;
         // The partial message is dropped: its pieces are consumed.
-        c.pieceParts.delete(key);
-        this.consume(c, d.stream, count);
-        this.log.warn({ event: 'link-reject', link: c.name, reason: e.message }, `link ${c.name}: ${e.message}`);
+        nb.pieceParts.delete(key);
+        this.consume(nb, d.stream, count);
+        this.log.warn({ event: 'link-reject', link: nb.name, reason: e.message }, `link to SID ${nb.sid}: ${e.message}`);
         continue;
       }
       if (!m) continue;
-      c.pieceParts.delete(key);
+      nb.pieceParts.delete(key);
       if (m.kind === 'control') {
-        this.consume(c, d.stream, count);
+        this.consume(nb, d.stream, count);
         if (m.destination === LINK_LOCAL) {
-          this.topology.receive(c.name, Math.floor(m.source / 0x1000), m.message);
+          this.topology.receive(nb.name, Math.floor(m.source / 0x1000), m.message);
           learned = true;
         }
         continue;
@@ -542,24 +663,26 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
       const stream = d.stream;
       // The pieces as they came when each fits a slot, else cut again.
       const messages = !(Number.isInteger(peer) && peer >= 1) ? [] : parts.every((x) => x.length <= SLOT_PIECE) ? parts : pieces(m.kind, m.source, m.destination, m.message, 0, SLOT_PIECE);
-      const ok = messages.length > 0 && (this.config.deliver?.(peer, messages, () => this.consume(c, stream, count)) ?? false);
+      const ok = messages.length > 0 && (this.config.deliver?.(peer, messages, () => this.consume(nb, stream, count)) ?? false);
       if (!ok) {
-        this.consume(c, stream, count);
-        this.log.warn({ event: 'undelivered', link: c.name, source: fmt(m.source), destination: fmt(m.destination) }, `a ${m.kind} message from ${fmt(m.source)} to ${fmt(m.destination)}: no such peer here; dropped`);
+        this.consume(nb, stream, count);
+        this.log.warn({ event: 'undelivered', link: nb.name, source: fmt(m.source), destination: fmt(m.destination) }, `a ${m.kind} message from ${fmt(m.source)} to ${fmt(m.destination)}: no such peer here; dropped`);
       }
     }
-    const link = c.link;
-    if (link && link.state === 'connected') {
-      for (let f = end.pollTransmit(now); f; f = end.pollTransmit(now)) link.send(f);
+    // The first connection that is up carries the data; every one its hellos and heartbeats.
+    for (const c of nb.paths) {
+      const link = c.link;
+      if (!link || link.state !== 'connected') continue;
+      for (let f = end.pollTransmit(now, c.id); f; f = end.pollTransmit(now, c.id)) link.send(f);
     }
     const at = end.pollTimeout(now);
-    if (at !== null && (c.timer === null || at < c.timerAt)) {
-      if (c.timer) clearTimeout(c.timer);
-      c.timerAt = at;
-      c.timer = setTimeout(() => {
-        c.timer = null;
-        c.timerAt = Infinity;
-        this.pump(c);
+    if (at !== null && (nb.timer === null || at < nb.timerAt)) {
+      if (nb.timer) clearTimeout(nb.timer);
+      nb.timerAt = at;
+      nb.timer = setTimeout(() => {
+        nb.timer = null;
+        nb.timerAt = Infinity;
+        this.pump(nb);
       }, Math.max(0, at - now));
     }
     if (learned || changed) {
@@ -642,7 +765,7 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
 
   /** A memory request for this switch from afar: served, the answer sent
    * back toward the requester; or a memory answer for a local peer. */
-  private famArrived(c: Conn, stream: Stream, packet: Uint8Array): boolean {
+  private famArrived(c: Neighbour, stream: Stream, packet: Uint8Array): boolean {
     const h = peek(packet);
     if (!h || h.piece || h.ocl !== 0 || !FAM_OPCODES.has(h.opcode)) return false;
     let p;
@@ -677,7 +800,7 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
 
   /** A packet for a SID beyond this switch: on toward it, consumed here once
    * the next link took it (credit passes back hop by hop). */
-  private transit(from: Conn, stream: Stream, packet: Uint8Array): void {
+  private transit(from: Neighbour, stream: Stream, packet: Uint8Array): void {
     const sid = Math.floor(stream.destination / 0x1000);
     const waiting = this.waitingRoute.get(sid);
     const next = waiting ? undefined : this.upLinkTo(sid, from);
@@ -696,7 +819,7 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
   }
 
   /** Submits `packet` on `stream` of `c`, or queues it behind the ones already waiting for credit. */
-  private sendData(c: Conn, stream: Stream, packet: Uint8Array, done?: () => void): void {
+  private sendData(c: Neighbour, stream: Stream, packet: Uint8Array, done?: () => void): void {
     const key = streamKey(stream);
     const p = c.pending.get(key);
     if (p) {
@@ -710,7 +833,7 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
     c.pending.set(key, { stream, items: [{ packet, done }] });
   }
 
-  private drainPending(c: Conn, stream: Stream): void {
+  private drainPending(c: Neighbour, stream: Stream): void {
     const key = streamKey(stream);
     const p = c.pending.get(key);
     if (!p) return;
@@ -725,8 +848,8 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
   }
 
   /** The destination took `n` packets of `stream` (its credit goes back). */
-  private consume(c: Conn, stream: Stream, n: number): void {
-    if (c.closed) return;
+  private consume(c: Neighbour, stream: Stream, n: number): void {
+    if (this.isClosed) return;
     try {
       c.end.consumed(stream, n);
     } catch {
@@ -745,16 +868,15 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
     this.isClosed = true;
     for (const l of this.linkListeners) l.close();
     this.linkListeners.length = 0;
-    for (const c of this.conns.values()) {
+    for (const c of [...this.conns.values(), ...this.downIn]) {
       c.closed = true;
-      if (c.timer) clearTimeout(c.timer);
-      if (c.retry) clearTimeout(c.retry);
+      for (const t of [c.helloTimer, c.retry, c.listTimer]) if (t) clearTimeout(t);
       c.link?.close();
       c.link = null;
     }
     this.conns.clear();
-    for (const c of this.parked.values()) if (c.parkTimer) clearTimeout(c.parkTimer);
-    this.parked.clear();
+    this.downIn.clear();
+    for (const nb of this.neighbours.values()) for (const t of [nb.timer, nb.parkTimer]) if (t) clearTimeout(t);
     if (this.routeTimer) clearInterval(this.routeTimer);
     this.routeTimer = null;
     this.waitingRoute.clear();
