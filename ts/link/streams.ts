@@ -399,6 +399,11 @@ export class LinkEnd {
     if (!this.paths.get(path)?.up) this.paths.delete(path);
   }
 
+  /** When `path` last received a frame (-Infinity for none). */
+  heardAt(path = 0): number {
+    return this.paths.get(path)?.lastRx ?? -Infinity;
+  }
+
   /** The peer's instance, once a hello arrived. */
   get peer(): number | null {
     return this.peerInstance;

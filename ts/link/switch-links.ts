@@ -669,8 +669,13 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
         this.log.warn({ event: 'undelivered', link: nb.name, source: fmt(m.source), destination: fmt(m.destination) }, `a ${m.kind} message from ${fmt(m.source)} to ${fmt(m.destination)}: no such peer here; dropped`);
       }
     }
-    // The first connection that is up carries the data; every one its hellos and heartbeats.
-    for (const c of nb.paths) {
+    // The first connection that is up carries the data (the first that heard
+    // from the other end lately: one gone quiet may be cut, and what it
+    // carried goes again at its timeout on the next); every one its hellos
+    // and heartbeats.
+    const lively = (c: Conn) => now - end.heardAt(c.id) < 1.5 * this.heartbeatMs;
+    const order = nb.paths.length > 1 && !lively(nb.paths[0]!) ? [...nb.paths.filter(lively), ...nb.paths.filter((c) => !lively(c))] : nb.paths;
+    for (const c of order) {
       const link = c.link;
       if (!link || link.state !== 'connected') continue;
       for (let f = end.pollTransmit(now, c.id); f; f = end.pollTransmit(now, c.id)) link.send(f);
