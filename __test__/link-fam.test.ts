@@ -3,6 +3,8 @@
 // and CAS -> AtomicResultsResponse with the old value, and every refusal as
 // a StandaloneAck with its Gen-Z Reason, answered to the requester with the
 // request's tag.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 
 import test from 'ava';
@@ -26,6 +28,8 @@ import {
   type FamResponse,
   type FamStore,
 } from '../ts/link/fam.js';
+import { SharedMemory } from '../ts/native.js';
+import { LineProcess, removeDir, spawnChild, tempDir, waitFor } from './helpers/wait.js';
 
 const OWNER = 0x1000 + 1500; // 1:1500
 const PEER = 0x2000 + 300; // 2:300
@@ -284,4 +288,49 @@ test('fetch-adds through serve and Atomics.add in another thread on the same sha
   t.is(word(s, 0), BigInt(N + W));
   t.is(word(s, 8, 4), BigInt(N + W), 'the 4-byte word');
   t.is(word(s, 12, 4), 0n, 'and nothing past it');
+});
+
+// The same with the memory as `famez serve --fam` maps it (a file, mapped
+// by the native SharedMemory, a plain ArrayBuffer) and another process
+// mapping the file too, as a VM would, with CPU atomics on the same words.
+test('fetch-adds through serve on a mapped file and Atomics.add in another process mapping it lose no update', async (t) => {
+  const dir = tempDir();
+  const file = path.join(dir, 'fam');
+  fs.writeFileSync(file, Buffer.alloc(4096));
+  const shm = SharedMemory.fromFd(fs.openSync(file, 'r+'));
+  let child: LineProcess | null = null;
+  t.teardown(() => {
+    if (child?.child.exitCode === null) child.child.kill('SIGKILL');
+    shm.close();
+    removeDir(dir);
+  });
+  const s: FamStore = { bytes: new Uint8Array(shm.buffer as ArrayBuffer), key: null };
+  const N = 30_000;
+  const W = 2_000_000;
+  const native = path.join(__dirname, '..', 'index.js');
+  child = new LineProcess(
+    spawnChild(process.execPath, [
+      '-e',
+      `const fs = require('node:fs');
+       const m = require(${JSON.stringify(native)}).SharedMemory.fromFd(fs.openSync(${JSON.stringify(file)}, 'r+'));
+       const w64 = new BigUint64Array(m.buffer, 0, 1);
+       const w32 = new Uint32Array(m.buffer, 8, 1);
+       console.log('ready');
+       for (let i = 0; i < ${W}; i++) { Atomics.add(w64, 0, 1n); Atomics.add(w32, 0, 1); }
+       console.log('done');`,
+    ], { pdeathsig: true }),
+    'atomics child',
+  );
+  await child.waitFor(/^ready$/m, 30_000);
+  for (let i = 0; i < N; i++) {
+    serve(decode(atomicRequest({ from: PEER, to: OWNER, tag: i % 4096, offset: 0, size: 8, operation: add(1n) })), s, OWNER);
+    serve(decode(atomicRequest({ from: PEER, to: OWNER, tag: i % 4096, offset: 8, size: 4, operation: add(1n) })), s, OWNER);
+  }
+  await child.waitFor(/^done$/m, 60_000);
+  await waitFor(() => child!.child.exitCode !== null, 'the child exits', 30_000);
+  t.is(child.child.exitCode, 0);
+  t.is(word(s, 0), BigInt(N + W));
+  t.is(word(s, 8, 4), BigInt(N + W));
+  const disk = fs.readFileSync(file);
+  t.deepEqual([disk.readBigUInt64LE(0), disk.readUInt32LE(8), disk.readUInt32LE(12)], [BigInt(N + W), N + W, 0]);
 });
