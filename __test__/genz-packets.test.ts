@@ -195,9 +195,9 @@ test('any other flipped bit is an ECRC error', (t) => {
   }
 });
 
-test('OpClasses other than Core64 and Control are refused by name', (t) => {
+test('OpClasses other than Core64, Control and Atomic1 are refused by name', (t) => {
   const ack = fromHex(vector('Control.StandaloneAck').hex);
-  for (const [ocl, name] of [[0x02, 'Atomic1'], [0x05, 'Adv2'], [0x06, 'reserved'], [0x14, 'DR'], [0x16, 'Multicast'], [0x1f, 'Vendor7']] as const) {
+  for (const [ocl, name] of [[0x03, 'LDM1'], [0x05, 'Adv2'], [0x06, 'reserved'], [0x14, 'DR'], [0x16, 'Multicast'], [0x1f, 'Vendor7']] as const) {
     const bytes = reseal(setBits(ack, 1, 3, 5, ocl));
     const e = t.throws(() => genz.decode(bytes), { instanceOf: genz.GenZPacketError });
     t.is(e?.code, 'EOPCLASS');
@@ -213,6 +213,13 @@ test('OpCodes the codec does not speak are refused within a known OpClass', (t) 
   const core64 = reseal(setBits(ack, 1, 3, 5, genz.OpClass.Core64));
   t.is(genz.decode(core64).class, 'Core64.StandaloneAck');
   t.is(codeOf(() => genz.decode(withOpCode(core64, genz.ControlOpCode.UnsolicitedEvent))), 'EOPCODE');
+  // Atomic1: famez lays out Add, Swap, CAS and AtomicResultsResponse only.
+  const atomic = reseal(setBits(ack, 1, 3, 5, genz.OpClass.Atomic1));
+  for (const op of [genz.Atomic1OpCode.AtomicResponse, genz.Atomic1OpCode.Sum, 0x08, genz.ControlOpCode.Read]) {
+    const e = t.throws(() => genz.decode(withOpCode(atomic, op)), { instanceOf: genz.GenZPacketError });
+    t.is(e?.code, 'EOPCODE');
+    t.true(e?.message.includes('Atomic1'), e?.message);
+  }
 });
 
 test('a LEN that does not fit the class and its flags is refused', (t) => {
@@ -238,7 +245,7 @@ test('decode refuses what is not bytes, encode what is not a packet', (t) => {
   t.is(codeOf(() => genz.decode('8500001c' as unknown as Uint8Array)), 'EINPUT');
   t.is(codeOf(() => genz.decode([0x85, 0, 0, 0x1c] as unknown as Uint8Array)), 'EINPUT');
   t.is(codeOf(() => genz.encode(null as unknown as genz.PacketInput)), 'EINPUT');
-  t.is(codeOf(() => genz.encode({ class: 'Atomic1.Add' } as unknown as genz.PacketInput)), 'ECLASS');
+  t.is(codeOf(() => genz.encode({ class: 'Atomic1.Sum' } as unknown as genz.PacketInput)), 'ECLASS');
   t.is(codeOf(() => genz.encode({} as unknown as genz.PacketInput)), 'ECLASS');
 });
 
@@ -340,6 +347,20 @@ const FIELD_AT: Record<genz.PacketClass, Record<string, Where>> = {
     RCCID: [[3, 0, 12]], IfaceID: [[3, 12, 12]], RCSID: [[3, 24, 8], [4, 0, 8]],
     R2: [[4, 8, 8]], EventID: [[4, 16, 16]], ES: [[5, 0, 32]], R3: [[6, 0, 8]],
   },
+  // famez's own Atomic1 layouts (layouts.ts), not from genz-packets.md.
+  'Atomic1.Add': {
+    LP: [[2, 20, 1]], TA: [[2, 21, 1]], Size: [[2, 23, 4]], R0: [[2, 27, 5]],
+    Addr: [[3, 0, 32], [4, 0, 32]], AddendLo: [[5, 0, 32]], AddendHi: [[6, 0, 32]], R1: [[7, 0, 8]],
+  },
+  'Atomic1.Swap': {
+    LP: [[2, 20, 1]], TA: [[2, 21, 1]], Size: [[2, 23, 4]], R0: [[2, 27, 5]],
+    Addr: [[3, 0, 32], [4, 0, 32]], SwapLo: [[5, 0, 32]], SwapHi: [[6, 0, 32]], R1: [[7, 0, 8]],
+  },
+  'Atomic1.CAS': {
+    LP: [[2, 20, 1]], TA: [[2, 21, 1]], Size: [[2, 23, 4]], R0: [[2, 27, 5]],
+    Addr: [[3, 0, 32], [4, 0, 32]], CompareLo: [[5, 0, 32]], CompareHi: [[6, 0, 32]], SwapLo: [[7, 0, 32]], SwapHi: [[8, 0, 32]], R1: [[9, 0, 8]],
+  },
+  'Atomic1.AtomicResultsResponse': { Size: [[2, 20, 4]], R0: [[2, 24, 8]], ResultLo: [[3, 0, 32]], ResultHi: [[4, 0, 32]], R1: [[5, 0, 8]] },
 };
 
 test('every field sits at the bits genz-packets.md gives it', (t) => {
@@ -386,11 +407,31 @@ test('the optional dwords sit where genz-packets.md puts them', (t) => {
   t.is(write[60]! & 3, 3, 'PadCNT 3');
 });
 
+test('an Atomic1 request: Addr high dword first, then each 64-bit operand little-endian; GC and RKey before them', (t) => {
+  const bytes = genz.encode({
+    class: 'Atomic1.CAS', DSID: 1, SSID: 2, RKey: 0x33333333, Size: 8, Addr: 0x0000000100000008n,
+    CompareLo: 0x44332211, CompareHi: 0x88776655, SwapLo: 0xccbbaa99, SwapHi: 0x00ffeedd,
+  });
+  const view = new DataView(bytes.buffer);
+  t.is(bytes.length / 4, 10 + 2);
+  t.is((view.getUint32(4, true) >>> 3) & 0x1f, genz.OpClass.Atomic1);
+  t.is((view.getUint32(8, true) >>> 23) & 0xf, 8, 'Size');
+  t.is(view.getUint32(12, true), 0x00020001);
+  t.is(view.getUint32(16, true), 0x33333333);
+  t.deepEqual([view.getUint32(20, true), view.getUint32(24, true)], [1, 8]);
+  t.is(view.getBigUint64(28, true), 0x8877665544332211n);
+  t.is(view.getBigUint64(36, true), 0x00ffeeddccbbaa99n);
+  t.like(genz.decode(bytes), { class: 'Atomic1.CAS', OCL: 2, OpCode: 7, LEN: 12, RK: 1, RKey: 0x33333333, Size: 8, Addr: 0x100000008n, CompareHi: 0x88776655, SwapLo: 0xccbbaa99 });
+  const answer = genz.decode(genz.encode({ class: 'Atomic1.AtomicResultsResponse', GC: 1, Size: 4, ResultLo: 0xffffffff }));
+  t.like(answer, { OCL: 2, OpCode: 1, LEN: 7, Size: 4, ResultLo: 0xffffffff, ResultHi: 0 });
+});
+
 // ---- properties over random packets -------------------------------------
 
 const HEADER = { DCID: 12, VC: 5, Tag: 12, SCID: 12, AKey: 6, Deadline: 10, ECN: 1, PM: 1 };
 const READ_RESPONSE = { LP: 1, R0: 3, MS: 2, RRSPReason: 4, R1: 8 };
 const STANDALONE_ACK = { RNR_QD: 3, RS: 11, Reason: 6 };
+const ATOMIC_REQUEST = { LP: 1, TA: 1, Size: 4, R0: 5, R1: 8 };
 
 interface Spec {
   OCL: number;
@@ -436,6 +477,10 @@ const SPECS: Record<genz.PacketClass, Spec> = {
     fixed: 7,
     fields: { CV: 1, SV: 1, IV: 1, Event: 8, R1: 1, RCCID: 12, IfaceID: 12, RCSID: 16, R2: 8, EventID: 16, ES: 32, R3: 8 },
   },
+  'Atomic1.Add': { OCL: 2, OpCode: 0x04, fixed: 8, rk: true, addr: 64, fields: { ...ATOMIC_REQUEST, AddendLo: 32, AddendHi: 32 } },
+  'Atomic1.Swap': { OCL: 2, OpCode: 0x06, fixed: 8, rk: true, addr: 64, fields: { ...ATOMIC_REQUEST, SwapLo: 32, SwapHi: 32 } },
+  'Atomic1.CAS': { OCL: 2, OpCode: 0x07, fixed: 10, rk: true, addr: 64, fields: { ...ATOMIC_REQUEST, CompareLo: 32, CompareHi: 32, SwapLo: 32, SwapHi: 32 } },
+  'Atomic1.AtomicResultsResponse': { OCL: 2, OpCode: 0x01, fixed: 6, fields: { Size: 4, R0: 8, ResultLo: 32, ResultHi: 32, R1: 8 } },
 };
 
 const bits = (width: number) => fc.integer({ min: 0, max: 2 ** width - 1 });

@@ -311,6 +311,73 @@ linkTest(`a peer reads and writes another switch's fabric-attached memory; out o
   await c.waitFor(/error: 1:500 refused: InvAccKey/, WAIT_MS);
 });
 
+linkTest(`atomics on another switch's memory: concurrent fetch-adds from two peers lose nothing, one compare-and-swap of two wins, refusals say why${skipped}`, async (t) => {
+  const dir = t.context.dir();
+  const file = path.join(dir, 'fam');
+  fs.writeFileSync(file, Buffer.alloc(0));
+  fs.truncateSync(file, 1 << 16);
+  const a = await serve(t, ['--sid', '1', '--link-listen', '127.0.0.1:0', '--fam', file, '--fam-key', '77']);
+  const b = await serve(t, ['--sid', '2', '--link', a.linkAddress!]);
+  const one = t.context.track(await FabricClient.connect(b.sock, { nodename: 'one' }));
+  const two = t.context.track(await FabricClient.connect(b.sock, { nodename: 'two' }));
+  await waitFor(async () => (await system(b)).remoteNodes?.some((n) => n.sid === 1), 'b reaches SID 1', WAIT_MS);
+  const o = { key: 77, timeoutMs: WAIT_MS };
+  // N fetch-adds from each peer, all in flight at once: every old value is
+  // seen exactly once, and the word ends at 2N, in the owner's file too.
+  const N = 300;
+  const adds = (c: FabricClient, size: 4 | 8, offset: number) => Array.from({ length: N }, () => c.atomic('1:500', offset, { op: 'fetch-add', value: 1n, size }, o));
+  const olds = await Promise.all([...adds(one, 8, 64), ...adds(two, 8, 64), ...adds(one, 4, 128), ...adds(two, 4, 128)]);
+  const sorted = (xs: bigint[]) => xs.map(Number).sort((x, y) => x - y);
+  t.deepEqual(sorted(olds.slice(0, 2 * N)), Array.from({ length: 2 * N }, (_, i) => i));
+  t.deepEqual(sorted(olds.slice(2 * N)), Array.from({ length: 2 * N }, (_, i) => i));
+  const disk = fs.readFileSync(file);
+  t.is(disk.readBigUInt64LE(64), BigInt(2 * N));
+  t.is(disk.readUInt32LE(128), 2 * N);
+  t.is(disk.readUInt32LE(132), 0);
+  t.is(await one.read('1:500', 64, 8, o).then((d) => d.readBigUInt64LE(0)), BigInt(2 * N));
+  // Compare-and-swap races: for each word, both try 0 -> their own mark at
+  // once; exactly one sees 0 (it won), and the word holds its mark.
+  for (let round = 0; round < 20; round++) {
+    const at = 1024 + round * 8;
+    const [x, y] = await Promise.all([
+      one.atomic('1:500', at, { op: 'compare-and-swap', expect: 0n, value: 0x1111n }, o),
+      two.atomic('1:500', at, { op: 'compare-and-swap', expect: 0n, value: 0x2222n }, o),
+    ]);
+    t.true((x === 0n) !== (y === 0n), `round ${round}: exactly one wins (${x}, ${y})`);
+    const winner = x === 0n ? 0x1111n : 0x2222n;
+    t.is(x === 0n ? y : x, winner, 'the loser saw the winner\'s mark');
+    t.is(fs.readFileSync(file).readBigUInt64LE(at), winner);
+  }
+  t.is(await one.atomic('1:500', 2048, { op: 'swap', value: -1n }, o), 0n);
+  t.is(fs.readFileSync(file).readBigUInt64LE(2048), 2n ** 64n - 1n);
+  // Refusals: by the owner, with the Reason; by the client, before sending.
+  await t.throwsAsync(one.atomic('1:500', 1 << 16, { op: 'fetch-add', value: 1n }, o), { code: 'EFAM', message: /refused: InvAccPerm/ });
+  await t.throwsAsync(one.atomic('1:500', 64, { op: 'fetch-add', value: 1n }), { code: 'EFAM', message: /refused: InvAccKey/ });
+  await t.throwsAsync(one.atomic('2:500', 64, { op: 'fetch-add', value: 1n }), { code: 'EFAM', message: /refused: UnsupportedReq/ });
+  await t.throwsAsync(one.atomic('1:500', 4, { op: 'fetch-add', value: 1n }, o), { code: 'EINVAL', message: /multiple of 8/ });
+  await t.throwsAsync(one.atomic('1:500', 0, { op: 'fetch-add', value: 1n << 32n, size: 4 }, o), { code: 'EINVAL' });
+  t.is(fs.readFileSync(file).readBigUInt64LE(64), BigInt(2 * N), 'nothing refused was done');
+  // The local switch's own memory, from a peer of its own.
+  const alpha = t.context.track(await FabricClient.connect(a.sock, { nodename: 'alpha' }));
+  t.is(await alpha.atomic('switch', 64, { op: 'fetch-add', value: 10n }, o), BigInt(2 * N));
+  // famez client's atomic.
+  const c = t.context.client(['-S', b.sock]);
+  await c.waitFor(/fabric of 4 peers/, WAIT_MS);
+  type(c, 'atomic 1:500 3000 add 5');
+  await c.waitFor(/error: 1:500 refused: InvAccKey/, WAIT_MS);
+  type(c, 'atomic 1:500 3000 cas 1 2 --size 4');
+  await c.waitFor(/error: 1:500 refused: InvAccKey/, WAIT_MS);
+  type(c, 'atomic 1:500 3000 add 5 --key 77');
+  await c.waitFor(/atomic add at 3000 of 1:500 \(8 bytes\): old value 0 \(0x0\)$/m, WAIT_MS);
+  type(c, 'atomic 1:500 3000 cas 5 0x10 --key 77 --size 4');
+  await c.waitFor(/atomic cas at 3000 of 1:500 \(4 bytes\): old value 5 \(0x5\): swapped$/m, WAIT_MS);
+  type(c, 'atomic 1:500 3000 cas 5 6 --key 77 --size 4');
+  await c.waitFor(/old value 16 \(0x10\): not swapped$/m, WAIT_MS);
+  t.is(fs.readFileSync(file).readBigUInt64LE(3000), 16n);
+  type(c, 'atomic 1:500 3000 mul 5');
+  await c.waitFor(/usage: atomic OWNER OFFSET add N/, WAIT_MS);
+});
+
 linkTest(`a switch SIGKILLed: requests waiting on its peers fail with EUNREACHABLE, its peers go from the list, and come back with a new switch${skipped}`, async (t) => {
   const a = await serve(t, ['--sid', '1', '--link-listen', '127.0.0.1:0']);
   const b = await serve(t, ['--sid', '2', '--link', a.linkAddress!]);

@@ -18,7 +18,7 @@ export {
   type PeerAttributes,
   type RemotePeer,
 } from './fabric/client.js';
-export type { FamOptions, LinkUpOptions, RequestOptions, SendOptions } from './fabric/client.js';
+export type { AtomicOp, FamOptions, LinkUpOptions, RequestOptions, SendOptions } from './fabric/client.js';
 export { formatGcid, parseGcid, type Gcid } from './fabric/remote.js';
 export { Fabric, type FabricConfig, type FabricEvents, type MailboxPort, type PortCounters, type SwitchMessage } from './fabric/fabric.js';
 export { RingCorrupt, RingReader, RingWriter, type RingBatchHandler, type RingVisitor } from './fabric/ring.js';

@@ -17,10 +17,19 @@ export function genzSamples(): Uint8Array[] {
     'Control.ReadResponse',
     'Control.StandaloneAck',
     'Control.UnsolicitedEvent',
+    'Atomic1.Add',
+    'Atomic1.Swap',
+    'Atomic1.CAS',
+    'Atomic1.AtomicResultsResponse',
   ];
   for (const cls of classes) {
     for (let flags = 0; flags < 8; flags++) {
       const p: Record<string, unknown> = { class: cls, GC: flags & 1, NH: (flags >> 2) & 1, Tag: 0x123, DCID: 0xabc, SCID: 0x456 };
+      const atomicRequest = cls.startsWith('Atomic1.') && !cls.endsWith('Response');
+      if (atomicRequest) Object.assign(p, { RK: (flags >> 1) & 1, Addr: 0x1234_5678_9abc_def0n, Size: 8, SwapLo: 0xdeadbeef, SwapHi: 0x12345678 });
+      if (cls === 'Atomic1.Add') Object.assign(p, { SwapLo: undefined, SwapHi: undefined, AddendLo: 1 + flags, AddendHi: 0x80000000 });
+      if (cls === 'Atomic1.CAS') Object.assign(p, { CompareLo: flags, CompareHi: 0xffffffff });
+      if (cls === 'Atomic1.AtomicResultsResponse') Object.assign(p, { Size: 4, ResultLo: 0xfffffff0 + flags });
       if (cls.endsWith('Read') || cls.endsWith('Write')) {
         p['RK'] = (flags >> 1) & 1;
         p['Addr'] = cls.startsWith('Core64') ? 0xfa3e_0100_8000_0000n : 0xf_0100_8000_0000n;

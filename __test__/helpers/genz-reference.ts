@@ -1,7 +1,9 @@
 // The Gen-Z packet codec and CRCs as they were before the fast paths of
 // ts/genz/packets.ts and ts/genz/crc.ts (commit f9dea2c), kept verbatim as
 // the reference those must match byte for byte, error for error
-// (__test__/genz-fast.test.ts). Not for use outside the tests.
+// (__test__/genz-fast.test.ts); since then only the list of OpClasses in
+// EOPCLASS's message grew (Atomic1, famez's own layouts: layouts.ts). Not for
+// use outside the tests.
 import { opClassName } from '../../ts/genz/codes.js';
 import { GenZPacketError } from '../../ts/genz/packets.js';
 import {
@@ -268,7 +270,7 @@ export function referenceDecode(bytes: Uint8Array): Packet {
   if (!l) {
     const oclName = opClassName(OCL) ?? 'reserved';
     if (!DECODED_OPCLASSES.has(OCL)) {
-      throw new GenZPacketError('EOPCLASS', `OpClass ${oclName} (${hex(OCL)}) is not one this codec decodes (Core64, Control)`);
+      throw new GenZPacketError('EOPCLASS', `OpClass ${oclName} (${hex(OCL)}) is not one this codec decodes (Core64, Control, Atomic1)`);
     }
     throw new GenZPacketError('EOPCODE', `OpCode ${hex(OpCode)} of OpClass ${oclName} is not one this codec decodes`);
   }

@@ -4,7 +4,7 @@
 // --silent (stock) server, or a mailbox whose globals are damaged, it says
 // why in one line and keeps the stock commands.
 import type { PeerTransport } from '../transport.js';
-import { FabricClient, FabricClientError, type FabricMessage } from '../fabric/client.js';
+import { FabricClient, FabricClientError, type AtomicOp, type FabricMessage } from '../fabric/client.js';
 import { formatGcid, isNamedAfar, parseGcid } from '../fabric/remote.js';
 
 export const FABRIC_COMMANDS = `commands:
@@ -18,6 +18,10 @@ export const FABRIC_COMMANDS = `commands:
   rfc                  send 'Link RFC TTC=27us' to the switch (asks to be configured)
   read OWNER OFFSET LENGTH  read fabric-attached memory (OWNER: a switch's SID:CID, or switch)
   write OWNER OFFSET TEXT   write TEXT there
+  atomic OWNER OFFSET add N | swap N | cas EXPECT NEW [--size 4] [--key K]
+                       an atomic on the 8-byte (or 4-byte) word there, done by
+                       the owner (K: its R-Key); prints the old value
+                       (N: decimal, -N, or 0x hex)
   dump [--json]        own ID, nodename, SID0/CID0, link state; peers and their attributes
   quit                 leave
 DEST: an ID, a nodename, server or switch, all (every other peer), others (every other peer but the switch);
@@ -189,6 +193,9 @@ export class FabricSession {
           this.say(`wrote ${Buffer.byteLength(text)} byte(s) at ${args[1]} of ${args[0]}`);
           return true;
         }
+        case 'atomic':
+          await this.atomic(args);
+          return true;
         case 'dump':
           if (!this.jsonFlag('dump', args)) return true;
           if (args.length === 1) this.say(JSON.stringify(this.dumpJson()));
@@ -287,6 +294,37 @@ export class FabricSession {
     }
     await this.fabric.send(dest, text);
     this.say(`sent to ${ids.map((id) => this.who(id)).join(', ')}: ${text}`);
+  }
+
+  /** atomic OWNER OFFSET add N | swap N | cas EXPECT NEW [--size 4|8] [--key K]. */
+  private async atomic(argv: string[]): Promise<void> {
+    const usage = () => this.say('usage: atomic OWNER OFFSET add N | swap N | cas EXPECT NEW [--size 4|8] [--key K]');
+    const args = [...argv];
+    /** The value of flag `name` (taken out of args), undefined without it, null when bad. */
+    const flag = (name: string, re: RegExp): string | null | undefined => {
+      const at = args.indexOf(name);
+      if (at < 0) return undefined;
+      const v = args.splice(at, 2)[1];
+      return v !== undefined && re.test(v) ? v : null;
+    };
+    const sized = flag('--size', /^[48]$/);
+    const keyed = flag('--key', /^\d+$/);
+    if (sized === null || keyed === null) return usage();
+    const size = sized === '4' ? 4 : 8;
+    const key = keyed === undefined ? undefined : Number(keyed);
+    const number = (t: string | undefined) => (t !== undefined && /^(-?\d+|0x[0-9a-f]+)$/i.test(t) ? BigInt(t) : null);
+    const [owner, offset, name, ...values] = args;
+    const n = values.map(number);
+    if (owner === undefined || offset === undefined || !/^\d+$/.test(offset) || n.some((v) => v === null)) return usage();
+    const [a, b] = n as bigint[];
+    let op: AtomicOp;
+    if (name === 'add' && n.length === 1) op = { op: 'fetch-add', value: a, size };
+    else if (name === 'swap' && n.length === 1) op = { op: 'swap', value: a, size };
+    else if (name === 'cas' && n.length === 2) op = { op: 'compare-and-swap', expect: a, value: b, size };
+    else return usage();
+    const old = await this.fabric.atomic(owner, Number(offset), op, { key });
+    const swapped = op.op === 'compare-and-swap' ? (old === BigInt.asUintN(size * 8, op.expect) ? ': swapped' : ': not swapped') : '';
+    this.say(`atomic ${name} at ${offset} of ${owner} (${size} bytes): old value ${old} (0x${old.toString(16)})${swapped}`);
   }
 
   /** Whether `args` is nothing or `--json`; says the usage otherwise. */

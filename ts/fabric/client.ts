@@ -42,7 +42,7 @@ import { nativeSlots, type RingBatchHandler, type SlotPort } from './ring-ends.j
 import { defaultNodename, encodeMessage, fitNodename, textOf } from './peer-text.js';
 import { formatGcid, isNamedAfar, outgoing, parseGcid, type Gcid } from './remote.js';
 import { ask as askDirectory, parsePage } from '../link/directory.js';
-import { MAX_READ, MAX_WRITE, parseResponse, readRequest, reasonName, writeRequest, type FamResponse } from '../link/fam.js';
+import { MAX_READ, MAX_WRITE, atomicRequest, parseResponse, readRequest, reasonName, writeRequest, type AtomicOperation, type FamResponse } from '../link/fam.js';
 import {
   FabricClientError,
   MAX_SLOT_MESSAGE,
@@ -70,6 +70,12 @@ export interface FamOptions {
   timeoutMs?: number;
   signal?: AbortSignal;
 }
+
+/** An atomic operation of FabricClient.atomic: `fetch-add` adds `value`,
+ * `swap` writes it, `compare-and-swap` writes `value` only where the word
+ * is `expect`; each gives the word's old value. `size`: 8 bytes (default)
+ * or 4; the offset must be a multiple of it. */
+export type AtomicOp = AtomicOperation & { size?: 4 | 8 };
 
 function checkRange(name: string, v: number): void {
   if (!Number.isSafeInteger(v) || v < 0) throw new FabricClientError('EINVAL', `${name} must be a whole number >= 0, not ${String(v)}`);
@@ -446,6 +452,34 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
       parts.push(this.famRequest(to, (tag) => writeRequest({ from: this.gcid, to, tag, offset: offset + at, data: chunk, key: options.key }), options));
     }
     await Promise.all(parts);
+  }
+
+  /** Carries out `op` on the word at `offset` of the fabric-attached memory
+   * `dest` serves (see read), at the owner, atomically with respect to every
+   * other request it serves (and, on its memory's own aligned words, to
+   * CPU atomics of VMs mapping the same file), by one Atomic1 request.
+   * Resolves with the word's old value (unsigned); for compare-and-swap it
+   * was swapped exactly when that equals `expect`. A value may be negative
+   * (two's complement: fetch-add -1n subtracts one). Rejects with EINVAL (a
+   * size other than 4 or 8, an offset not a multiple of it, a value that
+   * does not fit), EFAM (the owner's Reason, as read) or ETIMEDOUT. */
+  async atomic(dest: Dest, offset: number, op: AtomicOp, options: FamOptions = {}): Promise<bigint> {
+    checkSignal(options.signal);
+    const to = this.famDest(dest);
+    checkRange('offset', offset);
+    const size = op.size ?? 8;
+    if (size !== 4 && size !== 8) throw new FabricClientError('EINVAL', `an atomic's size is 4 or 8 bytes, not ${String(size)}`);
+    if (offset % size !== 0) throw new FabricClientError('EINVAL', `an atomic of ${size} bytes needs an offset that is a multiple of ${size}, not ${offset}`);
+    const bits = BigInt(size * 8);
+    const values: [string, unknown][] = op.op === 'compare-and-swap' ? [['expect', op.expect], ['value', op.value]] : [['value', op.value]];
+    for (const [name, v] of values) {
+      if (typeof v !== 'bigint' || v < -(1n << (bits - 1n)) || v >= 1n << bits) {
+        throw new FabricClientError('EINVAL', `${name} must be a bigint that fits ${size} bytes, not ${String(v)}`);
+      }
+    }
+    const old = await this.famRequest(to, (tag) => atomicRequest({ from: this.gcid, to, tag, offset, key: options.key, size, operation: op }), options);
+    if (!old || old.length !== 8) throw new FabricClientError('EFAM', `${formatGcid(to)} answered the atomic without its old value`);
+    return BigInt.asUintN(size * 8, Buffer.from(old.buffer, old.byteOffset, 8).readBigUInt64LE(0));
   }
 
   /** The GCID of a memory owner: SID:CID, or 'switch' (the local one). */

@@ -46,6 +46,18 @@ export const Core64OpCode = Object.freeze({
   Read: 0x1b,
 } as const);
 
+/** Atomic1 OpCodes (the public genz-utils opcode tables). The packets'
+ * layouts beyond the explicit header are not public: the ones famez speaks
+ * (Add, Swap, CAS and AtomicResultsResponse) are its own (layouts.ts). */
+export const Atomic1OpCode = Object.freeze({
+  AtomicResponse: 0x00,
+  AtomicResultsResponse: 0x01,
+  Add: 0x04,
+  Sum: 0x05,
+  Swap: 0x06,
+  CAS: 0x07,
+} as const);
+
 /** StandaloneAck Reason codes. */
 export const Reason = Object.freeze({
   NoError: 0x00,

@@ -40,6 +40,10 @@ export {
   type ControlReadResponse,
   type ControlStandaloneAck,
   type ControlUnsolicitedEvent,
+  type Atomic1Add,
+  type Atomic1Swap,
+  type Atomic1CAS,
+  type Atomic1AtomicResultsResponse,
 } from './packets.js';
 export { pcrc, ecrc } from './crc.js';
-export { OpClass, ControlOpCode, Core64OpCode, Reason, EventCode, opClassName } from './codes.js';
+export { OpClass, ControlOpCode, Core64OpCode, Atomic1OpCode, Reason, EventCode, opClassName } from './codes.js';

@@ -2,7 +2,16 @@
 // packet is a list of parts (dwords of bit pieces, the payload, the MGR-UUID)
 // that packets.ts walks to encode and decode. Facts from genz-packets.md; the
 // place of the NH dwords (just before the last dword) from genz-utils.
-import { ControlOpCode, Core64OpCode, OpClass } from './codes.js';
+//
+// The Atomic1 layouts (Add, Swap, CAS, AtomicResultsResponse) are famez's
+// own, not Gen-Z's: only their OpClass and OpCodes are public (genz-utils'
+// opcode tables). Beyond the explicit header they are shaped like Core64
+// Read: dword 2 bits 31:20 LP, TA, RK, Size (bytes: 4 or 8), R0 (5);
+// [GC]; [RKey]; Addr[63:32]; Addr[31:0]; each 64-bit operand as two dwords,
+// its low half first (so its eight bytes are little-endian); last dword R1
+// (8), ECRC. The response carries Size and the old value (Result) the same
+// way. docs/multi-host.md, "Remote fabric-attached memory", says so too.
+import { Atomic1OpCode, ControlOpCode, Core64OpCode, OpClass } from './codes.js';
 
 /** `width` bits of the logical field `name`, starting at bit `shift` of its
  * value. Pieces of a dword are listed from bit 0 upward and fill 32 bits. */
@@ -26,7 +35,11 @@ export type PacketClass =
   | 'Control.Write'
   | 'Control.ReadResponse'
   | 'Control.StandaloneAck'
-  | 'Control.UnsolicitedEvent';
+  | 'Control.UnsolicitedEvent'
+  | 'Atomic1.Add'
+  | 'Atomic1.Swap'
+  | 'Atomic1.CAS'
+  | 'Atomic1.AtomicResultsResponse';
 
 export interface Layout {
   readonly class: PacketClass;
@@ -72,7 +85,7 @@ function layout(
   last: Piece[],
   addrBits: 0 | 52 | 64 = 0,
 ): Layout {
-  const OCL = cls.startsWith('Core64.') ? OpClass.Core64 : OpClass.Control;
+  const OCL = cls.startsWith('Core64.') ? OpClass.Core64 : cls.startsWith('Atomic1.') ? OpClass.Atomic1 : OpClass.Control;
   const rk = os1.findIndex((piece) => piece.name === 'RK');
   return {
     class: cls,
@@ -93,6 +106,18 @@ const readResponse = (cls: PacketClass, OpCode: number) =>
   layout(cls, OpCode, [p('LP', 1), p('R0', 3), p('PadCNT', 2), p('MS', 2), p('RRSPReason', 4)], [payload], [p('R1', 8)]);
 const standaloneAck = (cls: PacketClass, OpCode: number) =>
   layout(cls, OpCode, [p('RNR_QD', 3), p('RS', 3), p('Reason', 6)], [], [p('RS', 8, 3)]);
+
+/** famez's Atomic1 request (see the top of this file): `operands` are the
+ * names of its 64-bit operands, each two dwords, low half first. */
+const atomic = (cls: PacketClass, OpCode: number, operands: string[]) =>
+  layout(
+    cls,
+    OpCode,
+    [p('LP', 1), p('TA', 1), p('RK', 1), p('Size', 4), p('R0', 5)],
+    [...core64Addr, ...operands.flatMap((name) => [dword(p(`${name}Lo`, 32)), dword(p(`${name}Hi`, 32))])],
+    [p('R1', 8)],
+    64,
+  );
 
 export const LAYOUTS: readonly Layout[] = [
   layout(
@@ -141,6 +166,16 @@ export const LAYOUTS: readonly Layout[] = [
       dword(p('ES', 32)),
     ],
     [p('R3', 8)],
+  ),
+  atomic('Atomic1.Add', Atomic1OpCode.Add, ['Addend']),
+  atomic('Atomic1.Swap', Atomic1OpCode.Swap, ['Swap']),
+  atomic('Atomic1.CAS', Atomic1OpCode.CAS, ['Compare', 'Swap']),
+  layout(
+    'Atomic1.AtomicResultsResponse',
+    Atomic1OpCode.AtomicResultsResponse,
+    [p('Size', 4), p('R0', 8)],
+    [dword(p('ResultLo', 32)), dword(p('ResultHi', 32))],
+    [p('R1', 8)],
   ),
 ];
 

@@ -140,6 +140,46 @@ export interface ControlUnsolicitedEvent extends ExplicitHeader {
   R3: number;
 }
 
+/** famez's own Atomic1 request layout (layouts.ts): 64-bit operands as
+ * their low and high 32 bits. */
+interface Atomic1RequestFields extends ExplicitHeader {
+  LP: number;
+  TA: number;
+  RK: number;
+  /** Bytes the operation works on (famez serves 4 and 8). */
+  Size: number;
+  R0: number;
+  RKey?: number;
+  Addr: bigint;
+  R1: number;
+}
+export interface Atomic1Add extends Atomic1RequestFields {
+  class: 'Atomic1.Add';
+  AddendLo: number;
+  AddendHi: number;
+}
+export interface Atomic1Swap extends Atomic1RequestFields {
+  class: 'Atomic1.Swap';
+  SwapLo: number;
+  SwapHi: number;
+}
+export interface Atomic1CAS extends Atomic1RequestFields {
+  class: 'Atomic1.CAS';
+  CompareLo: number;
+  CompareHi: number;
+  SwapLo: number;
+  SwapHi: number;
+}
+/** The old value at the address, as famez lays it out. */
+export interface Atomic1AtomicResultsResponse extends ExplicitHeader {
+  class: 'Atomic1.AtomicResultsResponse';
+  Size: number;
+  R0: number;
+  ResultLo: number;
+  ResultHi: number;
+  R1: number;
+}
+
 export type Packet =
   | Core64Read
   | Core64Write
@@ -149,7 +189,11 @@ export type Packet =
   | ControlWrite
   | ControlReadResponse
   | ControlStandaloneAck
-  | ControlUnsolicitedEvent;
+  | ControlUnsolicitedEvent
+  | Atomic1Add
+  | Atomic1Swap
+  | Atomic1CAS
+  | Atomic1AtomicResultsResponse;
 
 export type PacketOf<C extends PacketClass> = Extract<Packet, { class: C }>;
 

@@ -11,6 +11,10 @@ import { LAYOUTS, fieldWidths, fixedDwords, partsOf, type Layout } from './layou
 import type { Packet, PacketInput } from './packet-types.js';
 
 export type {
+  Atomic1Add,
+  Atomic1AtomicResultsResponse,
+  Atomic1CAS,
+  Atomic1Swap,
   ControlRead,
   ControlReadResponse,
   ControlStandaloneAck,
@@ -479,7 +483,7 @@ export function decode(bytes: Uint8Array): Packet {
   if (!c) {
     const oclName = opClassName(OCL) ?? 'reserved';
     if (!DECODED_OPCLASSES.has(OCL)) {
-      throw new GenZPacketError('EOPCLASS', `OpClass ${oclName} (${hex(OCL)}) is not one this codec decodes (Core64, Control)`);
+      throw new GenZPacketError('EOPCLASS', `OpClass ${oclName} (${hex(OCL)}) is not one this codec decodes (Core64, Control, Atomic1)`);
     }
     throw new GenZPacketError('EOPCODE', `OpCode ${hex(OpCode)} of OpClass ${oclName} is not one this codec decodes`);
   }

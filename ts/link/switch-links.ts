@@ -15,7 +15,7 @@ import type { SwitchLinkView } from '../observe/api-types.js';
 import { CarryError, LINK_LOCAL, Reassembler, fmt, peek, pieceRoute, pieces } from './carry.js';
 import { Link, LinkError, LinkListener, libfabricAvailable } from './ofi.js';
 import { decode as decodeFrame, encode as encodeFrame, packetFault } from './frame.js';
-import { isFamPacket, isFamRequest, serve, type FamStore } from './fam.js';
+import { isFamCode, isFamPacket, isFamRequest, serve, type FamStore } from './fam.js';
 import { decode as decodePacket } from '../genz/packets.js';
 import { LinkEnd, type Stream } from './streams.js';
 import { Topology, type NodeEntry, type RemoteNode, type Route } from './topology.js';
@@ -122,8 +122,6 @@ interface Neighbour {
   parkTimer: NodeJS.Timeout | null;
 }
 
-/** Core64 OpCodes of fabric-attached memory traffic: StandaloneAck, ReadResponse, Write, Read. */
-const FAM_OPCODES = new Set([0x00, 0x01, 0x04, 0x1b]);
 /** The most bytes of one piece written into a slot (MAX_SLOT_MESSAGE). */
 const SLOT_PIECE = 383;
 /** How long a neighbour with no connection up keeps the packets waiting
@@ -746,10 +744,10 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
    * `packet` is no such request. */
   private famFrom(sender: number, own: number, packet: Uint8Array): 'accepted' | 'wait' | { refused: string } | null {
     const h = peek(packet);
-    if (!h || !h.gc || h.piece || h.ocl !== 0 || !FAM_OPCODES.has(h.opcode)) return null;
+    if (!h || !h.gc || h.piece || !isFamCode(h.ocl, h.opcode)) return null;
     const fault = packetFault(packet);
     if (fault !== null) return { refused: `not a Gen-Z packet: ${fault}` };
-    if (h.opcode !== 0x1b && h.opcode !== 0x04) return { refused: 'an answer from a peer answers nothing it was asked' };
+    if (h.opcode < 4) return { refused: 'an answer from a peer answers nothing it was asked' };
     if (h.source !== own) return { refused: `its source is ${fmt(h.source)}, not its own GCID ${fmt(own)}` };
     const destination = h.destination;
     const sid = Math.floor(destination / 0x1000);
@@ -772,7 +770,7 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
    * back toward the requester; or a memory answer for a local peer. */
   private famArrived(c: Neighbour, stream: Stream, packet: Uint8Array): boolean {
     const h = peek(packet);
-    if (!h || h.piece || h.ocl !== 0 || !FAM_OPCODES.has(h.opcode)) return false;
+    if (!h || h.piece || !isFamCode(h.ocl, h.opcode)) return false;
     let p;
     try {
       p = decodePacket(packet);
