@@ -199,6 +199,7 @@ test('advertisements round-trip, and the decoder refuses every malformed one wit
     seq: fc.nat(),
     neighbours: fc.uniqueArray(fc.integer({ min: 0, max: 0xffff }), { maxLength: 8 }),
     nodes: fc.uniqueArray(fc.record({ cid: fc.integer({ min: 0, max: 0xfff }), nodename: fc.string({ maxLength: 20 }), cclass: fc.string({ maxLength: 20 }) }), { selector: (n) => n.cid, maxLength: 8 }),
+    fm: fc.record({ role: fc.constantFrom('none' as const, 'primary' as const, 'secondary' as const), cid: fc.integer({ min: 0, max: 0xfff }), epoch: fc.nat() }),
   }).map((a): Advert => ({ ...a, neighbours: a.neighbours.filter((n) => n !== a.sid).sort((x, y) => x - y), nodes: a.nodes.sort((x, y) => x.cid - y.cid) }));
   fc.assert(
     fc.property(advert, fc.nat(), fc.nat(255), (a, i, b) => {

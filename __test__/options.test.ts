@@ -421,7 +421,17 @@ function fabricUsage(t: import('ava').ExecutionContext, argv: string[], message:
 test('with no arguments famez serves the fabric: 14 peers, 16 vectors, recycle and PFM on', (t) => {
   const o = parseServeArgs([]);
   t.like(o, { socket: '/tmp/ivshmem_socket', size: 4 * MiB, vectors: 16, maxPeers: 14 });
-  t.deepEqual(o.fabric, { nClients: 14, recycle: true, pfm: true, sid: 27, codec: 'text', console: null, ringCapacity: null, links: null, fam: null });
+  t.deepEqual(o.fabric, { nClients: 14, recycle: true, pfm: true, fm: 'primary', sid: 27, codec: 'text', console: null, ringCapacity: null, links: null, fam: null });
+});
+
+test('fabric: --fm picks the fabric-manager role; --no-pfm is --fm none; contradictions and unknown roles are usage errors', (t) => {
+  t.like(parseServeArgs(['--fm', 'secondary']).fabric, { fm: 'secondary', pfm: true });
+  t.like(parseServeArgs(['--fm', 'none']).fabric, { fm: 'none', pfm: false });
+  t.like(parseServeArgs(['--no-pfm']).fabric, { fm: 'none', pfm: false });
+  t.like(parseServeArgs(['--no-pfm', '--fm', 'none']).fabric, { fm: 'none', pfm: false });
+  fabricUsage(t, ['--fm', 'boss'], /--fm needs primary, secondary or none, got 'boss'/);
+  fabricUsage(t, ['--no-pfm', '--fm', 'primary'], /--fm primary contradicts --no-pfm/);
+  fabricUsage(t, ['--fm', 'secondary', '--no-pfm'], /--no-pfm and --fm secondary contradict each other/);
 });
 
 test('fabric: --link and --link-listen repeat, --link-provider picks the provider, --fam and --fam-key name the memory', (t) => {

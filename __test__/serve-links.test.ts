@@ -19,6 +19,8 @@ import { Scratch, type, type FamezProcess } from './helpers/serve.js';
 import { LineProcess, spawnChild, waitFor } from './helpers/wait.js';
 import { formatGcid } from '../ts/fabric/remote.js';
 
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
 const test = anyTest as TestFn<Scratch>;
 const WAIT_MS = 20_000;
 const SINK = path.join(__dirname, 'helpers', 'ring-sink.ts');
@@ -429,4 +431,36 @@ test('bad link addresses and link flags without links are usage errors (exit 2)'
     t.is(p.exitInfo.code, 2, `${args.join(' ')}: ${p.stderr}`);
     t.regex(p.stderr, re);
   }
+});
+
+linkTest(`a secondary fabric manager takes over when the primary's switch is SIGKILLed, and peers are told; the old primary, back, yields to the higher epoch${skipped}`, async (t) => {
+  const a = await serve(t, ['--sid', '1', '--link-listen', '127.0.0.1:0', '--fm', 'primary']);
+  const b = await serve(t, ['--sid', '2', '--link-listen', '127.0.0.1:0', '--link', a.linkAddress!, '--fm', 'secondary']);
+  const c = await serve(t, ['--sid', '3', '--link', a.linkAddress!, '--link', b.linkAddress!, '--fm', 'none']);
+  await waitFor(async () => (await system(c)).fm?.manager?.sid === 1 && (await system(b)).fm?.manager?.sid === 1, 'b and c see SID 1 in charge', WAIT_MS);
+  t.like((await system(b)).fm, { role: 'secondary', epoch: 0, manager: { sid: 1, cid: 500, gcid: '1:500', epoch: 1, self: false } });
+  const gamma = t.context.track(await FabricClient.connect(c.sock, { nodename: 'gamma' }));
+  const info = await gamma.linkUp({ timeoutMs: WAIT_MS });
+  t.like(info, { PFMSID: 1, PFMCID: 500, SID0: 3, CID0: 100 }, 'configured on SID 3 for the manager on SID 1');
+  const told = new Promise<number>((resolve) => gamma.on('configured', (i) => i.PFMSID === 2 && resolve(Date.now())));
+  const seenB = b.proc.lines.length;
+  const killed = Date.now();
+  process.kill(a.proc.child.pid!, 'SIGKILL');
+  const at = await Promise.race([told, sleep(WAIT_MS).then(() => null)]);
+  t.truthy(at, 'gamma is told the new fabric manager');
+  t.log(`SIGKILL -> gamma configured for the manager on SID 2: ${at! - killed} ms`);
+  t.like(gamma.attributes, { PFMSID: 2, PFMCID: 500, SID0: 3, CID0: 100 });
+  t.like((await system(b)).fm, { role: 'secondary', epoch: 2, manager: { sid: 2, gcid: '2:500', epoch: 2, self: true } });
+  t.like((await system(c)).fm, { role: 'none', epoch: 0, manager: { sid: 2, epoch: 2, self: false } });
+  t.true(b.proc.lines.slice(seenB).some((l) => /takes over as fabric manager \(epoch 2\): the manager in charge, SID 1 \(epoch 1\), is gone/.test(l)));
+  // The old primary starts again where it was: it claims epoch 1, hears epoch 2, and yields.
+  const again = await serve(t, ['--sid', '1', '--link-listen', a.linkAddress!, '--fm', 'primary']);
+  await again.proc.waitFor(/SID 2 manages the fabric \(epoch 2\), ahead of this switch: it yields/, WAIT_MS);
+  await waitFor(async () => (await system(again)).fm?.manager?.sid === 2, 'the old primary sees SID 2 in charge', WAIT_MS);
+  t.like((await system(again)).fm, { role: 'primary', epoch: 0, manager: { sid: 2, epoch: 2, self: false } });
+  const alpha = t.context.track(await FabricClient.connect(again.sock, { nodename: 'alpha' }));
+  t.like(await alpha.linkUp({ timeoutMs: WAIT_MS }), { PFMSID: 2, PFMCID: 500, SID0: 1 }, "the old primary's new peer is configured for the manager in charge");
+  await sleep(500);
+  t.like((await system(b)).fm, { epoch: 2, manager: { sid: 2, self: true } }, 'no fight: SID 2 stays in charge');
+  t.is(gamma.attributes.PFMSID, 2);
 });

@@ -80,3 +80,22 @@ test('a tag is only matched for the peer it was issued to, and forgotten when th
   s.connect(1);
   t.regex(s.receive(1, bytes('Standalone Acknowledgment Tag=1,Reason=OK')).log[0], /unknown tag 1/);
 });
+
+test('with a fabric manager elsewhere: peers are configured for it, and when it changes every configured peer gets a CTL-Write naming the new one', (t) => {
+  let manager: { sid: number; cid: number } | null = { sid: 1, cid: 500 };
+  const s = new Switch({ nClients: 4, pfm: false, sid: 3 });
+  s.manager = () => manager;
+  t.deepEqual(texts(s.connect(2)), ['2: Link CTL Peer-Attribute'], 'a manager is in charge: newcomers are asked');
+  t.deepEqual(texts(s.receive(2, bytes('Link RFC TTC=27us'))), ['2: CTL-Write Space=0,PFMSID=1,PFMCID=500,SID=3,CID=200,Tag=1']);
+  s.receive(2, bytes('Standalone Acknowledgment Tag=1,Reason=OK'));
+  s.connect(3); // joined, never configured: not told
+  manager = { sid: 2, cid: 500 };
+  const r = s.reconfigure();
+  t.deepEqual(texts(r), ['2: CTL-Write Space=0,PFMSID=2,PFMCID=500,SID=3,CID=200,Tag=2']);
+  t.regex(r.log[0], /fabric manager is now 2:500/);
+  t.deepEqual(texts(s.receive(2, bytes('Standalone Acknowledgment Tag=2,Reason=OK'))), ['2: Link CTL Peer-Attribute']);
+  t.like(s.port(2), { SID0: 3, CID0: 200, link: 'configured' });
+  manager = null;
+  t.deepEqual(texts(s.reconfigure()), [], 'no manager: nothing to tell');
+  t.deepEqual(texts(s.receive(3, bytes('Link RFC TTC=27us'))), ['3: Link CTL NAK Reason=no fabric manager here']);
+});

@@ -107,6 +107,7 @@ export function startServe(
       deliver: (peer, messages, taken) => f.deliverRemote(peer, messages, taken),
       fam,
       resume: (peer) => f.resume(peer),
+      fm: o.fabric.fm,
     });
     try {
       links.start();
@@ -118,6 +119,15 @@ export function startServe(
       throw e;
     }
     fabric.forwarder = links;
+    if (l.listen.length || l.connect.length) {
+      // Peers are configured for the fabric manager in charge, wherever it is.
+      const sl = links;
+      fabric.switch.manager = () => {
+        const m = sl.manager;
+        return m ? { sid: m.sid, cid: m.cid } : null;
+      };
+      links.on('manager', () => f.managerChanged());
+    }
     links.on('unreachable', (sids) => f.broadcast(`${UNREACHABLE}${sids.join(',')}`));
 
     follow(fabric, server, links);

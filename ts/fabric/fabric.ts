@@ -537,6 +537,12 @@ export class Fabric extends EventEmitter<FabricEvents> {
     f();
   }
 
+  /** The fabric manager in charge changed (Switch.manager): every configured peer is told. */
+  managerChanged(): void {
+    if (this.closed) return;
+    this.apply(this.switch.reconfigure());
+  }
+
   private apply(reaction: Reaction, from?: number): void {
     for (const line of reaction.log) {
       if (reaction.rejected !== undefined) this.log.warn({ event: 'reject', ...this.who(from!), reason: reaction.rejected }, line);

@@ -51,6 +51,10 @@ export class Switch {
   readonly serverId: number;
   /** With links to other switches: page N of their peers, for `famez-nodes? N`. */
   directory: ((page: number) => string) | null = null;
+  /** With links to other switches: the fabric manager in charge (ts/link/manager.ts),
+   * which this switch configures its peers for; null when there is none.
+   * Without: the switch itself when it is the PFM. */
+  manager: (() => { sid: number; cid: number } | null) | null = null;
   private readonly ports = new Map<number, PortRecord>();
   /** Outstanding CTL-Write tags, by tag: the peer they configure. */
   private readonly tags = new Map<number, { peer: number; SID: number; CID: number }>();
@@ -77,9 +81,32 @@ export class Switch {
     return [...this.ports.values()].sort((a, b) => a.id - b.id);
   }
 
+  /** The fabric manager peers are configured for now, or null. */
+  managerNow(): { sid: number; cid: number } | null {
+    if (this.manager) return this.manager();
+    return this.config.pfm ? { sid: this.config.sid, cid: this.cid } : null;
+  }
+
+  /** The fabric manager changed: every configured peer gets a CTL-Write
+   * naming the new one (its own SID and CID unchanged), as a fabric
+   * manager taking over writes each component's PFMSID/PFMCID. */
+  reconfigure(): Reaction {
+    const m = this.managerNow();
+    const r = nothing();
+    if (!m) return r;
+    for (const port of this.ports.values()) {
+      if (port.link !== 'configured' || port.SID0 === null || port.CID0 === null) continue;
+      const tag = this.nextTag++;
+      this.tags.set(tag, { peer: port.id, SID: port.SID0, CID: port.CID0 });
+      r.send.push({ to: port.id, message: { kind: 'ctl-write', Space: 0, PFMSID: m.sid, PFMCID: m.cid, SID: port.SID0, CID: port.CID0, Tag: tag } });
+    }
+    if (r.send.length) r.log.push(`telling ${r.send.length} configured peer(s) the fabric manager is now ${m.sid}:${m.cid}`);
+    return r;
+  }
+
   connect(id: number): Reaction {
     this.ports.set(id, { id, nodename: '', cclass: 'Driverless QEMU', SID0: null, CID0: null, link: 'up' });
-    if (!this.config.pfm) return nothing();
+    if (!this.managerNow()) return nothing();
     return { send: [{ to: id, message: { kind: 'link-ctl-peer-attribute' } }], log: [] };
   }
 
@@ -128,7 +155,8 @@ export class Switch {
       case 'link-ctl-nak':
         return { send: [], log: [`peer ${from}: NAK ${msg.details}`] };
       case 'link-rfc': {
-        if (!this.config.pfm) return reply({ kind: 'link-ctl-nak', details: 'Reason=no fabric manager here' });
+        const m = this.managerNow();
+        if (!m) return reply({ kind: 'link-ctl-nak', details: 'Reason=no fabric manager here' });
         if (ttcMicroseconds(msg.TTC) === undefined) {
           return { send: [], log: [`peer ${from}: Link RFC with TTC=${msg.TTC} dropped: TTC must be in microseconds`] };
         }
@@ -137,7 +165,7 @@ export class Switch {
         const CID = from * 100;
         this.tags.set(tag, { peer: from, SID, CID });
         port.link = 'configuring';
-        return reply({ kind: 'ctl-write', Space: 0, PFMSID: this.config.sid, PFMCID: this.cid, SID, CID, Tag: tag });
+        return reply({ kind: 'ctl-write', Space: 0, PFMSID: m.sid, PFMCID: m.cid, SID, CID, Tag: tag });
       }
       case 'standalone-ack': {
         const t = this.tags.get(msg.Tag);

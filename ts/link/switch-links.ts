@@ -18,7 +18,8 @@ import { decode as decodeFrame, encode as encodeFrame, packetFault } from './fra
 import { isFamCode, isFamPacket, isFamRequest, serve, type FamStore } from './fam.js';
 import { decode as decodePacket } from '../genz/packets.js';
 import { LinkEnd, type Stream } from './streams.js';
-import { Topology, type NodeEntry, type RemoteNode, type Route } from './topology.js';
+import { Topology, type FmRole, type NodeEntry, type RemoteNode, type Route } from './topology.js';
+import { Election, type ManagerClaim } from './manager.js';
 
 export interface SwitchLinksConfig {
   /** This switch's SID. */
@@ -47,6 +48,20 @@ export interface SwitchLinksConfig {
   fam?: FamStore | null;
   /** This switch's incarnation for routing, larger at each start (default: seconds since the epoch). */
   instance?: number;
+  /** Its fabric-manager role (default none): ts/link/manager.ts. */
+  fm?: FmRole;
+  /** How long a switch that may manage waits with no manager in charge before it claims (default 500 ms). */
+  fmGraceMs?: number;
+}
+
+/** The fabric-manager election as `/system` shows it. */
+export interface ManagerStatus {
+  /** This switch's role. */
+  role: FmRole;
+  /** This switch's claim (0: none). */
+  epoch: number;
+  /** The manager in charge, or null. */
+  manager: { sid: number; cid: number; gcid: string; epoch: number; self: boolean } | null;
 }
 
 /** One link as `/system` shows it. */
@@ -57,6 +72,8 @@ export interface SwitchLinksEvents {
   change: [];
   /** SIDs no route leads to any more (a link down, a switch gone). */
   unreachable: [sids: number[]];
+  /** The fabric manager in charge changed (null: none now). */
+  manager: [manager: ManagerClaim | null];
 }
 
 /** One connection to another switch (a path of its Neighbour, once the
@@ -164,12 +181,64 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
   /** Neighbours whose pump is running (a consume inside it needs no other turn). */
   private readonly pumping = new Set<Neighbour>();
   private isClosed = false;
+  private readonly election: Election;
+  private electionTimer: NodeJS.Timeout | null = null;
 
   constructor(readonly config: SwitchLinksConfig) {
     super();
     this.log = (config.logger ?? silentLogger).child({ component: 'links' });
     this.instance = config.instance ?? instanceNow();
     this.topology = new Topology({ sid: config.sid, instance: this.instance });
+    this.election = new Election({ sid: config.sid, cid: config.cid, role: config.fm ?? 'none', graceMs: config.fmGraceMs });
+    this.topology.setManager({ role: config.fm ?? 'none', cid: config.cid, epoch: 0 });
+  }
+
+  /** The fabric manager in charge as this switch sees it, or null. */
+  get manager(): ManagerClaim | null {
+    return this.election.manager;
+  }
+
+  managerStatus(): ManagerStatus {
+    const m = this.election.manager;
+    return {
+      role: this.config.fm ?? 'none',
+      epoch: this.election.own.epoch,
+      manager: m ? { sid: m.sid, cid: m.cid, gcid: fmt(m.sid * 0x1000 + m.cid), epoch: m.epoch, self: m.sid === this.config.sid } : null,
+    };
+  }
+
+  /** Runs the election on what the reachable switches advertise now. */
+  private elect(): void {
+    if (this.isClosed) return;
+    this.election.update(this.topology.managers(), Date.now());
+    let claim = false;
+    for (let ev = this.election.pollEvent(); ev; ev = this.election.pollEvent()) {
+      switch (ev.kind) {
+        case 'claim':
+          claim = true;
+          this.log.warn(
+            { event: 'fm-claim', epoch: ev.epoch },
+            ev.took ? `this switch takes over as fabric manager (epoch ${ev.epoch}): the manager in charge, SID ${ev.took.sid} (epoch ${ev.took.epoch}), is gone` : `this switch manages the fabric (epoch ${ev.epoch})`,
+          );
+          break;
+        case 'yield':
+          claim = true;
+          this.log.warn({ event: 'fm-yield', to: ev.to.sid, epoch: ev.to.epoch }, `SID ${ev.to.sid} manages the fabric (epoch ${ev.to.epoch}), ahead of this switch: it yields`);
+          break;
+        case 'manager':
+          if (ev.manager) this.log.info({ event: 'fm', sid: ev.manager.sid, epoch: ev.manager.epoch }, `fabric manager in charge: SID ${ev.manager.sid} (${fmt(ev.manager.sid * 0x1000 + ev.manager.cid)}, epoch ${ev.manager.epoch})`);
+          else this.log.warn({ event: 'fm', sid: null }, 'no fabric manager in charge');
+          this.emit('manager', ev.manager);
+          break;
+      }
+    }
+    if (claim) {
+      this.topology.setManager({ role: this.config.fm ?? 'none', cid: this.config.cid, epoch: this.election.own.epoch });
+      this.flush();
+    }
+    const at = this.election.pollTimeout();
+    if (this.electionTimer) clearTimeout(this.electionTimer);
+    this.electionTimer = at === null ? null : setTimeout(() => this.elect(), Math.max(0, at - Date.now()) + 1);
   }
 
   /** The switch's GCID. */
@@ -201,6 +270,7 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
       throw e;
     }
     for (const addr of this.config.connect ?? []) this.dial(this.conn(`out:${addr}`, 'out', addr));
+    this.elect();
   }
 
   /** The addresses the listeners are bound to (port 0 picks one). */
@@ -478,6 +548,7 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
     const t = Date.now();
     for (const sid of lost) this.lostAt.set(sid, t);
     this.retryRoutes();
+    this.elect();
     this.emit('change');
     if (lost.length) {
       this.log.warn({ event: 'unreachable', sids: lost }, `no route to SID ${lost.join(', ')} any more`);
@@ -883,6 +954,8 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
     if (this.routeTimer) clearInterval(this.routeTimer);
     this.routeTimer = null;
     this.waitingRoute.clear();
+    if (this.electionTimer) clearTimeout(this.electionTimer);
+    this.electionTimer = null;
   }
 
   [Symbol.dispose](): void {

@@ -29,6 +29,18 @@ export interface NodeEntry {
   cclass: string;
 }
 
+/** A switch's part in managing the fabric (ts/link/manager.ts): its
+ * role, its CID, and the epoch of its claim to be the manager in charge (0:
+ * it claims nothing). */
+export interface FmAdvert {
+  role: FmRole;
+  cid: number;
+  epoch: number;
+}
+
+export type FmRole = 'primary' | 'secondary' | 'none';
+const FM_ROLES: readonly FmRole[] = ['none', 'primary', 'secondary'];
+
 /** One switch's advertisement of itself. */
 export interface Advert {
   sid: number;
@@ -40,10 +52,14 @@ export interface Advert {
   neighbours: number[];
   /** Its peers (the switch itself among them), by ascending CID. */
   nodes: NodeEntry[];
+  /** Its fabric-manager role and claim (default: none, CID 0, epoch 0). */
+  fm?: FmAdvert;
 }
 
 const TYPE_ADVERT = 1;
-const VERSION = 1;
+const VERSION = 2;
+const HEADER = 24;
+const NO_FM: FmAdvert = { role: 'none', cid: 0, epoch: 0 };
 const MAX_TEXT = 64;
 /** An advertisement names at most this many neighbours and nodes. */
 export const MAX_NEIGHBOURS = 256;
@@ -69,7 +85,11 @@ export function encodeAdvert(a: Advert): Uint8Array {
     check(n.cid, 0xfff, 'CID');
     return [text(n.nodename, 'nodename'), text(n.cclass, 'C-Class')];
   });
-  const size = 16 + 2 * a.neighbours.length + texts.reduce((s, [n, c]) => s + 4 + n.length + c.length, 0);
+  const fm = a.fm ?? NO_FM;
+  check(fm.cid, 0xfff, 'fabric manager CID');
+  check(fm.epoch, 0xffff_ffff, 'fabric manager epoch');
+  if (!FM_ROLES.includes(fm.role)) throw new TopologyError('ELIMIT', `fabric manager role ${String(fm.role)} is not one of ${FM_ROLES.join(', ')}`);
+  const size = HEADER + 2 * a.neighbours.length + texts.reduce((s, [n, c]) => s + 4 + n.length + c.length, 0);
   const out = new Uint8Array(size);
   const v = new DataView(out.buffer);
   v.setUint8(0, TYPE_ADVERT);
@@ -79,7 +99,10 @@ export function encodeAdvert(a: Advert): Uint8Array {
   v.setUint32(8, a.seq, true);
   v.setUint16(12, a.neighbours.length, true);
   v.setUint16(14, a.nodes.length, true);
-  let at = 16;
+  v.setUint8(16, FM_ROLES.indexOf(fm.role));
+  v.setUint16(18, fm.cid, true);
+  v.setUint32(20, fm.epoch, true);
+  let at = HEADER;
   for (const n of a.neighbours) {
     check(n, 0xffff, 'neighbour SID');
     v.setUint16(at, n, true);
@@ -103,7 +126,7 @@ export function decodeAdvert(bytes: Uint8Array): Advert {
   const bad = (why: string): never => {
     throw new TopologyError('EDECODE', `bad advertisement: ${why}`);
   };
-  if (bytes.length < 16) bad(`${bytes.length} bytes`);
+  if (bytes.length < HEADER) bad(`${bytes.length} bytes`);
   const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
   if (v.getUint8(0) !== TYPE_ADVERT) bad(`type ${v.getUint8(0)}`);
   if (v.getUint8(1) !== VERSION) bad(`version ${v.getUint8(1)}`);
@@ -111,7 +134,12 @@ export function decodeAdvert(bytes: Uint8Array): Advert {
   const nNeighbours = v.getUint16(12, true);
   const nNodes = v.getUint16(14, true);
   if (nNeighbours > MAX_NEIGHBOURS || nNodes > MAX_NODES) bad(`${nNeighbours} neighbours, ${nNodes} nodes`);
-  let at = 16;
+  const role = FM_ROLES[v.getUint8(16)];
+  if (role === undefined) bad(`fabric manager role ${v.getUint8(16)}`);
+  if (v.getUint8(17) !== 0) bad('a reserved byte is not zero');
+  const fm: FmAdvert = { role: role!, cid: v.getUint16(18, true), epoch: v.getUint32(20, true) };
+  if (fm.cid > 0xfff) bad(`fabric manager CID ${fm.cid} over 12 bits`);
+  let at = HEADER;
   const neighbours: number[] = [];
   if (at + 2 * nNeighbours > bytes.length) bad('truncated');
   for (let i = 0; i < nNeighbours; i++, at += 2) {
@@ -139,7 +167,7 @@ export function decodeAdvert(bytes: Uint8Array): Advert {
     at += 4 + nl + cl;
   }
   if (at !== bytes.length) bad(`${bytes.length - at} bytes left over`);
-  return { sid, instance: v.getUint32(4, true), seq: v.getUint32(8, true), neighbours, nodes };
+  return { sid, instance: v.getUint32(4, true), seq: v.getUint32(8, true), neighbours, nodes, fm };
 }
 
 /** Whether `a` is newer than `b`: a later instance, or the same and a later seq. */
@@ -183,6 +211,7 @@ export class Topology {
   private readonly instance: number;
   private seq = 0;
   private nodes: NodeEntry[] = [];
+  private fm: FmAdvert = NO_FM;
   private readonly adverts = new Map<number, Advert>();
   private readonly encoded = new Map<number, Uint8Array>();
   private readonly links = new Map<string, LinkState>();
@@ -206,6 +235,23 @@ export class Topology {
     if (JSON.stringify(sorted) === JSON.stringify(this.nodes)) return;
     this.nodes = sorted;
     this.originate();
+  }
+
+  /** The switch's own fabric-manager role and claim changed. */
+  setManager(fm: FmAdvert): void {
+    if (fm.role === this.fm.role && fm.cid === this.fm.cid && fm.epoch === this.fm.epoch) return;
+    this.fm = { ...fm };
+    this.originate();
+  }
+
+  /** The fabric-manager part of every switch routes reach, and this one's. */
+  managers(): Array<FmAdvert & { sid: number }> {
+    const out = [{ sid: this.sid, ...this.fm }];
+    for (const sid of this.routes().keys()) {
+      const fm = this.adverts.get(sid)?.fm;
+      if (fm) out.push({ sid, ...fm });
+    }
+    return out.sort((a, b) => a.sid - b.sid);
   }
 
   /** A link came up; its neighbour is known once something arrives on it. */
@@ -347,7 +393,7 @@ export class Topology {
   }
 
   private originate(): void {
-    const a: Advert = { sid: this.sid, instance: this.instance, seq: ++this.seq, neighbours: [...this.ownNeighbours()].sort((x, y) => x - y), nodes: this.nodes };
+    const a: Advert = { sid: this.sid, instance: this.instance, seq: ++this.seq, neighbours: [...this.ownNeighbours()].sort((x, y) => x - y), nodes: this.nodes, fm: this.fm };
     this.adverts.set(this.sid, a);
     this.encoded.set(this.sid, encodeAdvert(a));
     this.routing = null;

@@ -83,6 +83,8 @@ export interface SystemView {
   switchLinks?: SwitchLinkView[];
   /** The nodes of the other switches it reaches, by GCID (SID:CID). */
   remoteNodes?: Array<{ gcid: string; sid: number; cid: number; nodename: string; cclass: string; hops: number; via: number | null }>;
+  /** With links: the fabric-manager election. */
+  fm?: { role: 'primary' | 'secondary' | 'none'; epoch: number; manager: { sid: number; cid: number; gcid: string; epoch: number; self: boolean } | null };
 }
 
 export type FabricEventType = 'join' | 'leave' | 'refuse' | 'link' | 'message' | 'drop' | 'undelivered' | 'reject';

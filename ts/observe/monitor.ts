@@ -292,6 +292,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       view.sid = f.switch.config.sid;
       view.switchLinks = l.links();
       view.remoteNodes = l.remoteNodes().map((n) => ({ gcid: `${n.sid}:${n.cid}`, sid: n.sid, cid: n.cid, nodename: n.nodename, cclass: n.cclass, hops: n.hops, via: routes.get(n.sid)?.via ?? null }));
+      if (l.config.listen?.length || l.config.connect?.length) view.fm = l.managerStatus();
     }
     return view;
   }

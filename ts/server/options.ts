@@ -35,6 +35,8 @@ export interface FabricOptions {
   nClients: number;
   recycle: boolean;
   pfm: boolean;
+  /** Its fabric-manager role across switches (--fm; --no-pfm is none). */
+  fm: 'primary' | 'secondary' | 'none';
   sid: number;
   codec: 'text' | 'genz';
   console: boolean | null;
@@ -220,6 +222,7 @@ const FLAGS = {
   nClients: { type: 'string' },
   'no-recycle': { type: 'boolean' },
   'no-pfm': { type: 'boolean' },
+  fm: { type: 'string' },
   sid: { type: 'string' },
   codec: { type: 'string' },
   console: { type: 'boolean' },
@@ -250,7 +253,7 @@ export function parseServeArgs(argv: readonly string[]): ServeOptions {
     help: false,
     fabric: null,
   };
-  const fabric: FabricOptions = { nClients: DEFAULT_FABRIC_PEERS, recycle: true, pfm: true, sid: 27, codec: 'text', console: null, ringCapacity: null, links: null, fam: null };
+  const fabric: FabricOptions = { nClients: DEFAULT_FABRIC_PEERS, recycle: true, pfm: true, fm: 'primary', sid: 27, codec: 'text', console: null, ringCapacity: null, links: null, fam: null };
   let famKey: number | null = null;
   const links: SwitchLinkOptions = { listen: [], connect: [], provider: 'tcp' };
   let linkProvider = false;
@@ -259,6 +262,7 @@ export function parseServeArgs(argv: readonly string[]): ServeOptions {
   let maxPeers: string | null = null;
   let vectors: number | null = null;
   const fabricOnly: string[] = [];
+  let fmGiven = false;
   let shmName: string | null = null;
   let shmDir: string | null = null;
   let memfd = false;
@@ -346,8 +350,19 @@ export function parseServeArgs(argv: readonly string[]): ServeOptions {
         fabricOnly.push('--no-recycle');
         break;
       case 'no-pfm':
+        if (fmGiven && fabric.fm !== 'none') throw new UsageError(`--no-pfm and --fm ${fabric.fm} contradict each other`);
         fabric.pfm = false;
+        fabric.fm = 'none';
+        fmGiven = true;
         fabricOnly.push('--no-pfm');
+        break;
+      case 'fm':
+        if (v !== 'primary' && v !== 'secondary' && v !== 'none') throw new UsageError(`--fm needs primary, secondary or none, got '${v}'`);
+        if (fmGiven && fabric.fm !== v) throw new UsageError(`--fm ${v} contradicts ${fabric.pfm ? `--fm ${fabric.fm}` : '--no-pfm'}`);
+        fabric.fm = v;
+        fabric.pfm = v !== 'none';
+        fmGiven = true;
+        fabricOnly.push('--fm');
         break;
       case 'sid':
         fabric.sid = parseInteger('--sid', v, 0, 65535, ' (a Gen-Z SID is 16 bits)');
@@ -545,6 +560,10 @@ Fabric (the default; FAME-Z compatible):
       --no-recycle       tell peers when a peer leaves (by default its
                          eventfds are kept for the next peer with its ID)
       --no-pfm           the switch is not the Primordial Fabric Manager
+                         (the same as --fm none)
+      --fm ROLE          fabric manager across linked switches: primary (the
+                         default: manages from the start), secondary (takes
+                         over when no manager is in charge), none
       --sid N            the fabric's SID (default 27)
       --codec C          what the switch writes in the mailbox: text (FAME-Z's
                          language, the default) or genz (peers are configured
