@@ -12,16 +12,20 @@ import fc from 'fast-check';
 
 import { Reason } from '../ts/genz/codes.js';
 import { ecrc, pcrc } from '../ts/genz/crc.js';
-import { decode } from '../ts/genz/packets.js';
+import { decode, type Core64Read } from '../ts/genz/packets.js';
 import {
   MAX_READ,
+  WINDOW_OFFER,
   atomicRequest,
+  decodeOffer,
+  encodeOffer,
   isFamCode,
   isFamPacket,
   isFamRequest,
   parseResponse,
   readRequest,
   reasonName,
+  refusal,
   serve,
   writeRequest,
   type AtomicOperation,
@@ -333,4 +337,35 @@ test('fetch-adds through serve on a mapped file and Atomics.add in another proce
   t.is(word(s, 8, 4), BigInt(N + W));
   const disk = fs.readFileSync(file);
   t.deepEqual([disk.readBigUInt64LE(0), disk.readUInt32LE(8), disk.readUInt32LE(12)], [BigInt(N + W), N + W, 0]);
+});
+
+test('window offers round-trip; anything else of that length or type is no offer', (t) => {
+  const o = { owner: 0x1000 + 500, addr: 0n, key: (1n << 40n) + 7n, size: 1 << 20, rkey: 4242 };
+  const bytes = encodeOffer(o);
+  t.is(bytes.length, 40);
+  t.is(bytes[0], WINDOW_OFFER);
+  t.deepEqual(decodeOffer(bytes), o);
+  t.deepEqual(decodeOffer(encodeOffer({ ...o, rkey: null })), { ...o, rkey: null });
+  t.is(decodeOffer(bytes.subarray(0, 39)), null);
+  t.is(decodeOffer(new Uint8Array([...bytes, 0])), null);
+  for (const [at, v] of [[0, 1], [1, 2], [2, 1], [33, 1], [32, 2]] as const) {
+    const bad = bytes.slice();
+    bad[at] = v;
+    t.is(decodeOffer(bad), null, `byte ${at} = ${v}`);
+  }
+  const noKey = encodeOffer({ ...o, rkey: null });
+  noKey[36] = 1; // a key without the flag
+  t.is(decodeOffer(noKey), null);
+  const big = bytes.slice();
+  big[7] = 0x10; // a GCID over 28 bits
+  t.is(decodeOffer(big), null);
+});
+
+test('refusal: the owner\'s checks, the same whether it or a neighbour by RMA does the request', (t) => {
+  const read = (Addr: bigint, RDSize: number, RKey?: number) => decode(readRequest({ from: 0x2000 + 100, to: 0x1000 + 500, tag: 1, offset: Number(Addr), length: RDSize, key: RKey })) as Core64Read;
+  t.is(refusal(read(0n, 8, 1), 64, 1), null);
+  t.is(refusal(read(0n, 8), 64, 1), Reason.InvAccKey);
+  t.is(refusal(read(0n, 8, 2), 64, 1), Reason.InvAccKey);
+  t.is(refusal(read(60n, 8), 64, null), Reason.InvAccPerm);
+  t.is(refusal(read(56n, 8), 64, null), null);
 });

@@ -293,6 +293,8 @@ linkTest(`a peer reads and writes another switch's fabric-attached memory; out o
   const b = await serve(t, ['--sid', '2', '--link', a.linkAddress!]);
   const beta = t.context.track(await FabricClient.connect(b.sock, { nodename: 'beta' }));
   await waitFor(async () => (await system(b)).remoteNodes?.some((n) => n.sid === 1), 'b reaches SID 1', WAIT_MS);
+  // One hop, tcp has RMA: a offers b its memory as a window, and b reads and writes it itself.
+  await b.proc.waitFor(/SID 1 offers its memory \(1:500, 1048576 bytes\) by RMA/, WAIT_MS);
   const data = Buffer.alloc(1000).map((_, i) => (i * 7) & 0xff);
   await beta.write('1:500', 4096, data, { key: 4242 });
   t.deepEqual(fs.readFileSync(file).subarray(4096, 5096), data, 'in the owner\'s file');
@@ -303,6 +305,8 @@ linkTest(`a peer reads and writes another switch's fabric-attached memory; out o
   await t.throwsAsync(beta.write('1:500', 0, Buffer.from('x')), { code: 'EFAM', message: /refused: InvAccKey/ });
   await t.throwsAsync(beta.read('2:500', 0, 8), { code: 'EFAM', message: /refused: UnsupportedReq/ }, 'its own switch has no memory');
   await t.throwsAsync(beta.read('9:500', 0, 8, { timeoutMs: 500 }), { code: 'ETIMEDOUT' }, 'no route: the switch refuses and nothing answers');
+  const rma = (await system(b)).switchLinks!.reduce((n, l) => ({ reads: n.reads + l.rmaReads, writes: n.writes + l.rmaWrites }), { reads: 0, writes: 0 });
+  t.true(rma.writes >= 4 && rma.reads >= 5, `b served its peer's requests by RMA: ${JSON.stringify(rma)}`);
   // The local switch's own memory, from a peer of its own.
   const alpha = t.context.track(await FabricClient.connect(a.sock, { nodename: 'alpha' }));
   t.is((await alpha.read('switch', 0, 20, { key: 4242 })).toString(), 'written by the owner');
@@ -311,6 +315,24 @@ linkTest(`a peer reads and writes another switch's fabric-attached memory; out o
   await c.waitFor(/fabric of 4 peers/, WAIT_MS);
   type(c, 'write 1:500 100 hi there');
   await c.waitFor(/error: 1:500 refused: InvAccKey/, WAIT_MS);
+});
+
+linkTest(`two hops from the memory (a line of three switches): reads and writes go to the owner as packets, and are the same${skipped}`, async (t) => {
+  const dir = t.context.dir();
+  const file = path.join(dir, 'fam');
+  fs.writeFileSync(file, Buffer.alloc(0));
+  fs.truncateSync(file, 1 << 16);
+  const a = await serve(t, ['--sid', '1', '--link-listen', '127.0.0.1:0', '--fam', file]);
+  const b = await serve(t, ['--sid', '2', '--link-listen', '127.0.0.1:0', '--link', a.linkAddress!]);
+  const c = await serve(t, ['--sid', '3', '--link', b.linkAddress!]);
+  const gamma = t.context.track(await FabricClient.connect(c.sock, { nodename: 'gamma' }));
+  await waitFor(async () => (await system(c)).remoteNodes?.some((n) => n.sid === 1), 'c reaches SID 1', WAIT_MS);
+  const data = Buffer.alloc(3000).map((_, i) => (i * 13) & 0xff);
+  await gamma.write('1:500', 100, data);
+  t.deepEqual(fs.readFileSync(file).subarray(100, 3100), data);
+  t.deepEqual(await gamma.read('1:500', 100, 3000), data);
+  await t.throwsAsync(gamma.read('1:500', (1 << 16) - 1, 2), { code: 'EFAM', message: /refused: InvAccPerm/ });
+  for (const s of [b, c]) t.true((await system(s)).switchLinks!.every((l) => l.rmaReads === 0 && l.rmaWrites === 0), 'no RMA but on the owner\'s own links');
 });
 
 linkTest(`atomics on another switch's memory: concurrent fetch-adds from two peers lose nothing, one compare-and-swap of two wins, refusals say why${skipped}`, async (t) => {

@@ -86,7 +86,10 @@ export function startServe(
     if (o.fabric.fam) {
       try {
         famShm = SharedMemory.fromFd(fs.openSync(o.fabric.fam.file, 'r+'));
-        fam = { bytes: new Uint8Array(famShm.buffer as ArrayBuffer), key: o.fabric.fam.key };
+        // Its own descriptor for the links' RMA windows (each maps it on its own).
+        const fd = fs.openSync(o.fabric.fam.file, 'r+');
+        server.on('close', () => fs.closeSync(fd));
+        fam = { bytes: new Uint8Array(famShm.buffer as ArrayBuffer), key: o.fabric.fam.key, fd };
       } catch (e) {
         famShm?.close();
         server.close();

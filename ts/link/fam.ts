@@ -25,6 +25,9 @@ export interface FamStore {
   bytes: Uint8Array;
   /** The R-Key every request must carry, or null for none. */
   key: number | null;
+  /** An open descriptor of the memory's file: links whose provider has RMA
+   * register it as a window their neighbours read and write directly. */
+  fd?: number;
 }
 
 /** The sizes, in bytes, of the atomic operations served. */
@@ -76,14 +79,34 @@ function ack(req: Packet, self: number, reason: number): Uint8Array {
 
 /** The owner's answer to request `req` (decoded, GC = 1) against `store`
  * (null: no memory here); `self` is the owner's GCID. */
+/** Why the owner of `size` bytes with R-Key `key` (null: none) refuses the
+ * Core64 Read or Write `r` (a Reason), or null when it does it. */
+export function refusal(r: Core64Read | Core64Write, size: number, key: number | null): number | null {
+  if (key !== null && (r.RK !== 1 || r.RKey !== key)) return Reason.InvAccKey;
+  const length = r.class === 'Core64.Read' ? r.RDSize : r.payload.length;
+  if (length < 1 || length > (r.class === 'Core64.Read' ? MAX_READ : MAX_WRITE)) return Reason.MalformedPkt;
+  if (r.Addr + BigInt(length) > BigInt(size)) return Reason.InvAccPerm;
+  return null;
+}
+
+/** The owner `self`'s StandaloneAck of `req` with `reason`. */
+export function answerAck(req: Packet, self: number, reason: number): Uint8Array {
+  return ack(req, self, reason);
+}
+
+/** The owner `self`'s ReadResponse to `req` carrying `data`. */
+export function answerRead(req: Packet, self: number, data: Uint8Array): Uint8Array {
+  const me = split(self);
+  return encode({ class: 'Core64.ReadResponse', GC: 1, DSID: req.SSID!, DCID: req.SCID, SSID: me.sid, SCID: me.cid, Tag: req.Tag, payload: data });
+}
+
 export function serve(req: Packet, store: FamStore | null, self: number): Uint8Array {
   if (store && isAtomicRequest(req)) return serveAtomic(req, store, self);
   if (!store || (req.class !== 'Core64.Read' && req.class !== 'Core64.Write')) return ack(req, self, Reason.UnsupportedReq);
   const r = req as Core64Read | Core64Write;
-  if (store.key !== null && (r.RK !== 1 || r.RKey !== store.key)) return ack(req, self, Reason.InvAccKey);
+  const why = refusal(r, store.bytes.length, store.key);
+  if (why !== null) return ack(req, self, why);
   const length = r.class === 'Core64.Read' ? r.RDSize : r.payload.length;
-  if (length < 1 || length > (r.class === 'Core64.Read' ? MAX_READ : MAX_WRITE)) return ack(req, self, Reason.MalformedPkt);
-  if (r.Addr + BigInt(length) > BigInt(store.bytes.length)) return ack(req, self, Reason.InvAccPerm);
   const at = Number(r.Addr);
   if (r.class === 'Core64.Write') {
     store.bytes.set(r.payload, at);
@@ -241,4 +264,51 @@ export function parseResponse(bytes: Uint8Array): FamResponse | null {
 export function reasonName(reason: number): string {
   for (const [k, v] of Object.entries(Reason)) if (v === reason) return k;
   return `0x${reason.toString(16)}`;
+}
+
+/** A switch's offer of its memory as an RMA window to a neighbour (a
+ * famez control message on the link, docs/multi-host.md "Remote memory by
+ * RMA"): the neighbour's switch checks its peers' requests as the owner
+ * would (`refusal`) and reads and writes the window itself. Size 0
+ * withdraws an offer. */
+export interface WindowOffer {
+  /** The owner's GCID (its switch). */
+  owner: number;
+  addr: bigint;
+  key: bigint;
+  size: number;
+  /** The R-Key requests must carry, or null. */
+  rkey: number | null;
+}
+
+/** The first byte of a window offer (the topology's adverts have 1). */
+export const WINDOW_OFFER = 2;
+const OFFER_BYTES = 40;
+
+export function encodeOffer(o: WindowOffer): Uint8Array {
+  const out = new Uint8Array(OFFER_BYTES);
+  const v = new DataView(out.buffer);
+  v.setUint8(0, WINDOW_OFFER);
+  v.setUint8(1, 1);
+  v.setUint32(4, o.owner, true);
+  v.setBigUint64(8, o.addr, true);
+  v.setBigUint64(16, o.key, true);
+  v.setBigUint64(24, BigInt(o.size), true);
+  v.setUint8(32, o.rkey === null ? 0 : 1);
+  v.setUint32(36, o.rkey ?? 0, true);
+  return out;
+}
+
+/** The offer in `bytes`, or null when they are none (wrong length, type,
+ * version, a reserved byte set, a GCID over 28 bits, a size over 2^53). */
+export function decodeOffer(bytes: Uint8Array): WindowOffer | null {
+  if (bytes.length !== OFFER_BYTES || bytes[0] !== WINDOW_OFFER || bytes[1] !== 1) return null;
+  const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
+  if (v.getUint16(2, true) !== 0 || v.getUint8(33) !== 0 || v.getUint16(34, true) !== 0 || v.getUint8(32) > 1) return null;
+  const owner = v.getUint32(4, true);
+  const size = v.getBigUint64(24, true);
+  if (owner >= 2 ** 28 || size > BigInt(Number.MAX_SAFE_INTEGER)) return null;
+  const rkey = v.getUint8(32) === 1 ? v.getUint32(36, true) : null;
+  if (rkey === null && v.getUint32(36, true) !== 0) return null;
+  return { owner, addr: v.getBigUint64(8, true), key: v.getBigUint64(16, true), size: Number(size), rkey };
 }

@@ -251,6 +251,14 @@ export class Link extends EventEmitter<LinkEvents> {
     return native(() => this.#native.createWindow(size));
   }
 
+  /** A window over the first `size` bytes of the open file `fd` (mapped
+   * shared on its own: what the peer writes lands in the file; it outlives
+   * `fd`), registered with `key` when given — a provider that picks its
+   * own keys (FI_MR_PROV_KEY) may not take it: see `window.remote.key`. */
+  createFileWindow(fd: number, size: number, key?: bigint): OfiWindow {
+    return native(() => this.#native.createFileWindow(fd, size, key));
+  }
+
   /** Whether the link keeps the process alive (default true). */
   ref(keep = true): this {
     this.#native.ref(keep);

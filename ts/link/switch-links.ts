@@ -13,9 +13,11 @@ import { EventEmitter } from 'node:events';
 import { silentLogger, type Logger } from '../log.js';
 import type { SwitchLinkView } from '../observe/api-types.js';
 import { CarryError, LINK_LOCAL, Reassembler, fmt, peek, pieceRoute, pieces } from './carry.js';
-import { Link, LinkError, LinkListener, libfabricAvailable } from './ofi.js';
+import { Link, LinkError, LinkListener, libfabricAvailable, type OfiWindow } from './ofi.js';
 import { decode as decodeFrame, encode as encodeFrame, packetFault } from './frame.js';
-import { isFamCode, isFamPacket, isFamRequest, serve, type FamStore } from './fam.js';
+import { WINDOW_OFFER, answerAck, answerRead, decodeOffer, encodeOffer, isFamCode, isFamPacket, isFamRequest, refusal, serve, type FamStore, type WindowOffer } from './fam.js';
+import { Reason } from '../genz/codes.js';
+import type { Core64Read, Core64Write } from '../genz/packets.js';
 import { decode as decodePacket } from '../genz/packets.js';
 import { LinkEnd, type Stream } from './streams.js';
 import { Topology, type FmRole, type NodeEntry, type RemoteNode, type Route } from './topology.js';
@@ -106,6 +108,11 @@ interface Conn {
   badLoggedAt: number;
   /** An accepted connection that went down is listed (as down) until this timer. */
   listTimer: NodeJS.Timeout | null;
+  /** The switch's memory (--fam) registered on this connection for the neighbour's RMA. */
+  window: OfiWindow | null;
+  /** Peers' memory requests this switch served by RMA on this connection. */
+  rmaReads: number;
+  rmaWrites: number;
 }
 
 /** Everything exchanged with one other switch (by its SID), over however
@@ -137,6 +144,10 @@ interface Neighbour {
   pieceParts: Map<number, Uint8Array[]>;
   /** With no connection up: its packets waiting for credit are given up after PARK_MS. */
   parkTimer: NodeJS.Timeout | null;
+  /** This switch's memory as offered to it for RMA, once. */
+  offered: WindowOffer | null;
+  /** Its memory as it offered it: its window, read and written here by RMA. */
+  window: WindowOffer | null;
 }
 
 /** The most bytes of one piece written into a slot (MAX_SLOT_MESSAGE). */
@@ -182,6 +193,8 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
   private readonly pumping = new Set<Neighbour>();
   private isClosed = false;
   private readonly election: Election;
+  /** The key this switch's memory window has on every connection. */
+  private readonly famKey = (1n << 40n) + BigInt(randomBytes(4).readUInt32LE(0));
   private electionTimer: NodeJS.Timeout | null = null;
 
   constructor(readonly config: SwitchLinksConfig) {
@@ -302,6 +315,8 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
         badFrames: (s?.badFrames ?? 0) + c.early.badFrames,
         retransmits: s?.retransmits ?? 0,
         downs: c.downs,
+        rmaReads: c.rmaReads,
+        rmaWrites: c.rmaWrites,
       };
     });
   }
@@ -334,6 +349,9 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
       badLogged: 0,
       badLoggedAt: -Infinity,
       listTimer: null,
+      window: null,
+      rmaReads: 0,
+      rmaWrites: 0,
     };
     this.conns.set(name, c);
     return c;
@@ -359,6 +377,8 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
         resumers: new Map(),
         pieceParts: new Map(),
         parkTimer: null,
+        offered: null,
+        window: null,
       };
       this.neighbours.set(sid, nb);
       this.byName.set(nb.name, nb);
@@ -408,12 +428,47 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
     if (c.upFor === c.link || c.link === null) return;
     c.upFor = c.link;
     this.log.info({ event: 'link-connected', link: c.name, address: c.address }, `link ${c.name} connected (${c.address})`);
+    this.registerWindow(c);
     c.link.send(encodeFrame({ type: 'hello', instance: this.linkInstance, window: WINDOW, seen: false, source: this.gcid }));
     const link = c.link;
     c.helloTimer = setTimeout(() => {
       c.helloTimer = null;
       if (c.link === link && !c.attached) this.down(c, link, null, `no hello in ${3 * this.heartbeatMs} ms`);
     }, 3 * this.heartbeatMs);
+  }
+
+  /** With --fam and a provider with RMA: the memory registered on this
+   * connection before its hello goes out, so that by the time the other
+   * end sees it up (and may read and write it) it is there. Only where its
+   * coordinates are the same on every connection (address 0, the key
+   * famez asks for): the neighbour may use any of them. */
+  private registerWindow(c: Conn): void {
+    const fam = this.config.fam;
+    const link = c.link;
+    if (!fam || fam.fd === undefined || !link || !link.rma || c.window || fam.bytes.length === 0) return;
+    let w: OfiWindow;
+    try {
+      w = link.createFileWindow(fam.fd, fam.bytes.length, this.famKey);
+    } catch (e) {
+      this.log.debug({ event: 'fam-window', link: c.name, reason: (e as Error).message }, `link ${c.name}: no RMA window (${(e as Error).message}); memory requests go as packets`);
+      return;
+    }
+    const r = w.remote;
+    if (r.addr !== 0n || r.key !== this.famKey) {
+      w.close();
+      this.log.debug({ event: 'fam-window', link: c.name }, `link ${c.name}: the provider places windows itself; memory requests go as packets`);
+      return;
+    }
+    c.window = w;
+  }
+
+  /** The memory offered to a neighbour that just came up, when its first connection has a window. */
+  private offerWindow(nb: Neighbour, c: Conn): void {
+    const fam = this.config.fam;
+    if (!fam || !c.window || nb.offered) return;
+    const r = c.window.remote;
+    nb.offered = { owner: this.gcid, addr: r.addr, key: r.key, size: Number(r.size), rkey: fam.key };
+    nb.waiting.push(...pieces('control', this.gcid, LINK_LOCAL, encodeOffer(nb.offered), nb.messages++));
   }
 
   private arrived(c: Conn, m: Buffer): void {
@@ -474,6 +529,8 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
     link.close();
     if (c.helloTimer) clearTimeout(c.helloTimer);
     c.helloTimer = null;
+    c.window?.close();
+    c.window = null;
     const wasUp = c.wasUp;
     c.wasUp = false;
     if (wasUp) c.downs++;
@@ -514,6 +571,8 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
     }
     this.topology.linkDown(nb.name);
     nb.waiting.length = 0;
+    nb.offered = null;
+    nb.window = null;
     if (nb.timer) clearTimeout(nb.timer);
     nb.timer = null;
     nb.timerAt = Infinity;
@@ -668,6 +727,7 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
           this.log.info({ event: 'link-up', link: c.name, sid: nb.sid }, `link ${c.name} up${second}`);
           if (!nb.up) changed = true;
           this.settle(nb);
+          this.offerWindow(nb, c);
           break;
         }
         case 'dead': {
@@ -721,7 +781,14 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
       nb.pieceParts.delete(key);
       if (m.kind === 'control') {
         this.consume(nb, d.stream, count);
-        if (m.destination === LINK_LOCAL) {
+        if (m.destination === LINK_LOCAL && m.message[0] === WINDOW_OFFER) {
+          const o = decodeOffer(m.message);
+          // Only a neighbour's own memory, offered by the neighbour itself.
+          if (o && Math.floor(o.owner / 0x1000) === nb.sid && m.source === o.owner) {
+            nb.window = o.size > 0 ? o : null;
+            this.log.info({ event: 'fam-window', sid: nb.sid, size: o.size }, `SID ${nb.sid} offers its memory (${fmt(o.owner)}, ${o.size} bytes) by RMA: this switch reads and writes it for its peers`);
+          } else this.log.warn({ event: 'link-reject', link: nb.name }, `link to SID ${nb.sid}: a memory window offer that is not its own; ignored`);
+        } else if (m.destination === LINK_LOCAL) {
           this.topology.receive(nb.name, Math.floor(m.source / 0x1000), m.message);
           learned = true;
         }
@@ -834,7 +901,57 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
       return 'accepted';
     }
     if (sid === this.config.sid) return { refused: `${fmt(destination)} serves no memory: fabric-attached memory is the switch's (${fmt(this.gcid)})` };
+    const nb = this.neighbours.get(sid);
+    if (nb?.window && nb.window.owner === destination && h.ocl === 0 && (h.opcode === 0x1b || h.opcode === 0x04) && this.byRma(sender, nb, nb.window, packet)) return 'accepted';
     return this.sendToward(sender, { source: own, destination }, [packet]);
+  }
+
+  /** A local peer's Core64 Read or Write of a neighbour's memory, done here
+   * by RMA on its window: checked as its owner checks them (R-Key, length,
+   * range; a refusal answered as the owner would), then read or written,
+   * and answered for the owner. False when no connection can do it now. If
+   * the RMA fails, the request goes to the owner as a packet after all. */
+  private byRma(sender: number, nb: Neighbour, o: WindowOffer, packet: Uint8Array): boolean {
+    const c = nb.paths.find((x) => nb.end.pathUp(x.id) && x.link?.state === 'connected' && x.link.rma);
+    if (!c) return false;
+    let p;
+    try {
+      p = decodePacket(packet) as Core64Read | Core64Write;
+    } catch {
+      return false;
+    }
+    const answer = (bytes: Uint8Array) => {
+      if (!this.config.deliver?.(sender, [bytes], () => undefined)) this.log.warn({ event: 'undelivered', peer: sender }, `the answer to peer ${sender}'s memory request: no such peer; dropped`);
+    };
+    const why = refusal(p, o.size, o.rkey);
+    if (why !== null) {
+      answer(answerAck(p, o.owner, why));
+      return true;
+    }
+    const link = c.link!;
+    const remote = { addr: o.addr, key: o.key, size: o.size };
+    const at = Number(p.Addr);
+    const done =
+      p.class === 'Core64.Read'
+        ? link.read(remote, at, p.RDSize).then((data) => {
+            c.rmaReads++;
+            answer(answerRead(p, o.owner, data));
+          })
+        : link.write(remote, at, p.payload).then(() => {
+            c.rmaWrites++;
+            answer(answerAck(p, o.owner, Reason.NoError));
+          });
+    done.catch((e: Error) => {
+      if (this.isClosed) return;
+      // The connection failed under it: the owner's switch does it instead (a read or a write again is harmless).
+      this.log.warn({ event: 'fam-rma', link: c.name, reason: e.message }, `link ${c.name}: RMA for peer ${sender} failed (${e.message}); sent to ${fmt(o.owner)} as a packet`);
+      const to = this.upLinkTo(nb.sid);
+      if (to) {
+        this.sendData(to, { source: this.config.sid * 0x1000 + sender * 100, destination: o.owner }, packet);
+        this.pump(to);
+      } else this.log.warn({ event: 'undelivered', destination: fmt(o.owner) }, `peer ${sender}'s memory request for ${fmt(o.owner)}: no route; dropped`);
+    });
+    return true;
   }
 
   /** A memory request for this switch from afar: served, the answer sent
@@ -944,6 +1061,8 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
     this.linkListeners.length = 0;
     for (const c of [...this.conns.values(), ...this.downIn]) {
       c.closed = true;
+      c.window?.close();
+      c.window = null;
       for (const t of [c.helloTimer, c.retry, c.listTimer]) if (t) clearTimeout(t);
       c.link?.close();
       c.link = null;

@@ -70,6 +70,9 @@ export interface SwitchLinkView {
   retransmits: number;
   /** Times the link went down. */
   downs: number;
+  /** Local peers' reads and writes of the other switch's memory done by RMA on this link. */
+  rmaReads: number;
+  rmaWrites: number;
 }
 
 export interface SystemView {

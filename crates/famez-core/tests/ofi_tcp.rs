@@ -273,6 +273,55 @@ fn rma_write_then_read_of_a_registered_window() {
 }
 
 #[test]
+fn a_window_over_a_file_is_the_file_the_peer_reads_and_writes_by_rma() {
+    if !libfabric() {
+        return;
+    }
+    let opts = Options::default();
+    let mut net = Net::new(&opts);
+    if !net.sides[1].ep().granted().rma {
+        eprintln!("skipped: this provider grants no FI_RMA");
+        return;
+    }
+    let path = std::env::temp_dir().join(format!("famez-ofi-fam-{}", std::process::id()));
+    let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
+    file.set_len(1 << 16).unwrap();
+    let _ = std::fs::remove_file(&path);
+    use std::os::fd::AsFd;
+    let window = net.sides[1].ep().window_over_file(file.as_fd(), 1 << 16, Some(0xfa3e_0001)).unwrap();
+    let remote = window.remote();
+    assert_eq!(remote.size, 1 << 16);
+    if !net.sides[1].ep().granted().prov_key {
+        assert_eq!(remote.key, 0xfa3e_0001, "the key asked for");
+    }
+    // The descriptor may go: the window has its own mapping.
+    let probe = file.try_clone().unwrap();
+    drop(file);
+    let data = pattern(8192, 3);
+    let w = net.sides[0].ep().write(&remote, 1000, &data).unwrap();
+    net.run_until("the write", |n| n.sides[0].done.iter().any(|c| matches!(c, Completion::Written { id } if *id == w)));
+    use std::os::unix::fs::FileExt;
+    let mut got = vec![0u8; data.len()];
+    probe.read_exact_at(&mut got, 1000).unwrap();
+    assert!(got == data, "the peer's RMA write is in the file");
+    probe.write_all_at(b"from the file", 60_000).unwrap();
+    let rd = net.sides[0].ep().read(&remote, 60_000, 13).unwrap();
+    net.run_until("the read", |n| {
+        n.sides[0].done.iter().any(|c| matches!(c, Completion::Read { id, .. } if *id == rd))
+    });
+    assert!(net.sides[0]
+        .done
+        .iter()
+        .any(|c| matches!(c, Completion::Read { id, data } if *id == rd && data == b"from the file")));
+    assert_eq!(net.sides[0].ep().write(&remote, (1 << 16) - 4, &[0; 8]).unwrap_err().code(), "ERANGE");
+    drop(window);
+    match net.sides[1].ep().window_over_file(probe.as_fd(), 0, None) {
+        Err(e) => assert!(e.to_string().contains("at least one byte"), "{e}"),
+        Ok(_) => panic!("a window of no bytes over a file"),
+    }
+}
+
+#[test]
 fn close_tells_the_peer_and_a_link_reopens_on_the_same_port() {
     if !libfabric() {
         return;

@@ -223,6 +223,25 @@ impl OfiLink {
         Ok(OfiWindow { window: Some(w) })
     }
 
+    /// A window over the first `size` bytes of the open file `fd` (mapped
+    /// shared on its own: what the peer writes lands in the file, and the
+    /// window outlives `fd`), registered with `key` when given.
+    #[napi]
+    pub fn create_file_window(&self, fd: i32, size: f64, key: Option<BigInt>) -> Result<OfiWindow> {
+        if fd < 0 {
+            return Err(coded("EBADF", format_args!("{fd} is not a file descriptor")));
+        }
+        if !(size.is_finite() && size >= 1.0 && size.fract() == 0.0 && size <= usize::MAX as f64) {
+            return Err(coded("EINVAL", format_args!("a file window of {size} bytes")));
+        }
+        let key = key.as_ref().map(|k| u64_of("key", k)).transpose()?;
+        // SAFETY: the caller owns `fd` and keeps it open for this call; the
+        // window maps it and keeps no reference to the descriptor.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let w = self.with(|e| e.window_over_file(fd, size as usize, key).map_err(ofi_error))?;
+        Ok(OfiWindow { window: Some(w) })
+    }
+
     /// Delivers completions and connection events to `callback` on Node's
     /// loop, woken by the CQ's and EQ's fds; replaces an earlier watch.
     /// While watched the object stays alive (like an active handle) until

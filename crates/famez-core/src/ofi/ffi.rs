@@ -594,10 +594,13 @@ unsafe fn getname(lib: &Lib, fid: *mut sys::fid, cm: *mut sys::fi_ops_cm) -> Res
     }
 }
 
-/// Page-aligned, zeroed memory that libfabric may read and write; freed on drop.
+/// Page-aligned memory that libfabric may read and write: zeroed and
+/// owned, or a shared mapping of a file (fabric-attached memory: what the
+/// peer writes lands in the file); freed or unmapped on drop.
 struct Mem {
     ptr: NonNull<u8>,
     len: usize,
+    mapped: bool,
 }
 
 impl Mem {
@@ -605,7 +608,20 @@ impl Mem {
         let layout = std::alloc::Layout::from_size_align(len.max(1), PAGE).expect("a page-aligned layout");
         // SAFETY: the layout has a non-zero size.
         let p = unsafe { std::alloc::alloc_zeroed(layout) };
-        Mem { ptr: NonNull::new(p).unwrap_or_else(|| std::alloc::handle_alloc_error(layout)), len }
+        Mem { ptr: NonNull::new(p).unwrap_or_else(|| std::alloc::handle_alloc_error(layout)), len, mapped: false }
+    }
+
+    /// A shared read-write mapping of the first `len` bytes of `fd` (its own
+    /// mapping: it lives as long as this Mem, whatever becomes of `fd`).
+    fn map(fd: std::os::fd::BorrowedFd<'_>, len: usize) -> Result<Mem, OfiError> {
+        let size = std::num::NonZeroUsize::new(len)
+            .ok_or_else(|| OfiError::Usage("a window over a file needs at least one byte".into()))?;
+        let flags = nix::sys::mman::ProtFlags::PROT_READ | nix::sys::mman::ProtFlags::PROT_WRITE;
+        // SAFETY: a fresh mapping chosen by the kernel (no address hint), so
+        // it aliases nothing of ours; it is unmapped only in drop.
+        let p = unsafe { nix::sys::mman::mmap(None, size, flags, nix::sys::mman::MapFlags::MAP_SHARED, fd, 0) }
+            .map_err(|e| OfiError::Call { op: "mmap".into(), code: e as i32, text: e.desc().into() })?;
+        Ok(Mem { ptr: p.cast(), len, mapped: true })
     }
 
     fn at(&self, offset: usize) -> *mut u8 {
@@ -632,6 +648,12 @@ impl Mem {
 
 impl Drop for Mem {
     fn drop(&mut self) {
+        if self.mapped {
+            // SAFETY: mapped in map() with this length; nothing refers to it
+            // any more (the Window that owns it deregistered it first).
+            let _ = unsafe { nix::sys::mman::munmap(self.ptr.cast(), self.len) };
+            return;
+        }
         let layout = std::alloc::Layout::from_size_align(self.len.max(1), PAGE).expect("a page-aligned layout");
         // SAFETY: allocated in new with this layout.
         unsafe { std::alloc::dealloc(self.ptr.as_ptr(), layout) }
@@ -648,7 +670,23 @@ pub struct Window {
 
 impl Window {
     pub fn new(domain: &Rc<Domain>, len: usize, granted: &Granted, key: u64) -> Result<Window, OfiError> {
-        let mem = Mem::new(len);
+        Window::over(domain, Mem::new(len), granted, key)
+    }
+
+    /// A window over the first `len` bytes of the file `fd`, shared with
+    /// every other mapping of it.
+    pub fn over_file(
+        domain: &Rc<Domain>,
+        fd: std::os::fd::BorrowedFd<'_>,
+        len: usize,
+        granted: &Granted,
+        key: u64,
+    ) -> Result<Window, OfiError> {
+        Window::over(domain, Mem::map(fd, len)?, granted, key)
+    }
+
+    fn over(domain: &Rc<Domain>, mem: Mem, granted: &Granted, key: u64) -> Result<Window, OfiError> {
+        let len = mem.len;
         let access = (sys::FI_REMOTE_READ | sys::FI_REMOTE_WRITE | sys::FI_READ | sys::FI_WRITE) as u64;
         // SAFETY: mem outlives mr (fields drop in order: mr first).
         let mr = unsafe { domain.register(mem.at(0), len, access, key)? };
@@ -881,6 +919,10 @@ impl Conn {
 
     pub fn window(&self, len: usize, key: u64) -> Result<Window, OfiError> {
         Window::new(&self.domain, len, &self.granted, key)
+    }
+
+    pub fn window_over_file(&self, fd: std::os::fd::BorrowedFd<'_>, len: usize, key: u64) -> Result<Window, OfiError> {
+        Window::over_file(&self.domain, fd, len, &self.granted, key)
     }
 
     /// Queues a send (copied); posts what the queue and the free slots allow.

@@ -410,6 +410,20 @@ impl Endpoint {
         self.conn.window(len, ffi::next_key())
     }
 
+    /// A window over the first `len` bytes of the file `fd` (its own shared
+    /// mapping: what the peer writes lands in the file), registered with
+    /// `key` when given (a provider that picks its own keys may ignore it:
+    /// see `remote().key`), else a new one.
+    pub fn window_over_file(&self, fd: std::os::fd::BorrowedFd<'_>, len: usize, key: Option<u64>) -> Result<Window> {
+        if self.state == State::Closed {
+            return Err(OfiError::Closed);
+        }
+        if !self.conn.granted.rma {
+            return Err(OfiError::NoRma { provider: self.conn.granted.provider.clone() });
+        }
+        self.conn.window_over_file(fd, len, key.unwrap_or_else(ffi::next_key))
+    }
+
     /// Operations queued and not yet handed to the provider.
     pub fn queued(&self) -> usize {
         self.conn.queued()
