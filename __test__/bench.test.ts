@@ -41,6 +41,7 @@ const EXPECTED: [string, string, Regime][] = [
   ...rows(['link-rtt-64-busy-poll'], ['c', 'js'], CROSS),
   ...rows(['link-read-64-busy-poll'], ['js'], CROSS),
   ...rows(['link-stream-4096'], ['c', 'js'], CROSS),
+  ...rows(['link-failover-detect', 'link-failover-resume', 'link-failover-fail', 'link-failover-fm'], ['js'], ['unpinned']),
   ...rows(['connect-mesh-256', 'connect-mesh-fabric-62'], ['js'], ['unpinned']),
 ];
 

@@ -803,6 +803,31 @@ async function benchMesh(scenario: string, kind: 'client' | 'fabric', cfg: { pee
   await (server as Child | null)?.stop();
 }
 
+// ---------------------------------------------------------------- link failover
+
+/** Each failover measurement this many times (in fresh namespaces and switches). */
+const FAILOVER_REPS = pick(1, 3, 5);
+
+/** The links' failure times (bench/js/failover.ts): unpinned, in network namespaces. */
+async function linkFailover(): Promise<void> {
+  const rows: [string, Impl, Regime, string][] = ['detect', 'resume', 'fail', 'fm'].map((k) => [`link-failover-${k}`, 'js', 'unpinned', 'ms']);
+  await attempt('links: failover', rows, async () => {
+    const { libfabricAvailable } = await import('../ts/link/ofi.js');
+    const probe = libfabricAvailable();
+    if (!probe.available) throw new Error(`libfabric is not available: ${probe.error ?? ''}`);
+    const { netnsSupport } = await import('../__test__/helpers/netns.js');
+    const ns = netnsSupport();
+    if (!ns.ok) throw new Error(`network namespaces: ${ns.reason}`);
+    const { failover } = await import('./js/failover.js');
+    const t = await failover(FAILOVER_REPS, log);
+    const veth = 'two famez serve in two network namespaces joined by veth pairs (tcp), FabricClients over their UNIX sockets, heartbeats every 100 ms';
+    record('link-failover-detect', 'js', 'unpinned', 'ms', [t.detect], `${veth}; a ring stream's link cut (ip link set down): ms until both switches had it down (the later of the two log lines); target <= 300`);
+    record('link-failover-resume', 'js', 'unpinned', 'ms', [t.resume], `${veth}, two links between them; the one carrying a ring stream cut for good: the longest the stream stood still (its last message before the cut to its next); target <= 500`);
+    record('link-failover-fail', 'js', 'unpinned', 'ms', [t.fail], `${veth}, one link; a request to a peer of the other switch that nobody answers, the link cut: ms until it failed (EUNREACHABLE); target <= 1000`);
+    record('link-failover-fm', 'js', 'unpinned', 'ms', [t.fm], `${veth}, --fm primary on one, secondary on the other; the primary's switch SIGKILLed: ms until a configured peer of the secondary's switch got the CTL-Write naming it; target <= 2000`);
+  });
+}
+
 // ---------------------------------------------------------------- guest
 
 /** The guest group: two famez VMs on one in-process fabric server. */
@@ -1058,6 +1083,7 @@ async function main(): Promise<void> {
   if (wantedGroup('links')) {
     if (cError === 'not built' && wantedImpl('c')) buildC();
     await groupLinks();
+    await linkFailover();
   }
   if (wantedGroup('mesh')) await benchMesh('connect-mesh-256', 'client', MESH);
   if (wantedGroup('mesh-fabric')) await benchMesh('connect-mesh-fabric-62', 'fabric', MESH_FABRIC);
