@@ -318,6 +318,55 @@ nsTest(`two links between two switches (two veth pairs), one cut for good mid-st
   t.log(`cut -> down: A ${downA !== undefined ? downA - cut : '?'} ms, B ${downB !== undefined ? downB - cut : '?'} ms; cut -> traffic again over the other link ${resumed ? resumed.at - cut : 'no pause of 100 ms or more'}${resumed ? ` ms (the stream stood still ${resumed.gap} ms, resuming at message ${resumed.next})` : ''}`);
 });
 
+nsTest(`switch B SIGSTOPped past its heartbeats mid-stream: the link goes down on A, comes back when B goes on, and the stream resumes exactly once and in order${skipped}`, async (t) => {
+  t.timeout(180_000);
+  const { a, b } = await pair(t);
+  const alpha = t.context.track(await FabricClient.connect(a.sock, { nodename: 'alpha' }));
+  const N = 50_000;
+  const sink = sinkIn(t, b.ns, RING_SINK, [b.sock, 'sink', String(alpha.gcid), String(N)]);
+  const to = Number(JSON.parse((await sink.waitFor(/^\{"ready":\d+\}$/m, WAIT_MS))[0]).ready);
+  await known(alpha, 'sink', 2);
+  const sending = alpha.sendRing(formatGcid(to), Array.from({ length: N }, (_, i) => message(i)), { timeoutMs: 60_000 });
+  await sink.waitFor(/^\{"got":10000\}$/m, 60_000);
+  const seenA = a.proc.lines.length;
+  process.kill(b.proc.child.pid!, 'SIGSTOP');
+  try {
+    await a.proc.waitFor(/link in:\d+ down: nothing heard for 300 ms/, WAIT_MS);
+  } finally {
+    process.kill(b.proc.child.pid!, 'SIGCONT');
+  }
+  await waitFor(() => a.proc.lines.slice(seenA).some((l) => /link in:\d+: its other end is back; its streams go on/.test(l)), 'a: b is back', WAIT_MS, 20);
+  await sending;
+  await sink.waitFor(new RegExp(`^\\{"done":${N}\\}$`, 'm'), 120_000);
+  t.false(sink.stdout.includes('error'), sink.stdout);
+});
+
+nsTest(`a rogue switch in another namespace sends garbage, a corrupted packet and a forged ack: dropped, counted, logged, never delivered; the real link goes on${skipped}`, async (t) => {
+  t.timeout(90_000);
+  const net = t.context.net;
+  const nsA = net.add('a');
+  const nsB = net.add('b');
+  const nsR = net.add('r');
+  const [ab] = net.veth(nsA, nsB, 1);
+  const [ar] = net.veth(nsA, nsR, 2);
+  const a = await serve(t, nsA, ['--sid', '1', '--link-listen', `${ab.ip}:${PORT}`, '--link-listen', `${ar.ip}:${PORT}`]);
+  const b = await serve(t, nsB, ['--sid', '2', '--link', `${ab.ip}:${PORT}`]);
+  const alpha = t.context.track(await FabricClient.connect(a.sock, { nodename: 'alpha' }));
+  const beta = t.context.track(await FabricClient.connect(b.sock, { nodename: 'beta' }));
+  await known(alpha, 'beta', 2);
+  let heard = false;
+  alpha.on('message', (m) => {
+    if (m.text === 'forged') heard = true;
+  });
+  const rogue = sinkIn(t, nsR, path.join(__dirname, 'helpers', 'rogue-link.ts'), [`${ar.ip}:${PORT}`, String(0x1000 + alpha.id * 100)]);
+  await rogue.waitFor(/^\{"sent":4\}$/m, WAIT_MS);
+  await a.proc.waitFor(/link in:\d+: \d+ frame\(s\) dropped \(\d+ bad, \d+ refused in all/, WAIT_MS);
+  const pong = await alpha.request(formatGcid(beta.gcid), 'ping', { replyTimeoutMs: WAIT_MS });
+  t.is(pong.gcid, beta.gcid, 'the real link carries on');
+  t.false(heard, 'the corrupted packet was never delivered');
+  t.false(a.proc.lines.some((l) => /no route to SID 2/.test(l)), 'SID 2 was reached throughout');
+});
+
 for (const side of ['listening', 'linking'] as const) {
   nsTest(`a switch SIGKILLed (the ${side} one): the other side's peers lose its nodes, and a new famez serve with the same --sid in its place is seen again${skipped}`, async (t) => {
     t.timeout(120_000);
