@@ -7,7 +7,8 @@
 import test from 'ava';
 
 import { Reassembler, pieces } from '../ts/link/carry.js';
-import { libfabricAvailable } from '../ts/link/ofi.js';
+import { encode as encodeFrame } from '../ts/link/frame.js';
+import { Link, libfabricAvailable } from '../ts/link/ofi.js';
 import { SwitchLinks, type SwitchLinksConfig } from '../ts/link/switch-links.js';
 
 const probe = libfabricAvailable();
@@ -129,4 +130,22 @@ linkTest(`two connections between the same two switches: one is cut mid-stream a
   t.deepEqual(unreachable, [], 'SID 1 was reached throughout');
   await until('the cut connection noticed', () => b.links().some((l) => l.downs >= 1 && l.state === 'connecting'));
   t.is(b.links().filter((l) => l.state === 'up').length, 1, 'the other one carries on');
+});
+
+linkTest(`a peer that connects, says hello and goes, over and over, leaves at most 32 of its links listed${skipped}`, async (t) => {
+  t.timeout(60_000);
+  const a = sw(1);
+  for (let i = 0; i < 40; i++) {
+    const l = Link.connect(a.listening[0]);
+    await l.ready({ signal: AbortSignal.timeout(10_000) });
+    l.send(encodeFrame({ type: 'hello', instance: 100 + i, window: 8, seen: false, source: 0x9000 + 1500 }));
+    const before = a.links().length;
+    await until(`hello ${i} heard`, () => a.links().some((x) => x.direction === 'in' && x.state === 'up') || a.links().length > before);
+    l.close();
+    await until(`link ${i} down`, () => a.links().every((x) => x.state === 'down'));
+  }
+  const listed = a.links();
+  t.true(listed.length <= 32, `${listed.length} listed`);
+  t.true(listed.length >= 30, 'the latest are listed');
+  t.true(listed.every((x) => x.state === 'down'));
 });

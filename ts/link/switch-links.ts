@@ -155,6 +155,8 @@ const SLOT_PIECE = 383;
 /** How long a neighbour with no connection up keeps the packets waiting
  * for its credit, and an accepted connection that went down is listed. */
 const PARK_MS = 60_000;
+/** Accepted connections that went down listed at most (the latest). */
+const MAX_LISTED_DOWN = 32;
 /** The credit each new stream toward this switch starts with. */
 const WINDOW = 64;
 /** How long traffic for a SID that lost its route waits for a route again
@@ -550,6 +552,12 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
       if (!this.isClosed && nb) {
         this.downIn.add(c);
         c.listTimer = setTimeout(() => this.unlist(c), PARK_MS).unref();
+        // A peer that connects and goes over and over lists only its last few.
+        for (const old of this.downIn) {
+          if (this.downIn.size <= MAX_LISTED_DOWN) break;
+          if (old.listTimer) clearTimeout(old.listTimer);
+          this.unlist(old);
+        }
       } else nb?.end.dropPath(c.id);
     } else this.redial(c);
     if (nb?.end.isUp) setImmediate(() => this.pump(nb));
