@@ -180,6 +180,33 @@ test('a restarted switch (a larger instance) replaces what the others knew of it
   t.deepEqual(a.routes().get(2)?.hops, 1);
 });
 
+test('a switch restarted within the same second that reaches the same seq before its neighbour hears it (another advert of the same number): it is believed, on both sides of a line, and nothing trades them forever', (t) => {
+  const net = new Net();
+  const a = net.add(1);
+  const b = net.add(2, 5);
+  net.add(3);
+  net.connect('ab', 1, 2);
+  net.connect('ac', 1, 3);
+  net.settle();
+  const seq = b.own.seq;
+  net.cut('ab');
+  net.settle();
+  // The new run of SID 2: the same instance, its peers changed as often as
+  // the old one's; learning its neighbour on the new link brings it to the
+  // same seq as the advert the others hold, with other peers.
+  const again = new Topology({ sid: 2, instance: 5 });
+  while (again.own.seq < seq - 1) again.setNodes([{ cid: 100 + again.own.seq * 100, nodename: `run2-${again.own.seq}`, cclass: 'Driverless QEMU' }]);
+  t.is(again.own.seq, seq - 1);
+  net.tops.set(2, again);
+  net.connect('ab2', 1, 2);
+  const moved = net.settle();
+  t.true(moved < 100, `${moved} messages to settle`);
+  const name = again.own.nodes[0]!.nodename;
+  for (const sid of [1, 3]) t.deepEqual(net.tops.get(sid)!.remoteNodes().filter((n) => n.sid === 2).map((n) => n.nodename), [name], `SID ${sid} believes the new run`);
+  t.true(again.own.seq > seq);
+  t.is(a.advert(2)!.seq, again.own.seq);
+});
+
 test('a neighbour with this switch\'s own SID is a conflict, and carries nothing', (t) => {
   const net = new Net();
   const a = net.add(1);

@@ -170,6 +170,18 @@ export function decodeAdvert(bytes: Uint8Array): Advert {
   return { sid, instance: v.getUint32(4, true), seq: v.getUint32(8, true), neighbours, nodes, fm };
 }
 
+/** Bytes in a total order: -1, 0 or 1. */
+function compareBytes(a: Uint8Array, b: Uint8Array): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return a[i]! < b[i]! ? -1 : 1;
+  return a.length === b.length ? 0 : a.length < b.length ? -1 : 1;
+}
+
+/** How many times a switch goes past another advert of its own SID with its
+ * own instance and number (a run of its own in the same second) before it
+ * takes it for another switch with its SID and stops. */
+const MAX_PASSES = 8;
+
 /** Whether `a` is newer than `b`: a later instance, or the same and a later seq. */
 export function newer(a: Advert, b: Advert): boolean {
   return a.instance !== b.instance ? a.instance > b.instance : a.seq > b.seq;
@@ -212,6 +224,8 @@ export class Topology {
   private seq = 0;
   private nodes: NodeEntry[] = [];
   private fm: FmAdvert = NO_FM;
+  /** Times this switch went past an advert of its SID that was its number but not its content. */
+  private passes = 0;
   private readonly adverts = new Map<number, Advert>();
   private readonly encoded = new Map<number, Uint8Array>();
   private readonly links = new Map<string, LinkState>();
@@ -295,8 +309,12 @@ export class Topology {
       return;
     }
     if (a.sid === this.sid) {
-      // Ours, from an earlier instance (or another switch with this SID).
-      if (a.instance === this.instance && a.seq > this.seq) {
+      // Ours, from an earlier run with the same instance (a restart within
+      // the same second), or another switch with this SID: ahead of ours,
+      // or as far but not what we say now — ours goes past it.
+      const same = a.instance === this.instance && a.seq === this.seq && compareBytes(bytes, this.encoded.get(this.sid)!) !== 0;
+      if (a.instance === this.instance && (a.seq > this.seq || (same && this.passes < MAX_PASSES))) {
+        if (same) this.passes++;
         this.seq = a.seq;
         this.originate();
       }
@@ -304,9 +322,16 @@ export class Topology {
     }
     const have = this.adverts.get(a.sid);
     if (have && !newer(a, have)) {
-      // The sender is behind: it gets ours.
-      if (newer(have, a)) this.queue(link, a.sid);
-      return;
+      // The sender is behind: it gets ours. Or it has another advert of the
+      // same number (its switch restarted within its instance's second):
+      // the greater bytes win everywhere (no two switches trade them
+      // forever), and the switch itself, hearing of the other, goes past both.
+      const order = newer(have, a) ? 1 : compareBytes(this.encoded.get(a.sid)!, bytes);
+      if (order > 0) {
+        this.queue(link, a.sid);
+        return;
+      }
+      if (order === 0 || newer(have, a)) return;
     }
     if (!have && this.adverts.size >= this.maxSwitches) {
       this.refused++;
