@@ -21,7 +21,7 @@ function header(type: number, flags: number, length: number, source: number, des
   const v = new DataView(b.buffer);
   b[0] = 0x46; // 'F'
   b[1] = 0x5a; // 'Z'
-  b[2] = 1;
+  b[2] = 2;
   b[3] = type;
   b[4] = flags;
   v.setUint16(6, length, true);
@@ -65,11 +65,11 @@ for (const [name, frame, bytes] of VECTORS) {
 }
 
 test('pinned bytes, so the format cannot drift unnoticed', (t) => {
-  t.is(hex(encode({ type: 'heartbeat' })), '465a010200000000000000000000000000000000000000000000000000e4125b');
-  t.is(hex(encode({ type: 'ack', source: 0x1005, destination: 0x2003, ack: 3, credit: 67 })), '465a010400000000051000000320000000000000030000004300000000c756f5');
+  t.is(hex(encode({ type: 'heartbeat' })), '465a020200000000000000000000000000000000000000000000000000b933e5');
+  t.is(hex(encode({ type: 'ack', source: 0x1005, destination: 0x2003, ack: 3, credit: 67 })), '465a0204000000000510000003200000000000000300000043000000009a774b');
   t.is(
     hex(encode({ type: 'data', source: 0x1005, destination: 0x2003, seq: 2, packet: PACKET })),
-    '465a010300001c00051000000320000002000000000000000000000000fc96c4' + hex(PACKET),
+    '465a020300001c00051000000320000002000000000000000000000000a1b77a' + hex(PACKET),
   );
 });
 
@@ -100,7 +100,8 @@ test('decode refuses, with its code, every way a frame can be wrong', (t) => {
   t.is(code(() => decode('x' as unknown as Uint8Array)), 'EINPUT');
   t.is(code(() => decode(new Uint8Array(31))), 'ETRUNC');
   t.is(code(() => decode(new Uint8Array(32))), 'EMAGIC');
-  t.is(code(() => decode(forged(ack, 2, 2))), 'EVERSION');
+  t.is(code(() => decode(forged(ack, 2, 1))), 'EVERSION'); // version 1: one frame per link message, no trains
+  t.is(code(() => decode(forged(ack, 2, 3))), 'EVERSION');
   const flipped = ack.slice();
   flipped[20] ^= 0x10;
   t.is(code(() => decode(flipped)), 'ECRC');

@@ -181,6 +181,37 @@ export function pieces(kind: MessageKindName, source: number, destination: numbe
   }
 }
 
+/** One piece cut into pieces of at most `maxPacket` bytes carrying the same
+ * bytes at the same offsets (the last flag on the final one only, when the
+ * piece had it), for a destination whose slot takes less than the link
+ * carried; `[piece]` when it fits. Throws CarryError for no sound piece. */
+export function splitPiece(piece: Uint8Array, maxPacket: number): Uint8Array[] {
+  if (piece.length <= maxPacket) return [piece];
+  let p;
+  try {
+    p = decode(piece);
+  } catch (e) {
+    if (e instanceof GenZPacketError) throw new CarryError('EPACKET', `not a Gen-Z packet: ${e.message}`);
+    throw e;
+  }
+  if (p.class !== 'Core64.Write' || p.GC !== 1 || (p as Core64Write).Addr >> 48n !== WINDOW) throw new CarryError('EPACKET', 'not a piece');
+  const w = p as Core64Write;
+  const room = Math.min(PIECE_BYTES, Math.floor((maxPacket - HEADER_BYTES) / 4) * 4);
+  if (room < 4) throw new CarryError('EFIELD', `a piece of at most ${maxPacket} bytes carries nothing`);
+  const last = (w.Addr & LAST) !== 0n;
+  const base = w.Addr & ~(LAST | 0xffff_ffffn);
+  const offset = Number(w.Addr & 0xffff_ffffn);
+  const head = { class: 'Core64.Write' as const, GC: 1, DSID: w.DSID, DCID: w.DCID, SSID: w.SSID, SCID: w.SCID, Tag: w.Tag };
+  const out: Uint8Array[] = [];
+  for (let at = 0; at < w.payload.length || out.length === 0; at += room) {
+    const end = Math.min(w.payload.length, at + room);
+    const final = end === w.payload.length;
+    out.push(encode({ ...head, Addr: base | BigInt(offset + at) | (final && last ? LAST : 0n), payload: w.payload.subarray(at, end) }));
+    if (final) break;
+  }
+  return out;
+}
+
 /** Where a piece goes: its source and destination GCIDs, or why it is no
  * piece (one line). Checks the packet whole (CRCs, LEN) and its window. */
 export function pieceRoute(packet: Uint8Array): { source: number; destination: number } | string {

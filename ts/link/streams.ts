@@ -36,7 +36,7 @@
 //   path polls first; when a path goes down while another is up, every
 //   unacknowledged packet is sent again on the others and the receiver
 //   discards what it already had — nothing lost, nothing twice.
-import { decode, encode, FrameError, GCID_LIMIT, packetFault, type Data, type Frame } from './frame.js';
+import { decodeTrain, encode, encodeTrain, FrameError, GCID_LIMIT, HEADER_BYTES, MAX_PACKET_BYTES, packetFault, type Data, type Frame } from './frame.js';
 
 export interface Stream {
   /** Source GCID. */
@@ -256,24 +256,29 @@ export class LinkEnd {
     this.failover();
   }
 
-  /** One link message arrived on `path`. */
+  /** One link message arrived on `path`: a train of one or more frames,
+   * taken in order. A frame that does not decode is dropped and counted
+   * (badFrames), and with it the rest of its train (whose frames cannot be
+   * told apart after it); the frames before it count. */
   receive(bytes: Uint8Array, now: number, path = 0): void {
     const p = this.paths.get(path);
     if (!p?.up) return;
-    let f: Frame;
-    try {
-      f = decode(bytes);
-    } catch (e) {
-      if (!(e instanceof FrameError)) throw e;
-      this.counts.badFrames++;
-      this.counts.lastBadFrame = e.message;
-      p.stats.badFrames++;
-      p.stats.lastBadFrame = e.message;
-      return;
+    const { frames, error } = decodeTrain(bytes);
+    for (const f of frames) {
+      this.counts.framesReceived++;
+      p.stats.framesReceived++;
+      p.lastRx = now;
+      this.take(p, path, f, now);
     }
-    this.counts.framesReceived++;
-    p.stats.framesReceived++;
-    p.lastRx = now;
+    if (error) {
+      this.counts.badFrames++;
+      this.counts.lastBadFrame = error.message;
+      p.stats.badFrames++;
+      p.stats.lastBadFrame = error.message;
+    }
+  }
+
+  private take(p: Path, path: number, f: Frame, now: number): void {
     if (f.type === 'hello') return this.onHello(p, path, f.instance, f.window, f.seen, now);
     if (f.type === 'heartbeat') return;
     if (!p.helloSeen) {
@@ -336,6 +341,31 @@ export class LinkEnd {
     this.counts.framesSent++;
     p.stats.framesSent++;
     return encode(f);
+  }
+
+  /** The frames to send now on `path` as one link message of at most
+   * `maxBytes` (a train: data first, each with the reverse stream's ack
+   * when one is owed, then the acks and probes left, every ack cumulative
+   * and one per stream), or null when there is nothing to send. */
+  pollTrain(now: number, path = 0, maxBytes = 65536): Uint8Array | null {
+    const p = this.paths.get(path);
+    if (!p?.up) return null;
+    if (maxBytes < HEADER_BYTES + MAX_PACKET_BYTES) throw new RangeError(`a train of at most ${maxBytes} bytes cannot hold every frame`);
+    const frames: Frame[] = [];
+    let size = 0;
+    while (size + HEADER_BYTES + MAX_PACKET_BYTES <= maxBytes) {
+      const f = this.nextFrame(p, now);
+      if (!f) break;
+      // A frame with every other on its way: no heartbeat is due behind it.
+      p.lastTx = now;
+      frames.push(f);
+      size += HEADER_BYTES + (f.type === 'data' ? f.packet.length : 0);
+    }
+    if (!frames.length) return null;
+    this.counts.framesSent += frames.length;
+    p.stats.framesSent += frames.length;
+    // Every packet was checked by submit().
+    return encodeTrain(frames, true);
   }
 
   /** When to call handleTimeout(t) next (then pollTransmit(t) on every
