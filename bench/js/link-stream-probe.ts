@@ -41,7 +41,10 @@ async function main(): Promise<void> {
     out.push(count / (Number(BigInt(end) - BigInt(start)) / 1e9));
   }
   console.log(JSON.stringify({ count, size, msgPerS: out.map((x) => Math.round(x)) }));
-  for (const c of [pa, pb]) await c.stop();
+  for (const c of [pa, pb]) {
+    c.send('quit');
+    await c.exited;
+  }
   for (const c of [sa, sb]) {
     c.proc.kill('SIGINT');
     await c.exited;

@@ -21,6 +21,7 @@
 import { FamezError } from '../errors.js';
 import { decode, encode, GenZPacketError, MAX_LEN, type Core64Write } from '../genz/packets.js';
 import { packetFault } from './frame.js';
+import { ecrcTo } from '../genz/crc.js';
 
 export type CarryErrorCode = 'EPACKET' | 'EWINDOW' | 'EORDER' | 'ETOOBIG' | 'EFIELD';
 
@@ -173,12 +174,47 @@ export function pieces(kind: MessageKindName, source: number, destination: numbe
     SCID: source % 0x1000,
     Tag: number % 4096,
   };
+  // The full pieces differ only in Addr, payload and ECRC: the first is
+  // encoded, the others are it with those three written anew.
+  let full: Uint8Array | null = null;
+  const hi = Number(base >> 32n);
   for (let at = 0; ; at += room) {
     const end = Math.min(message.length, at + room);
     const last = end === message.length;
-    out.push(encode({ ...head, Addr: base | BigInt(at) | (last ? LAST : 0n), payload: message.subarray(at, end) }));
+    if (full !== null && end - at === room) out.push(refill(full, last ? hi | LAST_HI : hi, at, message, at));
+    else {
+      const p = encode({ ...head, Addr: base | BigInt(at) | (last ? LAST : 0n), payload: message.subarray(at, end) });
+      if (end - at === room) full = p;
+      out.push(p);
+    }
     if (last) return out;
   }
+}
+
+/** LAST in the high dword of Addr. */
+const LAST_HI = Number(LAST >> 32n);
+/** Where a piece's Addr (high dword, then low) and payload are: after the
+ * four dwords of a Core64 Write's explicit header with GC = 1. */
+const ADDR_HI = 16;
+const ADDR_LO = 20;
+const PAYLOAD_AT = 24;
+
+/** A piece like `like` (same header, payload length) with Addr `hi`:`lo` and
+ * the payload `message[from..]`, its ECRC computed anew. */
+function refill(like: Uint8Array, hi: number, lo: number, message: Uint8Array, from: number): Uint8Array {
+  const n = like.length;
+  const p = new Uint8Array(n);
+  p.set(like.subarray(0, PAYLOAD_AT));
+  const v = new DataView(p.buffer);
+  v.setUint32(ADDR_HI, hi, true);
+  v.setUint32(ADDR_LO, lo, true);
+  p.set(message.subarray(from, from + n - PAYLOAD_AT - 4), PAYLOAD_AT);
+  p[n - 4] = like[n - 4]!;
+  const sum = ecrcTo(p, n - 3);
+  p[n - 3] = sum & 0xff;
+  p[n - 2] = (sum >>> 8) & 0xff;
+  p[n - 1] = sum >>> 16;
+  return p;
 }
 
 /** One piece cut into pieces of at most `maxPacket` bytes carrying the same

@@ -126,7 +126,7 @@ interface Neighbour {
  * for its credit, and an accepted connection that went down is listed. */
 const PARK_MS = 60_000;
 /** The credit each new stream toward this switch starts with. */
-const WINDOW = 64;
+const WINDOW = 256;
 /** The largest train (one link message): the links' maxMessage (ts/link/ofi.ts's default). */
 const TRAIN_BYTES = 65536;
 /** How long traffic for a SID that lost its route waits for a route again
