@@ -295,11 +295,12 @@ export class Reassembler {
 
   /** One piece: the whole message when it was the last, else null. Throws
    * CarryError for a packet that is not a sound piece (the stream's partial
-   * message is dropped then). */
-  push(packet: Uint8Array): Carried | null {
+   * message is dropped then). `ecrcChecked`: the packet's ECRC was checked
+   * on its receipt (a link frame), not computed again. */
+  push(packet: Uint8Array, ecrcChecked = false): Carried | null {
     let p;
     try {
-      p = decode(packet);
+      p = decode(packet, { ecrcChecked });
     } catch (e) {
       if (e instanceof GenZPacketError) throw new CarryError('EPACKET', `not a Gen-Z packet: ${e.message}`);
       throw e;

@@ -210,10 +210,12 @@ export class LinkEnd {
   // ---- inputs ---------------------------------------------------------------
 
   /** Queues one Gen-Z packet on `stream`. False when the stream has no
-   * credit: the packet was not taken (keep it; a 'ready' event follows). */
-  submit(stream: Stream, packet: Uint8Array): boolean {
+   * credit: the packet was not taken (keep it; a 'ready' event follows).
+   * `checked`: the caller checked the packet whole already (packetFault),
+   * so it is not checked again. */
+  submit(stream: Stream, packet: Uint8Array, checked = false): boolean {
     checkStream(stream);
-    const fault = packetFault(packet);
+    const fault = checked ? null : packetFault(packet);
     if (fault !== null) throw new FrameError('EPACKET', `submit: ${fault}`);
     const t = this.txOf(stream);
     if (t.acked + t.buf.length >= t.limit) {

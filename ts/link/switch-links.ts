@@ -651,7 +651,8 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
       const count = parts.length;
       let m;
       try {
-        m = nb.reasm.push(d.packet);
+        // Its ECRC was checked as its frame arrived (LinkEnd.receive).
+        m = nb.reasm.push(d.packet, true);
       } catch (e) {
         if (!(e instanceof CarryError)) throw e;
         // The partial message is dropped: its pieces are consumed.
@@ -788,7 +789,7 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
     if (!h || h.piece || !isFamCode(h.ocl, h.opcode)) return false;
     let p;
     try {
-      p = decodePacket(packet);
+      p = decodePacket(packet, { ecrcChecked: true });
     } catch {
       return false;
     }
@@ -844,7 +845,9 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
       p.items.push({ packet, done });
       return;
     }
-    if (c.end.submit(stream, packet)) {
+    // Every packet here was checked whole: a local peer's by forward() or
+    // famFrom(), one passing through as its frame arrived, an answer made here.
+    if (c.end.submit(stream, packet, true)) {
       done?.();
       return;
     }
@@ -855,7 +858,7 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
     const key = streamKey(stream);
     const p = c.pending.get(key);
     if (!p) return;
-    while (p.items.length && c.end.submit(stream, p.items[0].packet)) p.items.shift()!.done?.();
+    while (p.items.length && c.end.submit(stream, p.items[0].packet, true)) p.items.shift()!.done?.();
     if (p.items.length) return;
     c.pending.delete(key);
     const waiting = c.resumers.get(key);
