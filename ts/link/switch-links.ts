@@ -127,6 +127,9 @@ interface Neighbour {
 const PARK_MS = 60_000;
 /** The credit each new stream toward this switch starts with. */
 const WINDOW = 256;
+/** An ack waits this long for a frame to ride with (an answer's data, the
+ * next train), unless urgent (LinkEnd's ackDelayMs). */
+const ACK_DELAY_MS = 2;
 /** The largest train (one link message): the links' maxMessage (ts/link/ofi.ts's default). */
 const TRAIN_BYTES = 65536;
 /** How long traffic for a SID that lost its route waits for a route again
@@ -277,7 +280,7 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
       nb = {
         sid,
         name: `sid:${sid}`,
-        end: new LinkEnd({ instance: this.linkInstance, source: this.gcid, window: WINDOW, heartbeatMs: this.config.heartbeatMs }),
+        end: new LinkEnd({ instance: this.linkInstance, source: this.gcid, window: WINDOW, heartbeatMs: this.config.heartbeatMs, ackDelayMs: ACK_DELAY_MS }),
         // A message across is at most 1 MiB; a neighbour holds at most 64 MiB of partial ones.
         reasm: new Reassembler(1 << 20, 64 << 20),
         paths: [],
