@@ -3,6 +3,7 @@
 // bytes A -> B; prints msg/s. PROF=dir runs both switches with --cpu-prof
 // into dir. Pinned A to CPU 0, B to CPU 1 like the bench's cross-cpu.
 //   node --import=tsx bench/js/link-stream-probe.ts [COUNT] [SIZE] [REPS]
+// RTT=1: COUNT round trips of SIZE bytes per batch, REPS batches, instead.
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -31,8 +32,14 @@ async function main(): Promise<void> {
   const gb = (await pb.ask<{ gcid: number }>('gcid', 30_000)).gcid;
   const ga = (await pa.ask<{ gcid: number }>('gcid', 30_000)).gcid;
   await pa.ask(`wait ${gb}`, 40_000);
+  if (process.env.RTT) {
+    // Round trips of SIZE-byte ring messages instead (COUNT per batch, REPS batches).
+    await pb.ask('echo', 10_000);
+    const { samples } = await pa.ask<{ samples: number[] }>(`rtt ${gb} ${size} ${count} ${reps} 200`, 600_000);
+    console.log(JSON.stringify({ rttUs: samples.map((x) => Math.round(x)) }));
+  }
   const out: number[] = [];
-  for (let r = 0; r < reps; r++) {
+  for (let r = 0; r < (process.env.RTT ? 0 : reps); r++) {
     pb.send(`sink ${ga} ${count}`);
     const { start } = await pa.ask<{ start: string }>(`send ${gb} ${size} ${count}`, 600_000);
     await pa.next(600_000, 'send');
@@ -40,7 +47,7 @@ async function main(): Promise<void> {
     await pb.ask('echo', 10_000);
     out.push(count / (Number(BigInt(end) - BigInt(start)) / 1e9));
   }
-  console.log(JSON.stringify({ count, size, msgPerS: out.map((x) => Math.round(x)) }));
+  if (out.length) console.log(JSON.stringify({ count, size, msgPerS: out.map((x) => Math.round(x)) }));
   for (const c of [pa, pb]) {
     c.send('quit');
     await c.exited;
