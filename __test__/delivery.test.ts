@@ -308,3 +308,24 @@ test('leave hands back the kept messages that go with the peer, the one in the s
   t.deepEqual(d.leave(1), [a, b]);
   t.deepEqual(d.leave(1), []);
 });
+
+test('reshape replaces each queued message in its place by its parts, in order; the parts of a kept one are kept (never dropped)', (t) => {
+  const d = new Delivery({ perPeerLimit: 4 });
+  d.connect(1);
+  d.setRoute(1, 'ring');
+  d.enqueue(1, msg('ab'), 0, true);
+  d.enqueue(1, msg('c'), 0);
+  d.enqueue(1, msg('de'), 0, true);
+  d.setRoute(1, 'slot');
+  d.reshape(1, (b) => [...Buffer.from(b).toString()].map((ch) => msg(ch)));
+  t.is(d.queued(1), 5);
+  // Over the bound: only the one that was not kept may go.
+  d.enqueue(1, msg('f'), 0);
+  const order: string[] = [];
+  for (let i = 0; i < 5; i++) {
+    order.push(...all(d, i));
+    d.slotTaken();
+  }
+  t.deepEqual(order, ['post:1:a', 'post:1:b', 'post:1:d', 'post:1:e', 'post:1:f']);
+  t.is(d.stats.dropped, 1);
+});

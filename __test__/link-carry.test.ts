@@ -5,7 +5,7 @@ import test from 'ava';
 import fc from 'fast-check';
 
 import * as genz from '../ts/genz/index.js';
-import { CarryError, HEADER_BYTES, PIECE_BYTES, Reassembler, looksCarried, pieces, splitPackets, type Carried } from '../ts/link/carry.js';
+import { CarryError, HEADER_BYTES, PIECE_BYTES, Reassembler, looksCarried, pieces, splitPackets, splitPiece, type Carried } from '../ts/link/carry.js';
 import { packetFault } from '../ts/link/frame.js';
 
 const A = 0x1b064; // SID 27, CID 100
@@ -47,6 +47,47 @@ test('messages of any size round-trip, cut into pieces of at most PIECE_BYTES', 
     }),
     { numRuns: 200 },
   );
+});
+
+test('pieces() makes exactly the packets the codec makes piece by piece (its full pieces are refilled, not encoded)', (t) => {
+  const WINDOW = 0xfa3en << 48n;
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: PIECE_BYTES * 6 + 5 }), fc.constantFrom('mailbox', 'ring', 'control' as const), fc.nat(100_000), fc.integer({ min: 40, max: 508 }), (bytes, kind, n, maxPacket) => {
+      const room = Math.min(PIECE_BYTES, Math.floor((maxPacket - HEADER_BYTES) / 4) * 4);
+      const want: string[] = [];
+      for (let at = 0; ; at += room) {
+        const end = Math.min(bytes.length, at + room);
+        const last = end === bytes.length;
+        const k = { mailbox: 0n, ring: 1n, control: 2n }[kind];
+        const Addr = WINDOW | (k << 40n) | BigInt(at) | (last ? 1n << 39n : 0n);
+        want.push(Buffer.from(genz.encode({ class: 'Core64.Write', GC: 1, DSID: 28, DCID: 200, SSID: 27, SCID: 100, Tag: n % 4096, Addr, payload: bytes.subarray(at, end) })).toString('hex'));
+        if (last) break;
+      }
+      t.deepEqual(pieces(kind, A, B, bytes, n, maxPacket).map((p) => Buffer.from(p).toString('hex')), want);
+    }),
+    { numRuns: 200 },
+  );
+});
+
+test('splitPiece cuts a piece into slot-sized ones at the same offsets, the last flag on the final one; a message of them reassembles whole', (t) => {
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: PIECE_BYTES * 4 }), fc.integer({ min: 40, max: 508 }), (bytes, maxPacket) => {
+      const ps = pieces('ring', A, B, bytes, 9);
+      const cut = ps.flatMap((p) => splitPiece(p, maxPacket));
+      for (const p of cut) {
+        t.true(p.length <= maxPacket);
+        t.is(packetFault(p), null);
+      }
+      t.is(cut.length, ps.reduce((n, p) => n + (p.length <= maxPacket ? 1 : Math.max(1, Math.ceil((p.length - HEADER_BYTES) / (Math.floor((maxPacket - HEADER_BYTES) / 4) * 4)))), 0));
+      const got = deliverAll(new Reassembler(), cut);
+      t.is(got.length, 1);
+      t.deepEqual(Buffer.from(got[0].message), Buffer.from(bytes));
+    }),
+    { numRuns: 200 },
+  );
+  const short = pieces('mailbox', A, B, new Uint8Array(10), 1)[0];
+  t.is(splitPiece(short, 383)[0], short, 'a piece that fits is itself');
+  t.throws(() => splitPiece(genz.encode({ class: 'Core64.Write', GC: 1, DSID: 1, SSID: 1, Addr: 0n, payload: new Uint8Array(400) }), 383), { instanceOf: CarryError });
 });
 
 test('streams reassemble independently when their pieces interleave', (t) => {

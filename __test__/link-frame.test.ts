@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import fc from 'fast-check';
 
 import * as genz from '../ts/genz/index.js';
-import { decode, encode, FrameError, packetFault, HEADER_BYTES, type Frame } from '../ts/link/frame.js';
+import { decode, decodeTrain, encode, encodeTrain, FrameError, packetFault, HEADER_BYTES, type Frame } from '../ts/link/frame.js';
 
 /** A real packet from the project's codec: 24 bytes (Core64 Write, 4 payload bytes). */
 const PACKET = genz.encode({ class: 'Core64.Write', DCID: 3, SCID: 5, Tag: 7, Addr: 0x1000n, payload: new Uint8Array([1, 2, 3, 4]) });
@@ -21,7 +21,7 @@ function header(type: number, flags: number, length: number, source: number, des
   const v = new DataView(b.buffer);
   b[0] = 0x46; // 'F'
   b[1] = 0x5a; // 'Z'
-  b[2] = 1;
+  b[2] = 2;
   b[3] = type;
   b[4] = flags;
   v.setUint16(6, length, true);
@@ -65,11 +65,11 @@ for (const [name, frame, bytes] of VECTORS) {
 }
 
 test('pinned bytes, so the format cannot drift unnoticed', (t) => {
-  t.is(hex(encode({ type: 'heartbeat' })), '465a010200000000000000000000000000000000000000000000000000e4125b');
-  t.is(hex(encode({ type: 'ack', source: 0x1005, destination: 0x2003, ack: 3, credit: 67 })), '465a010400000000051000000320000000000000030000004300000000c756f5');
+  t.is(hex(encode({ type: 'heartbeat' })), '465a020200000000000000000000000000000000000000000000000000b933e5');
+  t.is(hex(encode({ type: 'ack', source: 0x1005, destination: 0x2003, ack: 3, credit: 67 })), '465a0204000000000510000003200000000000000300000043000000009a774b');
   t.is(
     hex(encode({ type: 'data', source: 0x1005, destination: 0x2003, seq: 2, packet: PACKET })),
-    '465a010300001c00051000000320000002000000000000000000000000fc96c4' + hex(PACKET),
+    '465a020300001c00051000000320000002000000000000000000000000a1b77a' + hex(PACKET),
   );
 });
 
@@ -100,7 +100,8 @@ test('decode refuses, with its code, every way a frame can be wrong', (t) => {
   t.is(code(() => decode('x' as unknown as Uint8Array)), 'EINPUT');
   t.is(code(() => decode(new Uint8Array(31))), 'ETRUNC');
   t.is(code(() => decode(new Uint8Array(32))), 'EMAGIC');
-  t.is(code(() => decode(forged(ack, 2, 2))), 'EVERSION');
+  t.is(code(() => decode(forged(ack, 2, 1))), 'EVERSION'); // version 1: one frame per link message, no trains
+  t.is(code(() => decode(forged(ack, 2, 3))), 'EVERSION');
   const flipped = ack.slice();
   flipped[20] ^= 0x10;
   t.is(code(() => decode(flipped)), 'ECRC');
@@ -239,4 +240,53 @@ test('property: a valid frame with bytes mutated (the CRC kept right or not) dec
     { numRuns: 3000 },
   );
   t.pass();
+});
+
+test('a train is frames end to end: encodeTrain is their encodings laid one after another, decodeTrain gives them back', (t) => {
+  const frames: Frame[] = [
+    { type: 'hello', instance: 9, window: 256, seen: true, source: 0x1000 },
+    { type: 'data', source: 0x1005, destination: 0x2003, seq: 2, packet: PACKET },
+    { type: 'data', source: 0x1005, destination: 0x2003, seq: 3, packet: PACKET, reverse: { ack: 4, credit: 260 } },
+    { type: 'ack', source: 0x2003, destination: 0x1005, ack: 7, credit: 300 },
+  ];
+  const train = encodeTrain(frames);
+  t.is(hex(train), frames.map((f) => hex(encode(f))).join(''));
+  t.deepEqual(decodeTrain(train), { frames, error: null });
+  t.deepEqual(decodeTrain(encode({ type: 'heartbeat' })), { frames: [{ type: 'heartbeat' }], error: null }, 'one frame is a train of one');
+  t.throws(() => decode(train), { instanceOf: FrameError, code: 'ETRAILING' }, 'decode takes one frame, no more');
+});
+
+test('decodeTrain is strict: the frames before the first that does not decode, and its error; an empty message is ETRUNC', (t) => {
+  const ack = encode({ type: 'ack', source: 1, destination: 2, ack: 3, credit: 4 });
+  const two = encodeTrain([{ type: 'heartbeat' }, { type: 'ack', source: 1, destination: 2, ack: 3, credit: 4 }]);
+  t.is(decodeTrain(new Uint8Array(0)).error?.code, 'ETRUNC');
+  const cut = decodeTrain(two.subarray(0, two.length - 1));
+  t.deepEqual(cut.frames, [{ type: 'heartbeat' }]);
+  t.is(cut.error?.code, 'ETRUNC');
+  t.regex(cut.error!.message, /^frame 2 of a train: /);
+  const tail = decodeTrain(concat(two, new Uint8Array(5)));
+  t.is(tail.frames.length, 2);
+  t.is(tail.error?.code, 'ETRUNC');
+  const old = decodeTrain(concat(ack, forged(ack, 2, 1)));
+  t.is(old.frames.length, 1);
+  t.is(old.error?.code, 'EVERSION');
+  t.is(decodeTrain('x' as unknown as Uint8Array).error?.code, 'EINPUT');
+});
+
+test('property: arbitrary bytes and mutated trains never make decodeTrain throw; what it decodes encodes back to the bytes it took', (t) => {
+  const good = encodeTrain([{ type: 'heartbeat' }, { type: 'data', source: 1, destination: 2, seq: 5, packet: PACKET }, { type: 'probe', source: 1, destination: 2, seq: 6 }]);
+  fc.assert(
+    fc.property(fc.oneof(fc.uint8Array({ maxLength: 300 }), fc.tuple(fc.nat(good.length * 8 - 1), fc.nat(good.length)).map(([bit, cut]) => {
+      const b = good.slice(0, cut || good.length);
+      b[(bit >> 3) % b.length] ^= 1 << (bit & 7);
+      return b;
+    })), (bytes) => {
+      const { frames, error } = decodeTrain(bytes);
+      const back = encodeTrain(frames);
+      t.is(hex(back), hex(bytes.subarray(0, back.length)));
+      if (error === null) t.is(back.length, bytes.length);
+      else t.true(error instanceof FrameError);
+    }),
+    { numRuns: 2000 },
+  );
 });

@@ -14,7 +14,7 @@ import * as path from 'node:path';
 import fc from 'fast-check';
 
 import * as genz from '../ts/genz/index.js';
-import { decode, encode, FrameError } from '../ts/link/frame.js';
+import { decode, decodeTrain, encode, FrameError } from '../ts/link/frame.js';
 import { LinkEnd, unwrapSeq, type LinkEndConfig, type Stream } from '../ts/link/streams.js';
 
 // ---- the environment -----------------------------------------------------------
@@ -98,6 +98,8 @@ class Sim {
     totals: number[],
     stuck: boolean[],
     readonly paths = 1,
+    /** Trains of at most this many bytes (pollTrain); 0: a frame per message (pollTransmit). */
+    readonly train = 0,
   ) {
     this.config = config;
     this.wires = Array.from({ length: paths }, (): [Flight[], Flight[]] => [[], []]);
@@ -131,11 +133,11 @@ class Sim {
   pump(end: 0 | 1, max: number, path = 0): number {
     let n = 0;
     if (!this.connected[path]) {
-      if (this.ends[end].pollTransmit(this.now, path) !== null) this.fail(`end ${end} transmits on path ${path} while it is down`);
+      if (this.ends[end].pollTransmit(this.now, path) !== null || this.ends[end].pollTrain(this.now, path) !== null) this.fail(`end ${end} transmits on path ${path} while it is down`);
       return 0;
     }
     for (; n < max; n++) {
-      const b = this.ends[end].pollTransmit(this.now, path);
+      const b = this.train > 0 ? this.ends[end].pollTrain(this.now, path, this.train) : this.ends[end].pollTransmit(this.now, path);
       if (!b) break;
       this.trace.push(`${end}@${this.now}/${path}:${Buffer.from(b).toString('hex')}`);
       this.wires[path]![end].push({ bytes: b });
@@ -366,6 +368,8 @@ const configArb = fc.record({
   window: fc.integer({ min: 1, max: 6 }),
   heartbeatMs: fc.constantFrom(20, 100),
   rtoMs: fc.constantFrom(10, 50, 200),
+  // Acks that wait for a frame to ride with (below every rtoMs here).
+  ackDelayMs: fc.constantFrom(0, 0, 1, 5),
 });
 
 const scenarioArb: fc.Arbitrary<Scenario> = fc.record({
@@ -373,6 +377,8 @@ const scenarioArb: fc.Arbitrary<Scenario> = fc.record({
   totals: fc.array(fc.nat({ max: 30 }), { minLength: STREAMS.length, maxLength: STREAMS.length }),
   stuck: fc.array(fc.boolean(), { minLength: STREAMS.length, maxLength: STREAMS.length }),
   actions: fc.array(actionArb, { minLength: 10, maxLength: 200, size: 'max' }),
+  // A frame per link message, or trains (540: one data frame and an ack at most; 65536: the switches').
+  train: fc.constantFrom(0, 0, 540, 1200, 65536),
 });
 
 interface Scenario {
@@ -380,10 +386,11 @@ interface Scenario {
   totals: number[];
   stuck: boolean[];
   actions: Action[];
+  train?: number;
 }
 
 function simulate(sc: Scenario, paths = 1): Sim {
-  const sim = new Sim(sc.configs, sc.totals, sc.stuck, paths);
+  const sim = new Sim(sc.configs, sc.totals, sc.stuck, paths, sc.train ?? 0);
   for (const a of sc.actions) sim.run(a);
   sim.heal();
   return sim;
@@ -431,7 +438,7 @@ test('property: two connections between the same two ends, each losing, duplicat
 test('property: one of two connections goes for good at any moment: the streams go on over the other, every packet exactly once and in order, and it is never connected again', (t) => {
   fc.assert(
     fc.property(scenarioArb, fc.array(actionsOver(2), { minLength: 10, maxLength: 200, size: 'max' }), fc.nat({ max: 200 }), (sc, actions, at) => {
-      const sim = new Sim(sc.configs, sc.totals, sc.stuck, 2);
+      const sim = new Sim(sc.configs, sc.totals, sc.stuck, 2, sc.train ?? 0);
       sim.connect(0);
       sim.connect(1);
       actions.forEach((a, i) => {
@@ -888,4 +895,87 @@ test('request and response: the ack of each stream rides on the data of its reve
   t.is(b.sendBuffered(R), 1); // each request acked the response before it; the last one's ack is still owed
   t.deepEqual(decode(a.pollTransmit(6)!), { type: 'ack', ...R, ack: 5, credit: 69 });
   t.deepEqual(frames, ['data', 'data', 'data', 'data', 'data']);
+});
+
+/** The frames of one link message, as their types (and data seq). */
+const kinds = (train: Uint8Array) => decodeTrain(train).frames.map((f) => (f.type === 'data' ? `data ${f.seq}${f.reverse ? '+ack' : ''}` : f.type));
+
+test('a train: every frame due in one link message, data first, then one cumulative ack per stream; 20 data frames are acked by one ack', (t) => {
+  const [a, b] = connected();
+  for (let i = 0; i < 20; i++) t.true(a.submit(S, P(i)));
+  const train = a.pollTrain(1)!;
+  t.deepEqual(kinds(train), Array.from({ length: 20 }, (_, i) => `data ${i}`));
+  t.is(a.pollTrain(1), null);
+  t.is(a.stats.framesSent, 1 + 20, 'a hello, then the data');
+  b.receive(train, 1);
+  t.is(delivered(b).length, 20);
+  b.consumed(S, 20);
+  const back = b.pollTrain(1)!;
+  t.deepEqual(decodeTrain(back).frames, [{ type: 'ack', ...S, ack: 20, credit: 84 }]);
+  a.receive(back, 1);
+  t.is(a.sendBuffered(S), 0);
+});
+
+test('a train holds at most maxBytes: the rest goes in the next ones', (t) => {
+  const [a, b] = connected();
+  for (let i = 0; i < 10; i++) a.submit(S, P(i));
+  const size = 32 + P(0).length;
+  const trains: Uint8Array[] = [];
+  for (let f = a.pollTrain(1, 0, 3 * size + 508 - P(0).length); f; f = a.pollTrain(1, 0, 3 * size + 508 - P(0).length)) trains.push(f);
+  t.deepEqual(trains.map((x) => decodeTrain(x).frames.length), [3, 3, 3, 1]);
+  for (const x of trains) b.receive(x, 1);
+  t.is(delivered(b).length, 10);
+  t.throws(() => a.pollTrain(1, 0, 100), { instanceOf: RangeError });
+});
+
+test('a corrupt frame in a train: the frames before it count, it and the rest are dropped (one bad frame), and what they carried arrives when resent', (t) => {
+  const [a, b] = connected({ rtoMs: 10 });
+  for (let i = 0; i < 5; i++) a.submit(S, P(i));
+  const train = a.pollTrain(1)!.slice();
+  const size = 32 + P(0).length;
+  train[2 * size + 40] ^= 0x04; // in frame 3's packet
+  b.receive(train, 1);
+  t.deepEqual(delivered(b), ['1001:0', '1001:1']);
+  t.is(b.stats.badFrames, 1);
+  t.is(b.stats.framesReceived, 1 + 2, 'a hello, then two data frames');
+  t.regex(b.stats.lastBadFrame!, /^frame 3 of a train: /);
+  b.consumed(S, 2);
+  exchange(a, b, 1);
+  a.handleTimeout(12);
+  exchange(a, b, 12);
+  t.deepEqual(delivered(b), ['1001:2', '1001:3', '1001:4']);
+});
+
+test('delayed acks (ackDelayMs): an ack waits for data of its reverse stream to ride on, or its delay; a duplicate or a sender low on credit is acked at once', (t) => {
+  const R: Stream = { source: S.destination, destination: S.source };
+  const [a, b] = connected({}, { ackDelayMs: 5, window: 8 });
+  a.submit(S, P(0));
+  b.receive(a.pollTrain(1)!, 1);
+  b.consumed(S, delivered(b).length);
+  t.is(b.pollTrain(1), null, 'the ack waits');
+  t.is(b.pollTimeout(1), 6, 'until its delay');
+  b.submit(R, P(0));
+  t.deepEqual(kinds(b.pollTrain(2)!), ['data 0+ack'], 'it rides on the reverse data');
+  // Its delay passes: it goes alone.
+  a.submit(S, P(1));
+  b.receive(a.pollTrain(3)!, 3);
+  b.consumed(S, delivered(b).length);
+  t.is(b.pollTrain(7), null);
+  t.deepEqual(kinds(b.pollTrain(8)!), ['ack']);
+  // A duplicate: at once (the sender did not hear).
+  a.submit(S, P(2));
+  const f = a.pollTrain(9)!;
+  b.receive(f, 9);
+  b.consumed(S, delivered(b).length);
+  t.is(b.pollTrain(9), null);
+  b.receive(f, 9);
+  t.is(b.stats.duplicates, 1);
+  t.deepEqual(kinds(b.pollTrain(9)!), ['ack']);
+  // Five of the eight in flight unconsumed: the grant that follows is urgent.
+  for (let i = 3; i < 8; i++) a.submit(S, P(i));
+  b.receive(a.pollTrain(10)!, 10);
+  t.is(delivered(b).length, 5);
+  t.is(b.pollTrain(10), null, 'acks of data alone wait');
+  b.consumed(S, 5);
+  t.deepEqual(decodeTrain(b.pollTrain(10)!).frames, [{ type: 'ack', ...S, ack: 8, credit: 16 }]);
 });

@@ -231,6 +231,22 @@ export class Delivery {
     return true;
   }
 
+  /** Replaces each message queued for `to` by what `f` makes of it (in
+   * its place, in order; kept ones stay kept): for messages that no longer
+   * fit where they go (a ring that broke leaves a peer the slot). */
+  reshape(to: number, f: (bytes: Uint8Array) => Uint8Array[]): void {
+    const d = this.dests.get(to);
+    if (!d) return;
+    const out: Uint8Array[] = [];
+    for (const b of d.queue.slice(d.head)) {
+      const parts = f(b);
+      if (this.kept.has(b)) for (const x of parts) this.kept.add(x);
+      out.push(...parts);
+    }
+    d.queue = out;
+    d.head = 0;
+  }
+
   /** The I/O layer saw the switch's slot free again: its message was taken,
    * so its receiver reads. Returns that message when it was a kept one. */
   slotTaken(): Uint8Array | null {

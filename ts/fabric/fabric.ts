@@ -25,11 +25,12 @@ import {
   GLOBAL_RING_MAGIC,
   GLOBAL_SERVER_ID,
   GLOBAL_SLOTSIZE,
+  MAX_SLOT_PAYLOAD,
 } from '../layout.generated.js';
 import { FEATURE_MEMBERSHIP_BELL, FEATURE_SWITCH_RING, clearFeatures, readFeatures } from './features.js';
 import { bumpMembership, writePresent } from './presence.js';
 import { RingCorrupt, RingReader, RingWriter, ringOffset } from './ring.js';
-import { looksGlobal, splitPackets } from '../link/carry.js';
+import { looksCarried, looksGlobal, splitPackets, splitPiece } from '../link/carry.js';
 import { Switch, type PortRecord, type Reaction, type SwitchConfig } from './switch.js';
 
 /** What the fabric needs of a mailbox (the native FAME-Z slot layout). */
@@ -167,6 +168,8 @@ export class Fabric extends EventEmitter<FabricEvents> {
   private readonly held = new Map<number, Uint8Array[]>();
   /** Forwarded messages queued for local peers: called once each is taken (or its peer left). */
   private readonly onTaken = new WeakMap<Uint8Array, () => void>();
+  /** Peers whose ring a push of this pump found empty: rung once at its end. */
+  private readonly bells = new Set<number>();
 
   /** Creates the switch's eventfds, so the server can advertise them. */
   constructor(readonly config: FabricConfig) {
@@ -523,11 +526,31 @@ export class Fabric extends EventEmitter<FabricEvents> {
   deliverRemote(to: number, messages: Uint8Array[], taken: () => void): boolean {
     if (this.closed || !this.switch.port(to) || messages.length === 0) return false;
     this.route(to);
+    // A ring takes the pieces as the link carried them; the slot, pieces of its size.
+    if (this.delivery.routeOf(to) !== 'ring') messages = messages.flatMap((m) => this.forSlot(m));
     const now = Date.now();
     for (const m of messages) this.delivery.enqueue(to, m, now, true);
     this.onTaken.set(messages[messages.length - 1], taken);
     this.pump();
     return true;
+  }
+
+  /** A message as the slot takes it: a piece longer than a slot message
+   * cut into pieces that fit (its taken() callback moves to the last). */
+  private forSlot(bytes: Uint8Array): Uint8Array[] {
+    if (bytes.length <= MAX_SLOT_PAYLOAD || !looksCarried(bytes)) return [bytes];
+    let parts: Uint8Array[];
+    try {
+      parts = splitPiece(bytes, MAX_SLOT_PAYLOAD);
+    } catch {
+      return [bytes];
+    }
+    const f = this.onTaken.get(bytes);
+    if (f) {
+      this.onTaken.delete(bytes);
+      this.onTaken.set(parts[parts.length - 1], f);
+    }
+    return parts;
   }
 
   private taken(bytes: Uint8Array): void {
@@ -594,6 +617,9 @@ export class Fabric extends EventEmitter<FabricEvents> {
     }
     d.handleTimeout(now);
     for (let t = d.pollTransmit(now); t !== null; t = d.pollTransmit(now)) this.execute(t, now);
+    // One doorbell per ring that some push of this batch found empty.
+    for (const to of this.bells) this.server?.ring(to, me);
+    this.bells.clear();
     for (const n of d.drainNotes()) {
       this.log.warn({ event: n.event, ...this.who(n.peer), count: n.count }, n.text);
       if (n.event === 'drop') this.emit('drop', { peer: n.peer, count: n.count, reason: n.text });
@@ -644,6 +670,7 @@ export class Fabric extends EventEmitter<FabricEvents> {
           this.log.warn({ event: 'reject', ...this.who(t.to), reason: e.message }, `ring to peer ${t.to}: ${e.message}; using the slot for it until it reconnects`);
           this.delivery.setRoute(t.to, 'slot');
           this.delivery.ringFull(t.to, t.bytes, now);
+          this.delivery.reshape(t.to, (b) => this.forSlot(b));
           return;
         }
         if (pushed < 0) this.delivery.ringFull(t.to, t.bytes, now);
@@ -660,7 +687,7 @@ export class Fabric extends EventEmitter<FabricEvents> {
     let ring = this.rings.get(to);
     if (!ring) {
       const me = this.switch.serverId;
-      ring = new RingWriter(this.memory!, ringOffset(this.layout!, me, to), this.layout!.capacity, () => this.server?.ring(to, me));
+      ring = new RingWriter(this.memory!, ringOffset(this.layout!, me, to), this.layout!.capacity, () => this.bells.add(to));
       this.rings.set(to, ring);
     }
     return ring;

@@ -448,7 +448,11 @@ export function encode(packet: PacketInput): Uint8Array {
   return bytes;
 }
 
-export function decode(bytes: Uint8Array): Packet {
+/** Decodes one explicit packet, checking it whole. `options.ecrcChecked`:
+ * the caller checked this very packet's ECRC already (a link frame's
+ * packetFault on receipt), so it is not computed again; every other check
+ * runs. */
+export function decode(bytes: Uint8Array, options?: { ecrcChecked?: boolean }): Packet {
   if (!(bytes instanceof Uint8Array)) throw new GenZPacketError('EINPUT', 'decode takes a Uint8Array');
   const n = bytes.length;
   if (n < 4) {
@@ -470,7 +474,7 @@ export function decode(bytes: Uint8Array): Packet {
     throw new GenZPacketError('ETRAILING', `${(n - LEN * 4).toString()} bytes after the ${(LEN * 4).toString()} that LEN ${LEN.toString()} covers`);
   }
   const ECRC = u32(bytes, n - 4) >>> 8;
-  const expectedEcrc = ecrcTo(bytes, n - 3);
+  const expectedEcrc = options?.ecrcChecked === true ? ECRC : ecrcTo(bytes, n - 3);
   if (ECRC !== expectedEcrc) {
     throw new GenZPacketError('EECRC', `ECRC ${hex(ECRC, 6)} does not match the packet (expected ${hex(expectedEcrc, 6)})`);
   }

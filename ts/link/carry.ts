@@ -21,6 +21,7 @@
 import { FamezError } from '../errors.js';
 import { decode, encode, GenZPacketError, MAX_LEN, type Core64Write } from '../genz/packets.js';
 import { packetFault } from './frame.js';
+import { ecrcTo } from '../genz/crc.js';
 
 export type CarryErrorCode = 'EPACKET' | 'EWINDOW' | 'EORDER' | 'ETOOBIG' | 'EFIELD';
 
@@ -173,12 +174,78 @@ export function pieces(kind: MessageKindName, source: number, destination: numbe
     SCID: source % 0x1000,
     Tag: number % 4096,
   };
+  // The full pieces differ only in Addr, payload and ECRC: the first is
+  // encoded, the others are it with those three written anew.
+  let full: Uint8Array | null = null;
+  const hi = Number(base >> 32n);
   for (let at = 0; ; at += room) {
     const end = Math.min(message.length, at + room);
     const last = end === message.length;
-    out.push(encode({ ...head, Addr: base | BigInt(at) | (last ? LAST : 0n), payload: message.subarray(at, end) }));
+    if (full !== null && end - at === room) out.push(refill(full, last ? hi | LAST_HI : hi, at, message, at));
+    else {
+      const p = encode({ ...head, Addr: base | BigInt(at) | (last ? LAST : 0n), payload: message.subarray(at, end) });
+      if (end - at === room) full = p;
+      out.push(p);
+    }
     if (last) return out;
   }
+}
+
+/** LAST in the high dword of Addr. */
+const LAST_HI = Number(LAST >> 32n);
+/** Where a piece's Addr (high dword, then low) and payload are: after the
+ * four dwords of a Core64 Write's explicit header with GC = 1. */
+const ADDR_HI = 16;
+const ADDR_LO = 20;
+const PAYLOAD_AT = 24;
+
+/** A piece like `like` (same header, payload length) with Addr `hi`:`lo` and
+ * the payload `message[from..]`, its ECRC computed anew. */
+function refill(like: Uint8Array, hi: number, lo: number, message: Uint8Array, from: number): Uint8Array {
+  const n = like.length;
+  const p = new Uint8Array(n);
+  p.set(like.subarray(0, PAYLOAD_AT));
+  const v = new DataView(p.buffer);
+  v.setUint32(ADDR_HI, hi, true);
+  v.setUint32(ADDR_LO, lo, true);
+  p.set(message.subarray(from, from + n - PAYLOAD_AT - 4), PAYLOAD_AT);
+  p[n - 4] = like[n - 4]!;
+  const sum = ecrcTo(p, n - 3);
+  p[n - 3] = sum & 0xff;
+  p[n - 2] = (sum >>> 8) & 0xff;
+  p[n - 1] = sum >>> 16;
+  return p;
+}
+
+/** One piece cut into pieces of at most `maxPacket` bytes carrying the same
+ * bytes at the same offsets (the last flag on the final one only, when the
+ * piece had it), for a destination whose slot takes less than the link
+ * carried; `[piece]` when it fits. Throws CarryError for no sound piece. */
+export function splitPiece(piece: Uint8Array, maxPacket: number): Uint8Array[] {
+  if (piece.length <= maxPacket) return [piece];
+  let p;
+  try {
+    p = decode(piece);
+  } catch (e) {
+    if (e instanceof GenZPacketError) throw new CarryError('EPACKET', `not a Gen-Z packet: ${e.message}`);
+    throw e;
+  }
+  if (p.class !== 'Core64.Write' || p.GC !== 1 || (p as Core64Write).Addr >> 48n !== WINDOW) throw new CarryError('EPACKET', 'not a piece');
+  const w = p as Core64Write;
+  const room = Math.min(PIECE_BYTES, Math.floor((maxPacket - HEADER_BYTES) / 4) * 4);
+  if (room < 4) throw new CarryError('EFIELD', `a piece of at most ${maxPacket} bytes carries nothing`);
+  const last = (w.Addr & LAST) !== 0n;
+  const base = w.Addr & ~(LAST | 0xffff_ffffn);
+  const offset = Number(w.Addr & 0xffff_ffffn);
+  const head = { class: 'Core64.Write' as const, GC: 1, DSID: w.DSID, DCID: w.DCID, SSID: w.SSID, SCID: w.SCID, Tag: w.Tag };
+  const out: Uint8Array[] = [];
+  for (let at = 0; at < w.payload.length || out.length === 0; at += room) {
+    const end = Math.min(w.payload.length, at + room);
+    const final = end === w.payload.length;
+    out.push(encode({ ...head, Addr: base | BigInt(offset + at) | (final && last ? LAST : 0n), payload: w.payload.subarray(at, end) }));
+    if (final) break;
+  }
+  return out;
 }
 
 /** Where a piece goes: its source and destination GCIDs, or why it is no
@@ -228,11 +295,12 @@ export class Reassembler {
 
   /** One piece: the whole message when it was the last, else null. Throws
    * CarryError for a packet that is not a sound piece (the stream's partial
-   * message is dropped then). */
-  push(packet: Uint8Array): Carried | null {
+   * message is dropped then). `ecrcChecked`: the packet's ECRC was checked
+   * on its receipt (a link frame), not computed again. */
+  push(packet: Uint8Array, ecrcChecked = false): Carried | null {
     let p;
     try {
-      p = decode(packet);
+      p = decode(packet, { ecrcChecked });
     } catch (e) {
       if (e instanceof GenZPacketError) throw new CarryError('EPACKET', `not a Gen-Z packet: ${e.message}`);
       throw e;

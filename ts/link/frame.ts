@@ -1,5 +1,6 @@
 // The link frame (docs/multi-host.md, "The link frame"): what one switch
-// sends another over a link, one frame per link message. A 32-byte header
+// sends another over a link, one or more frames end to end per link
+// message (a train: decodeTrain / encodeTrain). A 32-byte header
 // (stream key, sequence, acknowledgement, credit, guarded by its own CRC)
 // and, in data frames, one explicit Gen-Z packet from the project's codec,
 // whose PCRC and ECRC are checked here too. Pure: no I/O, no state.
@@ -34,7 +35,8 @@ export class FrameError extends FamezError<FrameErrorCode> {
 
 /** "FZ" in bytes 0 and 1. */
 export const MAGIC = 0x5a46;
-export const VERSION = 1;
+/** 2: a link message is a train of one or more frames (1: exactly one). */
+export const VERSION = 2;
 export const HEADER_BYTES = 32;
 /** The largest explicit Gen-Z packet: LEN is 7 bits of dwords. */
 export const MAX_PACKET_BYTES = 127 * 4;
@@ -150,6 +152,11 @@ function bad(code: FrameErrorCode, message: string): FrameError {
 
 /** Decodes one frame. Throws only FrameError, reads only `bytes`. */
 export function decode(bytes: Uint8Array): Frame {
+  return decodeFrame(bytes, false);
+}
+
+/** `view`: a data frame's packet is a view of `bytes`, not a copy. */
+function decodeFrame(bytes: Uint8Array, view: boolean): Frame {
   if (!(bytes instanceof Uint8Array)) throw bad('EINPUT', 'decode takes a Uint8Array');
   if (bytes.length < HEADER_BYTES) throw bad('ETRUNC', `${bytes.length} bytes: a link frame's header is ${HEADER_BYTES}`);
   if ((bytes[0]! | (bytes[1]! << 8)) !== MAGIC) throw bad('EMAGIC', 'not a famez link frame (bytes 0..1 are not "FZ")');
@@ -188,8 +195,8 @@ export function decode(bytes: Uint8Array): Frame {
       if ((flags & ~FLAG_ACK) !== 0) throw bad('EFIELD', `unknown data flags 0x${flags.toString(16)}`);
       if (!(flags & FLAG_ACK)) zero({ ack, credit });
       key();
-      // A copy, and a plain Uint8Array even from a Buffer (whose slice is a view).
-      const packet = new Uint8Array(bytes.subarray(HEADER_BYTES));
+      // A plain Uint8Array even from a Buffer: a copy, or (trains) a view.
+      const packet = view ? new Uint8Array(bytes.buffer, bytes.byteOffset + HEADER_BYTES, length) : new Uint8Array(bytes.subarray(HEADER_BYTES));
       const fault = packetFault(packet);
       if (fault !== null) throw bad('EPACKET', `data frame ${seq} of ${source}->${destination}: ${fault}`);
       return flags & FLAG_ACK ? { type, source, destination, seq, packet, reverse: { ack, credit } } : { type, source, destination, seq, packet };
@@ -215,6 +222,55 @@ function checkU32(frame: string, name: string, v: unknown, limit = 2 ** 32): num
 /** Encodes one frame; throws FrameError for a field out of range or a data
  * frame whose packet is not sound (the codec's bytes always are). */
 export function encode(frame: Frame): Uint8Array {
+  const bytes = new Uint8Array(frameBytes(frame));
+  encodeInto(frame, bytes, 0, true);
+  return bytes;
+}
+
+/** The bytes `frame` encodes to (its packet's length, if any, plus the header). */
+export function frameBytes(frame: Frame): number {
+  return HEADER_BYTES + (typeof frame === 'object' && frame !== null && frame.type === 'data' && frame.packet instanceof Uint8Array ? frame.packet.length : 0);
+}
+
+/** Frames end to end, one link message (a train): each encoded as encode()
+ * does. `checked`: the data frames' packets were checked already (packetFault
+ * is not run again). */
+export function encodeTrain(frames: readonly Frame[], checked = false): Uint8Array {
+  let n = 0;
+  for (const f of frames) n += frameBytes(f);
+  const bytes = new Uint8Array(n);
+  let at = 0;
+  for (const f of frames) at = encodeInto(f, bytes, at, !checked);
+  return bytes;
+}
+
+/** Splits a link message into its frames and decodes each (data packets
+ * are views of `bytes`). Stops at the first frame that does not decode
+ * (what follows it cannot be trusted to be where its header says): the
+ * frames before it, and that error; a train whose every frame decodes and
+ * which they tile exactly has error null. An empty message is ETRUNC. */
+export function decodeTrain(bytes: Uint8Array): { frames: Frame[]; error: FrameError | null } {
+  const frames: Frame[] = [];
+  if (!(bytes instanceof Uint8Array)) return { frames, error: bad('EINPUT', 'decodeTrain takes a Uint8Array') };
+  if (bytes.length === 0) return { frames, error: bad('ETRUNC', 'an empty link message') };
+  let at = 0;
+  while (at < bytes.length) {
+    // The length is trusted only once decode checked the header CRC: a
+    // corrupt one makes this frame ECRC (or ETRUNC), never a wrong cut.
+    const len = at + 8 <= bytes.length ? bytes[at + 6]! | (bytes[at + 7]! << 8) : 0;
+    const end = Math.min(bytes.length, at + HEADER_BYTES + len);
+    try {
+      frames.push(decodeFrame(bytes.subarray(at, end), true));
+    } catch (e) {
+      if (!(e instanceof FrameError)) throw e;
+      return { frames, error: frames.length ? new FrameError(e.code, `frame ${frames.length + 1} of a train: ${e.message}`) : e };
+    }
+    at = end;
+  }
+  return { frames, error: null };
+}
+
+function encodeInto(frame: Frame, bytes: Uint8Array, at: number, check: boolean): number {
   if (typeof frame !== 'object' || frame === null || !TYPE_NAME.has(FrameType[frame.type as FrameTypeName])) {
     throw bad('EINPUT', 'encode takes a frame object with a known type');
   }
@@ -239,7 +295,7 @@ export function encode(frame: Frame): Uint8Array {
     case 'data':
       seq = checkU32(t, 'seq', frame.seq);
       if (!(frame.packet instanceof Uint8Array)) throw bad('EINPUT', 'data: packet must be a Uint8Array');
-      {
+      if (check) {
         const fault = packetFault(frame.packet);
         if (fault !== null) throw bad('EPACKET', `data: ${fault}`);
       }
@@ -263,23 +319,26 @@ export function encode(frame: Frame): Uint8Array {
     destination = checkU32(t, 'destination', frame.destination, GCID_LIMIT);
   }
   const length = payload?.length ?? 0;
-  const bytes = new Uint8Array(HEADER_BYTES + length);
-  bytes[0] = MAGIC & 0xff;
-  bytes[1] = MAGIC >>> 8;
-  bytes[2] = VERSION;
-  bytes[3] = FrameType[t];
-  bytes[4] = flags;
-  bytes[6] = length & 0xff;
-  bytes[7] = length >>> 8;
-  put32(bytes, 8, source);
-  put32(bytes, 12, destination);
-  put32(bytes, 16, seq);
-  put32(bytes, 20, ack);
-  put32(bytes, 24, credit);
-  const crc = headerCrc(bytes);
-  bytes[29] = crc & 0xff;
-  bytes[30] = (crc >>> 8) & 0xff;
-  bytes[31] = crc >>> 16;
-  if (payload) bytes.set(payload, HEADER_BYTES);
-  return bytes;
+  if (at + HEADER_BYTES + length > bytes.length) throw bad('EINPUT', 'encode: no room for the frame');
+  const h = at === 0 && bytes.length === HEADER_BYTES + length ? bytes : bytes.subarray(at, at + HEADER_BYTES);
+  h[0] = MAGIC & 0xff;
+  h[1] = MAGIC >>> 8;
+  h[2] = VERSION;
+  h[3] = FrameType[t];
+  h[4] = flags;
+  h[5] = 0;
+  h[6] = length & 0xff;
+  h[7] = length >>> 8;
+  put32(h, 8, source);
+  put32(h, 12, destination);
+  put32(h, 16, seq);
+  put32(h, 20, ack);
+  put32(h, 24, credit);
+  h[28] = 0;
+  const crc = headerCrc(h);
+  h[29] = crc & 0xff;
+  h[30] = (crc >>> 8) & 0xff;
+  h[31] = crc >>> 16;
+  if (payload) bytes.set(payload, at + HEADER_BYTES);
+  return at + HEADER_BYTES + length;
 }

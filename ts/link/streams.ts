@@ -36,7 +36,7 @@
 //   path polls first; when a path goes down while another is up, every
 //   unacknowledged packet is sent again on the others and the receiver
 //   discards what it already had — nothing lost, nothing twice.
-import { decode, encode, FrameError, GCID_LIMIT, packetFault, type Data, type Frame } from './frame.js';
+import { decodeTrain, encode, encodeTrain, FrameError, GCID_LIMIT, HEADER_BYTES, MAX_PACKET_BYTES, packetFault, type Data, type Frame } from './frame.js';
 
 export interface Stream {
   /** Source GCID. */
@@ -62,6 +62,12 @@ export interface LinkEndConfig {
   maxRtoMs?: number;
   /** Streams the peer may open toward this end; frames of more are rejected (default 65536). */
   maxStreams?: number;
+  /** An ack that is not urgent waits up to this long (default 0: none
+   * waits) for a frame to ride with: data of its reverse stream, or any
+   * frame going out anyway. Urgent ones go at once: after a reconnect, for
+   * a probe or a duplicate, and a grant when the sender has less than half
+   * its window left of the credit last told. */
+  ackDelayMs?: number;
 }
 
 export type LinkEvent =
@@ -155,6 +161,8 @@ interface Rx {
   consumed: number;
   /** The credit granted so far (never shrinks). */
   granted: number;
+  /** The credit the last ack of it said. */
+  told: number;
 }
 
 function keyOf(s: Stream): number {
@@ -176,6 +184,7 @@ export class LinkEnd {
   private readonly rtoMs: number;
   private readonly maxRtoMs: number;
   private readonly maxStreams: number;
+  private readonly ackDelayMs: number;
 
   private readonly paths = new Map<number, Path>();
   private peerInstance: number | null = null;
@@ -186,6 +195,10 @@ export class LinkEnd {
   private rr = 0;
   private readonly rx = new Map<number, Rx>();
   private readonly ackOwed = new Set<number>();
+  /** Some owed ack is urgent: all go now. */
+  private ackUrgent = false;
+  /** When the owed acks go at the latest (NaN: at the next `now` seen plus ackDelayMs). */
+  private ackDueAt = Infinity;
   private readonly probeOwed = new Set<number>();
   private readonly deliveries: Delivered[] = [];
   private deliverHead = 0;
@@ -201,19 +214,23 @@ export class LinkEnd {
     this.rtoMs = config.rtoMs ?? 200;
     this.maxRtoMs = config.maxRtoMs ?? 1600;
     this.maxStreams = config.maxStreams ?? 65536;
+    this.ackDelayMs = config.ackDelayMs ?? 0;
     if (!Number.isInteger(this.instance) || this.instance < 0 || this.instance >= SEQ) throw new RangeError('instance must be a u32');
     if (!Number.isInteger(this.window) || this.window < 1 || this.window >= 2 ** 30) throw new RangeError('window must be 1..2^30-1');
     if (!(this.heartbeatMs > 0) || !(this.deadMs > this.heartbeatMs)) throw new RangeError('heartbeatMs > 0 and missedHeartbeats > 1');
     if (!(this.rtoMs > 0) || !(this.maxRtoMs >= this.rtoMs)) throw new RangeError('0 < rtoMs <= maxRtoMs');
+    if (!(this.ackDelayMs >= 0) || !(this.ackDelayMs < this.rtoMs)) throw new RangeError('0 <= ackDelayMs < rtoMs');
   }
 
   // ---- inputs ---------------------------------------------------------------
 
   /** Queues one Gen-Z packet on `stream`. False when the stream has no
-   * credit: the packet was not taken (keep it; a 'ready' event follows). */
-  submit(stream: Stream, packet: Uint8Array): boolean {
+   * credit: the packet was not taken (keep it; a 'ready' event follows).
+   * `checked`: the caller checked the packet whole already (packetFault),
+   * so it is not checked again. */
+  submit(stream: Stream, packet: Uint8Array, checked = false): boolean {
     checkStream(stream);
-    const fault = packetFault(packet);
+    const fault = checked ? null : packetFault(packet);
     if (fault !== null) throw new FrameError('EPACKET', `submit: ${fault}`);
     const t = this.txOf(stream);
     if (t.acked + t.buf.length >= t.limit) {
@@ -245,7 +262,7 @@ export class LinkEnd {
     this.paths.set(path, { up: true, helloSeen: false, helloConfirmed: false, helloDue: now, lastRx: now, lastTx: -Infinity, stats: old?.stats ?? newStats() });
     // What was in flight died with the old connection (unless another path carries it).
     if (!others) for (const t of this.txOrder) this.rewind(t, now);
-    for (const key of this.rx.keys()) this.ackOwed.add(key);
+    for (const key of this.rx.keys()) this.owe(key, true);
   }
 
   /** The transport of `path` went down (closed, shut down by the peer, failed). */
@@ -256,24 +273,31 @@ export class LinkEnd {
     this.failover();
   }
 
-  /** One link message arrived on `path`. */
+  /** One link message arrived on `path`: a train of one or more frames,
+   * taken in order. A frame that does not decode is dropped and counted
+   * (badFrames), and with it the rest of its train (whose frames cannot be
+   * told apart after it); the frames before it count. */
   receive(bytes: Uint8Array, now: number, path = 0): void {
     const p = this.paths.get(path);
     if (!p?.up) return;
-    let f: Frame;
-    try {
-      f = decode(bytes);
-    } catch (e) {
-      if (!(e instanceof FrameError)) throw e;
-      this.counts.badFrames++;
-      this.counts.lastBadFrame = e.message;
-      p.stats.badFrames++;
-      p.stats.lastBadFrame = e.message;
-      return;
+    const { frames, error } = decodeTrain(bytes);
+    for (const f of frames) {
+      this.counts.framesReceived++;
+      p.stats.framesReceived++;
+      p.lastRx = now;
+      this.take(p, path, f, now);
     }
-    this.counts.framesReceived++;
-    p.stats.framesReceived++;
-    p.lastRx = now;
+    // Acks owed for what came wait from now at most.
+    this.ackDue(now);
+    if (error) {
+      this.counts.badFrames++;
+      this.counts.lastBadFrame = error.message;
+      p.stats.badFrames++;
+      p.stats.lastBadFrame = error.message;
+    }
+  }
+
+  private take(p: Path, path: number, f: Frame, now: number): void {
     if (f.type === 'hello') return this.onHello(p, path, f.instance, f.window, f.seen, now);
     if (f.type === 'heartbeat') return;
     if (!p.helloSeen) {
@@ -285,7 +309,7 @@ export class LinkEnd {
       return this.onData(p, { source: f.source, destination: f.destination }, f.seq, f.packet);
     }
     if (f.type === 'probe') {
-      if (this.rxOf({ source: f.source, destination: f.destination })) this.ackOwed.add(keyOf(f));
+      if (this.rxOf({ source: f.source, destination: f.destination })) this.owe(keyOf(f), true);
       else this.reject(p);
       return;
     }
@@ -338,6 +362,31 @@ export class LinkEnd {
     return encode(f);
   }
 
+  /** The frames to send now on `path` as one link message of at most
+   * `maxBytes` (a train: data first, each with the reverse stream's ack
+   * when one is owed, then the acks and probes left, every ack cumulative
+   * and one per stream), or null when there is nothing to send. */
+  pollTrain(now: number, path = 0, maxBytes = 65536): Uint8Array | null {
+    const p = this.paths.get(path);
+    if (!p?.up) return null;
+    if (maxBytes < HEADER_BYTES + MAX_PACKET_BYTES) throw new RangeError(`a train of at most ${maxBytes} bytes cannot hold every frame`);
+    const frames: Frame[] = [];
+    let size = 0;
+    while (size + HEADER_BYTES + MAX_PACKET_BYTES <= maxBytes) {
+      const f = this.nextFrame(p, now, frames.length > 0);
+      if (!f) break;
+      // A frame with every other on its way: no heartbeat is due behind it.
+      p.lastTx = now;
+      frames.push(f);
+      size += HEADER_BYTES + (f.type === 'data' ? f.packet.length : 0);
+    }
+    if (!frames.length) return null;
+    this.counts.framesSent += frames.length;
+    p.stats.framesSent += frames.length;
+    // Every packet was checked by submit().
+    return encodeTrain(frames, true);
+  }
+
   /** When to call handleTimeout(t) next (then pollTransmit(t) on every
    * path until null), or null while every path is down. `now` when there is
    * something to send already. */
@@ -351,7 +400,8 @@ export class LinkEnd {
     }
     if (!any) return null;
     if (this.isUp) {
-      if (this.ackOwed.size > 0 || this.probeOwed.size > 0) return now;
+      if (this.probeOwed.size > 0 || (this.ackOwed.size > 0 && this.ackUrgent)) return now;
+      if (this.ackOwed.size > 0) at = Math.min(at, this.ackDue(now));
       for (const t of this.txOrder) {
         if (this.sendable(t)) return now;
         if (t.sent > t.acked) at = Math.min(at, t.rtoAt);
@@ -467,7 +517,7 @@ export class LinkEnd {
     let r = this.rx.get(key);
     if (!r) {
       if (this.rx.size >= this.maxStreams) return null;
-      r = { stream: { source: stream.source, destination: stream.destination }, expected: 0, held: new Map(), handed: 0, consumed: 0, granted: this.window };
+      r = { stream: { source: stream.source, destination: stream.destination }, expected: 0, held: new Map(), handed: 0, consumed: 0, granted: this.window, told: this.window };
       this.rx.set(key, r);
     }
     return r;
@@ -496,7 +546,8 @@ export class LinkEnd {
   private grant(r: Rx): void {
     const g = r.consumed + this.window;
     if (g > r.granted) r.granted = g;
-    this.ackOwed.add(keyOf(r.stream));
+    // Urgent when the sender may be running out of what it was told.
+    this.owe(keyOf(r.stream), r.told - r.expected < this.window / 2);
   }
 
   private setCredit(t: Tx, limit: number): void {
@@ -542,6 +593,8 @@ export class LinkEnd {
       r.consumed -= e;
       r.held.clear();
       r.granted = this.window;
+      // What the old instance was told is nothing to the new one: the grant is urgent.
+      r.told = 0;
       this.grant(r);
     }
     // Deliveries not polled yet keep their place (they arrived in order).
@@ -555,16 +608,19 @@ export class LinkEnd {
       return;
     }
     const key = keyOf(stream);
-    this.ackOwed.add(key);
     const seq = unwrapSeq(r.expected, wire);
     if (seq < r.expected || r.held.has(seq)) {
+      // The sender is sending again: it has not heard the ack.
+      this.owe(key, true);
       this.counts.duplicates++;
       return;
     }
     if (seq >= r.granted) {
+      this.owe(key, true);
       this.counts.outOfWindow++;
       return;
     }
+    this.owe(key, false);
     if (seq > r.expected) {
       r.held.set(seq, packet);
       return;
@@ -613,10 +669,33 @@ export class LinkEnd {
   }
 
   private ackOf(r: Rx): { ack: number; credit: number } {
+    r.told = r.granted;
     return { ack: r.expected % SEQ, credit: r.granted % SEQ };
   }
 
-  private nextFrame(p: Path, now: number): Frame | null {
+  /** An ack of stream `key` is owed; `urgent`: it goes at once. */
+  private owe(key: number, urgent: boolean): void {
+    if (urgent || this.ackDelayMs === 0) this.ackUrgent = true;
+    else if (this.ackOwed.size === 0 || this.ackDueAt === Infinity) this.ackDueAt = NaN;
+    this.ackOwed.add(key);
+  }
+
+  /** When the owed acks are due (they are not urgent). */
+  private ackDue(now: number): number {
+    if (Number.isNaN(this.ackDueAt)) this.ackDueAt = now + this.ackDelayMs;
+    return this.ackDueAt;
+  }
+
+  private ackSent(key: number): void {
+    this.ackOwed.delete(key);
+    if (this.ackOwed.size === 0) {
+      this.ackUrgent = false;
+      this.ackDueAt = Infinity;
+    }
+  }
+
+  /** `riding`: the train holds a frame already (an ack may ride along). */
+  private nextFrame(p: Path, now: number, riding = false): Frame | null {
     if (now >= p.helloDue) {
       p.helloDue = p.helloConfirmed ? Infinity : now + this.heartbeatMs;
       return { type: 'hello', instance: this.instance, window: this.window, seen: p.helloSeen, source: this.source };
@@ -632,13 +711,20 @@ export class LinkEnd {
         const seq = t.sent++;
         const data: Data = { type: 'data', ...t.stream, seq: seq % SEQ, packet: t.buf[seq - t.acked]! };
         const reverse = keyOf({ source: t.stream.destination, destination: t.stream.source });
-        if (this.ackOwed.delete(reverse)) data.reverse = this.ackOf(this.rx.get(reverse)!);
+        if (this.ackOwed.has(reverse)) {
+          this.ackSent(reverse);
+          data.reverse = this.ackOf(this.rx.get(reverse)!);
+        }
         return data;
       }
-      for (const key of this.ackOwed) {
-        this.ackOwed.delete(key);
-        const r = this.rx.get(key)!;
-        return { type: 'ack', ...r.stream, ...this.ackOf(r) };
+      // The acks left: urgent ones, due ones, or riding with other frames
+      // (a heartbeat due is one).
+      if (this.ackOwed.size > 0 && (riding || this.ackUrgent || now >= this.ackDue(now) || now - p.lastTx >= this.heartbeatMs)) {
+        for (const key of this.ackOwed) {
+          this.ackSent(key);
+          const r = this.rx.get(key)!;
+          return { type: 'ack', ...r.stream, ...this.ackOf(r) };
+        }
       }
       for (const key of this.probeOwed) {
         this.probeOwed.delete(key);

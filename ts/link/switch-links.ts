@@ -14,7 +14,7 @@ import { silentLogger, type Logger } from '../log.js';
 import type { SwitchLinkView } from '../observe/api-types.js';
 import { CarryError, LINK_LOCAL, Reassembler, fmt, peek, pieceRoute, pieces } from './carry.js';
 import { Link, LinkError, LinkListener, libfabricAvailable, type OfiWindow } from './ofi.js';
-import { decode as decodeFrame, encode as encodeFrame, packetFault } from './frame.js';
+import { decodeTrain, encode as encodeFrame, packetFault } from './frame.js';
 import { WINDOW_OFFER, answerAck, answerRead, decodeOffer, encodeOffer, isFamCode, isFamPacket, isFamRequest, refusal, serve, type FamStore, type WindowOffer } from './fam.js';
 import { Reason } from '../genz/codes.js';
 import type { Core64Read, Core64Write } from '../genz/packets.js';
@@ -150,15 +150,18 @@ interface Neighbour {
   window: WindowOffer | null;
 }
 
-/** The most bytes of one piece written into a slot (MAX_SLOT_MESSAGE). */
-const SLOT_PIECE = 383;
 /** How long a neighbour with no connection up keeps the packets waiting
  * for its credit, and an accepted connection that went down is listed. */
 const PARK_MS = 60_000;
 /** Accepted connections that went down listed at most (the latest). */
 const MAX_LISTED_DOWN = 32;
 /** The credit each new stream toward this switch starts with. */
-const WINDOW = 64;
+const WINDOW = 256;
+/** An ack waits this long for a frame to ride with (an answer's data, the
+ * next train), unless urgent (LinkEnd's ackDelayMs). */
+const ACK_DELAY_MS = 2;
+/** The largest train (one link message): the links' maxMessage (ts/link/ofi.ts's default). */
+const TRAIN_BYTES = 65536;
 /** How long traffic for a SID that lost its route waits for a route again
  * (a link reconnecting) before it is refused. */
 export const HOLD_MS = 5000;
@@ -193,6 +196,8 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
   private routeTimer: NodeJS.Timeout | null = null;
   /** Neighbours whose pump is running (a consume inside it needs no other turn). */
   private readonly pumping = new Set<Neighbour>();
+  /** Neighbours to pump on the next turn (pumpSoon). */
+  private readonly soon = new Set<Neighbour>();
   private isClosed = false;
   private readonly election: Election;
   /** The key this switch's memory window has on every connection. */
@@ -365,7 +370,7 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
       nb = {
         sid,
         name: `sid:${sid}`,
-        end: new LinkEnd({ instance: this.linkInstance, source: this.gcid, window: WINDOW, heartbeatMs: this.config.heartbeatMs }),
+        end: new LinkEnd({ instance: this.linkInstance, source: this.gcid, window: WINDOW, heartbeatMs: this.config.heartbeatMs, ackDelayMs: ACK_DELAY_MS }),
         // A message across is at most 1 MiB; a neighbour holds at most 64 MiB of partial ones.
         reasm: new Reassembler(1 << 20, 64 << 20),
         paths: [],
@@ -481,12 +486,12 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
       this.pump(nb);
       return;
     }
-    let f;
-    try {
-      f = decodeFrame(m);
-    } catch (e) {
+    // Its first message is its hello (alone: it is sent on connecting).
+    const { frames, error } = decodeTrain(m);
+    const f = frames[0];
+    if (!f) {
       c.early.badFrames++;
-      c.early.lastBadFrame = (e as Error).message;
+      c.early.lastBadFrame = error!.message;
       this.noteBad(c);
       return;
     }
@@ -560,7 +565,7 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
         }
       } else nb?.end.dropPath(c.id);
     } else this.redial(c);
-    if (nb?.end.isUp) setImmediate(() => this.pump(nb));
+    if (nb?.end.isUp) this.pumpSoon(nb);
     this.flush();
     this.changed();
   }
@@ -654,7 +659,7 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
           this.log.warn({ event: 'undelivered', destination: fmt(item.stream.destination) }, `a packet for ${fmt(item.stream.destination)}: no route on to SID ${sid} for ${HOLD_MS} ms; dropped`);
         }
       }
-      if (up) setImmediate(() => this.pump(up));
+      if (up) this.pumpSoon(up);
       const senders = [...w.senders];
       if (senders.length) setImmediate(() => {
         for (const peer of senders) this.config.resume?.(peer);
@@ -713,6 +718,18 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
     } finally {
       this.pumping.delete(nb);
     }
+  }
+
+  /** Pumps `nb` on the next turn of the loop, once however often asked
+   * meanwhile: what this turn consumed and queued goes out together. */
+  private pumpSoon(nb: Neighbour): void {
+    if (this.soon.has(nb)) return;
+    this.soon.add(nb);
+    if (this.soon.size === 1) setImmediate(() => {
+      const due = [...this.soon];
+      this.soon.clear();
+      for (const x of due) this.pump(x);
+    });
   }
 
   private pathConn(nb: Neighbour, id: number): Conn | undefined {
@@ -776,7 +793,8 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
       const count = parts.length;
       let m;
       try {
-        m = nb.reasm.push(d.packet);
+        // Its ECRC was checked as its frame arrived (LinkEnd.receive).
+        m = nb.reasm.push(d.packet, true);
       } catch (e) {
         if (!(e instanceof CarryError)) throw e;
         // The partial message is dropped: its pieces are consumed.
@@ -806,7 +824,8 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
       const peer = cid / 100;
       const stream = d.stream;
       // The pieces as they came when each fits a slot, else cut again.
-      const messages = !(Number.isInteger(peer) && peer >= 1) ? [] : parts.every((x) => x.length <= SLOT_PIECE) ? parts : pieces(m.kind, m.source, m.destination, m.message, 0, SLOT_PIECE);
+      // The pieces as they came: the Fabric cuts them again for a slot (deliverRemote).
+      const messages = !(Number.isInteger(peer) && peer >= 1) ? [] : parts;
       const ok = messages.length > 0 && (this.config.deliver?.(peer, messages, () => this.consume(nb, stream, count)) ?? false);
       if (!ok) {
         this.consume(nb, stream, count);
@@ -822,7 +841,7 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
     for (const c of order) {
       const link = c.link;
       if (!link || link.state !== 'connected') continue;
-      for (let f = end.pollTransmit(now, c.id); f; f = end.pollTransmit(now, c.id)) link.send(f);
+      for (let f = end.pollTrain(now, c.id, TRAIN_BYTES); f; f = end.pollTrain(now, c.id, TRAIN_BYTES)) link.send(f);
     }
     const at = end.pollTimeout(now);
     if (at !== null && (nb.timer === null || at < nb.timerAt)) {
@@ -969,7 +988,7 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
     if (!h || h.piece || !isFamCode(h.ocl, h.opcode)) return false;
     let p;
     try {
-      p = decodePacket(packet);
+      p = decodePacket(packet, { ecrcChecked: true });
     } catch {
       return false;
     }
@@ -988,7 +1007,7 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
         return true;
       }
       this.sendData(link, back, answer);
-      if (link !== c) setImmediate(() => this.pump(link));
+      if (link !== c) this.pumpSoon(link);
       return true;
     }
     const peer = (stream.destination % 0x1000) / 100;
@@ -1014,7 +1033,7 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
       return;
     }
     this.sendData(next, stream, packet, () => this.consume(from, stream, 1));
-    if (next !== from) setImmediate(() => this.pump(next));
+    if (next !== from) this.pumpSoon(next);
   }
 
   /** Submits `packet` on `stream` of `c`, or queues it behind the ones already waiting for credit. */
@@ -1025,7 +1044,9 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
       p.items.push({ packet, done });
       return;
     }
-    if (c.end.submit(stream, packet)) {
+    // Every packet here was checked whole: a local peer's by forward() or
+    // famFrom(), one passing through as its frame arrived, an answer made here.
+    if (c.end.submit(stream, packet, true)) {
       done?.();
       return;
     }
@@ -1036,7 +1057,7 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
     const key = streamKey(stream);
     const p = c.pending.get(key);
     if (!p) return;
-    while (p.items.length && c.end.submit(stream, p.items[0].packet)) p.items.shift()!.done?.();
+    while (p.items.length && c.end.submit(stream, p.items[0].packet, true)) p.items.shift()!.done?.();
     if (p.items.length) return;
     c.pending.delete(key);
     const waiting = c.resumers.get(key);
@@ -1055,7 +1076,7 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
       // The peer restarted meanwhile: its streams began again.
       return;
     }
-    if (!this.pumping.has(c)) setImmediate(() => this.pump(c));
+    if (!this.pumping.has(c)) this.pumpSoon(c);
   }
 
   get closed(): boolean {

@@ -52,6 +52,8 @@ export class Monitor extends EventEmitter<MonitorEvents> {
   readonly totals: Totals = { connects: 0, disconnects: 0, refusals: 0, disconnectsBy: {} };
   private seq = 0;
   private readonly recentEvents: FabricEvent[] = [];
+  private timeAt = -1;
+  private timeIso = '';
   /** Per peer: its pid and command, looked up once at connect. */
   private readonly processes = new Map<number, { pid: number; command: string | null } | null>();
   /** What close() undoes: the listeners on the server and the fabric. */
@@ -124,7 +126,10 @@ export class Monitor extends EventEmitter<MonitorEvents> {
 
   /** The last events (at most 500), oldest first, with seq above `after`. */
   recent(after = 0): FabricEvent[] {
-    return this.recentEvents.filter((e) => e.seq > after);
+    const from = Math.max(0, this.recentEvents.length - RECENT);
+    const out: FabricEvent[] = [];
+    for (let i = from; i < this.recentEvents.length; i++) if (this.recentEvents[i]!.seq > after) out.push(this.recentEvents[i]!);
+    return out;
   }
 
   get lastSeq(): number {
@@ -132,13 +137,20 @@ export class Monitor extends EventEmitter<MonitorEvents> {
   }
 
   private record(e: Omit<FabricEvent, 'seq' | 'time'>, message: SwitchMessage | null): void {
-    const event: FabricEvent = { seq: ++this.seq, time: new Date().toISOString(), ...e };
+    // One ISO string per millisecond: a busy switch records many events in one.
+    const now = Date.now();
+    if (now !== this.timeAt) {
+      this.timeAt = now;
+      this.timeIso = new Date(now).toISOString();
+    }
+    const event: FabricEvent = { seq: ++this.seq, time: this.timeIso, ...e };
     if (event.peer !== undefined && event.nodename === undefined && this.fabric) {
       const nodename = this.fabric.nodename(event.peer);
       if (nodename) event.nodename = nodename;
     }
     this.recentEvents.push(event);
-    if (this.recentEvents.length > RECENT) this.recentEvents.splice(0, this.recentEvents.length - RECENT);
+    // Trimmed now and then, not at every event (recent() looks at the last RECENT).
+    if (this.recentEvents.length >= 2 * RECENT) this.recentEvents.splice(0, this.recentEvents.length - RECENT);
     this.emit('event', event, message);
   }
 

@@ -1,0 +1,64 @@
+// A quick look at the links' stream (not part of the bench's rows): two
+// famez serve joined by a link, a link peer on each, COUNT messages of SIZE
+// bytes A -> B; prints msg/s. PROF=dir runs both switches with --cpu-prof
+// into dir. Pinned A to CPU 0, B to CPU 1 like the bench's cross-cpu.
+//   node --import=tsx bench/js/link-stream-probe.ts [COUNT] [SIZE] [REPS]
+// RTT=1: COUNT round trips of SIZE bytes per batch, REPS batches, instead.
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+import { Child } from '../lib/child.js';
+
+const [count = 5000, size = 4096, reps = 3] = process.argv.slice(2).map(Number);
+const prof = process.env.PROF;
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'famez-probe-'));
+const fam = path.join(dir, 'fam');
+fs.writeFileSync(fam, Buffer.alloc(1 << 20));
+const node = (args: string[]) => new Child(process.execPath, [...(prof ? ['--cpu-prof', `--cpu-prof-dir=${prof}`] : []), '--import=tsx', ...args]);
+const big = ['-l', '16M', '--ring-capacity', '256K'];
+
+async function main(): Promise<void> {
+  const sa = node(['ts/cli/main.ts', 'serve', '-S', `${dir}/a`, '--memfd', '--sid', '1', '--max-peers', '4', ...big, '--no-http', '--link-listen', '127.0.0.1:0', '--fam', fam]);
+  const addr = /listening on (127\.0\.0\.1:\d+)/.exec(await sa.waitFor(/listening on 127\.0\.0\.1:\d+/, 30_000, 'listener', true))![1];
+  const sb = node(['ts/cli/main.ts', 'serve', '-S', `${dir}/b`, '--memfd', '--sid', '2', '--max-peers', '4', ...big, '--no-http', '--link', addr]);
+  await sb.waitFor(/serving on /, 30_000, 'b', true);
+  const pa = node(['bench/js/link-peer.ts', `${dir}/a`, 'la', '0']);
+  const pb = node(['bench/js/link-peer.ts', `${dir}/b`, 'lb', '0']);
+  sa.pin(0, 'a');
+  pa.pin(0, 'pa');
+  sb.pin(1, 'b');
+  pb.pin(1, 'pb');
+  const gb = (await pb.ask<{ gcid: number }>('gcid', 30_000)).gcid;
+  const ga = (await pa.ask<{ gcid: number }>('gcid', 30_000)).gcid;
+  await pa.ask(`wait ${gb}`, 40_000);
+  if (process.env.RTT) {
+    // Round trips of SIZE-byte ring messages instead (COUNT per batch, REPS batches).
+    await pb.ask('echo', 10_000);
+    const { samples } = await pa.ask<{ samples: number[] }>(`rtt ${gb} ${size} ${count} ${reps} 200`, 600_000);
+    console.log(JSON.stringify({ rttUs: samples.map((x) => Math.round(x)) }));
+  }
+  const out: number[] = [];
+  for (let r = 0; r < (process.env.RTT ? 0 : reps); r++) {
+    pb.send(`sink ${ga} ${count}`);
+    const { start } = await pa.ask<{ start: string }>(`send ${gb} ${size} ${count}`, 600_000);
+    await pa.next(600_000, 'send');
+    const { end } = await pb.next<{ end: string }>(600_000, 'sink');
+    await pb.ask('echo', 10_000);
+    out.push(count / (Number(BigInt(end) - BigInt(start)) / 1e9));
+  }
+  if (out.length) console.log(JSON.stringify({ count, size, msgPerS: out.map((x) => Math.round(x)) }));
+  for (const c of [pa, pb]) {
+    c.send('quit');
+    await c.exited;
+  }
+  for (const c of [sa, sb]) {
+    c.proc.kill('SIGINT');
+    await c.exited;
+  }
+  fs.rmSync(dir, { recursive: true, force: true });
+}
+main().then(() => process.exit(0), (e: unknown) => {
+  console.error(e);
+  process.exit(1);
+});
