@@ -139,8 +139,11 @@ fn main() {
             while seq < total {
                 let end = total.min(seq + per_publish);
                 while seq < end {
+                    // The sequence number by value: a closure holding a
+                    // reference to `seq` would keep it in memory.
+                    let s = seq;
                     let stamped = w.push_with(size, |rec| {
-                        rec.write_u64_le(0, seq);
+                        rec.write_u64_le(0, s);
                         rec.copy_from(8, payload);
                     });
                     match stamped {
@@ -199,7 +202,7 @@ fn main() {
         let mut mark_time = Instant::now();
         let mut reader = ring.reader();
         let (mut empty_polls, mut idle_since) = (0u32, None::<Instant>);
-        let (mut sleeps, mut settles) = (0u64, 0u64);
+        let (mut sleeps, mut settles, mut dry) = (0u64, 0u64, 0u64);
         let mut batch_no = 0u64;
         while got < total {
             let want = (next_mark - got).min(read_max) as usize;
@@ -234,6 +237,7 @@ fn main() {
             // Nothing new: spin a while (looking at the clock every 64
             // polls), then settle and sleep until the doorbell.
             empty_polls += 1;
+            dry += 1;
             for _ in 0..pause {
                 std::hint::spin_loop();
             }
@@ -256,7 +260,7 @@ fn main() {
         }
         drop(reader);
         if stats {
-            eprintln!("consumer: {got} messages, {settles} settles, {sleeps} sleeps");
+            eprintln!("consumer: {got} messages, {dry} empty polls, {settles} settles, {sleeps} sleeps");
         }
         child.finish()?;
         print_json(&scenario, "msg/s", &samples, 0);
