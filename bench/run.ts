@@ -559,7 +559,7 @@ async function groupRing(): Promise<void> {
       };
       await interleave(`ring-throughput-${size}`, 'msg/s', CROSS, [
         cSide('ring', () => [String(size), String(cCount(size)), '1'], (regime) => `SPSC byte ring in a memfd, copy in, copy out, no doorbells (bench/baseline/ring.c), ${cCount(size)} messages a rep; ${where(regime)}`),
-        rustSide('bench_ring_throughput', ['--size', String(size), '--count', String(cCount(size)), '--batches', '1', '--capacity', String(RING_CAPACITY)], (regime) => `famez-core Ring push_batch / read_batch in place, doorbell when empty, ${cCount(size)} messages a rep; ${where(regime)}`),
+        rustSide('bench_ring_throughput', ['--size', String(size), '--count', String(cCount(size)), '--batches', '1', '--capacity', String(RING_CAPACITY)], (regime) => `famez-core Ring Writer (stamp, copy in, publish every 256 KiB) -> Reader (copy out, length and sequence checked), doorbell when empty, ${cCount(size)} messages a rep; ${where(regime)}`),
         js,
       ]);
     }
