@@ -26,8 +26,8 @@ const EXPECTED: [string, string, Regime][] = [
   ...rows(['doorbell-rtt'], ['c', 'rust', 'js'], BOTH),
   ...rows(['doorbell-rtt-busy-poll'], ['c', 'rust', 'js'], CROSS),
   ...rows(['doorbell-rtt-peers-16', 'doorbell-rtt-peers-64'], ['rust', 'js'], BOTH),
-  ...rows(['mailbox-rtt'], ['rust', 'js'], BOTH),
-  ...rows(['mailbox-rtt-busy-poll'], ['rust', 'js'], CROSS),
+  ...rows(['mailbox-rtt'], ['c', 'rust', 'js'], BOTH),
+  ...rows(['mailbox-rtt-busy-poll'], ['c', 'rust', 'js'], CROSS),
   ...rows(
     [64, 256, 1024, 4096, 16384, 65536].map((s) => `ring-throughput-${s}`),
     ['c', 'rust', 'js'],
@@ -49,15 +49,13 @@ const EXPECTED: [string, string, Regime][] = [
 const baselineOf = (s: string) =>
   s.startsWith('guest-mailbox-rtt')
     ? 'guest-doorbell-rtt-host'
-    : s === 'mailbox-rtt-busy-poll'
-      ? 'doorbell-rtt-busy-poll'
-      : s === 'mailbox-rtt' || s.startsWith('doorbell-rtt-peers-')
-        ? 'doorbell-rtt'
-        : s === 'link-read-64'
-          ? 'link-rtt-64'
-          : s === 'link-read-64-busy-poll'
-            ? 'link-rtt-64-busy-poll'
-            : s.replace(/^(switch-ping-\d+)-ring$/, '$1');
+    : s.startsWith('doorbell-rtt-peers-')
+      ? 'doorbell-rtt'
+      : s === 'link-read-64'
+        ? 'link-rtt-64'
+        : s === 'link-read-64-busy-poll'
+          ? 'link-rtt-64-busy-poll'
+          : s.replace(/^(switch-ping-\d+)-ring$/, '$1');
 
 
 test('npm run bench -- --smoke: every scenario, implementation and regime has a row, and the JSON is well formed', async (t) => {

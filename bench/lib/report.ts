@@ -71,12 +71,12 @@ export function skippedRun(scenario: string, impl: Impl, regime: Regime, unit: s
 }
 
 /** The C row a row is compared with, in the same regime: the same
- * scenario, or for the mailbox and the peer curve the C doorbell round
- * trip, for switch-ping-N-ring the C switch-ping-N. */
+ * scenario (the mailbox rows too: bench/baseline/mailbox.c does the same
+ * slot handshake), or for the peer curve the C doorbell round trip, for
+ * switch-ping-N-ring the C switch-ping-N. */
 export function baselineOf(scenario: string): string {
   if (scenario.startsWith('guest-mailbox-rtt')) return 'guest-doorbell-rtt-host';
-  if (scenario === 'mailbox-rtt-busy-poll') return 'doorbell-rtt-busy-poll';
-  if (scenario === 'mailbox-rtt' || scenario.startsWith('doorbell-rtt-peers-')) return 'doorbell-rtt';
+  if (scenario.startsWith('doorbell-rtt-peers-')) return 'doorbell-rtt';
   if (scenario === 'link-read-64') return 'link-rtt-64';
   if (scenario === 'link-read-64-busy-poll') return 'link-rtt-64-busy-poll';
   const ring = /^(switch-ping-\d+)-ring$/.exec(scenario);

@@ -3,7 +3,7 @@
 //! line on stdout.
 //!
 //!   cargo run --release -p famez-core --example bench_ring_throughput -- \
-//!       [--size 64] [--count 2000000] [--batches 20] [--batch-bytes 64KiB]
+//!       [--size 64] [--count 2000000] [--batches 20] [--batch-bytes BYTES]
 //!       [--capacity BYTES] [--warmup N] [--spin-us 50] [--stats 1] [--cpus A,B]
 //!       [--read-max 256] [--pause 1] [--full-spins 64]
 //!
@@ -14,7 +14,8 @@
 //! the child maps the object, finds the layout from the mailbox and produces
 //! (peer 1 -> switch 2) with one `Writer`: per message it reserves the
 //! record, stamps the sequence number and copies the rest of the payload in
-//! from one source buffer, and publishes every --batch-bytes (64 KiB), ringing
+//! from one source buffer, and publishes every --batch-bytes (a 16th of the
+//! ring, 64 KiB to 256 KiB), ringing
 //! the consumer's doorbell only when a publish found the ring empty; on a
 //! full ring it spins (and yields). The parent consumes with a `Reader`: it copies
 //! each message out into one buffer and checks its length and sequence
@@ -79,11 +80,14 @@ fn main() {
     }
     let default_count = if size <= 1024 { 2_000_000 } else { (2_000_000_000 / size as u64).max(1000) };
     let (per_batch, batches) = split(args.u64("count", default_count), args.u64("batches", 20));
-    // A publish every 64 KiB (at least one message): the consumer works on
-    // one batch while the next is written, and the barrier and doorbell
-    // decision are paid once a batch.
-    let batch_bytes = args.u64("batch-bytes", 64 << 10).max(1);
+    // A publish every 1/16 of the ring, 64 KiB to 256 KiB (at least one
+    // message): the consumer works on one batch while the next is
+    // written, and the barrier and doorbell decision are paid once a
+    // batch. (The bench's 4 MiB rings: 256 KiB, which measured faster than
+    // 64 KiB at 64-byte messages, 0.98 of C against 0.94; at 256 B to
+    // 4 KiB the two were within the runs' noise; docs/performance.md.)
     let capacity = args.u64("capacity", (256u64 << 10).max(4 * size as u64).next_power_of_two());
+    let batch_bytes = args.u64("batch-bytes", (capacity / 16).clamp(64 << 10, 256 << 10)).max(1);
     let warmup = args.u64("warmup", (per_batch * batches / 10).clamp(1000, 200_000));
     let spin = Duration::from_micros(args.u64("spin-us", 50));
     let stats = args.u64("stats", 0) != 0;
@@ -139,8 +143,11 @@ fn main() {
             while seq < total {
                 let end = total.min(seq + per_publish);
                 while seq < end {
+                    // The sequence number by value: a closure holding a
+                    // reference to `seq` would keep it in memory.
+                    let s = seq;
                     let stamped = w.push_with(size, |rec| {
-                        rec.write_u64_le(0, seq);
+                        rec.write_u64_le(0, s);
                         rec.copy_from(8, payload);
                     });
                     match stamped {
@@ -199,7 +206,7 @@ fn main() {
         let mut mark_time = Instant::now();
         let mut reader = ring.reader();
         let (mut empty_polls, mut idle_since) = (0u32, None::<Instant>);
-        let (mut sleeps, mut settles) = (0u64, 0u64);
+        let (mut sleeps, mut settles, mut dry) = (0u64, 0u64, 0u64);
         let mut batch_no = 0u64;
         while got < total {
             let want = (next_mark - got).min(read_max) as usize;
@@ -234,6 +241,7 @@ fn main() {
             // Nothing new: spin a while (looking at the clock every 64
             // polls), then settle and sleep until the doorbell.
             empty_polls += 1;
+            dry += 1;
             for _ in 0..pause {
                 std::hint::spin_loop();
             }
@@ -256,7 +264,7 @@ fn main() {
         }
         drop(reader);
         if stats {
-            eprintln!("consumer: {got} messages, {settles} settles, {sleeps} sleeps");
+            eprintln!("consumer: {got} messages, {dry} empty polls, {settles} settles, {sleeps} sleeps");
         }
         child.finish()?;
         print_json(&scenario, "msg/s", &samples, 0);
