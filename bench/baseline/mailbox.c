@@ -39,6 +39,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#define BELL_NAME "mailbox"
+#include "bell.h"
+
 #define SLOT_SIZE 512
 #define BUFLEN 32
 #define LAST_RESPONDER 48
@@ -48,25 +51,6 @@
 #define SERVER 2
 
 static uint8_t *mb;
-static long busy_us = 0;
-/* When this side last rang or was rung (busy polling's window start). */
-static double last_bell = 0;
-
-static double now_us(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
-}
-
-static void pin(int cpu) {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(cpu, &set);
-  if (sched_setaffinity(0, sizeof set, &set) != 0) {
-    fprintf(stderr, "mailbox: sched_setaffinity(CPU %d): %s\n", cpu, strerror(errno));
-    exit(1);
-  }
-}
 
 static uint64_t *word(uint64_t slot, size_t field) { return (uint64_t *)(mb + slot * SLOT_SIZE + field); }
 
@@ -94,42 +78,6 @@ static size_t take(uint64_t sender, uint8_t *out) {
   memcpy(out, mb + sender * SLOT_SIZE + BUF, len);
   __atomic_store_n(word(sender, BUFLEN), 0, __ATOMIC_RELEASE);
   return len;
-}
-
-static void wait_on(int ep, int fd) {
-  uint64_t v;
-  if (busy_us > 0) {
-    double until = last_bell + busy_us;
-    do {
-      if (read(fd, &v, 8) == 8) {
-        last_bell = now_us();
-        return;
-      }
-    } while (now_us() < until);
-  }
-  struct epoll_event ev;
-  for (;;) {
-    int n = epoll_wait(ep, &ev, 1, 10000);
-    if (n < 0) continue;
-    if (n == 0) { fprintf(stderr, "mailbox: no answer in 10 s\n"); exit(1); }
-    if (read(fd, &v, 8) == 8) {
-      if (busy_us > 0) last_bell = now_us();
-      return;
-    }
-  }
-}
-
-static void ring(int fd) {
-  uint64_t one = 1;
-  if (write(fd, &one, 8) != 8) { perror("mailbox: write"); exit(1); }
-  if (busy_us > 0) last_bell = now_us();
-}
-
-static int watcher(int fd) {
-  int ep = epoll_create1(EPOLL_CLOEXEC);
-  struct epoll_event ev = { .events = EPOLLIN, .data.fd = fd };
-  epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
-  return ep;
 }
 
 int main(int argc, char **argv) {

@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import { Netns, type VethEnd } from '../../__test__/helpers/netns.js';
+import { Netns } from '../../__test__/helpers/netns.js';
 import { FabricClient } from '../../ts/fabric/client.js';
 import { formatGcid } from '../../ts/fabric/remote.js';
 import { Child } from '../lib/child.js';
@@ -66,6 +66,18 @@ class World {
     return c;
   }
 
+  /** Switches A (SID 1, listening) and B (SID 2, linking) in two
+   * namespaces joined by `links` veth pairs; `extraA`/`extraB` added to
+   * their command lines. */
+  async pair(links: number, extraA: string[] = [], extraB: string[] = []) {
+    const nsA = this.net.add('a');
+    const nsB = this.net.add('b');
+    const veths = Array.from({ length: links }, (_, i) => this.net.veth(nsA, nsB, i + 1)[0]);
+    const a = await this.serve(nsA, ['--sid', '1', ...veths.flatMap((v) => ['--link-listen', `${v.ip}:${PORT}`]), ...extraA]);
+    const b = await this.serve(nsB, ['--sid', '2', ...veths.flatMap((v) => ['--link', `${v.ip}:${PORT}`]), ...extraB]);
+    return { a, b, veths };
+  }
+
   async close(): Promise<void> {
     for (const c of this.clients) c.close();
     await Promise.all(this.procs.map((p) => p.stop()));
@@ -79,12 +91,8 @@ class World {
 async function cutOneOfTwo(): Promise<[number, number]> {
   const w = new World();
   try {
-    const nsA = w.net.add('a');
-    const nsB = w.net.add('b');
-    const [l1] = w.net.veth(nsA, nsB, 1);
-    const [l2] = w.net.veth(nsA, nsB, 2);
-    const a = await w.serve(nsA, ['--sid', '1', '--link-listen', `${l1.ip}:${PORT}`, '--link-listen', `${l2.ip}:${PORT}`]);
-    const b = await w.serve(nsB, ['--sid', '2', '--link', `${l1.ip}:${PORT}`, '--link', `${l2.ip}:${PORT}`]);
+    const { a, b, veths } = await w.pair(2);
+    const l1 = veths[0]!;
     await until('both links up', () => (b.proc.stdout.match(/link out:\S+ up/g) ?? []).length >= 2);
     const alpha = await w.client(a.sock, 'alpha');
     const beta = await w.client(b.sock, 'beta');
@@ -130,11 +138,8 @@ async function cutOneOfTwo(): Promise<[number, number]> {
 async function cutTheOnly(): Promise<number> {
   const w = new World();
   try {
-    const nsA = w.net.add('a');
-    const nsB = w.net.add('b');
-    const [l1]: [VethEnd, VethEnd] = w.net.veth(nsA, nsB, 1);
-    const a = await w.serve(nsA, ['--sid', '1', '--link-listen', `${l1.ip}:${PORT}`]);
-    const b = await w.serve(nsB, ['--sid', '2', '--link', `${l1.ip}:${PORT}`]);
+    const { a, b, veths } = await w.pair(1);
+    const l1 = veths[0]!;
     const alpha = await w.client(a.sock, 'alpha');
     await w.client(b.sock, 'beta');
     await until('alpha knows beta', async () => (await alpha.remotePeers()).some((p) => p.nodename === 'beta'));
@@ -158,11 +163,7 @@ async function cutTheOnly(): Promise<number> {
 async function managerGone(): Promise<number> {
   const w = new World();
   try {
-    const nsA = w.net.add('a');
-    const nsB = w.net.add('b');
-    const [l1] = w.net.veth(nsA, nsB, 1);
-    const a = await w.serve(nsA, ['--sid', '1', '--link-listen', `${l1.ip}:${PORT}`, '--fm', 'primary']);
-    const b = await w.serve(nsB, ['--sid', '2', '--link', `${l1.ip}:${PORT}`, '--fm', 'secondary']);
+    const { a, b } = await w.pair(1, ['--fm', 'primary'], ['--fm', 'secondary']);
     await until('b sees the primary', () => /fabric manager in charge: SID 1/.test(b.proc.stdout));
     const beta = await w.client(b.sock, 'beta');
     const info = await beta.linkUp({ timeoutMs: WAIT_MS });

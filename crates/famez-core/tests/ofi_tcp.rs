@@ -212,17 +212,25 @@ fn messages_of_64_bytes_and_64_kib_both_ways_in_order() {
     assert_eq!(e.code(), "EMSGSIZE");
 }
 
-#[test]
-fn rma_write_then_read_of_a_registered_window() {
+/// Two connected sides whose provider grants RMA, or None (skipped: no
+/// libfabric, or no FI_RMA).
+fn rma_net() -> Option<Net> {
     if !libfabric() {
-        return;
+        return None;
     }
-    let opts = Options::default();
-    let mut net = Net::new(&opts);
+    let mut net = Net::new(&Options::default());
     if !net.sides[1].ep().granted().rma {
         eprintln!("skipped: this provider grants no FI_RMA");
-        return;
+        return None;
     }
+    Some(net)
+}
+
+#[test]
+fn rma_write_then_read_of_a_registered_window() {
+    let Some(mut net) = rma_net() else {
+        return;
+    };
     let window = net.sides[1].ep().window(1 << 20).unwrap();
     // The window's coordinates go to the peer in a message, as a link would send them.
     let r = window.remote();
@@ -274,15 +282,9 @@ fn rma_write_then_read_of_a_registered_window() {
 
 #[test]
 fn a_window_over_a_file_is_the_file_the_peer_reads_and_writes_by_rma() {
-    if !libfabric() {
+    let Some(mut net) = rma_net() else {
         return;
-    }
-    let opts = Options::default();
-    let mut net = Net::new(&opts);
-    if !net.sides[1].ep().granted().rma {
-        eprintln!("skipped: this provider grants no FI_RMA");
-        return;
-    }
+    };
     let path = std::env::temp_dir().join(format!("famez-ofi-fam-{}", std::process::id()));
     let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
     file.set_len(1 << 16).unwrap();
