@@ -71,14 +71,12 @@ export function isFamRequest(p: Packet): boolean {
   return isFamPacket(p) && (p.class === 'Core64.Read' || p.class === 'Core64.Write' || isAtomicRequest(p));
 }
 
-function ack(req: Packet, self: number, reason: number): Uint8Array {
-  const to = { sid: req.SSID!, cid: req.SCID };
+/** The owner `self`'s StandaloneAck of `req` with `reason`. */
+export function answerAck(req: Packet, self: number, reason: number): Uint8Array {
   const me = split(self);
-  return encode({ class: 'Core64.StandaloneAck', GC: 1, DSID: to.sid, DCID: to.cid, SSID: me.sid, SCID: me.cid, Tag: req.Tag, Reason: reason });
+  return encode({ class: 'Core64.StandaloneAck', GC: 1, DSID: req.SSID!, DCID: req.SCID, SSID: me.sid, SCID: me.cid, Tag: req.Tag, Reason: reason });
 }
 
-/** The owner's answer to request `req` (decoded, GC = 1) against `store`
- * (null: no memory here); `self` is the owner's GCID. */
 /** Why the owner of `size` bytes with R-Key `key` (null: none) refuses the
  * Core64 Read or Write `r` (a Reason), or null when it does it. */
 export function refusal(r: Core64Read | Core64Write, size: number, key: number | null): number | null {
@@ -89,31 +87,27 @@ export function refusal(r: Core64Read | Core64Write, size: number, key: number |
   return null;
 }
 
-/** The owner `self`'s StandaloneAck of `req` with `reason`. */
-export function answerAck(req: Packet, self: number, reason: number): Uint8Array {
-  return ack(req, self, reason);
-}
-
 /** The owner `self`'s ReadResponse to `req` carrying `data`. */
 export function answerRead(req: Packet, self: number, data: Uint8Array): Uint8Array {
   const me = split(self);
   return encode({ class: 'Core64.ReadResponse', GC: 1, DSID: req.SSID!, DCID: req.SCID, SSID: me.sid, SCID: me.cid, Tag: req.Tag, payload: data });
 }
 
+/** The owner's answer to request `req` (decoded, GC = 1) against `store`
+ * (null: no memory here); `self` is the owner's GCID. */
 export function serve(req: Packet, store: FamStore | null, self: number): Uint8Array {
   if (store && isAtomicRequest(req)) return serveAtomic(req, store, self);
-  if (!store || (req.class !== 'Core64.Read' && req.class !== 'Core64.Write')) return ack(req, self, Reason.UnsupportedReq);
+  if (!store || (req.class !== 'Core64.Read' && req.class !== 'Core64.Write')) return answerAck(req, self, Reason.UnsupportedReq);
   const r = req as Core64Read | Core64Write;
   const why = refusal(r, store.bytes.length, store.key);
-  if (why !== null) return ack(req, self, why);
+  if (why !== null) return answerAck(req, self, why);
   const length = r.class === 'Core64.Read' ? r.RDSize : r.payload.length;
   const at = Number(r.Addr);
   if (r.class === 'Core64.Write') {
     store.bytes.set(r.payload, at);
-    return ack(req, self, Reason.NoError);
+    return answerAck(req, self, Reason.NoError);
   }
-  const me = split(self);
-  return encode({ class: 'Core64.ReadResponse', GC: 1, DSID: req.SSID!, DCID: req.SCID, SSID: me.sid, SCID: me.cid, Tag: req.Tag, payload: store.bytes.slice(at, at + length) });
+  return answerRead(req, self, store.bytes.slice(at, at + length));
 }
 
 /** Uint32Array and BigUint64Array views of a memory, for Atomics: null where
@@ -173,10 +167,10 @@ function execute(bytes: Uint8Array, at: number, size: number, r: AtomicRequest):
 }
 
 function serveAtomic(r: AtomicRequest, store: FamStore, self: number): Uint8Array {
-  if (store.key !== null && (r.RK !== 1 || r.RKey !== store.key)) return ack(r, self, Reason.InvAccKey);
+  if (store.key !== null && (r.RK !== 1 || r.RKey !== store.key)) return answerAck(r, self, Reason.InvAccKey);
   const size = r.Size;
-  if (!ATOMIC_SIZES.includes(size) || r.Addr % BigInt(size) !== 0n) return ack(r, self, Reason.MalformedPkt);
-  if (r.Addr + BigInt(size) > BigInt(store.bytes.length)) return ack(r, self, Reason.InvAccPerm);
+  if (!ATOMIC_SIZES.includes(size) || r.Addr % BigInt(size) !== 0n) return answerAck(r, self, Reason.MalformedPkt);
+  if (r.Addr + BigInt(size) > BigInt(store.bytes.length)) return answerAck(r, self, Reason.InvAccPerm);
   const old = execute(store.bytes, Number(r.Addr), size, r);
   const me = split(self);
   return encode({

@@ -84,16 +84,15 @@ export class Election {
       this.epoch = 0;
       this.events.push({ kind: 'yield', to: ahead });
     }
-    if (this.epoch === 0 && !ahead && this.config.role !== 'none') {
+    if (this.epoch === 0 && !ahead) {
       if (Number.isNaN(this.noneSince)) this.noneSince = now;
       // A primary that never saw a manager claims at once (it starts the fabric).
-      if ((this.config.role === 'primary' && !this.seenAny) || now - this.noneSince >= this.graceMs) {
+      if (this.config.role !== 'none' && ((this.config.role === 'primary' && !this.seenAny) || now - this.noneSince >= this.graceMs)) {
         this.epoch = this.highest + 1;
         this.highest = this.epoch;
         this.events.push({ kind: 'claim', epoch: this.epoch, took: this.last });
       }
     }
-    if (!ahead && this.epoch === 0 && Number.isNaN(this.noneSince)) this.noneSince = now;
     const next = inCharge([...rest, this.own]);
     if (next?.sid !== this.current?.sid || next?.epoch !== this.current?.epoch || next?.cid !== this.current?.cid) {
       if (this.current) this.last = this.current;
