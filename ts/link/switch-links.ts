@@ -157,6 +157,8 @@ const PARK_MS = 60_000;
 const MAX_LISTED_DOWN = 32;
 /** The credit each new stream toward this switch starts with. */
 const WINDOW = 256;
+/** A new connection says its hello within this long (or three heartbeats, if longer), or is closed. */
+const HELLO_MS = 1000;
 /** An ack waits this long for a frame to ride with (an answer's data, the
  * next train), unless urgent (LinkEnd's ackDelayMs). */
 const ACK_DELAY_MS = 2;
@@ -438,10 +440,14 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
     this.registerWindow(c);
     c.link.send(encodeFrame({ type: 'hello', instance: this.linkInstance, window: WINDOW, seen: false, source: this.gcid }));
     const link = c.link;
+    // A connection is not a link until its hello: no heartbeats are owed
+    // yet, so it gets longer than three of them (at least HELLO_MS) to say
+    // who it is, time for a switch on a loaded host to get its first write out.
+    const wait = Math.max(3 * this.heartbeatMs, HELLO_MS);
     c.helloTimer = setTimeout(() => {
       c.helloTimer = null;
-      if (c.link === link && !c.attached) this.down(c, link, null, `no hello in ${3 * this.heartbeatMs} ms`);
-    }, 3 * this.heartbeatMs);
+      if (c.link === link && !c.attached) this.down(c, link, null, `no hello in ${wait} ms`);
+    }, wait);
   }
 
   /** With --fam and a provider with RMA: the memory registered on this
