@@ -384,6 +384,54 @@ test('scripted server: a split join is announced once, with all its vectors', as
   t.deepEqual(joins, [{ id: 7, vectors: 3 }]);
 });
 
+test('answer(): from an interrupt listener the ring goes when the listeners return, a second answer and one made before close() go too; outside a listener it is ring(); bad peers throw at once', async (t) => {
+  const socket = startServer(t);
+  const a = await Client.connect(socket, { vectors: VECTORS });
+  t.context.closers.push(() => a.close());
+  const b = await Client.connect(socket, { vectors: VECTORS });
+  t.context.closers.push(() => b.close());
+  await waitFor(() => a.peers.has(b.id) && b.peers.has(a.id), 'a and b to see each other');
+  const heard: number[] = [];
+  a.on('interrupt', ({ vector }) => heard.push(vector));
+  const errors: string[] = [];
+  let mode = 'one';
+  b.on('interrupt', () => {
+    try {
+      b.answer(a.id + 1000, 0);
+    } catch (e) {
+      errors.push((e as { code: string }).code);
+    }
+    t.throws(() => b.answer(a.id, VECTORS), { code: 'EPROTO' });
+    if (mode === 'one') b.answer(a.id, 0);
+    if (mode === 'two') {
+      b.answer(a.id, 1);
+      b.answer(a.id, 2);
+    }
+    if (mode === 'close') {
+      b.answer(a.id, 1);
+      b.close();
+    }
+  });
+  a.ring(b.id, 0);
+  await waitFor(() => heard.length === 1, 'the answer');
+  t.deepEqual(heard, [0]);
+  mode = 'two';
+  a.ring(b.id, 0);
+  await waitFor(() => heard.length === 3, 'both answers');
+  t.deepEqual(heard.slice(1).sort(), [1, 2]);
+  // Outside a listener: rung at once, as ring() does.
+  b.answer(a.id, 2);
+  await waitFor(() => heard.length === 4, 'the ring');
+  t.is(heard[3], 2);
+  mode = 'close';
+  a.ring(b.id, 0);
+  await waitFor(() => heard.length === 5, 'the answer made before close');
+  t.is(heard[4], 1);
+  t.true(b.closed);
+  t.deepEqual(errors, ['EPROTO', 'EPROTO', 'EPROTO']);
+  t.throws(() => b.answer(a.id, 0), { code: 'ECLOSED' });
+});
+
 test.serial('busyPollUs: after a doorbell the loop keeps polling for the window instead of sleeping; 0 turns it off', async (t) => {
   const socket = startServer(t);
   // A long window, so the loop's first turn after the ring falls inside it

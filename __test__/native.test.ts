@@ -183,6 +183,37 @@ test('EventFd: closing inside its own callback stops further callbacks', async (
   t.deepEqual(got, [1]);
 });
 
+test('EventFd.watch: a callback that returns an open EventFd\'s number rings it once when it has returned, before its ticks; any other number rings nothing', async (t) => {
+  const e = own(t, new EventFd());
+  const other = own(t, new EventFd());
+  const file = path.join(t.context.dir, 'not-an-eventfd');
+  const fd = fs.openSync(file, 'w');
+  t.context.cleanups.push(() => fs.closeSync(fd));
+  const gone = new EventFd();
+  const goneFd = gone.fd;
+  gone.close();
+  const seen: string[] = [];
+  let answer: number | undefined = other.fd;
+  e.watch(() => {
+    seen.push(`during: ${other.drain()}`);
+    // A tick queued by the callback runs after the answer is rung.
+    process.nextTick(() => seen.push(`tick: ${other.drain()}`));
+    return answer;
+  });
+  e.signal();
+  await waitFor(() => seen.length === 2, 'the callback and its tick');
+  t.deepEqual(seen, ['during: 0', 'tick: 1'], 'rung once, after the callback, before its tick');
+  // Not an EventFd (a file), a closed one, a negative number, no number: nothing is written.
+  for (const a of [fd, goneFd === fd ? 1_000_000 : goneFd, -1, undefined]) {
+    answer = a;
+    seen.length = 0;
+    e.signal();
+    await waitFor(() => seen.length === 2, 'the callback and its tick');
+    t.deepEqual(seen, ['during: 0', 'tick: 0'], `returning ${a} rings nothing`);
+  }
+  t.is(fs.statSync(file).size, 0, 'nothing written to the file');
+});
+
 test('EventFd.spin: a ring that comes within the window is delivered before the loop goes on; without spin, after', async (t) => {
   const order = async (spinUs: number): Promise<string[]> => {
     const e = own(t, new EventFd());

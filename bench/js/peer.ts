@@ -143,7 +143,7 @@ async function main(): Promise<void> {
         let target = -1;
         client.on('interrupt', () => {
           if (target < 0) target = Atomics.load(word, 0);
-          client.ring(target, 0);
+          client.answer(target, 0);
         });
         out({ ok: 1 });
         break;
@@ -151,7 +151,9 @@ async function main(): Promise<void> {
       case 'ping': {
         const [peer, rounds, batches, warmup] = n;
         Atomics.store(word, 0, client.id);
-        const rt = roundTrips('doorbell', () => client.ring(peer, 0));
+        // answer(): from the interrupt listener (every ring but a batch's
+        // first), rung by the watch when the listener returns.
+        const rt = roundTrips('doorbell', () => client.answer(peer, 0));
         client.on('interrupt', rt.answered);
         const samples = await rt.run(rounds, batches, warmup);
         client.removeAllListeners('interrupt');
@@ -160,7 +162,7 @@ async function main(): Promise<void> {
       }
       case 'vping': {
         const [peer, rounds, batches, warmup] = n;
-        const rt = roundTrips('doorbell', () => client.ring(peer, client.id));
+        const rt = roundTrips('doorbell', () => client.answer(peer, client.id));
         const onInterrupt = ({ vector }: { vector: number }) => {
           if (vector === peer) rt.answered();
         };

@@ -138,6 +138,20 @@ fn drain_raw(fd: i32) -> u64 {
     raw_io(libc::SYS_read, fd, [0; 8]).map(u64::from_ne_bytes).unwrap_or(0)
 }
 
+/// What a watch's callback returned: the number of an open EventFd of this
+/// thread is rung once (its answer, without a call back into the binding);
+/// anything else is nothing. A number that is no open EventFd is ignored,
+/// as `signalFd` refuses it.
+fn answer(ctx: &crate::poll::Ctx, result: sys::napi_value) {
+    let Some(fd) = ctx.int32(result) else { return };
+    if fd >= 0 && LIVE.with(|l| l.borrow().contains(fd)) {
+        // fd is an open EventFd of this thread (LIVE) for this synchronous
+        // write; a full counter (2^64 - 2 rings unread) is the one failure,
+        // and then the other end has a ring to read anyway.
+        let _ = raw_io(libc::SYS_write, fd, 1u64.to_ne_bytes());
+    }
+}
+
 /// Throws `e` as a JavaScript Error with its code (for a raw Node-API
 /// function, which has no napi-rs wrapper to do it).
 fn throw(env: sys::napi_env, e: Error) {
@@ -250,7 +264,10 @@ impl EventFd {
     /// turn of the loop (at most 2 ms of rings in one go); whatever else
     /// wakes it goes to the loop as before. Such a sleep counts as busy,
     /// not idle, in `performance.eventLoopUtilization()`.
-    #[napi(ts_args_type = "callback: (count: number) => void")]
+    /// The callback may return the fd number of an open EventFd (its
+    /// answer): the watch rings it once as soon as the callback has
+    /// returned, which costs less than a `signalFd` call inside it.
+    #[napi(ts_args_type = "callback: (count: number) => number | void")]
     pub fn watch(&mut self, env: Env, this: This, callback: Unknown) -> Result<()> {
         let fd = self.fd();
         if fd < 0 {
@@ -267,7 +284,14 @@ impl EventFd {
             // it, and unwatches first).
             let drain = || inner.borrow().as_ref().map(|e| drain_raw(e.as_raw_fd()));
             let Some(count) = drain() else { return };
-            if count == 0 || !ctx.call(|c| Ok([c.number(count as f64)?])) {
+            if count == 0 {
+                return;
+            }
+            // Every call in a batch, a lone ring's too: its answer is then
+            // rung before its promise jobs and ticks run (one of which
+            // might close that EventFd).
+            let Some(mut b) = ctx.batch() else { return };
+            if !b.call_then(|c| Ok([c.number(count as f64)?]), answer) {
                 return;
             }
             // Then the next rings are taken here, each calling back at
@@ -278,8 +302,6 @@ impl EventFd {
             // without a wake-up. Otherwise, when the loop has nothing else
             // to do, the handler sleeps where libuv would (wait_alone) and
             // takes the next ring without a turn of the loop.
-            // Opened when a second call may come (not for a lone ring).
-            let mut batch = None;
             let started = Instant::now();
             let mut last = started;
             let mut called = false;
@@ -315,10 +337,6 @@ impl EventFd {
                 if !spinning && (!ctx.wait_alone(fd) || started.elapsed() >= MAX_SPIN) {
                     return;
                 }
-                if batch.is_none() {
-                    batch = ctx.batch();
-                }
-                let Some(b) = batch.as_mut() else { return };
                 match drain() {
                     None => return,
                     // The read itself is the pause between two looks (as
@@ -326,7 +344,7 @@ impl EventFd {
                     Some(0) if spinning => {}
                     Some(0) => return,
                     Some(n) => {
-                        if !b.call(|c| Ok([c.number(n as f64)?])) {
+                        if !b.call_then(|c| Ok([c.number(n as f64)?]), answer) {
                             return;
                         }
                         called = true;

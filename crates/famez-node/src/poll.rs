@@ -157,6 +157,15 @@ impl Ctx {
         self.call_ref(self.callback, args)
     }
 
+    /// A number `v` as an i32, or None (not a number).
+    pub fn int32(&self, v: sys::napi_value) -> Option<i32> {
+        let mut out = 0i32;
+        // SAFETY: v is a live value of this env (a call's result, in the
+        // handle scope it was made in), on the loop thread.
+        let status = unsafe { sys::napi_get_value_int32(self.env, v, &mut out) };
+        (status == sys::Status::napi_ok).then_some(out)
+    }
+
     /// Like `call`, for another function held by a reference (null: no-op).
     pub fn call_ref<const N: usize>(
         &self,
@@ -335,8 +344,14 @@ impl Batch<'_> {
 
     /// As `Ctx::call`: false when the call (or making its arguments)
     /// failed, the failure then delivered as an uncaught exception, or when
-    /// the next call's scope cannot be opened.
-    pub fn call<const N: usize>(&mut self, args: impl FnOnce(&Ctx) -> Result<[sys::napi_value; N]>) -> bool {
+    /// the next call's scope cannot be opened. `then` gets what the
+    /// callback returned as soon as it has returned: before its call's
+    /// promise jobs and ticks.
+    pub fn call_then<const N: usize>(
+        &mut self,
+        args: impl FnOnce(&Ctx) -> Result<[sys::napi_value; N]>,
+        then: impl FnOnce(&Ctx, sys::napi_value),
+    ) -> bool {
         let ctx = self.ctx;
         let called = args(ctx).and_then(|args| {
             let mut result = ptr::null_mut();
@@ -345,7 +360,9 @@ impl Batch<'_> {
             let status = unsafe {
                 sys::napi_call_function(ctx.env, self.recv, self.func, args.len(), args.as_ptr(), &mut result)
             };
-            check(status, "napi_call_function")
+            check(status, "napi_call_function")?;
+            then(ctx, result);
+            Ok(())
         });
         let ok = match called {
             Ok(()) => true,
