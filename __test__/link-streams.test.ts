@@ -640,6 +640,21 @@ test('configurable heartbeat: 10 ms and 5 missed is dead after 50 ms; any frame 
   t.deepEqual(events(a), ['dead']);
 });
 
+test('lateMs: a path is dead that much before three heartbeats of silence, so a late timer still has it down within them; out of range it is refused', (t) => {
+  const [a] = connected({ lateMs: 10 });
+  events(a);
+  t.is(a.deadAfterMs, 290);
+  // Connected at 0: the deadline is the last frame heard plus 290.
+  const deadline = a.heardAt() + 290;
+  a.handleTimeout(deadline - 1);
+  t.deepEqual(events(a), []);
+  a.handleTimeout(deadline);
+  t.deepEqual(events(a), ['dead']);
+  t.is(new LinkEnd({ instance: 1 }).deadAfterMs, 300, 'none by default');
+  t.throws(() => new LinkEnd({ instance: 1, lateMs: 100 }), { instanceOf: RangeError });
+  t.throws(() => new LinkEnd({ instance: 1, lateMs: -1 }), { instanceOf: RangeError });
+});
+
 test('a hello lost is sent again each heartbeat until the peer shows it saw it', (t) => {
   const a = new LinkEnd({ instance: 1 });
   const b = new LinkEnd({ instance: 2 });

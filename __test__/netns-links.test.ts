@@ -331,7 +331,7 @@ nsTest(`switch B SIGSTOPped past its heartbeats mid-stream: the link goes down o
   const seenA = a.proc.lines.length;
   process.kill(b.proc.child.pid!, 'SIGSTOP');
   try {
-    await a.proc.waitFor(/link in:\d+ down: nothing heard for 300 ms/, WAIT_MS);
+    await a.proc.waitFor(/link in:\d+ down: nothing heard for 290 ms/, WAIT_MS);
   } finally {
     process.kill(b.proc.child.pid!, 'SIGCONT');
   }

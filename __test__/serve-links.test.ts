@@ -239,7 +239,7 @@ linkTest(`a switch SIGSTOPped past the heartbeats: the link goes down and comes 
   await sink.waitFor(/^\{"got":10000\}$/m, 60_000);
   process.kill(b.proc.child.pid!, 'SIGSTOP');
   try {
-    // Nothing heard for 3 heartbeats (300 ms): a takes the link down.
+    // Nothing heard for 3 heartbeats (290 ms: 300 less the timers' allowance): a takes the link down.
     await a.proc.waitFor(/link in:\d+ down/, WAIT_MS);
   } finally {
     process.kill(b.proc.child.pid!, 'SIGCONT');

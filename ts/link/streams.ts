@@ -28,7 +28,8 @@
 //   the streams start again from 0 and its unacknowledged packets are sent
 //   again — at least once across a peer's restart, exactly once otherwise.
 // - Heartbeats: a frame at least every heartbeatMs; nothing received for
-//   missedHeartbeats × heartbeatMs: the link is dead (event, then down).
+//   missedHeartbeats × heartbeatMs (less lateMs, the caller's timer
+//   allowance): the link is dead (event, then down).
 // - Paths: one LinkEnd is this switch's end of everything it exchanges with
 //   one neighbour switch, over any number of connections ("paths", numbered
 //   by the caller; 0 when there is one). Each path has its own hello,
@@ -56,6 +57,11 @@ export interface LinkEndConfig {
   heartbeatMs?: number;
   /** Dead after this many heartbeat intervals with nothing received (default 3). */
   missedHeartbeats?: number;
+  /** Judge a path dead this much before missedHeartbeats intervals of
+   * silence have passed (default 0), so that a caller whose timers run
+   * late by up to this much still has it down within those intervals
+   * (0 <= lateMs < one heartbeat). */
+  lateMs?: number;
   /** First retransmission timeout (default 200 ms). */
   rtoMs?: number;
   /** The timeout doubles up to this (default 1600 ms). */
@@ -73,7 +79,8 @@ export interface LinkEndConfig {
 export type LinkEvent =
   /** The peer's hello arrived on this connection (path). */
   | { kind: 'up'; instance: number; path: number }
-  /** Nothing arrived on `path` for missedHeartbeats intervals: it is down
+  /** Nothing arrived on `path` for missedHeartbeats intervals (less
+   * lateMs): it is down
    * now; close its transport, connect anew, then linkUp. */
   | { kind: 'dead'; path: number }
   /** The peer restarted (new instance): its streams start over; `resent`
@@ -210,7 +217,9 @@ export class LinkEnd {
     this.source = config.source ?? 0;
     this.window = config.window ?? 64;
     this.heartbeatMs = config.heartbeatMs ?? 100;
-    this.deadMs = this.heartbeatMs * (config.missedHeartbeats ?? 3);
+    const lateMs = config.lateMs ?? 0;
+    if (!(lateMs >= 0 && lateMs < this.heartbeatMs)) throw new RangeError('0 <= lateMs < heartbeatMs');
+    this.deadMs = this.heartbeatMs * (config.missedHeartbeats ?? 3) - lateMs;
     this.rtoMs = config.rtoMs ?? 200;
     this.maxRtoMs = config.maxRtoMs ?? 1600;
     this.maxStreams = config.maxStreams ?? 65536;
@@ -450,6 +459,11 @@ export class LinkEnd {
   }
 
   /** When `path` last received a frame (-Infinity for none). */
+  /** The silence after which a path is dead (ms). */
+  get deadAfterMs(): number {
+    return this.deadMs;
+  }
+
   heardAt(path = 0): number {
     return this.paths.get(path)?.lastRx ?? -Infinity;
   }

@@ -157,6 +157,8 @@ const PARK_MS = 60_000;
 const MAX_LISTED_DOWN = 32;
 /** The credit each new stream toward this switch starts with. */
 const WINDOW = 256;
+/** The allowance for the loop's lateness in judging a link dead (see lateMs). */
+const LATE_MS = 10;
 /** A new connection says its hello within this long (or three heartbeats, if longer), or is closed. */
 const HELLO_MS = 1000;
 /** An ack waits this long for a frame to ride with (an answer's data, the
@@ -272,6 +274,13 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
     return this.config.heartbeatMs ?? 100;
   }
 
+  /** A link is dead after three heartbeats of silence less this: a timer
+   * on a busy loop fires a few ms late, and a cut is then still down
+   * within three heartbeats of its last frame. */
+  private get lateMs(): number {
+    return Math.min(LATE_MS, this.heartbeatMs / 10);
+  }
+
   /** Opens the listeners and starts the outgoing links. Throws LinkError
    * (ELIBACC without libfabric, EADDRINUSE, ...) before anything is kept. */
   start(): void {
@@ -372,7 +381,7 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
       nb = {
         sid,
         name: `sid:${sid}`,
-        end: new LinkEnd({ instance: this.linkInstance, source: this.gcid, window: WINDOW, heartbeatMs: this.config.heartbeatMs, ackDelayMs: ACK_DELAY_MS }),
+        end: new LinkEnd({ instance: this.linkInstance, source: this.gcid, window: WINDOW, heartbeatMs: this.config.heartbeatMs, lateMs: this.lateMs, ackDelayMs: ACK_DELAY_MS }),
         // A message across is at most 1 MiB; a neighbour holds at most 64 MiB of partial ones.
         reasm: new Reassembler(1 << 20, 64 << 20),
         paths: [],
@@ -763,7 +772,7 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
         }
         case 'dead': {
           const c = this.pathConn(nb, ev.path);
-          const why = `nothing heard for ${3 * this.heartbeatMs} ms`;
+          const why = `nothing heard for ${nb.end.deadAfterMs} ms`;
           if (c?.link) {
             this.log.warn({ event: 'link-dead', link: c.name }, `link ${c.name}: ${why}; reconnecting`);
             this.down(c, c.link, null, why);
