@@ -3,7 +3,9 @@
 // bytes A -> B; prints msg/s. PROF=dir runs both switches with --cpu-prof
 // into dir. Pinned A to CPU 0, B to CPU 1 like the bench's cross-cpu.
 //   node --import=tsx bench/js/link-stream-probe.ts [COUNT] [SIZE] [REPS]
-// RTT=1: COUNT round trips of SIZE bytes per batch, REPS batches, instead.
+// RTT=1: COUNT round trips of SIZE bytes per batch, REPS batches, instead;
+// READ=1: COUNT remote reads of SIZE bytes of A's memory from B's peer.
+// SAME=1: all four on CPU 0 (the bench's same-cpu).
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -27,11 +29,17 @@ async function main(): Promise<void> {
   const pb = node(['bench/js/link-peer.ts', `${dir}/b`, 'lb', '0']);
   sa.pin(0, 'a');
   pa.pin(0, 'pa');
-  sb.pin(1, 'b');
-  pb.pin(1, 'pb');
+  sb.pin(process.env.SAME ? 0 : 1, 'b');
+  pb.pin(process.env.SAME ? 0 : 1, 'pb');
   const gb = (await pb.ask<{ gcid: number }>('gcid', 30_000)).gcid;
   const ga = (await pa.ask<{ gcid: number }>('gcid', 30_000)).gcid;
   await pa.ask(`wait ${gb}`, 40_000);
+  if (process.env.READ) {
+    // COUNT remote Core64 Reads of SIZE bytes of A's memory per batch from B's peer, REPS batches.
+    await pb.ask(`wait ${0x1000 + 500}`, 40_000);
+    const { samples } = await pb.ask<{ samples: number[] }>(`read ${0x1000 + 500} ${size} ${count} ${reps} 200`, 600_000);
+    console.log(JSON.stringify({ readUs: samples.map((x) => Math.round(x)) }));
+  }
   if (process.env.RTT) {
     // Round trips of SIZE-byte ring messages instead (COUNT per batch, REPS batches).
     await pb.ask('echo', 10_000);
@@ -39,7 +47,7 @@ async function main(): Promise<void> {
     console.log(JSON.stringify({ rttUs: samples.map((x) => Math.round(x)) }));
   }
   const out: number[] = [];
-  for (let r = 0; r < (process.env.RTT ? 0 : reps); r++) {
+  for (let r = 0; r < (process.env.RTT || process.env.READ ? 0 : reps); r++) {
     pb.send(`sink ${ga} ${count}`);
     const { start } = await pa.ask<{ start: string }>(`send ${gb} ${size} ${count}`, 600_000);
     await pa.next(600_000, 'send');
