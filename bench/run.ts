@@ -291,7 +291,7 @@ let cError: string | null = 'not built';
 function buildC(): void {
   try {
     fs.mkdirSync(BUILD, { recursive: true });
-    for (const name of ['doorbell', 'mailbox', 'ring', 'switch', 'tcp']) {
+    for (const name of ['doorbell', 'mailbox', 'ring', 'switch', 'tcp', 'relay']) {
       // Built aside and renamed into place: another run may be using the
       // binary right now.
       const tmp = path.join(BUILD, `${name}.${process.pid}.tmp`);
@@ -650,12 +650,14 @@ async function groupLinks(): Promise<void> {
   const rtt = 'link-rtt-64';
   const busy = 'link-rtt-64-busy-poll';
   const expected: [string, Impl, Regime, string][] = [
-    ...LATENCY.flatMap((g) => [[rtt, 'c', g, 'us'], [rtt, 'js', g, 'us'], ['link-read-64', 'js', g, 'us']] as [string, Impl, Regime, string][]),
+    ...LATENCY.flatMap((g) => [[rtt, 'c', g, 'us'], [`${rtt}-relay`, 'c', g, 'us'], [rtt, 'js', g, 'us'], ['link-read-64', 'js', g, 'us']] as [string, Impl, Regime, string][]),
     ['link-rtt-64-fi_pingpong', 'c', 'cross-cpu', 'us'],
     [busy, 'c', 'cross-cpu', 'us'],
+    [`${busy}-relay`, 'c', 'cross-cpu', 'us'],
     [busy, 'js', 'cross-cpu', 'us'],
     ['link-read-64-busy-poll', 'js', 'cross-cpu', 'us'],
     ['link-stream-4096', 'c', 'cross-cpu', 'msg/s'],
+    ['link-stream-4096-relay', 'c', 'cross-cpu', 'msg/s'],
     ['link-stream-4096', 'js', 'cross-cpu', 'msg/s'],
   ];
   const procs: Child[] = [];
@@ -738,13 +740,20 @@ async function groupLinks(): Promise<void> {
       note: (regime) => `libfabric's fi_pingpong -p tcp -e msg -S 64, ${rounds * batches} iterations, one sample: 2 x its usec/xfer; ${regimeNote(regime, 'the client', 'the server')}`,
     };
     const tcpNote = (regime: Pinned, extra = '') => `two C processes, TCP over 127.0.0.1, TCP_NODELAY, 64 B each way${extra} (bench/baseline/tcp.c); ${regimeNote(regime, 'the parent', 'the child')}`;
+    // The floor: famez's four-process path in C with nothing of famez's own (bench/baseline/relay.c).
+    const relay = (scenario: string, args: () => string[], what: string): Side => ({
+      ...cSide('relay', args, (regime) => `${what}: peer -> switch -> TCP (127.0.0.1) -> switch -> peer as four C processes, peer and switch joined by shared-memory rings with eventfd doorbells, no Gen-Z packets, CRCs, link frames or credits (bench/baseline/relay.c); ${regimeNote(regime, 'peer P and switch A', 'switch B and peer Q')}`),
+      scenario,
+    });
     await interleave(rtt, 'us', LATENCY, [
       cSide('tcp', () => ['pingpong', '64', String(rounds), String(batches)], (regime) => tcpNote(regime)),
+      relay(`${rtt}-relay`, () => ['pingpong', '64', String(rounds), String(batches)], '64 B there and back, every process sleeping in epoll_wait'),
       js(undefined, () => a!.peer, () => `rtt ${gcids.pb} 64 ${rounds} ${batches} WARMUP`, 'a 64-byte ring message from a FabricClient on switch A to one on switch B (SID:CID) and back: peer -> switch A -> link (libfabric tcp) -> switch B -> peer and back'),
       js('link-read-64', () => b!.peer, () => `read ${gcids.owner} 64 ${rounds} ${batches} WARMUP`, 'FabricClient.read of 64 bytes of switch A\'s --fam memory from a peer on switch B: Core64 Read -> ReadResponse across the link; ratio against the C link-rtt-64'),
     ]);
     await interleave(busy, 'us', CROSS, [
       cSide('tcp', () => ['pingpong', '64', String(rounds), String(batches), '--busy-poll', String(BUSY_POLL_US)], (regime) => tcpNote(regime, `, each side reading its nonblocking socket for up to ${BUSY_POLL_US} us before it sleeps`)),
+      relay(`${busy}-relay`, () => ['pingpong', '64', String(rounds), String(batches), '--busy-poll', String(BUSY_POLL_US), '--yield'], `64 B there and back, every process polling its inputs for up to ${BUSY_POLL_US} us with sched_yield between looks before it sleeps`),
       // fi_pingpong spins on its completion queue: cross-cpu only, beside the busy-polling rows.
       fiSide,
       js(undefined, () => a!.busy, () => `rtt ${gcids.pbBusy} 64 ${rounds} ${batches} WARMUP`, `as link-rtt-64, both peers with busyPollUs ${BUSY_POLL_US} (the switches sleep)`),
@@ -752,6 +761,7 @@ async function groupLinks(): Promise<void> {
     ]);
     await interleave('link-stream-4096', 'msg/s', CROSS, [
       cSide('tcp', () => ['stream', '4096', String(LINK_STREAM.c), '1'], (regime) => `${LINK_STREAM.c} messages of 4 KiB one way over TCP on 127.0.0.1 (bench/baseline/tcp.c stream), first send to last byte; ${regimeNote(regime, 'the sender', 'the receiver')}`),
+      relay('link-stream-4096-relay', () => ['stream', '4096', String(LINK_STREAM.c), '1'], `${LINK_STREAM.c} messages of 4 KiB P -> Q, first push to last pop, each switch sending all its ring holds in one send(2)`),
       {
         impl: 'js',
         unavailable: jsError,
