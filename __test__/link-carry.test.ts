@@ -5,7 +5,7 @@ import test from 'ava';
 import fc from 'fast-check';
 
 import * as genz from '../ts/genz/index.js';
-import { CarryError, HEADER_BYTES, PIECE_BYTES, Reassembler, looksCarried, pieces, splitPackets, splitPiece, type Carried } from '../ts/link/carry.js';
+import { CarryError, HEADER_BYTES, PIECE_BYTES, Reassembler, endToEnd, looksCarried, pieces, slotPieces, splitPackets, splitPiece, type Carried } from '../ts/link/carry.js';
 import { packetFault } from '../ts/link/frame.js';
 
 const A = 0x1b064; // SID 27, CID 100
@@ -191,6 +191,38 @@ test('pieces can be cut smaller (a slot holds 383 bytes), laid end to end and sp
   t.deepEqual(Buffer.from(deliverAll(new Reassembler(), split)[0].message), Buffer.from(m));
   t.is(splitPackets(joined.subarray(0, joined.length - 1)), null);
   t.throws(() => pieces('mailbox', A, B, m, 0, HEADER_BYTES + 3), { instanceOf: CarryError, code: 'EFIELD' });
+});
+
+test('endToEnd lays a message\'s pieces end to end in runs of at most max bytes, in order, each of whole pieces (a switch gives a ring reader one record per message)', (t) => {
+  const m = new Uint8Array(4096).map((_, i) => i * 7);
+  const ps = pieces('ring', A, B, m, 9);
+  const total = ps.reduce((n, p) => n + p.length, 0);
+  t.is(ps.length, 9);
+  // One run when it all fits; as many as needed, in order, when not.
+  for (const max of [total, total + 100, 1500, 1024, ps[0].length, 16]) {
+    const runs = endToEnd(ps, max);
+    t.deepEqual(Buffer.concat(runs), Buffer.concat(ps), `max ${max}`);
+    for (const r of runs) t.true(r.length <= Math.max(max, ps[0].length), `max ${max}: a run of ${r.length}`);
+    const split = runs.flatMap((r) => splitPackets(r)!);
+    t.is(split.length, ps.length);
+    t.deepEqual(Buffer.from(deliverAll(new Reassembler(), split)[0].message), Buffer.from(m));
+  }
+  t.is(endToEnd(ps, total).length, 1);
+  t.is(endToEnd(ps, 16).length, ps.length);
+  // A lone piece is passed through, not copied.
+  t.is(endToEnd([ps[0]], 1 << 20)[0], ps[0]);
+  t.deepEqual(endToEnd([], 100), []);
+});
+
+test('slotPieces cuts pieces end to end (a ring record a broken ring leaves queued) into slot-sized pieces that reassemble whole; anything else is refused', (t) => {
+  const m = new Uint8Array(3000).map((_, i) => i * 3);
+  const [record] = endToEnd(pieces('ring', A, B, m, 5), 1 << 20);
+  const slot = slotPieces(record, 383);
+  t.true(slot.length > 7);
+  for (const p of slot) t.true(p.length <= 383);
+  t.deepEqual(Buffer.from(deliverAll(new Reassembler(), slot)[0].message), Buffer.from(m));
+  t.throws(() => slotPieces(record.subarray(0, record.length - 4), 383), { instanceOf: CarryError, code: 'EPACKET' });
+  t.throws(() => slotPieces(Buffer.from('not pieces at all'), 383), { instanceOf: CarryError });
 });
 
 test('partial messages are bounded in all, not only one by one', (t) => {

@@ -125,9 +125,15 @@ linkTest(`a peer on one switch pings, messages and streams ring messages to a pe
     b.writeUInt32LE(i, 0);
     return b;
   });
+  const out = async () => ((await (await fetch(`${b.url}api/v1/peers/${beta.id}`, { signal: AbortSignal.timeout(WAIT_MS) })).json()) as { counters: { messagesOut: number } }).counters.messagesOut;
+  const before = await out();
   await alpha.sendRing(to, msgs, { timeoutMs: WAIT_MS });
   await waitFor(() => seen.length >= N, `${N} ring messages across (${seen.length} so far)`, 60_000);
   t.deepEqual(seen, msgs.map((_, i) => i));
+  // Each reached beta's ring as one record, its pieces end to end (up to
+  // four pieces each: piece by piece it would be some 2.6 N records).
+  const records = (await out()) - before;
+  t.true(records >= N && records <= N + 20, `${records} ring records for ${N} messages`);
 });
 
 linkTest(`famez client on one switch: who lists the other switch's peers, ping and send reach them by SID:CID and nodename@SID${skipped}`, async (t) => {

@@ -30,7 +30,7 @@ import {
 import { FEATURE_MEMBERSHIP_BELL, FEATURE_SWITCH_RING, clearFeatures, readFeatures } from './features.js';
 import { bumpMembership, writePresent } from './presence.js';
 import { RingCorrupt, RingReader, RingWriter, ringOffset } from './ring.js';
-import { looksCarried, looksGlobal, splitPackets, splitPiece } from '../link/carry.js';
+import { endToEnd, looksCarried, looksGlobal, slotPieces, splitPackets } from '../link/carry.js';
 import { Switch, type PortRecord, type Reaction, type SwitchConfig } from './switch.js';
 
 /** What the fabric needs of a mailbox (the native FAME-Z slot layout). */
@@ -526,8 +526,11 @@ export class Fabric extends EventEmitter<FabricEvents> {
   deliverRemote(to: number, messages: Uint8Array[], taken: () => void): boolean {
     if (this.closed || !this.switch.port(to) || messages.length === 0) return false;
     this.route(to);
-    // A ring takes the pieces as the link carried them; the slot, pieces of its size.
+    // A ring takes the pieces end to end, as many to a ring message as it
+    // holds (one record, one pop for the peer, per message of up to about
+    // half the ring); the slot, pieces of its size.
     if (this.delivery.routeOf(to) !== 'ring') messages = messages.flatMap((m) => this.forSlot(m));
+    else if (messages.length > 1) messages = endToEnd(messages, this.ringTo(to).maxMessage);
     const now = Date.now();
     for (const m of messages) this.delivery.enqueue(to, m, now, true);
     this.onTaken.set(messages[messages.length - 1], taken);
@@ -535,13 +538,14 @@ export class Fabric extends EventEmitter<FabricEvents> {
     return true;
   }
 
-  /** A message as the slot takes it: a piece longer than a slot message
-   * cut into pieces that fit (its taken() callback moves to the last). */
+  /** A message as the slot takes it: pieces end to end (deliverRemote's
+   * for a ring) one to a slot message, and a piece longer than a slot
+   * message cut into pieces that fit (its taken() callback moves to the last). */
   private forSlot(bytes: Uint8Array): Uint8Array[] {
     if (bytes.length <= MAX_SLOT_PAYLOAD || !looksCarried(bytes)) return [bytes];
     let parts: Uint8Array[];
     try {
-      parts = splitPiece(bytes, MAX_SLOT_PAYLOAD);
+      parts = slotPieces(bytes, MAX_SLOT_PAYLOAD);
     } catch {
       return [bytes];
     }

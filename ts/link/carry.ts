@@ -64,6 +64,39 @@ export function splitPackets(bytes: Uint8Array): Uint8Array[] | null {
   return out;
 }
 
+/** `pieces` end to end, as few runs as fit in `max` bytes each, in order
+ * (what `splitPackets` takes apart again); a piece over `max` stays alone.
+ * One piece is passed through as it is, not copied. */
+export function endToEnd(pieces: readonly Uint8Array[], max: number): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  for (let i = 0; i < pieces.length; ) {
+    let n = pieces[i]!.length;
+    let j = i + 1;
+    while (j < pieces.length && n + pieces[j]!.length <= max) n += pieces[j++]!.length;
+    if (j === i + 1) out.push(pieces[i]!);
+    else {
+      const run = new Uint8Array(n);
+      for (let at = 0; i < j; i++) {
+        run.set(pieces[i]!, at);
+        at += pieces[i]!.length;
+      }
+      out.push(run);
+    }
+    i = j;
+  }
+  return out;
+}
+
+/** Pieces end to end (one or more, as `endToEnd` lays them) as pieces of
+ * at most `maxPacket` bytes each (`splitPiece`), in order: what a slot
+ * takes of a ring's record. Throws CarryError for bytes that are no
+ * pieces end to end. */
+export function slotPieces(bytes: Uint8Array, maxPacket: number): Uint8Array[] {
+  const packets = splitPackets(bytes);
+  if (!packets) throw new CarryError('EPACKET', 'the bytes are not packets end to end (LEN)');
+  return packets.flatMap((p) => splitPiece(p, maxPacket));
+}
+
 /** The header fields the switches route by, read straight from the packet's
  * dwords (genz-packets.md, "Explicit header") without checking its CRCs or
  * decoding it: for telling kinds of packet apart on the hot path. What is
