@@ -175,26 +175,20 @@ function decodeFrame(bytes: Uint8Array, view: boolean): Frame {
   const seq = u32(bytes, 16);
   const ack = u32(bytes, 20);
   const credit = u32(bytes, 24);
-  const zero = (names: Record<string, number>): void => {
-    for (const [name, v] of Object.entries(names)) if (v !== 0) throw bad('EFIELD', `a ${type} frame's ${name} must be 0, not ${v}`);
-  };
-  const key = (): void => {
-    if (source >= GCID_LIMIT || destination >= GCID_LIMIT) throw bad('EFIELD', `GCIDs are 28 bits: source 0x${source.toString(16)}, destination 0x${destination.toString(16)}`);
-  };
   switch (type) {
     case 'hello':
       if ((flags & ~FLAG_SEEN) !== 0) throw bad('EFIELD', `unknown hello flags 0x${flags.toString(16)}`);
-      zero({ length, destination, ack });
-      key();
+      zero(type, { length, destination, ack });
+      key(source, destination);
       if (credit === 0 || credit >= 2 ** 31) throw bad('EFIELD', `a hello's window must be 1..2^31-1, not ${credit}`);
       return { type, instance: seq, window: credit, seen: (flags & FLAG_SEEN) !== 0, source };
     case 'heartbeat':
-      zero({ flags, length, source, destination, seq, ack, credit });
+      zero(type, { flags, length, source, destination, seq, ack, credit });
       return { type };
     case 'data': {
       if ((flags & ~FLAG_ACK) !== 0) throw bad('EFIELD', `unknown data flags 0x${flags.toString(16)}`);
-      if (!(flags & FLAG_ACK)) zero({ ack, credit });
-      key();
+      if (!(flags & FLAG_ACK) && (ack | credit) !== 0) zero(type, { ack, credit });
+      key(source, destination);
       // A plain Uint8Array even from a Buffer: a copy, or (trains) a view.
       const packet = view ? new Uint8Array(bytes.buffer, bytes.byteOffset + HEADER_BYTES, length) : new Uint8Array(bytes.subarray(HEADER_BYTES));
       const fault = packetFault(packet);
@@ -202,14 +196,24 @@ function decodeFrame(bytes: Uint8Array, view: boolean): Frame {
       return flags & FLAG_ACK ? { type, source, destination, seq, packet, reverse: { ack, credit } } : { type, source, destination, seq, packet };
     }
     case 'ack':
-      zero({ flags, length, seq });
-      key();
+      zero(type, { flags, length, seq });
+      key(source, destination);
       return { type, source, destination, ack, credit };
     case 'probe':
-      zero({ flags, length, ack, credit });
-      key();
+      zero(type, { flags, length, ack, credit });
+      key(source, destination);
       return { type, source, destination, seq };
   }
+}
+
+/** The fields a frame of `type` does not use must be 0. */
+function zero(type: FrameTypeName, names: Record<string, number>): void {
+  for (const [name, v] of Object.entries(names)) if (v !== 0) throw bad('EFIELD', `a ${type} frame's ${name} must be 0, not ${v}`);
+}
+
+/** A stream key's GCIDs are 28 bits. */
+function key(source: number, destination: number): void {
+  if (source >= GCID_LIMIT || destination >= GCID_LIMIT) throw bad('EFIELD', `GCIDs are 28 bits: source 0x${source.toString(16)}, destination 0x${destination.toString(16)}`);
 }
 
 function checkU32(frame: string, name: string, v: unknown, limit = 2 ** 32): number {
