@@ -432,6 +432,17 @@ test('answer(): from an interrupt listener the ring goes when the listeners retu
   t.throws(() => b.answer(a.id, 0), { code: 'ECLOSED' });
 });
 
+test('answer(): an answer made before the listener throws is still rung, once (in its own process: the throw is an uncaught exception)', async (t) => {
+  const helper = path.join(__dirname, 'helpers', 'answer-throws.ts');
+  const p = LineProcess.spawn(process.execPath, ['--import=tsx', helper, t.context.dir]);
+  t.context.procs.push(p);
+  const exit = await within(p.exited, 'the answer-throws helper', 30_000);
+  t.is(exit.code, 0, p.stderr);
+  const out = JSON.parse(p.lines.find((l) => l.startsWith('{')) ?? '{}') as { heard?: number[]; caught?: string[] };
+  t.deepEqual(out.heard, [2], 'a heard the answer once');
+  t.deepEqual(out.caught, ['the listener fails after its answer']);
+});
+
 test.serial('busyPollUs: after a doorbell the loop keeps polling for the window instead of sleeping; 0 turns it off', async (t) => {
   const socket = startServer(t);
   // A long window, so the loop's first turn after the ring falls inside it
