@@ -915,7 +915,9 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
       return 'wait';
     }
     for (const packet of packets) this.sendData(link, stream, packet);
-    this.pump(link);
+    // On the next turn: the messages a ring read hands over in one pass go
+    // out together, in trains, not a link send each.
+    this.pumpSoon(link);
     return 'accepted';
   }
 
