@@ -421,7 +421,7 @@ function fabricUsage(t: import('ava').ExecutionContext, argv: string[], message:
 test('with no arguments famez serves the fabric: 14 peers, 16 vectors, recycle and PFM on', (t) => {
   const o = parseServeArgs([]);
   t.like(o, { socket: '/tmp/ivshmem_socket', size: 4 * MiB, vectors: 16, maxPeers: 14 });
-  t.deepEqual(o.fabric, { nClients: 14, recycle: true, pfm: true, fm: 'primary', sid: 27, codec: 'text', console: null, ringCapacity: null, links: null, fam: null });
+  t.deepEqual(o.fabric, { nClients: 14, recycle: true, pfm: true, fm: 'primary', sid: 27, codec: 'text', console: null, ringCapacity: null, links: null, fam: null, busyPollUs: 0 });
 });
 
 test('fabric: --fm picks the fabric-manager role; --no-pfm is --fm none; contradictions and unknown roles are usage errors', (t) => {
@@ -436,8 +436,11 @@ test('fabric: --fm picks the fabric-manager role; --no-pfm is --fm none; contrad
 
 test('fabric: --link and --link-listen repeat, --link-provider picks the provider, --fam and --fam-key name the memory', (t) => {
   const o = parseServeArgs(['--link', 'hosta:7000', '--link', '[::1]:7001', '--link-listen', '0.0.0.0:0', '--link-provider', 'verbs', '--fam', '/tmp/fam', '--fam-key', '42']);
-  t.deepEqual(o.fabric?.links, { listen: ['0.0.0.0:0'], connect: ['hosta:7000', '[::1]:7001'], provider: 'verbs' });
+  t.deepEqual(o.fabric?.links, { listen: ['0.0.0.0:0'], connect: ['hosta:7000', '[::1]:7001'], provider: 'verbs', heartbeatMs: 100 });
   t.deepEqual(o.fabric?.fam, { file: '/tmp/fam', key: 42 });
+  t.is(parseServeArgs(['--link', 'h:1', '--link-heartbeat', '1000']).fabric?.links?.heartbeatMs, 1000);
+  fabricUsage(t, ['--link', 'h:1', '--link-heartbeat', '5'], /--link-heartbeat must be between 10 and 60000 \(milliseconds\)/);
+  fabricUsage(t, ['--link-heartbeat', '500'], /--link-heartbeat applies to links: add --link HOST:PORT or --link-listen ADDR:PORT/);
   fabricUsage(t, ['--fam-key', '1'], /--fam-key applies to the memory --fam FILE serves/);
   fabricUsage(t, ['--fam-key', 'x', '--fam', 'f'], /--fam-key needs a whole number/);
 });
@@ -474,6 +477,16 @@ test('fabric options: --no-recycle, --no-pfm, --sid, --codec, --console; refused
     fabricUsage(t, ['--silent', ...f], /applies to the fabric; it cannot be combined with --silent/);
   }
   t.is(parseServeArgs(['--silent']).fabric, null);
+});
+
+test('--busy-poll: microseconds 0..1000000 (default 0, off), fabric only', (t) => {
+  t.is(parseServeArgs([]).fabric?.busyPollUs, 0);
+  t.is(parseServeArgs(['--busy-poll', '200']).fabric?.busyPollUs, 200);
+  t.is(parseServeArgs(['--busy-poll', '0']).fabric?.busyPollUs, 0);
+  fabricUsage(t, ['--busy-poll', '1000001'], /--busy-poll must be between 0 and 1000000 \(microseconds\)/);
+  fabricUsage(t, ['--busy-poll', '-5'], /--busy-poll/);
+  fabricUsage(t, ['--busy-poll', 'fast'], /--busy-poll needs a whole number/);
+  fabricUsage(t, ['--silent', '--busy-poll', '100'], /applies to the fabric/);
 });
 
 test('--ring-capacity: a power of two from 1K to 1G, fabric only', (t) => {

@@ -665,7 +665,7 @@ async function groupLinks(): Promise<void> {
     const { libfabricAvailable } = await import('../ts/link/ofi.js');
     const probe = libfabricAvailable();
     let jsError: string | null = probe.available ? null : `libfabric is not available: ${probe.error ?? ''}`;
-    type Side2 = { sw: Child; peer: Child; busy: Child };
+    type Side2 = { sw: Child; peer: Child; busySw: Child; busy: Child };
     let a: Side2 | null = null;
     let b: Side2 | null = null;
     let gcids = { pb: 0, pbBusy: 0, owner: 0x1000 + 500 };
@@ -679,15 +679,23 @@ async function groupLinks(): Promise<void> {
         const sa = await serve(['--sid', '1', '--max-peers', '4', ...big, '--no-http', '--link-listen', '127.0.0.1:0', '--fam', fam]);
         const addr = /listening on (127\.0\.0\.1:\d+)/.exec(await sa.server.waitFor(/listening on 127\.0\.0\.1:\d+/, 30_000, 'the link listener', true))![1];
         const sb = await serve(['--sid', '2', '--max-peers', '4', ...big, '--no-http', '--link', addr]);
-        const linkPeer = (sock: string, name: string, busyUs: number) => new Child(process.execPath, [...TSX, 'bench/js/link-peer.ts', sock, name, String(busyUs)]);
-        a = { sw: sa.server, peer: linkPeer(sa.sock, 'la', 0), busy: linkPeer(sa.sock, 'la-busy', BUSY_POLL_US) };
-        b = { sw: sb.server, peer: linkPeer(sb.sock, 'lb', 0), busy: linkPeer(sb.sock, 'lb-busy', BUSY_POLL_US) };
-        procs.push(a.sw, a.peer, a.busy, b.sw, b.peer, b.busy);
+        // The busy-polling rows: a pair of their own with --busy-poll, and
+        // peers that sleep (on two CPUs a peer spinning beside its switch
+        // takes the CPU the switch needs: slower, not faster).
+        const busySw = ['--busy-poll', String(BUSY_POLL_US)];
+        const sa2 = await serve(['--sid', '1', '--max-peers', '4', ...big, ...busySw, '--no-http', '--link-listen', '127.0.0.1:0', '--fam', fam]);
+        const addr2 = /listening on (127\.0\.0\.1:\d+)/.exec(await sa2.server.waitFor(/listening on 127\.0\.0\.1:\d+/, 30_000, 'the busy link listener', true))![1];
+        const sb2 = await serve(['--sid', '2', '--max-peers', '4', ...big, ...busySw, '--no-http', '--link', addr2]);
+        const linkPeer = (sock: string, name: string) => new Child(process.execPath, [...TSX, 'bench/js/link-peer.ts', sock, name, '0']);
+        a = { sw: sa.server, peer: linkPeer(sa.sock, 'la'), busySw: sa2.server, busy: linkPeer(sa2.sock, 'la-busy') };
+        b = { sw: sb.server, peer: linkPeer(sb.sock, 'lb'), busySw: sb2.server, busy: linkPeer(sb2.sock, 'lb-busy') };
+        procs.push(a.sw, a.peer, a.busySw, a.busy, b.sw, b.peer, b.busySw, b.busy);
         const g = async (c: Child) => (await c.ask<{ gcid: number }>('gcid', 30_000)).gcid;
         gcids = { pb: await g(b.peer), pbBusy: await g(b.busy), owner: 0x1000 + 500 };
         await a.peer.ask(`wait ${gcids.pb}`, 40_000);
-        await a.busy.ask(`wait ${gcids.pb}`, 40_000);
+        await a.busy.ask(`wait ${gcids.pbBusy}`, 40_000);
         await b.peer.ask(`wait ${gcids.owner}`, 40_000);
+        await b.busy.ask(`wait ${gcids.owner}`, 40_000);
         await b.peer.ask('echo', 10_000);
         await b.busy.ask('echo', 10_000);
       } catch (e) {
@@ -695,7 +703,16 @@ async function groupLinks(): Promise<void> {
       }
     }
     const pinSides = ([x, y]: [number, number]) => {
-      pinAll([[a!.sw, x, 'switch A'], [a!.peer, x, 'peer on A'], [a!.busy, x, 'busy peer on A'], [b!.sw, y, 'switch B'], [b!.peer, y, 'peer on B'], [b!.busy, y, 'busy peer on B']]);
+      pinAll([
+        [a!.sw, x, 'switch A'],
+        [a!.peer, x, 'peer on A'],
+        [a!.busySw, x, 'busy-polling switch A'],
+        [a!.busy, x, 'peer on the busy-polling A'],
+        [b!.sw, y, 'switch B'],
+        [b!.peer, y, 'peer on B'],
+        [b!.busySw, y, 'busy-polling switch B'],
+        [b!.busy, y, 'peer on the busy-polling B'],
+      ]);
     };
     const where = (regime: Pinned) => regimeNote(regime, 'switch A and its peer', 'switch B and its peer');
     /** A JS row: `by` (the peer that times it) asks `ask()`. */
@@ -756,8 +773,8 @@ async function groupLinks(): Promise<void> {
       relay(`${busy}-relay`, () => ['pingpong', '64', String(rounds), String(batches), '--busy-poll', String(BUSY_POLL_US), '--yield'], `64 B there and back, every process polling its inputs for up to ${BUSY_POLL_US} us with sched_yield between looks before it sleeps`),
       // fi_pingpong spins on its completion queue: cross-cpu only, beside the busy-polling rows.
       fiSide,
-      js(undefined, () => a!.busy, () => `rtt ${gcids.pbBusy} 64 ${rounds} ${batches} WARMUP`, `as link-rtt-64, both peers with busyPollUs ${BUSY_POLL_US} (the switches sleep)`),
-      js('link-read-64-busy-poll', () => b!.busy, () => `read ${gcids.owner} 64 ${rounds} ${batches} WARMUP`, `as link-read-64 from a peer on B with busyPollUs ${BUSY_POLL_US}; ratio against the C link-rtt-64-busy-poll`),
+      js(undefined, () => a!.busy, () => `rtt ${gcids.pbBusy} 64 ${rounds} ${batches} WARMUP`, `as link-rtt-64, across two switches of their own with --busy-poll ${BUSY_POLL_US} (the peers sleep)`),
+      js('link-read-64-busy-poll', () => b!.busy, () => `read ${gcids.owner} 64 ${rounds} ${batches} WARMUP`, `as link-read-64, the switches with --busy-poll ${BUSY_POLL_US} (the peer sleeps); ratio against the C link-rtt-64-busy-poll`),
     ]);
     await interleave('link-stream-4096', 'msg/s', CROSS, [
       cSide('tcp', () => ['stream', '4096', String(LINK_STREAM.c), '1'], (regime) => `${LINK_STREAM.c} messages of 4 KiB one way over TCP on 127.0.0.1 (bench/baseline/tcp.c stream), first send to last byte; ${regimeNote(regime, 'the sender', 'the receiver')}`),

@@ -97,7 +97,7 @@ const binding = loaded.binding;
 /** Why the native binding did not load (null when it did). */
 export const bindingLoadError: NativeBindingError | null = loaded.error;
 
-export const { EventFd, GuestDevice, Mailbox, PidFile, Ring, SharedMemory, preallocate, UnixListener, UnixStream, closeFd, fdLimit, fdSize, groupId, raiseFdLimit, ringLayout, sdNotify, socketState } = binding;
+export const { EventFd, GuestDevice, Mailbox, PidFile, Ring, SharedMemory, preallocate, UnixListener, UnixStream, closeFd, fdLimit, fdSize, groupId, raiseFdLimit, ringLayout, sdNotify, socketState, yieldCpu } = binding;
 /** libfabric links (ts/link/ofi.ts wraps them): libfabric is loaded only when one is opened. */
 export const { OfiLink, OfiListener, OfiWindow, libfabricAvailable } = binding;
 /** Rings the open EventFd whose number is `fd` (EBADF otherwise): the hot

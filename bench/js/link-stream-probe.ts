@@ -6,6 +6,7 @@
 // RTT=1: COUNT round trips of SIZE bytes per batch, REPS batches, instead;
 // READ=1: COUNT remote reads of SIZE bytes of A's memory from B's peer.
 // SAME=1: all four on CPU 0 (the bench's same-cpu).
+// BUSY=US: both switches with --busy-poll US and both peers with busyPollUs US.
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -18,15 +19,17 @@ const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'famez-probe-'));
 const fam = path.join(dir, 'fam');
 fs.writeFileSync(fam, Buffer.alloc(1 << 20));
 const node = (args: string[]) => new Child(process.execPath, [...(prof ? ['--cpu-prof', `--cpu-prof-dir=${prof}`] : []), '--import=tsx', ...args]);
-const big = ['-l', '16M', '--ring-capacity', '256K'];
+const busy = process.env.BUSY ?? '0';
+const peerBusy = process.env.PEERBUSY ?? busy;
+const big = ['-l', '16M', '--ring-capacity', '256K', ...(busy !== '0' ? ['--busy-poll', busy] : [])];
 
 async function main(): Promise<void> {
   const sa = node(['ts/cli/main.ts', 'serve', '-S', `${dir}/a`, '--memfd', '--sid', '1', '--max-peers', '4', ...big, '--no-http', '--link-listen', '127.0.0.1:0', '--fam', fam]);
   const addr = /listening on (127\.0\.0\.1:\d+)/.exec(await sa.waitFor(/listening on 127\.0\.0\.1:\d+/, 30_000, 'listener', true))![1];
   const sb = node(['ts/cli/main.ts', 'serve', '-S', `${dir}/b`, '--memfd', '--sid', '2', '--max-peers', '4', ...big, '--no-http', '--link', addr]);
   await sb.waitFor(/serving on /, 30_000, 'b', true);
-  const pa = node(['bench/js/link-peer.ts', `${dir}/a`, 'la', '0']);
-  const pb = node(['bench/js/link-peer.ts', `${dir}/b`, 'lb', '0']);
+  const pa = node(['bench/js/link-peer.ts', `${dir}/a`, 'la', peerBusy]);
+  const pb = node(['bench/js/link-peer.ts', `${dir}/b`, 'lb', peerBusy]);
   sa.pin(0, 'a');
   pa.pin(0, 'pa');
   sb.pin(process.env.SAME ? 0 : 1, 'b');

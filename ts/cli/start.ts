@@ -3,6 +3,7 @@
 // and by tests that run the same server in their own process.
 import * as fs from 'node:fs';
 
+import { BusyPoll } from '../busy-poll.js';
 import { FamezError } from '../errors.js';
 import { SharedMemory } from '../native.js';
 import type { FamStore } from '../link/fam.js';
@@ -10,7 +11,7 @@ import { silentLogger, type Logger } from '../log.js';
 import { Fabric } from '../fabric/fabric.js';
 import { genzFabricHooks } from '../fabric/genz-codec.js';
 import { openMailbox } from '../fabric/mailbox.js';
-import type { ServeOptions } from '../server/options.js';
+import { DEFAULT_LINK_HEARTBEAT_MS, type ServeOptions } from '../server/options.js';
 import { DEFAULT_MAX_QUEUED, Server, type ServerConfig } from '../server/server.js';
 import { page } from '../link/directory.js';
 import { UNREACHABLE } from '../fabric/remote.js';
@@ -76,11 +77,17 @@ export function startServe(
       throw new FabricSetupError((e as Error).message, { cause: e });
     }
   }
+  // One busy poll for the process: doorbells and link messages kick it.
+  const busyPoll = fabric && o.fabric && o.fabric.busyPollUs > 0 ? new BusyPoll(o.fabric.busyPollUs) : null;
+  if (fabric && busyPoll) {
+    fabric.busyPoll = busyPoll;
+    server.on('close', () => busyPoll.close());
+  }
   let links: SwitchLinks | null = null;
   // `famez-nodes?` is answered with or without links (an empty list then).
   if (fabric) fabric.switch.directory = (p) => page(links?.remoteNodes() ?? [], p);
   if (fabric && (o.fabric?.links || o.fabric?.fam)) {
-    const l = o.fabric.links ?? { listen: [], connect: [], provider: 'tcp' };
+    const l = o.fabric.links ?? { listen: [], connect: [], provider: 'tcp', heartbeatMs: DEFAULT_LINK_HEARTBEAT_MS };
     let fam: FamStore | null = null;
     let famShm: SharedMemory | null = null;
     if (o.fabric.fam) {
@@ -106,11 +113,13 @@ export function startServe(
       listen: l.listen,
       connect: l.connect,
       provider: l.provider,
+      heartbeatMs: l.heartbeatMs,
       logger,
       deliver: (peer, messages, taken) => f.deliverRemote(peer, messages, taken),
       fam,
       resume: (peer) => f.resume(peer),
       fm: o.fabric.fm,
+      ...(busyPoll ? { busyPoll } : {}),
     });
     try {
       links.start();

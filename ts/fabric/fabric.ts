@@ -27,6 +27,7 @@ import {
   GLOBAL_SLOTSIZE,
   MAX_SLOT_PAYLOAD,
 } from '../layout.generated.js';
+import type { BusyPoll } from '../busy-poll.js';
 import { FEATURE_MEMBERSHIP_BELL, FEATURE_SWITCH_RING, clearFeatures, readFeatures } from './features.js';
 import { bumpMembership, writePresent } from './presence.js';
 import { RingCorrupt, RingReader, RingWriter, ringOffset } from './ring.js';
@@ -164,6 +165,8 @@ export class Fabric extends EventEmitter<FabricEvents> {
   private isClosed = false;
   /** The links, when the switch has them. */
   forwarder: Forwarder | null = null;
+  /** Busy polling (famez serve --busy-poll): kicked by every doorbell. */
+  busyPoll: BusyPoll | null = null;
   /** Per local sender: its messages for other switches that wait for credit, in order. */
   private readonly held = new Map<number, Uint8Array[]>();
   /** Forwarded messages queued for local peers: called once each is taken (or its peer left). */
@@ -340,6 +343,7 @@ export class Fabric extends EventEmitter<FabricEvents> {
   private onDoorbell(sender: number): void {
     const mailbox = this.mailbox;
     if (!mailbox || this.closed) return;
+    this.busyPoll?.kick();
     this.checkGlobals(`a doorbell from peer ${sender}`);
     const c = this.counters.get(sender);
     if (c) c.doorbells++;

@@ -10,6 +10,7 @@
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 
+import type { BusyPoll } from '../busy-poll.js';
 import { silentLogger, type Logger } from '../log.js';
 import type { SwitchLinkView } from '../observe/api-types.js';
 import { CarryError, LINK_LOCAL, Reassembler, fmt, peek, pieceRoute, pieces } from './carry.js';
@@ -46,6 +47,8 @@ export interface SwitchLinksConfig {
   deliver?: (peer: number, messages: Uint8Array[], taken: () => void) => boolean;
   /** Local peer `peer`'s messages held for credit may go now (Fabric.resume). */
   resume?: (peer: number) => void;
+  /** Busy polling (famez serve --busy-poll): kicked by every link message. */
+  busyPoll?: BusyPoll;
   /** The switch's fabric-attached memory (--fam), served to every peer of the fabric. */
   fam?: FamStore | null;
   /** This switch's incarnation for routing, larger at each start (default: seconds since the epoch). */
@@ -494,6 +497,7 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
   }
 
   private arrived(c: Conn, m: Buffer): void {
+    this.config.busyPoll?.kick();
     const nb = c.nb;
     if (c.attached && nb) {
       nb.end.receive(m, Date.now(), c.id);

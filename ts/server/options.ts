@@ -27,6 +27,8 @@ export const MAX_PEERS = 65536;
  * guest, whose vectors stop at 255, and every peer has N+2 vectors. */
 export const MAX_FABRIC_PEERS = 253;
 export const DEFAULT_FABRIC_PEERS = 14;
+/** Milliseconds between a link's heartbeats (--link-heartbeat). */
+export const DEFAULT_LINK_HEARTBEAT_MS = 100;
 /** FAME-Z's mailbox slot size: a fabric needs (N+2) slots. */
 export { SLOT_SIZE };
 
@@ -47,6 +49,9 @@ export interface FabricOptions {
   links: SwitchLinkOptions | null;
   /** Fabric-attached memory the switch serves (--fam FILE); null: none. */
   fam: { file: string; key: number | null } | null;
+  /** --busy-poll: microseconds the switch's loop keeps polling after a
+   * doorbell or a link message instead of sleeping (0: off). */
+  busyPollUs: number;
 }
 
 export interface SwitchLinkOptions {
@@ -56,6 +61,9 @@ export interface SwitchLinkOptions {
   connect: string[];
   /** --link-provider (default tcp). */
   provider: string;
+  /** --link-heartbeat: milliseconds between heartbeats (default 100); a
+   * link is down after three of them unheard. */
+  heartbeatMs: number;
 }
 
 export type ShmKind = 'posix' | 'file' | 'memfd';
@@ -227,9 +235,11 @@ const FLAGS = {
   codec: { type: 'string' },
   console: { type: 'boolean' },
   'ring-capacity': { type: 'string' },
+  'busy-poll': { type: 'string' },
   link: { type: 'string' },
   'link-listen': { type: 'string' },
   'link-provider': { type: 'string' },
+  'link-heartbeat': { type: 'string' },
   fam: { type: 'string' },
   'fam-key': { type: 'string' },
 } as const satisfies FlagSpecs;
@@ -253,10 +263,11 @@ export function parseServeArgs(argv: readonly string[]): ServeOptions {
     help: false,
     fabric: null,
   };
-  const fabric: FabricOptions = { nClients: DEFAULT_FABRIC_PEERS, recycle: true, pfm: true, fm: 'primary', sid: 27, codec: 'text', console: null, ringCapacity: null, links: null, fam: null };
+  const fabric: FabricOptions = { nClients: DEFAULT_FABRIC_PEERS, recycle: true, pfm: true, fm: 'primary', sid: 27, codec: 'text', console: null, ringCapacity: null, links: null, fam: null, busyPollUs: 0 };
   let famKey: number | null = null;
-  const links: SwitchLinkOptions = { listen: [], connect: [], provider: 'tcp' };
+  const links: SwitchLinkOptions = { listen: [], connect: [], provider: 'tcp', heartbeatMs: DEFAULT_LINK_HEARTBEAT_MS };
   let linkProvider = false;
+  let linkHeartbeat = false;
   let silent = false;
   let idPolicy: IdPolicy | null = null;
   let maxPeers: string | null = null;
@@ -384,6 +395,10 @@ export function parseServeArgs(argv: readonly string[]): ServeOptions {
         fabricOnly.push('--ring-capacity');
         break;
       }
+      case 'busy-poll':
+        fabric.busyPollUs = parseInteger('--busy-poll', v, 0, 1_000_000, ' (microseconds)');
+        fabricOnly.push('--busy-poll');
+        break;
       case 'link':
         links.connect.push(parseLinkAddress('--link', v, 1));
         fabricOnly.push('--link');
@@ -397,6 +412,11 @@ export function parseServeArgs(argv: readonly string[]): ServeOptions {
         links.provider = v;
         linkProvider = true;
         fabricOnly.push('--link-provider');
+        break;
+      case 'link-heartbeat':
+        links.heartbeatMs = parseInteger('--link-heartbeat', v, 10, 60_000, ' (milliseconds)');
+        linkHeartbeat = true;
+        fabricOnly.push('--link-heartbeat');
         break;
       case 'fam':
         if (!v) throw new UsageError('--fam needs a file (famez fam create FILE SIZE makes one)');
@@ -476,7 +496,9 @@ export function parseServeArgs(argv: readonly string[]): ServeOptions {
       throw new UsageError(`--link needs Gen-Z CIDs for every peer: at most ${MAX_GENZ_PEERS} peers (FAME-Z's CID is ID x 100, 12 bits), got ${fabric.nClients}`);
     }
     fabric.links = links;
-  } else if (linkProvider) throw new UsageError('--link-provider applies to links: add --link HOST:PORT or --link-listen ADDR:PORT');
+  } else if (linkProvider || linkHeartbeat) {
+    throw new UsageError(`${linkProvider ? '--link-provider' : '--link-heartbeat'} applies to links: add --link HOST:PORT or --link-listen ADDR:PORT`);
+  }
   if (famKey !== null) {
     if (!fabric.fam) throw new UsageError('--fam-key applies to the memory --fam FILE serves');
     fabric.fam.key = famKey;
@@ -572,6 +594,10 @@ Fabric (the default; FAME-Z compatible):
       --console          a console on stdin (default when stdin is a terminal)
       --ring-capacity C  bytes per ring channel, a power of two (messages up
                          to C/2 - 8 bytes); default: up to 16K as -l allows
+      --busy-poll US     after each doorbell or link message, keep polling
+                         for US microseconds (0..1000000) instead of sleeping,
+                         yielding the CPU between looks: lower latency, a CPU
+                         busy meanwhile (default 0: off)
 
 Links to switches on other hosts (docs/multi-host.md; needs libfabric:
 apt-get install libfabric1). Each famez is one subnet, its SID (--sid)
@@ -581,6 +607,10 @@ unique in the fabric; a peer's global ID is SID:CID:
       --link HOST:PORT   keep a link to the switch listening there, reconnecting
                          with backoff (repeatable)
       --link-provider P  libfabric provider: tcp (the default) or verbs
+      --link-heartbeat MS  a heartbeat on each link every MS milliseconds
+                         (10..60000, default 100); a link is down after
+                         three unheard: raise it on hosts too loaded to
+                         answer within 300 ms
       --fam FILE         serve FILE (made by famez fam create) as the switch's
                          fabric-attached memory: Core64 Read/Write from any peer
                          of the fabric, at the switch's GCID

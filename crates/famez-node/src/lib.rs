@@ -43,6 +43,14 @@ pub fn close_fd(fd: i32) -> Result<()> {
     Ok(())
 }
 
+/// Gives the CPU to another runnable thread or process, if any (sched_yield):
+/// what a busy-polling loop does between two looks, so that a process it
+/// shares the CPU with runs meanwhile.
+#[napi]
+pub fn yield_cpu() {
+    std::thread::yield_now();
+}
+
 /// Reserves the blocks of `[0, size)` of the file behind `fd` (posix_fallocate:
 /// a FAM file that will not hit ENOSPC later), growing it to `size` if it is
 /// shorter. ENOSPC when the filesystem lacks the room; EOPNOTSUPP where the
