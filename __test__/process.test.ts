@@ -166,6 +166,9 @@ test('--log-format json: one JSON object a line, with level, time, event, peer a
   await s.waitFor(/"event":"listening"/, WAIT_MS);
   const c = await FabricClient.connect(sock, { nodename: 'json-peer' });
   const id = c.id;
+  // The switch learns the peer's name from its first stanza: close only
+  // once it has (on a loaded machine connect() resolves well before).
+  await s.waitFor(/"nodename":"json-peer"/, WAIT_MS);
   c.close();
   await s.waitFor(/"event":"disconnect"/, WAIT_MS);
   const events = s.lines.map((l) => JSON.parse(l) as Record<string, unknown>);
