@@ -6,7 +6,10 @@
 // RTT=1: COUNT round trips of SIZE bytes per batch, REPS batches, instead;
 // READ=1: COUNT remote reads of SIZE bytes of A's memory from B's peer.
 // SAME=1: all four on CPU 0 (the bench's same-cpu).
-// BUSY=US: both switches with --busy-poll US and both peers with busyPollUs US.
+// BUSY=US: both switches with --busy-poll US and both peers with busyPollUs
+// US (PEERBUSY=US sets the peers' apart). DIST=1: the switches run the
+// built famez (dist/cli/main.js, after npm run build:ts), not the sources
+// under tsx.
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -18,15 +21,17 @@ const prof = process.env.PROF;
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'famez-probe-'));
 const fam = path.join(dir, 'fam');
 fs.writeFileSync(fam, Buffer.alloc(1 << 20));
-const node = (args: string[]) => new Child(process.execPath, [...(prof ? ['--cpu-prof', `--cpu-prof-dir=${prof}`] : []), '--import=tsx', ...args]);
+const node = (args: string[]) => new Child(process.execPath, [...(prof ? ['--cpu-prof', `--cpu-prof-dir=${prof}`] : []), ...(args[0]!.endsWith('.js') ? [] : ['--import=tsx']), ...args]);
+// DIST=1: the switches run the built famez (dist/cli/main.js, npm run build:ts), as users run it.
+const MAIN = process.env.DIST ? 'dist/cli/main.js' : 'ts/cli/main.ts';
 const busy = process.env.BUSY ?? '0';
 const peerBusy = process.env.PEERBUSY ?? busy;
 const big = ['-l', '16M', '--ring-capacity', '256K', ...(busy !== '0' ? ['--busy-poll', busy] : [])];
 
 async function main(): Promise<void> {
-  const sa = node(['ts/cli/main.ts', 'serve', '-S', `${dir}/a`, '--memfd', '--sid', '1', '--max-peers', '4', ...big, '--no-http', '--link-listen', '127.0.0.1:0', '--fam', fam]);
+  const sa = node([MAIN, 'serve', '-S', `${dir}/a`, '--memfd', '--sid', '1', '--max-peers', '4', ...big, '--no-http', '--link-listen', '127.0.0.1:0', '--fam', fam]);
   const addr = /listening on (127\.0\.0\.1:\d+)/.exec(await sa.waitFor(/listening on 127\.0\.0\.1:\d+/, 30_000, 'listener', true))![1];
-  const sb = node(['ts/cli/main.ts', 'serve', '-S', `${dir}/b`, '--memfd', '--sid', '2', '--max-peers', '4', ...big, '--no-http', '--link', addr]);
+  const sb = node([MAIN, 'serve', '-S', `${dir}/b`, '--memfd', '--sid', '2', '--max-peers', '4', ...big, '--no-http', '--link', addr]);
   await sb.waitFor(/serving on /, 30_000, 'b', true);
   const pa = node(['bench/js/link-peer.ts', `${dir}/a`, 'la', peerBusy]);
   const pb = node(['bench/js/link-peer.ts', `${dir}/b`, 'lb', peerBusy]);
