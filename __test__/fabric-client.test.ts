@@ -204,7 +204,9 @@ test('two fabric clients: DEST forms, send, request, message events, and a busy 
   a.on('message', (m) => {
     if (m.message?.kind === 'pong') pongs.add(m.from);
   });
-  await a.send('all', 'ping');
+  // (The slot to each waits as long as the test: a loaded switch may take
+  // over the default second to read it.)
+  await a.send('all', 'ping', { timeoutMs: WAIT_MS });
   await waitFor(() => pongs.has(b.id) && pongs.has(S), 'pongs from beta and the switch', WAIT_MS);
 
   // Limits and failures are typed.
