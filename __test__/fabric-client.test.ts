@@ -81,10 +81,10 @@ test('the whole FAME-Z exchange between the switch and the fabric client, throug
 
   // The switch asks every newcomer; the client answers on its own.
   await waitFor(() => log.length >= 2, 'the switch to ask Peer-Attribute and the client to answer', WAIT_MS);
-  const pong = await c.request('switch', 'ping');
+  const pong = await c.request('switch', 'ping', { timeoutMs: WAIT_MS });
   t.is(pong.from, 5);
   t.deepEqual(pong.message, { kind: 'pong' });
-  const ack = await c.request('server', { kind: 'link-ctl-peer-attribute' });
+  const ack = await c.request('server', { kind: 'link-ctl-peer-attribute' }, { timeoutMs: WAIT_MS });
   t.deepEqual(ack.message, { kind: 'link-ctl-ack', attributes: { 'C-Class': 'FabricSwitch', SID0: '27', CID0: '500' } });
   t.deepEqual(c.peers[0].attributes, { cclass: 'FabricSwitch', SID0: 27, CID0: 500, all: { 'C-Class': 'FabricSwitch', SID0: '27', CID0: '500' } });
 

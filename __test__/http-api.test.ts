@@ -106,8 +106,8 @@ test('GET /api/v1/peers and /api/v1/peers/:id: schema-valid, with the nodename, 
   // one message each way, then quiet.
   await waitFor(async () => {
     const p = await peer(f, c.id);
-    return p.counters.messagesIn === 1 && p.counters.messagesOut === 1 && p.cclass === 'Debugger';
-  }, 'the Peer-Attribute exchange', WAIT_MS);
+    return p.counters.messagesIn === 1 && p.counters.messagesOut === 1 && p.cclass === 'Debugger' && p.nodename === 'pinger';
+  }, 'the Peer-Attribute exchange and the name in the slot', WAIT_MS);
   const N = 25;
   for (let i = 0; i < N; i++) await c.request('switch', 'ping', { timeoutMs: WAIT_MS });
   const list = await get(`${f.url}api/v1/peers`);

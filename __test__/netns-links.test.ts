@@ -98,8 +98,12 @@ async function pair(t: T, extraA: string[] = []): Promise<{ a: Switch; b: Switch
 }
 
 /** The remote peer named `name` on SID `sid` as `c`'s switch knows it (waits for it). */
-function known(c: FabricClient, name: string, sid: number) {
-  return waitFor(async () => (await c.remotePeers({ timeoutMs: WAIT_MS })).find((p) => p.nodename === name && p.sid === sid), `${name}@${sid} known to peer ${c.id}'s switch`, WAIT_MS, 50);
+/** `name`@`sid` as peer `c`'s switch lists it; with `cclass`, once that
+ * is its C-Class too (a peer's attributes reach the other switches after
+ * its name). */
+function known(c: FabricClient, name: string, sid: number, cclass?: string) {
+  const what = `${name}@${sid}${cclass ? `, a ${cclass},` : ''} known to peer ${c.id}'s switch`;
+  return waitFor(async () => (await c.remotePeers({ timeoutMs: WAIT_MS })).find((p) => p.nodename === name && p.sid === sid && (cclass === undefined || p.cclass === cclass)), what, WAIT_MS, 50);
 }
 
 function netnsOf(pid: number): string {
@@ -174,7 +178,7 @@ nsTest(`two switches in two namespaces over a veth: ping by SID:CID and nodename
   await b.proc.waitFor(new RegExp(`link out:${ea.ip.replace(/\./g, '\\.')}:${PORT} up`), WAIT_MS);
   const alpha = t.context.track(await FabricClient.connect(a.sock, { nodename: 'alpha' }));
   const beta = t.context.track(await FabricClient.connect(b.sock, { nodename: 'beta' }));
-  t.like(await known(alpha, 'beta', 2), { gcid: beta.gcid, cclass: 'Debugger', hops: 1 });
+  t.like(await known(alpha, 'beta', 2, 'Debugger'), { gcid: beta.gcid, cclass: 'Debugger', hops: 1 });
   t.like(await known(beta, 'alpha', 1), { gcid: alpha.gcid, hops: 1 });
   for (const [from, to, dests] of [
     [alpha, beta, [formatGcid(beta.gcid), 'beta@2']],
