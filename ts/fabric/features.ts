@@ -28,27 +28,41 @@ export { FEATURES_MAGIC, FEATURE_SWITCH_RING };
  * (presence.ts). */
 export { FEATURE_MEMBERSHIP_BELL };
 
-/** The two u32 words (bits, magic) of the slot's feature word. */
-function words(memory: ArrayBuffer, slot: number): [Uint32Array] {
+/** One u32 view of each shared object, made once: the switch reads a
+ * feature word per message, and a view per read was a typed array made
+ * (and collected) per message. Weak: a closed object's view goes with it. */
+const VIEWS = new WeakMap<ArrayBuffer, Uint32Array>();
+
+/** The index in `view(memory)` of the slot's feature bits (its magic is the next word). */
+function at(memory: ArrayBuffer, slot: number): number {
   const base = slot * SLOT;
   if (!Number.isInteger(slot) || slot < 1 || base + SLOT > memory.byteLength) throw new RangeError(`slot ${slot} is outside the shared object`);
-  return [new Uint32Array(memory, base + BITS, 2)];
+  return (base + BITS) >>> 2;
+}
+
+function view(memory: ArrayBuffer): Uint32Array {
+  let v = VIEWS.get(memory);
+  if (!v) VIEWS.set(memory, (v = new Uint32Array(memory, 0, memory.byteLength >>> 2)));
+  return v;
 }
 
 /** The slot's feature bits (0 without the magic). */
 export function readFeatures(memory: ArrayBuffer, slot: number): number {
-  const [w] = words(memory, slot);
-  return Atomics.load(w, 1) === FEATURES_MAGIC ? Atomics.load(w, 0) : 0;
+  const i = at(memory, slot);
+  const w = view(memory);
+  return Atomics.load(w, i + 1) === FEATURES_MAGIC ? Atomics.load(w, i) : 0;
 }
 
 export function writeFeatures(memory: ArrayBuffer, slot: number, bits: number): void {
-  const [w] = words(memory, slot);
-  Atomics.store(w, 0, bits >>> 0);
-  Atomics.store(w, 1, FEATURES_MAGIC);
+  const i = at(memory, slot);
+  const w = view(memory);
+  Atomics.store(w, i, bits >>> 0);
+  Atomics.store(w, i + 1, FEATURES_MAGIC);
 }
 
 export function clearFeatures(memory: ArrayBuffer, slot: number): void {
-  const [w] = words(memory, slot);
-  Atomics.store(w, 1, 0);
-  Atomics.store(w, 0, 0);
+  const i = at(memory, slot);
+  const w = view(memory);
+  Atomics.store(w, i + 1, 0);
+  Atomics.store(w, i, 0);
 }
