@@ -11,7 +11,7 @@ import { silentLogger, type Logger } from '../log.js';
 import { Fabric } from '../fabric/fabric.js';
 import { genzFabricHooks } from '../fabric/genz-codec.js';
 import { openMailbox } from '../fabric/mailbox.js';
-import { DEFAULT_LINK_HEARTBEAT_MS, type ServeOptions } from '../server/options.js';
+import { linkDefaults, type ServeOptions } from '../server/options.js';
 import { DEFAULT_MAX_QUEUED, Server, type ServerConfig } from '../server/server.js';
 import { page } from '../link/directory.js';
 import { UNREACHABLE } from '../fabric/remote.js';
@@ -87,7 +87,7 @@ export function startServe(
   // `famez-nodes?` is answered with or without links (an empty list then).
   if (fabric) fabric.switch.directory = (p) => page(links?.remoteNodes() ?? [], p);
   if (fabric && (o.fabric?.links || o.fabric?.fam)) {
-    const l = o.fabric.links ?? { listen: [], connect: [], provider: 'tcp', heartbeatMs: DEFAULT_LINK_HEARTBEAT_MS };
+    const l = o.fabric.links ?? linkDefaults();
     let fam: FamStore | null = null;
     let famShm: SharedMemory | null = null;
     if (o.fabric.fam) {

@@ -66,6 +66,11 @@ export interface SwitchLinkOptions {
   heartbeatMs: number;
 }
 
+/** Links as they are before any link flag: none, tcp, 100 ms heartbeats. */
+export function linkDefaults(): SwitchLinkOptions {
+  return { listen: [], connect: [], provider: 'tcp', heartbeatMs: DEFAULT_LINK_HEARTBEAT_MS };
+}
+
 export type ShmKind = 'posix' | 'file' | 'memfd';
 
 export interface HttpOptions {
@@ -265,7 +270,7 @@ export function parseServeArgs(argv: readonly string[]): ServeOptions {
   };
   const fabric: FabricOptions = { nClients: DEFAULT_FABRIC_PEERS, recycle: true, pfm: true, fm: 'primary', sid: 27, codec: 'text', console: null, ringCapacity: null, links: null, fam: null, busyPollUs: 0 };
   let famKey: number | null = null;
-  const links: SwitchLinkOptions = { listen: [], connect: [], provider: 'tcp', heartbeatMs: DEFAULT_LINK_HEARTBEAT_MS };
+  const links = linkDefaults();
   let linkProvider = false;
   let linkHeartbeat = false;
   let silent = false;
@@ -596,8 +601,9 @@ Fabric (the default; FAME-Z compatible):
                          to C/2 - 8 bytes); default: up to 16K as -l allows
       --busy-poll US     after each doorbell or link message, keep polling
                          for US microseconds (0..1000000) instead of sleeping,
-                         yielding the CPU between looks: lower latency, a CPU
-                         busy meanwhile (default 0: off)
+                         yielding the CPU between looks: can lower latency
+                         (measure on your host), a CPU busy meanwhile
+                         (default 0: off)
 
 Links to switches on other hosts (docs/multi-host.md; needs libfabric:
 apt-get install libfabric1). Each famez is one subnet, its SID (--sid)
