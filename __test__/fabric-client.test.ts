@@ -119,6 +119,19 @@ test('the whole FAME-Z exchange between the switch and the fabric client, throug
   await rejectsWith(t, c.send('switch', 'ping'), 'ECLOSED');
 });
 
+test('a peer that starts reading only after the switch withdrew its Peer-Attribute is asked again, and the switch learns its C-Class', async (t) => {
+  const { sock, server } = await fabric(t, 4);
+  // Joined, but nothing reads its slots yet (a host busy starting it).
+  const raw = t.context.track(await Client.connect(sock));
+  await server.waitFor(new RegExp(`a message to peer ${raw.id} was not taken within \\d+ ms: withdrawn`), WAIT_MS);
+  const c = t.context.track(FabricClient.attach(raw, { nodename: 'late' }));
+  const log = transcript(c, c.serverId);
+  await server.waitFor(new RegExp(`switch: peer ${raw.id}: C-Class=Debugger,SID0=0,CID0=0`), WAIT_MS);
+  await waitFor(() => log.length >= 2, 'the Peer-Attribute and its answer in the client', WAIT_MS);
+  t.deepEqual(log.slice(0, 2), ['< Link CTL Peer-Attribute', '> Link CTL ACK C-Class=Debugger,SID0=0,CID0=0']);
+  t.is(log.filter((l) => l === '< Link CTL Peer-Attribute').length, 1, 'asked once: the withdrawn question, not a copy');
+});
+
 test('a --silent server is refused with ENOTFABRIC and the connection is closed', async (t) => {
   const sock = path.join(t.context.dir(), 'sock');
   const server = await t.context.serve(['--silent', '-S', sock, '--memfd', '-n', '3']);

@@ -159,7 +159,12 @@ linkTest(`famez client on one switch: who lists the other switch's peers, ping a
   const b = await serve(t, ['--sid', '2', '--link', a.linkAddress!]);
   const alpha = t.context.track(await FabricClient.connect(a.sock, { nodename: 'alpha' }));
   // Its C-Class comes after its name (attributes follow the join).
-  await waitFor(async () => (await system(b)).remoteNodes?.some((n) => n.nodename === 'alpha' && n.cclass === 'Debugger'), 'b knows alpha, a Debugger', WAIT_MS);
+  let last: SystemView['remoteNodes'];
+  await waitFor(
+    async () => (last = (await system(b)).remoteNodes)?.some((n) => n.nodename === 'alpha' && n.cclass === 'Debugger'),
+    () => `b knows alpha, a Debugger: b knows ${JSON.stringify(last)}; a said:\n${a.proc.stdout.slice(-3000)}\nb said:\n${b.proc.stdout.slice(-3000)}`,
+    WAIT_MS,
+  );
   const c = t.context.client(['-S', b.sock, '--nodename', 'cli']);
   await c.waitFor(/fabric of 4 peers/, WAIT_MS);
   const heard = new Promise<{ gcid?: number; text: string }>((resolve) => alpha.on('message', (m) => m.text.startsWith('hi') && resolve(m)));

@@ -22,7 +22,9 @@
 //   switch does not (a peer that floods pings and reads nothing rings all
 //   the time).
 // - A message enqueued with `keep` (one forwarded from another switch,
-//   which the link's credits bound and which must not be lost) is never
+//   which the link's credits bound and which must not be lost; the
+//   switch's Peer-Attribute question to a newcomer, which a peer slow to
+//   start would otherwise never hear, so its C-Class stays unknown) is never
 //   dropped by the queue bound, and when it is withdrawn untaken it goes
 //   back first in its queue, to be offered again by the same rules.
 //   slotTaken() and leave() hand such messages back, so the caller can
@@ -315,7 +317,7 @@ export class Delivery {
           'undelivered',
           h.to,
           1,
-          `a message to peer ${h.to} was not taken within ${h.probe ? this.probeTimeoutMs : this.takeTimeoutMs} ms: withdrawn as undelivered; its messages wait until it rings the switch`,
+          `a message to peer ${h.to} was not taken within ${h.probe ? this.probeTimeoutMs : this.takeTimeoutMs} ms: withdrawn as undelivered${this.kept.has(h.bytes) ? ' (to be offered again)' : ''}; its messages wait until it rings the switch`,
         );
       }
       d.liveness = 'silent';

@@ -585,11 +585,11 @@ export class Fabric extends EventEmitter<FabricEvents> {
     }
     const encode = this.config.encode ?? toBytes;
     const now = Date.now();
-    for (const { to, message } of reaction.send) {
+    for (const { to, message, keep } of reaction.send) {
       this.route(to);
       const bytes = encode(message, to);
       this.kinds.set(bytes, message.kind);
-      this.delivery.enqueue(to, bytes, now);
+      this.delivery.enqueue(to, bytes, now, keep);
     }
     this.pump();
   }
@@ -651,6 +651,9 @@ export class Fabric extends EventEmitter<FabricEvents> {
     switch (t.kind) {
       case 'withdraw':
         mailbox.clear(me);
+        // A peer slow to start may have said since that it reads its ring:
+        // what is kept for it goes there, not back to the slot.
+        this.route(t.to);
         return;
       case 'post':
         if (!mailbox.post(me, t.to, t.bytes)) {

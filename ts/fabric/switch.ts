@@ -34,6 +34,10 @@ export interface PortRecord {
 export interface Outgoing {
   to: number;
   message: TextMessage;
+  /** Not to be lost to a peer slow to read (see Delivery's `keep`): the
+   * switch's own Peer-Attribute question, which it asks once per join and
+   * once per configuration and never again. */
+  keep?: boolean;
 }
 
 export interface Reaction {
@@ -107,7 +111,7 @@ export class Switch {
   connect(id: number): Reaction {
     this.ports.set(id, { id, nodename: '', cclass: 'Driverless QEMU', SID0: null, CID0: null, link: 'up' });
     if (!this.managerNow()) return nothing();
-    return { send: [{ to: id, message: { kind: 'link-ctl-peer-attribute' } }], log: [] };
+    return { send: [{ to: id, message: { kind: 'link-ctl-peer-attribute' }, keep: true }], log: [] };
   }
 
   disconnect(id: number): void {
@@ -180,7 +184,7 @@ export class Switch {
         port.link = 'configured';
         port.SID0 = t.SID;
         port.CID0 = t.CID;
-        return { send: [{ to: from, message: { kind: 'link-ctl-peer-attribute' } }], log: [`peer ${from}: configured SID0=${t.SID},CID0=${t.CID}`] };
+        return { send: [{ to: from, message: { kind: 'link-ctl-peer-attribute' }, keep: true }], log: [`peer ${from}: configured SID0=${t.SID},CID0=${t.CID}`] };
       }
       case 'ctl-write':
         return reply({ kind: 'standalone-ack', Tag: msg.Tag, Reason: 'UNSUPPORTED' });
