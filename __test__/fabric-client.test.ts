@@ -132,6 +132,14 @@ test('a peer that starts reading only after the switch withdrew its Peer-Attribu
   t.is(log.filter((l) => l === '< Link CTL Peer-Attribute').length, 1, 'asked once: the withdrawn question, not a copy');
 });
 
+test("a request to nodename@SID waits for the switch's look-up as long as its replyTimeoutMs, not the client's default", async (t) => {
+  const { sock } = await fabric(t, 4);
+  // A default no answer could meet: only the request's own timeout may govern.
+  const c = await join(t, sock, 'asker', { requestTimeoutMs: 0 });
+  // No links here: the switch refuses the directory question, so the name is unknown (not a timeout).
+  await rejectsWith(t, c.request('nobody@3', 'ping', { replyTimeoutMs: WAIT_MS, timeoutMs: WAIT_MS }), 'ENOPEER');
+});
+
 test('a --silent server is refused with ENOTFABRIC and the connection is closed', async (t) => {
   const sock = path.join(t.context.dir(), 'sock');
   const server = await t.context.serve(['--silent', '-S', sock, '--memfd', '-n', '3']);

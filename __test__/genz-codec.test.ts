@@ -193,7 +193,7 @@ test('the pure switch with the genz hooks: the whole exchange, and bad packets a
   t.is(sw.port(1)?.link, 'configuring');
   const done = sw.receive(1, peer.encode({ kind: 'standalone-ack', Tag: 1, Reason: 'OK' }, 5));
   t.deepEqual(done.log, ['peer 1: configured SID0=27,CID0=100']);
-  t.deepEqual(done.send, [{ to: 1, message: { kind: 'link-ctl-peer-attribute' } }]);
+  t.deepEqual(done.send, [{ to: 1, message: { kind: 'link-ctl-peer-attribute' }, keep: true }]);
   t.like(sw.port(1), { SID0: 27, CID0: 100, link: 'configured' });
 
   // A corrupted packet: a NAK (text) and a log line.

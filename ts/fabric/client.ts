@@ -562,11 +562,13 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
   }
 
   /** The GCID of `name@SID`. */
-  private async lookUp(dest: string, options: { signal?: AbortSignal }): Promise<number> {
+  /** The GCID of `nodename@SID`, asked of the switch; a request's look-up
+   * waits for the switch's answer as long as the request would for its reply. */
+  private async lookUp(dest: string, options: RequestOptions): Promise<number> {
     const at = dest.lastIndexOf('@');
     const name = dest.slice(0, at).trim();
     const sid = Number(dest.slice(at + 1));
-    const found = (await this.remotePeers({ signal: options.signal })).filter((p) => p.sid === sid && p.nodename === name);
+    const found = (await this.remotePeers({ signal: options.signal, timeoutMs: options.replyTimeoutMs })).filter((p) => p.sid === sid && p.nodename === name);
     if (found.length === 0) throw new FabricClientError('ENOPEER', `no peer named '${name}' on SID ${sid} is known to the switch`);
     if (found.length > 1) throw new FabricClientError('EINVAL', `'${name}' names several peers of SID ${sid} (${found.map((p) => formatGcid(p.gcid)).join(', ')}); use SID:CID`);
     return found[0].gcid;

@@ -191,7 +191,8 @@ export interface LinkUpOptions {
  * slot and the wait for the reply. A reply that comes after the abort is
  * an ordinary `message`, as one after ETIMEDOUT is. */
 export interface RequestOptions extends SendOptions {
-  /** How long to wait for the reply (after the request is posted). */
+  /** How long to wait for the reply (after the request is posted), and
+   * for a DEST `nodename@SID`, for the switch's answer naming it first. */
   replyTimeoutMs?: number;
   /** Which message from DEST is the reply. Default: any but the requests
    * a peer sends on its own (ping, Link CTL Peer-Attribute, dump). */
