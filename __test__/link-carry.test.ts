@@ -5,7 +5,8 @@ import test from 'ava';
 import fc from 'fast-check';
 
 import * as genz from '../ts/genz/index.js';
-import { CarryError, HEADER_BYTES, PIECE_BYTES, Reassembler, endToEnd, looksCarried, pieces, slotPieces, splitPackets, splitPiece, type Carried } from '../ts/link/carry.js';
+import { CarryError, HEADER_BYTES, PIECE_BYTES, Reassembler, endToEnd, looksCarried, packedPieces, pieces, readPiece, readPieceByCodec, slotPieces, splitPackets, splitPiece, type Carried } from '../ts/link/carry.js';
+import { ecrc, pcrc } from '../ts/genz/crc.js';
 import { packetFault } from '../ts/link/frame.js';
 
 const A = 0x1b064; // SID 27, CID 100
@@ -176,6 +177,65 @@ test('arbitrary bytes and mutated pieces never make push throw anything but Carr
     }),
     { numRuns: 300 },
   );
+});
+
+/** `p` with its PCRC and ECRC made right again (its LEN as it says). */
+function reseal(p: Uint8Array): Uint8Array {
+  const c = p.slice();
+  const LEN = ((c[0]! >>> 5) & 0x7) | ((c[1]! >>> 4) << 3);
+  const VC = ((c[2]! >>> 3) & 0x1f);
+  c[3] = (c[3]! & 0x03) | (pcrc(VC, LEN) << 2);
+  const n = c.length;
+  if (n >= 4) {
+    const sum = ecrc(c.subarray(0, n - 3));
+    c[n - 3] = sum & 0xff;
+    c[n - 2] = (sum >>> 8) & 0xff;
+    c[n - 1] = sum >>> 16;
+  }
+  return c;
+}
+
+function outcome(f: () => unknown): unknown {
+  try {
+    const r = f() as { payload: Uint8Array };
+    return { ...r, payload: Buffer.from(r.payload).toString('hex') };
+  } catch (e) {
+    if (!(e instanceof CarryError)) throw e;
+    return { code: e.code, message: e.message };
+  }
+}
+
+test("readPiece reads a piece's fields straight from its dwords exactly as the codec does, for any packet: sound, mutated, mutated and resealed", (t) => {
+  const base = [...pieces('ring', A, B, new Uint8Array(PIECE_BYTES + 10).map((_, i) => i), 77), ...pieces('control', B, A, new Uint8Array(5).fill(9), 4095)];
+  const mutated = fc.tuple(fc.constantFrom(...base), fc.array(fc.tuple(fc.nat(599), fc.nat(255)), { minLength: 1, maxLength: 3 }), fc.boolean()).map(([p, edits, seal]) => {
+    const c = p.slice();
+    for (const [i, b] of edits) c[i % c.length] = b;
+    return seal ? reseal(c) : c;
+  });
+  fc.assert(
+    fc.property(fc.oneof(fc.constantFrom(...base), mutated, fc.uint8Array({ maxLength: 600 })), fc.boolean(), (packet, checked) => {
+      t.deepEqual(outcome(() => readPiece(packet, checked)), outcome(() => readPieceByCodec(packet, checked)));
+    }),
+    { numRuns: 2000 },
+  );
+});
+
+test('packedPieces is the pieces end to end, byte for byte', (t) => {
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: PIECE_BYTES * 4 + 7 }), fc.nat(10_000), fc.integer({ min: 40, max: 508 }), (bytes, n, maxPacket) => {
+      t.deepEqual(Buffer.from(packedPieces('ring', A, B, bytes, n, maxPacket)), Buffer.concat(pieces('ring', A, B, bytes, n, maxPacket)));
+    }),
+    { numRuns: 100 },
+  );
+});
+
+test("a Reassembler that keeps only control messages' bytes finishes the others empty, their length still bounded", (t) => {
+  const r = new Reassembler(4096, Infinity, (kind) => kind === 'control');
+  const ring = deliverAll(r, pieces('ring', A, B, new Uint8Array(2000).fill(1), 1));
+  t.deepEqual(ring.map((m) => [m.kind, m.message.length]), [['ring', 0]]);
+  const control = deliverAll(r, pieces('control', A, B, new Uint8Array(700).fill(2), 2));
+  t.deepEqual(control.map((m) => [m.kind, Buffer.from(m.message).equals(Buffer.alloc(700, 2))]), [['control', true]]);
+  t.throws(() => deliverAll(r, pieces('ring', A, B, new Uint8Array(5000), 3)), { instanceOf: CarryError, code: 'ETOOBIG' });
 });
 
 test('pieces can be cut smaller (a slot holds 383 bytes), laid end to end and split apart again', (t) => {

@@ -40,7 +40,7 @@ import { FEATURE_SWITCH_RING, writeFeatures } from './features.js';
 import { Slots } from './slots.js';
 import { nativeSlots, type RingBatchHandler, type SlotPort } from './ring-ends.js';
 import { defaultNodename, encodeMessage, fitNodename, textOf } from './peer-text.js';
-import { formatGcid, isNamedAfar, outgoing, parseGcid, type Gcid } from './remote.js';
+import { PACK_BYTES, formatGcid, isNamedAfar, outgoing, packed, parseGcid, type Gcid } from './remote.js';
 import { ask as askDirectory, parsePage } from '../link/directory.js';
 import { MAX_READ, MAX_WRITE, atomicRequest, parseResponse, readRequest, reasonName, writeRequest, type AtomicOperation, type FamResponse } from '../link/fam.js';
 import {
@@ -640,12 +640,30 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
       }
       if (!this.connected.has(this.serverId)) throw new FabricClientError('ENOPEER', `the switch (peer ${this.serverId}) is not connected: no way to ${formatGcid(to.gcid)}`);
       const from = this.gcid;
-      const viaRing = this.toSwitchByRing();
       let chain = Promise.resolve();
-      for (const m of messages) {
-        const parts = outgoing(kind, from, to.gcid, m, this.afar++, viaRing ? undefined : MAX_SLOT_MESSAGE);
-        // Through the ring all pieces go as one message; through the slot one each.
-        for (const p of viaRing ? [Buffer.concat(parts)] : parts) chain = chain.then(() => this.toSwitch(p, timeoutMs, signal));
+      if (!this.toSwitchByRing()) {
+        // Through the slot, one piece a slot message.
+        for (const m of messages) {
+          for (const p of outgoing(kind, from, to.gcid, m, this.afar++, MAX_SLOT_MESSAGE)) chain = chain.then(() => this.sender.enqueue(this.serverId, p, timeoutMs, signal));
+        }
+        return chain;
+      }
+      // Through the ring, each message's pieces end to end as one ring
+      // message, a batch of them to a push; each batch packed only when
+      // the one before it is in the ring (a long stream is not copied whole
+      // at once), and a failure stops what follows it.
+      const first = this.afar;
+      this.afar += messages.length;
+      for (let i = 0; i < messages.length; ) {
+        let j = i + 1;
+        for (let bytes = messages[i]!.length; j < messages.length && bytes + messages[j]!.length <= PACK_BYTES; j++) bytes += messages[j]!.length;
+        const [a, b] = [i, j];
+        chain = chain.then(() => {
+          const batch: Uint8Array[] = [];
+          for (let x = a; x < b; x++) batch.push(packed(kind, from, to.gcid, messages[x]!, first + x));
+          return this.channels.send(this.serverId, batch, timeoutMs, signal);
+        });
+        i = j;
       }
       return chain;
     } catch (e) {
@@ -657,6 +675,7 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
   private toSwitchByRing(): boolean {
     return this.layout !== null && this.memoryOrNull() !== null;
   }
+
 
   /** Hands `bytes` (whole packets) to the local switch, by ring or slot. */
   private toSwitch(bytes: Uint8Array, timeoutMs: number, signal: AbortSignal | undefined): Promise<void> {

@@ -3,7 +3,7 @@
 // the packets a message to one becomes (handed to the local switch, which
 // forwards them over its links), and the messages rebuilt from the pieces
 // the switch writes. Pure: no I/O.
-import { Reassembler, looksCarried, pieces, splitPackets, type Carried, type MessageKindName } from '../link/carry.js';
+import { Reassembler, looksCarried, packedPieces, pieces, splitPackets, type Carried, type MessageKindName } from '../link/carry.js';
 import { FabricClientError } from './peer-types.js';
 
 /** What the switch tells its peers when SIDs lose their route: this, then the SIDs, comma-separated. */
@@ -46,6 +46,14 @@ export function formatGcid(gcid: number): string {
 export function outgoing(kind: Extract<MessageKindName, 'mailbox' | 'ring'>, from: number, to: number, message: Uint8Array, number: number, maxPacket?: number): Uint8Array[] {
   return pieces(kind, from, to, message, number, maxPacket);
 }
+
+/** A message to `to` as one ring message for the local switch: its pieces end to end. */
+export function packed(kind: Extract<MessageKindName, 'mailbox' | 'ring'>, from: number, to: number, message: Uint8Array, number: number): Uint8Array {
+  return packedPieces(kind, from, to, message, number);
+}
+
+/** Bytes of messages a peer packs at a time for its ring to the switch. */
+export const PACK_BYTES = 1 << 20;
 
 /** Rebuilds what the switch writes for messages from other switches. */
 export class RemoteInbox {

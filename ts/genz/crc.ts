@@ -70,10 +70,15 @@ export function ecrc(bytes: Uint8Array): number {
 /** The ECRC of `bytes[0..end)`, for a caller that would otherwise make a
  * subarray just to say where to stop. */
 export function ecrcTo(bytes: Uint8Array, end: number): number {
+  return ecrcRange(bytes, 0, end);
+}
+
+/** The ECRC of `bytes[start..end)`: a packet among others in one buffer. */
+export function ecrcRange(bytes: Uint8Array, start: number, end: number): number {
   const t = ECRC_TABLES;
   const n = Math.min(end, bytes.length);
   let crc = 0xffffff;
-  let i = 0;
+  let i = start;
   for (const end = n - 7; i < end; i += 8) {
     const lo = crc ^ (bytes[i]! | (bytes[i + 1]! << 8) | (bytes[i + 2]! << 16) | (bytes[i + 3]! << 24));
     crc =

@@ -21,7 +21,7 @@
 import { FamezError } from '../errors.js';
 import { decode, encode, GenZPacketError, MAX_LEN, type Core64Write } from '../genz/packets.js';
 import { packetFault } from './frame.js';
-import { ecrcTo } from '../genz/crc.js';
+import { ecrcRange, pcrc } from '../genz/crc.js';
 
 export type CarryErrorCode = 'EPACKET' | 'EWINDOW' | 'EORDER' | 'ETOOBIG' | 'EFIELD';
 
@@ -188,42 +188,57 @@ function checkGcid(name: string, v: number): void {
 /** The packets that carry `message` from `source` to `destination` as
  * message number `number` of its stream (its Tag is that mod 4096), each at
  * most `maxPacket` bytes (default: the largest packet). An empty message is
- * one empty piece. */
+ * one empty piece. They are views into one buffer (packedPieces). */
 export function pieces(kind: MessageKindName, source: number, destination: number, message: Uint8Array, number: number, maxPacket = MAX_LEN * 4): Uint8Array[] {
+  const packed = packedPieces(kind, source, destination, message, number, maxPacket);
+  return splitPackets(packed)!;
+}
+
+/** The pieces of `message` (as `pieces` makes them) end to end in one
+ * buffer, what a ring message to the switch holds. Each piece is a
+ * template's copy, the codec's own encoding of a piece of its length and
+ * addresses, with Tag, Addr, payload and ECRC written in: byte for byte
+ * what the codec makes piece by piece (tested), for one encode per kind of
+ * piece instead of one per piece. */
+export function packedPieces(kind: MessageKindName, source: number, destination: number, message: Uint8Array, number: number, maxPacket = MAX_LEN * 4): Uint8Array {
   checkGcid('source', source);
   checkGcid('destination', destination);
   if (!(kind in MessageKind)) throw new CarryError('EFIELD', `unknown message kind ${String(kind)}`);
   if (message.length > MAX_CARRIED) throw new CarryError('ETOOBIG', `a message of ${message.length} bytes is over the ${MAX_CARRIED}-byte limit`);
   const room = Math.min(PIECE_BYTES, Math.floor((maxPacket - HEADER_BYTES) / 4) * 4);
   if (room < 4) throw new CarryError('EFIELD', `a piece of at most ${maxPacket} bytes carries nothing`);
-  const base = (WINDOW << 48n) | (BigInt(MessageKind[kind]) << 40n);
-  const out: Uint8Array[] = [];
-  const head = {
-    class: 'Core64.Write' as const,
-    GC: 1,
-    DSID: Math.floor(destination / 0x1000),
-    DCID: destination % 0x1000,
-    SSID: Math.floor(source / 0x1000),
-    SCID: source % 0x1000,
-    Tag: number % 4096,
-  };
-  // The full pieces differ only in Addr, payload and ECRC: the first is
-  // encoded, the others are it with those three written anew.
-  let full: Uint8Array | null = null;
-  const hi = Number(base >> 32n);
-  for (let at = 0; ; at += room) {
-    const end = Math.min(message.length, at + room);
-    const last = end === message.length;
-    if (full !== null && end - at === room) out.push(refill(full, last ? hi | LAST_HI : hi, at, message, at));
-    else {
-      const p = encode({ ...head, Addr: base | BigInt(at) | (last ? LAST : 0n), payload: message.subarray(at, end) });
-      if (end - at === room) full = p;
-      out.push(p);
-    }
-    if (last) return out;
+  const k = MessageKind[kind];
+  const count = message.length === 0 ? 1 : Math.ceil(message.length / room);
+  const lastLen = message.length - (count - 1) * room;
+  const tail = template(k, source, destination, lastLen);
+  const full = count > 1 ? template(k, source, destination, room) : tail;
+  const out = new Uint8Array((count - 1) * full.length + tail.length);
+  const v = new DataView(out.buffer, out.byteOffset, out.length);
+  const hi = (WINDOW_HI | (k << 8)) >>> 0;
+  const tag = (number % 4096) << 8;
+  for (let i = 0, at = 0; i < count; i++) {
+    const last = i === count - 1;
+    const t = last ? tail : full;
+    const n = t.length;
+    const from = i * room;
+    out.set(t, at);
+    v.setUint32(at + 4, ((v.getUint32(at + 4, true) & ~TAG_MASK) | tag) >>> 0, true);
+    v.setUint32(at + ADDR_HI, last ? (hi | LAST_HI) >>> 0 : hi, true);
+    v.setUint32(at + ADDR_LO, from, true);
+    out.set(message.subarray(from, from + (last ? lastLen : room)), at + PAYLOAD_AT);
+    const sum = ecrcRange(out, at, at + n - 3);
+    out[at + n - 3] = sum & 0xff;
+    out[at + n - 2] = (sum >>> 8) & 0xff;
+    out[at + n - 1] = sum >>> 16;
+    at += n;
   }
+  return out;
 }
 
+/** Tag in dword 1 (bits 19..8). */
+const TAG_MASK = 0xfff << 8;
+/** The window in the high dword of Addr (bits 63..48). */
+const WINDOW_HI = Number(WINDOW) << 16;
 /** LAST in the high dword of Addr. */
 const LAST_HI = Number(LAST >> 32n);
 /** Where a piece's Addr (high dword, then low) and payload are: after the
@@ -232,22 +247,29 @@ const ADDR_HI = 16;
 const ADDR_LO = 20;
 const PAYLOAD_AT = 24;
 
-/** A piece like `like` (same header, payload length) with Addr `hi`:`lo` and
- * the payload `message[from..]`, its ECRC computed anew. */
-function refill(like: Uint8Array, hi: number, lo: number, message: Uint8Array, from: number): Uint8Array {
-  const n = like.length;
-  const p = new Uint8Array(n);
-  p.set(like.subarray(0, PAYLOAD_AT));
-  const v = new DataView(p.buffer);
-  v.setUint32(ADDR_HI, hi, true);
-  v.setUint32(ADDR_LO, lo, true);
-  p.set(message.subarray(from, from + n - PAYLOAD_AT - 4), PAYLOAD_AT);
-  p[n - 4] = like[n - 4]!;
-  const sum = ecrcTo(p, n - 3);
-  p[n - 3] = sum & 0xff;
-  p[n - 2] = (sum >>> 8) & 0xff;
-  p[n - 1] = sum >>> 16;
-  return p;
+/** Encoded pieces with Tag 0, Addr 0 and a zero payload, by kind,
+ * addresses and payload length (a few streams and sizes at a time). */
+const templates = new Map<string, Uint8Array>();
+const MAX_TEMPLATES = 256;
+
+function template(kind: number, source: number, destination: number, length: number): Uint8Array {
+  const key = `${kind}:${source}:${destination}:${length}`;
+  let t = templates.get(key);
+  if (t) return t;
+  t = encode({
+    class: 'Core64.Write',
+    GC: 1,
+    DSID: Math.floor(destination / 0x1000),
+    DCID: destination % 0x1000,
+    SSID: Math.floor(source / 0x1000),
+    SCID: source % 0x1000,
+    Tag: 0,
+    Addr: 0n,
+    payload: new Uint8Array(length),
+  });
+  if (templates.size >= MAX_TEMPLATES) templates.clear();
+  templates.set(key, t);
+  return t;
 }
 
 /** One piece cut into pieces of at most `maxPacket` bytes carrying the same
@@ -298,6 +320,83 @@ interface Partial {
   tag: number;
   parts: Uint8Array[];
   length: number;
+  /** Whether its bytes are kept (Reassembler's bytesOf). */
+  bytes: boolean;
+}
+
+const EMPTY = new Uint8Array(0);
+
+/** What the reassembly needs of a piece's packet. */
+export interface PieceFields {
+  source: number;
+  destination: number;
+  /** Addr's high dword, and its low one (the offset). */
+  hi: number;
+  offset: number;
+  tag: number;
+  /** A view into the packet. */
+  payload: Uint8Array;
+}
+
+/** A Core64 Write with GC = 1 and neither RK nor NH (the shape of every
+ * piece), read straight from its dwords: what `decode` gives for it, with
+ * the payload a view, not a copy. Null for any other packet, or one that
+ * does not check out (CRCs, unless `ecrcChecked`; LEN; PadCNT): the codec
+ * then says why. */
+function fastPiece(bytes: Uint8Array, ecrcChecked: boolean): PieceFields | null {
+  const n = bytes.length;
+  if (n < HEADER_BYTES || n > MAX_LEN * 4 || n % 4 !== 0) return null;
+  const v = new DataView(bytes.buffer, bytes.byteOffset, n);
+  const d0 = v.getUint32(0, true);
+  const d1 = v.getUint32(4, true);
+  const d2 = v.getUint32(8, true);
+  const LEN = ((d0 >>> 5) & 0x7) | (((d0 >>> 12) & 0xf) << 3);
+  if (LEN * 4 !== n) return null;
+  const opcode = ((d0 >>> 24) & 0x3) | ((d1 & 0x7) << 2);
+  const ocl = (d1 >>> 3) & 0x1f;
+  // Core64 (OCL 0) Write (OpCode 4), GC, and no RK (bit 22) or NH (bit 18).
+  if (ocl !== 0 || opcode !== 4 || ((d2 >>> 17) & 1) !== 1 || ((d2 >>> 22) & 1) !== 0 || ((d2 >>> 18) & 1) !== 0) return null;
+  if (ecrcChecked ? (d0 >>> 26) !== pcrc((d0 >>> 19) & 0x1f, LEN) : packetFault(bytes) !== null) return null;
+  const length = n - HEADER_BYTES - (d2 >>> 30);
+  if (length < 0) return null;
+  const d3 = v.getUint32(12, true);
+  const dcid = (d0 & 0x1f) | (((d0 >>> 8) & 0xf) << 5) | (((d0 >>> 16) & 0x7) << 9);
+  return {
+    source: (d3 >>> 16) * 0x1000 + (d1 >>> 20),
+    destination: (d3 & 0xffff) * 0x1000 + dcid,
+    hi: v.getUint32(ADDR_HI, true),
+    offset: v.getUint32(ADDR_LO, true),
+    tag: (d1 >>> 8) & 0xfff,
+    payload: bytes.subarray(PAYLOAD_AT, PAYLOAD_AT + length),
+  };
+}
+
+/** A piece's fields: straight from its dwords when it has a piece's
+ * shape, else by the codec (which says why a packet is no piece:
+ * CarryError EPACKET). */
+export function readPiece(packet: Uint8Array, ecrcChecked = false): PieceFields {
+  return fastPiece(packet, ecrcChecked) ?? readPieceByCodec(packet, ecrcChecked);
+}
+
+/** The same by the codec alone (the reference readPiece is tested against). */
+export function readPieceByCodec(packet: Uint8Array, ecrcChecked: boolean): PieceFields {
+  let p;
+  try {
+    p = decode(packet, { ecrcChecked });
+  } catch (e) {
+    if (e instanceof GenZPacketError) throw new CarryError('EPACKET', `not a Gen-Z packet: ${e.message}`);
+    throw e;
+  }
+  if (p.class !== 'Core64.Write' || p.GC !== 1) throw new CarryError('EPACKET', `a ${p.class}${p.GC === 1 ? '' : ' without global addressing'} carries no message`);
+  const w = p as Core64Write;
+  return {
+    source: w.SSID! * 0x1000 + w.SCID,
+    destination: w.DSID! * 0x1000 + w.DCID,
+    hi: Number(w.Addr >> 32n),
+    offset: Number(w.Addr & 0xffff_ffffn),
+    tag: w.Tag,
+    payload: w.payload,
+  };
 }
 
 /** Rebuilds the messages of any number of streams from their pieces, in
@@ -310,10 +409,14 @@ export class Reassembler {
 
   private held = 0;
 
-  /** `maxMessage`: one message's limit; `maxHeld`: all partial messages' together. */
+  /** `maxMessage`: one message's limit; `maxHeld`: all partial messages'
+   * together; `bytesOf`: the kinds of message whose bytes are wanted (a
+   * switch forwards the pieces of the others as they came, and only counts
+   * their bytes): the others finish with an empty `message`. */
   constructor(
     private readonly maxMessage = MAX_CARRIED,
     private readonly maxHeld = Infinity,
+    private readonly bytesOf: (kind: MessageKindName) => boolean = () => true,
   ) {}
 
   /** Messages begun and not finished (streams with a partial message). */
@@ -331,30 +434,20 @@ export class Reassembler {
    * message is dropped then). `ecrcChecked`: the packet's ECRC was checked
    * on its receipt (a link frame), not computed again. */
   push(packet: Uint8Array, ecrcChecked = false): Carried | null {
-    let p;
-    try {
-      p = decode(packet, { ecrcChecked });
-    } catch (e) {
-      if (e instanceof GenZPacketError) throw new CarryError('EPACKET', `not a Gen-Z packet: ${e.message}`);
-      throw e;
-    }
-    if (p.class !== 'Core64.Write' || p.GC !== 1) throw new CarryError('EPACKET', `a ${p.class}${p.GC === 1 ? '' : ' without global addressing'} carries no message`);
-    const w = p as Core64Write;
-    const source = w.SSID! * 0x1000 + w.SCID;
-    const destination = w.DSID! * 0x1000 + w.DCID;
+    const f = readPiece(packet, ecrcChecked);
+    const { source, destination, hi, tag } = f;
     const key = source * GCID_LIMIT + destination;
-    const addr = w.Addr;
-    if (addr >> 48n !== WINDOW || (addr & 0x7f_0000_0000n) !== 0n) {
+    if (hi >>> 16 !== Number(WINDOW) || (hi & 0x7f) !== 0) {
       this.drop(key);
-      throw new CarryError('EWINDOW', `a write to 0x${addr.toString(16)} is outside famez's message window`);
+      throw new CarryError('EWINDOW', `a write to 0x${(BigInt(hi) * 2n ** 32n + BigInt(f.offset)).toString(16)} is outside famez's message window`);
     }
-    const kind = Number((addr >> 40n) & 0xffn);
+    const kind = (hi >>> 8) & 0xff;
     if (kind >= KIND_NAME.length) {
       this.drop(key);
       throw new CarryError('EWINDOW', `message kind ${kind} is unknown`);
     }
-    const offset = Number(addr & 0xffff_ffffn);
-    const last = (addr & LAST) !== 0n;
+    const offset = f.offset;
+    const last = (hi & LAST_HI) !== 0;
     let cur = this.partial.get(key);
     if (offset === 0) {
       // A new message. One left unfinished is dropped and counted: a sound
@@ -363,13 +456,13 @@ export class Reassembler {
         this.abandoned++;
         this.drop(key);
       }
-      cur = { kind, tag: w.Tag, parts: [], length: 0 };
+      cur = { kind, tag, parts: [], length: 0, bytes: this.bytesOf(KIND_NAME[kind]!) };
       this.partial.set(key, cur);
-    } else if (!cur || cur.length !== offset || cur.kind !== kind || cur.tag !== w.Tag) {
+    } else if (!cur || cur.length !== offset || cur.kind !== kind || cur.tag !== tag) {
       this.drop(key);
       throw new CarryError('EORDER', `a piece at offset ${offset} from ${fmt(source)} to ${fmt(destination)} continues no message${cur ? ` (${cur.length} bytes so far, tag ${cur.tag})` : ''}`);
     }
-    this.append(key, cur, w.payload);
+    this.append(key, cur, f.payload);
     return last ? this.finish(key, cur, source, destination) : null;
   }
 
@@ -382,7 +475,7 @@ export class Reassembler {
       this.drop(key);
       throw new CarryError('ETOOBIG', `partial messages over ${this.maxHeld} bytes in all; this one dropped`);
     }
-    cur.parts.push(payload);
+    if (cur.bytes) cur.parts.push(payload);
     cur.length += payload.length;
     this.held += payload.length;
   }
@@ -396,8 +489,10 @@ export class Reassembler {
 
   private finish(key: number, cur: Partial, source: number, destination: number): Carried {
     this.drop(key);
-    const message = cur.parts.length === 1 ? cur.parts[0] : Buffer.concat(cur.parts, cur.length);
-    return { kind: KIND_NAME[cur.kind], source, destination, message: new Uint8Array(message.buffer, message.byteOffset, message.length) };
+    // The payloads are views into the packets (which may be a ring's, soon
+    // overwritten): the message is a copy.
+    const message = !cur.bytes ? EMPTY : cur.parts.length === 1 ? new Uint8Array(cur.parts[0]!) : Buffer.concat(cur.parts, cur.length);
+    return { kind: KIND_NAME[cur.kind]!, source, destination, message: new Uint8Array(message.buffer, message.byteOffset, message.length) };
   }
 
   /** Forgets the partial messages of every stream (a peer restarted). */

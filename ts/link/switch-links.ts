@@ -386,7 +386,8 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
         name: `sid:${sid}`,
         end: new LinkEnd({ instance: this.linkInstance, source: this.gcid, window: WINDOW, heartbeatMs: this.config.heartbeatMs, lateMs: this.lateMs, ackDelayMs: ACK_DELAY_MS }),
         // A message across is at most 1 MiB; a neighbour holds at most 64 MiB of partial ones.
-        reasm: new Reassembler(1 << 20, 64 << 20),
+        // Only control messages are read here; the others go on as the pieces they came in.
+        reasm: new Reassembler(1 << 20, 64 << 20, (kind) => kind === 'control'),
         paths: [],
         up: false,
         control: { source: this.gcid, destination: LINK_LOCAL },
