@@ -98,6 +98,8 @@ const binding = loaded.binding;
 export const bindingLoadError: NativeBindingError | null = loaded.error;
 
 export const { EventFd, GuestDevice, Mailbox, PidFile, Ring, SharedMemory, preallocate, UnixListener, UnixStream, closeFd, fdLimit, fdSize, groupId, raiseFdLimit, ringLayout, sdNotify, socketState, yieldCpu } = binding;
+/** Gen-Z CRCs for packets end to end in one buffer of the process's own (crates/famez-core/src/genz.rs). */
+export const { genzCheck, genzEcrc, genzSeal } = binding;
 /** libfabric links (ts/link/ofi.ts wraps them): libfabric is loaded only when one is opened. */
 export const { OfiLink, OfiListener, OfiWindow, libfabricAvailable } = binding;
 /** Rings the open EventFd whose number is `fd` (EBADF otherwise): the hot

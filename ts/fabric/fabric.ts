@@ -10,7 +10,7 @@ import { EventEmitter } from 'node:events';
 
 import { silentLogger, type Logger } from '../log.js';
 import type { RingLayoutInfo } from '../native.js';
-import { EventFd } from '../native.js';
+import { EventFd, genzCheck } from '../native.js';
 import { toBytes, type TextMessage } from '../genz/text.js';
 import type { Server } from '../server/server.js';
 import { Delivery, type DeliveryConfig, type DeliveryStats, type DestinationStats, type Transmit } from './delivery.js';
@@ -56,8 +56,9 @@ export interface Forwarder {
    * (ts/link/carry.ts), for a peer of another switch: 'accepted', 'wait'
    * (its stream has no credit now: the switch holds it, reads nothing
    * more of `sender`'s, and offers it again after resume(sender)), or why
-   * it is refused (one line). */
-  forward(sender: number, packets: Uint8Array[]): 'accepted' | 'wait' | { refused: string };
+   * it is refused (one line). `checked`: every packet's CRCs were
+   * checked already. */
+  forward(sender: number, packets: Uint8Array[], checked?: boolean): 'accepted' | 'wait' | { refused: string };
 }
 
 export interface FabricConfig extends SwitchConfig, DeliveryConfig {
@@ -489,7 +490,9 @@ export class Fabric extends EventEmitter<FabricEvents> {
    * false when it must wait for credit (it is held then). */
   private forward(sender: number, bytes: Uint8Array): boolean {
     const packets = splitPackets(bytes);
-    const r = packets ? this.forwarder!.forward(sender, packets) : { refused: 'its packets do not add up to the message (LEN)' };
+    // All the message's CRCs in one native call (the piece by piece checks
+    // name the fault of a message that fails it).
+    const r = packets ? this.forwarder!.forward(sender, packets, genzCheck(bytes) === -1) : { refused: 'its packets do not add up to the message (LEN)' };
     if (r === 'accepted') return true;
     if (r === 'wait') {
       const waiting = this.held.get(sender);

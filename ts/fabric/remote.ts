@@ -5,6 +5,7 @@
 // the switch writes. Pure: no I/O.
 import { Reassembler, looksCarried, packedPieces, pieces, splitPackets, type Carried, type MessageKindName } from '../link/carry.js';
 import { FabricClientError } from './peer-types.js';
+import { genzCheck } from '../native.js';
 
 /** What the switch tells its peers when SIDs lose their route: this, then the SIDs, comma-separated. */
 export const UNREACHABLE = 'famez-unreachable ';
@@ -70,9 +71,11 @@ export class RemoteInbox {
     if (!packets) return { messages: [], warning: 'a message from the switch for another switch\'s peer does not add up (LEN); dropped' };
     const messages: Carried[] = [];
     let warning: string | null = null;
+    // Every CRC in one native call; piece by piece only to say what is wrong.
+    const checked = genzCheck(bytes) === -1;
     for (const p of packets) {
       try {
-        const m = this.reasm.push(p);
+        const m = this.reasm.push(p, checked);
         if (m) messages.push(m);
       } catch (e) {
         warning = `a message from another switch dropped: ${(e as Error).message}`;

@@ -20,7 +20,8 @@
 // the reassembly buffers.
 import { FamezError } from '../errors.js';
 import { decode, encode, GenZPacketError, MAX_LEN, type Core64Write } from '../genz/packets.js';
-import { packetFault } from './frame.js';
+import { NATIVE_CRC_BYTES, packetFault } from './frame.js';
+import { genzSeal } from '../native.js';
 import { ecrcRange, pcrc } from '../genz/crc.js';
 
 export type CarryErrorCode = 'EPACKET' | 'EWINDOW' | 'EORDER' | 'ETOOBIG' | 'EFIELD';
@@ -216,6 +217,7 @@ export function packedPieces(kind: MessageKindName, source: number, destination:
   const v = new DataView(out.buffer, out.byteOffset, out.length);
   const hi = (WINDOW_HI | (k << 8)) >>> 0;
   const tag = (number % 4096) << 8;
+  const native = out.length >= NATIVE_CRC_BYTES;
   for (let i = 0, at = 0; i < count; i++) {
     const last = i === count - 1;
     const t = last ? tail : full;
@@ -226,12 +228,16 @@ export function packedPieces(kind: MessageKindName, source: number, destination:
     v.setUint32(at + ADDR_HI, last ? (hi | LAST_HI) >>> 0 : hi, true);
     v.setUint32(at + ADDR_LO, from, true);
     out.set(message.subarray(from, from + (last ? lastLen : room)), at + PAYLOAD_AT);
-    const sum = ecrcRange(out, at, at + n - 3);
-    out[at + n - 3] = sum & 0xff;
-    out[at + n - 2] = (sum >>> 8) & 0xff;
-    out[at + n - 1] = sum >>> 16;
+    if (!native) {
+      const sum = ecrcRange(out, at, at + n - 3);
+      out[at + n - 3] = sum & 0xff;
+      out[at + n - 2] = (sum >>> 8) & 0xff;
+      out[at + n - 1] = sum >>> 16;
+    }
     at += n;
   }
+  // Every ECRC in one call.
+  if (native) genzSeal(out);
   return out;
 }
 
@@ -304,9 +310,10 @@ export function splitPiece(piece: Uint8Array, maxPacket: number): Uint8Array[] {
 }
 
 /** Where a piece goes: its source and destination GCIDs, or why it is no
- * piece (one line). Checks the packet whole (CRCs, LEN) and its window. */
-export function pieceRoute(packet: Uint8Array): { source: number; destination: number } | string {
-  const fault = packetFault(packet);
+ * piece (one line). Checks the packet whole (CRCs, LEN; not when
+ * `checked`: its caller did, genzCheck over the whole message) and its window. */
+export function pieceRoute(packet: Uint8Array, checked = false): { source: number; destination: number } | string {
+  const fault = checked ? null : packetFault(packet);
   if (fault !== null) return `not a Gen-Z packet: ${fault}`;
   const p = peek(packet)!;
   if (!p.gc) return 'a packet without global addressing carries no message';

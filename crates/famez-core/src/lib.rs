@@ -11,6 +11,7 @@
 //! only when a link is opened.
 
 pub mod eventfd;
+pub mod genz;
 pub mod layout;
 pub mod lock;
 pub mod mailbox;

@@ -12,6 +12,7 @@
 
 mod error;
 mod eventfd;
+mod genz;
 mod group;
 mod guest;
 mod mailbox;
