@@ -140,6 +140,8 @@ export class Fabric extends EventEmitter<FabricEvents> {
   private readonly delivery: Delivery;
   private timer: NodeJS.Timeout | null = null;
   private timerAt = Infinity;
+  /** A pumpSoon() is queued. */
+  private pumpQueued = false;
   private globalsTimer: NodeJS.Timeout | null = null;
   private server: Server | null = null;
   /** Removes the listeners attach() put on the server. */
@@ -541,8 +543,20 @@ export class Fabric extends EventEmitter<FabricEvents> {
     const now = Date.now();
     for (const m of messages) this.delivery.enqueue(to, m, now, true);
     this.onTaken.set(messages[messages.length - 1], taken);
-    this.pump();
+    this.pumpSoon();
     return true;
+  }
+
+  /** A pump once the current task is done: the messages of one link train
+   * go into their rings together, with one doorbell each, not one per
+   * message (each doorbell wakes a reader that may take the CPU then). */
+  private pumpSoon(): void {
+    if (this.pumpQueued) return;
+    this.pumpQueued = true;
+    queueMicrotask(() => {
+      this.pumpQueued = false;
+      this.pump();
+    });
   }
 
   /** A message as the slot takes it: pieces end to end (deliverRemote's
