@@ -97,5 +97,34 @@ test('with a fabric manager elsewhere: peers are configured for it, and when it 
   t.like(s.port(2), { SID0: 3, CID0: 200, link: 'configured' });
   manager = null;
   t.deepEqual(texts(s.reconfigure()), [], 'no manager: nothing to tell');
-  t.deepEqual(texts(s.receive(3, bytes('Link RFC TTC=27us'))), ['3: Link CTL NAK Reason=no fabric manager here']);
+});
+
+test('a switch with links holds a Link RFC while no fabric manager is in charge: answered when one is, NAKed when its time is up', (t) => {
+  let manager: { sid: number; cid: number } | null = null;
+  const s = new Switch({ nClients: 4, pfm: false, sid: 3 });
+  s.manager = () => manager;
+  s.connect(1);
+  s.connect(2);
+  s.connect(3);
+  const r1 = s.receive(1, bytes('Link RFC TTC=27us'));
+  t.deepEqual(texts(r1), [], 'no answer yet');
+  t.is(r1.held, 1, 'the I/O layer is asked to release it later');
+  t.is(s.receive(1, bytes('Link RFC TTC=27us')).held, undefined, 'asked again: held once');
+  t.is(s.receive(2, bytes('Link RFC TTC=27us')).held, 2);
+  t.is(s.receive(3, bytes('Link RFC TTC=27us')).held, 3);
+  s.disconnect(3);
+  t.deepEqual(texts(s.release(3)), [], 'a peer that left is not answered');
+  manager = { sid: 1, cid: 500 };
+  const r = s.reconfigure();
+  t.deepEqual(texts(r), ['1: CTL-Write Space=0,PFMSID=1,PFMCID=500,SID=3,CID=100,Tag=1', '2: CTL-Write Space=0,PFMSID=1,PFMCID=500,SID=3,CID=200,Tag=2']);
+  t.false(r.log.some((l) => /telling/.test(l)), 'no configured peer to tell: the held ones are answered');
+  t.deepEqual(texts(s.release(1)), [], 'answered: its release is nothing');
+  t.deepEqual(texts(s.receive(1, bytes('Standalone Acknowledgment Tag=1,Reason=OK'))), ['1: Link CTL Peer-Attribute']);
+  manager = null;
+  s.receive(2, bytes('Standalone Acknowledgment Tag=2,Reason=OK'));
+  t.is(s.receive(2, bytes('Link RFC TTC=27us')).held, 2);
+  const nak = s.release(2);
+  t.deepEqual(texts(nak), ['2: Link CTL NAK Reason=no fabric manager here']);
+  t.regex(nak.log[0], /no fabric manager in charge after 3000 ms/);
+  t.deepEqual(texts(s.release(2)), [], 'released once');
 });

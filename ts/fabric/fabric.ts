@@ -32,7 +32,7 @@ import { FEATURE_MEMBERSHIP_BELL, FEATURE_SWITCH_RING, clearFeatures, readFeatur
 import { bumpMembership, writePresent } from './presence.js';
 import { RingCorrupt, RingReader, RingWriter, ringOffset } from './ring.js';
 import { endToEnd, looksCarried, looksGlobal, slotPieces, splitPackets } from '../link/carry.js';
-import { Switch, type PortRecord, type Reaction, type SwitchConfig } from './switch.js';
+import { HOLD_RFC_MS, Switch, type PortRecord, type Reaction, type SwitchConfig } from './switch.js';
 
 /** What the fabric needs of a mailbox (the native FAME-Z slot layout). */
 export interface MailboxPort {
@@ -140,6 +140,8 @@ export class Fabric extends EventEmitter<FabricEvents> {
   private readonly delivery: Delivery;
   private timer: NodeJS.Timeout | null = null;
   private timerAt = Infinity;
+  /** Timers of Link RFCs the switch holds for a fabric manager (Switch.release). */
+  private readonly holds = new Set<NodeJS.Timeout>();
   /** A pumpSoon() is queued. */
   private pumpQueued = false;
   private globalsTimer: NodeJS.Timeout | null = null;
@@ -600,6 +602,14 @@ export class Fabric extends EventEmitter<FabricEvents> {
       const port = this.switch.port(from);
       if (port) this.emit('port', { ...port });
     }
+    if (reaction.held !== undefined) {
+      const id = reaction.held;
+      const timer = setTimeout(() => {
+        this.holds.delete(timer);
+        if (!this.closed) this.apply(this.switch.release(id));
+      }, HOLD_RFC_MS);
+      this.holds.add(timer);
+    }
     const encode = this.config.encode ?? toBytes;
     const now = Date.now();
     for (const { to, message, keep } of reaction.send) {
@@ -732,6 +742,8 @@ export class Fabric extends EventEmitter<FabricEvents> {
     this.detach?.();
     this.detach = null;
     if (this.timer) clearTimeout(this.timer);
+    for (const h of this.holds) clearTimeout(h);
+    this.holds.clear();
     if (this.globalsTimer) clearInterval(this.globalsTimer);
     this.timer = this.globalsTimer = null;
     this.rings.clear();

@@ -47,7 +47,15 @@ export interface Reaction {
   received?: TextMessage['kind'];
   /** Why a message was rejected as malformed (receive). */
   rejected?: string;
+  /** A Link RFC the switch holds until a fabric manager is in charge: the
+   * I/O layer calls `release(peer)` after HOLD_RFC_MS. */
+  held?: number;
 }
+
+/** How long a switch with links holds a Link RFC while no fabric manager is
+ * in charge (one may be elected, or its link come back) before it NAKs:
+ * longer than a secondary takes to take over. */
+export const HOLD_RFC_MS = 3000;
 
 const nothing = (): Reaction => ({ send: [], log: [] });
 
@@ -63,6 +71,8 @@ export class Switch {
   /** Outstanding CTL-Write tags, by tag: the peer they configure. */
   private readonly tags = new Map<number, { peer: number; SID: number; CID: number }>();
   private nextTag = 1;
+  /** Peers whose Link RFC waits for a fabric manager to be in charge. */
+  private readonly held = new Set<number>();
 
   constructor(readonly config: SwitchConfig) {
     this.serverId = config.nClients + 1;
@@ -98,13 +108,23 @@ export class Switch {
     const m = this.managerNow();
     const r = nothing();
     if (!m) return r;
+    for (const id of this.held) {
+      const port = this.ports.get(id);
+      if (port) {
+        r.send.push({ to: id, message: this.configure(id, port, m) });
+        r.log.push(`peer ${id}: held Link RFC answered: the fabric manager is ${m.sid}:${m.cid}`);
+      }
+    }
+    this.held.clear();
+    const answered = r.send.length;
     for (const port of this.ports.values()) {
       if (port.link !== 'configured' || port.SID0 === null || port.CID0 === null) continue;
       const tag = this.nextTag++;
       this.tags.set(tag, { peer: port.id, SID: port.SID0, CID: port.CID0 });
       r.send.push({ to: port.id, message: { kind: 'ctl-write', Space: 0, PFMSID: m.sid, PFMCID: m.cid, SID: port.SID0, CID: port.CID0, Tag: tag } });
     }
-    if (r.send.length) r.log.push(`telling ${r.send.length} configured peer(s) the fabric manager is now ${m.sid}:${m.cid}`);
+    const told = r.send.length - answered;
+    if (told) r.log.push(`telling ${told} configured peer(s) the fabric manager is now ${m.sid}:${m.cid}`);
     return r;
   }
 
@@ -114,7 +134,27 @@ export class Switch {
     return { send: [{ to: id, message: { kind: 'link-ctl-peer-attribute' }, keep: true }], log: [] };
   }
 
+  /** The CTL-Write that configures peer `id` for manager `m`. */
+  private configure(id: number, port: PortRecord, m: { sid: number; cid: number }): TextMessage {
+    const tag = this.nextTag++;
+    const SID = this.config.sid;
+    const CID = id * 100;
+    this.tags.set(tag, { peer: id, SID, CID });
+    port.link = 'configuring';
+    return { kind: 'ctl-write', Space: 0, PFMSID: m.sid, PFMCID: m.cid, SID, CID, Tag: tag };
+  }
+
+  /** A held Link RFC's time is up: NAKed if it still waits for a manager. */
+  release(id: number): Reaction {
+    if (!this.held.delete(id) || !this.ports.has(id)) return nothing();
+    return {
+      send: [{ to: id, message: { kind: 'link-ctl-nak', details: 'Reason=no fabric manager here' } }],
+      log: [`peer ${id}: Link RFC NAKed: no fabric manager in charge after ${HOLD_RFC_MS} ms`],
+    };
+  }
+
   disconnect(id: number): void {
+    this.held.delete(id);
     this.ports.delete(id);
     for (const [tag, t] of this.tags) if (t.peer === id) this.tags.delete(tag);
   }
@@ -159,17 +199,17 @@ export class Switch {
       case 'link-ctl-nak':
         return { send: [], log: [`peer ${from}: NAK ${msg.details}`] };
       case 'link-rfc': {
-        const m = this.managerNow();
-        if (!m) return reply({ kind: 'link-ctl-nak', details: 'Reason=no fabric manager here' });
         if (ttcMicroseconds(msg.TTC) === undefined) {
           return { send: [], log: [`peer ${from}: Link RFC with TTC=${msg.TTC} dropped: TTC must be in microseconds`] };
         }
-        const tag = this.nextTag++;
-        const SID = this.config.sid;
-        const CID = from * 100;
-        this.tags.set(tag, { peer: from, SID, CID });
-        port.link = 'configuring';
-        return reply({ kind: 'ctl-write', Space: 0, PFMSID: m.sid, PFMCID: m.cid, SID, CID, Tag: tag });
+        const m = this.managerNow();
+        if (m) return reply(this.configure(from, port, m));
+        // Without links nobody can come to manage the fabric; with them one
+        // may (an election, a link back), so the request waits a while.
+        if (!this.manager) return reply({ kind: 'link-ctl-nak', details: 'Reason=no fabric manager here' });
+        if (this.held.has(from)) return nothing();
+        this.held.add(from);
+        return { send: [], log: [`peer ${from}: Link RFC held until a fabric manager is in charge`], held: from };
       }
       case 'standalone-ack': {
         const t = this.tags.get(msg.Tag);
