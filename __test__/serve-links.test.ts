@@ -452,9 +452,18 @@ linkTest(`a switch SIGKILLed: requests waiting on its peers fail with EUNREACHAB
   t.log(`failed ${Date.now() - started} ms after the SIGKILL`);
   // Its messages for SID 2 wait for the route (up to 5 s); what it asks of
   // its own switch meanwhile is still answered, before that (an answer
-  // queued behind the held request would come after the 5 s).
-  void alpha.read('2:500', 0, 8, { timeoutMs: 60_000 }).catch(() => undefined);
-  t.deepEqual(await alpha.remotePeers({ timeoutMs: 4500 }), []);
+  // queued behind the held request would come after the 5 s). When the 5 s
+  // pass with no route, the switch refuses the read and says so: it fails
+  // then, not at its own timeout.
+  let heldSettled = false;
+  const asked = Date.now();
+  const held = alpha.read('2:500', 0, 8, { timeoutMs: 40_000 }).finally(() => (heldSettled = true));
+  held.catch(() => undefined);
+  t.deepEqual(await alpha.remotePeers({ timeoutMs: WAIT_MS }), []);
+  t.false(heldSettled, "the switch answered while alpha's read for SID 2 still waited for a route");
+  await t.throwsAsync(held, { code: 'EUNREACHABLE', message: /no route to SID 2/ });
+  t.log(`a read held for SID 2 failed ${Date.now() - asked} ms after it was asked`);
+  await t.throwsAsync(alpha.request('2:100', 'still there?', { replyTimeoutMs: 40_000 }), { code: 'EUNREACHABLE' }, 'refused at once now');
   // A new switch 2 (on the same socket path's directory, a new socket).
   const b2 = await serve(t, [...FAILURE_HEARTBEAT, '--sid', '2', '--link', a.linkAddress!]);
   const beta2 = t.context.track(await FabricClient.connect(b2.sock, { nodename: 'beta2' }));

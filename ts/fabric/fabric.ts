@@ -32,6 +32,7 @@ import { FEATURE_MEMBERSHIP_BELL, FEATURE_SWITCH_RING, clearFeatures, readFeatur
 import { bumpMembership, writePresent } from './presence.js';
 import { RingCorrupt, RingReader, RingWriter, ringOffset } from './ring.js';
 import { endToEnd, looksCarried, looksGlobal, slotPieces, splitPackets } from '../link/carry.js';
+import { UNREACHABLE } from './remote.js';
 import { HOLD_RFC_MS, Switch, type PortRecord, type Reaction, type SwitchConfig } from './switch.js';
 
 /** What the fabric needs of a mailbox (the native FAME-Z slot layout). */
@@ -58,7 +59,14 @@ export interface Forwarder {
    * more of `sender`'s, and offers it again after resume(sender)), or why
    * it is refused (one line). `checked`: every packet's CRCs were
    * checked already. */
-  forward(sender: number, packets: Uint8Array[], checked?: boolean): 'accepted' | 'wait' | { refused: string };
+  forward(sender: number, packets: Uint8Array[], checked?: boolean): 'accepted' | 'wait' | Refusal;
+}
+
+/** Why a message for another switch is refused; `unreachable`: the SID it
+ * has no route to (the sender is told, so that what waits on it fails). */
+export interface Refusal {
+  refused: string;
+  unreachable?: number;
 }
 
 export interface FabricConfig extends SwitchConfig, DeliveryConfig {
@@ -508,6 +516,9 @@ export class Fabric extends EventEmitter<FabricEvents> {
     if (c) c.rejected++;
     this.log.warn({ event: 'reject', ...this.who(sender), reason: r.refused }, `peer ${sender}: a message for another switch refused: ${r.refused}`);
     this.emit('reject', { peer: sender, reason: r.refused });
+    // Its request would otherwise wait out its own timeout for an answer
+    // that cannot come (a route lost before, or held for HOLD_MS in vain).
+    if (r.unreachable !== undefined) this.apply({ send: [{ to: sender, message: { kind: 'text', text: `${UNREACHABLE}${r.unreachable}` } }], log: [] });
     return true;
   }
 

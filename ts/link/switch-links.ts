@@ -23,6 +23,7 @@ import { decode as decodePacket } from '../genz/packets.js';
 import { LinkEnd, type Stream } from './streams.js';
 import { Topology, type FmRole, type NodeEntry, type RemoteNode, type Route } from './topology.js';
 import { Election, type ManagerClaim } from './manager.js';
+import type { Refusal } from '../fabric/fabric.js';
 
 export interface SwitchLinksConfig {
   /** This switch's SID. */
@@ -887,7 +888,7 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
   /** A local peer's message for another switch (Fabric's Forwarder):
    * every packet checked (a piece, from this peer's own GCID, for a SID
    * this switch reaches), then queued on the link toward it. */
-  forward(sender: number, packets: Uint8Array[], checked = false): 'accepted' | 'wait' | { refused: string } {
+  forward(sender: number, packets: Uint8Array[], checked = false): 'accepted' | 'wait' | Refusal {
     const own = this.config.sid * 0x1000 + sender * 100;
     if (packets.length === 1) {
       const fam = this.famFrom(sender, own, packets[0]);
@@ -909,11 +910,11 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
   /** Queues a local sender's packets on the stream toward its destination's
    * SID: 'wait' while the stream has packets waiting for credit or the SID's
    * route is coming back (the sender is resumed then), refused without a route. */
-  private sendToward(sender: number, stream: Stream, packets: Uint8Array[]): 'accepted' | 'wait' | { refused: string } {
+  private sendToward(sender: number, stream: Stream, packets: Uint8Array[]): 'accepted' | 'wait' | Refusal {
     const sid = Math.floor(stream.destination / 0x1000);
     const link = this.upLinkTo(sid);
     if (!link) {
-      if (!this.holdFor(sid)) return { refused: `no route to SID ${sid}` };
+      if (!this.holdFor(sid)) return { refused: `no route to SID ${sid}`, unreachable: sid };
       this.waitRoute(sid).senders.add(sender);
       return 'wait';
     }
@@ -934,7 +935,7 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
   /** A fabric-attached memory request of local peer `sender`: served
    * here when it is for this switch, else queued toward its SID; null when
    * `packet` is no such request. */
-  private famFrom(sender: number, own: number, packet: Uint8Array): 'accepted' | 'wait' | { refused: string } | null {
+  private famFrom(sender: number, own: number, packet: Uint8Array): 'accepted' | 'wait' | Refusal | null {
     const h = peek(packet);
     if (!h || !h.gc || h.piece || !isFamCode(h.ocl, h.opcode)) return null;
     const fault = packetFault(packet);
