@@ -524,7 +524,7 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
     for (const sid of sids) {
       this.requests.unreachable(sid);
       for (const [key, p] of [...this.famPending]) {
-        if (Math.floor(Number(key.slice(0, key.indexOf(':'))) / 0x1000) === sid) p.fail(new FabricClientError('EUNREACHABLE', `no route to SID ${sid} any more (the switch says so)`));
+        if (Math.floor(Number(key.slice(0, key.indexOf(':'))) / 0x1000) === sid) p.fail(new FabricClientError('EUNREACHABLE', `no route to SID ${sid} (the switch says so)`));
       }
     }
   }

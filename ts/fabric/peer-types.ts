@@ -28,7 +28,7 @@ export type FabricClientErrorCode =
   | 'EMSGSIZE'
   /** The ring's counters make no sense (the other side wrote garbage). */
   | 'EBADMSG'
-  /** No route to the destination's SID any more (the switch said so: its link went down). */
+  /** No route to the destination's SID (the switch said so: its link went down, or it has none). */
   | 'EUNREACHABLE'
   /** The owner of fabric-attached memory refused a read or write (its Gen-Z Reason in the message). */
   | 'EFAM'

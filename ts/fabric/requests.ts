@@ -95,7 +95,7 @@ export class Requests {
 
   /** No route to SID `sid` any more: requests to its peers reject with EUNREACHABLE. */
   unreachable(sid: number): void {
-    for (const w of this.replies.fromSid(sid)) w.reject(new FabricClientError('EUNREACHABLE', `no route to SID ${sid} any more (the switch says so): ${formatGcid(w.gcid!)} cannot answer`));
+    for (const w of this.replies.fromSid(sid)) w.reject(new FabricClientError('EUNREACHABLE', `no route to SID ${sid} (the switch says so): ${formatGcid(w.gcid!)} cannot answer`));
     this.disarmIfIdle();
   }
 
