@@ -12,7 +12,7 @@ import { FabricClient } from '../ts/fabric/client.js';
 import { SseParser, normalizeUrl, parseTopArgs, peerTable, renderView } from '../ts/cli/top.js';
 import type { PeerView } from '../ts/observe/monitor.js';
 import { LineProcess, waitFor, which } from './helpers/wait.js';
-import { ROOT, Scratch, type FamezProcess } from './helpers/serve.js';
+import { MAIN, ROOT, Scratch, type FamezProcess } from './helpers/serve.js';
 
 const test = anyTest as TestFn<Scratch>;
 const WAIT_MS = 20_000;
@@ -76,12 +76,14 @@ test('famez top in a terminal redraws in place, and q quits and gives the termin
   if (!script) return t.fail('script(1) (util-linux) is needed to give famez top a terminal');
   const { sock, url } = await serve(t);
   t.context.track(await FabricClient.connect(sock, { nodename: 'ttypeer' }));
-  const command = [process.execPath, '--import=tsx', 'ts/cli/main.ts', 'top', url].map((a) => `'${a}'`).join(' ');
+  // The built famez when it is current, as the other commands' tests run it
+  // (under tsx a cold start compiles the sources first).
+  const command = [process.execPath, ...MAIN, 'top', url].map((a) => `'${a}'`).join(' ');
   const p = LineProcess.spawn(script, ['-qfec', `stty cols 160 rows 30; exec ${command}`, '/dev/null'], { cwd: ROOT });
   t.context.procs.push(p);
   // The alternate screen, then two redraws, each from its top-left corner.
   const ESC = '\x1b';
-  await waitFor(() => p.stdout.includes(`${ESC}[?1049h`) && p.stdout.split(`${ESC}[H`).filter((s) => s.includes('ttypeer')).length >= 2, 'two redraws with the peer', WAIT_MS);
+  await waitFor(() => p.stdout.includes(`${ESC}[?1049h`) && p.stdout.split(`${ESC}[H`).filter((s) => s.includes('ttypeer')).length >= 2, () => `two redraws with the peer (${p.stdout.split(`${ESC}[H`).length - 1} redraws; stdout ends ${JSON.stringify(p.stdout.slice(-400))}; stderr ${JSON.stringify(p.stderr.slice(-400))})`, WAIT_MS);
   await p.waitFor(/events live/, WAIT_MS);
   p.child.stdin!.write('q');
   t.deepEqual(await p.wait(WAIT_MS), { code: 0, signal: null }, p.transcript);

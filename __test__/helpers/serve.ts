@@ -14,7 +14,7 @@ export const ROOT = path.resolve(__dirname, '..', '..');
  * (`npm test` builds first), else the sources under tsx. The built one
  * starts in a third of the time, which matters when a test file starts
  * forty servers at once on two cores. */
-const MAIN = newerThanSources(path.join(ROOT, 'dist', 'cli', 'main.js'), path.join(ROOT, 'ts')) ? ['dist/cli/main.js'] : ['--import=tsx', 'ts/cli/main.ts'];
+export const MAIN = newerThanSources(path.join(ROOT, 'dist', 'cli', 'main.js'), path.join(ROOT, 'ts')) ? ['dist/cli/main.js'] : ['--import=tsx', 'ts/cli/main.ts'];
 
 let counter = 0;
 /** A name unique to this process and call, for -M and temp dirs. */
