@@ -119,9 +119,7 @@ export class Switch {
     const answered = r.send.length;
     for (const port of this.ports.values()) {
       if (port.link !== 'configured' || port.SID0 === null || port.CID0 === null) continue;
-      const tag = this.nextTag++;
-      this.tags.set(tag, { peer: port.id, SID: port.SID0, CID: port.CID0 });
-      r.send.push({ to: port.id, message: { kind: 'ctl-write', Space: 0, PFMSID: m.sid, PFMCID: m.cid, SID: port.SID0, CID: port.CID0, Tag: tag } });
+      r.send.push({ to: port.id, message: this.ctlWrite(port.id, m, port.SID0, port.CID0) });
     }
     const told = r.send.length - answered;
     if (told) r.log.push(`telling ${told} configured peer(s) the fabric manager is now ${m.sid}:${m.cid}`);
@@ -134,13 +132,16 @@ export class Switch {
     return { send: [{ to: id, message: { kind: 'link-ctl-peer-attribute' }, keep: true }], log: [] };
   }
 
-  /** The CTL-Write that configures peer `id` for manager `m`. */
+  /** The CTL-Write that configures peer `id` for manager `m` (SID, CID ID * 100). */
   private configure(id: number, port: PortRecord, m: { sid: number; cid: number }): TextMessage {
-    const tag = this.nextTag++;
-    const SID = this.config.sid;
-    const CID = id * 100;
-    this.tags.set(tag, { peer: id, SID, CID });
     port.link = 'configuring';
+    return this.ctlWrite(id, m, this.config.sid, id * 100);
+  }
+
+  /** A CTL-Write of manager `m`, SID and CID for peer `id`, its tag remembered. */
+  private ctlWrite(id: number, m: { sid: number; cid: number }, SID: number, CID: number): TextMessage {
+    const tag = this.nextTag++;
+    this.tags.set(tag, { peer: id, SID, CID });
     return { kind: 'ctl-write', Space: 0, PFMSID: m.sid, PFMCID: m.cid, SID, CID, Tag: tag };
   }
 
