@@ -9,11 +9,13 @@ import * as path from 'node:path';
 import fc from 'fast-check';
 
 import * as genz from '../ts/genz/index.js';
-import { decode, decodeTrain, encode, encodeTrain, FrameError, packetFault, HEADER_BYTES, type Frame } from '../ts/link/frame.js';
+import { decode, decodeTrain, encode, encodeTrain, FrameError, packetFault, unitFault, HEADER_BYTES, type Frame } from '../ts/link/frame.js';
 
 /** A real packet from the project's codec: 24 bytes (Core64 Write, 4 payload bytes). */
 const PACKET = genz.encode({ class: 'Core64.Write', DCID: 3, SCID: 5, Tag: 7, Addr: 0x1000n, payload: new Uint8Array([1, 2, 3, 4]) });
 const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
+/** A unit of two packets end to end (a message's pieces in one data frame). */
+const TWO = new Uint8Array(Buffer.concat([PACKET, PACKET]));
 
 /** The header as docs/multi-host.md lays it out. */
 function header(type: number, flags: number, length: number, source: number, destination: number, seq: number, ack: number, credit: number): Uint8Array {
@@ -21,7 +23,7 @@ function header(type: number, flags: number, length: number, source: number, des
   const v = new DataView(b.buffer);
   b[0] = 0x46; // 'F'
   b[1] = 0x5a; // 'Z'
-  b[2] = 2;
+  b[2] = 3;
   b[3] = type;
   b[4] = flags;
   v.setUint16(6, length, true);
@@ -49,6 +51,11 @@ const VECTORS: [string, Frame, Uint8Array][] = [
     concat(header(3, 0, PACKET.length, 0x0001005, 0x0002003, 0xfffffffe, 0, 0), PACKET),
   ],
   [
+    'data, a unit of two packets',
+    { type: 'data', source: 0x0001005, destination: 0x0002003, seq: 3, packet: TWO },
+    concat(header(3, 0, TWO.length, 0x0001005, 0x0002003, 3, 0, 0), TWO),
+  ],
+  [
     'data with the reverse stream ack',
     { type: 'data', source: 0x0001005, destination: 0x0002003, seq: 1, packet: PACKET, reverse: { ack: 17, credit: 81 } },
     concat(header(3, 1, PACKET.length, 0x0001005, 0x0002003, 1, 17, 81), PACKET),
@@ -65,11 +72,15 @@ for (const [name, frame, bytes] of VECTORS) {
 }
 
 test('pinned bytes, so the format cannot drift unnoticed', (t) => {
-  t.is(hex(encode({ type: 'heartbeat' })), '465a020200000000000000000000000000000000000000000000000000b933e5');
-  t.is(hex(encode({ type: 'ack', source: 0x1005, destination: 0x2003, ack: 3, credit: 67 })), '465a0204000000000510000003200000000000000300000043000000009a774b');
+  t.is(hex(encode({ type: 'heartbeat' })), '465a030200000000000000000000000000000000000000000000000000e11145');
+  t.is(hex(encode({ type: 'ack', source: 0x1005, destination: 0x2003, ack: 3, credit: 67 })), '465a030400000000051000000320000000000000030000004300000000c255eb');
   t.is(
     hex(encode({ type: 'data', source: 0x1005, destination: 0x2003, seq: 2, packet: PACKET })),
-    '465a020300001c00051000000320000002000000000000000000000000a1b77a' + hex(PACKET),
+    '465a030300001c00051000000320000002000000000000000000000000f995da' + hex(PACKET),
+  );
+  t.is(
+    hex(encode({ type: 'data', source: 0x1005, destination: 0x2003, seq: 2, packet: TWO })),
+    '465a0303000038000510000003200000020000000000000000000000008e071c' + hex(TWO),
   );
 });
 
@@ -101,7 +112,8 @@ test('decode refuses, with its code, every way a frame can be wrong', (t) => {
   t.is(code(() => decode(new Uint8Array(31))), 'ETRUNC');
   t.is(code(() => decode(new Uint8Array(32))), 'EMAGIC');
   t.is(code(() => decode(forged(ack, 2, 1))), 'EVERSION'); // version 1: one frame per link message, no trains
-  t.is(code(() => decode(forged(ack, 2, 3))), 'EVERSION');
+  t.is(code(() => decode(forged(ack, 2, 2))), 'EVERSION'); // version 2: one packet per data frame
+  t.is(code(() => decode(forged(ack, 2, 4))), 'EVERSION');
   const flipped = ack.slice();
   flipped[20] ^= 0x10;
   t.is(code(() => decode(flipped)), 'ECRC');
@@ -127,6 +139,18 @@ test('decode refuses, with its code, every way a frame can be wrong', (t) => {
   badPacket[10] ^= 1; // ECRC no longer matches
   t.is(code(() => decode(concat(header(3, 0, badPacket.length, 1, 2, 0, 0, 0), badPacket))), 'EPACKET');
   t.is(code(() => decode(concat(header(3, 0, 20, 1, 2, 0, 0, 0), PACKET.subarray(0, 20)))), 'EPACKET'); // LEN says 24
+  // Units: the second packet's ECRC, bytes after the last packet, a unit over MAX_UNIT_BYTES.
+  const badSecond = TWO.slice();
+  badSecond[PACKET.length + 10] ^= 1;
+  t.throws(() => decode(concat(header(3, 0, badSecond.length, 1, 2, 0, 0, 0), badSecond)), { instanceOf: FrameError, code: 'EPACKET', message: /packet 2 of the unit: ECRC/ });
+  const tail = concat(TWO, new Uint8Array(4));
+  t.throws(() => decode(concat(header(3, 0, tail.length, 1, 2, 0, 0, 0), tail)), { instanceOf: FrameError, code: 'EPACKET', message: new RegExp(`the bytes at ${TWO.length} are no whole packet`) });
+  const most = Math.floor(8192 / PACKET.length);
+  const big = new Uint8Array(Buffer.concat(Array.from({ length: most + 1 }, () => PACKET)));
+  t.true(big.length > 8192);
+  t.is(code(() => decode(concat(header(3, 0, big.length, 1, 2, 0, 0, 0), big))), 'EPACKET');
+  t.is(unitFault(big.subarray(0, most * PACKET.length)), null, `a unit of ${most} packets, ${most * PACKET.length} bytes, is sound`);
+  t.is(code(() => encode({ type: 'data', source: 1, destination: 2, seq: 0, packet: big })), 'EPACKET');
   t.is(code(() => decode(concat(header(4, 0, PACKET.length, 1, 2, 0, 0, 0), PACKET))), 'EFIELD'); // an ack with a payload
 });
 
@@ -274,7 +298,7 @@ test('decodeTrain is strict: the frames before the first that does not decode, a
 });
 
 test('property: arbitrary bytes and mutated trains never make decodeTrain throw; what it decodes encodes back to the bytes it took', (t) => {
-  const good = encodeTrain([{ type: 'heartbeat' }, { type: 'data', source: 1, destination: 2, seq: 5, packet: PACKET }, { type: 'probe', source: 1, destination: 2, seq: 6 }]);
+  const good = encodeTrain([{ type: 'heartbeat' }, { type: 'data', source: 1, destination: 2, seq: 5, packet: PACKET }, { type: 'data', source: 1, destination: 2, seq: 6, packet: TWO }, { type: 'probe', source: 1, destination: 2, seq: 7 }]);
   fc.assert(
     fc.property(fc.oneof(fc.uint8Array({ maxLength: 300 }), fc.tuple(fc.nat(good.length * 8 - 1), fc.nat(good.length)).map(([bit, cut]) => {
       const b = good.slice(0, cut || good.length);

@@ -28,7 +28,7 @@ const STREAMS: { from: 0 | 1; stream: Stream }[] = [
 ];
 
 const packets = new Map<string, Uint8Array>();
-/** The `i` of a packet made by packet(s, i). */
+/** The `i` of a packet made by packet(s, i), or of a unit made by unit(s, i). */
 function indexOf(p: Uint8Array): number {
   return p[p.length - 7]! | (p[p.length - 6]! << 8);
 }
@@ -42,6 +42,20 @@ function packet(s: number, i: number): Uint8Array {
     packets.set(key, p);
   }
   return p;
+}
+
+const units = new Map<string, Uint8Array>();
+/** Unit `i` of stream `s` (what the simulated streams carry): packet(s, i)
+ * once, twice or three times end to end, a unit of one to three packets. */
+function unit(s: number, i: number): Uint8Array {
+  const key = `${s}/${i}`;
+  let u = units.get(key);
+  if (!u) {
+    const one = packet(s, i);
+    u = new Uint8Array(Buffer.concat(Array.from({ length: 1 + (i % 3) }, () => one)));
+    units.set(key, u);
+  }
+  return u;
 }
 
 interface Flight {
@@ -91,6 +105,8 @@ class Sim {
   /** Every frame either end sent, in order, as hex (the determinism check). */
   readonly trace: string[] = [];
   readonly windows: [number, number];
+  /** The largest unit the ends take (room for one in every train). */
+  readonly maxUnit: number | undefined;
   failures: string[] = [];
 
   constructor(
@@ -104,7 +120,9 @@ class Sim {
     this.config = config;
     this.wires = Array.from({ length: paths }, (): [Flight[], Flight[]] => [[], []]);
     this.connected = Array.from({ length: paths }, () => false);
-    this.ends = [new LinkEnd({ instance: 0xa, ...config[0] }), new LinkEnd({ instance: 0xb, ...config[1] })];
+    // A train must have room for the largest unit.
+    this.maxUnit = train > 0 ? Math.min(train - 32, 8192) : undefined;
+    this.ends = [new LinkEnd({ instance: 0xa, maxUnit: this.maxUnit, ...config[0] }), new LinkEnd({ instance: 0xb, maxUnit: this.maxUnit, ...config[1] })];
     this.windows = [config[0].window ?? 64, config[1].window ?? 64];
     this.st = STREAMS.map((_, s) => ({ total: totals[s] ?? 0, submitted: 0, waiting: false, delivered: 0, consumed: 0, stuck: stuck[s] ?? false, rebase: false }));
   }
@@ -181,8 +199,8 @@ class Sim {
         st.rebase = false;
       }
       if (st.delivered >= st.submitted) this.fail(`stream ${s}: packet ${st.delivered} delivered but only ${st.submitted} submitted (a duplicate)`);
-      const want = packet(s, st.delivered);
-      if (Buffer.compare(Buffer.from(d.packet), Buffer.from(want)) !== 0) this.fail(`stream ${s}: delivery ${st.delivered} is not packet ${st.delivered} (lost, duplicated or reordered)`);
+      const want = unit(s, st.delivered);
+      if (Buffer.compare(Buffer.from(d.packet), Buffer.from(want)) !== 0) this.fail(`stream ${s}: delivery ${st.delivered} is not unit ${st.delivered} (lost, duplicated, reordered or cut)`);
       st.delivered++;
     }
   }
@@ -192,7 +210,7 @@ class Sim {
     const end = this.ends[STREAMS[s]!.from];
     let k = 0;
     while (k < n && !st.waiting && st.submitted < st.total) {
-      if (end.submit(STREAMS[s]!.stream, packet(s, st.submitted))) {
+      if (end.submit(STREAMS[s]!.stream, unit(s, st.submitted))) {
         st.submitted++;
         k++;
       } else st.waiting = true;
@@ -281,7 +299,7 @@ class Sim {
         if (this.restarts < 3) {
           for (let p = 0; p < this.paths; p++) this.drop(p);
           this.restarts++;
-          this.ends[1] = new LinkEnd({ ...this.config[1], instance: 0xb + this.restarts });
+          this.ends[1] = new LinkEnd({ maxUnit: this.maxUnit, ...this.config[1], instance: 0xb + this.restarts });
           for (const [i, x] of STREAMS.entries()) {
             if (x.from !== 0) continue;
             const st = this.st[i]!;
@@ -931,16 +949,28 @@ test('a train: every frame due in one link message, data first, then one cumulat
   t.is(a.sendBuffered(S), 0);
 });
 
-test('a train holds at most maxBytes: the rest goes in the next ones', (t) => {
+test('a train holds at most maxBytes: the rest goes in the next ones; it must have room for the largest unit', (t) => {
   const [a, b] = connected();
-  for (let i = 0; i < 10; i++) a.submit(S, P(i));
-  const size = 32 + P(0).length;
+  // Units of 15 packets end to end (360 bytes), 392 bytes a frame.
+  const U = (i: number) => new Uint8Array(Buffer.concat(Array.from({ length: 15 }, () => P(i))));
+  for (let i = 0; i < 60; i++) a.submit(S, U(i));
+  const size = 32 + U(0).length;
+  const max = 32 + 8192 + 100; // the largest unit's frame, and a little
   const trains: Uint8Array[] = [];
-  for (let f = a.pollTrain(1, 0, 3 * size + 508 - P(0).length); f; f = a.pollTrain(1, 0, 3 * size + 508 - P(0).length)) trains.push(f);
-  t.deepEqual(trains.map((x) => decodeTrain(x).frames.length), [3, 3, 3, 1]);
+  for (let f = a.pollTrain(1, 0, max); f; f = a.pollTrain(1, 0, max)) trains.push(f);
+  const each = Math.floor(max / size);
+  t.deepEqual(
+    trains.map((x) => decodeTrain(x).frames.length),
+    [each, each, each, 60 - 3 * each],
+  );
+  t.true(trains.every((x) => x.length <= max));
   for (const x of trains) b.receive(x, 1);
-  t.is(delivered(b).length, 10);
-  t.throws(() => a.pollTrain(1, 0, 100), { instanceOf: RangeError });
+  t.deepEqual(delivered(b), Array.from({ length: 60 }, (_, i) => `1001:${i}`));
+  t.throws(() => a.pollTrain(1, 0, 32 + 8191), { instanceOf: RangeError });
+  const small = new LinkEnd({ instance: 3, maxUnit: 508 });
+  small.linkUp(0);
+  t.is(small.pollTrain(0, 0, 540)?.length, 32, 'a hello, in a train with room for one packet');
+  t.throws(() => small.submit(S, new Uint8Array(Buffer.concat([U(0), U(1)]))), { instanceOf: FrameError, code: 'EPACKET' }, 'a unit (720 bytes) over its maxUnit');
 });
 
 test('a corrupt frame in a train: the frames before it count, it and the rest are dropped (one bad frame), and what they carried arrives when resent', (t) => {

@@ -6,7 +6,8 @@
 // libfabric is not installed.
 import test from 'ava';
 
-import { Reassembler, pieces } from '../ts/link/carry.js';
+import { Reassembler, pieces, splitPackets } from '../ts/link/carry.js';
+import { silentLogger } from '../ts/log.js';
 import { encode as encodeFrame } from '../ts/link/frame.js';
 import { Link, libfabricAvailable } from '../ts/link/ofi.js';
 import { SwitchLinks, type SwitchLinksConfig } from '../ts/link/switch-links.js';
@@ -155,4 +156,39 @@ linkTest(`a peer that connects, says hello and goes, over and over, leaves at mo
   t.true(listed.length <= 32, `${listed.length} listed`);
   t.true(listed.length >= 30, 'the latest are listed');
   t.true(listed.every((x) => x.state === 'down'));
+});
+
+linkTest(`a unit in which a message ends before its last piece is refused and logged, never delivered; a whole one after it is${skipped}`, async (t) => {
+  const got: string[] = [];
+  const warnings: string[] = [];
+  const logger = { ...silentLogger, warn: (_f: unknown, msg?: string) => void warnings.push(String(msg)), child: () => logger };
+  const a = sw(1, {
+    logger,
+    deliver: (peer, messages, taken) => {
+      const reasm = new Reassembler(1 << 20, 1 << 24);
+      for (const m of messages) for (const p of splitPackets(m)!) {
+        const whole = reasm.push(p);
+        if (whole) got.push(Buffer.from(whole.message).toString());
+      }
+      setImmediate(taken);
+      return peer === 1;
+    },
+  });
+  const rogue = Link.connect(a.listening[0]);
+  rogue.on('error', () => undefined);
+  t.teardown(() => rogue.close());
+  await rogue.ready({ signal: AbortSignal.timeout(10_000) });
+  const [from, to] = [0x2000 + 100, 0x1000 + 100];
+  const unit = (...parts: Uint8Array[][]) => new Uint8Array(Buffer.concat(parts.flat()));
+  // Message 0 whole (two pieces) and the first piece of message 1, in one unit.
+  const m0 = pieces('mailbox', from, to, Buffer.alloc(600, 'a'), 0);
+  const m1 = pieces('mailbox', from, to, Buffer.alloc(600, 'b'), 1);
+  const m2 = pieces('mailbox', from, to, Buffer.alloc(600, 'c'), 2);
+  t.is(m0.length, 2);
+  rogue.send(encodeFrame({ type: 'hello', instance: 9, window: 8, seen: false, source: 0x2000 + 1500 }));
+  rogue.send(encodeFrame({ type: 'data', source: from, destination: to, seq: 0, packet: unit(m0, [m1[0]!]) }));
+  rogue.send(encodeFrame({ type: 'data', source: from, destination: to, seq: 1, packet: unit(m2) }));
+  await until('the whole unit delivered', () => got.length > 0);
+  t.deepEqual(got, ['c'.repeat(600)]);
+  t.true(warnings.some((w) => /a message ends at piece 2 of a unit of 3/.test(w)), warnings.join('\n'));
 });

@@ -2,11 +2,12 @@
 // sends another over a link, one or more frames end to end per link
 // message (a train: decodeTrain / encodeTrain). A 32-byte header
 // (stream key, sequence, acknowledgement, credit, guarded by its own CRC)
-// and, in data frames, one explicit Gen-Z packet from the project's codec,
-// whose PCRC and ECRC are checked here too. Pure: no I/O, no state.
+// and, in data frames, a unit: one explicit Gen-Z packet from the project's
+// codec, or several end to end (the pieces of one message), whose PCRCs and
+// ECRCs are checked here too. Pure: no I/O, no state.
 import { FamezError } from '../errors.js';
 import { ecrc, pcrc } from '../genz/crc.js';
-import { genzEcrc } from '../native.js';
+import { genzCheck, genzEcrc } from '../native.js';
 
 export type FrameErrorCode =
   /** The argument is not a Uint8Array (decode) or not a frame object (encode). */
@@ -26,8 +27,9 @@ export type FrameErrorCode =
   /** A field out of range, a flag or reserved bit set, or a field that its
    * frame type does not use not zero. */
   | 'EFIELD'
-  /** A data frame's payload is not a sound explicit Gen-Z packet (length,
-   * LEN, PCRC or ECRC). */
+  /** A data frame's payload is not a sound unit: one or more explicit
+   * Gen-Z packets end to end (each one's length, LEN, PCRC and ECRC), at
+   * most MAX_UNIT_BYTES. */
   | 'EPACKET';
 
 export class FrameError extends FamezError<FrameErrorCode> {
@@ -36,13 +38,19 @@ export class FrameError extends FamezError<FrameErrorCode> {
 
 /** "FZ" in bytes 0 and 1. */
 export const MAGIC = 0x5a46;
-/** 2: a link message is a train of one or more frames (1: exactly one). */
-export const VERSION = 2;
+/** 3: a data frame carries a unit of one or more packets, and sequence
+ * numbers and credits count units (2: one packet a data frame; 1: one
+ * frame a link message, no trains). */
+export const VERSION = 3;
 export const HEADER_BYTES = 32;
 /** The largest explicit Gen-Z packet: LEN is 7 bits of dwords. */
 export const MAX_PACKET_BYTES = 127 * 4;
 /** The smallest: LEN 4. */
 export const MIN_PACKET_BYTES = 16;
+/** The most bytes of packets one data frame carries (its unit): a 4 KiB
+ * message's nine pieces fit in one. A receiver holds at most its window of
+ * units of a stream, so this bounds what a stream may make it buffer. */
+export const MAX_UNIT_BYTES = 8192;
 /** GCIDs are SID (16 bits) above CID (12 bits). */
 export const GCID_LIMIT = 2 ** 28;
 
@@ -74,14 +82,15 @@ export interface Heartbeat {
   type: 'heartbeat';
 }
 
-/** Packet number `seq` of stream (source, destination). */
+/** Unit number `seq` of stream (source, destination). */
 export interface Data {
   type: 'data';
   source: number;
   destination: number;
   /** u32; the stream's sequence number modulo 2^32. */
   seq: number;
-  /** One explicit Gen-Z packet, as the codec encodes it. */
+  /** The unit: one explicit Gen-Z packet as the codec encodes it, or
+   * several end to end (as their LEN lays them), MAX_UNIT_BYTES at most. */
   packet: Uint8Array;
   /** The ack of the reverse stream (destination -> source) riding along
    * (flag ACK): as an ack frame of that stream would say. */
@@ -128,6 +137,33 @@ export function packetFault(bytes: Uint8Array): string | null {
   const covered = bytes.subarray(0, n - 3);
   if (sum !== (n >= NATIVE_CRC_BYTES ? genzEcrc(covered) : ecrc(covered))) return `ECRC 0x${sum.toString(16)} does not match the packet`;
   return null;
+}
+
+/** Why `bytes` is not a sound unit, or null when it is: one or more
+ * explicit Gen-Z packets end to end, tiling it exactly by their LEN, each
+ * as packetFault wants it, MAX_UNIT_BYTES at most. */
+export function unitFault(bytes: Uint8Array): string | null {
+  const n = bytes.length;
+  if (n <= MAX_PACKET_BYTES && n >= 2 && lenBytes(bytes, 0) === n) return packetFault(bytes);
+  if (n > MAX_UNIT_BYTES) return `${n} bytes of packets is more than a unit (${MAX_UNIT_BYTES})`;
+  if (n < MIN_PACKET_BYTES) return packetFault(bytes);
+  // Every CRC in one native call; the piece by piece check names the fault.
+  if (n >= NATIVE_CRC_BYTES && genzCheck(bytes) === -1) return null;
+  let k = 0;
+  for (let at = 0; at < n; k++) {
+    const len = lenBytes(bytes, at);
+    if (len === 0 || at + len > n) return `the bytes at ${at} are no whole packet (LEN ${len / 4}, ${n - at} bytes left)`;
+    const fault = packetFault(bytes.subarray(at, at + len));
+    if (fault !== null) return `packet ${k + 1} of the unit: ${fault}`;
+    at += len;
+  }
+  return null;
+}
+
+/** LEN x 4 of the packet at `at` (LEN[2:0] in bits 7:5 of byte 0, LEN[6:3] in bits 7:4 of byte 1); 0 past the end. */
+function lenBytes(bytes: Uint8Array, at: number): number {
+  if (at + 2 > bytes.length) return 0;
+  return ((bytes[at]! >>> 5) | ((bytes[at + 1]! >>> 4) << 3)) * 4;
 }
 
 /** From this many bytes a CRC is cheaper in the native core than in
@@ -198,7 +234,7 @@ function decodeFrame(bytes: Uint8Array, view: boolean): Frame {
       key(source, destination);
       // A plain Uint8Array even from a Buffer: a copy, or (trains) a view.
       const packet = view ? new Uint8Array(bytes.buffer, bytes.byteOffset + HEADER_BYTES, length) : new Uint8Array(bytes.subarray(HEADER_BYTES));
-      const fault = packetFault(packet);
+      const fault = unitFault(packet);
       if (fault !== null) throw bad('EPACKET', `data frame ${seq} of ${source}->${destination}: ${fault}`);
       return flags & FLAG_ACK ? { type, source, destination, seq, packet, reverse: { ack, credit } } : { type, source, destination, seq, packet };
     }
@@ -231,7 +267,7 @@ function checkU32(frame: string, name: string, v: unknown, limit = 2 ** 32): num
 }
 
 /** Encodes one frame; throws FrameError for a field out of range or a data
- * frame whose packet is not sound (the codec's bytes always are). */
+ * frame whose unit is not sound (the codec's packets always are). */
 export function encode(frame: Frame): Uint8Array {
   const bytes = new Uint8Array(frameBytes(frame));
   encodeInto(frame, bytes, 0, true);
@@ -244,7 +280,7 @@ export function frameBytes(frame: Frame): number {
 }
 
 /** Frames end to end, one link message (a train): each encoded as encode()
- * does. `checked`: the data frames' packets were checked already (packetFault
+ * does. `checked`: the data frames' units were checked already (unitFault
  * is not run again). */
 export function encodeTrain(frames: readonly Frame[], checked = false): Uint8Array {
   let n = 0;
@@ -307,7 +343,7 @@ function encodeInto(frame: Frame, bytes: Uint8Array, at: number, check: boolean)
       seq = checkU32(t, 'seq', frame.seq);
       if (!(frame.packet instanceof Uint8Array)) throw bad('EINPUT', 'data: packet must be a Uint8Array');
       if (check) {
-        const fault = packetFault(frame.packet);
+        const fault = unitFault(frame.packet);
         if (fault !== null) throw bad('EPACKET', `data: ${fault}`);
       }
       payload = frame.packet;

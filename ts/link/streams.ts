@@ -6,8 +6,10 @@
 // only ever the `now` argument (ms). docs/multi-host.md, "The link frame".
 //
 // The rules:
-// - A stream is (source GCID, destination GCID), one direction. Its sender
-//   numbers its packets 0, 1, 2, ... and keeps each until it is
+// - A stream is (source GCID, destination GCID), one direction. What it
+//   carries are units: one Gen-Z packet, or several end to end (the pieces
+//   of one message), one data frame each; "packet" below means a unit. Its
+//   sender numbers its units 0, 1, 2, ... and keeps each until it is
 //   acknowledged; its receiver delivers them exactly once and in order.
 // - Credits per stream: the receiver grants `consumed + window` (the first
 //   sequence number the sender may not send yet); submit() refuses a
@@ -37,7 +39,7 @@
 //   path polls first; when a path goes down while another is up, every
 //   unacknowledged packet is sent again on the others and the receiver
 //   discards what it already had — nothing lost, nothing twice.
-import { decodeTrain, encode, encodeTrain, FrameError, GCID_LIMIT, HEADER_BYTES, MAX_PACKET_BYTES, packetFault, type Data, type Frame } from './frame.js';
+import { decodeTrain, encode, encodeTrain, FrameError, GCID_LIMIT, HEADER_BYTES, MAX_PACKET_BYTES, MAX_UNIT_BYTES, unitFault, type Data, type Frame } from './frame.js';
 
 export interface Stream {
   /** Source GCID. */
@@ -51,8 +53,11 @@ export interface LinkEndConfig {
   instance: number;
   /** This switch's GCID, carried in its hellos (default 0). */
   source?: number;
-  /** Packets of one stream this end buffers as a receiver: the credit it grants (default 64). */
+  /** Units of one stream this end buffers as a receiver: the credit it grants (default 64). */
   window?: number;
+  /** The most bytes a unit may have (default MAX_UNIT_BYTES, at most that):
+   * submit() refuses a larger one, and pollTrain() wants room for one. */
+  maxUnit?: number;
   /** A frame at least this often (default 100 ms). */
   heartbeatMs?: number;
   /** Dead after this many heartbeat intervals with nothing received (default 3). */
@@ -192,6 +197,7 @@ export class LinkEnd {
   private readonly maxRtoMs: number;
   private readonly maxStreams: number;
   private readonly ackDelayMs: number;
+  private readonly maxUnit: number;
 
   private readonly paths = new Map<number, Path>();
   private peerInstance: number | null = null;
@@ -224,6 +230,8 @@ export class LinkEnd {
     this.maxRtoMs = config.maxRtoMs ?? 1600;
     this.maxStreams = config.maxStreams ?? 65536;
     this.ackDelayMs = config.ackDelayMs ?? 0;
+    this.maxUnit = config.maxUnit ?? MAX_UNIT_BYTES;
+    if (!Number.isInteger(this.maxUnit) || this.maxUnit < MAX_PACKET_BYTES || this.maxUnit > MAX_UNIT_BYTES) throw new RangeError(`maxUnit must be ${MAX_PACKET_BYTES}..${MAX_UNIT_BYTES}`);
     if (!Number.isInteger(this.instance) || this.instance < 0 || this.instance >= SEQ) throw new RangeError('instance must be a u32');
     if (!Number.isInteger(this.window) || this.window < 1 || this.window >= 2 ** 30) throw new RangeError('window must be 1..2^30-1');
     if (!(this.heartbeatMs > 0) || !(this.deadMs > this.heartbeatMs)) throw new RangeError('heartbeatMs > 0 and missedHeartbeats > 1');
@@ -233,14 +241,15 @@ export class LinkEnd {
 
   // ---- inputs ---------------------------------------------------------------
 
-  /** Queues one Gen-Z packet on `stream`. False when the stream has no
-   * credit: the packet was not taken (keep it; a 'ready' event follows).
-   * `checked`: the caller checked the packet whole already (packetFault),
-   * so it is not checked again. */
+  /** Queues one unit on `stream`: a Gen-Z packet, or several end to end
+   * (MAX_UNIT_BYTES at most). False when the stream has no credit: the
+   * unit was not taken (keep it; a 'ready' event follows). `checked`: the
+   * caller checked it whole already (unitFault), so it is not checked again. */
   submit(stream: Stream, packet: Uint8Array, checked = false): boolean {
     checkStream(stream);
-    const fault = checked ? null : packetFault(packet);
+    const fault = checked ? null : unitFault(packet);
     if (fault !== null) throw new FrameError('EPACKET', `submit: ${fault}`);
+    if (packet.length > this.maxUnit) throw new FrameError('EPACKET', `submit: a unit of ${packet.length} bytes, more than this end's ${this.maxUnit}`);
     const t = this.txOf(stream);
     if (t.acked + t.buf.length >= t.limit) {
       if (!t.stalled) {
@@ -378,11 +387,11 @@ export class LinkEnd {
   pollTrain(now: number, path = 0, maxBytes = 65536): Uint8Array | null {
     const p = this.paths.get(path);
     if (!p?.up) return null;
-    if (maxBytes < HEADER_BYTES + MAX_PACKET_BYTES) throw new RangeError(`a train of at most ${maxBytes} bytes cannot hold every frame`);
+    if (maxBytes < HEADER_BYTES + this.maxUnit) throw new RangeError(`a train of at most ${maxBytes} bytes cannot hold every frame`);
     const frames: Frame[] = [];
     let size = 0;
-    while (size + HEADER_BYTES + MAX_PACKET_BYTES <= maxBytes) {
-      const f = this.nextFrame(p, now, frames.length > 0);
+    while (size + HEADER_BYTES <= maxBytes) {
+      const f = this.nextFrame(p, now, frames.length > 0, maxBytes - size);
       if (!f) break;
       // A frame with every other on its way: no heartbeat is due behind it.
       p.lastTx = now;
@@ -708,8 +717,10 @@ export class LinkEnd {
     }
   }
 
-  /** `riding`: the train holds a frame already (an ack may ride along). */
-  private nextFrame(p: Path, now: number, riding = false): Frame | null {
+  /** `riding`: the train holds a frame already (an ack may ride along);
+   * `room`: the bytes it has left (a data frame that does not fit waits for
+   * the next train; every other frame is a header). */
+  private nextFrame(p: Path, now: number, riding = false, room = Infinity): Frame | null {
     if (now >= p.helloDue) {
       p.helloDue = p.helloConfirmed ? Infinity : now + this.heartbeatMs;
       return { type: 'hello', instance: this.instance, window: this.window, seen: p.helloSeen, source: this.source };
@@ -719,7 +730,7 @@ export class LinkEnd {
       const n = this.txOrder.length;
       for (let i = 0; i < n; i++) {
         const t = this.txOrder[(this.rr + i) % n]!;
-        if (!this.sendable(t)) continue;
+        if (!this.sendable(t) || HEADER_BYTES + t.buf[t.sent - t.acked]!.length > room) continue;
         this.rr = (this.rr + i + 1) % n;
         if (t.sent === t.acked) t.rtoAt = now + t.rto;
         const seq = t.sent++;

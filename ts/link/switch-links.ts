@@ -13,9 +13,9 @@ import { EventEmitter } from 'node:events';
 import type { BusyPoll } from '../busy-poll.js';
 import { silentLogger, type Logger } from '../log.js';
 import type { SwitchLinkView } from '../observe/api-types.js';
-import { CarryError, LINK_LOCAL, Reassembler, fmt, peek, pieceRoute, pieces } from './carry.js';
+import { CarryError, LINK_LOCAL, Reassembler, endToEnd, fmt, packetBytes, peek, pieceRoute, pieces, splitPackets } from './carry.js';
 import { Link, LinkError, LinkListener, libfabricAvailable, type OfiWindow } from './ofi.js';
-import { decodeTrain, encode as encodeFrame, packetFault } from './frame.js';
+import { MAX_UNIT_BYTES, decodeTrain, encode as encodeFrame, packetFault } from './frame.js';
 import { WINDOW_OFFER, answerAck, answerRead, decodeOffer, encodeOffer, isFamCode, isFamPacket, isFamRequest, refusal, serve, type FamStore, type WindowOffer } from './fam.js';
 import { Reason } from '../genz/codes.js';
 import type { Core64Read, Core64Write } from '../genz/packets.js';
@@ -140,11 +140,11 @@ interface Neighbour {
   waiting: Uint8Array[];
   timer: NodeJS.Timeout | null;
   timerAt: number;
-  /** Data packets waiting for credit, per stream, in order; `done` once submitted. */
+  /** Data units waiting for credit, per stream, in order; `done` once submitted. */
   pending: Map<number, { stream: Stream; items: Array<{ packet: Uint8Array; done?: () => void }> }>;
   /** Local senders to resume when a stream's pending packets are all submitted. */
   resumers: Map<number, Set<number>>;
-  /** Per incoming stream: packets delivered since its last whole message. */
+  /** Per incoming stream: units delivered since its last whole message. */
   pieceParts: Map<number, Uint8Array[]>;
   /** With no connection up: its packets waiting for credit are given up after PARK_MS. */
   parkTimer: NodeJS.Timeout | null;
@@ -159,13 +159,14 @@ interface Neighbour {
 const PARK_MS = 60_000;
 /** Accepted connections that went down listed at most (the latest). */
 const MAX_LISTED_DOWN = 32;
-/** The credit each new stream toward this switch starts with, in packets
- * (a 4 KiB message is 9): some 110 such messages, 0.5 MiB, in flight. A
- * window is what a stream moves per round trip of its credit: on a machine
- * whose link round trips took about a millisecond, 256 held the 4 KiB
- * stream to 5-6k msg/s in the probe, 1024 let it reach 7.5-8.7k, and 2048
- * or 4096 did no better. */
-const WINDOW = 1024;
+/** The credit each new stream toward this switch starts with, in units (a
+ * message of up to MAX_UNIT_BYTES of pieces is one; a 4 KiB message's nine
+ * pieces are): 128 such messages, 0.5 MiB, in flight, 1 MiB at most held
+ * for one stream. A window is what a stream moves per round trip of its
+ * credit: on a machine whose link round trips took about a millisecond,
+ * 28 4 KiB messages held their stream to 5-6k msg/s in the probe, 110 let
+ * it reach 7.5-8.7k, and 220 or 440 did no better. */
+const WINDOW = 128;
 /** The allowance for the loop's lateness in judging a link dead (see lateMs). */
 const LATE_MS = 10;
 /** A new connection says its hello within this long (or three heartbeats, if longer), or is closed. */
@@ -811,16 +812,27 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
         this.transit(nb, d.stream, d.packet);
         continue;
       }
-      if (dest !== LINK_LOCAL && this.famArrived(nb, d.stream, d.packet)) continue;
+      // A unit: one packet, or a message's pieces end to end (its frame's
+      // decode checked that they tile it, and every CRC).
+      const unit = d.packet;
+      const single = packetBytes(unit, 0) === unit.length;
+      if (single && dest !== LINK_LOCAL && this.famArrived(nb, d.stream, unit)) continue;
       const key = streamKey(d.stream);
       let parts = nb.pieceParts.get(key);
       if (!parts) nb.pieceParts.set(key, (parts = []));
-      parts.push(d.packet);
+      parts.push(unit);
       const count = parts.length;
       let m;
       try {
-        // Its ECRC was checked as its frame arrived (LinkEnd.receive).
-        m = nb.reasm.push(d.packet, true);
+        // Its ECRCs were checked as its frame arrived (LinkEnd.receive).
+        if (single) m = nb.reasm.push(unit, true);
+        else {
+          const ps = splitPackets(unit)!;
+          for (let i = 0; i < ps.length; i++) {
+            m = nb.reasm.push(ps[i]!, true);
+            if (m && i < ps.length - 1) throw new CarryError('EORDER', `a message ends at piece ${i + 1} of a unit of ${ps.length}`);
+          }
+        }
       } catch (e) {
         if (!(e instanceof CarryError)) throw e;
         // The partial message is dropped: its pieces are consumed.
@@ -925,7 +937,8 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
       set.add(sender);
       return 'wait';
     }
-    for (const packet of packets) this.sendData(link, stream, packet);
+    // A message's pieces as units of up to MAX_UNIT_BYTES each, one data frame each.
+    for (const unit of packets.length === 1 ? packets : endToEnd(packets, MAX_UNIT_BYTES)) this.sendData(link, stream, unit);
     // On the next turn: the messages a ring read hands over in one pass go
     // out together, in trains, not a link send each.
     this.pumpSoon(link);
