@@ -102,6 +102,8 @@ export const { EventFd, GuestDevice, Mailbox, PidFile, Ring, SharedMemory, preal
 export const { genzCheck, genzEcrc, genzSeal } = binding;
 /** libfabric links (ts/link/ofi.ts wraps them): libfabric is loaded only when one is opened. */
 export const { OfiLink, OfiListener, OfiWindow, libfabricAvailable } = binding;
+/** The link end's state machine in the native core (ts/link/native-streams.ts wraps it). */
+export const { LinkEndCore } = binding;
 /** Rings the open EventFd whose number is `fd` (EBADF otherwise): the hot
  * path's EventFd.signal, a plain Node-API function without the class
  * method's unwrapping. */
@@ -119,6 +121,7 @@ export type FdLimit = Binding.FdLimit;
 export type OfiLink = Binding.OfiLink;
 export type OfiListener = Binding.OfiListener;
 export type OfiWindow = Binding.OfiWindow;
+export type LinkEndCore = Binding.LinkEndCore;
 export type { LibfabricProbe, LinkOptions, MailboxGlobals, MailboxSlot, PathState, ReceivedMessage, RemoteWindowInfo, RingLayoutInfo, RingLayoutOptions } from '../index.js';
 
 /** What the binding throws: an Error whose `code` names what went wrong

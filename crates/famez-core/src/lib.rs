@@ -13,6 +13,7 @@
 pub mod eventfd;
 pub mod genz;
 pub mod layout;
+pub mod link;
 pub mod lock;
 pub mod mailbox;
 pub mod notify;

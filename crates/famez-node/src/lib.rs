@@ -15,6 +15,7 @@ mod eventfd;
 mod genz;
 mod group;
 mod guest;
+mod link;
 mod mailbox;
 mod notify;
 mod ofi;
