@@ -20,7 +20,8 @@ import { WINDOW_OFFER, answerAck, answerRead, decodeOffer, encodeOffer, isFamCod
 import { Reason } from '../genz/codes.js';
 import type { Core64Read, Core64Write } from '../genz/packets.js';
 import { decode as decodePacket } from '../genz/packets.js';
-import { LinkEnd, type Stream } from './streams.js';
+import type { Stream } from './streams.js';
+import { NativeLinkEnd } from './native-streams.js';
 import { Topology, type FmRole, type NodeEntry, type RemoteNode, type Route } from './topology.js';
 import { Election, type ManagerClaim } from './manager.js';
 import type { Refusal } from '../fabric/fabric.js';
@@ -126,7 +127,7 @@ interface Neighbour {
   sid: number;
   /** Its name as the Topology knows it: one link of the topology. */
   name: string;
-  end: LinkEnd;
+  end: NativeLinkEnd;
   reasm: Reassembler;
   /** Its connections, in the order they were attached: the first that is up carries the data. */
   paths: Conn[];
@@ -391,7 +392,8 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
       nb = {
         sid,
         name: `sid:${sid}`,
-        end: new LinkEnd({ instance: this.linkInstance, source: this.gcid, window: WINDOW, heartbeatMs: this.config.heartbeatMs, lateMs: this.lateMs, ackDelayMs: ACK_DELAY_MS }),
+        // The native core's link end (crates/famez-core/src/link/streams.rs); ts/link/streams.ts is its reference.
+        end: new NativeLinkEnd({ instance: this.linkInstance, source: this.gcid, window: WINDOW, heartbeatMs: this.config.heartbeatMs, lateMs: this.lateMs, ackDelayMs: ACK_DELAY_MS }),
         // A message across is at most 1 MiB; a neighbour holds at most 64 MiB of partial ones.
         // Only control messages are read here; the others go on as the pieces they came in.
         reasm: new Reassembler(1 << 20, 64 << 20, (kind) => kind === 'control'),
