@@ -119,6 +119,12 @@ test('nodename and per-slot fields round-trip', (t) => {
   const other = own(t, new Mailbox(b));
   t.deepEqual(other.slot(15), { nodename: 'Z-switch', buflen: 0, peerId: 15, lastResponder: 0, peerSid: 27, peerCid: 1500 });
   t.is(other.nodename(15), 'Z-switch');
+  const js = new Slots(b.buffer as ArrayBuffer, 15);
+  t.is(js.peerSid(15), 27, 'the TypeScript slots read the same peer_SID');
+  mb.setPeerSid(15, 2 ** 40 + 5);
+  t.is(js.peerSid(15), 2 ** 40 + 5);
+  t.is(js.peerSid(14), 0);
+  mb.setPeerSid(15, 27);
   mb.setNodename(15, 'n'.repeat(31));
   t.is(other.nodename(15), 'n'.repeat(31));
   t.throws(() => mb.setNodename(15, 'n'.repeat(32)), { code: 'ENAMETOOLONG', message: /^ENAMETOOLONG/ });

@@ -617,7 +617,9 @@ export class FabricClient extends EventEmitter<FabricClientEvents> {
 
   /** The fabric's SID: as configured, else as the switch's slot says. */
   private localSid(): number {
-    return this.own.SID0 || (this.closed ? 0 : this.mailbox.slot(this.serverId).peerSid);
+    // The slot read over the mapping: the native mailbox's slot() makes an
+    // object of every field, and this runs on every message to afar.
+    return this.own.SID0 || (this.closed ? 0 : this.slots.peerSid(this.serverId));
   }
 
   /** The local peer a GCID of this subnet names (CID = ID x 100). */

@@ -109,6 +109,7 @@ export function nativeRx(ring: Ring): RxRing {
 export interface SlotPort {
   busy(slot: number): boolean;
   lastResponder(slot: number): number;
+  peerSid(slot: number): number;
   nodename(slot: number): string;
   post(sender: number, receiver: number, msg: Uint8Array): boolean;
   take(slot: number): Buffer | null;
@@ -118,6 +119,7 @@ export function nativeSlots(mb: Mailbox): SlotPort {
   return {
     busy: (slot) => mb.busy(slot),
     lastResponder: (slot) => mb.slot(slot).lastResponder,
+    peerSid: (slot) => mb.slot(slot).peerSid,
     nodename: (slot) => mb.nodename(slot),
     post: (sender, receiver, msg) => mb.post(sender, receiver, msg),
     take: (slot) => mb.take(slot),

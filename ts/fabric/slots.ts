@@ -27,6 +27,7 @@ const NODENAME_SIZE = layout.NODENAME_SIZE;
 const BUF = layout.SLOT_BUF;
 const BUFLEN = layout.SLOT_BUFLEN;
 const LAST_RESPONDER = layout.SLOT_LAST_RESPONDER;
+const PEER_SID = layout.SLOT_PEER_SID;
 const SLOT_NODENAME = layout.SLOT_NODENAME;
 const SLOT = layout.SLOT_SIZE;
 
@@ -86,6 +87,13 @@ export class Slots {
   /** Whom the slot's last message was for. */
   lastResponder(slot: number): number {
     const w = (this.base(slot) + LAST_RESPONDER) >>> 2;
+    return this.words[w] + this.words[w + 1] * 2 ** 32;
+  }
+
+  /** The slot's peer_SID (the switch's slot: the fabric's SID once a
+   * manager configured it; 0 before). */
+  peerSid(slot: number): number {
+    const w = (this.base(slot) + PEER_SID) >>> 2;
     return this.words[w] + this.words[w + 1] * 2 ** 32;
   }
 
