@@ -585,7 +585,9 @@ test('property: the native core\'s link end (crates/famez-core/src/link) makes t
       t.deepEqual(native.trace, js.trace);
       t.deepEqual(native.st, js.st);
       t.deepEqual(native.ends.map((e) => e.stats), js.ends.map((e) => e.stats));
-      t.deepEqual(native.ends.map((e) => [e.isUp, e.upPaths, e.peer, e.deadAfterMs]), js.ends.map((e) => [e.isUp, e.upPaths, e.peer, e.deadAfterMs]));
+      const pathView = (e: End) => [e.isUp, e.upPaths, e.peer, e.deadAfterMs, e.pathBad(0), e.pathBad(1), e.pathStats(0).badFrames + e.pathStats(0).rejectedFrames];
+      t.deepEqual(native.ends.map(pathView), js.ends.map(pathView));
+      for (const e of [...native.ends, ...js.ends]) t.is(e.pathBad(0), e.pathStats(0).badFrames + e.pathStats(0).rejectedFrames);
       t.deepEqual(native.ends.map((e) => STREAMS.map(({ stream }) => [e.sendBuffered(stream), e.receiveBuffered(stream), e.credit(stream)])), js.ends.map((e) => STREAMS.map(({ stream }) => [e.sendBuffered(stream), e.receiveBuffered(stream), e.credit(stream)])));
     }),
     { numRuns: 600 },

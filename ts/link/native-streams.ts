@@ -144,6 +144,12 @@ export class NativeLinkEnd {
     return statsOf(this.core.pathStats(path));
   }
 
+  /** Frames of `path` dropped as bad or refused (pathStats' badFrames +
+   * rejectedFrames), without making the stats object. */
+  pathBad(path = 0): number {
+    return this.core.pathBad(path);
+  }
+
   sendBuffered(stream: Stream): number {
     return this.core.sendBuffered(stream.source, stream.destination);
   }

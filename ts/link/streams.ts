@@ -494,6 +494,13 @@ export class LinkEnd {
     return { ...this.counts, framesSent: p.framesSent, framesReceived: p.framesReceived, badFrames: p.badFrames, rejectedFrames: p.rejectedFrames, lastBadFrame: p.lastBadFrame };
   }
 
+  /** Frames of `path` dropped as bad or refused (pathStats' badFrames +
+   * rejectedFrames), without making the stats object. */
+  pathBad(path = 0): number {
+    const p = this.paths.get(path)?.stats;
+    return p ? p.badFrames + p.rejectedFrames : 0;
+  }
+
   /** Packets of `stream` this end holds as its sender (unacknowledged or unsent). */
   sendBuffered(stream: Stream): number {
     return this.tx.get(keyOf(stream))?.buf.length ?? 0;

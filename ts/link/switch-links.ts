@@ -707,6 +707,8 @@ export class SwitchLinks extends EventEmitter<SwitchLinksEvents> {
 
   /** Logs frames dropped as bad (CRC, packet) or refused, at most once a second a connection. */
   private noteBad(c: Conn): void {
+    // Called for every train: the counts alone first, the stats only when they moved.
+    if ((c.nb ? c.nb.end.pathBad(c.id) : 0) + c.early.badFrames + c.early.rejectedFrames === c.badLogged) return;
     const s = c.nb ? c.nb.end.pathStats(c.id) : null;
     const badFrames = (s?.badFrames ?? 0) + c.early.badFrames;
     const rejectedFrames = (s?.rejectedFrames ?? 0) + c.early.rejectedFrames;

@@ -250,6 +250,11 @@ impl LinkEndCore {
     }
 
     #[napi]
+    pub fn path_bad(&self, path: u32) -> f64 {
+        self.end.path_bad(path) as f64
+    }
+
+    #[napi]
     pub fn send_buffered(&self, source: u32, destination: u32) -> u32 {
         self.end.send_buffered(stream(source, destination)) as u32
     }

@@ -583,6 +583,12 @@ impl LinkEnd {
         }
     }
 
+    /// Frames of `path` dropped as bad or refused: what path_stats counts
+    /// as bad_frames + rejected_frames, without copying the stats.
+    pub fn path_bad(&self, path: u32) -> u64 {
+        self.path(path).map_or(0, |i| self.paths[i].stats.bad_frames + self.paths[i].stats.rejected_frames)
+    }
+
     pub fn send_buffered(&self, stream: Stream) -> usize {
         self.tx_index.get(&stream.key()).map_or(0, |&i| self.tx[i].buf.len())
     }
