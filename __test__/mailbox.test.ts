@@ -477,3 +477,45 @@ for (const mode of ['jsrings', 'rings'] as const) {
     t.is(own(t, new Ring(shm, 1, 2)).usedBytes, 0);
   });
 }
+
+test('a nodename being written while the switch reads it is never cached wrong: once the writer stops, its last name is what is read', async (t) => {
+  t.timeout(60_000);
+  // Another thread writes slot 1's nodename as a peer does (zeroed, then
+  // its bytes), over and over, while this one reads it through Slots. The
+  // cache once decoded a name before copying the words it compared
+  // against, so a write landing in between left a name cached beside words
+  // it did not match: returned for good, the new name never seen.
+  const sab = new SharedArrayBuffer(3 * L.SLOT_SIZE);
+  const slots = new Slots(sab as unknown as ArrayBuffer, 2);
+  const state = new Int32Array(new SharedArrayBuffer(8)); // [cycle done, stop]
+  const { Worker } = await import('node:worker_threads');
+  const worker = new Worker(
+    `const { workerData } = require('node:worker_threads');
+     const [sab, stateSab, at, size, cycles] = workerData;
+     const name = new Uint8Array(sab, at, size);
+     const state = new Int32Array(stateSab);
+     const put = (s) => { name.fill(0); for (let i = 0; i < s.length; i++) name[i] = s.charCodeAt(i); };
+     for (let c = 1; c <= cycles; c++) {
+       for (let k = 0; k < 200; k++) put('peer-' + c + '-' + k);
+       put('final-' + c);
+       Atomics.store(state, 0, c);
+       // Wait for the reader's check before the next cycle.
+       while (Atomics.load(state, 1) < c) Atomics.wait(state, 1, Atomics.load(state, 1), 1000);
+     }`,
+    { eval: true, workerData: [sab, state.buffer, L.SLOT_SIZE + L.SLOT_NODENAME, L.NODENAME_SIZE, 400] },
+  );
+  t.teardown(() => void worker.terminate());
+  const wrong: string[] = [];
+  for (let c = 1; c <= 400; c++) {
+    const end = Date.now() + 10_000;
+    while (Atomics.load(state, 0) < c) {
+      slots.nodename(1);
+      if (Date.now() > end) throw new Error(`the writer did not finish cycle ${c} within 10 s`);
+    }
+    const got = slots.nodename(1);
+    if (got !== `final-${c}`) wrong.push(`cycle ${c}: ${JSON.stringify(got)}`);
+    Atomics.store(state, 1, c);
+    Atomics.notify(state, 1);
+  }
+  t.deepEqual(wrong, []);
+});

@@ -114,10 +114,16 @@ export class Slots {
       }
       if (same) return seen.name;
     }
-    let end = b;
-    while (end < b + NODENAME_SIZE - 1 && this.bytes[end] !== 0) end++;
-    const name = this.bytes.toString('utf8', b, end);
-    this.names[slot] = { words: w.slice(at, at + NAME_WORDS), name };
+    // Decode the words as they are now, once copied: the peer may be
+    // writing its name meanwhile, and a name decoded before the copy was
+    // taken would be cached beside words it does not match, and returned
+    // for good (the name it then wrote never seen).
+    const words = w.slice(at, at + NAME_WORDS);
+    const bytes = Buffer.from(words.buffer, 0, NODENAME_SIZE);
+    let end = 0;
+    while (end < NODENAME_SIZE - 1 && bytes[end] !== 0) end++;
+    const name = bytes.toString('utf8', 0, end);
+    this.names[slot] = { words, name };
     return name;
   }
 
